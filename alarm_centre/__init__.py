@@ -1,0 +1,1 @@
+"""Alerts: model and lifecycle, the store, intake with group commit, the REST API and the console."""

@@ -1,0 +1,62 @@
+"""Device events as frozen values, and the identifier rules every wire format shares."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from devices.vocabulary import EventType
+
+DEVICE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MAX_EVENT_ID = 64
+
+
+class InvalidIdentifier(ValueError):
+    """An identifier breaks the wire contract's rules."""
+
+
+def check_device_id(device_id: str) -> str:
+    """Return the id if it is 1-64 characters of A-Za-z0-9._- ; raise InvalidIdentifier otherwise."""
+    if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
+        raise InvalidIdentifier("device_id must be 1-64 characters of A-Za-z0-9._-")
+    return device_id
+
+
+def check_event_id(event_id: object) -> str:
+    """Return the id if it is a string of 1-64 printable characters; raise InvalidIdentifier otherwise."""
+    if not isinstance(event_id, str):
+        raise InvalidIdentifier("event_id must be a string")
+    if not 1 <= len(event_id) <= MAX_EVENT_ID:
+        raise InvalidIdentifier(f"event_id must be 1-{MAX_EVENT_ID} characters")
+    if not event_id.isprintable():
+        raise InvalidIdentifier("event_id must be printable characters")
+    return event_id
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    """One event from one device, as decoded from any transport.
+
+    ``ts`` is the device's own clock; ``received_at`` is ours. ``source`` names the path it came in by
+    (``mqtt``, ``serial``, ``sms``, ``voice``, ``system``) and lands in the audit trail.
+    """
+
+    device_id: str
+    event_id: str
+    type: EventType
+    received_at: datetime
+    ts: datetime | None = None
+    test: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+    source: str = "mqtt"
+    #: Set by voice and SMS paths: the device is not a unit we can command over MQTT.
+    unregistered_hint: dict[str, Any] | None = None
+
+    @property
+    def clock_skew_s(self) -> float | None:
+        """Seconds the device clock is ahead (+) or behind (-) ours, when the event carried a time."""
+        if self.ts is None:
+            return None
+        return (self.ts - self.received_at).total_seconds()
