@@ -1,0 +1,413 @@
+"""Inbound Twilio webhooks: check they come from Twilio, refuse replays, and turn them into small values.
+
+The core is free of aiohttp: :func:`verify_signature`, the ``parse_*`` functions and :class:`ReplayGuard`
+work on plain mappings of form fields. At the end, :func:`read_verified_form` and
+:func:`read_verified_webhook` are the thin aiohttp edge for the routes ``/twilio/sms``, ``/twilio/voice``
+and ``/twilio/status``.
+
+Twilio signs each webhook with ``X-Twilio-Signature``: an HMAC of the full URL it requested and the sorted
+form fields, keyed with the account's auth token. The URL is the *public* one Twilio was given (for example
+``https://bridge.example.org/twilio/sms``), not the address the bridge binds behind a proxy, so the bridge is
+configured with its public base URL. The signature carries no timestamp, so an exact replay is refused by
+remembering what was already handled (:class:`ReplayGuard`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+from twilio.request_validator import RequestValidator, get_signature_algorithm
+from twilio.twiml.messaging_response import MessagingResponse
+from twilio.twiml.voice_response import VoiceResponse
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+SIGNATURE_HEADER = "X-Twilio-Signature"
+SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
+MAX_WEBHOOK_BODY = 64 * 1024  # Twilio's webhooks are a few hundred bytes
+
+ACCEPT_WORDS = frozenset({"YES", "Y", "ACCEPT", "OK", "OKAY"})
+DECLINE_WORDS = frozenset({"NO", "N", "DECLINE"})
+ACCEPT_DIGITS = "1"
+DECLINE_DIGITS = "2"
+
+FINAL_STATUSES = frozenset(
+    {"delivered", "undelivered", "failed", "read", "completed", "busy", "no-answer", "canceled"}
+)
+FAILED_STATUSES = frozenset({"undelivered", "failed", "busy", "no-answer", "canceled"})
+
+_SID_RE = re.compile(r"(SM|MM|CA)[0-9a-fA-F]{32}")
+_FIRST_WORD_RE = re.compile(r"[A-Za-z0-9]+")
+
+
+class Reply(StrEnum):
+    """What a responder said: accept the call-out, decline it, or something we cannot read."""
+
+    ACCEPT = "accept"
+    DECLINE = "decline"
+    UNKNOWN = "unknown"
+
+
+class WebhookRejected(Exception):
+    """A webhook we will not act on; ``error`` is a short code, ``status`` the HTTP status to answer."""
+
+    def __init__(self, error: str, detail: str, *, status: int) -> None:
+        super().__init__(f"{error}: {detail}")
+        self.error = error
+        self.detail = detail
+        self.status = status
+
+    def to_json(self) -> dict[str, str]:
+        return {"error": self.error, "detail": self.detail}
+
+
+def _malformed(detail: str) -> WebhookRejected:
+    return WebhookRejected("malformed_webhook", detail, status=400)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundSms:
+    """A text from a responder (``From``) to our number (``To``)."""
+
+    message_sid: str
+    from_number: str
+    to_number: str
+    body: str
+    reply: Reply
+
+    @property
+    def replay_key(self) -> tuple[str, ...]:
+        return ("sms", self.message_sid)
+
+
+@dataclass(frozen=True, slots=True)
+class GatherInput:
+    """Digits pressed during a call (the ``<Gather>`` action); ``responder`` is the person we called."""
+
+    call_sid: str
+    from_number: str
+    to_number: str
+    direction: str
+    digits: str
+    reply: Reply
+
+    @property
+    def responder(self) -> str:
+        return self.to_number if self.direction.startswith("outbound") else self.from_number
+
+    @property
+    def replay_key(self) -> tuple[str, ...]:
+        return ("voice", self.call_sid, self.digits)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStatus:
+    """A status callback for a message (``MessageStatus``) or a call (``CallStatus``)."""
+
+    sid: str
+    kind: Literal["sms", "call"]
+    status: str
+    error_code: int | None
+    to_number: str
+
+    @property
+    def final(self) -> bool:
+        """No further status will follow (delivered, failed, completed, no-answer, …)."""
+        return self.status in FINAL_STATUSES
+
+    @property
+    def failed(self) -> bool:
+        """The message or call did not reach the responder."""
+        return self.status in FAILED_STATUSES or self.error_code is not None
+
+    @property
+    def replay_key(self) -> tuple[str, ...]:
+        return ("status", self.sid, self.status)
+
+
+# --- signatures -----------------------------------------------------------------------------------
+
+
+def webhook_url(public_base_url: str, path_qs: str) -> str:
+    """The URL Twilio requested: the configured public base joined with the request's raw path and query."""
+    return public_base_url.rstrip("/") + "/" + path_qs.lstrip("/")
+
+
+def verify_signature(
+    validator: RequestValidator,
+    url: str,
+    params: Mapping[str, str],
+    signature: str | None,
+    *,
+    algorithm: str | None = None,
+) -> None:
+    """Raise WebhookRejected (403) unless ``signature`` is Twilio's signature of ``url`` and ``params``.
+
+    ``params`` may be a multi-dict (``getall``) so repeated fields are signed as Twilio signs them.
+    """
+    if not signature:
+        raise WebhookRejected("missing_signature", f"no {SIGNATURE_HEADER} header", status=403)
+    if not validator.validate(url, params, signature, algorithm):
+        raise WebhookRejected(
+            "bad_signature",
+            f"{SIGNATURE_HEADER} does not match this request to {url}",
+            status=403,
+        )
+
+
+class ReplayGuard:
+    """Remembers the webhooks already handled for ``window`` seconds and refuses an exact repeat.
+
+    Call :meth:`claim` before acting on a webhook and :meth:`release` if acting on it failed (so Twilio's
+    own retry is let through). At most ``max_entries`` are kept; the oldest are forgotten first.
+    """
+
+    def __init__(
+        self,
+        *,
+        window: float = 3600.0,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._window = window
+        self._max_entries = max_entries
+        self._clock = clock
+        self._seen: OrderedDict[Hashable, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def claim(self, key: Hashable) -> None:
+        """Record ``key``; raise WebhookRejected (403, ``replayed``) if it was seen within the window."""
+        now = self._clock()
+        self._expire(now)
+        if key in self._seen:
+            raise WebhookRejected("replayed", "this webhook was already received", status=403)
+        self._seen[key] = now + self._window
+        while len(self._seen) > self._max_entries:
+            self._seen.popitem(last=False)
+
+    def release(self, key: Hashable) -> None:
+        """Forget ``key`` (its handling failed), so a retry of the same webhook is accepted."""
+        self._seen.pop(key, None)
+
+    def _expire(self, now: float) -> None:
+        while self._seen:
+            oldest_key, expires = next(iter(self._seen.items()))
+            if expires > now:
+                return
+            del self._seen[oldest_key]
+
+
+# --- parsing --------------------------------------------------------------------------------------
+
+
+def parse_reply_text(text: str) -> Reply:
+    """Read a responder's text by its first word: YES/Y/ACCEPT/OK accept, NO/N/DECLINE decline."""
+    match = _FIRST_WORD_RE.search(text)
+    if match is None:
+        return Reply.UNKNOWN
+    word = match.group().upper()
+    if word in ACCEPT_WORDS:
+        return Reply.ACCEPT
+    if word in DECLINE_WORDS:
+        return Reply.DECLINE
+    return Reply.UNKNOWN
+
+
+def parse_digits(digits: str) -> Reply:
+    """1 accepts, 2 declines, anything else (or nothing) is unknown."""
+    if digits == ACCEPT_DIGITS:
+        return Reply.ACCEPT
+    if digits == DECLINE_DIGITS:
+        return Reply.DECLINE
+    return Reply.UNKNOWN
+
+
+def _sid(params: Mapping[str, str], name: str, prefixes: tuple[str, ...]) -> str:
+    sid = params.get(name, "")
+    if not sid:
+        raise _malformed(f"{name} is required")
+    if not _SID_RE.fullmatch(sid) or not sid.startswith(prefixes):
+        raise _malformed(f"{name} is not a Twilio {'/'.join(prefixes)} sid")
+    return sid
+
+
+def parse_inbound_sms(params: Mapping[str, str]) -> InboundSms:
+    """An inbound-SMS webhook (``/twilio/sms``): MessageSid, From, To, Body."""
+    sid = _sid(params, "MessageSid", ("SM", "MM"))
+    from_number = params.get("From", "")
+    if not from_number:
+        raise _malformed("From is required")
+    body = params.get("Body", "")
+    return InboundSms(
+        message_sid=sid,
+        from_number=from_number,
+        to_number=params.get("To", ""),
+        body=body,
+        reply=parse_reply_text(body),
+    )
+
+
+def parse_gather(params: Mapping[str, str]) -> GatherInput:
+    """A voice webhook (``/twilio/voice``): CallSid, From, To, Direction and the Digits pressed, if any."""
+    sid = _sid(params, "CallSid", ("CA",))
+    digits = params.get("Digits", "")
+    if len(digits) > 32 or not all(c in "0123456789*#w" for c in digits):
+        raise _malformed("Digits must be keypad characters")
+    return GatherInput(
+        call_sid=sid,
+        from_number=params.get("From", ""),
+        to_number=params.get("To", ""),
+        direction=params.get("Direction", ""),
+        digits=digits,
+        reply=parse_digits(digits),
+    )
+
+
+def parse_status(params: Mapping[str, str]) -> DeliveryStatus:
+    """A status callback (``/twilio/status``) for a message or a call."""
+    kind: Literal["sms", "call"]
+    if "CallSid" in params:
+        kind, sid, status = "call", _sid(params, "CallSid", ("CA",)), params.get("CallStatus", "")
+    else:
+        kind, sid = "sms", _sid(params, "MessageSid", ("SM", "MM"))
+        status = params.get("MessageStatus") or params.get("SmsStatus", "")
+    if not status or len(status) > 32:
+        raise _malformed("MessageStatus or CallStatus is required")
+    raw_code = params.get("ErrorCode", "")
+    try:
+        error_code = int(raw_code) if raw_code else None
+    except ValueError:
+        raise _malformed("ErrorCode must be a number") from None
+    return DeliveryStatus(
+        sid=sid, kind=kind, status=status.lower(), error_code=error_code, to_number=params.get("To", "")
+    )
+
+
+# --- what we answer Twilio with -------------------------------------------------------------------
+
+
+def sms_reply_twiml(text: str | None = None) -> str:
+    """TwiML answering an inbound SMS: a confirmation text, or nothing."""
+    response = MessagingResponse()
+    if text:
+        response.message(text)
+    return str(response)
+
+
+def voice_reply_twiml(reply: Reply, *, language: str = "en-GB") -> str:
+    """TwiML answering a ``<Gather>``: thank and hang up."""
+    response = VoiceResponse()
+    spoken = {
+        Reply.ACCEPT: "Thank you. You have accepted this alert and the control centre has been told.",
+        Reply.DECLINE: "Thank you. The control centre will contact someone else.",
+        Reply.UNKNOWN: "Sorry, that key was not recognised. The control centre will contact you again.",
+    }[reply]
+    response.say(spoken, language=language)
+    response.hangup()
+    return str(response)
+
+
+# --- aiohttp edge ---------------------------------------------------------------------------------
+
+T = TypeVar("T", InboundSms, GatherInput, DeliveryStatus)
+
+
+def http_error(exc: WebhookRejected) -> web.HTTPException:
+    """The aiohttp error for a rejected webhook, with a JSON ``{"error", "detail"}`` body."""
+    from aiohttp import web
+
+    classes: dict[int, type[web.HTTPException]] = {
+        400: web.HTTPBadRequest,
+        403: web.HTTPForbidden,
+    }
+    body = json.dumps(exc.to_json())
+    if exc.status == 413:
+        return web.HTTPRequestEntityTooLarge(
+            max_size=MAX_WEBHOOK_BODY, actual_size=0, text=body, content_type="application/json"
+        )
+    return classes.get(exc.status, web.HTTPBadRequest)(text=body, content_type="application/json")
+
+
+async def read_verified_form(
+    request: web.Request, validator: RequestValidator, public_base_url: str
+) -> dict[str, str]:
+    """Read a webhook's form fields, raising a 403 (JSON body) unless Twilio's signature checks out.
+
+    The signed URL is ``public_base_url`` joined with the request's raw path and query string.
+    """
+    if request.content_length is not None and request.content_length > MAX_WEBHOOK_BODY:
+        raise http_error(WebhookRejected("too_large", f"body over {MAX_WEBHOOK_BODY} bytes", status=413))
+    from multidict import MultiDict
+
+    form = await request.post()
+    url = webhook_url(public_base_url, request.raw_path)
+    algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
+    try:
+        if any(not isinstance(value, str) for value in form.values()):
+            raise _malformed("file uploads are not Twilio webhooks")
+        fields = MultiDict((key, str(value)) for key, value in form.items())
+        verify_signature(validator, url, fields, request.headers.get(SIGNATURE_HEADER), algorithm=algorithm)
+    except WebhookRejected as exc:
+        raise http_error(exc) from None
+    return {key: fields[key] for key in fields}
+
+
+async def read_verified_webhook(
+    request: web.Request,
+    validator: RequestValidator,
+    public_base_url: str,
+    parse: Callable[[Mapping[str, str]], T],
+    guard: ReplayGuard,
+) -> T:
+    """Verify, parse and claim a webhook in one step (403 forged or replayed, 400 malformed).
+
+    If acting on the returned value fails, call ``guard.release(value.replay_key)`` so Twilio's retry
+    is accepted.
+    """
+    form = await read_verified_form(request, validator, public_base_url)
+    try:
+        value = parse(form)
+        guard.claim(value.replay_key)
+    except WebhookRejected as exc:
+        raise http_error(exc) from None
+    return value
+
+
+def twiml_response(twiml: str) -> web.Response:
+    """An aiohttp response carrying TwiML."""
+    from aiohttp import web
+
+    return web.Response(text=twiml, content_type="application/xml")
+
+
+__all__ = [
+    "DeliveryStatus",
+    "GatherInput",
+    "InboundSms",
+    "ReplayGuard",
+    "Reply",
+    "WebhookRejected",
+    "http_error",
+    "parse_digits",
+    "parse_gather",
+    "parse_inbound_sms",
+    "parse_reply_text",
+    "parse_status",
+    "read_verified_form",
+    "read_verified_webhook",
+    "sms_reply_twiml",
+    "twiml_response",
+    "verify_signature",
+    "voice_reply_twiml",
+    "webhook_url",
+]
