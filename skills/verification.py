@@ -392,9 +392,7 @@ class AlexaVerifier:
         public_key = leaf.public_key()
         if not isinstance(public_key, rsa.RSAPublicKey):
             raise VerificationFailed("signing certificate key is not RSA")
-        verifier = (
-            PolicyBuilder().store(self._store).time(now).build_server_verifier(x509.DNSName(ALEXA_SAN))
-        )
+        verifier = PolicyBuilder().store(self._store).time(now).build_server_verifier(x509.DNSName(ALEXA_SAN))
         try:
             chain = verifier.verify(leaf, intermediates)
         except VerificationError as exc:
