@@ -1,0 +1,154 @@
+"""The SMS alarm texts of GSM social alarms, sans-I/O.
+
+Units send short texts. Recognised, case and accents ignored, extra words allowed after the phrase:
+
+- phrases: ``ALARM PENDANT``, ``ALARM FALL``, ``SMOKE ALARM``, ``LOW BATTERY``, ``MAINS FAIL``,
+  ``MAINS RESTORED``, ``TEST`` ... (see :data:`PHRASES`); a ``TEST`` prefix marks a test alarm
+  (``TEST ALARM PENDANT``), and ``TEST`` alone is a test pendant press for commissioning;
+- Contact ID (SIA DC-05) in the form ``[CID] [account] [18|98] QEEE GG ZZZ``, for example
+  ``CID 1101 01 001`` or ``1234 18 1101 01 001``: Q=1 new event, Q=3 restore, Q=6 status;
+  EEE maps through :data:`devices.vocabulary.CONTACT_ID`.
+
+:func:`parse_sms_alarm` returns an :class:`SmsAlarm` or None; :func:`looks_like_help` says whether any
+text reads as a call for help (HELP, SOS, EMERGENCY, FALLEN, HILFE, AU SECOURS ...), so that an SMS
+from an unknown number is never silently dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from devices.vocabulary import CONTACT_ID, EventType
+
+
+@dataclass(frozen=True, slots=True)
+class SmsAlarm:
+    """What an alarm text means."""
+
+    type: EventType
+    test: bool = False
+    contact_id: int | None = None
+    qualifier: int | None = None
+    group: str | None = None
+    zone: str | None = None
+
+
+#: Normalised phrase (upper case, ASCII, single spaces) -> type. Longest match wins.
+PHRASES: dict[str, EventType] = {
+    "ALARM PENDANT": EventType.PENDANT, "PENDANT ALARM": EventType.PENDANT, "PENDANT": EventType.PENDANT,
+    "ALARM BUTTON": EventType.PENDANT, "HELP BUTTON": EventType.PENDANT, "PANIC": EventType.PANIC,
+    "ALARM PANIC": EventType.PANIC, "ALARM FALL": EventType.FALL, "FALL ALARM": EventType.FALL,
+    "FALL DETECTED": EventType.FALL, "FALL": EventType.FALL,
+    "ALARM SMOKE": EventType.SMOKE, "SMOKE ALARM": EventType.SMOKE, "SMOKE": EventType.SMOKE,
+    "FIRE ALARM": EventType.SMOKE, "ALARM FIRE": EventType.SMOKE, "ALARM HEAT": EventType.HEAT,
+    "HEAT ALARM": EventType.HEAT, "ALARM CO": EventType.CO, "CO ALARM": EventType.CO,
+    "ALARM GAS": EventType.GAS, "GAS ALARM": EventType.GAS, "ALARM EPILEPSY": EventType.EPILEPSY,
+    "EPILEPSY ALARM": EventType.EPILEPSY, "SEIZURE": EventType.EPILEPSY,
+    "ALARM INACTIVITY": EventType.INACTIVITY, "INACTIVITY": EventType.INACTIVITY,
+    "BED EXIT": EventType.BED_EXIT, "CHAIR EXIT": EventType.CHAIR_EXIT, "DOOR EXIT": EventType.DOOR_EXIT,
+    "DOOR OPEN": EventType.DOOR_EXIT, "ALARM FLOOD": EventType.FLOOD, "FLOOD ALARM": EventType.FLOOD,
+    "FLOOD": EventType.FLOOD, "TEMPERATURE ALARM": EventType.EXTREME_TEMPERATURE,
+    "ALARM TEMPERATURE": EventType.EXTREME_TEMPERATURE, "BOGUS CALLER": EventType.BOGUS_CALLER,
+    "LOW BATTERY": EventType.LOW_BATTERY, "BATTERY LOW": EventType.LOW_BATTERY,
+    "MAINS FAIL": EventType.MAINS_FAIL, "MAINS FAILURE": EventType.MAINS_FAIL,
+    "AC FAIL": EventType.MAINS_FAIL,
+    "POWER FAIL": EventType.MAINS_FAIL, "POWER FAILURE": EventType.MAINS_FAIL,
+    "MAINS RESTORED": EventType.MAINS_RESTORED, "MAINS RESTORE": EventType.MAINS_RESTORED,
+    "MAINS OK": EventType.MAINS_RESTORED, "AC RESTORE": EventType.MAINS_RESTORED,
+    "AC RESTORED": EventType.MAINS_RESTORED, "POWER RESTORED": EventType.MAINS_RESTORED,
+    "TAMPER": EventType.TAMPER, "SENSOR FAULT": EventType.SENSOR_FAULT, "JAMMING": EventType.RADIO_JAMMING,
+    "HEARTBEAT": EventType.HEARTBEAT, "PERIODIC TEST": EventType.HEARTBEAT, "POLL": EventType.HEARTBEAT,
+    "CANCEL": EventType.CANCEL, "ALARM CANCELLED": EventType.CANCEL, "RESET": EventType.CANCEL,
+}
+
+#: Words that make free text a call for help, in the languages residents and carers use most.
+HELP_WORDS = frozenset({
+    "HELP", "SOS", "ALARM", "EMERGENCY", "FALL", "FALLEN", "FELL", "HURT", "INJURED", "PAIN", "AMBULANCE",
+    "999", "112", "911", "URGENT", "FIRE", "SMOKE", "PANIC", "PENDANT", "DOCTOR", "BLEEDING", "COLLAPSED",
+    "HILFE", "NOTFALL", "GESTURZT", "AIDE", "SECOURS", "URGENCE", "AYUDA", "SOCORRO", "EMERGENCIA",
+    "AIUTO", "HJAELP", "HJELP", "HJALP", "POMOC", "HULP", "NOOD", "AJUDA", "PILNE", "CYMORTH",
+})
+HELP_PHRASES = ("CANT GET UP", "CAN NOT GET UP", "CANNOT GET UP", "ON THE FLOOR", "CALL AN AMBULANCE")
+
+_CID_RE = re.compile(
+    r"(?:CID\s*)?(?:(?P<acct>[0-9A-F]{4,6})\s+)?(?:(?:18|98)\s*)?"
+    r"(?P<q>[136])(?P<eee>\d{3})\s*(?P<gg>\d{2})\s*(?P<zzz>\d{3})\b"
+)
+
+
+def normalise(text: str) -> str:
+    """Upper-case ASCII words separated by single spaces (accents stripped, punctuation dropped)."""
+    folded = unicodedata.normalize("NFKD", text)
+    for special, plain in (("Æ", "AE"), ("æ", "ae"), ("ß", "ss"), ("Ø", "O"), ("ø", "o"), ("Å", "A")):
+        folded = folded.replace(special, plain)
+    ascii_text = "".join(c for c in folded if not unicodedata.combining(c))
+    ascii_text = ascii_text.replace("'", "").replace("\u2019", "")
+    words = re.findall(r"[A-Za-z0-9]+", ascii_text)
+    return " ".join(words).upper()
+
+
+def _contact_id(norm: str, test: bool) -> SmsAlarm | None:
+    m = _CID_RE.search(norm)
+    if not m:
+        return None
+    code, q = int(m.group("eee")), int(m.group("q"))
+    event_type = CONTACT_ID.get(code)
+    if q == 3:  # restore
+        event_type = EventType.MAINS_RESTORED if code == 301 else EventType.CANCEL if event_type else None
+    elif event_type is None:
+        if 100 <= code <= 169:  # an alarm class we have no exact type for: treat as a call for help
+            event_type = EventType.PANIC
+        elif 300 <= code <= 399:
+            event_type = EventType.SENSOR_FAULT
+    if code == 601:  # manual trigger test report
+        event_type, test = EventType.PENDANT, True
+    if event_type is None:
+        return None
+    return SmsAlarm(event_type, test, code, q, m.group("gg"), m.group("zzz"))
+
+
+def parse_sms_alarm(text: str) -> SmsAlarm | None:
+    """The alarm an SMS text reports, or None when the text is not a known alarm format."""
+    norm = normalise(text)
+    if not norm:
+        return None
+    test = False
+    if norm == "TEST" or norm in ("TEST ALARM", "ALARM TEST"):
+        return SmsAlarm(EventType.PENDANT, test=True)
+    if norm.startswith("TEST "):
+        test, norm = True, norm[5:]
+    cid = _contact_id(norm, test)
+    if cid is not None:
+        return cid
+    for phrase in sorted(PHRASES, key=len, reverse=True):
+        if norm == phrase or norm.startswith(phrase + " "):
+            return SmsAlarm(PHRASES[phrase], test=test)
+    return None
+
+
+def looks_like_help(text: str) -> bool:
+    """True when free text reads as a call for help (used for senders we do not know)."""
+    norm = normalise(text)
+    if not norm:
+        return False
+    if set(norm.split()) & HELP_WORDS:
+        return True
+    return any(p in norm for p in HELP_PHRASES)
+
+
+def sms_event_id(sender: str, modem_timestamp: str, text: str) -> str:
+    """A stable event id for one SMS: the same message read again after a restart gets the same id."""
+    digest = hashlib.sha256(f"{sender}\x00{modem_timestamp}\x00{text}".encode()).hexdigest()
+    return f"sms-{digest[:32]}"
+
+
+def device_id_for_sender(sender: str) -> str:
+    """A device id for an unregistered sender: ``sms-`` and the number's digits (or its letters)."""
+    digits = re.sub(r"\D", "", sender)
+    if digits:
+        return f"sms-{digits}"[:64]
+    word = re.sub(r"[^A-Za-z0-9._-]", "", normalise(sender).replace(" ", "-"))
+    return f"sms-{word or 'unknown'}"[:64]
