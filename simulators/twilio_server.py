@@ -21,13 +21,13 @@ import re
 import secrets
 import signal
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, Self
 
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from twilio.request_validator import RequestValidator
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ class TwilioServer:
         return list(self._calls.items)
 
     async def __aenter__(self) -> Self:
-        app = web.Application()
+        app = web.Application(middlewares=[_webhook_errors])
         prefix = f"/{API_VERSION}/Accounts/{{account_sid}}"
         app.router.add_post(prefix + "/Messages.json", self._create_message)
         app.router.add_post(prefix + "/Calls.json", self._create_call)
@@ -163,6 +163,9 @@ class TwilioServer:
         app.router.add_get(prefix + "/Calls/{sid}.json", self._fetch_call)
         app.router.add_get("/_simulator/messages", self._list_messages)
         app.router.add_get("/_simulator/calls", self._list_calls)
+        app.router.add_post("/_simulator/sms_reply", self._control_sms_reply)
+        app.router.add_post("/_simulator/digits", self._control_digits)
+        app.router.add_post("/_simulator/status", self._control_status)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
@@ -382,6 +385,40 @@ class TwilioServer:
             {"calls": [self._call_json(c) | {"twiml": c.twiml} for c in self._calls.items]}
         )
 
+    # --- demo control API: make the simulator send a signed webhook (loopback, unauthenticated) ---
+
+    async def _control_sms_reply(self, request: web.Request) -> web.Response:
+        """``{"to_url", "from", "body"}``: a responder texts back."""
+        args = await _json_object(request)
+        answer = await self.reply_sms(
+            _require(args, "to_url"), _require(args, "from"), _require(args, "body")
+        )
+        return web.json_response(_answer_json(answer))
+
+    async def _control_digits(self, request: web.Request) -> web.Response:
+        """``{"call_sid", "digits", "to_url"?}``: the callee presses keys (to_url: the Gather action)."""
+        args = await _json_object(request)
+        call = self._find_call(_require(args, "call_sid"))
+        to_url = args.get("to_url") or (call.gather_action if call else None)
+        if not to_url:
+            raise web.HTTPBadRequest(text='{"error": "no_gather_action", "detail": "pass to_url"}')
+        answer = await self.press_digits(str(to_url), _require(args, "call_sid"), _require(args, "digits"))
+        return web.json_response(_answer_json(answer))
+
+    async def _control_status(self, request: web.Request) -> web.Response:
+        """``{"sid", "status", "to_url"?, "error_code"?}``: a status callback (to_url: StatusCallback)."""
+        args = await _json_object(request)
+        sid = _require(args, "sid")
+        recorded = self._find_call(sid) or self._find_message(sid)
+        to_url = args.get("to_url") or (recorded.status_callback if recorded else None)
+        if not to_url:
+            raise web.HTTPBadRequest(text='{"error": "no_status_callback", "detail": "pass to_url"}')
+        code = args.get("error_code")
+        answer = await self.send_status(
+            str(to_url), sid, _require(args, "status"), error_code=code if isinstance(code, int) else None
+        )
+        return web.json_response(_answer_json(answer))
+
     async def _admit(self, request: web.Request, resource: str) -> dict[str, str] | web.Response:
         """Authenticate, apply any injected fault, and read the form; a Response means stop here."""
         if not self._authorised(request):
@@ -490,6 +527,38 @@ class TwilioServer:
             "to_formatted": c.to,
             "uri": f"/{API_VERSION}/Accounts/{c.account_sid}/Calls/{c.sid}.json",
         }
+
+
+@web.middleware
+async def _webhook_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A control call whose webhook could not be delivered answers 502 instead of a stack trace."""
+    try:
+        return await handler(request)
+    except (ClientError, TimeoutError) as exc:
+        return web.json_response({"error": "webhook_undeliverable", "detail": repr(exc)}, status=502)
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        args = await request.json()
+    except ValueError:
+        args = None
+    if not isinstance(args, dict):
+        raise web.HTTPBadRequest(text='{"error": "bad_json", "detail": "expected a JSON object"}')
+    return args
+
+
+def _require(args: dict[str, Any], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str) or not value:
+        raise web.HTTPBadRequest(text=json.dumps({"error": "missing_field", "detail": f"{name} is required"}))
+    return value
+
+
+def _answer_json(answer: WebhookResponse) -> dict[str, Any]:
+    return {"status": answer.status, "content_type": answer.content_type, "text": answer.text}
 
 
 def _check_numbers(to: str, from_: str) -> tuple[int, str] | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 from twilio.request_validator import RequestValidator
 
 from alarm_centre.notify import Notifier
@@ -361,3 +361,40 @@ def test_replay_guard_is_bounded() -> None:
     guard.claim(("status", "SM0", "sent"))  # the oldest were forgotten
     with pytest.raises(WebhookRejected):
         guard.claim(("status", "SM4", "sent"))
+
+
+# --- the simulator's control API, as the demo uses it -------------------------------------------
+
+
+async def test_the_demo_control_api_sends_signed_webhooks(twilio: TwilioServer, bridge: BridgeStub) -> None:
+    notifier = Notifier(
+        account_sid=twilio.account_sid,
+        auth_token=twilio.auth_token,
+        from_number=OUR_NUMBER,
+        api_base_url=twilio.base_url,
+    )
+    async with notifier:
+        call = await notifier.place_call(
+            to=RESPONDER,
+            text="CO alarm",
+            gather_action=bridge.url + "/twilio/voice",
+            status_callback=bridge.url + "/twilio/status",
+        )
+    async with ClientSession() as http:
+        async with http.post(
+            twilio.base_url + "/_simulator/digits", json={"call_sid": call.sid, "digits": "1"}
+        ) as resp:
+            pressed = await resp.json()
+        async with http.post(
+            twilio.base_url + "/_simulator/status", json={"sid": call.sid, "status": "completed"}
+        ) as resp:
+            completed = await resp.json()
+        async with http.post(twilio.base_url + "/_simulator/digits", json={"digits": "1"}) as resp:
+            missing = resp.status
+
+    assert pressed["status"] == 200 and "accepted" in pressed["text"]
+    assert completed["status"] == 200
+    assert missing == 400
+    gather, status = bridge.received
+    assert isinstance(gather, GatherInput) and gather.reply is Reply.ACCEPT
+    assert isinstance(status, DeliveryStatus) and (status.kind, status.status) == ("call", "completed")
