@@ -118,6 +118,7 @@ class TestCertificateAuthority:
     intermediate_key: rsa.RSAPrivateKey
     intermediate_cert: x509.Certificate
     name: str = "Telecare Test Alexa Root"
+    _server_certs: dict[str, SigningCertificate] = field(default_factory=dict)
 
     @classmethod
     def create(cls, name: str = "Telecare Test Alexa Root", *, days: int = 30) -> TestCertificateAuthority:

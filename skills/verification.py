@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import logging
 import posixpath
@@ -160,7 +161,12 @@ def load_pem_bundle(data: bytes) -> list[x509.Certificate]:
 
 
 def default_trusted_roots() -> list[x509.Certificate]:
-    """The system CA bundle (``ssl.get_default_verify_paths``), else certifi's bundle."""
+    """The system CA bundle (``ssl.get_default_verify_paths``), else certifi's bundle (read once)."""
+    return list(_load_default_roots())
+
+
+@functools.cache
+def _load_default_roots() -> tuple[x509.Certificate, ...]:
     candidates: list[str] = []
     paths = ssl.get_default_verify_paths()
     for path in (paths.cafile, paths.openssl_cafile):
@@ -177,7 +183,7 @@ def default_trusted_roots() -> list[x509.Certificate]:
         if file.is_file():
             roots = load_pem_bundle(file.read_bytes())
             if roots:
-                return roots
+                return tuple(roots)
     raise RuntimeError("no trusted root certificates found (system bundle or certifi)")
 
 

@@ -438,7 +438,7 @@ async def test_slow_certificate_server_times_out_then_recovers(
     verifier = AlexaVerifier(
         SKILL_ID, test_ca=root_pem, test_cert_origin=cert_server.origin, fetch_timeout=0.3
     )
-    url = cert_server.publish("slow.pem", good_cert.chain_pem, delay=2.0)
+    url = cert_server.publish("slow.pem", good_cert.chain_pem, delay=1.0)
     signer = RequestSigner(good_cert, url)
     body = encode(trigger())
     with pytest.raises(CertificateUnavailable, match="timed out"):
