@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, Self
 
@@ -46,8 +46,10 @@ class BatchStore(Protocol):
 class GroupCommitter:
     """Batch events into one transaction each; an async context manager owning its worker task."""
 
-    def __init__(self, store: BatchStore, *, max_batch: int = 1000) -> None:
+    def __init__(self, store: BatchStore, *, max_batch: int = 1000,
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self._store = store
+        self._on_batch = on_batch
         self._max_batch = max_batch
         self._queue: asyncio.Queue[tuple[DeviceEvent, asyncio.Future[IngestResult]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -101,6 +103,8 @@ class GroupCommitter:
                 continue
             self.batches += 1
             self.last_batch_size = len(live)
+            if self._on_batch is not None:
+                self._on_batch(len(live))
             for (_, fut), res in zip(live, results, strict=True):
                 if not fut.done():
                     fut.set_result(res)

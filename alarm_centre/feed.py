@@ -1,0 +1,75 @@
+"""Fan-out of committed alert changes to live subscribers (console streams, metrics).
+
+The store's listener only queues alert ids, so a commit never waits for slow readers. One task reads
+each changed alert once and hands it to every subscriber; a subscriber whose queue is full is told to
+resynchronise instead of holding up the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from alarm_centre.model import AlertChange
+from alarm_centre.store.base import AlertStore, NotFound
+
+log = logging.getLogger(__name__)
+
+RESYNC: dict[str, Any] = {"resync": True}
+
+
+class AlertFeed:
+    def __init__(self, store: AlertStore, *, subscriber_queue: int = 1000) -> None:
+        self._store = store
+        self._pending: asyncio.Queue[list[str]] = asyncio.Queue()
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._size = subscriber_queue
+        store.add_listener(self._on_changes)
+        self.published = 0
+
+    def _on_changes(self, changes: Sequence[AlertChange]) -> None:
+        self._pending.put_nowait(list(dict.fromkeys(c.alert_id for c in changes)))
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    async def run(self) -> None:
+        while True:
+            ids = await self._pending.get()
+            while not self._pending.empty() and len(ids) < 5000:
+                ids.extend(self._pending.get_nowait())
+            for alert_id in dict.fromkeys(ids):
+                if not self._subscribers:
+                    break
+                try:
+                    alert, _ = await self._store.get_alert(alert_id)
+                except NotFound:
+                    continue
+                except Exception as exc:
+                    log.warning("feed could not read alert %s: %s", alert_id, exc)
+                    continue
+                self._publish({"alert": alert.to_json()})
+
+    def _publish(self, message: dict[str, Any]) -> None:
+        self.published += 1
+        for queue in list(self._subscribers):
+            try:
+                queue.put_nowait(message)
+            except asyncio.QueueFull:
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    while True:
+                        queue.get_nowait()
+                queue.put_nowait(RESYNC)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self._size)
+        self._subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)

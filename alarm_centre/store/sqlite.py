@@ -1,0 +1,135 @@
+"""The embedded store: SQLite in WAL mode with ``synchronous=FULL``.
+
+Why not aiosqlite for writes: aiosqlite moves every statement to its worker thread one by one, and a
+group-commit batch is thousands of small statements. Here statements run on the event loop (each is
+microseconds: SQLite works from its page cache) and only ``COMMIT`` -- the fsync -- goes to a worker
+thread. One writer connection guarded by a lock; reads use a second connection, which WAL lets run
+beside a writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Self
+
+from alarm_centre.store.base import AlertStore, Row
+from alarm_centre.store.schema import MIGRATIONS, statements
+
+
+class _SqliteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return self._conn.execute(sql, args).rowcount
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        row: sqlite3.Row | None = self._conn.execute(sql, args).fetchone()
+        return None if row is None else dict(zip(row.keys(), tuple(row), strict=True))
+
+    async def fetchall(self, sql: str, *args: Any) -> list[Row]:
+        rows = self._conn.execute(sql, args).fetchall()
+        return [dict(zip(r.keys(), tuple(r), strict=True)) for r in rows]
+
+    async def savepoint(self, name: str) -> None:
+        self._conn.execute(f"SAVEPOINT {name}")
+
+    async def release(self, name: str) -> None:
+        self._conn.execute(f"RELEASE {name}")
+
+    async def rollback_to(self, name: str) -> None:
+        self._conn.execute(f"ROLLBACK TO {name}")
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to date; returns the version now in place."""
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    current = row[0] or 0
+    for version, sql in MIGRATIONS:
+        if version <= current:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in statements(sql, "sqlite"):
+                conn.execute(stmt)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        current = version
+    return int(current)
+
+
+class SqliteStore(AlertStore):
+    """An :class:`AlertStore` in one SQLite file; an async context manager."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._fsync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+
+    async def __aenter__(self) -> Self:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = _connect(str(self.path))
+        migrate(self._writer)
+        self._reader = _connect(str(self.path))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._lock:
+            for conn in (self._writer, self._reader):
+                if conn is not None:
+                    conn.close()
+            self._writer = self._reader = None
+        self._fsync.shutdown(wait=True)
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        conn.execute("COMMIT")
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[_SqliteTx]:
+        async with self._lock:
+            conn = self._writer
+            if conn is None:
+                raise RuntimeError("store is closed")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTx(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._fsync, self._commit, conn)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[_SqliteTx]:
+        conn = self._reader
+        if conn is None:
+            raise RuntimeError("store is closed")
+        yield _SqliteTx(conn)

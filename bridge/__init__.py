@@ -1,0 +1,1 @@
+"""The running service: configuration, wiring, transports, the embedded broker and the CLI."""

@@ -1,0 +1,252 @@
+"""``telecare-bridge``: run the bridge, a demo, manage users, and drive the simulators."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from bridge.config import Config, ConfigError, load_config
+
+log = logging.getLogger("telecare")
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+def _config_path(arg: str | None) -> str | None:
+    if arg:
+        return arg
+    env = os.environ.get("TELECARE_CONFIG")
+    if env:
+        return env
+    return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = _config_path(args.config)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"telecare-bridge: configuration error in {path or 'defaults/environment'}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(level=config.log.level,
+                        format=f"%(asctime)s %(levelname)-7s [{config.node_name}] %(name)s: %(message)s")
+    return config
+
+
+def _run_until_signal(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``main`` and cancel it cleanly on SIGINT or SIGTERM."""
+
+    async def runner() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await main()
+        log.info("stopped")
+
+    asyncio.run(runner())
+
+
+# -- run / demo ----------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> None:
+    config = _load(args)
+
+    async def main() -> None:
+        from bridge.service import Bridge
+
+        async with Bridge(config) as bridge:
+            _print_banner(bridge, config)
+            await bridge.serve()
+
+    _run_until_signal(main)
+
+
+def _print_banner(bridge: Any, config: Config) -> None:
+    broker = bridge.broker.url if bridge.broker else config.mqtt.url
+    print(f"telecare-bridge {config.node_name} is up", flush=True)
+    print(f"  HTTP API    {bridge.http_url}/api/v1/alerts   (health {bridge.http_url}/healthz, "
+          f"metrics {bridge.http_url}/metrics)", flush=True)
+    print(f"  MQTT        {broker}  topics {config.topic_root}/v1/{{device_id}}/event", flush=True)
+    print(f"  store       {config.store.url}", flush=True)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    config = _load(args)
+
+    async def main() -> None:
+        from bridge.service import Bridge
+        from simulators.fleet import DEMO_RESIDENTS, run_fleet
+
+        async with Bridge(config) as bridge:
+            for resident_id, name, unit_id in DEMO_RESIDENTS[: args.units]:
+                await bridge.store.upsert_resident(resident_id, name)
+                await bridge.store.upsert_device(unit_id, "gsm_unit", resident_id=resident_id)
+            from alarm_centre.model import Role
+
+            token = await bridge.store.add_user("demo-operator", Role.OPERATOR)
+            _print_banner(bridge, config)
+            print(f"  demo fleet  {args.units} simulated units, an event every ~{args.every:.0f}s each", flush=True)
+            print("  try:        curl -H \"Authorization: Bearer $TOKEN\" "
+                  f"{bridge.http_url}/api/v1/alerts", flush=True)
+            print("  operator token (demo-operator):", flush=True)
+            print(token, flush=True)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(bridge.serve(), name="bridge")
+                await bridge.mqtt.wait_subscribed(30)
+                host, port = bridge.mqtt._broker.host, bridge.mqtt._broker.port
+                tg.create_task(run_fleet([u for _, _, u in DEMO_RESIDENTS[: args.units]], host=host, port=port,
+                                         topic_root=config.topic_root, every_s=args.every), name="fleet")
+
+    _run_until_signal(main)
+
+
+# -- users ---------------------------------------------------------------------------------------
+def cmd_users_add(args: argparse.Namespace) -> None:
+    from alarm_centre.model import Role
+    from alarm_centre.store import open_store
+
+    config = _load(args)
+    try:
+        role = Role(args.role)
+    except ValueError:
+        print(f"telecare-bridge: --role must be one of {', '.join(r.value for r in Role)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+    async def main() -> str:
+        async with open_store(config.store.url) as store:
+            return await store.add_user(args.name, role)
+
+    token = asyncio.run(main())
+    print(f"user {args.name} ({role.value}) created; API token:")
+    print(token)
+
+
+# -- simulate ------------------------------------------------------------------------------------
+def _broker_of(args: argparse.Namespace, config: Config) -> tuple[str, int]:
+    from bridge.mqtt_link import BrokerAddress
+
+    url = args.url or config.mqtt.url or f"mqtt://127.0.0.1:{config.mqtt.embedded_port}"
+    address = BrokerAddress.from_url(url)
+    return address.host, address.port
+
+
+def cmd_simulate_unit(args: argparse.Namespace) -> None:
+    from simulators.unit import SimulatedUnit, summarise
+
+    config = _load(args)
+    host, port = _broker_of(args, config)
+
+    async def main() -> None:
+        async with SimulatedUnit(args.device_id, host=host, port=port, topic_root=config.topic_root,
+                                 heartbeat_s=args.heartbeat) as unit:
+            for _ in range(args.count):
+                ack = await unit.send(args.event, test=args.test, timeout=args.timeout)
+                print(f"{args.device_id} {args.event}: {summarise(ack)}", flush=True)
+            if args.stay:
+                print("staying connected: answering commands (Ctrl-C to stop)", flush=True)
+                seen = 0
+                while True:
+                    async with unit.command_received:
+                        await unit.command_received.wait()
+                    for command in unit.log.commands[seen:]:
+                        print(f"command: {summarise(command)}", flush=True)
+                    seen = len(unit.log.commands)
+
+    try:
+        _run_until_signal(main)
+    except TimeoutError:
+        print(f"no ack within {args.timeout}s: is the bridge running?", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_simulate_fleet(args: argparse.Namespace) -> None:
+    from simulators.fleet import run_fleet
+
+    config = _load(args)
+    host, port = _broker_of(args, config)
+    ids = [f"{args.prefix}{n:04d}" for n in range(args.units)]
+    _run_until_signal(lambda: run_fleet(ids, host=host, port=port, topic_root=config.topic_root,
+                                        every_s=args.every))
+
+
+def cmd_check_config(args: argparse.Namespace) -> None:
+    config = _load(args)
+    print(f"configuration OK ({_config_path(args.config) or 'built-in defaults'})")
+    print(config.model_dump_json(indent=2))
+
+
+# -- parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="telecare-bridge",
+        description="Bridge telecare units and voice assistants to a control-centre alert queue.",
+        epilog="Every config key can be set by environment: TELECARE_HTTP__PORT=8081 sets http.port.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE",
+                        help=f"configuration file (default: ./{DEFAULT_CONFIG} if present, else built-in defaults)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", parents=[common], help="run the bridge",
+                       description="Run the bridge until SIGINT or SIGTERM.")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", parents=[common], help="run the bridge with a simulated fleet",
+                       description="Run the bridge on its embedded defaults with simulated residents' units.")
+    p.add_argument("--units", type=int, default=6, choices=range(1, 7), metavar="N",
+                   help="how many simulated units (1-6, default 6)")
+    p.add_argument("--every", type=float, default=30.0, metavar="SECONDS",
+                   help="mean seconds between one unit's events (default 30)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("check-config", parents=[common], help="validate the configuration and print it")
+    p.set_defaults(func=cmd_check_config)
+
+    users = sub.add_parser("users", help="manage users and API tokens").add_subparsers(
+        dest="users_command", metavar="ACTION", required=True)
+    p = users.add_parser("add", parents=[common], help="create a user; prints its API token as the last line")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, help="operator, supervisor, installer or admin")
+    p.set_defaults(func=cmd_users_add)
+
+    simulate = sub.add_parser("simulate", help="stand-ins for real devices").add_subparsers(
+        dest="simulate_command", metavar="DEVICE", required=True)
+    p = simulate.add_parser("unit", parents=[common], help="a telecare unit on MQTT",
+                            description="Connect as a unit, send events until acked, answer commands.")
+    p.add_argument("--device-id", required=True)
+    p.add_argument("--event", default="pendant", help="event type to send (default pendant)")
+    p.add_argument("--count", type=int, default=1, help="how many events to send (default 1)")
+    p.add_argument("--test", action="store_true", help="flag the events as test alarms")
+    p.add_argument("--url", help="broker URL (default: mqtt.url, or the embedded broker)")
+    p.add_argument("--heartbeat", type=float, metavar="SECONDS", help="send heartbeats this often")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each ack (default 60)")
+    p.add_argument("--stay", action="store_true", help="stay connected and print commands received")
+    p.set_defaults(func=cmd_simulate_unit)
+
+    p = simulate.add_parser("fleet", parents=[common], help="many units sending now and then")
+    p.add_argument("--units", type=int, default=10)
+    p.add_argument("--prefix", default="sim-")
+    p.add_argument("--every", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument("--url", help="broker URL (default: mqtt.url, or the embedded broker)")
+    p.set_defaults(func=cmd_simulate_fleet)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+

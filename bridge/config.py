@@ -1,0 +1,167 @@
+"""Configuration: ``config.yaml`` plus ``TELECARE_`` environment overrides, validated by pydantic.
+
+Every key is documented in the shipped ``config.yaml``. A wrong key or value raises :class:`ConfigError`
+naming the key and where it came from (the file, or the environment variable).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "TELECARE_"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    #: Largest request body accepted, in bytes.
+    max_body_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
+    #: The address people and Twilio reach the bridge at (for links and webhook signatures).
+    public_url: str = ""
+
+
+class MqttConfig(Section):
+    url: str = ""
+    embedded_port: int = Field(18830, ge=0, le=65535)
+    client_id: str = ""
+    shared_group: str = ""
+    keepalive: int = Field(30, ge=5, le=3600)
+    max_in_flight: int = Field(2000, ge=1, le=100_000)
+    reconnect_max_s: float = Field(30.0, gt=0, le=600)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith(("mqtt://", "mqtts://", "tcp://")):
+            raise ValueError("must be empty (embedded broker) or start with mqtt:// or mqtts://")
+        return value
+
+
+class StoreConfig(Section):
+    url: str = "./data/telecare.db"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must be a SQLite path or a postgresql:// URL")
+        return value
+
+
+class LogConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class OutboxConfig(Section):
+    #: How often the outbox is checked for retries when nothing wakes it.
+    poll_s: float = Field(1.0, gt=0, le=60)
+
+
+class Config(Section):
+    #: This bridge node's name in logs and metrics; empty means the host name.
+    node_id: str = ""
+    topic_root: str = Field("telecare", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_/-]{0,63}$")
+    http: HttpConfig = HttpConfig()
+    mqtt: MqttConfig = MqttConfig()
+    store: StoreConfig = StoreConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    log: LogConfig = LogConfig()
+
+    @property
+    def node_name(self) -> str:
+        return self.node_id or socket.gethostname()
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the key and where the bad value came from."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], tuple[str, Any]]:
+    found: dict[tuple[str, ...], tuple[str, Any]] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == "TELECARE_CONFIG":
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__") if part)
+        if not path:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, (dict, list)) and not raw.strip().startswith(("{", "[")):
+            value = raw
+        # Keep strings like "0123" and URLs as written; YAML only decides numbers, booleans and lists.
+        if isinstance(value, (int, float, bool)) or value is None or isinstance(value, (dict, list)):
+            found[path] = (name, value)
+        else:
+            found[path] = (name, raw)
+    return found
+
+
+def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the file (if any), apply environment overrides, validate. Raises ConfigError."""
+    environ = os.environ if environ is None else environ
+    file_label = "built-in defaults"
+    tree: dict[str, Any] = {}
+    if path is not None:
+        file_path = Path(path)
+        file_label = str(file_path)
+        try:
+            text = file_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError([f"config file {file_path} does not exist"]) from None
+        except OSError as exc:
+            raise ConfigError([f"config file {file_path} cannot be read: {exc.strerror}"]) from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{file_path} is not valid YAML: {exc}"]) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"{file_path} must hold a mapping of keys, not {type(loaded).__name__}"])
+        tree = loaded
+    overrides = _env_overrides(environ)
+    for key_path, (_, value) in overrides.items():
+        _set(tree, key_path, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(str(p) for p in err["loc"])
+            key = ".".join(loc)
+            origin = next((env for kp, (env, _) in overrides.items() if kp == loc), None)
+            where = f"environment variable {origin}" if origin else file_label
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append(f"{key}: {msg} (from {where})")
+        raise ConfigError(problems) from None
+

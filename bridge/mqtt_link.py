@@ -1,0 +1,221 @@
+"""The bridge's MQTT connection: events in, acks and commands out.
+
+A persistent session at QoS 1 with reconnect and jittered exponential backoff. Each event is decoded
+(the codec never sees the network), handed to the intake, and acknowledged only after the intake says
+it is stored. When the store cannot commit, no ack is sent: the unit retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Self
+from urllib.parse import urlsplit
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from alarm_centre.intake import Intake, StoreUnavailable
+from bridge.metrics import BridgeMetrics
+from devices.mqtt_codec import Rejected, Topics, decode_event, encode_ack, peek_event_id
+
+log = logging.getLogger(__name__)
+
+StatusCallback = Callable[[str, bool], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def from_url(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        tls = parts.scheme == "mqtts"
+        return cls(host=parts.hostname or "127.0.0.1", port=parts.port or (8883 if tls else 1883),
+                   username=parts.username, password=parts.password, tls=tls)
+
+
+class MqttLink:
+    """Subscribes to device events and statuses; publishes acks and commands. An async context manager
+    whose ``run()`` keeps the connection up until cancelled."""
+
+    def __init__(
+        self, *, broker: BrokerAddress, topics: Topics, intake: Intake, metrics: BridgeMetrics,
+        client_id: str, shared_group: str = "", on_status: StatusCallback | None = None,
+        mqtt5: bool = True, keepalive: int = 30, max_in_flight: int = 2000, reconnect_max_s: float = 30.0,
+    ) -> None:
+        self._broker = broker
+        self._topics = topics
+        self._intake = intake
+        self._metrics = metrics
+        self._client_id = client_id
+        self._shared_group = shared_group
+        self._on_status = on_status
+        self._mqtt5 = mqtt5
+        self._keepalive = keepalive
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._reconnect_max_s = reconnect_max_s
+        self._client: aiomqtt.Client | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self.subscribed = asyncio.Event()
+        self.connections = 0
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in list(self._handlers):
+            task.cancel()
+        if self._handlers:
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    def _make_client(self) -> aiomqtt.Client:
+        kwargs: dict[str, object] = {}
+        if self._mqtt5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+            kwargs.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props)
+        else:
+            kwargs.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
+        if self._broker.tls:
+            kwargs["tls_params"] = aiomqtt.TLSParameters()
+        return aiomqtt.Client(
+            self._broker.host, self._broker.port, identifier=self._client_id,
+            username=self._broker.username, password=self._broker.password, keepalive=self._keepalive,
+            max_inflight_messages=200, timeout=10, **kwargs,  # type: ignore[arg-type]
+        )
+
+    def _filter(self, topic_filter: str) -> str:
+        return f"$share/{self._shared_group}/{topic_filter}" if self._shared_group else topic_filter
+
+    async def run(self) -> None:
+        """Stay connected and subscribed until cancelled."""
+        delay = 0.5
+        while True:
+            try:
+                async with self._make_client() as client:
+                    self._client = client
+                    await client.subscribe(self._filter(self._topics.event_filter), qos=1)
+                    await client.subscribe(self._filter(self._topics.status_filter), qos=1)
+                    self.connections += 1
+                    self.subscribed.set()
+                    self._metrics.mqtt_connected.set(1)
+                    log.info("subscribed to %s on %s:%d", self._topics.event_filter, self._broker.host,
+                             self._broker.port)
+                    delay = 0.5
+                    async for message in client.messages:
+                        await self._slots.acquire()
+                        task = asyncio.create_task(self._handle(message), name="mqtt-message")
+                        self._handlers.add(task)
+                        task.add_done_callback(self._done)
+            except aiomqtt.MqttError as exc:
+                self._lost(exc)
+            finally:
+                self._client = None
+                self.subscribed.clear()
+                self._metrics.mqtt_connected.set(0)
+            # Full jitter: spread reconnects so a restarted broker is not hit by every node at once.
+            await asyncio.sleep(random.uniform(0.1, delay))
+            delay = min(delay * 2, self._reconnect_max_s)
+
+    def _lost(self, exc: Exception) -> None:
+        self._metrics.mqtt_reconnects.inc()
+        log.warning("MQTT connection to %s:%d lost or refused (%s); retrying", self._broker.host,
+                    self._broker.port, exc)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._handlers.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("message handler failed", exc_info=task.exception())
+
+    async def _handle(self, message: aiomqtt.Message) -> None:
+        started = time.perf_counter()
+        topic = message.topic.value
+        payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+        try:
+            device_id, kind = self._topics.parse(topic)
+        except Rejected as exc:
+            self._metrics.rejects.labels("topic", "mqtt").inc()
+            log.warning("ignored message on %r: %s", topic, exc.reason)
+            return
+        if kind == "status":
+            await self._status(device_id, payload)
+            return
+        if kind != "event":
+            return
+        try:
+            event = decode_event(device_id, payload)
+        except Rejected as exc:
+            self._metrics.events.labels("invalid", "rejected", "mqtt").inc()
+            self._metrics.rejects.labels(_reason_kind(exc.reason), "mqtt").inc()
+            event_id = exc.event_id or peek_event_id(payload)
+            log.warning("rejected event from %s (event_id=%r): %s", device_id, event_id, exc.reason)
+            await self._ack(device_id, encode_ack(event_id, "rejected", error=exc.reason))
+            return
+        try:
+            result = await self._intake.submit(event)
+        except StoreUnavailable as exc:
+            self._metrics.unstored.labels("mqtt").inc()
+            log.error("not acking %s/%s: store unavailable (%s)", device_id, event.event_id, exc)
+            return
+        self._metrics.events.labels(event.type.value, result.result, "mqtt").inc()
+        await self._ack(device_id, encode_ack(event.event_id, result.result, alert_id=result.alert_id,
+                                              error=result.error))
+        self._metrics.ack_latency.labels("mqtt").observe(time.perf_counter() - started)
+
+    async def _status(self, device_id: str, payload: bytes) -> None:
+        text = payload.decode("utf-8", "replace").strip().strip('"')
+        if text not in ("online", "offline"):
+            self._metrics.rejects.labels("status", "mqtt").inc()
+            return
+        if self._on_status is not None:
+            try:
+                await self._on_status(device_id, text == "online")
+            except Exception:
+                log.exception("could not record status of %s", device_id)
+
+    async def _ack(self, device_id: str, payload: bytes) -> None:
+        try:
+            await self._publish(self._topics.ack(device_id), payload)
+        except ConnectionError as exc:
+            # Stored but not acked: the unit retries and gets "duplicate" with the same alert id.
+            log.warning("ack to %s not sent (%s); the unit will retry", device_id, exc)
+
+    async def _publish(self, topic: str, payload: bytes) -> None:
+        client = self._client
+        if client is None:
+            raise ConnectionError("not connected to the broker")
+        try:
+            await client.publish(topic, payload, qos=1, timeout=10)
+        except aiomqtt.MqttError as exc:
+            raise ConnectionError(f"publish to {topic} failed: {exc}") from exc
+
+    async def send_command(self, device_id: str, payload: bytes) -> None:
+        """Publish a command to a unit; ConnectionError when the broker cannot take it now."""
+        await self._publish(self._topics.cmd(device_id), payload)
+
+    async def wait_subscribed(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            await self.subscribed.wait()
+
+
+def _reason_kind(reason: str) -> str:
+    """A small fixed set of labels for the rejection counter (never the free text)."""
+    for key, label in (("payload is", "size"), ("not JSON", "json"), ("not UTF-8", "encoding"),
+                       ("JSON object", "shape"), ("event_id", "event_id"), ("unknown event type", "type"),
+                       ("type", "type"), ("ts", "timestamp"), ("unknown fields", "fields")):
+        if key in reason:
+            return label
+    return "other"
+

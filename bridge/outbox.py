@@ -1,0 +1,82 @@
+"""Performs outbox items after their transaction committed: commands to units, by channel.
+
+Woken right after a commit that added work, and on a slow poll for retries. Claiming pushes an item's
+next attempt out, so a crash between claim and send means a later retry, never a lost command; the
+unit's ``cmd_result`` (matched by ``cmd_id``) is what finally closes an item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from alarm_centre.model import OutboxItem
+from alarm_centre.store.base import AlertStore
+from bridge.metrics import BridgeMetrics
+from devices.mqtt_codec import encode_command
+
+log = logging.getLogger(__name__)
+
+#: Sends one command payload to a device on one channel; raises ConnectionError when it cannot now.
+CommandSender = Callable[[str, OutboxItem], Awaitable[None]]
+
+
+class OutboxDispatcher:
+    def __init__(self, store: AlertStore, metrics: BridgeMetrics, *, poll_s: float = 1.0) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._poll_s = poll_s
+        self._wake = asyncio.Event()
+        self._senders: dict[str, CommandSender] = {}
+        store.add_outbox_waker(self._wake.set)
+
+    def add_channel(self, channel: str, sender: CommandSender) -> None:
+        """Register how to reach devices on a channel (``mqtt``, ``serial``, ``sms``...)."""
+        self._senders[channel] = sender
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_s):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                items = await self._store.claim_outbox()
+            except Exception as exc:
+                log.warning("outbox not readable now: %s", exc)
+                continue
+            if items:
+                await asyncio.gather(*(self._perform(item) for item in items))
+                if len(items) >= 100:
+                    self._wake.set()
+
+    async def _perform(self, item: OutboxItem) -> None:
+        cmd = str(item.payload.get("cmd"))
+        sender = self._senders.get(item.channel)
+        error: str | None = None
+        if sender is None:
+            error = f"no transport for channel {item.channel!r} on this node"
+        else:
+            try:
+                await sender(item.target, item)
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                error = str(exc) or type(exc).__name__
+        self._metrics.commands.labels(cmd, "failed" if error else "sent").inc()
+        if error:
+            log.warning("command %s to %s not sent (attempt %d): %s", cmd, item.target, item.attempts, error)
+        try:
+            await self._store.outbox_sent(item, error=error)
+        except Exception as exc:
+            log.warning("could not record command attempt %s: %s", item.cmd_id, exc)
+
+
+def mqtt_payload(item: OutboxItem) -> bytes:
+    """The wire form of an outbox command on MQTT."""
+    args = item.payload.get("args")
+    return encode_command(item.cmd_id or str(item.id), str(item.payload["cmd"]),
+                          args if isinstance(args, dict) else None)

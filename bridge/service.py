@@ -1,0 +1,145 @@
+"""The running bridge: every part started as an async context manager, long-lived loops in one TaskGroup.
+
+``Bridge`` is reusable but not reentrant: ``async with Bridge(config) as bridge: await bridge.serve()``.
+Shutdown (cancel, SIGINT, SIGTERM) stops intake first, then the transports, then the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from contextlib import AsyncExitStack
+from typing import Self
+
+from aiohttp import web
+
+from alarm_centre.api import make_app
+from alarm_centre.feed import AlertFeed
+from alarm_centre.intake import GroupCommitter
+from alarm_centre.model import OutboxItem
+from alarm_centre.store import open_store
+from alarm_centre.store.base import AlertStore
+from bridge.config import Config
+from bridge.embedded_broker import EmbeddedBroker
+from bridge.metrics import BridgeMetrics
+from bridge.mqtt_link import BrokerAddress, MqttLink
+from bridge.outbox import OutboxDispatcher, mqtt_payload
+from devices.mqtt_codec import Topics
+
+log = logging.getLogger(__name__)
+
+
+class Bridge:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.node = config.node_name
+        self.metrics = BridgeMetrics(self.node)
+        self._stack: AsyncExitStack | None = None
+        self.store: AlertStore
+        self.intake: GroupCommitter
+        self.mqtt: MqttLink
+        self.feed: AlertFeed
+        self.outbox: OutboxDispatcher
+        self.broker: EmbeddedBroker | None = None
+        self.http_port: int = 0
+        self._runner: web.AppRunner | None = None
+        self._store_ok_at = 0.0
+
+    async def __aenter__(self) -> Self:
+        cfg = self.config
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            self.store = await stack.enter_async_context(open_store(cfg.store.url))
+            if cfg.mqtt.url:
+                address = BrokerAddress.from_url(cfg.mqtt.url)
+                mqtt5 = True
+            else:
+                self.broker = await stack.enter_async_context(
+                    EmbeddedBroker(host="127.0.0.1", port=cfg.mqtt.embedded_port))
+                address = BrokerAddress(host=self.broker.host, port=self.broker.port)
+                mqtt5 = False  # amqtt speaks MQTT 3.1.1 only
+                if cfg.mqtt.shared_group:
+                    raise RuntimeError(
+                        "mqtt.shared_group needs a broker with shared subscriptions (Mosquitto, EMQX); "
+                        "the embedded broker has none. Set mqtt.url, or leave mqtt.shared_group empty.")
+            self.intake = await stack.enter_async_context(GroupCommitter(self.store, on_batch=self.metrics.batch_size.observe))
+            self.feed = AlertFeed(self.store)
+            self.outbox = OutboxDispatcher(self.store, self.metrics, poll_s=cfg.outbox.poll_s)
+            self.mqtt = await stack.enter_async_context(MqttLink(
+                broker=address, topics=Topics(cfg.topic_root), intake=self.intake, metrics=self.metrics,
+                client_id=cfg.mqtt.client_id or f"telecare-bridge-{self.node}",
+                shared_group=cfg.mqtt.shared_group, on_status=self.store.set_device_online, mqtt5=mqtt5,
+                keepalive=cfg.mqtt.keepalive, max_in_flight=cfg.mqtt.max_in_flight,
+                reconnect_max_s=cfg.mqtt.reconnect_max_s,
+            ))
+            self.outbox.add_channel("mqtt", self._send_mqtt)
+            app = make_app(self.store, self.feed, self.metrics.registry, self.readiness,
+                           max_body_bytes=cfg.http.max_body_bytes,
+                           on_error=lambda status: self.metrics.http_errors.labels(str(status)).inc())
+            self.app = app
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await self._runner.setup()
+            stack.push_async_callback(self._runner.cleanup)
+            site = web.TCPSite(self._runner, cfg.http.host, cfg.http.port, shutdown_timeout=1.0)
+            await site.start()
+            sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
+            self.http_port = int(sockets[0].getsockname()[1]) if sockets else cfg.http.port
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.config.http.host}:{self.http_port}"
+
+    async def serve(self) -> None:
+        """Run every loop until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.mqtt.run(), name="mqtt-link")
+            tg.create_task(self.outbox.run(), name="outbox")
+            tg.create_task(self.feed.run(), name="alert-feed")
+            tg.create_task(self._gauge_loop(), name="gauges")
+
+    async def _send_mqtt(self, device_id: str, item: OutboxItem) -> None:
+        await self.mqtt.send_command(device_id, mqtt_payload(item))
+
+    async def readiness(self) -> list[str]:
+        """Reasons the bridge is not ready; empty when it is."""
+        problems = []
+        if not self.mqtt.subscribed.is_set():
+            problems.append("not subscribed to device events (broker unreachable?)")
+        if time.monotonic() - self._store_ok_at > 2.0:
+            try:
+                async with asyncio.timeout(3):
+                    await self.store.probe_write()
+                self._store_ok_at = time.monotonic()
+                self.metrics.store_writable.set(1)
+            except Exception as exc:
+                self.metrics.store_writable.set(0)
+                problems.append(f"store does not accept writes: {exc}")
+        return problems
+
+    async def _refresh_gauges(self) -> None:
+        try:
+            counts = await self.store.open_alert_counts()
+        except Exception:
+            return
+        self.metrics.open_alerts.clear()
+        for (priority, state), n in counts.items():
+            self.metrics.open_alerts.labels(str(priority), state).set(n)
+
+    async def _gauge_loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self._refresh_gauges()
+            await asyncio.sleep(2)

@@ -1,0 +1,187 @@
+"""A simulated GSM/IP telecare unit on MQTT that behaves like a real one.
+
+It sets a will message (``offline``) on its status topic, retries each event with backoff until the
+bridge acks it (surviving broker outages), answers commands with ``cmd_result`` -- and for
+``call_centre`` also reports ``call_connected`` -- and can send heartbeats. It speaks wire contract v1
+through the same codec the bridge uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import aiomqtt
+
+from devices.mqtt_codec import Topics, decode_ack, decode_command, encode_event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UnitLog:
+    """What the unit saw, for tests and the demo's output."""
+
+    acks: list[dict[str, Any]] = field(default_factory=list)
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    attempts: dict[str, int] = field(default_factory=dict)
+
+
+class SimulatedUnit:
+    def __init__(
+        self, device_id: str, *, host: str = "127.0.0.1", port: int = 18830, topic_root: str = "telecare",
+        retry_initial_s: float = 1.0, retry_max_s: float = 30.0, answer_commands: bool = True,
+        heartbeat_s: float | None = None, call_connects: bool = True,
+    ) -> None:
+        self.device_id = device_id
+        self.topics = Topics(topic_root)
+        self._host = host
+        self._port = port
+        self._retry_initial = retry_initial_s
+        self._retry_max = retry_max_s
+        self._answer = answer_commands
+        self._heartbeat_s = heartbeat_s
+        self._call_connects = call_connects
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self.log = UnitLog()
+        self.command_received = asyncio.Condition()
+
+    async def __aenter__(self) -> Self:
+        self._runner = asyncio.create_task(self._run(), name=f"unit-{self.device_id}")
+        async with asyncio.timeout(30):
+            await self._connected.wait()
+        if self._heartbeat_s:
+            self._spawn(self._heartbeats(self._heartbeat_s))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in [*self._tasks, *( [self._runner] if self._runner else [])]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *([self._runner] if self._runner else []), return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while True:
+            will = aiomqtt.Will(self.topics.status(self.device_id), b"offline", qos=1)
+            try:
+                async with aiomqtt.Client(self._host, self._port, identifier=f"unit-{self.device_id}",
+                                          will=will, keepalive=15, timeout=10) as client:
+                    await client.subscribe(self.topics.ack(self.device_id), qos=1)
+                    await client.subscribe(self.topics.cmd(self.device_id), qos=1)
+                    await client.publish(self.topics.status(self.device_id), b"online", qos=1)
+                    self._client = client
+                    self._connected.set()
+                    delay = 0.2
+                    async for message in client.messages:
+                        self._on_message(message.topic.value, bytes(message.payload)  # type: ignore[arg-type]
+                                         if not isinstance(message.payload, bytes) else message.payload)
+            except aiomqtt.MqttError as exc:
+                log.debug("unit %s lost its broker: %s", self.device_id, exc)
+            finally:
+                self._client = None
+                self._connected.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic.endswith("/ack"):
+            try:
+                ack = decode_ack(payload)
+            except (ValueError, UnicodeDecodeError):
+                return
+            self.log.acks.append(ack)
+            fut = self._waiting.get(str(ack.get("event_id")))
+            if fut is not None and not fut.done():
+                fut.set_result(ack)
+        elif topic.endswith("/cmd"):
+            try:
+                command = decode_command(payload)
+            except (ValueError, UnicodeDecodeError):
+                return
+            self.log.commands.append(command)
+            self._spawn(self._notify_command())
+            if self._answer:
+                self._spawn(self._answer_command(command))
+
+    async def _notify_command(self) -> None:
+        async with self.command_received:
+            self.command_received.notify_all()
+
+    async def _answer_command(self, command: dict[str, Any]) -> None:
+        await self.send("cmd_result", data={"cmd_id": command["cmd_id"], "ok": True})
+        if command["cmd"] == "call_centre" and self._call_connects:
+            await self.send("call_connected", data={"alert_id": command.get("args", {}).get("alert_id")})
+
+    async def send(
+        self, event_type: str, *, test: bool = False, data: dict[str, Any] | None = None,
+        event_id: str | None = None, timeout: float | None = None, raw: bytes | None = None,
+    ) -> dict[str, Any]:
+        """Send one event and retry it until the bridge acks it; returns the ack."""
+        event_id = event_id or uuid.uuid4().hex[:20]
+        payload = raw if raw is not None else encode_event(event_id, event_type, test=test, data=data)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[event_id] = fut
+        delay = self._retry_initial
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    client = self._client
+                    if client is not None:
+                        self.log.attempts[event_id] = self.log.attempts.get(event_id, 0) + 1
+                        with contextlib.suppress(aiomqtt.MqttError):
+                            await client.publish(self.topics.event(self.device_id), payload, qos=1)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            return await asyncio.shield(fut)
+                    delay = min(delay * 2, self._retry_max) * random.uniform(0.8, 1.2)
+        finally:
+            self._waiting.pop(event_id, None)
+
+    async def publish_raw(self, payload: bytes, *, topic: str | None = None) -> None:
+        """Publish bytes without waiting for an ack (bad-input tests)."""
+        async with asyncio.timeout(10):
+            await self._connected.wait()
+        assert self._client is not None
+        await self._client.publish(topic or self.topics.event(self.device_id), payload, qos=1)
+
+    async def next_ack(self, event_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Wait for the ack of an event published with ``publish_raw``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for ack in self.log.acks:
+                    if ack.get("event_id") == event_id:
+                        return ack
+                await asyncio.sleep(0.02)
+
+    async def wait_command(self, cmd: str, timeout: float = 10.0) -> dict[str, Any]:
+        async with asyncio.timeout(timeout), self.command_received:
+            while True:
+                for command in self.log.commands:
+                    if command["cmd"] == cmd:
+                        return command
+                await self.command_received.wait()
+
+    async def _heartbeats(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s * random.uniform(0.9, 1.1))
+            with contextlib.suppress(TimeoutError):
+                await self.send("heartbeat", timeout=every_s)
+
+
+def summarise(ack: dict[str, Any]) -> str:
+    return json.dumps(ack, separators=(",", ":"))
