@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import random
+import termios
 import time
 from collections.abc import Callable
 from typing import Any, Self
@@ -59,6 +60,12 @@ class SerialLink:
         self._port = port
         self._fd: int = port.fileno()
         os.set_blocking(self._fd, False)
+        if os.isatty(self._fd):
+            # pyserial leaves VMIN=0/VTIME=0, where read() returns b"" when no data is waiting; with
+            # VMIN=1 an empty line gives EAGAIN, and b"" can only mean a hang-up.
+            attrs = termios.tcgetattr(self._fd)
+            attrs[6][termios.VMIN], attrs[6][termios.VTIME] = 1, 0
+            termios.tcsetattr(self._fd, termios.TCSANOW, attrs)
         self._loop = asyncio.get_running_loop()
         self._write_lock = asyncio.Lock()
         self._waiters: set[asyncio.Future[None]] = set()
