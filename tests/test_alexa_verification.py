@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from simulators.alexa import (
+    AlexaEndpointError,
     CertChainServer,
     RequestSigner,
     SigningCertificate,
@@ -19,9 +21,11 @@ from simulators.alexa import (
     encode,
     intent_request,
     launch_request,
+    post_utterance,
     session_ended_request,
 )
 from skills.verification import (
+    AlexaRequestRejected,
     AlexaVerifier,
     CertificateUnavailable,
     RequestTooLarge,
@@ -470,3 +474,59 @@ async def test_pluggable_fetch_failure_is_unavailable(good_cert: SigningCertific
     body = encode(trigger())
     with pytest.raises(CertificateUnavailable, match="peer went away"):
         await verifier.verify(signer.headers(body), body)
+
+
+# --- the simulator's post_utterance against a real local endpoint ---------------------------------
+
+
+@pytest.fixture
+async def echo_endpoint(verifier: AlexaVerifier) -> AsyncIterator[str]:
+    """A stand-in skill endpoint (not the bridge's): verify, then echo what was asked."""
+
+    async def handle(request: web.Request) -> web.Response:
+        try:
+            envelope = await verifier.verify(request.headers, await request.read())
+        except AlexaRequestRejected as exc:
+            return web.json_response({"error": exc.reason}, status=exc.http_status)
+        req = envelope["request"]
+        device = envelope["context"]["System"]["device"]["deviceId"]
+        return web.json_response(
+            {"type": req["type"], "intent": req.get("intent", {}).get("name"), "device": device}
+        )
+
+    app = web.Application()
+    app.router.add_post("/alexa", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/alexa"
+    finally:
+        await runner.cleanup()
+
+
+async def test_post_utterance_builds_signs_and_posts(echo_endpoint: str, signer: RequestSigner) -> None:
+    ids = {"device_id": DEVICE_ID, "user_id": USER_ID, "skill_id": SKILL_ID, "signer": signer}
+    assert await post_utterance(echo_endpoint, "Alexa, trigger help", **ids) == {
+        "type": "IntentRequest",
+        "intent": "TriggerHelpIntent",
+        "device": DEVICE_ID,
+    }
+    assert (await post_utterance(echo_endpoint, "is help coming", **ids))["intent"] == "HelpStatusIntent"
+    assert (await post_utterance(echo_endpoint, "open care alarm", **ids))["type"] == "LaunchRequest"
+    assert (await post_utterance(echo_endpoint, "play some jazz", **ids))["intent"] == "AMAZON.FallbackIntent"
+
+
+async def test_post_utterance_reports_a_rejection(echo_endpoint: str, signer: RequestSigner) -> None:
+    with pytest.raises(AlexaEndpointError) as info:
+        await post_utterance(
+            echo_endpoint,
+            "trigger help",
+            device_id=DEVICE_ID,
+            user_id=USER_ID,
+            skill_id="amzn1.ask.skill.wrong",
+            signer=signer,
+        )
+    assert info.value.status == 400
+    assert "applicationId" in info.value.body
