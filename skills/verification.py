@@ -14,7 +14,7 @@ certvalidator/oscrypto, and downloads certificates with a blocking ``urlopen`` a
 6. ``Signature-256`` is a base64 RSA PKCS#1 v1.5 SHA-256 signature of the raw body by the leaf's key.
 
 A failed check raises :class:`VerificationFailed` (HTTP 400); a certificate chain that cannot be fetched
-raises :class:`CertificateUnavailable` (HTTP 503, Alexa retries).
+raises :class:`CertificateUnavailable` (HTTP 503: our side, not the caller's fault).
 
 **Test mode.** ``test_ca`` adds one extra trusted root from a PEM file; only then may ``test_cert_origin``
 (``https://host:port``) replace ``s3.amazonaws.com:443`` as the allowed certificate origin, and the default
