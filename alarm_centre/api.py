@@ -31,7 +31,9 @@ FEED: web.AppKey[AlertFeed] = web.AppKey("feed", AlertFeed)
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
 READINESS: web.AppKey[Callable[[], Awaitable[list[str]]]] = web.AppKey("readiness")
 ON_ERROR: web.AppKey[Callable[[int], None]] = web.AppKey("on_error")
-USER_KEY = "telecare.user"
+USER_KEY: web.RequestKey[User] = web.RequestKey("user", User)
+#: Set by the console's session middleware so the audit trail says "console" rather than "api".
+VIA_CONSOLE: web.RequestKey[bool] = web.RequestKey("via_console", bool)
 #: Paths that need no bearer token (the console and webhooks authenticate their own way).
 PUBLIC_PREFIXES = ("/healthz", "/metrics", "/api/v1/openapi.json", "/alexa", "/twilio/", "/console",
                    "/static/", "/login", "/logout")
@@ -108,7 +110,7 @@ def require(request: web.Request, right: str) -> User:
 
 
 def source_of(request: web.Request) -> str:
-    return Source.CONSOLE if request.get("telecare.console") else Source.API
+    return Source.CONSOLE if request.get(VIA_CONSOLE) else Source.API
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:

@@ -80,10 +80,10 @@ class Bridge:
                            max_body_bytes=cfg.http.max_body_bytes,
                            on_error=lambda status: self.metrics.http_errors.labels(str(status)).inc())
             self.app = app
-            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
             await self._runner.setup()
             stack.push_async_callback(self._runner.cleanup)
-            site = web.TCPSite(self._runner, cfg.http.host, cfg.http.port, shutdown_timeout=1.0)
+            site = web.TCPSite(self._runner, cfg.http.host, cfg.http.port)
             await site.start()
             sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
             self.http_port = int(sockets[0].getsockname()[1]) if sockets else cfg.http.port

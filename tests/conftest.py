@@ -1,0 +1,94 @@
+"""Shared fixtures: real brokers, a real bridge on loopback. Helpers live in harness.py."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import (
+    IN_CI,
+    MOSQUITTO_HOST,
+    MOSQUITTO_PORT,
+    RunningBridge,
+    free_port,
+    make_config,
+    need_service,
+    reachable,
+    running_bridge,
+)
+
+
+@pytest.fixture
+def mosquitto() -> tuple[str, int]:
+    need_service("Mosquitto", MOSQUITTO_HOST, MOSQUITTO_PORT)
+    return MOSQUITTO_HOST, MOSQUITTO_PORT
+
+
+@pytest.fixture
+def topic_root() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def private_mosquitto(tmp_path: Path) -> Iterator[Callable[[], Any]]:
+    """A Mosquitto of our own on a free port, which a test may stop and start again."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(binary).exists():
+        if IN_CI:
+            pytest.fail("mosquitto binary not found; CI must install it")
+        pytest.skip("mosquitto binary not found")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_queued_messages 100000\n")
+
+    class Handle:
+        proc: subprocess.Popen[bytes] | None = None
+
+        def __init__(self) -> None:
+            self.port = port
+
+        def start(self) -> None:
+            self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+            for _ in range(100):
+                if reachable("127.0.0.1", port):
+                    return
+
+                time.sleep(0.05)
+            raise RuntimeError("private mosquitto did not start")
+
+        def stop(self) -> None:
+            if self.proc is not None:
+                self.proc.terminate()
+                self.proc.wait(10)
+                self.proc = None
+
+    handle = Handle()
+    handle.start()
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+async def bridge(tmp_path: Path, mosquitto: tuple[str, int], topic_root: str) -> AsyncIterator[RunningBridge]:
+    """A bridge on the real Mosquitto with a unique topic root and its own SQLite file."""
+    host, port = mosquitto
+    async with running_bridge(make_config(tmp_path, mqtt_url=f"mqtt://{host}:{port}",
+                                          topic_root=topic_root)) as running:
+        yield running
+
+
+@pytest.fixture
+async def embedded_bridge(tmp_path: Path) -> AsyncIterator[RunningBridge]:
+    """A bridge on its embedded broker (amqtt) on an ephemeral loopback port."""
+    async with running_bridge(make_config(tmp_path)) as running:
+        yield running
+
+
