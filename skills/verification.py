@@ -321,18 +321,15 @@ class AlexaVerifier:
 
     async def _verified_chain(self, url: str, now: datetime) -> _VerifiedChain:
         cached = self._cache.get(url)
-        if cached is None:
-            pem = await self._fetch_once(url)
-            cached = self.validate_chain(pem, now)
-            self._cache[url] = cached
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
-        else:
+        if cached is not None and cached.not_before <= now <= cached.not_after:
             self._cache.move_to_end(url)
-        if not cached.not_before <= now <= cached.not_after:
-            self._cache.pop(url, None)
-            raise VerificationFailed("certificate chain is not in date")
-        return cached
+            return cached
+        self._cache.pop(url, None)  # missing, or out of date: fetch again (the file may have been renewed)
+        chain = self.validate_chain(await self._fetch_once(url), now)
+        self._cache[url] = chain
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return chain
 
     async def _fetch_once(self, url: str) -> bytes:
         """One download per URL at a time; concurrent requests for the same URL share it."""

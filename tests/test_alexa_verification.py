@@ -327,7 +327,7 @@ def test_test_origin_needs_the_test_ca() -> None:
         AlexaVerifier(SKILL_ID, test_cert_origin="https://127.0.0.1:8443")
 
 
-async def test_cached_chain_stops_working_when_it_expires(
+async def test_cached_chain_is_refetched_and_refused_when_it_expires(
     root_pem: Path, cert_server: CertChainServer, ca: TestCertificateAuthority
 ) -> None:
     now = datetime.now(UTC)
@@ -341,7 +341,8 @@ async def test_cached_chain_stops_working_when_it_expires(
     await verifier.verify(signer.headers(body), body)
     clock[0] = now + timedelta(hours=2)
     body = encode(trigger(timestamp=clock[0]))
-    assert "not in date" in (await rejected(verifier, signer.headers(body), body)).reason
+    assert "expired" in (await rejected(verifier, signer.headers(body), body)).reason
+    assert cert_server.hits["/echo.api/short.pem"] == 2  # an out-of-date cache entry is fetched again
 
 
 # --- signature and body ------------------------------------------------------------------------------
@@ -530,3 +531,24 @@ async def test_post_utterance_reports_a_rejection(echo_endpoint: str, signer: Re
         )
     assert info.value.status == 400
     assert "applicationId" in info.value.body
+
+
+async def test_renewed_chain_at_the_same_url_is_picked_up(
+    root_pem: Path, cert_server: CertChainServer, ca: TestCertificateAuthority
+) -> None:
+    now = datetime.now(UTC)
+    old = ca.issue_signing_cert(not_after=now + timedelta(hours=1))
+    url = cert_server.publish("renewed.pem", old.chain_pem)
+    clock = [now]
+    verifier = AlexaVerifier(
+        SKILL_ID, test_ca=root_pem, test_cert_origin=cert_server.origin, clock=lambda: clock[0]
+    )
+    body = encode(trigger(timestamp=now))
+    await verifier.verify(RequestSigner(old, url).headers(body), body)
+    new = ca.issue_signing_cert(not_after=now + timedelta(days=3))
+    cert_server.publish("renewed.pem", new.chain_pem)
+    clock[0] = now + timedelta(hours=2)
+    body = encode(trigger(timestamp=clock[0]))
+    assert (await verifier.verify(RequestSigner(new, url).headers(body), body))["request"][
+        "type"
+    ] == "IntentRequest"
