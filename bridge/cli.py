@@ -250,3 +250,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 
+
+
+if __name__ == "__main__":
+    main()
