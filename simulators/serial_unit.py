@@ -83,7 +83,12 @@ class PtyPort:
     async def _wait(self, add: Callable[..., Any], remove: Callable[[int], bool]) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fd = self.master
-        add(fd, lambda: fut.done() or fut.set_result(None))
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        add(fd, ready)
         self._waiters.add(fut)
         try:
             await fut
@@ -190,7 +195,7 @@ class SimulatedSerialUnit:
                 if self.port.is_open:
                     await self.port.write(frame)
                     self.frames_sent += 1
-                garbled = asyncio.ensure_future(self._garbled.wait())
+                garbled: asyncio.Future[Any] = asyncio.ensure_future(self._garbled.wait())
                 try:
                     await asyncio.wait({fut, garbled}, timeout=self.retry_interval,
                                        return_when=asyncio.FIRST_COMPLETED)
