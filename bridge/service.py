@@ -1,5 +1,9 @@
 """The running bridge: every part started as an async context manager, long-lived loops in one TaskGroup.
 
+Features beyond the MQTT alarm path (voice, serial, console, escalation, ...) are started from
+``bridge/features.py``: each gets the bridge and its exit stack, adds routes to ``bridge.app``,
+context managers to the stack, outbox channels, and loops with ``bridge.add_loop``.
+
 ``Bridge`` is reusable but not reentrant: ``async with Bridge(config) as bridge: await bridge.serve()``.
 Shutdown (cancel, SIGINT, SIGTERM) stops intake first, then the transports, then the store.
 """
@@ -11,7 +15,8 @@ import contextlib
 import logging
 import time
 from contextlib import AsyncExitStack
-from typing import Self
+from collections.abc import Callable, Coroutine
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -23,6 +28,7 @@ from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore
 from bridge.config import Config
 from bridge.embedded_broker import EmbeddedBroker
+from bridge.features import FEATURES
 from bridge.metrics import BridgeMetrics
 from bridge.mqtt_link import BrokerAddress, MqttLink
 from bridge.outbox import OutboxDispatcher, mqtt_payload
@@ -46,6 +52,8 @@ class Bridge:
         self.http_port: int = 0
         self._runner: web.AppRunner | None = None
         self._store_ok_at = 0.0
+        self._loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+        self.app: web.Application
 
     async def __aenter__(self) -> Self:
         cfg = self.config
@@ -76,10 +84,12 @@ class Bridge:
                 reconnect_max_s=cfg.mqtt.reconnect_max_s,
             ))
             self.outbox.add_channel("mqtt", self._send_mqtt)
-            app = make_app(self.store, self.feed, self.metrics.registry, self.readiness,
+            self.app = make_app(self.store, self.feed, self.metrics.registry, self.readiness,
                            max_body_bytes=cfg.http.max_body_bytes,
                            on_error=lambda status: self.metrics.http_errors.labels(str(status)).inc())
-            self.app = app
+            app = self.app
+            for start_feature in FEATURES:  # voice, serial, console, escalation, registry, ...
+                await start_feature(self, stack)
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
             await self._runner.setup()
             stack.push_async_callback(self._runner.cleanup)
@@ -109,6 +119,12 @@ class Bridge:
             tg.create_task(self.outbox.run(), name="outbox")
             tg.create_task(self.feed.run(), name="alert-feed")
             tg.create_task(self._gauge_loop(), name="gauges")
+            for name, loop in self._loops:
+                tg.create_task(loop(), name=name)
+
+    def add_loop(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Register a long-running coroutine that ``serve()`` runs in the bridge's TaskGroup."""
+        self._loops.append((name, loop))
 
     async def _send_mqtt(self, device_id: str, item: OutboxItem) -> None:
         await self.mqtt.send_command(device_id, mqtt_payload(item))

@@ -159,7 +159,7 @@ async def test_will_message_marks_unit_offline(bridge: RunningBridge) -> None:
     topics = bridge.bridge.config.topic_root
 
     async def online() -> Any:
-        async with bridge.store._read() as tx:
+        async with bridge.store.read() as tx:
             row = await tx.fetchone("SELECT online FROM devices WHERE id = ?", "unit-6")
         return row["online"] if row else None
 

@@ -118,6 +118,8 @@ STATE_FILTERS: dict[str, tuple[str, ...]] = {
 }
 
 Listener = Callable[[Sequence[AlertChange]], Awaitable[None] | None]
+RaiseHook = Callable[["Tx", "PostCommit", Row, DeviceEvent], Awaitable[None]]
+EventHook = Callable[["Tx", "PostCommit", DeviceEvent, "Row | None", "int | None"], Awaitable[None]]
 
 
 class AlertStore:
@@ -129,6 +131,10 @@ class AlertStore:
         self._listeners: list[Listener] = []
         self._outbox_wakers: list[Callable[[], None]] = []
         self.last_write_error: str | None = None
+        #: Called in the transaction after a new alert row is inserted (escalation snapshot, flood grouping).
+        self.raise_hooks: list[RaiseHook] = []
+        #: Called in the transaction after each newly stored event, with the alert it joined, if any.
+        self.event_hooks: list[EventHook] = []
 
     async def __aenter__(self) -> Self:
         return self
@@ -140,7 +146,8 @@ class AlertStore:
     def _write(self) -> AbstractAsyncContextManager[Tx]:
         raise NotImplementedError
 
-    def _read(self) -> AbstractAsyncContextManager[Tx]:
+    def read(self) -> AbstractAsyncContextManager[Tx]:
+        """A read-only view of committed state."""
         raise NotImplementedError
 
     # -- listeners -------------------------------------------------------------------------------
@@ -169,7 +176,11 @@ class AlertStore:
                 except Exception:
                     log.exception("alert listener failed")
 
-    async def _transaction(self, work: Callable[[Tx, PostCommit], Awaitable[Any]]) -> Any:
+    async def transaction(self, work: Callable[[Tx, PostCommit], Awaitable[Any]]) -> Any:
+        """Run ``work(tx, post)`` in one write transaction; listeners hear of ``post`` after the commit.
+
+        Feature modules (registry, escalation, voice, ...) keep their own SQL and call this.
+        """
         post = PostCommit()
         try:
             async with self._write() as tx:
@@ -202,7 +213,7 @@ class AlertStore:
                     results.append(IngestResult("rejected", error=f"internal error: {type(exc).__name__}"))
             return results
 
-        result: list[IngestResult] = await self._transaction(work)
+        result: list[IngestResult] = await self.transaction(work)
         return result
 
     async def _apply_event(self, tx: Tx, post: PostCommit, ev: DeviceEvent) -> IngestResult:
@@ -229,6 +240,8 @@ class AlertStore:
             await tx.execute("UPDATE devices SET last_seen_at = ?, online = 1 WHERE id = ?", received,
                              ev.device_id)
         alert_id = await self._event_effect(tx, post, ev, device if registered else None, test, now)
+        for hook in self.event_hooks:
+            await hook(tx, post, ev, device if registered else None, alert_id)
         if alert_id is not None:
             await tx.execute("UPDATE events SET alert_id = ? WHERE device_id = ? AND event_id = ?",
                              alert_id, ev.device_id, ev.event_id)
@@ -242,26 +255,26 @@ class AlertStore:
         actor = f"device:{ev.device_id}"
         resident_id = device["resident_id"] if device is not None else None
         if ev.type is EventType.HEARTBEAT:
-            cleared = await self._open_alert(tx, f"device:{ev.device_id}:no_heartbeat")
+            cleared = await self.open_alert(tx, f"device:{ev.device_id}:no_heartbeat")
             if cleared is not None:
-                await self._system_resolve(tx, post, cleared, Outcome.CLEARED_BY_DEVICE, "heartbeat resumed",
+                await self.system_resolve(tx, post, cleared, Outcome.CLEARED_BY_DEVICE, "heartbeat resumed",
                                            now)
             return None
         if ev.type is EventType.CMD_RESULT:
             return await self._command_result(tx, post, ev, actor, source, now)
         if ev.type in (EventType.CALL_CONNECTED, EventType.CANCEL):
-            target = await self._open_alert(tx, _help_key(ev.device_id, resident_id))
+            target = await self.open_alert(tx, _help_key(ev.device_id, resident_id))
             if target is None:
                 return None
             action = "call_connected" if ev.type is EventType.CALL_CONNECTED else "resident_cancelled"
-            await self._log(tx, post, target, action, actor, source, {"event_id": ev.event_id, **ev.data}, now)
+            await self.log_action(tx, post, target, action, actor, source, {"event_id": ev.event_id, **ev.data}, now)
             return int(target["id"])
         cleared_type = CLEARS.get(ev.type)
         if cleared_type is not None:
-            target = await self._open_alert(tx, f"device:{ev.device_id}:{cleared_type.value}")
+            target = await self.open_alert(tx, f"device:{ev.device_id}:{cleared_type.value}")
             if target is None:
                 return None
-            await self._system_resolve(tx, post, target, Outcome.CLEARED_BY_DEVICE, ev.type.value, now,
+            await self.system_resolve(tx, post, target, Outcome.CLEARED_BY_DEVICE, ev.type.value, now,
                                        actor=actor, source=source)
             return int(target["id"])
         priority = priority_of(ev.type)
@@ -280,13 +293,13 @@ class AlertStore:
         detail: dict[str, Any] = {"event_id": ev.event_id, "type": ev.type.value}
         if ev.data:
             detail["data"] = ev.data
-        open_alert = await self._open_alert(tx, key)
+        open_alert = await self.open_alert(tx, key)
         if open_alert is not None:
             await tx.execute(
                 "UPDATE alerts SET repeat_count = repeat_count + 1, updated_at = ? WHERE id = ?",
                 now, open_alert["id"],
             )
-            await self._log(tx, post, open_alert, "repeat", actor, source, detail, now)
+            await self.log_action(tx, post, open_alert, "repeat", actor, source, detail, now)
             return int(open_alert["id"])
         skew = ev.clock_skew_s
         clock_skew = skew is not None and abs(skew) > CLOCK_SKEW_LIMIT_S
@@ -310,8 +323,10 @@ class AlertStore:
             int(test), int(unregistered), int(clock_skew), _j(data), now,
         )
         assert row is not None
-        await self._log(tx, post, row, "raised", f"device:{ev.device_id}", source,
+        await self.log_action(tx, post, row, "raised", f"device:{ev.device_id}", source,
                         {**detail, "unregistered": unregistered, "test": test}, now)
+        for hook in self.raise_hooks:
+            await hook(tx, post, row, ev)
         if is_help(ev.type) and not test:
             await self._command_call_centre(tx, post, row, ev, device, resident_id, now)
         return int(row["id"])
@@ -330,17 +345,17 @@ class AlertStore:
                 "ORDER BY created_at LIMIT 1", resident_id, *UNIT_KINDS,
             )
         if target is not None:
-            await self._add_command(tx, post, target["channel"], target["id"], "call_centre",
+            await self.add_command(tx, post, target["channel"], target["id"], "call_centre",
                                     {"alert_id": str(alert["id"])}, int(alert["id"]), now)
         elif device is None and ev.source == "mqtt":
             # An unregistered unit still gets its call back: it spoke to us over MQTT, so it can hear us.
-            await self._add_command(tx, post, "mqtt", ev.device_id, "call_centre",
+            await self.add_command(tx, post, "mqtt", ev.device_id, "call_centre",
                                     {"alert_id": str(alert["id"])}, int(alert["id"]), now)
         else:
-            await self._log(tx, post, alert, "no_unit_to_call", "system", Source.SYSTEM,
+            await self.log_action(tx, post, alert, "no_unit_to_call", "system", Source.SYSTEM,
                             {"reason": "no registered unit for this resident; call the resident back"}, now)
 
-    async def _add_command(
+    async def add_command(
         self, tx: Tx, post: PostCommit, channel: str, device_id: str, cmd: str, args: dict[str, Any],
         alert_id: int | None, now: float,
     ) -> str:
@@ -370,14 +385,15 @@ class AlertStore:
         if alert is None:
             return None
         command = json.loads(item["payload"]).get("cmd")
-        await self._log(tx, post, alert, "cmd_result", actor, source,
+        await self.log_action(tx, post, alert, "cmd_result", actor, source,
                         {"cmd": command, **{k: v for k, v in ev.data.items()}}, now)
         return int(alert["id"])
 
-    async def _open_alert(self, tx: Tx, key: str) -> Row | None:
+    async def open_alert(self, tx: Tx, key: str) -> Row | None:
         return await tx.fetchone("SELECT * FROM alerts WHERE open_key = ?", key)
 
-    async def _log(
+    async def log_action(  # an audit record: who, when, from where
+
         self, tx: Tx, post: PostCommit, alert: Row, action: str, actor: str, source: str,
         detail: dict[str, Any], now: float, *, state: str | None = None,
     ) -> None:
@@ -388,7 +404,7 @@ class AlertStore:
         post.changes.append(AlertChange(str(alert["id"]), action, int(alert["priority"]),
                                         state or alert["state"]))
 
-    async def _system_resolve(
+    async def system_resolve(
         self, tx: Tx, post: PostCommit, alert: Row, outcome: Outcome, reason: str, now: float,
         *, actor: str = "system", source: str = Source.SYSTEM,
     ) -> None:
@@ -397,7 +413,7 @@ class AlertStore:
             "UPDATE alerts SET state = 'resolved', open_key = NULL, resolved_at = ?, resolved_by = ?, "
             "outcome = ?, updated_at = ? WHERE id = ?", now, actor, outcome.value, now, alert["id"],
         )
-        await self._log(tx, post, alert, "resolved", actor, source, {"outcome": outcome.value, "reason": reason},
+        await self.log_action(tx, post, alert, "resolved", actor, source, {"outcome": outcome.value, "reason": reason},
                         now, state="resolved")
 
     # -- operators -------------------------------------------------------------------------------
@@ -420,10 +436,10 @@ class AlertStore:
             )
             if changed != 1:  # another node got there between our read and write
                 raise Conflict(f"alert {alert_id} changed while acknowledging; reload it")
-            await self._log(tx, post, row, "acknowledged", actor, source, {}, now, state="acknowledged")
+            await self.log_action(tx, post, row, "acknowledged", actor, source, {}, now, state="acknowledged")
             return alert_from_row(await self._alert_row(tx, alert_id))
 
-        result: Alert = await self._transaction(work)
+        result: Alert = await self.transaction(work)
         return result
 
     async def resolve(self, alert_id: str, *, outcome: str, note: str | None, actor: str, source: str) -> Alert:
@@ -452,11 +468,11 @@ class AlertStore:
             )
             if changed != 1:
                 raise Conflict(f"alert {alert_id} changed while resolving; reload it")
-            await self._log(tx, post, row, "resolved", actor, source,
+            await self.log_action(tx, post, row, "resolved", actor, source,
                             {"outcome": code.value, **({"note": note} if note else {})}, now, state="resolved")
             return alert_from_row(await self._alert_row(tx, alert_id))
 
-        result: Alert = await self._transaction(work)
+        result: Alert = await self.transaction(work)
         return result
 
     async def add_note(self, alert_id: str, *, note: str, actor: str, source: str) -> None:
@@ -464,9 +480,9 @@ class AlertStore:
 
         async def work(tx: Tx, post: PostCommit) -> None:
             row = await self._alert_row(tx, alert_id)
-            await self._log(tx, post, row, "note", actor, source, {"note": note}, _now())
+            await self.log_action(tx, post, row, "note", actor, source, {"note": note}, _now())
 
-        await self._transaction(work)
+        await self.transaction(work)
 
     async def _alert_row(self, tx: Tx, alert_id: str) -> Row:
         try:
@@ -481,7 +497,7 @@ class AlertStore:
     # -- reading ---------------------------------------------------------------------------------
     async def get_alert(self, alert_id: str) -> tuple[Alert, list[TimelineEntry]]:
         """One alert and its timeline, oldest entry first."""
-        async with self._read() as tx:
+        async with self.read() as tx:
             row = await self._alert_row(tx, alert_id)
             log_rows = await tx.fetchall(
                 "SELECT at, action, actor, source, detail FROM alert_log WHERE alert_id = ? ORDER BY id",
@@ -507,7 +523,7 @@ class AlertStore:
             args += [priority, raised_at, last_id]
         sql += " ORDER BY priority, raised_at, id LIMIT ?"
         args.append(limit + 1)
-        async with self._read() as tx:
+        async with self.read() as tx:
             rows = await tx.fetchall(sql, *args)
         more = len(rows) > limit
         rows = rows[:limit]
@@ -519,7 +535,7 @@ class AlertStore:
 
     async def open_alert_counts(self) -> dict[tuple[int, str], int]:
         """Open alerts counted by (priority, state), for metrics."""
-        async with self._read() as tx:
+        async with self.read() as tx:
             rows = await tx.fetchall(
                 "SELECT priority, state, COUNT(*) AS n FROM alerts WHERE state IN ('raised', 'acknowledged') "
                 "GROUP BY priority, state"
@@ -527,7 +543,7 @@ class AlertStore:
         return {(int(r["priority"]), r["state"]): int(r["n"]) for r in rows}
 
     async def event_count(self) -> int:
-        async with self._read() as tx:
+        async with self.read() as tx:
             row = await tx.fetchone("SELECT COUNT(*) AS n FROM events")
         return int(row["n"]) if row else 0
 
@@ -550,7 +566,7 @@ class AlertStore:
                     if r["alert_id"] is not None:
                         alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", r["alert_id"])
                         if alert is not None:
-                            await self._log(tx, post, alert, "command_failed", "system", Source.SYSTEM,
+                            await self.log_action(tx, post, alert, "command_failed", "system", Source.SYSTEM,
                                             {"cmd_id": r["cmd_id"], "target": r["target"],
                                              "reason": "the unit never confirmed the command"}, now)
                     continue
@@ -564,7 +580,7 @@ class AlertStore:
                 ))
             return items
 
-        result: list[OutboxItem] = await self._transaction(work)
+        result: list[OutboxItem] = await self.transaction(work)
         return result
 
     def _skip_locked(self) -> str:
@@ -587,13 +603,13 @@ class AlertStore:
                       "attempt": item.attempts}
             if error:
                 detail["error"] = error
-            await self._log(tx, post, alert, "command_failed" if error else "command_sent", "system",
+            await self.log_action(tx, post, alert, "command_failed" if error else "command_sent", "system",
                             Source.SYSTEM, detail, _now())
 
-        await self._transaction(work)
+        await self.transaction(work)
 
     async def pending_outbox(self) -> int:
-        async with self._read() as tx:
+        async with self.read() as tx:
             row = await tx.fetchone("SELECT COUNT(*) AS n FROM outbox WHERE done_at IS NULL")
         return int(row["n"]) if row else 0
 
@@ -611,11 +627,11 @@ class AlertStore:
                 await tx.execute("UPDATE users SET role = ?, token_hash = ? WHERE name = ?", role.value,
                                  hash_token(token), name)
 
-        await self._transaction(work)
+        await self.transaction(work)
         return token
 
     async def user_for_token(self, token: str) -> User | None:
-        async with self._read() as tx:
+        async with self.read() as tx:
             row = await tx.fetchone("SELECT name, role FROM users WHERE token_hash = ? AND disabled = 0",
                                     hash_token(token))
         return None if row is None else User(row["name"], Role(row["role"]))
@@ -633,7 +649,7 @@ class AlertStore:
                 device_id, kind, resident_id, channel, phone, alexa_device_id, _now(),
             )
 
-        await self._transaction(work)
+        await self.transaction(work)
 
     async def upsert_resident(self, resident_id: str, name: str, data: dict[str, Any] | None = None) -> None:
         async def work(tx: Tx, post: PostCommit) -> None:
@@ -643,7 +659,7 @@ class AlertStore:
                 resident_id, name, _j(data or {}), _now(),
             )
 
-        await self._transaction(work)
+        await self.transaction(work)
 
     async def set_device_online(self, device_id: str, online: bool) -> None:
         """The unit's will message (or its 'online' status) arrived."""
@@ -651,7 +667,7 @@ class AlertStore:
         async def work(tx: Tx, post: PostCommit) -> None:
             await tx.execute("UPDATE devices SET online = ? WHERE id = ?", int(online), device_id)
 
-        await self._transaction(work)
+        await self.transaction(work)
 
     # -- health ----------------------------------------------------------------------------------
     async def probe_write(self) -> None:
@@ -663,7 +679,7 @@ class AlertStore:
                 _now(),
             )
 
-        await self._transaction(work)
+        await self.transaction(work)
 
 
 def _help_key(device_id: str, resident_id: str | None) -> str:

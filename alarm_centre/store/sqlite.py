@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from alarm_centre.store.base import AlertStore, Row
-from alarm_centre.store.schema import MIGRATIONS, statements
+from alarm_centre.store.schema import all_migrations, statements
 
 
 class _SqliteTx:
@@ -61,7 +61,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
     current = row[0] or 0
-    for version, sql in MIGRATIONS:
+    for version, sql in all_migrations():
         if version <= current:
             continue
         conn.execute("BEGIN IMMEDIATE")
@@ -128,7 +128,7 @@ class SqliteStore(AlertStore):
                 raise
 
     @asynccontextmanager
-    async def _read(self) -> AsyncIterator[_SqliteTx]:
+    async def read(self) -> AsyncIterator[_SqliteTx]:
         conn = self._reader
         if conn is None:
             raise RuntimeError("store is closed")

@@ -1,0 +1,6 @@
+"""Schema migrations, one module per feature, each with ``MIGRATIONS = [(version, sql), ...]``.
+
+Version ranges, so features never collide:
+  1-9 core alarm path, 10-19 installers' registry and commissioning, 20-29 escalation and notifications,
+  30-39 console users and sessions, 40-49 voice, 50-59 serial and GSM, 60-69 scale-out and floods.
+"""

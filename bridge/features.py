@@ -1,0 +1,21 @@
+"""The features started with the bridge, in order. Each is ``async def start(bridge, stack) -> None``.
+
+A feature reads its own config section from ``bridge.config``, may add aiohttp routes to ``bridge.app``
+(before the server starts), enter context managers on ``stack`` (closed in reverse on shutdown),
+register outbox channels with ``bridge.outbox.add_channel`` and store hooks on ``bridge.store``, and
+add long-running loops with ``bridge.add_loop(name, coroutine_function)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bridge.service import Bridge
+
+Feature = Callable[["Bridge", AsyncExitStack], Awaitable[None]]
+
+FEATURES: list[Feature] = [
+]
