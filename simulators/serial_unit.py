@@ -173,6 +173,18 @@ class SimulatedSerialUnit:
             self._reader.cancel()
             self._reader = None
 
+    def pause_reading(self) -> None:
+        """Stop reading the line (a unit busy or held off by flow control): the bridge's writes back up."""
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+
+    def resume_reading(self) -> None:
+        if self._reader is None and self.port.is_open:
+            self._reader = asyncio.create_task(self._read_loop(), name=f"unit-reader:{self.device_id}")
+            self._tasks.add(self._reader)
+            self._reader.add_done_callback(self._tasks.discard)
+
     async def send_raw(self, data: bytes) -> None:
         await self.port.write(data)
 

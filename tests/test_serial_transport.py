@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,32 @@ async def test_command_reaches_the_unit_and_its_result_is_stored(tmp_path: Path)
         (event,) = intake.events.values()
         assert event.type == "cmd_result" and event.data["cmd_id"] == "cmd-7"
         assert unit.commands[0].args == {"heartbeat_s": 600}
+
+
+async def test_a_blocked_write_waits_without_spinning(tmp_path: Path) -> None:
+    """The DESIGN.md trap: a partly completed write must wait for writability, not busy-loop."""
+    intake = MemoryIntake()
+    async with SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty"), answer_commands=False) as unit, \
+            SerialTransport(unit.path, intake=intake) as transport:
+        await within(transport.wait_connected())
+        unit.pause_reading()
+        args = {"message": "x" * 400}
+        sent = 0
+        blocked: asyncio.Task[None] | None = None
+        for i in range(2000):  # fill the pty buffer until a write cannot finish
+            task = asyncio.create_task(transport.send_command("unit-1", f"c{i}", "announce", args))
+            await asyncio.wait({task}, timeout=0.2)
+            if not task.done():
+                blocked = task
+                break
+            sent += 1
+        assert blocked is not None, "the pty never filled up"
+        cpu_before, wall_before = time.process_time(), time.perf_counter()
+        await asyncio.sleep(1.0)
+        cpu_used = time.process_time() - cpu_before
+        assert time.perf_counter() - wall_before >= 1.0
+        assert cpu_used < 0.3, f"writer spun: {cpu_used:.2f}s CPU in 1s of waiting"
+        unit.resume_reading()
+        await within(blocked)
+        await eventually(lambda: len(unit.commands) >= sent + 1)
+        assert unit.commands[-1].cmd_id == f"c{sent}"
