@@ -34,6 +34,8 @@ ON_ERROR: web.AppKey[Callable[[int], None]] = web.AppKey("on_error")
 USER_KEY: web.RequestKey[User] = web.RequestKey("user", User)
 #: Set by the console's session middleware so the audit trail says "console" rather than "api".
 VIA_CONSOLE: web.RequestKey[bool] = web.RequestKey("via_console", bool)
+#: Set by the console's session middleware: the live stream ends once this answers False (logout, expiry).
+STREAM_CHECK: web.RequestKey[Callable[[], Awaitable[bool]]] = web.RequestKey("stream_check")
 #: Paths that need no bearer token (the console and webhooks authenticate their own way).
 PUBLIC_PREFIXES = ("/healthz", "/metrics", "/api/v1/openapi.json", "/alexa", "/twilio/", "/console",
                    "/static/", "/login", "/logout")
@@ -230,6 +232,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 async with asyncio.timeout(15):
                     message = await queue.get()
             except TimeoutError:
+                check = request.get(STREAM_CHECK)
+                if check is not None and not await check():
+                    await response.write(b"event: expired\ndata: {}\n\n")
+                    return response
                 await response.write(b": keep-alive\n\n")
                 continue
             kind = "resync" if message.get("resync") else "alert"
