@@ -384,7 +384,14 @@ class GsmModem:
             await self._handle(index, record)
 
     async def _handle(self, index: int, record: SmsRecord) -> None:
-        event = await self.event_for(record)
+        try:
+            event = await self.event_for(record)
+        except Exception:
+            # The registry could not answer: keep the SMS on the SIM and try again at the next poll.
+            log.exception("GSM modem: cannot resolve sender %s; SMS %d stays on the SIM",
+                          record.sender, index)
+            self._left_on_sim = True
+            return
         if event is None:
             self._count("ignored")
             log.warning("GSM modem: SMS from %s is not an alarm and not a call for help; deleting: %r",

@@ -80,6 +80,19 @@ class SimulatedModem:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def unplug(self) -> None:
+        """The modem's USB lead is pulled: the bridge's port fails."""
+        self.port.close()
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def plug(self) -> None:
+        """Plugged back in (a fresh power-up: settings lost, SIM storage kept)."""
+        self._settings()
+        self.path = self.port.open()
+        self._task = asyncio.create_task(self._serve(), name="sim-modem")
+
     # --- the world side -----------------------------------------------------------------------
 
     async def deliver(self, sender: str, text: str, *, ts: datetime | None = None) -> int:

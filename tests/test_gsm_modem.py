@@ -172,3 +172,37 @@ async def test_send_sms_and_a_cms_error(tmp_path: Path) -> None:
         assert gsm.ready  # an error answer is not a dead modem
         ref = await within(gsm.send_sms(UNIT_NUMBER, "third"))
         assert modem.sent[-1] == (UNIT_NUMBER, "third")
+
+
+async def test_modem_unplugged_and_plugged_back(tmp_path: Path) -> None:
+    async with SimulatedModem(link=str(tmp_path / "modem")) as modem:
+        intake = MemoryIntake()
+        async with driver(modem, intake) as gsm:
+            await within(gsm.wait_ready())
+            modem.unplug()
+            await eventually(lambda: not gsm.ready)
+            await modem.deliver(UNIT_NUMBER, "ALARM FALL")  # arrives while the lead is out
+            modem.plug()
+            await within(intake.wait_for(1))
+            await eventually(lambda: not modem.storage)
+            assert gsm.ready and gsm.sessions >= 2
+
+
+async def test_registry_failure_leaves_the_sms_on_the_sim(tmp_path: Path) -> None:
+    calls = 0
+
+    async def flaky(number: str) -> str | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("registry down")
+        return await resolve(number)
+
+    async with SimulatedModem(link=str(tmp_path / "modem")) as modem:
+        intake = MemoryIntake()
+        await modem.deliver(UNIT_NUMBER, "ALARM PENDANT")
+        async with GsmModem(modem.path, intake=intake, resolve_sender=flaky, command_timeout=0.5,
+                            poll_interval=0.2) as gsm:
+            await within(intake.wait_for(1))
+            await eventually(lambda: not modem.storage)
+            assert calls >= 2 and gsm.sessions == 1
