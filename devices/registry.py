@@ -1,0 +1,252 @@
+"""What the registry knows about residents and their devices, as validated pydantic models.
+
+The registry stores a resident's details in ``residents.data`` (JSON) beside ``id`` and ``name``:
+``address``, ``key_safe``, ``medical_notes``, ``language`` and ``responders`` -- an ordered list of
+``{"name", "phone"}`` with E.164 numbers (escalation calls them in that order). A device's columns are
+``id, kind, resident_id, channel, phone (SIM number), imei, alexa_device_id, heartbeat_interval_s,
+heartbeat_grace_s``; the rest (``serial_port``, ``firmware``, ``peripherals``) lives in ``devices.data``.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from devices.events import DEVICE_ID_RE
+from devices.vocabulary import EventType
+
+E164_RE = re.compile(r"\+[1-9][0-9]{6,14}")
+IMEI_RE = re.compile(r"[0-9]{15}")
+LANGUAGE_RE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
+ID_RULE = "must be 1-64 characters of A-Za-z0-9._-"
+
+
+class DeviceKind(StrEnum):
+    GSM_UNIT = "gsm_unit"
+    IP_UNIT = "ip_unit"
+    SERIAL_UNIT = "serial_unit"
+    ALEXA = "alexa"
+
+
+UNIT_KINDS = frozenset({DeviceKind.GSM_UNIT, DeviceKind.IP_UNIT, DeviceKind.SERIAL_UNIT})
+
+
+class PeripheralType(StrEnum):
+    PENDANT = "pendant"
+    FALL_DETECTOR = "fall_detector"
+    SMOKE = "smoke"
+    HEAT = "heat"
+    CO = "co"
+    GAS = "gas"
+    FLOOD = "flood"
+    DOOR = "door"
+    BED_SENSOR = "bed_sensor"
+    CHAIR_SENSOR = "chair_sensor"
+    EPILEPSY = "epilepsy"
+    PIR = "pir"
+
+
+#: The event a peripheral sends when the installer presses or triggers it.
+PERIPHERAL_EVENT: dict[PeripheralType, EventType] = {
+    PeripheralType.PENDANT: EventType.PENDANT,
+    PeripheralType.FALL_DETECTOR: EventType.FALL,
+    PeripheralType.SMOKE: EventType.SMOKE,
+    PeripheralType.HEAT: EventType.HEAT,
+    PeripheralType.CO: EventType.CO,
+    PeripheralType.GAS: EventType.GAS,
+    PeripheralType.FLOOD: EventType.FLOOD,
+    PeripheralType.DOOR: EventType.DOOR_EXIT,
+    PeripheralType.BED_SENSOR: EventType.BED_EXIT,
+    PeripheralType.CHAIR_SENSOR: EventType.CHAIR_EXIT,
+    PeripheralType.EPILEPSY: EventType.EPILEPSY,
+    PeripheralType.PIR: EventType.INACTIVITY,
+}
+
+
+def check_id(value: str) -> str:
+    if not isinstance(value, str) or not DEVICE_ID_RE.fullmatch(value):
+        raise ValueError(f"id {ID_RULE}")
+    return value
+
+
+def check_e164(value: str) -> str:
+    """A phone number in E.164 form (+ then 7-15 digits, no spaces); raises ValueError otherwise."""
+    if not isinstance(value, str) or not E164_RE.fullmatch(value):
+        raise ValueError(f"{str(value)[:30]!r} is not an E.164 number (like +447700900123: '+', country code, "
+                         "digits, no spaces)")
+    return value
+
+
+def imei_ok(imei: str) -> bool:
+    """Fifteen digits whose Luhn check digit is right."""
+    if not IMEI_RE.fullmatch(imei):
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(imei)):
+        d = int(ch)
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Responder(_Model):
+    name: str = Field(min_length=1, max_length=100)
+    phone: str
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str) -> str:
+        return check_e164(value)
+
+
+class Resident(_Model):
+    id: str
+    name: str = Field(min_length=1, max_length=200)
+    address: str = Field("", max_length=500)
+    key_safe: str = Field("", max_length=200)
+    medical_notes: str = Field("", max_length=4000)
+    language: str = Field("en-GB", max_length=35)
+    #: Called in this order.
+    responders: list[Responder] = Field(default_factory=list, max_length=10)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return check_id(value)
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        if not LANGUAGE_RE.fullmatch(value):
+            raise ValueError("must be a language tag like en-GB or cy")
+        return value
+
+    def data(self) -> dict[str, Any]:
+        """What goes into ``residents.data``."""
+        return self.model_dump(exclude={"id", "name"})
+
+    @classmethod
+    def from_row(cls, row: Any) -> Self:
+        import json
+
+        data = row["data"]
+        extra = json.loads(data) if isinstance(data, str) else dict(data or {})
+        known = {k: v for k, v in extra.items() if k in cls.model_fields}
+        return cls.model_validate({"id": row["id"], "name": row["name"], **known})
+
+
+class Peripheral(_Model):
+    id: str
+    type: PeripheralType
+    location: str = Field("", max_length=100)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return check_id(value)
+
+    @property
+    def event_type(self) -> EventType:
+        return PERIPHERAL_EVENT[self.type]
+
+
+class Device(_Model):
+    id: str
+    kind: DeviceKind
+    resident_id: str | None = None
+    channel: Literal["mqtt", "serial", "sms"] = "mqtt"
+    #: The unit's SIM number (E.164); SMS alarms are matched on it.
+    phone: str | None = None
+    imei: str | None = None
+    serial_port: str | None = Field(None, max_length=200)
+    firmware: str | None = Field(None, max_length=64)
+    alexa_device_id: str | None = Field(None, min_length=1, max_length=255)
+    #: Seconds between the unit's heartbeats; None means the bridge's default (``heartbeats.default_interval_s``).
+    heartbeat_interval_s: int | None = Field(None, ge=10, le=7 * 86400)
+    #: Extra seconds allowed after a missed heartbeat before ``no_heartbeat`` is raised.
+    heartbeat_grace_s: int | None = Field(None, ge=0, le=86400)
+    peripherals: list[Peripheral] = Field(default_factory=list, max_length=32)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not isinstance(value, str) or not DEVICE_ID_RE.fullmatch(value):
+            raise ValueError("device id must be 1-64 characters of A-Za-z0-9._-")
+        return value
+
+    @field_validator("resident_id")
+    @classmethod
+    def _resident(cls, value: str | None) -> str | None:
+        return None if value is None or value == "" else check_id(value)
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        return None if value is None or value == "" else check_e164(value)
+
+    @field_validator("imei")
+    @classmethod
+    def _imei(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not imei_ok(value):
+            raise ValueError("an IMEI is 15 digits with a valid check digit")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        ids = [p.id for p in self.peripherals]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"peripheral ids must be unique on a device: {', '.join(dupes)}")
+        if self.kind is DeviceKind.ALEXA and (self.peripherals or self.imei or self.serial_port):
+            raise ValueError("an Alexa device has no peripherals, IMEI or serial port")
+        if self.kind is DeviceKind.SERIAL_UNIT and self.channel == "mqtt" and self.serial_port:
+            self.channel = "serial"
+        return self
+
+    @property
+    def is_unit(self) -> bool:
+        return self.kind in UNIT_KINDS
+
+    def data(self) -> dict[str, Any]:
+        """What goes into ``devices.data``."""
+        return self.model_dump(mode="json", include={"serial_port", "firmware", "peripherals"})
+
+    @classmethod
+    def from_row(cls, row: Any) -> Self:
+        import json
+
+        raw = row["data"]
+        extra = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+        fields = {k: row[k] for k in ("id", "kind", "resident_id", "channel", "phone", "alexa_device_id",
+                                      "heartbeat_interval_s") if k in row}
+        for k in ("imei", "heartbeat_grace_s"):
+            if k in row:
+                fields[k] = row[k]
+        fields.update({k: v for k, v in extra.items() if k in ("serial_port", "firmware", "peripherals")})
+        return cls.model_validate(fields)
+
+
+def merge(model: type[Device] | type[Resident], current: BaseModel, changes: dict[str, Any]) -> Any:
+    """``current`` with ``changes`` applied, validated as a whole; the id cannot change."""
+    if "id" in changes and changes["id"] != getattr(current, "id"):
+        raise ValueError("the id cannot be changed; retire the device and register a new one")
+    return model.model_validate({**current.model_dump(mode="json"), **changes})
+
+
+def errors_of(exc: ValidationError) -> list[dict[str, str]]:
+    """A pydantic error as ``[{"field", "message"}]`` (the API's 422 detail shape)."""
+    out = []
+    for e in exc.errors():
+        msg = e["msg"].removeprefix("Value error, ")
+        out.append({"field": ".".join(str(p) for p in e["loc"]) or "(record)", "message": msg})
+    return out
