@@ -52,14 +52,14 @@ class MemoryIntake:
 
 
 async def eventually(
-    check: Callable[[], bool], *, timeout: float = 10.0, step: float = 0.02  # noqa: ASYNC109
+    check: Callable[[], bool], *, timeout: float = 10.0, step: float = 0.02
 ) -> None:
     """Poll ``check`` until it is true; fail the test after ``timeout`` seconds."""
     async with asyncio.timeout(timeout):
-        while not check():  # noqa: ASYNC110 - polls state owned by the code under test
+        while not check():
             await asyncio.sleep(step)
 
 
-async def within(awaitable: Awaitable[T], timeout: float = 10.0) -> T:  # noqa: ASYNC109
+async def within(awaitable: Awaitable[T], timeout: float = 10.0) -> T:
     async with asyncio.timeout(timeout):
         return await awaitable
