@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "TELECARE_"
 
@@ -68,6 +68,152 @@ class OutboxConfig(Section):
     poll_s: float = Field(1.0, gt=0, le=60)
 
 
+class AlexaConfig(Section):
+    """The voice path: ``POST /alexa`` and daily check-ins (see docs/alexa.md)."""
+
+    enabled: bool = False
+    #: The skill id from the Alexa developer console (amzn1.ask.skill....); required when enabled.
+    skill_id: str = ""
+    #: TESTING ONLY: a PEM root CA to trust as well as the system roots (the simulator's test CA).
+    test_ca: str = ""
+    #: TESTING ONLY (needs test_ca): https://host:port that certificate URLs may use instead of S3.
+    test_cert_origin: str = ""
+    #: Seconds to wait for a certificate chain download.
+    fetch_timeout: float = Field(5.0, gt=0, le=60)
+    #: Largest Alexa request body accepted, in bytes (larger: 413).
+    max_body_bytes: int = Field(131072, ge=4096, le=1024 * 1024)
+    #: How often, in seconds, missed daily check-ins are looked for.
+    check_in_poll_s: float = Field(30.0, gt=0, le=3600)
+
+    @field_validator("test_cert_origin")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        if value and not value.startswith("https://"):
+            raise ValueError("must be empty or https://host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AlexaConfig:
+        if self.test_cert_origin and not self.test_ca:
+            raise ValueError("test_cert_origin may only be set together with test_ca (testing only)")
+        if self.enabled and not self.skill_id:
+            raise ValueError("skill_id is required when alexa.enabled is true")
+        return self
+
+
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+
+
+class TwilioConfig(Section):
+    """SMS and voice calls through Twilio, and its webhooks /twilio/* (see docs/twilio.md)."""
+
+    #: false: nothing is sent and /twilio/* answers 404.
+    enabled: bool = False
+    account_sid: str = ""
+    auth_token: str = ""
+    #: The Twilio number texts and calls come from (E.164).
+    from_number: str = ""
+    #: Empty: real Twilio. Otherwise the REST base URL (the local simulator).
+    base_url: str = ""
+    #: The URL Twilio reaches the bridge at (webhook signatures); empty: http.public_url, else the bridge.
+    public_url: str = ""
+    #: The supervisors on duty, texted and called by escalation steps with ``to: supervisors``.
+    supervisor_numbers: list[str] = Field(default_factory=list, max_length=20)
+    request_timeout: float = Field(10.0, gt=0, le=120)
+    max_attempts: int = Field(3, ge=1, le=10)
+    language: str = Field("en-GB", min_length=2, max_length=16)
+    replay_window: float = Field(3600.0, ge=60, le=7 * 86400)
+
+    @field_validator("supervisor_numbers")
+    @classmethod
+    def _numbers(cls, value: list[str]) -> list[str]:
+        bad = [n for n in value if not re.fullmatch(E164_PATTERN, n)]
+        if bad:
+            raise ValueError(f"must be E.164 numbers like +447700900123, not {bad[0]!r}")
+        return value
+
+    @field_validator("base_url", "public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty or an http(s):// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> TwilioConfig:
+        if self.enabled:
+            if not self.account_sid or not self.auth_token:
+                raise ValueError("account_sid and auth_token are required when twilio.enabled is true")
+            if not re.fullmatch(E164_PATTERN, self.from_number):
+                raise ValueError("from_number must be an E.164 number when twilio.enabled is true")
+        return self
+
+
+class EscalationStepConfig(Section):
+    #: Seconds after the alert was raised.
+    after_s: float = Field(ge=0, le=86400)
+    action: Literal["highlight", "sms", "call"]
+    #: "supervisors" (twilio.supervisor_numbers) and/or E.164 numbers.
+    to: list[str] = Field(default_factory=lambda: ["supervisors"], min_length=1)
+
+    @field_validator("to")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        for target in value:
+            if target != "supervisors" and not re.fullmatch(E164_PATTERN, target):
+                raise ValueError(f"must be 'supervisors' or E.164 numbers, not {target!r}")
+        return value
+
+
+def _default_policies() -> dict[int, list[EscalationStepConfig]]:
+    def step(after: float, action: str) -> EscalationStepConfig:
+        return EscalationStepConfig.model_validate({"after_s": after, "action": action})
+
+    return {
+        1: [step(30, "highlight"), step(60, "sms"), step(120, "call")],
+        2: [step(60, "highlight"), step(180, "sms")],
+        3: [],
+    }
+
+
+class EscalationConfig(Section):
+    """Escalation of unacknowledged alerts and responder call-outs (see docs/escalation.md)."""
+
+    enabled: bool = True
+    #: Steps per priority; snapshotted onto each alert when it is raised.
+    policies: dict[int, list[EscalationStepConfig]] = Field(default_factory=_default_policies)
+    #: Seconds a responder has to accept (YES / key 1) before the next one is contacted.
+    responder_wait_s: float = Field(120.0, gt=0, le=3600)
+    #: Delays before retrying a failed SMS or call, one per attempt (the last repeats).
+    retry_s: list[float] = Field(default_factory=lambda: [30.0, 120.0, 300.0], min_length=1)
+    #: Attempts per SMS or call before giving up (each attempt already retries quick failures).
+    max_attempts: int = Field(4, ge=1, le=20)
+    #: How long a node holds a claimed notification before another may retry it.
+    lease_s: float = Field(60.0, gt=0, le=3600)
+    #: Longest sleep of the escalation loop between checks, in seconds.
+    poll_s: float = Field(1.0, gt=0, le=60)
+    #: Time zone of the service-level days.
+    timezone: str = "UTC"
+
+    @field_validator("policies")
+    @classmethod
+    def _priorities(cls, value: dict[int, list[EscalationStepConfig]]) -> dict[int, list[EscalationStepConfig]]:
+        if any(not 1 <= p <= 9 for p in value):
+            raise ValueError("priorities are 1 to 9")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (for example UTC or Europe/London)") from None
+        return value
+
+
 class Config(Section):
     #: This bridge node's name in logs and metrics; empty means the host name.
     node_id: str = ""
@@ -77,6 +223,7 @@ class Config(Section):
     store: StoreConfig = StoreConfig()
     outbox: OutboxConfig = OutboxConfig()
     log: LogConfig = LogConfig()
+    alexa: AlexaConfig = AlexaConfig()
 
     @property
     def node_name(self) -> str:

@@ -12,10 +12,13 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
+from bridge import feature_voice
+
 if TYPE_CHECKING:
     from bridge.service import Bridge
 
 Feature = Callable[["Bridge", AsyncExitStack], Awaitable[None]]
 
 FEATURES: list[Feature] = [
+    feature_voice.start,  # POST /alexa, Echo links, check-in schedules (alexa:)
 ]

@@ -1,0 +1,135 @@
+"""Voice feature: ``POST /alexa``, installers' Echo links and check-in schedules, the missed check-in loop.
+
+The links and schedule API is always served (installers may link Echos before the skill goes live);
+``/alexa`` and the check-in loop run only when ``alexa.enabled`` is true.
+
+API (installer or admin rights; bad input is a 422 naming the field):
+  ``GET /api/v1/alexa-links``, ``POST /api/v1/alexa-links`` ``{"device_id", "alexa_device_id",
+  "resident_id", "alexa_user_id"?}``, ``DELETE /api/v1/alexa-links/{device_id}``;
+  ``GET /api/v1/check-in-schedules``, ``PUT /api/v1/check-in-schedules/{resident_id}``
+  ``{"deadline": "HH:MM", "timezone": "Europe/London"}``, ``DELETE /api/v1/check-in-schedules/{resident_id}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from alarm_centre.api import read_json, require, validated
+from skills.endpoint import AlexaEndpoint
+from skills.verification import AlexaVerifier
+from skills.voice import LinkError, VoiceService
+
+if TYPE_CHECKING:
+    from bridge.service import Bridge
+
+log = logging.getLogger(__name__)
+
+VOICE: web.AppKey[VoiceService] = web.AppKey("voice", VoiceService)
+
+
+class LinkBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    alexa_device_id: str = Field(pattern=r"^[\x21-\x7e]{1,255}$")
+    resident_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    alexa_user_id: str | None = Field(None, pattern=r"^[\x21-\x7e]{1,255}$")
+
+
+class ScheduleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    deadline: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    timezone: str = Field(min_length=1, max_length=64)
+
+
+def _unprocessable(exc: LinkError) -> web.HTTPUnprocessableEntity:
+    return web.HTTPUnprocessableEntity(
+        text=json.dumps({"error": "invalid request", "detail": [{"field": exc.field, "message": exc.message}]}),
+        content_type="application/json")
+
+
+async def create_link(request: web.Request) -> web.Response:
+    require(request, "devices:write")
+    body = validated(LinkBody, await read_json(request))
+    try:
+        link = await request.app[VOICE].link_echo(body.device_id, body.alexa_device_id, body.resident_id,
+                                                  body.alexa_user_id)
+    except LinkError as exc:
+        raise _unprocessable(exc) from None
+    return web.json_response(link, status=201)
+
+
+async def list_links(request: web.Request) -> web.Response:
+    require(request, "devices:read")
+    return web.json_response({"links": await request.app[VOICE].list_links()})
+
+
+async def delete_link(request: web.Request) -> web.Response:
+    require(request, "devices:write")
+    if not await request.app[VOICE].unlink_echo(request.match_info["device_id"]):
+        return web.json_response({"error": "not found", "detail": "no such Echo link"}, status=404)
+    return web.json_response({"ok": True})
+
+
+async def put_schedule(request: web.Request) -> web.Response:
+    require(request, "residents:write")
+    body = validated(ScheduleBody, await read_json(request))
+    try:
+        schedule = await request.app[VOICE].set_check_in_schedule(request.match_info["resident_id"],
+                                                                  body.deadline, body.timezone)
+    except LinkError as exc:
+        raise _unprocessable(exc) from None
+    return web.json_response(schedule)
+
+
+async def list_schedules(request: web.Request) -> web.Response:
+    require(request, "residents:read")
+    return web.json_response({"schedules": await request.app[VOICE].list_check_in_schedules()})
+
+
+async def delete_schedule(request: web.Request) -> web.Response:
+    require(request, "residents:write")
+    if not await request.app[VOICE].clear_check_in_schedule(request.match_info["resident_id"]):
+        return web.json_response({"error": "not found", "detail": "no check-in schedule"}, status=404)
+    return web.json_response({"ok": True})
+
+
+def add_installer_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/alexa-links", list_links)
+    app.router.add_post("/api/v1/alexa-links", create_link)
+    app.router.add_delete("/api/v1/alexa-links/{device_id}", delete_link)
+    app.router.add_get("/api/v1/check-in-schedules", list_schedules)
+    app.router.add_put("/api/v1/check-in-schedules/{resident_id}", put_schedule)
+    app.router.add_delete("/api/v1/check-in-schedules/{resident_id}", delete_schedule)
+
+
+def make_verifier(bridge: Bridge) -> AlexaVerifier:
+    cfg = bridge.config.alexa
+    return AlexaVerifier(
+        cfg.skill_id,
+        test_ca=Path(cfg.test_ca) if cfg.test_ca else None,
+        test_cert_origin=cfg.test_cert_origin or None,
+        fetch_timeout=cfg.fetch_timeout,
+        max_body_bytes=cfg.max_body_bytes,
+    )
+
+
+async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
+    """Wire the voice path into a bridge that is starting (see bridge/features.py)."""
+    cfg = bridge.config.alexa
+    service = VoiceService(bridge.store, bridge.intake)
+    bridge.app[VOICE] = service
+    add_installer_routes(bridge.app)
+    if not cfg.enabled:
+        return
+    endpoint = AlexaEndpoint(make_verifier(bridge), service, registry=bridge.metrics.registry)
+    endpoint.add_routes(bridge.app)
+    bridge.add_loop("voice-check-ins", lambda: service.run_check_in_loop(cfg.check_in_poll_s))
+    log.info("Alexa endpoint on /alexa for skill %s%s", cfg.skill_id,
+             " (TEST MODE: extra CA trusted)" if cfg.test_ca else "")
