@@ -45,3 +45,21 @@ class BridgeMetrics:
                                     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000))
         self.http_errors = Counter("telecare_http_errors", "HTTP requests answered with an error",
                                    ["status"], registry=self.registry)
+        self.serial_link_up = Gauge("telecare_serial_link_up",
+                                    "1 while a configured unit serial port is open",
+                                    ["port"], registry=self.registry)
+        self.serial_frames = Counter("telecare_serial_frames", "Unit frames on serial lines, by outcome "
+                                     "(accepted, duplicate, rejected, malformed, store_unavailable)",
+                                     ["port", "outcome"], registry=self.registry)
+        self.modem_ready = Gauge("telecare_modem_ready", "1 while the GSM modem is initialised and answering",
+                                 ["port"], registry=self.registry)
+        self.modem_signal_dbm = Gauge("telecare_modem_signal_dbm", "GSM signal strength from AT+CSQ "
+                                      "(NaN when the modem reports no signal)", ["port"],
+                                      registry=self.registry)
+        self.modem_registered = Gauge("telecare_modem_registered", "1 while the modem is registered on a "
+                                      "network (home or roaming)", ["port"], registry=self.registry)
+        self.sms_messages = Counter("telecare_sms_messages", "SMS handled by the GSM modem, by outcome "
+                                    "(accepted, duplicate, rejected, ignored, store_unavailable, deleted)",
+                                    ["outcome"], registry=self.registry)
+        self.sms_sent = Counter("telecare_sms_sent", "SMS commands sent to units, by result",
+                                ["result"], registry=self.registry)

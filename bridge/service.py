@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from contextlib import AsyncExitStack
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Self
 
 from aiohttp import web
@@ -53,6 +53,8 @@ class Bridge:
         self._runner: web.AppRunner | None = None
         self._store_ok_at = 0.0
         self._loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+        #: Extra readiness checks added by features; each answers its problems (empty when fine).
+        self.readiness_checks: list[Callable[[], Awaitable[list[str]]]] = []
         self.app: web.Application
 
     async def __aenter__(self) -> Self:
@@ -143,6 +145,8 @@ class Bridge:
             except Exception as exc:
                 self.metrics.store_writable.set(0)
                 problems.append(f"store does not accept writes: {exc}")
+        for check in self.readiness_checks:
+            problems.extend(await check())
         return problems
 
     async def _refresh_gauges(self) -> None:
