@@ -19,6 +19,7 @@ from harness import (
     free_port,
     make_config,
     need_service,
+    postgres_database,
     reachable,
     running_bridge,
 )
@@ -76,12 +77,33 @@ def private_mosquitto(tmp_path: Path) -> Iterator[Callable[[], Any]]:
     handle.stop()
 
 
+#: Test modules whose ``bridge``/``store_url`` tests run on both stores; elsewhere SQLite only (cheap).
+BOTH_STORES = {"test_alarm_path", "test_postgres_store", "test_floods"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_url" in metafunc.fixturenames:
+        both = metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_STORES
+        metafunc.parametrize("store_url", ["sqlite", "postgres"] if both else ["sqlite"], indirect=True)
+
+
 @pytest.fixture
-async def bridge(tmp_path: Path, mosquitto: tuple[str, int], topic_root: str) -> AsyncIterator[RunningBridge]:
-    """A bridge on the real Mosquitto with a unique topic root and its own SQLite file."""
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The store under test: a SQLite file of its own, or a fresh PostgreSQL database (dropped after)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield str(tmp_path / "bridge.db")
+        return
+    async with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def bridge(tmp_path: Path, mosquitto: tuple[str, int], topic_root: str, store_url: str
+                 ) -> AsyncIterator[RunningBridge]:
+    """A bridge on the real Mosquitto with a unique topic root, on each store (SQLite, PostgreSQL)."""
     host, port = mosquitto
-    async with running_bridge(make_config(tmp_path, mqtt_url=f"mqtt://{host}:{port}",
-                                          topic_root=topic_root)) as running:
+    async with running_bridge(make_config(tmp_path, mqtt_url=f"mqtt://{host}:{port}", topic_root=topic_root,
+                                          TELECARE_STORE__URL=store_url)) as running:
         yield running
 
 

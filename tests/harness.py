@@ -119,6 +119,39 @@ async def running_bridge(config: Config) -> AsyncIterator[RunningBridge]:
                 await task
 
 
+def postgres_parts() -> tuple[str, int]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(POSTGRES_DSN)
+    return parts.hostname or "127.0.0.1", parts.port or 5432
+
+
+@contextlib.asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database ``t_<uuid>`` for one test (skip locally / fail in CI without
+    PostgreSQL); yields its URL and drops it afterwards."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import asyncpg
+
+    need_service("PostgreSQL", *postgres_parts())
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    parts = urlsplit(POSTGRES_DSN)
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        admin = await asyncpg.connect(POSTGRES_DSN)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0, step: float = 0.05) -> None:
     """Poll an async check until it holds; fail the test after a generous timeout."""
     async with asyncio.timeout(timeout):

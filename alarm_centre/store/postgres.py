@@ -1,0 +1,301 @@
+"""The scale-out store: PostgreSQL on asyncpg, the same :class:`AlertStore` logic as SQLite.
+
+- ``?`` placeholders become ``$1..$n`` (quoted strings and identifiers are left alone).
+- Writes run in a pooled connection's transaction; reads use the pool in autocommit.
+- Migrations take a session advisory lock, so several nodes starting at once migrate once.
+- ``_skip_locked()`` makes claims (outbox, escalation steps) ``FOR UPDATE SKIP LOCKED``: any node
+  can take the work, none takes it twice.
+- Every write transaction that changed alerts sends ``pg_notify`` *inside* the transaction, so the
+  notification is delivered exactly when (and only if) the commit happens. Each node LISTENs and hands
+  other nodes' changes to its own listeners (console streams, metrics) the way local commits do; its
+  own notifications are recognised by an origin token and skipped, so nothing is delivered twice.
+- An event that collides with the same event (or the same unit's open alert) being stored by another
+  node at the same moment is retried in a fresh transaction, where it becomes a duplicate or joins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Self
+
+import asyncpg
+
+from alarm_centre.intake import IngestResult
+from alarm_centre.model import AlertChange
+from alarm_centre.store.base import AlertStore, PostCommit, Row, Tx
+from alarm_centre.store.schema import all_migrations, statements
+from devices.events import DeviceEvent
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "telecare_alert_changes"
+#: pg_notify payloads must stay under 8000 bytes.
+NOTIFY_LIMIT = 7000
+MIGRATION_LOCK = 0x7E1EC0DE
+#: Errors that mean "another node was storing the same thing at the same moment": retry the event.
+RETRYABLE = ("UniqueViolationError", "DeadlockDetectedError", "SerializationError")
+RETRY_ROUNDS = 3
+
+_translated: dict[str, str] = {}
+
+
+def translate(sql: str) -> str:
+    """``?`` placeholders to ``$n``, skipping quoted strings, quoted identifiers and comments."""
+    cached = _translated.get(sql)
+    if cached is not None:
+        return cached
+    out: list[str] = []
+    n = 0
+    i = 0
+    length = len(sql)
+    while i < length:
+        ch = sql[i]
+        if ch in ("'", '"'):
+            end = i + 1
+            while end < length:
+                if sql[end] == ch:
+                    if end + 1 < length and sql[end + 1] == ch:  # doubled quote inside the literal
+                        end += 2
+                        continue
+                    break
+                end += 1
+            out.append(sql[i:end + 1])
+            i = end + 1
+            continue
+        if ch == "-" and sql.startswith("--", i):
+            end = sql.find("\n", i)
+            end = length if end < 0 else end
+            out.append(sql[i:end])
+            i = end
+            continue
+        if ch == "?":
+            n += 1
+            out.append(f"${n}")
+        else:
+            out.append(ch)
+        i += 1
+    result = "".join(out)
+    if len(_translated) < 4096:
+        _translated[sql] = result
+    return result
+
+
+def _rowcount(status: str) -> int:
+    """asyncpg answers ``UPDATE 3`` / ``INSERT 0 1``; the last number is the row count."""
+    tail = status.rsplit(" ", 1)[-1] if status else ""
+    return int(tail) if tail.isdigit() else 0
+
+
+class PgTx:
+    """A :class:`Tx` on one asyncpg connection."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return _rowcount(await self._conn.execute(translate(sql), *args))
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        record = await self._conn.fetchrow(translate(sql), *args)
+        return None if record is None else dict(record.items())
+
+    async def fetchall(self, sql: str, *args: Any) -> list[Row]:
+        return [dict(r.items()) for r in await self._conn.fetch(translate(sql), *args)]
+
+    async def savepoint(self, name: str) -> None:
+        await self._conn.execute(f"SAVEPOINT {name}")
+
+    async def release(self, name: str) -> None:
+        await self._conn.execute(f"RELEASE SAVEPOINT {name}")
+
+    async def rollback_to(self, name: str) -> None:
+        await self._conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+
+
+async def migrate(conn: Any) -> int:
+    """Bring the schema up to date under an advisory lock; returns the version now in place."""
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        current = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+        for version, sql in all_migrations():
+            if version <= current:
+                continue
+            async with conn.transaction():
+                for stmt in statements(sql, "postgresql"):
+                    await conn.execute(stmt)
+                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+            current = version
+        return current
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+
+def _encode_changes(origin: str, changes: Sequence[AlertChange], outbox: bool) -> list[str]:
+    """Notification payloads (each under the pg_notify limit) for one transaction's changes."""
+    payloads: list[str] = []
+    chunk: list[list[Any]] = []
+    size = 0
+    for c in changes:
+        item = [c.alert_id, c.action, c.priority, c.state]
+        item_size = len(json.dumps(item)) + 1
+        if chunk and size + item_size > NOTIFY_LIMIT:
+            payloads.append(json.dumps({"o": origin, "c": chunk}, separators=(",", ":")))
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item_size
+    if chunk or outbox:
+        payloads.append(json.dumps({"o": origin, "c": chunk, "w": outbox}, separators=(",", ":")))
+    return payloads
+
+
+class PostgresStore(AlertStore):
+    """An :class:`AlertStore` on PostgreSQL; an async context manager owning a pool and a listener."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10, listen: bool = True) -> None:
+        super().__init__()
+        self.url = url
+        self._min = min_size
+        self._max = max_size
+        self._listen = listen
+        self._pool: Any = None
+        self.origin = uuid.uuid4().hex[:16]
+        self._incoming: asyncio.Queue[str] = asyncio.Queue()
+        self._listener_task: asyncio.Task[None] | None = None
+        self._listener_ready = asyncio.Event()
+        #: Changes heard from other nodes (for tests and metrics).
+        self.remote_changes = 0
+
+    async def __aenter__(self) -> Self:
+        conn = await asyncpg.connect(self.url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        self._pool = await asyncpg.create_pool(self.url, min_size=self._min, max_size=self._max)
+        if self._listen:
+            self._listener_task = asyncio.create_task(self._listen_loop(), name="pg-listen")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await self._listener_ready.wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._listener_task is not None:
+            self._listener_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener_task
+            self._listener_task = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                async with asyncio.timeout(5):
+                    await pool.close()
+            except TimeoutError:
+                pool.terminate()
+
+    # -- transactions ----------------------------------------------------------------------------
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[PgTx]:
+        if self._pool is None:
+            raise RuntimeError("store is closed")
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield PgTx(conn)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[PgTx]:
+        if self._pool is None:
+            raise RuntimeError("store is closed")
+        async with self._pool.acquire() as conn:
+            yield PgTx(conn)
+
+    def _skip_locked(self) -> str:
+        return " FOR UPDATE SKIP LOCKED"
+
+    async def transaction(self, work: Callable[[Tx, PostCommit], Awaitable[Any]]) -> Any:
+        """As :meth:`AlertStore.transaction`, plus a NOTIFY that commits with the transaction."""
+
+        async def notifying(tx: Tx, post: PostCommit) -> Any:
+            result = await work(tx, post)
+            if post.changes or post.outbox:
+                for payload in _encode_changes(self.origin, post.changes, post.outbox):
+                    await tx.execute("SELECT pg_notify(?, ?)", CHANNEL, payload)
+            return result
+
+        return await super().transaction(notifying)
+
+    async def ingest(self, events: Sequence[DeviceEvent]) -> list[IngestResult]:
+        """As :meth:`AlertStore.ingest`; events that collided with another node's write are retried."""
+        results = list(await super().ingest(events))
+        for _ in range(RETRY_ROUNDS):
+            again = [n for n, r in enumerate(results)
+                     if r.result == "rejected" and r.error and r.error.endswith(RETRYABLE)]
+            if not again:
+                break
+            log.info("retrying %d event(s) that met a concurrent write on another node", len(again))
+            retried = await super().ingest([events[n] for n in again])
+            for n, result in zip(again, retried, strict=True):
+                results[n] = result
+        return results
+
+    # -- LISTEN/NOTIFY ---------------------------------------------------------------------------
+    async def _listen_loop(self) -> None:
+        """Keep one connection LISTENing; dispatch what other nodes committed."""
+        delay = 0.5
+        while True:
+            conn: Any = None
+            try:
+                conn = await asyncpg.connect(self.url)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(CHANNEL, self._on_notify)
+                self._listener_ready.set()
+                delay = 0.5
+                waiter = asyncio.create_task(lost.wait())
+                try:
+                    while not lost.is_set():
+                        getter = asyncio.create_task(self._incoming.get())
+                        done, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                        if getter in done:
+                            await self._dispatch(getter.result())
+                        else:
+                            getter.cancel()
+                finally:
+                    waiter.cancel()
+                log.warning("LISTEN connection lost; reconnecting (changes from other nodes may be missed)")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("LISTEN connection failed (%s); retrying", exc)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        self._incoming.put_nowait(payload)
+
+    async def _dispatch(self, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+            if message.get("o") == self.origin:
+                return  # our own commit: _after_commit already told our listeners
+            post = PostCommit()
+            post.changes = [AlertChange(str(a), str(b), int(c), str(d))
+                            for a, b, c, d in message.get("c", [])]
+            post.outbox = bool(message.get("w"))
+        except (ValueError, TypeError) as exc:
+            log.warning("ignored a malformed change notification: %s", exc)
+            return
+        self.remote_changes += len(post.changes)
+        await self._after_commit(post)
