@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import random
+import socket
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -80,7 +81,9 @@ class SimulatedUnit:
             will = aiomqtt.Will(self.topics.status(self.device_id), b"offline", qos=1)
             try:
                 async with aiomqtt.Client(self._host, self._port, identifier=f"unit-{self.device_id}",
-                                          will=will, keepalive=15, timeout=10) as client:
+                                          will=will, keepalive=15, timeout=10,
+                                          socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+                                          ) as client:
                     await client.subscribe(self.topics.ack(self.device_id), qos=1)
                     await client.subscribe(self.topics.cmd(self.device_id), qos=1)
                     await client.publish(self.topics.status(self.device_id), b"online", qos=1)
