@@ -1,4 +1,4 @@
-"""HTTP API v1 on aiohttp: alerts, the live stream, health, metrics, and the registry basics.
+"""HTTP API v1 on aiohttp: alerts, the live stream, health and metrics (the registry: registry_api.py).
 
 Errors are always JSON ``{"error": str, "detail": ...}`` with the right status; never a stack trace.
 API clients authenticate with ``Authorization: Bearer <token>``.
@@ -11,18 +11,17 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alarm_centre.feed import AlertFeed
 from alarm_centre.lifecycle import IllegalTransition, Source
 from alarm_centre.model import User
 from alarm_centre.openapi import OPENAPI
 from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, NotFound
-from devices.events import DEVICE_ID_RE
 
 log = logging.getLogger(__name__)
 
@@ -150,32 +149,14 @@ class ResolveBody(BaseModel):
     note: str | None = Field(None, max_length=2000)
 
 
+class ReassignBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: str = Field(min_length=1, max_length=64)
+
+
 class NoteBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     note: str = Field(min_length=1, max_length=2000)
-
-
-class DeviceBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str
-    kind: Literal["gsm_unit", "ip_unit", "serial_unit", "alexa"]
-    resident_id: str | None = Field(None, max_length=64)
-    channel: Literal["mqtt", "serial", "sms"] = "mqtt"
-    phone: str | None = Field(None, pattern=r"^\+[1-9][0-9]{6,14}$")
-    alexa_device_id: str | None = Field(None, min_length=1, max_length=255)
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        if not DEVICE_ID_RE.fullmatch(value):
-            raise ValueError("device id must be 1-64 characters of A-Za-z0-9._-")
-        return value
-
-
-class ResidentBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    name: str = Field(min_length=1, max_length=200)
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -208,6 +189,14 @@ async def resolve(request: web.Request) -> web.Response:
     body = validated(ResolveBody, await read_json(request))
     alert = await request.app[STORE].resolve(request.match_info["alert_id"], outcome=body.outcome,
                                              note=body.note, actor=user.name, source=source_of(request))
+    return web.json_response(alert.to_json())
+
+
+async def reassign(request: web.Request) -> web.Response:
+    user = require(request, "alerts:reassign")
+    body = validated(ReassignBody, await read_json(request))
+    alert = await request.app[STORE].reassign(request.match_info["alert_id"], to=body.to, actor=user.name,
+                                              source=source_of(request))
     return web.json_response(alert.to_json())
 
 
@@ -259,31 +248,14 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
 
 
-async def create_device(request: web.Request) -> web.Response:
-    require(request, "devices:write")
-    body = validated(DeviceBody, await read_json(request))
-    store = request.app[STORE]
-    await store.upsert_device(body.id, body.kind, resident_id=body.resident_id, channel=body.channel,
-                              phone=body.phone, alexa_device_id=body.alexa_device_id)
-    return web.json_response(body.model_dump(), status=201)
-
-
-async def create_resident(request: web.Request) -> web.Response:
-    require(request, "residents:write")
-    body = validated(ResidentBody, await read_json(request))
-    await request.app[STORE].upsert_resident(body.id, body.name)
-    return web.json_response(body.model_dump(), status=201)
-
-
 def add_api_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/alerts", list_alerts)
     app.router.add_get("/api/v1/alerts/{alert_id}", get_alert)
     app.router.add_post("/api/v1/alerts/{alert_id}/acknowledge", acknowledge)
     app.router.add_post("/api/v1/alerts/{alert_id}/resolve", resolve)
+    app.router.add_post("/api/v1/alerts/{alert_id}/reassign", reassign)
     app.router.add_post("/api/v1/alerts/{alert_id}/notes", add_note)
     app.router.add_get("/api/v1/stream", stream)
-    app.router.add_post("/api/v1/devices", create_device)
-    app.router.add_post("/api/v1/residents", create_resident)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -70,6 +70,12 @@ OPENAPI: dict[str, Any] = {
                 "properties": {"outcome": {"type": "string"}, "note": {"type": "string"}}}}}},
             "responses": {"200": {"description": "resolved"}, "409": _error("not held by you, or not open"),
                           "422": _error("unknown outcome"), **_COMMON_ERRORS}}},
+        "/api/v1/alerts/{alert_id}/reassign": {"post": {
+            "summary": "Hand an alert to another operator (supervisor, admin)", "parameters": [_ALERT_ID],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["to"], "properties": {"to": {"type": "string"}}}}}},
+            "responses": {"200": {"description": "reassigned"}, "409": _error("already resolved"),
+                          "422": _error("no such operator"), **_COMMON_ERRORS}}},
         "/api/v1/alerts/{alert_id}/notes": {"post": {
             "summary": "Add a note to the timeline", "parameters": [_ALERT_ID],
             "responses": {"201": {"description": "noted"}, **_COMMON_ERRORS}}},

@@ -161,3 +161,24 @@ async def test_stream_shows_changes_live(embedded_bridge: RunningBridge) -> None
                 line = (await resp.content.readline()).decode()
                 if line.startswith("data: ") and json.loads(line[6:]).get("id") == alert_id:
                     break
+
+
+async def test_supervisor_reassigns_and_operator_cannot(embedded_bridge: RunningBridge) -> None:
+    alert_id = await raise_alert(embedded_bridge, "unit-r")
+    await embedded_bridge.token("bob")
+    await embedded_bridge.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge", user="alice")
+    status, body = await embedded_bridge.call("POST", f"/api/v1/alerts/{alert_id}/reassign", user="alice",
+                                              json={"to": "bob"})
+    assert status == 403
+    status, body = await embedded_bridge.call("POST", f"/api/v1/alerts/{alert_id}/reassign", user="sue",
+                                              role="supervisor", json={"to": "nobody"})
+    assert status == 422
+    status, body = await embedded_bridge.call("POST", f"/api/v1/alerts/{alert_id}/reassign", user="sue",
+                                              role="supervisor", json={"to": "bob"})
+    assert status == 200 and body["acknowledged_by"] == "bob"
+    status, body = await embedded_bridge.call("POST", f"/api/v1/alerts/{alert_id}/resolve", user="bob",
+                                              json={"outcome": "resident_ok"})
+    assert status == 200
+    _, detail = await embedded_bridge.call("GET", f"/api/v1/alerts/{alert_id}")
+    moves = [t for t in detail["timeline"] if t["action"] == "reassigned"]
+    assert moves[0]["actor"] == "sue" and moves[0]["detail"] == {"from": "alice", "to": "bob"}

@@ -475,6 +475,34 @@ class AlertStore:
         result: Alert = await self.transaction(work)
         return result
 
+    async def reassign(self, alert_id: str, *, to: str, actor: str, source: str) -> Alert:
+        """A supervisor hands an acknowledged alert to another operator (or claims a raised one for them)."""
+
+        async def work(tx: Tx, post: PostCommit) -> Alert:
+            row = await self._alert_row(tx, alert_id)
+            state = AlertState(row["state"])
+            if state is AlertState.RAISED:
+                next_state(state, LifecycleAction.ACKNOWLEDGE)
+            elif state is not AlertState.ACKNOWLEDGED:
+                raise IllegalTransition(state, LifecycleAction.ACKNOWLEDGE)
+            target = await tx.fetchone("SELECT name, role FROM users WHERE name = ? AND disabled = 0", to)
+            if target is None or not User(target["name"], Role(target["role"])).can("alerts:handle"):
+                raise InvalidRequest(f"{to[:64]!r} is not a user who can handle alerts")
+            now = _now()
+            changed = await tx.execute(
+                "UPDATE alerts SET state = 'acknowledged', acknowledged_by = ?, "
+                "acknowledged_at = COALESCE(acknowledged_at, ?), updated_at = ? WHERE id = ? AND state = ?",
+                to, now, now, row["id"], state.value,
+            )
+            if changed != 1:
+                raise Conflict(f"alert {alert_id} changed while reassigning; reload it")
+            await self.log_action(tx, post, row, "reassigned", actor, source,
+                                  {"from": row["acknowledged_by"], "to": to}, now, state="acknowledged")
+            return alert_from_row(await self._alert_row(tx, alert_id))
+
+        result: Alert = await self.transaction(work)
+        return result
+
     async def add_note(self, alert_id: str, *, note: str, actor: str, source: str) -> None:
         """Add a free-text note to an alert's timeline."""
 
