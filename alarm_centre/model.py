@@ -19,9 +19,10 @@ class Role(StrEnum):
 
 #: What each role may do. Supervisors and admins can handle alerts; installers cannot.
 ROLE_RIGHTS: dict[Role, frozenset[str]] = {
-    Role.OPERATOR: frozenset({"alerts:read", "alerts:handle"}),
+    # Operators read residents and devices (address, key safe, responders) to handle a call; they change none.
+    Role.OPERATOR: frozenset({"alerts:read", "alerts:handle", "devices:read", "residents:read"}),
     Role.SUPERVISOR: frozenset({"alerts:read", "alerts:handle", "alerts:reassign", "service_levels:read",
-                                "devices:read"}),
+                                "devices:read", "residents:read"}),
     Role.INSTALLER: frozenset({"alerts:read", "devices:read", "devices:write", "residents:read",
                                "residents:write"}),
     Role.ADMIN: frozenset({"alerts:read", "alerts:handle", "alerts:reassign", "service_levels:read",

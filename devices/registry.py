@@ -250,3 +250,20 @@ def errors_of(exc: ValidationError) -> list[dict[str, str]]:
         msg = e["msg"].removeprefix("Value error, ")
         out.append({"field": ".".join(str(p) for p in e["loc"]) or "(record)", "message": msg})
     return out
+
+
+class UnitSettings(_Model):
+    """Settings an installer may change remotely; sent to the unit in a ``configure`` command."""
+
+    heartbeat_interval_s: int | None = Field(None, ge=10, le=7 * 86400)
+    #: Numbers the unit dials for a speech call, in order (E.164).
+    centre_numbers: list[str] | None = Field(None, max_length=4)
+    #: Speaker volume, 0-10.
+    volume: int | None = Field(None, ge=0, le=10)
+    #: Model-specific options, passed through unchanged.
+    options: dict[str, str | int | float | bool] | None = None
+
+    @field_validator("centre_numbers")
+    @classmethod
+    def _numbers(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [check_e164(v) for v in value]

@@ -1,0 +1,294 @@
+"""HTTP routes for installers: residents, devices, links, commissioning, remote configuration, credentials,
+bulk import and export. Installers and admins write; operators and supervisors read.
+
+Mounted by ``bridge/feature_registry.py`` with :func:`add_registry_routes`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from alarm_centre.api import json_error, read_json, require, source_of, validated
+from alarm_centre.registry import Registry
+from devices.csv_yaml import MalformedFile, parse_csv, parse_yaml, to_csv, to_yaml
+from devices.registry import Device, Resident, UnitSettings, errors_of, merge
+
+
+class CredentialIssuer(Protocol):
+    """Issues per-device MQTT credentials and keeps the broker's files in step (bridge/credentials.py)."""
+
+    async def issue(self, device_id: str, *, actor: str, source: str) -> str: ...
+    async def sync(self) -> None: ...
+
+
+@dataclass
+class RegistryOptions:
+    commissioning_minutes: float = 30.0
+    max_commissioning_minutes: float = 240.0
+    credentials: CredentialIssuer | None = None
+    #: The MQTT username a unit uses (its device id) and the topic it publishes events on, for the answer.
+    topic_root: str = "telecare"
+
+
+REGISTRY: web.AppKey[Registry] = web.AppKey("device_registry", Registry)
+OPTIONS: web.AppKey[RegistryOptions] = web.AppKey("registry_options", RegistryOptions)
+
+
+def _unprocessable(detail: Any) -> web.HTTPUnprocessableEntity:
+    return web.HTTPUnprocessableEntity(text=json.dumps({"error": "invalid request", "detail": detail}),
+                                       content_type="application/json")
+
+
+def _merged(model: type[Device] | type[Resident], current: BaseModel, changes: dict[str, Any]) -> Any:
+    try:
+        return merge(model, current, changes)
+    except ValidationError as exc:
+        raise _unprocessable(errors_of(exc)) from None
+    except ValueError as exc:
+        raise _unprocessable([{"field": "id", "message": str(exc)}]) from None
+
+
+class LinkBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device_id: str = Field(min_length=1, max_length=64)
+    resident_id: str | None = Field(None, max_length=64)
+
+
+class RetireBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("", max_length=500)
+
+
+class VisitBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    minutes: float | None = Field(None, gt=0)
+    peripherals: list[str] | None = None
+
+
+class FinishBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(None, max_length=2000)
+
+
+class ConfigBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    settings: UnitSettings
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    return await read_json(request)
+
+
+# -- residents -----------------------------------------------------------------------------------
+async def create_resident(request: web.Request) -> web.Response:
+    user = require(request, "residents:write")
+    resident = validated(Resident, await read_json(request))
+    await request.app[REGISTRY].create_resident(resident, actor=user.name, source=source_of(request))
+    return web.json_response(resident.model_dump(mode="json"), status=201)
+
+
+async def list_residents(request: web.Request) -> web.Response:
+    require(request, "residents:read")
+    rows = await request.app[REGISTRY].list_residents()
+    return web.json_response({"residents": [{**r.model_dump(mode="json"), "devices": n} for r, n in rows]})
+
+
+async def get_resident(request: web.Request) -> web.Response:
+    require(request, "residents:read")
+    registry = request.app[REGISTRY]
+    resident = await registry.get_resident(request.match_info["resident_id"])
+    devices = await registry.list_devices(resident_id=resident.id)
+    return web.json_response({**resident.model_dump(mode="json"), "devices": devices})
+
+
+async def edit_resident(request: web.Request) -> web.Response:
+    user = require(request, "residents:write")
+    registry = request.app[REGISTRY]
+    current = await registry.get_resident(request.match_info["resident_id"])
+    resident = _merged(Resident, current, await read_json(request))
+    await registry.update_resident(resident, actor=user.name, source=source_of(request))
+    return web.json_response(resident.model_dump(mode="json"))
+
+
+# -- devices -------------------------------------------------------------------------------------
+async def create_device(request: web.Request) -> web.Response:
+    user = require(request, "devices:write")
+    device = validated(Device, await read_json(request))
+    body = await request.app[REGISTRY].create_device(device, actor=user.name, source=source_of(request))
+    return web.json_response(body, status=201)
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    require(request, "devices:read")
+    devices = await request.app[REGISTRY].list_devices(resident_id=request.query.get("resident_id") or None,
+                                                       status=request.query.get("status", "active"))
+    return web.json_response({"devices": devices})
+
+
+async def get_device(request: web.Request) -> web.Response:
+    require(request, "devices:read")
+    registry = request.app[REGISTRY]
+    device_id = request.match_info["device_id"]
+    body = await registry.get_device(device_id)
+    body["history"] = await registry.history(f"device:{device_id}", 50)
+    return web.json_response(body)
+
+
+async def edit_device(request: web.Request) -> web.Response:
+    user = require(request, "devices:write")
+    registry = request.app[REGISTRY]
+    current = await registry.device_model(request.match_info["device_id"])
+    device = _merged(Device, current, await read_json(request))
+    body = await registry.update_device(device, actor=user.name, source=source_of(request))
+    return web.json_response(body)
+
+
+async def retire_device(request: web.Request) -> web.Response:
+    user = require(request, "devices:write")
+    body = validated(RetireBody, await _body(request))
+    result = await request.app[REGISTRY].retire(request.match_info["device_id"], actor=user.name,
+                                                source=source_of(request), reason=body.reason)
+    credentials = request.app[OPTIONS].credentials
+    if credentials is not None:
+        await credentials.sync()
+    return web.json_response(result)
+
+
+async def link(request: web.Request) -> web.Response:
+    user = require(request, "devices:write")
+    body = validated(LinkBody, await read_json(request))
+    result = await request.app[REGISTRY].link(body.device_id, body.resident_id, actor=user.name,
+                                              source=source_of(request))
+    return web.json_response(result)
+
+
+async def issue_credential(request: web.Request) -> web.Response:
+    user = require(request, "devices:write")
+    options = request.app[OPTIONS]
+    device_id = request.match_info["device_id"]
+    if options.credentials is None:
+        return json_error(409, "conflict", {"message": "this bridge does not manage broker credentials "
+                                            "(credentials.enabled is false)", "holder": None})
+    password = await options.credentials.issue(device_id, actor=user.name, source=source_of(request))
+    return web.json_response({"device_id": device_id, "username": device_id, "password": password,
+                              "publish_topic": f"{options.topic_root}/v1/{device_id}/event",
+                              "note": "shown once; store it in the unit now"}, status=201)
+
+
+# -- remote configuration ------------------------------------------------------------------------
+async def set_config(request: web.Request) -> web.Response:
+    user = require(request, "devices:write")
+    body = validated(ConfigBody, await read_json(request))
+    status = await request.app[REGISTRY].request_config(request.match_info["device_id"], body.settings,
+                                                        actor=user.name, source=source_of(request))
+    return web.json_response(status, status=202)
+
+
+async def get_config(request: web.Request) -> web.Response:
+    require(request, "devices:read")
+    return web.json_response(await request.app[REGISTRY].config_status(request.match_info["device_id"]))
+
+
+# -- commissioning -------------------------------------------------------------------------------
+async def start_visit(request: web.Request) -> web.Response:
+    user = require(request, "devices:write")
+    body = validated(VisitBody, await _body(request))
+    options = request.app[OPTIONS]
+    minutes = body.minutes or options.commissioning_minutes
+    if minutes > options.max_commissioning_minutes:
+        raise _unprocessable([{"field": "minutes", "message":
+                               f"at most {options.max_commissioning_minutes:g} minutes of test mode"}])
+    visit = await request.app[REGISTRY].start_visit(request.match_info["device_id"], installer=user.name,
+                                                    minutes=minutes, peripherals=body.peripherals)
+    return web.json_response(visit, status=201)
+
+
+async def get_visit(request: web.Request) -> web.Response:
+    require(request, "devices:read")
+    return web.json_response(await request.app[REGISTRY].visit(request.match_info["device_id"]))
+
+
+async def finish_visit(request: web.Request) -> web.Response:
+    user = require(request, "devices:write")
+    body = validated(FinishBody, await _body(request))
+    visit = await request.app[REGISTRY].finish_visit(request.match_info["device_id"], actor=user.name,
+                                                     note=body.note)
+    return web.json_response(visit)
+
+
+# -- bulk ----------------------------------------------------------------------------------------
+def _format(request: web.Request) -> tuple[str, str]:
+    fmt = request.query.get("format", "yaml")
+    kind = request.query.get("kind", "")
+    if fmt not in ("csv", "yaml"):
+        raise _unprocessable([{"field": "format", "message": "must be csv or yaml"}])
+    if fmt == "csv" and kind not in ("residents", "devices"):
+        raise _unprocessable([{"field": "kind", "message": "CSV needs kind=residents or kind=devices"}])
+    return fmt, kind
+
+
+async def import_registry(request: web.Request) -> web.Response:
+    user = require(request, "devices:write")
+    require(request, "residents:write")
+    fmt, kind = _format(request)
+    try:
+        text = (await request.read()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _unprocessable([{"field": "(file)", "message": "the file is not UTF-8 text"}]) from None
+    try:
+        batch = parse_csv(text, kind) if fmt == "csv" else parse_yaml(text)  # type: ignore[arg-type]
+    except MalformedFile as exc:
+        return web.json_response({"error": "malformed file", "detail": str(exc)}, status=422)
+    report = await request.app[REGISTRY].import_batch(
+        batch, dry_run=request.query.get("dry_run", "") in ("1", "true", "yes"),
+        update=request.query.get("update", "") in ("1", "true", "yes"), actor=user.name, source=source_of(request))
+    return web.json_response(report.to_json(), status=422 if report.errors else 200)
+
+
+async def export_registry(request: web.Request) -> web.Response:
+    require(request, "devices:read")
+    require(request, "residents:read")
+    fmt, kind = _format(request)
+    residents, devices = await request.app[REGISTRY].export()
+    if fmt == "yaml":
+        return web.Response(text=to_yaml(residents, devices), content_type="application/yaml")
+    text = to_csv("residents", residents) if kind == "residents" else to_csv("devices", devices)
+    return web.Response(text=text, content_type="text/csv")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def add_registry_routes(app: web.Application, registry: Registry, options: RegistryOptions) -> None:
+    app[REGISTRY] = registry
+    app[OPTIONS] = options
+    routes: list[tuple[str, str, Handler]] = [
+        ("POST", "/api/v1/residents", create_resident),
+        ("GET", "/api/v1/residents", list_residents),
+        ("GET", "/api/v1/residents/{resident_id}", get_resident),
+        ("PATCH", "/api/v1/residents/{resident_id}", edit_resident),
+        ("POST", "/api/v1/devices", create_device),
+        ("GET", "/api/v1/devices", list_devices),
+        ("GET", "/api/v1/devices/{device_id}", get_device),
+        ("PATCH", "/api/v1/devices/{device_id}", edit_device),
+        ("POST", "/api/v1/devices/{device_id}/retire", retire_device),
+        ("POST", "/api/v1/devices/{device_id}/credential", issue_credential),
+        ("POST", "/api/v1/devices/{device_id}/config", set_config),
+        ("GET", "/api/v1/devices/{device_id}/config", get_config),
+        ("POST", "/api/v1/links", link),
+        ("POST", "/api/v1/commissioning/{device_id}", start_visit),
+        ("GET", "/api/v1/commissioning/{device_id}", get_visit),
+        ("POST", "/api/v1/commissioning/{device_id}/finish", finish_visit),
+        ("POST", "/api/v1/registry/import", import_registry),
+        ("GET", "/api/v1/registry/export", export_registry),
+    ]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)

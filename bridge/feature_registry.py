@@ -1,0 +1,65 @@
+"""Installers' feature: registry API routes, the store hook, heartbeat supervision and broker credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+from alarm_centre.registry import Registry
+from alarm_centre.registry_api import RegistryOptions, add_registry_routes
+from alarm_centre.store.base import AlertStore
+from alarm_centre.supervision import HeartbeatSupervisor
+from bridge.credentials import CredentialManager
+from bridge.mqtt_link import BrokerAddress
+
+if TYPE_CHECKING:
+    from bridge.config import Config
+    from bridge.service import Bridge
+
+
+def make_registry(config: Config, store: AlertStore) -> Registry:
+    """The registry with the configured heartbeat defaults (the CLI uses the same)."""
+    hb = config.heartbeats
+    return Registry(store, default_interval_s=hb.default_interval_s, default_grace_s=hb.default_grace_s)
+
+
+def make_credentials(config: Config, registry: Registry) -> CredentialManager | None:
+    """The credential manager, or None when ``credentials.enabled`` is false."""
+    if not config.credentials.enabled:
+        return None
+    password = config.credentials.bridge_password
+    if not password and config.mqtt.url:
+        password = BrokerAddress.from_url(config.mqtt.url).password or ""
+    return CredentialManager(registry, config.credentials, topic_root=config.topic_root, bridge_password=password)
+
+
+async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
+    config = bridge.config
+    registry = make_registry(config, bridge.store)
+    registry.install()
+    credentials = make_credentials(config, registry)
+    if credentials is not None:
+        await credentials.sync()
+    add_registry_routes(bridge.app, registry, RegistryOptions(
+        commissioning_minutes=config.registry.commissioning_minutes,
+        max_commissioning_minutes=config.registry.max_commissioning_minutes,
+        credentials=credentials, topic_root=config.topic_root))
+    hb = config.heartbeats
+    if hb.enabled:
+        supervisor = HeartbeatSupervisor(registry, bridge.intake, check_every_s=hb.check_every_s, batch=hb.batch)
+        bridge.add_loop("heartbeat-supervision", supervisor.run)
+    else:
+        bridge.add_loop("commissioning-timeouts", _visit_expiry(registry))
+
+
+def _visit_expiry(registry: Registry) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def loop() -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await registry.expire_visits()
+            await asyncio.sleep(5)
+
+    return loop
