@@ -140,6 +140,27 @@ class CredentialsConfig(Section):
     iterations: int = Field(101, ge=1, le=1_000_000)
 
 
+class FloodsConfig(Section):
+    """Alarm floods: many units' technical alarms of one type grouped into one incident."""
+
+    #: Group floods into incidents (GET /api/v1/incidents, /api/v1/queue). Help types are never grouped.
+    enabled: bool = True
+    #: This many alerts of one type raised within window_s open an incident.
+    threshold: int = Field(20, ge=2, le=1_000_000)
+    #: The window, in seconds, the threshold is counted over.
+    window_s: float = Field(60.0, gt=0, le=86400)
+    #: Event types that may be grouped (technical or urgent types only; help types are refused).
+    types: list[str] = Field(default_factory=lambda: ["low_battery", "mains_fail", "tamper", "sensor_fault",
+                                                      "radio_jamming"])
+
+    @field_validator("types")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        from alarm_centre.floods import check_types
+
+        return check_types(value)
+
+
 class Config(Section):
     #: This bridge node's name in logs and metrics; empty means the host name.
     node_id: str = ""
@@ -149,6 +170,7 @@ class Config(Section):
     store: StoreConfig = StoreConfig()
     outbox: OutboxConfig = OutboxConfig()
     log: LogConfig = LogConfig()
+    floods: FloodsConfig = FloodsConfig()
     alexa: AlexaConfig = AlexaConfig()
     registry: RegistryConfig = RegistryConfig()
     heartbeats: HeartbeatsConfig = HeartbeatsConfig()

@@ -88,7 +88,7 @@ class MqttLink:
     def _make_client(self) -> aiomqtt.Client:
         kwargs: dict[str, object] = {}
         if self._mqtt5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = 3600
             kwargs.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props)
         else:

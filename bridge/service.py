@@ -97,8 +97,7 @@ class Bridge:
             stack.push_async_callback(self._runner.cleanup)
             site = web.TCPSite(self._runner, cfg.http.host, cfg.http.port)
             await site.start()
-            sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-            self.http_port = int(sockets[0].getsockname()[1]) if sockets else cfg.http.port
+            self.http_port = _bound_port(site, cfg.http.port)
         except BaseException:
             await stack.aclose()
             raise
@@ -163,3 +162,10 @@ class Bridge:
             with contextlib.suppress(Exception):
                 await self._refresh_gauges()
             await asyncio.sleep(2)
+
+
+def _bound_port(site: web.TCPSite, configured: int) -> int:
+    """The port the HTTP site listens on (the OS picks one when the config says 0)."""
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else configured

@@ -91,8 +91,9 @@ class SimulatedUnit:
                     self._connected.set()
                     delay = 0.2
                     async for message in client.messages:
-                        self._on_message(message.topic.value, bytes(message.payload)  # type: ignore[arg-type]
-                                         if not isinstance(message.payload, bytes) else message.payload)
+                        payload = message.payload
+                        self._on_message(message.topic.value,
+                                         payload if isinstance(payload, bytes) else str(payload).encode())
             except aiomqtt.MqttError as exc:
                 log.debug("unit %s lost its broker: %s", self.device_id, exc)
             finally:
