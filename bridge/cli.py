@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=float, default=30.0, metavar="SECONDS")
     p.add_argument("--url", help="broker URL (default: mqtt.url, or the embedded broker)")
     p.set_defaults(func=cmd_simulate_fleet)
+
+    from bridge import cli_voice
+
+    cli_voice.register(sub, common, simulate)  # alexa link|unlink|links|check-in; simulate alexa|alexa-ca
     return parser
 
 
