@@ -1,0 +1,74 @@
+"""Alarm floods feature: group many units' technical alarms into incidents (``floods:`` config).
+
+API (``alerts:read``):
+  ``GET /api/v1/incidents?state=open|closed|all&limit=N`` -- incidents with live count, open count and
+  the first units; ``GET /api/v1/incidents/{id}`` -- one incident with every unit;
+  ``GET /api/v1/queue?limit=N`` -- the operator's queue with each open incident collapsed into one line
+  (``"kind": "incident"``) among the single alerts (``"kind": "alert"``), priority first, so a ``fall``
+  stays at the top however many ``mains_fail`` arrive. Grouped alerts carry ``data.incident_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from alarm_centre.api import json_error, require
+from alarm_centre.floods import FloodGrouper, FloodRules
+
+if TYPE_CHECKING:
+    from bridge.service import Bridge
+
+log = logging.getLogger(__name__)
+
+FLOODS: web.AppKey[FloodGrouper] = web.AppKey("floods", FloodGrouper)
+
+
+def _limit(request: web.Request, default: int = 100) -> int | None:
+    raw = request.query.get("limit", str(default))
+    return int(raw) if raw.isdigit() and 1 <= int(raw) <= 1000 else None
+
+
+async def list_incidents(request: web.Request) -> web.Response:
+    require(request, "alerts:read")
+    state = request.query.get("state", "open")
+    limit = _limit(request)
+    if state not in ("open", "closed", "all"):
+        return json_error(422, "invalid request", "state must be open, closed or all")
+    if limit is None:
+        return json_error(422, "invalid request", "limit must be a whole number from 1 to 1000")
+    incidents = await request.app[FLOODS].list_incidents(state=state, limit=limit)
+    return web.json_response({"incidents": [i.to_json() for i in incidents]})
+
+
+async def get_incident(request: web.Request) -> web.Response:
+    require(request, "alerts:read")
+    incident = await request.app[FLOODS].get_incident(request.match_info["incident_id"])
+    if incident is None:
+        return json_error(404, "not found", f"no incident {request.match_info['incident_id'][:40]!r}")
+    return web.json_response(incident.to_json())
+
+
+async def queue(request: web.Request) -> web.Response:
+    require(request, "alerts:read")
+    limit = _limit(request)
+    if limit is None:
+        return json_error(422, "invalid request", "limit must be a whole number from 1 to 1000")
+    return web.json_response({"lines": await request.app[FLOODS].queue(limit=limit)})
+
+
+async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
+    cfg = bridge.config.floods
+    grouper = FloodGrouper(bridge.store, FloodRules(threshold=cfg.threshold, window_s=cfg.window_s,
+                                                    types=frozenset(cfg.types)))
+    if cfg.enabled:
+        grouper.install()
+        log.info("alarm floods: %d or more of one type within %.0f s become an incident (%s)", cfg.threshold,
+                 cfg.window_s, ", ".join(sorted(cfg.types)))
+    bridge.app[FLOODS] = grouper
+    bridge.app.router.add_get("/api/v1/incidents", list_incidents)
+    bridge.app.router.add_get("/api/v1/incidents/{incident_id}", get_incident)
+    bridge.app.router.add_get("/api/v1/queue", queue)
