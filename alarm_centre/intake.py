@@ -46,8 +46,9 @@ class BatchStore(Protocol):
 class GroupCommitter:
     """Batch events into one transaction each; an async context manager owning its worker task."""
 
-    def __init__(self, store: BatchStore, *, max_batch: int = 1000,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, store: BatchStore, *, max_batch: int = 1000, on_batch: Callable[[int], None] | None = None
+    ) -> None:
         self._store = store
         self._on_batch = on_batch
         self._max_batch = max_batch

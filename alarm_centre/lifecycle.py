@@ -69,7 +69,6 @@ class Outcome(StrEnum):
     CLEARED_BY_DEVICE = "cleared_by_device"
 
 
-
 class Source(StrEnum):
     """Where a change to an alert came from (the audit trail's 'from where')."""
 

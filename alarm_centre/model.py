@@ -21,13 +21,32 @@ class Role(StrEnum):
 ROLE_RIGHTS: dict[Role, frozenset[str]] = {
     # Operators read residents and devices (address, key safe, responders) to handle a call; they change none.
     Role.OPERATOR: frozenset({"alerts:read", "alerts:handle", "devices:read", "residents:read"}),
-    Role.SUPERVISOR: frozenset({"alerts:read", "alerts:handle", "alerts:reassign", "service_levels:read",
-                                "devices:read", "residents:read"}),
-    Role.INSTALLER: frozenset({"alerts:read", "devices:read", "devices:write", "residents:read",
-                               "residents:write"}),
-    Role.ADMIN: frozenset({"alerts:read", "alerts:handle", "alerts:reassign", "service_levels:read",
-                           "devices:read", "devices:write", "residents:read", "residents:write",
-                           "users:write"}),
+    Role.SUPERVISOR: frozenset(
+        {
+            "alerts:read",
+            "alerts:handle",
+            "alerts:reassign",
+            "service_levels:read",
+            "devices:read",
+            "residents:read",
+        }
+    ),
+    Role.INSTALLER: frozenset(
+        {"alerts:read", "devices:read", "devices:write", "residents:read", "residents:write"}
+    ),
+    Role.ADMIN: frozenset(
+        {
+            "alerts:read",
+            "alerts:handle",
+            "alerts:reassign",
+            "service_levels:read",
+            "devices:read",
+            "devices:write",
+            "residents:read",
+            "residents:write",
+            "users:write",
+        }
+    ),
 }
 
 
@@ -56,8 +75,13 @@ class TimelineEntry:
     detail: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"at": iso(self.at), "action": self.action, "actor": self.actor, "source": self.source,
-                "detail": self.detail}
+        return {
+            "at": iso(self.at),
+            "action": self.action,
+            "actor": self.actor,
+            "source": self.source,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +108,25 @@ class Alert:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.id, "device_id": self.device_id, "resident_id": self.resident_id,
-            "type": self.type, "priority": self.priority, "state": self.state.value,
-            "raised_at": iso(self.raised_at), "acknowledged_at": iso(self.acknowledged_at),
-            "acknowledged_by": self.acknowledged_by, "resolved_at": iso(self.resolved_at),
-            "resolved_by": self.resolved_by, "outcome": self.outcome, "note": self.note,
-            "repeat_count": self.repeat_count, "test": self.test, "unregistered": self.unregistered,
-            "clock_skew": self.clock_skew, "updated_at": iso(self.updated_at), "data": self.data,
+            "id": self.id,
+            "device_id": self.device_id,
+            "resident_id": self.resident_id,
+            "type": self.type,
+            "priority": self.priority,
+            "state": self.state.value,
+            "raised_at": iso(self.raised_at),
+            "acknowledged_at": iso(self.acknowledged_at),
+            "acknowledged_by": self.acknowledged_by,
+            "resolved_at": iso(self.resolved_at),
+            "resolved_by": self.resolved_by,
+            "outcome": self.outcome,
+            "note": self.note,
+            "repeat_count": self.repeat_count,
+            "test": self.test,
+            "unregistered": self.unregistered,
+            "clock_skew": self.clock_skew,
+            "updated_at": iso(self.updated_at),
+            "data": self.data,
         }
 
 

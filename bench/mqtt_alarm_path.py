@@ -71,8 +71,13 @@ class Result:
 async def echo(host: str, port: int, root: str) -> None:
     """The raw baseline: answer every event at once, storing nothing."""
     topics = Topics(root)
-    async with aiomqtt.Client(host, port, identifier=f"echo-{uuid.uuid4().hex[:6]}",
-                              max_inflight_messages=1000, socket_options=NO_DELAY) as client:
+    async with aiomqtt.Client(
+        host,
+        port,
+        identifier=f"echo-{uuid.uuid4().hex[:6]}",
+        max_inflight_messages=1000,
+        socket_options=NO_DELAY,
+    ) as client:
         await client.subscribe(topics.event_filter, qos=1)
         print("ready", flush=True)
         tasks: set[asyncio.Task[None]] = set()
@@ -86,8 +91,17 @@ async def echo(host: str, port: int, root: str) -> None:
             task.add_done_callback(tasks.discard)
 
 
-async def drive(name: str, host: str, port: int, root: str, *, units: int, rate: float | None,
-                duration: float, window: int) -> Result:
+async def drive(
+    name: str,
+    host: str,
+    port: int,
+    root: str,
+    *,
+    units: int,
+    rate: float | None,
+    duration: float,
+    window: int,
+) -> Result:
     """Units send events (at ``rate`` per second in all, or as fast as acks allow) and time each ack."""
     topics = Topics(root)
     result = Result(name)
@@ -97,8 +111,9 @@ async def drive(name: str, host: str, port: int, root: str, *, units: int, rate:
     stack = contextlib.AsyncExitStack()
     async with stack:
         for n in range(units):
-            client = aiomqtt.Client(host, port, identifier=f"bench-{root}-{n}", max_inflight_messages=100,
-                                    socket_options=NO_DELAY)
+            client = aiomqtt.Client(
+                host, port, identifier=f"bench-{root}-{n}", max_inflight_messages=100, socket_options=NO_DELAY
+            )
             await stack.enter_async_context(client)
             await client.subscribe(topics.ack(f"u{n}"), qos=1)
             clients.append(client)
@@ -142,6 +157,7 @@ async def drive(name: str, host: str, port: int, root: str, *, units: int, rate:
                 if delay > 0:
                     await asyncio.sleep(delay)
         else:
+
             async def unit_loop(n: int) -> None:
                 while time.perf_counter() - begin < duration:
                     await slots[n].acquire()
@@ -162,21 +178,27 @@ async def drive(name: str, host: str, port: int, root: str, *, units: int, rate:
 
 
 def start_private_broker(tmp: Path) -> tuple[subprocess.Popen[bytes] | None, str, int]:
-    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    binary = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
     if binary is None:
         return None, "127.0.0.1", 1883
     port = free_port()
     conf = tmp / "mosquitto.conf"
     # Raised queue limits: the default (1000) silently drops QoS 1 messages to a lagging subscriber.
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "max_queued_messages 1000000\nmax_inflight_messages 1000\nset_tcp_nodelay true\n")
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 1000000\nmax_inflight_messages 1000\nset_tcp_nodelay true\n"
+    )
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
     return proc, "127.0.0.1", port
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--units", type=int, default=50, help="simulated units connected at once")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per phase")
     parser.add_argument("--rate", type=float, default=500.0, help="the steady rate, events/s")
@@ -196,23 +218,42 @@ def main() -> None:
     results: list[Result] = []
     try:
         echo_root, bridge_root = f"raw{uuid.uuid4().hex[:6]}", f"br{uuid.uuid4().hex[:6]}"
-        echo_proc = subprocess.Popen([sys.executable, __file__, "--echo", "--host", host, "--port", str(port),
-                                      "--root", echo_root], stdout=subprocess.PIPE)
+        echo_proc = subprocess.Popen(
+            [sys.executable, __file__, "--echo", "--host", host, "--port", str(port), "--root", echo_root],
+            stdout=subprocess.PIPE,
+        )
         procs.append(echo_proc)
         assert echo_proc.stdout is not None
         echo_proc.stdout.readline()
         http_port = free_port()
-        env = {**os.environ, "TELECARE_STORE__URL": str(tmp / "bench.db"), "TELECARE_MQTT__URL":
-               f"mqtt://{host}:{port}", "TELECARE_TOPIC_ROOT": bridge_root, "TELECARE_HTTP__PORT": str(http_port),
-               "TELECARE_LOG__LEVEL": "WARNING"}
-        bridge = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run"], env=env, stdout=subprocess.DEVNULL)
+        env = {
+            **os.environ,
+            "TELECARE_STORE__URL": str(tmp / "bench.db"),
+            "TELECARE_MQTT__URL": f"mqtt://{host}:{port}",
+            "TELECARE_TOPIC_ROOT": bridge_root,
+            "TELECARE_HTTP__PORT": str(http_port),
+            "TELECARE_LOG__LEVEL": "WARNING",
+        }
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "run"], env=env, stdout=subprocess.DEVNULL
+        )
         procs.append(bridge)
         wait_port(http_port)
         time.sleep(1.0)
         for label, rate in ((f"{args.rate:.0f}/s", args.rate), ("full speed", None)):
             for name, root in (("raw broker", echo_root), ("bridge", bridge_root)):
-                r = asyncio.run(drive(f"{name} @ {label}", host, port, root, units=args.units, rate=rate,
-                                      duration=args.duration, window=args.window))
+                r = asyncio.run(
+                    drive(
+                        f"{name} @ {label}",
+                        host,
+                        port,
+                        root,
+                        units=args.units,
+                        rate=rate,
+                        duration=args.duration,
+                        window=args.window,
+                    )
+                )
                 results.append(r)
     finally:
         for proc in reversed(procs):
@@ -221,19 +262,30 @@ def main() -> None:
                 proc.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\nMQTT alarm path, {args.units} units, {args.duration:.0f} s per phase, broker "
-          f"{'private mosquitto' if broker else 'system mosquitto'}")
+    print(
+        f"\nMQTT alarm path, {args.units} units, {args.duration:.0f} s per phase, broker "
+        f"{'private mosquitto' if broker else 'system mosquitto'}"
+    )
     print(f"{'phase':<28}{'events':>8}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'lost':>6}")
     for r in results:
-        print(f"{r.name:<28}{len(r.latencies):>8}{r.throughput:>10.0f}{r.pct(0.5):>9.2f}{r.pct(0.99):>9.2f}"
-              f"{r.lost:>6}")
+        print(
+            f"{r.name:<28}{len(r.latencies):>8}{r.throughput:>10.0f}{r.pct(0.5):>9.2f}{r.pct(0.99):>9.2f}"
+            f"{r.lost:>6}"
+        )
     steady_raw, steady_bridge, full_raw, full_bridge = results
-    print(f"\nfull speed: bridge throughput / raw = {full_bridge.throughput / full_raw.throughput:.2f} "
-          "(target >= 0.5)")
-    print(f"at {args.rate:.0f}/s: bridge p99 / raw p99 = {steady_bridge.pct(0.99) / steady_raw.pct(0.99):.2f} "
-          "(target <= 3)")
-    print(f"median of ack latency at {args.rate:.0f}/s: raw {statistics.median(steady_raw.latencies) * 1000:.2f} ms, "
-          f"bridge {statistics.median(steady_bridge.latencies) * 1000:.2f} ms")
+    print(
+        f"\nfull speed: bridge throughput / raw = {full_bridge.throughput / full_raw.throughput:.2f} "
+        "(target >= 0.5)"
+    )
+    print(
+        f"at {args.rate:.0f}/s: bridge p99 / raw p99 = {steady_bridge.pct(0.99) / steady_raw.pct(0.99):.2f} "
+        "(target <= 3)"
+    )
+    print(
+        f"median of ack latency at {args.rate:.0f}/s: "
+        f"raw {statistics.median(steady_raw.latencies) * 1000:.2f} ms, "
+        f"bridge {statistics.median(steady_bridge.latencies) * 1000:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

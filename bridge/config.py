@@ -7,6 +7,7 @@ naming the key and where it came from (the file, or the environment variable).
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -161,6 +162,248 @@ class FloodsConfig(Section):
         return check_types(value)
 
 
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+
+
+class TwilioConfig(Section):
+    """SMS and voice calls through Twilio, and its webhooks /twilio/* (see docs/twilio.md)."""
+
+    #: false: nothing is sent and /twilio/* answers 404.
+    enabled: bool = False
+    account_sid: str = ""
+    auth_token: str = ""
+    #: The Twilio number texts and calls come from (E.164).
+    from_number: str = ""
+    #: Empty: real Twilio. Otherwise the REST base URL (the local simulator).
+    base_url: str = ""
+    #: The URL Twilio reaches the bridge at (webhook signatures); empty: http.public_url, else the bridge.
+    public_url: str = ""
+    #: The supervisors on duty, texted and called by escalation steps with ``to: supervisors``.
+    supervisor_numbers: list[str] = Field(default_factory=list, max_length=20)
+    request_timeout: float = Field(10.0, gt=0, le=120)
+    max_attempts: int = Field(3, ge=1, le=10)
+    language: str = Field("en-GB", min_length=2, max_length=16)
+    replay_window: float = Field(3600.0, ge=60, le=7 * 86400)
+
+    @field_validator("from_number", mode="before")
+    @classmethod
+    def _number_text(cls, value: Any) -> Any:
+        # YAML (and so TELECARE_TWILIO__FROM_NUMBER=+44...) reads an unquoted +441632960000 as a number.
+        return f"+{value}" if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("supervisor_numbers", mode="before")
+    @classmethod
+    def _numbers_text(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [f"+{v}" if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
+    @field_validator("supervisor_numbers")
+    @classmethod
+    def _numbers(cls, value: list[str]) -> list[str]:
+        bad = [n for n in value if not re.fullmatch(E164_PATTERN, n)]
+        if bad:
+            raise ValueError(f"must be E.164 numbers like +447700900123, not {bad[0]!r}")
+        return value
+
+    @field_validator("base_url", "public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty or an http(s):// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> TwilioConfig:
+        if self.enabled:
+            if not self.account_sid or not self.auth_token:
+                raise ValueError("account_sid and auth_token are required when twilio.enabled is true")
+            if not re.fullmatch(E164_PATTERN, self.from_number):
+                raise ValueError("from_number must be an E.164 number when twilio.enabled is true")
+        return self
+
+
+class EscalationStepConfig(Section):
+    #: Seconds after the alert was raised.
+    after_s: float = Field(ge=0, le=86400)
+    action: Literal["highlight", "sms", "call"]
+    #: "supervisors" (twilio.supervisor_numbers) and/or E.164 numbers.
+    to: list[str] = Field(default_factory=lambda: ["supervisors"], min_length=1)
+
+    @field_validator("to")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        for target in value:
+            if target != "supervisors" and not re.fullmatch(E164_PATTERN, target):
+                raise ValueError(f"must be 'supervisors' or E.164 numbers, not {target!r}")
+        return value
+
+
+def _default_policies() -> dict[int, list[EscalationStepConfig]]:
+    def step(after: float, action: str) -> EscalationStepConfig:
+        return EscalationStepConfig.model_validate({"after_s": after, "action": action})
+
+    return {
+        1: [step(30, "highlight"), step(60, "sms"), step(120, "call")],
+        2: [step(60, "highlight"), step(180, "sms")],
+        3: [],
+    }
+
+
+class EscalationConfig(Section):
+    """Escalation of unacknowledged alerts and responder call-outs (see docs/escalation.md)."""
+
+    enabled: bool = True
+    #: Steps per priority; snapshotted onto each alert when it is raised.
+    policies: dict[int, list[EscalationStepConfig]] = Field(default_factory=_default_policies)
+    #: Seconds a responder has to accept (YES / key 1) before the next one is contacted.
+    responder_wait_s: float = Field(120.0, gt=0, le=3600)
+    #: Delays before retrying a failed SMS or call, one per attempt (the last repeats).
+    retry_s: list[float] = Field(default_factory=lambda: [30.0, 120.0, 300.0], min_length=1)
+    #: Attempts per SMS or call before giving up (each attempt already retries quick failures).
+    max_attempts: int = Field(4, ge=1, le=20)
+    #: How long a node holds a claimed notification before another may retry it.
+    lease_s: float = Field(60.0, gt=0, le=3600)
+    #: Longest sleep of the escalation loop between checks, in seconds.
+    poll_s: float = Field(1.0, gt=0, le=60)
+    #: Time zone of the service-level days.
+    timezone: str = "UTC"
+
+    @field_validator("policies")
+    @classmethod
+    def _priorities(
+        cls, value: dict[int, list[EscalationStepConfig]]
+    ) -> dict[int, list[EscalationStepConfig]]:
+        if any(not 1 <= p <= 9 for p in value):
+            raise ValueError("priorities are 1 to 9")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (for example UTC or Europe/London)") from None
+        return value
+
+
+class SerialUnitConfig(Section):
+    """One serial line carrying the unit protocol (docs/serial-and-gsm.md)."""
+
+    #: Device path (/dev/serial/by-id/...), a pty, or a pyserial URL such as socket://host:port.
+    port: str = Field(min_length=1)
+    baudrate: int = Field(9600, ge=50, le=4_000_000)
+    #: Hardware flow control (RTS/CTS).
+    rtscts: bool = False
+    #: Software flow control (XON/XOFF); not together with rtscts.
+    xonxoff: bool = False
+
+    @model_validator(mode="after")
+    def _one_flow_control(self) -> SerialUnitConfig:
+        if self.rtscts and self.xonxoff:
+            raise ValueError("choose rtscts or xonxoff, not both")
+        return self
+
+
+class SerialConfig(Section):
+    """Directly attached units: one entry per serial line (empty: none)."""
+
+    units: list[SerialUnitConfig] = []
+
+    @field_validator("units")
+    @classmethod
+    def _distinct(cls, units: list[SerialUnitConfig]) -> list[SerialUnitConfig]:
+        ports = [u.port for u in units]
+        if len(set(ports)) != len(ports):
+            raise ValueError("each port may be listed once")
+        return units
+
+
+class GsmConfig(Section):
+    """A GSM modem receiving SMS alarms and sending unit commands by SMS (docs/serial-and-gsm.md)."""
+
+    #: Empty: no modem.
+    port: str = ""
+    baudrate: int = Field(115200, ge=1200, le=4_000_000)
+    rtscts: bool = False
+    xonxoff: bool = False
+    #: Seconds between signal (AT+CSQ) and registration (AT+CREG?) polls.
+    poll_interval_s: float = Field(30.0, gt=0, le=3600)
+    #: Seconds a modem may take to answer a command before it is initialised again.
+    command_timeout_s: float = Field(5.0, gt=0, le=120)
+    #: Country calling code for senders written nationally (07700 900123 -> +44 7700 900123).
+    country_code: str = Field("44", pattern=r"^[1-9][0-9]{0,2}$")
+
+    @model_validator(mode="after")
+    def _one_flow_control(self) -> GsmConfig:
+        if self.rtscts and self.xonxoff:
+            raise ValueError("choose rtscts or xonxoff, not both")
+        return self
+
+
+class RegistryConfig(Section):
+    """Installers' registry, commissioning and heartbeat supervision."""
+
+    #: Minutes a unit stays in test mode when a commissioning visit does not say.
+    commissioning_minutes: float = Field(30.0, gt=0, le=240)
+    #: The longest test mode an installer may ask for, in minutes.
+    max_commissioning_minutes: float = Field(240.0, gt=0, le=1440)
+
+
+class HeartbeatsConfig(Section):
+    #: Supervise units' heartbeats and raise no_heartbeat (priority 2) for a unit that goes silent.
+    enabled: bool = True
+    #: Heartbeat interval of a unit that has none of its own, in seconds.
+    default_interval_s: int = Field(900, ge=10, le=7 * 86400)
+    #: Extra seconds allowed after a missed heartbeat, for a unit that has no grace of its own.
+    default_grace_s: int = Field(120, ge=0, le=86400)
+    #: How often late units are looked for (one indexed query), in seconds.
+    check_every_s: float = Field(5.0, gt=0, le=600)
+    #: Late units handled per query.
+    batch: int = Field(1000, ge=1, le=100_000)
+
+
+class CredentialsConfig(Section):
+    #: Issue a broker password per unit and write Mosquitto's password and ACL files.
+    enabled: bool = False
+    #: Mosquitto password_file the bridge writes (mosquitto.conf: password_file PATH).
+    password_file: str = "./data/mosquitto.passwd"
+    #: Mosquitto acl_file the bridge writes (mosquitto.conf: acl_file PATH).
+    acl_file: str = "./data/mosquitto.acl"
+    #: The bridge's own broker user (full access to the topic tree).
+    bridge_username: str = Field("telecare-bridge", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    #: The bridge's own broker password; empty means the password in mqtt.url.
+    bridge_password: str = ""
+    #: Command run after the files change so the broker rereads them; empty means none.
+    reload_command: str = ""
+    #: PBKDF2 iterations of each password hash (Mosquitto's default is 101).
+    iterations: int = Field(101, ge=1, le=1_000_000)
+
+
+class FloodsConfig(Section):
+    """Alarm floods: many units' technical alarms of one type grouped into one incident."""
+
+    #: Group floods into incidents (GET /api/v1/incidents, /api/v1/queue). Help types are never grouped.
+    enabled: bool = True
+    #: This many alerts of one type raised within window_s open an incident.
+    threshold: int = Field(20, ge=2, le=1_000_000)
+    #: The window, in seconds, the threshold is counted over.
+    window_s: float = Field(60.0, gt=0, le=86400)
+    #: Event types that may be grouped (technical or urgent types only; help types are refused).
+    types: list[str] = Field(default_factory=lambda: ["low_battery", "mains_fail", "tamper", "sensor_fault",
+                                                      "radio_jamming"])
+
+    @field_validator("types")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        from alarm_centre.floods import check_types
+
+        return check_types(value)
+
+
 class Config(Section):
     #: This bridge node's name in logs and metrics; empty means the host name.
     node_id: str = ""
@@ -174,6 +417,8 @@ class Config(Section):
     alexa: AlexaConfig = AlexaConfig()
     registry: RegistryConfig = RegistryConfig()
     heartbeats: HeartbeatsConfig = HeartbeatsConfig()
+    twilio: TwilioConfig = TwilioConfig()
+    escalation: EscalationConfig = EscalationConfig()
     credentials: CredentialsConfig = CredentialsConfig()
 
     @property

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
-from bridge import feature_floods, feature_registry, feature_voice
+from bridge import feature_escalation, feature_floods, feature_registry, feature_voice
 
 if TYPE_CHECKING:
     from bridge.service import Bridge
@@ -23,4 +23,5 @@ FEATURES: list[Feature] = [
     feature_voice.start,  # POST /alexa, Echo links, check-in schedules (alexa:)
     feature_registry.start,  # devices, residents, commissioning (registry:, heartbeats:, credentials:)
     feature_floods.start,  # alarm floods grouped into incidents; /api/v1/incidents, /api/v1/queue (floods:)
+    feature_escalation.start,  # escalation, /twilio/*, /api/v1/service-levels (escalation:, twilio:)
 ]

@@ -14,52 +14,98 @@ class BridgeMetrics:
         self.info = Gauge("telecare_bridge_info", "This bridge node", ["node"], registry=self.registry)
         self.info.labels(node).set(1)
         self.events = Counter(
-            "telecare_events_received", "Device events received, by type and result",
-            ["type", "result", "transport"], registry=self.registry,
+            "telecare_events_received",
+            "Device events received, by type and result",
+            ["type", "result", "transport"],
+            registry=self.registry,
         )
         self.rejects = Counter(
-            "telecare_events_rejected_reasons", "Rejected device messages, by kind of problem",
-            ["reason", "transport"], registry=self.registry,
+            "telecare_events_rejected_reasons",
+            "Rejected device messages, by kind of problem",
+            ["reason", "transport"],
+            registry=self.registry,
         )
         self.unstored = Counter(
-            "telecare_events_unstored", "Events not acknowledged because the store could not commit",
-            ["transport"], registry=self.registry,
+            "telecare_events_unstored",
+            "Events not acknowledged because the store could not commit",
+            ["transport"],
+            registry=self.registry,
         )
         self.ack_latency = Histogram(
-            "telecare_ack_latency_seconds", "From receiving an event to sending its ack",
-            ["transport"], registry=self.registry,
+            "telecare_ack_latency_seconds",
+            "From receiving an event to sending its ack",
+            ["transport"],
+            registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )
-        self.open_alerts = Gauge("telecare_open_alerts", "Open alerts by priority and state",
-                                 ["priority", "state"], registry=self.registry)
-        self.commands = Counter("telecare_commands_sent", "Commands sent to units, by command and result",
-                                ["cmd", "result"], registry=self.registry)
-        self.mqtt_connected = Gauge("telecare_mqtt_connected", "1 while subscribed to device events",
-                                    registry=self.registry)
-        self.mqtt_reconnects = Counter("telecare_mqtt_reconnects", "Broker connections lost and retried",
-                                       registry=self.registry)
-        self.store_writable = Gauge("telecare_store_writable", "1 while the store accepts writes",
-                                    registry=self.registry)
-        self.batch_size = Histogram("telecare_commit_batch_size", "Events per group commit",
-                                    registry=self.registry,
-                                    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000))
-        self.http_errors = Counter("telecare_http_errors", "HTTP requests answered with an error",
-                                   ["status"], registry=self.registry)
-        self.serial_link_up = Gauge("telecare_serial_link_up",
-                                    "1 while a configured unit serial port is open",
-                                    ["port"], registry=self.registry)
-        self.serial_frames = Counter("telecare_serial_frames", "Unit frames on serial lines, by outcome "
-                                     "(accepted, duplicate, rejected, malformed, store_unavailable)",
-                                     ["port", "outcome"], registry=self.registry)
-        self.modem_ready = Gauge("telecare_modem_ready", "1 while the GSM modem is initialised and answering",
-                                 ["port"], registry=self.registry)
-        self.modem_signal_dbm = Gauge("telecare_modem_signal_dbm", "GSM signal strength from AT+CSQ "
-                                      "(NaN when the modem reports no signal)", ["port"],
-                                      registry=self.registry)
-        self.modem_registered = Gauge("telecare_modem_registered", "1 while the modem is registered on a "
-                                      "network (home or roaming)", ["port"], registry=self.registry)
-        self.sms_messages = Counter("telecare_sms_messages", "SMS handled by the GSM modem, by outcome "
-                                    "(accepted, duplicate, rejected, ignored, store_unavailable, deleted)",
-                                    ["outcome"], registry=self.registry)
-        self.sms_sent = Counter("telecare_sms_sent", "SMS commands sent to units, by result",
-                                ["result"], registry=self.registry)
+        self.open_alerts = Gauge(
+            "telecare_open_alerts",
+            "Open alerts by priority and state",
+            ["priority", "state"],
+            registry=self.registry,
+        )
+        self.commands = Counter(
+            "telecare_commands_sent",
+            "Commands sent to units, by command and result",
+            ["cmd", "result"],
+            registry=self.registry,
+        )
+        self.mqtt_connected = Gauge(
+            "telecare_mqtt_connected", "1 while subscribed to device events", registry=self.registry
+        )
+        self.mqtt_reconnects = Counter(
+            "telecare_mqtt_reconnects", "Broker connections lost and retried", registry=self.registry
+        )
+        self.store_writable = Gauge(
+            "telecare_store_writable", "1 while the store accepts writes", registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "telecare_commit_batch_size",
+            "Events per group commit",
+            registry=self.registry,
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
+        )
+        self.http_errors = Counter(
+            "telecare_http_errors", "HTTP requests answered with an error", ["status"], registry=self.registry
+        )
+        self.serial_link_up = Gauge(
+            "telecare_serial_link_up",
+            "1 while a configured unit serial port is open",
+            ["port"],
+            registry=self.registry,
+        )
+        self.serial_frames = Counter(
+            "telecare_serial_frames",
+            "Unit frames on serial lines, by outcome "
+            "(accepted, duplicate, rejected, malformed, store_unavailable)",
+            ["port", "outcome"],
+            registry=self.registry,
+        )
+        self.modem_ready = Gauge(
+            "telecare_modem_ready",
+            "1 while the GSM modem is initialised and answering",
+            ["port"],
+            registry=self.registry,
+        )
+        self.modem_signal_dbm = Gauge(
+            "telecare_modem_signal_dbm",
+            "GSM signal strength from AT+CSQ (NaN when the modem reports no signal)",
+            ["port"],
+            registry=self.registry,
+        )
+        self.modem_registered = Gauge(
+            "telecare_modem_registered",
+            "1 while the modem is registered on a network (home or roaming)",
+            ["port"],
+            registry=self.registry,
+        )
+        self.sms_messages = Counter(
+            "telecare_sms_messages",
+            "SMS handled by the GSM modem, by outcome "
+            "(accepted, duplicate, rejected, ignored, store_unavailable, deleted)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.sms_sent = Counter(
+            "telecare_sms_sent", "SMS commands sent to units, by result", ["result"], registry=self.registry
+        )

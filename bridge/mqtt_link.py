@@ -47,8 +47,13 @@ class BrokerAddress:
     def from_url(cls, url: str) -> BrokerAddress:
         parts = urlsplit(url)
         tls = parts.scheme == "mqtts"
-        return cls(host=parts.hostname or "127.0.0.1", port=parts.port or (8883 if tls else 1883),
-                   username=parts.username, password=parts.password, tls=tls)
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (8883 if tls else 1883),
+            username=parts.username,
+            password=parts.password,
+            tls=tls,
+        )
 
 
 class MqttLink:
@@ -56,9 +61,19 @@ class MqttLink:
     whose ``run()`` keeps the connection up until cancelled."""
 
     def __init__(
-        self, *, broker: BrokerAddress, topics: Topics, intake: Intake, metrics: BridgeMetrics,
-        client_id: str, shared_group: str = "", on_status: StatusCallback | None = None,
-        mqtt5: bool = True, keepalive: int = 30, max_in_flight: int = 2000, reconnect_max_s: float = 30.0,
+        self,
+        *,
+        broker: BrokerAddress,
+        topics: Topics,
+        intake: Intake,
+        metrics: BridgeMetrics,
+        client_id: str,
+        shared_group: str = "",
+        on_status: StatusCallback | None = None,
+        mqtt5: bool = True,
+        keepalive: int = 30,
+        max_in_flight: int = 2000,
+        reconnect_max_s: float = 30.0,
     ) -> None:
         self._broker = broker
         self._topics = topics
@@ -96,9 +111,17 @@ class MqttLink:
         if self._broker.tls:
             kwargs["tls_params"] = aiomqtt.TLSParameters()
         return aiomqtt.Client(
-            self._broker.host, self._broker.port, identifier=self._client_id,
-            username=self._broker.username, password=self._broker.password, keepalive=self._keepalive,
-            max_inflight_messages=1000, timeout=10, logger=_PAHO_LOG, socket_options=NO_DELAY, **kwargs,  # type: ignore[arg-type]
+            self._broker.host,
+            self._broker.port,
+            identifier=self._client_id,
+            username=self._broker.username,
+            password=self._broker.password,
+            keepalive=self._keepalive,
+            max_inflight_messages=1000,
+            timeout=10,
+            logger=_PAHO_LOG,
+            socket_options=NO_DELAY,
+            **kwargs,  # type: ignore[arg-type]
         )
 
     def _filter(self, topic_filter: str) -> str:
@@ -116,8 +139,12 @@ class MqttLink:
                     self.connections += 1
                     self.subscribed.set()
                     self._metrics.mqtt_connected.set(1)
-                    log.info("subscribed to %s on %s:%d", self._topics.event_filter, self._broker.host,
-                             self._broker.port)
+                    log.info(
+                        "subscribed to %s on %s:%d",
+                        self._topics.event_filter,
+                        self._broker.host,
+                        self._broker.port,
+                    )
                     delay = 0.5
                     async for message in client.messages:
                         await self._slots.acquire()
@@ -136,8 +163,12 @@ class MqttLink:
 
     def _lost(self, exc: Exception) -> None:
         self._metrics.mqtt_reconnects.inc()
-        log.warning("MQTT connection to %s:%d lost or refused (%s); retrying", self._broker.host,
-                    self._broker.port, exc)
+        log.warning(
+            "MQTT connection to %s:%d lost or refused (%s); retrying",
+            self._broker.host,
+            self._broker.port,
+            exc,
+        )
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._handlers.discard(task)
@@ -176,8 +207,9 @@ class MqttLink:
             log.error("not acking %s/%s: store unavailable (%s)", device_id, event.event_id, exc)
             return
         self._metrics.events.labels(event.type.value, result.result, "mqtt").inc()
-        await self._ack(device_id, encode_ack(event.event_id, result.result, alert_id=result.alert_id,
-                                              error=result.error))
+        await self._ack(
+            device_id, encode_ack(event.event_id, result.result, alert_id=result.alert_id, error=result.error)
+        )
         self._metrics.ack_latency.labels("mqtt").observe(time.perf_counter() - started)
 
     async def _status(self, device_id: str, payload: bytes) -> None:
@@ -218,10 +250,17 @@ class MqttLink:
 
 def _reason_kind(reason: str) -> str:
     """A small fixed set of labels for the rejection counter (never the free text)."""
-    for key, label in (("payload is", "size"), ("not JSON", "json"), ("not UTF-8", "encoding"),
-                       ("JSON object", "shape"), ("event_id", "event_id"), ("unknown event type", "type"),
-                       ("type", "type"), ("ts", "timestamp"), ("unknown fields", "fields")):
+    for key, label in (
+        ("payload is", "size"),
+        ("not JSON", "json"),
+        ("not UTF-8", "encoding"),
+        ("JSON object", "shape"),
+        ("event_id", "event_id"),
+        ("unknown event type", "type"),
+        ("type", "type"),
+        ("ts", "timestamp"),
+        ("unknown fields", "fields"),
+    ):
         if key in reason:
             return label
     return "other"
-

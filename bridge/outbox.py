@@ -78,5 +78,6 @@ class OutboxDispatcher:
 def mqtt_payload(item: OutboxItem) -> bytes:
     """The wire form of an outbox command on MQTT."""
     args = item.payload.get("args")
-    return encode_command(item.cmd_id or str(item.id), str(item.payload["cmd"]),
-                          args if isinstance(args, dict) else None)
+    return encode_command(
+        item.cmd_id or str(item.id), str(item.payload["cmd"]), args if isinstance(args, dict) else None
+    )

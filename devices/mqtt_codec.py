@@ -62,7 +62,7 @@ class Topics:
         prefix = f"{self.root}/v1/"
         if not topic.startswith(prefix):
             raise Rejected(f"topic {topic!r} is not under {prefix}")
-        rest = topic[len(prefix):].split("/")
+        rest = topic[len(prefix) :].split("/")
         if len(rest) != 2:
             raise Rejected(f"topic {topic!r} is not {prefix}{{device_id}}/{{kind}}")
         device_id, kind = rest
@@ -191,20 +191,29 @@ def encode_command(cmd_id: str, cmd: str, args: dict[str, Any] | None = None) ->
 def decode_command(payload: bytes) -> dict[str, Any]:
     """Parse a command (used by units and simulators)."""
     body = json.loads(payload)
-    if not isinstance(body, dict) or not isinstance(body.get("cmd_id"), str) or not isinstance(
-        body.get("cmd"), str
+    if (
+        not isinstance(body, dict)
+        or not isinstance(body.get("cmd_id"), str)
+        or not isinstance(body.get("cmd"), str)
     ):
         raise ValueError("not a command")
     return body
 
 
 def encode_event(
-    event_id: str, event_type: str, *, ts: datetime | None = None, test: bool = False,
+    event_id: str,
+    event_type: str,
+    *,
+    ts: datetime | None = None,
+    test: bool = False,
     data: dict[str, Any] | None = None,
 ) -> bytes:
     """An event payload (used by units and simulators)."""
-    body: dict[str, Any] = {"event_id": event_id, "type": event_type,
-                            "ts": (ts or datetime.now(UTC)).isoformat().replace("+00:00", "Z")}
+    body: dict[str, Any] = {
+        "event_id": event_id,
+        "type": event_type,
+        "ts": (ts or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+    }
     if test:
         body["test"] = True
     if data:

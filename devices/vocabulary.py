@@ -48,24 +48,54 @@ class EventType(StrEnum):
 
 
 PRIORITY: dict[EventType, Priority] = {
-    **{t: Priority.EMERGENCY for t in (
-        EventType.VOICE_HELP, EventType.PENDANT, EventType.FALL, EventType.SMOKE, EventType.HEAT,
-        EventType.CO, EventType.GAS, EventType.EPILEPSY, EventType.PANIC,
-    )},
-    **{t: Priority.URGENT for t in (
-        EventType.INACTIVITY, EventType.BED_EXIT, EventType.CHAIR_EXIT, EventType.DOOR_EXIT,
-        EventType.FLOOD, EventType.EXTREME_TEMPERATURE, EventType.BOGUS_CALLER, EventType.NO_HEARTBEAT,
-    )},
-    **{t: Priority.TECHNICAL for t in (
-        EventType.LOW_BATTERY, EventType.MAINS_FAIL, EventType.TAMPER, EventType.SENSOR_FAULT,
-        EventType.RADIO_JAMMING,
-    )},
+    **{
+        t: Priority.EMERGENCY
+        for t in (
+            EventType.VOICE_HELP,
+            EventType.PENDANT,
+            EventType.FALL,
+            EventType.SMOKE,
+            EventType.HEAT,
+            EventType.CO,
+            EventType.GAS,
+            EventType.EPILEPSY,
+            EventType.PANIC,
+        )
+    },
+    **{
+        t: Priority.URGENT
+        for t in (
+            EventType.INACTIVITY,
+            EventType.BED_EXIT,
+            EventType.CHAIR_EXIT,
+            EventType.DOOR_EXIT,
+            EventType.FLOOD,
+            EventType.EXTREME_TEMPERATURE,
+            EventType.BOGUS_CALLER,
+            EventType.NO_HEARTBEAT,
+        )
+    },
+    **{
+        t: Priority.TECHNICAL
+        for t in (
+            EventType.LOW_BATTERY,
+            EventType.MAINS_FAIL,
+            EventType.TAMPER,
+            EventType.SENSOR_FAULT,
+            EventType.RADIO_JAMMING,
+        )
+    },
 }
 
 #: Types that never raise an alert; they update a unit or an existing alert.
 NO_ALERT: frozenset[EventType] = frozenset(
-    {EventType.HEARTBEAT, EventType.MAINS_RESTORED, EventType.CANCEL, EventType.CALL_CONNECTED,
-     EventType.CMD_RESULT}
+    {
+        EventType.HEARTBEAT,
+        EventType.MAINS_RESTORED,
+        EventType.CANCEL,
+        EventType.CALL_CONNECTED,
+        EventType.CMD_RESULT,
+    }
 )
 
 #: Events only the bridge raises; a device sending one is refused.

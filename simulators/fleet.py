@@ -23,8 +23,14 @@ DEMO_RESIDENTS = [
 ]
 
 #: Relative weights of what a demo unit does next.
-BEHAVIOUR = [("pendant", 4), ("fall", 2), ("low_battery", 2), ("mains_fail", 1), ("mains_restored", 1),
-             ("door_exit", 1)]
+BEHAVIOUR = [
+    ("pendant", 4),
+    ("fall", 2),
+    ("low_battery", 2),
+    ("mains_fail", 1),
+    ("mains_restored", 1),
+    ("door_exit", 1),
+]
 
 
 @dataclass
@@ -34,14 +40,24 @@ class FleetStats:
 
 
 async def run_fleet(
-    device_ids: list[str], *, host: str, port: int, topic_root: str = "telecare", every_s: float = 20.0,
-    heartbeat_s: float = 60.0, stats: FleetStats | None = None,
+    device_ids: list[str],
+    *,
+    host: str,
+    port: int,
+    topic_root: str = "telecare",
+    every_s: float = 20.0,
+    heartbeat_s: float = 60.0,
+    stats: FleetStats | None = None,
 ) -> None:
     """Run units until cancelled, each doing something now and then."""
     stats = stats or FleetStats()
     async with AsyncExitStack() as stack:
-        units = [await stack.enter_async_context(SimulatedUnit(
-            d, host=host, port=port, topic_root=topic_root, heartbeat_s=heartbeat_s)) for d in device_ids]
+        units = [
+            await stack.enter_async_context(
+                SimulatedUnit(d, host=host, port=port, topic_root=topic_root, heartbeat_s=heartbeat_s)
+            )
+            for d in device_ids
+        ]
         types = [t for t, _ in BEHAVIOUR]
         weights = [w for _, w in BEHAVIOUR]
 
@@ -53,8 +69,13 @@ async def run_fleet(
                 with contextlib.suppress(TimeoutError):
                     ack = await unit.send(event_type, timeout=120)
                     stats.acked += 1
-                    log.info("%s sent %s -> %s (alert %s)", unit.device_id, event_type, ack["result"],
-                             ack.get("alert_id"))
+                    log.info(
+                        "%s sent %s -> %s (alert %s)",
+                        unit.device_id,
+                        event_type,
+                        ack["result"],
+                        ack.get("alert_id"),
+                    )
                 await asyncio.sleep(random.expovariate(1 / every_s) + 2)
 
         async with asyncio.TaskGroup() as tg:

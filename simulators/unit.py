@@ -36,9 +36,17 @@ class UnitLog:
 
 class SimulatedUnit:
     def __init__(
-        self, device_id: str, *, host: str = "127.0.0.1", port: int = 18830, topic_root: str = "telecare",
-        retry_initial_s: float = 1.0, retry_max_s: float = 30.0, answer_commands: bool = True,
-        heartbeat_s: float | None = None, call_connects: bool = True,
+        self,
+        device_id: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 18830,
+        topic_root: str = "telecare",
+        retry_initial_s: float = 1.0,
+        retry_max_s: float = 30.0,
+        answer_commands: bool = True,
+        heartbeat_s: float | None = None,
+        call_connects: bool = True,
     ) -> None:
         self.device_id = device_id
         self.topics = Topics(topic_root)
@@ -66,7 +74,7 @@ class SimulatedUnit:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in [*self._tasks, *( [self._runner] if self._runner else [])]:
+        for task in [*self._tasks, *([self._runner] if self._runner else [])]:
             task.cancel()
         await asyncio.gather(*self._tasks, *([self._runner] if self._runner else []), return_exceptions=True)
 
@@ -80,10 +88,15 @@ class SimulatedUnit:
         while True:
             will = aiomqtt.Will(self.topics.status(self.device_id), b"offline", qos=1)
             try:
-                async with aiomqtt.Client(self._host, self._port, identifier=f"unit-{self.device_id}",
-                                          will=will, keepalive=15, timeout=10,
-                                          socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-                                          ) as client:
+                async with aiomqtt.Client(
+                    self._host,
+                    self._port,
+                    identifier=f"unit-{self.device_id}",
+                    will=will,
+                    keepalive=15,
+                    timeout=10,
+                    socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+                ) as client:
                     await client.subscribe(self.topics.ack(self.device_id), qos=1)
                     await client.subscribe(self.topics.cmd(self.device_id), qos=1)
                     await client.publish(self.topics.status(self.device_id), b"online", qos=1)
@@ -92,8 +105,10 @@ class SimulatedUnit:
                     delay = 0.2
                     async for message in client.messages:
                         payload = message.payload
-                        self._on_message(message.topic.value,
-                                         payload if isinstance(payload, bytes) else str(payload).encode())
+                        self._on_message(
+                            message.topic.value,
+                            payload if isinstance(payload, bytes) else str(payload).encode(),
+                        )
             except aiomqtt.MqttError as exc:
                 log.debug("unit %s lost its broker: %s", self.device_id, exc)
             finally:
@@ -132,8 +147,14 @@ class SimulatedUnit:
             await self.send("call_connected", data={"alert_id": command.get("args", {}).get("alert_id")})
 
     async def send(
-        self, event_type: str, *, test: bool = False, data: dict[str, Any] | None = None,
-        event_id: str | None = None, timeout: float | None = None, raw: bytes | None = None,
+        self,
+        event_type: str,
+        *,
+        test: bool = False,
+        data: dict[str, Any] | None = None,
+        event_id: str | None = None,
+        timeout: float | None = None,
+        raw: bytes | None = None,
     ) -> dict[str, Any]:
         """Send one event and retry it until the bridge acks it; returns the ack."""
         event_id = event_id or uuid.uuid4().hex[:20]

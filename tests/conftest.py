@@ -46,8 +46,9 @@ def private_mosquitto(tmp_path: Path) -> Iterator[Callable[[], Any]]:
         pytest.skip("mosquitto binary not found")
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "max_queued_messages 100000\n")
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
+    )
 
     class Handle:
         proc: subprocess.Popen[bytes] | None = None
@@ -56,8 +57,9 @@ def private_mosquitto(tmp_path: Path) -> Iterator[Callable[[], Any]]:
             self.port = port
 
         def start(self) -> None:
-            self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             for _ in range(100):
                 if reachable("127.0.0.1", port):
                     return
@@ -98,12 +100,16 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 
 
 @pytest.fixture
-async def bridge(tmp_path: Path, mosquitto: tuple[str, int], topic_root: str, store_url: str
-                 ) -> AsyncIterator[RunningBridge]:
+async def bridge(
+    tmp_path: Path, mosquitto: tuple[str, int], topic_root: str, store_url: str
+) -> AsyncIterator[RunningBridge]:
     """A bridge on the real Mosquitto with a unique topic root, on each store (SQLite, PostgreSQL)."""
     host, port = mosquitto
-    async with running_bridge(make_config(tmp_path, mqtt_url=f"mqtt://{host}:{port}", topic_root=topic_root,
-                                          TELECARE_STORE__URL=store_url)) as running:
+    async with running_bridge(
+        make_config(
+            tmp_path, mqtt_url=f"mqtt://{host}:{port}", topic_root=topic_root, TELECARE_STORE__URL=store_url
+        )
+    ) as running:
         yield running
 
 
@@ -112,5 +118,3 @@ async def embedded_bridge(tmp_path: Path) -> AsyncIterator[RunningBridge]:
     """A bridge on its embedded broker (amqtt) on an ephemeral loopback port."""
     async with running_bridge(make_config(tmp_path)) as running:
         yield running
-
-

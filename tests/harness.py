@@ -91,9 +91,17 @@ class RunningBridge:
             self.tokens[name] = await self.bridge.store.add_user(name, Role(role))
         return self.tokens[name]
 
-    async def call(self, method: str, path: str, *, user: str | None = "op1", role: str = "operator",
-                   json: Any = None, data: Any = None, headers: dict[str, str] | None = None
-                   ) -> tuple[int, Any]:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        user: str | None = "op1",
+        role: str = "operator",
+        json: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         hdrs = dict(headers or {})
         if user is not None:
             hdrs["Authorization"] = f"Bearer {await self.token(user, role)}"
@@ -157,4 +165,3 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
     async with asyncio.timeout(timeout):
         while not await check():
             await asyncio.sleep(step)
-

@@ -16,8 +16,14 @@ pytestmark = pytest.mark.mosquitto
 
 def unit_for(bridge: RunningBridge, device_id: str, **kw: Any) -> SimulatedUnit:
     host, port = bridge.broker
-    return SimulatedUnit(device_id, host=host, port=port, topic_root=bridge.bridge.config.topic_root,
-                         retry_initial_s=kw.pop("retry_initial_s", 0.5), **kw)
+    return SimulatedUnit(
+        device_id,
+        host=host,
+        port=port,
+        topic_root=bridge.bridge.config.topic_root,
+        retry_initial_s=kw.pop("retry_initial_s", 0.5),
+        **kw,
+    )
 
 
 async def timeline_actions(bridge: RunningBridge, alert_id: str) -> list[str]:
@@ -35,7 +41,12 @@ async def test_pendant_is_stored_acked_and_called_back(bridge: RunningBridge) ->
         alert_id = ack["alert_id"]
         # Stored before the ack: the event and its alert are in the store now.
         alert, timeline = await bridge.store.get_alert(alert_id)
-        assert (alert.device_id, alert.resident_id, alert.type, alert.priority) == ("unit-1", "res-1", "pendant", 1)
+        assert (alert.device_id, alert.resident_id, alert.type, alert.priority) == (
+            "unit-1",
+            "res-1",
+            "pendant",
+            1,
+        )
         assert alert.state == "raised" and not alert.unregistered
         # The call-back goes out from the outbox, and the unit's answers land on the timeline.
         command = await unit.wait_command("call_centre", timeout=20)
@@ -84,8 +95,20 @@ async def test_operators_list_acknowledge_and_resolve(bridge: RunningBridge) -> 
     ids = [a["id"] for a in body["alerts"]]
     assert ids.index(pendant["alert_id"]) < ids.index(battery["alert_id"]), "priority 1 comes first"
     listed = body["alerts"][ids.index(pendant["alert_id"])]
-    for key in ("id", "device_id", "resident_id", "type", "priority", "state", "raised_at", "acknowledged_by",
-                "outcome", "repeat_count", "test", "unregistered"):
+    for key in (
+        "id",
+        "device_id",
+        "resident_id",
+        "type",
+        "priority",
+        "state",
+        "raised_at",
+        "acknowledged_by",
+        "outcome",
+        "repeat_count",
+        "test",
+        "unregistered",
+    ):
         assert key in listed
 
     alert_id = pendant["alert_id"]
@@ -93,11 +116,16 @@ async def test_operators_list_acknowledge_and_resolve(bridge: RunningBridge) -> 
     assert status == 200 and body["state"] == "acknowledged" and body["acknowledged_by"] == "alice"
     status, body = await bridge.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge", user="bob")
     assert status == 409 and body["detail"]["holder"] == "alice"
-    status, body = await bridge.call("POST", f"/api/v1/alerts/{alert_id}/resolve", user="bob",
-                                     json={"outcome": "resident_ok"})
+    status, body = await bridge.call(
+        "POST", f"/api/v1/alerts/{alert_id}/resolve", user="bob", json={"outcome": "resident_ok"}
+    )
     assert status == 409, "only the holder resolves"
-    status, body = await bridge.call("POST", f"/api/v1/alerts/{alert_id}/resolve", user="alice",
-                                     json={"outcome": "resident_ok", "note": "spoke to her, all fine"})
+    status, body = await bridge.call(
+        "POST",
+        f"/api/v1/alerts/{alert_id}/resolve",
+        user="alice",
+        json={"outcome": "resident_ok", "note": "spoke to her, all fine"},
+    )
     assert status == 200 and body["state"] == "resolved" and body["outcome"] == "resident_ok"
 
     status, body = await bridge.call("GET", f"/api/v1/alerts/{alert_id}")
@@ -111,18 +139,21 @@ async def test_operators_list_acknowledge_and_resolve(bridge: RunningBridge) -> 
     assert alert_id in [a["id"] for a in body["alerts"]]
 
 
-async def test_unit_retries_until_the_bridge_is_there(tmp_path: Any, mosquitto: tuple[str, int],
-                                                      topic_root: str) -> None:
+async def test_unit_retries_until_the_bridge_is_there(
+    tmp_path: Any, mosquitto: tuple[str, int], topic_root: str
+) -> None:
     from harness import make_config, running_bridge
 
     host, port = mosquitto
-    async with SimulatedUnit("unit-early", host=host, port=port, topic_root=topic_root,
-                             retry_initial_s=0.3, retry_max_s=1.0) as unit:
+    async with SimulatedUnit(
+        "unit-early", host=host, port=port, topic_root=topic_root, retry_initial_s=0.3, retry_max_s=1.0
+    ) as unit:
         sending = asyncio.create_task(unit.send("pendant", event_id="early", timeout=60))
         await asyncio.sleep(1.5)
         assert not sending.done(), "nobody can have acked it yet"
-        async with running_bridge(make_config(tmp_path, mqtt_url=f"mqtt://{host}:{port}",
-                                              topic_root=topic_root)) as running:
+        async with running_bridge(
+            make_config(tmp_path, mqtt_url=f"mqtt://{host}:{port}", topic_root=topic_root)
+        ) as running:
             ack = await sending
             assert ack["result"] == "accepted"
             assert unit.log.attempts["early"] >= 2
@@ -135,7 +166,7 @@ async def test_embedded_broker_carries_the_same_path(embedded_bridge: RunningBri
         assert ack["result"] == "accepted"
         command = await unit.wait_command("call_centre", timeout=20)
         assert command["args"]["alert_id"] == ack["alert_id"]
-        duplicate = await unit.send("pendant", event_id=list(unit.log.attempts)[0], timeout=20)
+        duplicate = await unit.send("pendant", event_id=next(iter(unit.log.attempts)), timeout=20)
         assert duplicate["result"] == "duplicate"
 
 
@@ -163,8 +194,12 @@ async def test_will_message_marks_unit_offline(bridge: RunningBridge) -> None:
             row = await tx.fetchone("SELECT online FROM devices WHERE id = ?", "unit-6")
         return row["online"] if row else None
 
-    client = aiomqtt.Client(host, port, identifier="unit-6-will",
-                            will=aiomqtt.Will(f"{topics}/v1/unit-6/status", b"offline", qos=1))
+    client = aiomqtt.Client(
+        host,
+        port,
+        identifier="unit-6-will",
+        will=aiomqtt.Will(f"{topics}/v1/unit-6/status", b"offline", qos=1),
+    )
     await client.__aenter__()
     await client.publish(f"{topics}/v1/unit-6/status", b"online", qos=1)
     await eventually(lambda: _eq(online(), 1))

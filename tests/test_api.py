@@ -7,16 +7,21 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from harness import RunningBridge
 
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType
-from harness import RunningBridge
 
 
 async def raise_alert(bridge: RunningBridge, device_id: str, event_type: str = "pendant") -> str:
     result = await bridge.bridge.intake.submit(
-        DeviceEvent(device_id, f"{device_id}-{event_type}-{datetime.now(UTC).timestamp()}",
-                    EventType(event_type), datetime.now(UTC)))
+        DeviceEvent(
+            device_id,
+            f"{device_id}-{event_type}-{datetime.now(UTC).timestamp()}",
+            EventType(event_type),
+            datetime.now(UTC),
+        )
+    )
     assert result.alert_id is not None
     return result.alert_id
 
@@ -28,8 +33,9 @@ async def test_unknown_path_is_json_404(embedded_bridge: RunningBridge) -> None:
     assert status == 405 and body["error"] == "method not allowed"
 
 
-@pytest.mark.parametrize("header", [None, "Bearer", "Bearer short", "Basic dXNlcjpwYXNz",
-                                    "Bearer " + "A" * 43])
+@pytest.mark.parametrize(
+    "header", [None, "Bearer", "Bearer short", "Basic dXNlcjpwYXNz", "Bearer " + "A" * 43]
+)
 async def test_bad_tokens_are_401(embedded_bridge: RunningBridge, header: str | None) -> None:
     headers = {"Authorization": header} if header else {}
     status, body = await embedded_bridge.call("GET", "/api/v1/alerts", user=None, headers=headers)
@@ -38,11 +44,13 @@ async def test_bad_tokens_are_401(embedded_bridge: RunningBridge, header: str | 
 
 async def test_installer_cannot_handle_alerts(embedded_bridge: RunningBridge) -> None:
     alert_id = await raise_alert(embedded_bridge, "unit-a")
-    status, body = await embedded_bridge.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge",
-                                              user="ian", role="installer")
+    status, body = await embedded_bridge.call(
+        "POST", f"/api/v1/alerts/{alert_id}/acknowledge", user="ian", role="installer"
+    )
     assert status == 403 and "installer" in body["detail"]
-    status, body = await embedded_bridge.call("POST", "/api/v1/devices", user="olive", role="operator",
-                                              json={"id": "u9", "kind": "gsm_unit"})
+    status, body = await embedded_bridge.call(
+        "POST", "/api/v1/devices", user="olive", role="operator", json={"id": "u9", "kind": "gsm_unit"}
+    )
     assert status == 403
 
 
@@ -50,14 +58,17 @@ async def test_malformed_json_and_wrong_types(embedded_bridge: RunningBridge) ->
     alert_id = await raise_alert(embedded_bridge, "unit-b")
     await embedded_bridge.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge")
     path = f"/api/v1/alerts/{alert_id}/resolve"
-    status, body = await embedded_bridge.call("POST", path, data=b"{oops",
-                                              headers={"Content-Type": "application/json"})
+    status, body = await embedded_bridge.call(
+        "POST", path, data=b"{oops", headers={"Content-Type": "application/json"}
+    )
     assert status == 400 and body["error"] == "malformed JSON"
-    status, body = await embedded_bridge.call("POST", path, data=b"[]",
-                                              headers={"Content-Type": "application/json"})
+    status, body = await embedded_bridge.call(
+        "POST", path, data=b"[]", headers={"Content-Type": "application/json"}
+    )
     assert status == 400
-    status, body = await embedded_bridge.call("POST", path, data=b"outcome=ok",
-                                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    status, body = await embedded_bridge.call(
+        "POST", path, data=b"outcome=ok", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert status == 415
     status, body = await embedded_bridge.call("POST", path, json={"outcome": 5})
     assert status == 422 and body["detail"][0]["field"] == "outcome"
@@ -69,15 +80,17 @@ async def test_malformed_json_and_wrong_types(embedded_bridge: RunningBridge) ->
 
 async def test_oversized_body_is_413(embedded_bridge: RunningBridge) -> None:
     alert_id = await raise_alert(embedded_bridge, "unit-c")
-    status, body = await embedded_bridge.call("POST", f"/api/v1/alerts/{alert_id}/notes",
-                                              json={"note": "x" * 200_000})
+    status, body = await embedded_bridge.call(
+        "POST", f"/api/v1/alerts/{alert_id}/notes", json={"note": "x" * 200_000}
+    )
     assert status == 413 and body["error"] == "request body too large"
 
 
 async def test_illegal_transitions_are_409(embedded_bridge: RunningBridge) -> None:
     alert_id = await raise_alert(embedded_bridge, "unit-d")
-    status, body = await embedded_bridge.call("POST", f"/api/v1/alerts/{alert_id}/resolve",
-                                              json={"outcome": "resident_ok"})
+    status, body = await embedded_bridge.call(
+        "POST", f"/api/v1/alerts/{alert_id}/resolve", json={"outcome": "resident_ok"}
+    )
     assert status == 409 and body["error"] == "illegal transition" and body["detail"]["state"] == "raised"
     await embedded_bridge.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge")
     status, _ = await embedded_bridge.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge")
@@ -119,17 +132,24 @@ async def test_bad_list_parameters_are_422(embedded_bridge: RunningBridge, query
 
 @pytest.mark.parametrize("device_id", ["bad id", "x" * 65, "", "a/b"])
 async def test_device_id_rule_is_422_naming_the_field(embedded_bridge: RunningBridge, device_id: str) -> None:
-    status, body = await embedded_bridge.call("POST", "/api/v1/devices", user="ian", role="installer",
-                                              json={"id": device_id, "kind": "gsm_unit"})
+    status, body = await embedded_bridge.call(
+        "POST", "/api/v1/devices", user="ian", role="installer", json={"id": device_id, "kind": "gsm_unit"}
+    )
     assert status == 422 and body["detail"][0]["field"] == "id"
 
 
 async def test_device_registration(embedded_bridge: RunningBridge) -> None:
-    status, _ = await embedded_bridge.call("POST", "/api/v1/residents", user="ian", role="installer",
-                                           json={"id": "res-x", "name": "Rose"})
+    status, _ = await embedded_bridge.call(
+        "POST", "/api/v1/residents", user="ian", role="installer", json={"id": "res-x", "name": "Rose"}
+    )
     assert status == 201
-    status, body = await embedded_bridge.call("POST", "/api/v1/devices", user="ian", role="installer",
-                                              json={"id": "unit-x", "kind": "gsm_unit", "resident_id": "res-x"})
+    status, body = await embedded_bridge.call(
+        "POST",
+        "/api/v1/devices",
+        user="ian",
+        role="installer",
+        json={"id": "unit-x", "kind": "gsm_unit", "resident_id": "res-x"},
+    )
     assert status == 201 and body["kind"] == "gsm_unit"
     alert_id = await raise_alert(embedded_bridge, "unit-x")
     alert, _ = await embedded_bridge.store.get_alert(alert_id)
@@ -151,8 +171,9 @@ async def test_health_metrics_and_openapi(embedded_bridge: RunningBridge) -> Non
 
 async def test_stream_shows_changes_live(embedded_bridge: RunningBridge) -> None:
     token = await embedded_bridge.token("watcher")
-    async with embedded_bridge.session.get(embedded_bridge.url + "/api/v1/stream",
-                                           headers={"Authorization": f"Bearer {token}"}) as resp:
+    async with embedded_bridge.session.get(
+        embedded_bridge.url + "/api/v1/stream", headers={"Authorization": f"Bearer {token}"}
+    ) as resp:
         assert resp.status == 200 and resp.content_type == "text/event-stream"
         await resp.content.readline()
         alert_id = await raise_alert(embedded_bridge, "unit-s")
@@ -167,17 +188,21 @@ async def test_supervisor_reassigns_and_operator_cannot(embedded_bridge: Running
     alert_id = await raise_alert(embedded_bridge, "unit-r")
     await embedded_bridge.token("bob")
     await embedded_bridge.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge", user="alice")
-    status, body = await embedded_bridge.call("POST", f"/api/v1/alerts/{alert_id}/reassign", user="alice",
-                                              json={"to": "bob"})
+    status, body = await embedded_bridge.call(
+        "POST", f"/api/v1/alerts/{alert_id}/reassign", user="alice", json={"to": "bob"}
+    )
     assert status == 403
-    status, body = await embedded_bridge.call("POST", f"/api/v1/alerts/{alert_id}/reassign", user="sue",
-                                              role="supervisor", json={"to": "nobody"})
+    status, body = await embedded_bridge.call(
+        "POST", f"/api/v1/alerts/{alert_id}/reassign", user="sue", role="supervisor", json={"to": "nobody"}
+    )
     assert status == 422
-    status, body = await embedded_bridge.call("POST", f"/api/v1/alerts/{alert_id}/reassign", user="sue",
-                                              role="supervisor", json={"to": "bob"})
+    status, body = await embedded_bridge.call(
+        "POST", f"/api/v1/alerts/{alert_id}/reassign", user="sue", role="supervisor", json={"to": "bob"}
+    )
     assert status == 200 and body["acknowledged_by"] == "bob"
-    status, body = await embedded_bridge.call("POST", f"/api/v1/alerts/{alert_id}/resolve", user="bob",
-                                              json={"outcome": "resident_ok"})
+    status, body = await embedded_bridge.call(
+        "POST", f"/api/v1/alerts/{alert_id}/resolve", user="bob", json={"outcome": "resident_ok"}
+    )
     assert status == 200
     _, detail = await embedded_bridge.call("GET", f"/api/v1/alerts/{alert_id}")
     moves = [t for t in detail["timeline"] if t["action"] == "reassigned"]

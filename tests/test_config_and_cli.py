@@ -43,7 +43,9 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ("http: [\n", {}, "is not valid YAML"),
     ],
 )
-def test_bad_config_names_key_and_source(tmp_path: Path, text: str, env: dict[str, str], expected: str) -> None:
+def test_bad_config_names_key_and_source(
+    tmp_path: Path, text: str, env: dict[str, str], expected: str
+) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as caught:
@@ -72,16 +74,21 @@ def test_lifecycle_table() -> None:
     assert next_state(AlertState.RAISED, Action.ACKNOWLEDGE) is AlertState.ACKNOWLEDGED
     assert next_state(AlertState.ACKNOWLEDGED, Action.RESOLVE) is AlertState.RESOLVED
     assert next_state(AlertState.RAISED, Action.SYSTEM_RESOLVE) is AlertState.RESOLVED
-    for state, action in [(AlertState.RAISED, Action.RESOLVE), (AlertState.RESOLVED, Action.ACKNOWLEDGE),
-                          (AlertState.RESOLVED, Action.RESOLVE), (AlertState.ACKNOWLEDGED, Action.ACKNOWLEDGE)]:
+    for state, action in [
+        (AlertState.RAISED, Action.RESOLVE),
+        (AlertState.RESOLVED, Action.ACKNOWLEDGE),
+        (AlertState.RESOLVED, Action.RESOLVE),
+        (AlertState.ACKNOWLEDGED, Action.ACKNOWLEDGE),
+    ]:
         with pytest.raises(IllegalTransition):
             next_state(state, action)
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([*CLI, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=60,
-                          check=False)
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_help_reads_well(tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from harness import eventually, free_port, reachable
+
 from simulators.unit import SimulatedUnit
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
@@ -28,8 +28,9 @@ EVENTS_PER_UNIT = 25
 
 def start_bridge(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "bridge.cli", "run"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "run"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 async def test_sigkill_mid_storm_loses_nothing_and_duplicates_nothing(
@@ -58,8 +59,15 @@ async def test_sigkill_mid_storm_loses_nothing_and_duplicates_nothing(
 
         async def unit_life(n: int) -> None:
             device_id = f"crash-{n:02d}"
-            async with SimulatedUnit(device_id, host=host, port=port, topic_root=topic_root,
-                                     retry_initial_s=0.5, retry_max_s=2.0, answer_commands=False) as unit:
+            async with SimulatedUnit(
+                device_id,
+                host=host,
+                port=port,
+                topic_root=topic_root,
+                retry_initial_s=0.5,
+                retry_max_s=2.0,
+                answer_commands=False,
+            ) as unit:
                 for i in range(EVENTS_PER_UNIT):
                     event_id = f"{device_id}-{i}"
                     sent.add((device_id, event_id))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from harness import RunningBridge, eventually, make_config, running_bridge
 
 from alarm_centre.store.sqlite import SqliteStore
-from harness import RunningBridge, eventually, make_config, running_bridge
 from simulators.unit import SimulatedUnit
 
 pytestmark = pytest.mark.mosquitto
@@ -20,24 +20,35 @@ pytestmark = pytest.mark.mosquitto
 
 def unit_for(bridge: RunningBridge, device_id: str) -> SimulatedUnit:
     host, port = bridge.broker
-    return SimulatedUnit(device_id, host=host, port=port, topic_root=bridge.bridge.config.topic_root,
-                         retry_initial_s=0.3, retry_max_s=1.0, answer_commands=False)
+    return SimulatedUnit(
+        device_id,
+        host=host,
+        port=port,
+        topic_root=bridge.bridge.config.topic_root,
+        retry_initial_s=0.3,
+        retry_max_s=1.0,
+        answer_commands=False,
+    )
 
 
 @pytest.mark.parametrize(
     ("raw", "event_id", "reason"),
     [
         (b"{not json", None, "not JSON"),
-        (b"[\"pendant\"]", None, "JSON object"),
-        (json.dumps({"event_id": "big", "type": "pendant", "data": {"x": "y" * 5000}}).encode(), None,
-         "limit is 4096"),
+        (b'["pendant"]', None, "JSON object"),
+        (
+            json.dumps({"event_id": "big", "type": "pendant", "data": {"x": "y" * 5000}}).encode(),
+            None,
+            "limit is 4096",
+        ),
         (json.dumps({"type": "pendant"}).encode(), None, "event_id"),
         (json.dumps({"event_id": "x" * 65, "type": "pendant"}).encode(), None, "event_id"),
         (json.dumps({"event_id": "unk", "type": "alien_abduction"}).encode(), "unk", "unknown event type"),
     ],
 )
-async def test_malformed_events_are_rejected_and_counted(bridge: RunningBridge, raw: bytes, event_id: str | None,
-                                                         reason: str) -> None:
+async def test_malformed_events_are_rejected_and_counted(
+    bridge: RunningBridge, raw: bytes, event_id: str | None, reason: str
+) -> None:
     async with unit_for(bridge, "unit-bad") as unit:
         await unit.publish_raw(raw)
         ack = await unit.next_ack(event_id)  # type: ignore[arg-type]
@@ -98,8 +109,9 @@ async def test_test_flag_is_honoured_only_in_test_mode(bridge: RunningBridge) ->
     assert "test_flag_ignored" in alert.data
 
 
-async def test_store_unwritable_means_no_ack_until_it_recovers(bridge: RunningBridge,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_store_unwritable_means_no_ack_until_it_recovers(
+    bridge: RunningBridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_commit = SqliteStore._commit
     broken = True
 
@@ -132,8 +144,9 @@ async def test_broker_restart_loses_nothing(tmp_path: Path, private_mosquitto: o
     port = broker.port  # type: ignore[attr-defined]
     config = make_config(tmp_path, mqtt_url=f"mqtt://127.0.0.1:{port}", TELECARE_MQTT__RECONNECT_MAX_S="1")
     async with running_bridge(config) as running:
-        async with SimulatedUnit("unit-r", port=port, retry_initial_s=0.3, retry_max_s=1.0,
-                                 answer_commands=False) as unit:
+        async with SimulatedUnit(
+            "unit-r", port=port, retry_initial_s=0.3, retry_max_s=1.0, answer_commands=False
+        ) as unit:
             first = await unit.send("pendant", timeout=20)
             broker.stop()  # type: ignore[attr-defined]
             status, body = await running.call("GET", "/healthz", user=None)

@@ -95,8 +95,16 @@ def test_topics_parse(topic: str) -> None:
     assert topic == f"telecare/v1/{device_id}/{kind}"
 
 
-@pytest.mark.parametrize("topic", ["other/v1/u/event", "telecare/v1/u/event/extra", "telecare/v1/bad id/event",
-                                   "telecare/v1/" + "x" * 65 + "/event", "telecare/v1//event"])
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "other/v1/u/event",
+        "telecare/v1/u/event/extra",
+        "telecare/v1/bad id/event",
+        "telecare/v1/" + "x" * 65 + "/event",
+        "telecare/v1//event",
+    ],
+)
 def test_bad_topics_are_rejected(topic: str) -> None:
     with pytest.raises(Rejected):
         Topics().parse(topic)

@@ -85,13 +85,25 @@ def _j(value: Any) -> str:
 
 def alert_from_row(row: Row) -> Alert:
     return Alert(
-        id=str(row["id"]), device_id=row["device_id"], resident_id=row["resident_id"], type=row["type"],
-        priority=int(row["priority"]), state=AlertState(row["state"]), raised_at=row["raised_at"],
-        acknowledged_at=row["acknowledged_at"], acknowledged_by=row["acknowledged_by"],
-        resolved_at=row["resolved_at"], resolved_by=row["resolved_by"], outcome=row["outcome"],
-        note=row["note"], repeat_count=int(row["repeat_count"]), test=bool(row["test"]),
-        unregistered=bool(row["unregistered"]), clock_skew=bool(row["clock_skew"]),
-        updated_at=row["updated_at"], data=json.loads(row["data"] or "{}"),
+        id=str(row["id"]),
+        device_id=row["device_id"],
+        resident_id=row["resident_id"],
+        type=row["type"],
+        priority=int(row["priority"]),
+        state=AlertState(row["state"]),
+        raised_at=row["raised_at"],
+        acknowledged_at=row["acknowledged_at"],
+        acknowledged_by=row["acknowledged_by"],
+        resolved_at=row["resolved_at"],
+        resolved_by=row["resolved_by"],
+        outcome=row["outcome"],
+        note=row["note"],
+        repeat_count=int(row["repeat_count"]),
+        test=bool(row["test"]),
+        unregistered=bool(row["unregistered"]),
+        clock_skew=bool(row["clock_skew"]),
+        updated_at=row["updated_at"],
+        data=json.loads(row["data"] or "{}"),
     )
 
 
@@ -227,24 +239,39 @@ class AlertStore:
         received = ev.received_at.timestamp()
         device = await tx.fetchone("SELECT * FROM devices WHERE id = ?", ev.device_id)
         registered = device is not None and device["status"] == "active"
-        in_test_mode = bool(registered and device is not None and device["test_mode_until"]
-                            and device["test_mode_until"] > received)
+        in_test_mode = bool(
+            registered
+            and device is not None
+            and device["test_mode_until"]
+            and device["test_mode_until"] > received
+        )
         test = ev.test and in_test_mode
         await tx.execute(
             "INSERT INTO events (device_id, event_id, type, ts, received_at, source, test, data) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            ev.device_id, ev.event_id, ev.type.value, ev.ts.timestamp() if ev.ts else None, received,
-            ev.source, int(ev.test), _j(ev.data),
+            ev.device_id,
+            ev.event_id,
+            ev.type.value,
+            ev.ts.timestamp() if ev.ts else None,
+            received,
+            ev.source,
+            int(ev.test),
+            _j(ev.data),
         )
         if registered:
-            await tx.execute("UPDATE devices SET last_seen_at = ?, online = 1 WHERE id = ?", received,
-                             ev.device_id)
+            await tx.execute(
+                "UPDATE devices SET last_seen_at = ?, online = 1 WHERE id = ?", received, ev.device_id
+            )
         alert_id = await self._event_effect(tx, post, ev, device if registered else None, test, now)
         for hook in self.event_hooks:
             await hook(tx, post, ev, device if registered else None, alert_id)
         if alert_id is not None:
-            await tx.execute("UPDATE events SET alert_id = ? WHERE device_id = ? AND event_id = ?",
-                             alert_id, ev.device_id, ev.event_id)
+            await tx.execute(
+                "UPDATE events SET alert_id = ? WHERE device_id = ? AND event_id = ?",
+                alert_id,
+                ev.device_id,
+                ev.event_id,
+            )
         return IngestResult("accepted", alert_id=None if alert_id is None else str(alert_id))
 
     async def _event_effect(
@@ -257,8 +284,9 @@ class AlertStore:
         if ev.type is EventType.HEARTBEAT:
             cleared = await self.open_alert(tx, f"device:{ev.device_id}:no_heartbeat")
             if cleared is not None:
-                await self.system_resolve(tx, post, cleared, Outcome.CLEARED_BY_DEVICE, "heartbeat resumed",
-                                           now)
+                await self.system_resolve(
+                    tx, post, cleared, Outcome.CLEARED_BY_DEVICE, "heartbeat resumed", now
+                )
             return None
         if ev.type is EventType.CMD_RESULT:
             return await self._command_result(tx, post, ev, actor, source, now)
@@ -267,15 +295,18 @@ class AlertStore:
             if target is None:
                 return None
             action = "call_connected" if ev.type is EventType.CALL_CONNECTED else "resident_cancelled"
-            await self.log_action(tx, post, target, action, actor, source, {"event_id": ev.event_id, **ev.data}, now)
+            await self.log_action(
+                tx, post, target, action, actor, source, {"event_id": ev.event_id, **ev.data}, now
+            )
             return int(target["id"])
         cleared_type = CLEARS.get(ev.type)
         if cleared_type is not None:
             target = await self.open_alert(tx, f"device:{ev.device_id}:{cleared_type.value}")
             if target is None:
                 return None
-            await self.system_resolve(tx, post, target, Outcome.CLEARED_BY_DEVICE, ev.type.value, now,
-                                       actor=actor, source=source)
+            await self.system_resolve(
+                tx, post, target, Outcome.CLEARED_BY_DEVICE, ev.type.value, now, actor=actor, source=source
+            )
             return int(target["id"])
         priority = priority_of(ev.type)
         if priority is None:
@@ -283,13 +314,23 @@ class AlertStore:
         return await self._raise_or_join(tx, post, ev, device, resident_id, priority, test, now)
 
     async def _raise_or_join(
-        self, tx: Tx, post: PostCommit, ev: DeviceEvent, device: Row | None, resident_id: str | None,
-        priority: Priority, test: bool, now: float,
+        self,
+        tx: Tx,
+        post: PostCommit,
+        ev: DeviceEvent,
+        device: Row | None,
+        resident_id: str | None,
+        priority: Priority,
+        test: bool,
+        now: float,
     ) -> int:
         source = _source_of(ev)
         actor = f"device:{ev.device_id}"
-        key = (_help_key(ev.device_id, resident_id) if is_help(ev.type)
-               else f"device:{ev.device_id}:{ev.type.value}")
+        key = (
+            _help_key(ev.device_id, resident_id)
+            if is_help(ev.type)
+            else f"device:{ev.device_id}:{ev.type.value}"
+        )
         detail: dict[str, Any] = {"event_id": ev.event_id, "type": ev.type.value}
         if ev.data:
             detail["data"] = ev.data
@@ -297,7 +338,8 @@ class AlertStore:
         if open_alert is not None:
             await tx.execute(
                 "UPDATE alerts SET repeat_count = repeat_count + 1, updated_at = ? WHERE id = ?",
-                now, open_alert["id"],
+                now,
+                open_alert["id"],
             )
             await self.log_action(tx, post, open_alert, "repeat", actor, source, detail, now)
             return int(open_alert["id"])
@@ -319,12 +361,29 @@ class AlertStore:
             "INSERT INTO alerts (device_id, resident_id, type, priority, state, open_key, raised_at, "
             "repeat_count, test, unregistered, clock_skew, data, updated_at) "
             "VALUES (?, ?, ?, ?, 'raised', ?, ?, 0, ?, ?, ?, ?, ?) RETURNING *",
-            ev.device_id, resident_id, ev.type.value, int(priority), key, ev.received_at.timestamp(),
-            int(test), int(unregistered), int(clock_skew), _j(data), now,
+            ev.device_id,
+            resident_id,
+            ev.type.value,
+            int(priority),
+            key,
+            ev.received_at.timestamp(),
+            int(test),
+            int(unregistered),
+            int(clock_skew),
+            _j(data),
+            now,
         )
         assert row is not None
-        await self.log_action(tx, post, row, "raised", f"device:{ev.device_id}", source,
-                        {**detail, "unregistered": unregistered, "test": test}, now)
+        await self.log_action(
+            tx,
+            post,
+            row,
+            "raised",
+            f"device:{ev.device_id}",
+            source,
+            {**detail, "unregistered": unregistered, "test": test},
+            now,
+        )
         for hook in self.raise_hooks:
             await hook(tx, post, row, ev)
         if is_help(ev.type) and not test:
@@ -332,8 +391,14 @@ class AlertStore:
         return int(row["id"])
 
     async def _command_call_centre(
-        self, tx: Tx, post: PostCommit, alert: Row, ev: DeviceEvent, device: Row | None,
-        resident_id: str | None, now: float,
+        self,
+        tx: Tx,
+        post: PostCommit,
+        alert: Row,
+        ev: DeviceEvent,
+        device: Row | None,
+        resident_id: str | None,
+        now: float,
     ) -> None:
         """Ask the resident's unit to open a speech call to the centre (sent from the outbox)."""
         target: Row | None = None
@@ -342,28 +407,67 @@ class AlertStore:
         elif resident_id is not None:
             target = await tx.fetchone(
                 "SELECT * FROM devices WHERE resident_id = ? AND status = 'active' AND kind IN (?, ?, ?) "
-                "ORDER BY created_at LIMIT 1", resident_id, *UNIT_KINDS,
+                "ORDER BY created_at LIMIT 1",
+                resident_id,
+                *UNIT_KINDS,
             )
         if target is not None:
-            await self.add_command(tx, post, target["channel"], target["id"], "call_centre",
-                                    {"alert_id": str(alert["id"])}, int(alert["id"]), now)
+            await self.add_command(
+                tx,
+                post,
+                target["channel"],
+                target["id"],
+                "call_centre",
+                {"alert_id": str(alert["id"])},
+                int(alert["id"]),
+                now,
+            )
         elif device is None and ev.source == "mqtt":
             # An unregistered unit still gets its call back: it spoke to us over MQTT, so it can hear us.
-            await self.add_command(tx, post, "mqtt", ev.device_id, "call_centre",
-                                    {"alert_id": str(alert["id"])}, int(alert["id"]), now)
+            await self.add_command(
+                tx,
+                post,
+                "mqtt",
+                ev.device_id,
+                "call_centre",
+                {"alert_id": str(alert["id"])},
+                int(alert["id"]),
+                now,
+            )
         else:
-            await self.log_action(tx, post, alert, "no_unit_to_call", "system", Source.SYSTEM,
-                            {"reason": "no registered unit for this resident; call the resident back"}, now)
+            await self.log_action(
+                tx,
+                post,
+                alert,
+                "no_unit_to_call",
+                "system",
+                Source.SYSTEM,
+                {"reason": "no registered unit for this resident; call the resident back"},
+                now,
+            )
 
     async def add_command(
-        self, tx: Tx, post: PostCommit, channel: str, device_id: str, cmd: str, args: dict[str, Any],
-        alert_id: int | None, now: float,
+        self,
+        tx: Tx,
+        post: PostCommit,
+        channel: str,
+        device_id: str,
+        cmd: str,
+        args: dict[str, Any],
+        alert_id: int | None,
+        now: float,
     ) -> str:
         cmd_id = "c" + secrets.token_hex(8)
         await tx.execute(
             "INSERT INTO outbox (kind, channel, target, alert_id, cmd_id, payload, created_at, "
             "next_attempt_at) VALUES ('device_command', ?, ?, ?, ?, ?, ?, ?)",
-            channel, device_id, alert_id, cmd_id, _j({"cmd": cmd, "args": args}), now, now,
+            channel,
+            device_id,
+            alert_id,
+            cmd_id,
+            _j({"cmd": cmd, "args": args}),
+            now,
+            now,
         )
         post.outbox = True
         return cmd_id
@@ -377,44 +481,92 @@ class AlertStore:
         item = await tx.fetchone("SELECT * FROM outbox WHERE cmd_id = ? AND target = ?", cmd_id, ev.device_id)
         if item is None:
             return None
-        await tx.execute("UPDATE outbox SET done_at = ?, result = ? WHERE id = ? AND done_at IS NULL",
-                         now, _j(ev.data), item["id"])
+        await tx.execute(
+            "UPDATE outbox SET done_at = ?, result = ? WHERE id = ? AND done_at IS NULL",
+            now,
+            _j(ev.data),
+            item["id"],
+        )
         if item["alert_id"] is None:
             return None
         alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", item["alert_id"])
         if alert is None:
             return None
         command = json.loads(item["payload"]).get("cmd")
-        await self.log_action(tx, post, alert, "cmd_result", actor, source,
-                        {"cmd": command, **{k: v for k, v in ev.data.items()}}, now)
+        await self.log_action(
+            tx,
+            post,
+            alert,
+            "cmd_result",
+            actor,
+            source,
+            {"cmd": command, **{k: v for k, v in ev.data.items()}},
+            now,
+        )
         return int(alert["id"])
 
     async def open_alert(self, tx: Tx, key: str) -> Row | None:
         return await tx.fetchone("SELECT * FROM alerts WHERE open_key = ?", key)
 
     async def log_action(  # an audit record: who, when, from where
-
-        self, tx: Tx, post: PostCommit, alert: Row, action: str, actor: str, source: str,
-        detail: dict[str, Any], now: float, *, state: str | None = None,
+        self,
+        tx: Tx,
+        post: PostCommit,
+        alert: Row,
+        action: str,
+        actor: str,
+        source: str,
+        detail: dict[str, Any],
+        now: float,
+        *,
+        state: str | None = None,
     ) -> None:
         await tx.execute(
             "INSERT INTO alert_log (alert_id, at, action, actor, source, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            alert["id"], now, action, actor, str(source), _j(detail),
+            alert["id"],
+            now,
+            action,
+            actor,
+            str(source),
+            _j(detail),
         )
-        post.changes.append(AlertChange(str(alert["id"]), action, int(alert["priority"]),
-                                        state or alert["state"]))
+        post.changes.append(
+            AlertChange(str(alert["id"]), action, int(alert["priority"]), state or alert["state"])
+        )
 
     async def system_resolve(
-        self, tx: Tx, post: PostCommit, alert: Row, outcome: Outcome, reason: str, now: float,
-        *, actor: str = "system", source: str = Source.SYSTEM,
+        self,
+        tx: Tx,
+        post: PostCommit,
+        alert: Row,
+        outcome: Outcome,
+        reason: str,
+        now: float,
+        *,
+        actor: str = "system",
+        source: str = Source.SYSTEM,
     ) -> None:
         next_state(AlertState(alert["state"]), LifecycleAction.SYSTEM_RESOLVE)
         await tx.execute(
             "UPDATE alerts SET state = 'resolved', open_key = NULL, resolved_at = ?, resolved_by = ?, "
-            "outcome = ?, updated_at = ? WHERE id = ?", now, actor, outcome.value, now, alert["id"],
+            "outcome = ?, updated_at = ? WHERE id = ?",
+            now,
+            actor,
+            outcome.value,
+            now,
+            alert["id"],
         )
-        await self.log_action(tx, post, alert, "resolved", actor, source, {"outcome": outcome.value, "reason": reason},
-                        now, state="resolved")
+        await self.log_action(
+            tx,
+            post,
+            alert,
+            "resolved",
+            actor,
+            source,
+            {"outcome": outcome.value, "reason": reason},
+            now,
+            state="resolved",
+        )
 
     # -- operators -------------------------------------------------------------------------------
     async def acknowledge(self, alert_id: str, *, actor: str, source: str) -> Alert:
@@ -426,13 +578,18 @@ class AlertStore:
             if state is AlertState.ACKNOWLEDGED:
                 if row["acknowledged_by"] == actor:
                     return alert_from_row(row)
-                raise Conflict(f"alert {alert_id} is held by {row['acknowledged_by']}",
-                               holder=row["acknowledged_by"])
+                raise Conflict(
+                    f"alert {alert_id} is held by {row['acknowledged_by']}", holder=row["acknowledged_by"]
+                )
             next_state(state, LifecycleAction.ACKNOWLEDGE)
             now = _now()
             changed = await tx.execute(
                 "UPDATE alerts SET state = 'acknowledged', acknowledged_at = ?, acknowledged_by = ?, "
-                "updated_at = ? WHERE id = ? AND state = 'raised'", now, actor, now, row["id"],
+                "updated_at = ? WHERE id = ? AND state = 'raised'",
+                now,
+                actor,
+                now,
+                row["id"],
             )
             if changed != 1:  # another node got there between our read and write
                 raise Conflict(f"alert {alert_id} changed while acknowledging; reload it")
@@ -442,7 +599,9 @@ class AlertStore:
         result: Alert = await self.transaction(work)
         return result
 
-    async def resolve(self, alert_id: str, *, outcome: str, note: str | None, actor: str, source: str) -> Alert:
+    async def resolve(
+        self, alert_id: str, *, outcome: str, note: str | None, actor: str, source: str
+    ) -> Alert:
         """Close an acknowledged alert with an outcome code; only its holder may resolve it."""
         try:
             code = Outcome(outcome)
@@ -458,18 +617,33 @@ class AlertStore:
             state = AlertState(row["state"])
             next_state(state, LifecycleAction.RESOLVE)
             if row["acknowledged_by"] != actor:
-                raise Conflict(f"alert {alert_id} is held by {row['acknowledged_by']}",
-                               holder=row["acknowledged_by"])
+                raise Conflict(
+                    f"alert {alert_id} is held by {row['acknowledged_by']}", holder=row["acknowledged_by"]
+                )
             now = _now()
             changed = await tx.execute(
                 "UPDATE alerts SET state = 'resolved', open_key = NULL, resolved_at = ?, resolved_by = ?, "
                 "outcome = ?, note = ?, updated_at = ? WHERE id = ? AND state = 'acknowledged'",
-                now, actor, code.value, note, now, row["id"],
+                now,
+                actor,
+                code.value,
+                note,
+                now,
+                row["id"],
             )
             if changed != 1:
                 raise Conflict(f"alert {alert_id} changed while resolving; reload it")
-            await self.log_action(tx, post, row, "resolved", actor, source,
-                            {"outcome": code.value, **({"note": note} if note else {})}, now, state="resolved")
+            await self.log_action(
+                tx,
+                post,
+                row,
+                "resolved",
+                actor,
+                source,
+                {"outcome": code.value, **({"note": note} if note else {})},
+                now,
+                state="resolved",
+            )
             return alert_from_row(await self._alert_row(tx, alert_id))
 
         result: Alert = await self.transaction(work)
@@ -492,12 +666,25 @@ class AlertStore:
             changed = await tx.execute(
                 "UPDATE alerts SET state = 'acknowledged', acknowledged_by = ?, "
                 "acknowledged_at = COALESCE(acknowledged_at, ?), updated_at = ? WHERE id = ? AND state = ?",
-                to, now, now, row["id"], state.value,
+                to,
+                now,
+                now,
+                row["id"],
+                state.value,
             )
             if changed != 1:
                 raise Conflict(f"alert {alert_id} changed while reassigning; reload it")
-            await self.log_action(tx, post, row, "reassigned", actor, source,
-                                  {"from": row["acknowledged_by"], "to": to}, now, state="acknowledged")
+            await self.log_action(
+                tx,
+                post,
+                row,
+                "reassigned",
+                actor,
+                source,
+                {"from": row["acknowledged_by"], "to": to},
+                now,
+                state="acknowledged",
+            )
             return alert_from_row(await self._alert_row(tx, alert_id))
 
         result: Alert = await self.transaction(work)
@@ -531,8 +718,10 @@ class AlertStore:
                 "SELECT at, action, actor, source, detail FROM alert_log WHERE alert_id = ? ORDER BY id",
                 row["id"],
             )
-        timeline = [TimelineEntry(r["at"], r["action"], r["actor"], r["source"], json.loads(r["detail"]))
-                    for r in log_rows]
+        timeline = [
+            TimelineEntry(r["at"], r["action"], r["actor"], r["source"], json.loads(r["detail"]))
+            for r in log_rows
+        ]
         return alert_from_row(row), timeline
 
     async def list_alerts(
@@ -583,29 +772,57 @@ class AlertStore:
             now = _now()
             rows = await tx.fetchall(
                 "SELECT * FROM outbox WHERE done_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?"
-                + self._skip_locked(), now, limit,
+                + self._skip_locked(),
+                now,
+                limit,
             )
             items = []
             for r in rows:
                 attempts = int(r["attempts"]) + 1
                 if attempts > COMMAND_MAX_ATTEMPTS:
-                    await tx.execute("UPDATE outbox SET done_at = ?, last_error = ? WHERE id = ?", now,
-                                     "gave up: no cmd_result after retries", r["id"])
+                    await tx.execute(
+                        "UPDATE outbox SET done_at = ?, last_error = ? WHERE id = ?",
+                        now,
+                        "gave up: no cmd_result after retries",
+                        r["id"],
+                    )
                     if r["alert_id"] is not None:
                         alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", r["alert_id"])
                         if alert is not None:
-                            await self.log_action(tx, post, alert, "command_failed", "system", Source.SYSTEM,
-                                            {"cmd_id": r["cmd_id"], "target": r["target"],
-                                             "reason": "the unit never confirmed the command"}, now)
+                            await self.log_action(
+                                tx,
+                                post,
+                                alert,
+                                "command_failed",
+                                "system",
+                                Source.SYSTEM,
+                                {
+                                    "cmd_id": r["cmd_id"],
+                                    "target": r["target"],
+                                    "reason": "the unit never confirmed the command",
+                                },
+                                now,
+                            )
                     continue
                 delay = COMMAND_RETRY_S[min(attempts - 1, len(COMMAND_RETRY_S) - 1)]
-                await tx.execute("UPDATE outbox SET attempts = ?, next_attempt_at = ? WHERE id = ?",
-                                 attempts, now + max(delay, lease_s), r["id"])
-                items.append(OutboxItem(
-                    id=int(r["id"]), kind=r["kind"], channel=r["channel"], target=r["target"],
-                    alert_id=None if r["alert_id"] is None else str(r["alert_id"]), cmd_id=r["cmd_id"],
-                    payload=json.loads(r["payload"]), attempts=attempts,
-                ))
+                await tx.execute(
+                    "UPDATE outbox SET attempts = ?, next_attempt_at = ? WHERE id = ?",
+                    attempts,
+                    now + max(delay, lease_s),
+                    r["id"],
+                )
+                items.append(
+                    OutboxItem(
+                        id=int(r["id"]),
+                        kind=r["kind"],
+                        channel=r["channel"],
+                        target=r["target"],
+                        alert_id=None if r["alert_id"] is None else str(r["alert_id"]),
+                        cmd_id=r["cmd_id"],
+                        payload=json.loads(r["payload"]),
+                        attempts=attempts,
+                    )
+                )
             return items
 
         result: list[OutboxItem] = await self.transaction(work)
@@ -627,12 +844,24 @@ class AlertStore:
                 await tx.execute("UPDATE outbox SET last_error = ? WHERE id = ?", error, item.id)
             if alert is None:
                 return
-            detail = {"cmd": item.payload.get("cmd"), "cmd_id": item.cmd_id, "target": item.target,
-                      "attempt": item.attempts}
+            detail = {
+                "cmd": item.payload.get("cmd"),
+                "cmd_id": item.cmd_id,
+                "target": item.target,
+                "attempt": item.attempts,
+            }
             if error:
                 detail["error"] = error
-            await self.log_action(tx, post, alert, "command_failed" if error else "command_sent", "system",
-                            Source.SYSTEM, detail, _now())
+            await self.log_action(
+                tx,
+                post,
+                alert,
+                "command_failed" if error else "command_sent",
+                "system",
+                Source.SYSTEM,
+                detail,
+                _now(),
+            )
 
         await self.transaction(work)
 
@@ -649,32 +878,55 @@ class AlertStore:
         async def work(tx: Tx, post: PostCommit) -> None:
             existing = await tx.fetchone("SELECT name FROM users WHERE name = ?", name)
             if existing is None:
-                await tx.execute("INSERT INTO users (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)",
-                                 name, role.value, hash_token(token), _now())
+                await tx.execute(
+                    "INSERT INTO users (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)",
+                    name,
+                    role.value,
+                    hash_token(token),
+                    _now(),
+                )
             else:
-                await tx.execute("UPDATE users SET role = ?, token_hash = ? WHERE name = ?", role.value,
-                                 hash_token(token), name)
+                await tx.execute(
+                    "UPDATE users SET role = ?, token_hash = ? WHERE name = ?",
+                    role.value,
+                    hash_token(token),
+                    name,
+                )
 
         await self.transaction(work)
         return token
 
     async def user_for_token(self, token: str) -> User | None:
         async with self.read() as tx:
-            row = await tx.fetchone("SELECT name, role FROM users WHERE token_hash = ? AND disabled = 0",
-                                    hash_token(token))
+            row = await tx.fetchone(
+                "SELECT name, role FROM users WHERE token_hash = ? AND disabled = 0", hash_token(token)
+            )
         return None if row is None else User(row["name"], Role(row["role"]))
 
     # -- devices (the registry grows in the installers' issue) ------------------------------------
-    async def upsert_device(self, device_id: str, kind: str, *, resident_id: str | None = None,
-                            channel: str = "mqtt", phone: str | None = None,
-                            alexa_device_id: str | None = None) -> None:
+    async def upsert_device(
+        self,
+        device_id: str,
+        kind: str,
+        *,
+        resident_id: str | None = None,
+        channel: str = "mqtt",
+        phone: str | None = None,
+        alexa_device_id: str | None = None,
+    ) -> None:
         async def work(tx: Tx, post: PostCommit) -> None:
             await tx.execute(
                 "INSERT INTO devices (id, kind, resident_id, channel, phone, alexa_device_id, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, "
                 "resident_id = excluded.resident_id, channel = excluded.channel, phone = excluded.phone, "
                 "alexa_device_id = excluded.alexa_device_id",
-                device_id, kind, resident_id, channel, phone, alexa_device_id, _now(),
+                device_id,
+                kind,
+                resident_id,
+                channel,
+                phone,
+                alexa_device_id,
+                _now(),
             )
 
         await self.transaction(work)
@@ -684,7 +936,10 @@ class AlertStore:
             await tx.execute(
                 "INSERT INTO residents (id, name, data, created_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET name = excluded.name, data = excluded.data",
-                resident_id, name, _j(data or {}), _now(),
+                resident_id,
+                name,
+                _j(data or {}),
+                _now(),
             )
 
         await self.transaction(work)
@@ -703,7 +958,8 @@ class AlertStore:
 
         async def work(tx: Tx, post: PostCommit) -> None:
             await tx.execute(
-                "INSERT INTO health_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                "INSERT INTO health_probe (id, at) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET at = excluded.at",
                 _now(),
             )
 
@@ -717,4 +973,3 @@ def _help_key(device_id: str, resident_id: str | None) -> str:
 
 def _source_of(ev: DeviceEvent) -> str:
     return {"voice": Source.VOICE, "sms": Source.SMS, "system": Source.SYSTEM}.get(ev.source, Source.DEVICE)
-

@@ -25,6 +25,7 @@ def all_migrations() -> list[tuple[int, str]]:
         raise RuntimeError(f"two migrations share a version: {sorted(versions)}")
     return sorted(found)
 
+
 DIALECTS: dict[str, dict[str, str]] = {
     "sqlite": {"pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL"},
     "postgresql": {"pk": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION"},

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 MIGRATIONS: list[tuple[int, str]] = [
-    (1, """
+    (
+        1,
+        """
 CREATE TABLE residents (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -103,5 +105,6 @@ CREATE TABLE health_probe (
     id INTEGER PRIMARY KEY,
     at {real} NOT NULL
 );
-"""),
+""",
+    ),
 ]
