@@ -208,6 +208,14 @@ class Escalation:
 
         await self.store.transaction(work)
 
+    async def forget_policy(self, priority: int) -> None:
+        """Drop an edited policy so the configured one applies again (after :meth:`sync_policies`)."""
+
+        async def work(tx: Tx, post: PostCommit) -> None:
+            await tx.execute("DELETE FROM escalation_policies WHERE priority = ?", priority)
+
+        await self.store.transaction(work)
+
     # -- snapshot at raise -----------------------------------------------------------------------
     async def on_raise(self, tx: Tx, post: PostCommit, alert: Row, event: DeviceEvent) -> None:
         """``store.raise_hooks``: copy the alert's policy into its due steps, in the raising transaction."""
@@ -337,7 +345,7 @@ class Escalation:
         waited = now - float(alert["raised_at"])
         detail: dict[str, Any] = {
             "step": int(step["seq"]) + 1,
-            "action": step["action"],
+            "step_action": step["action"],
             "after_s": spec.get("after_s"),
             "waited_s": round(waited, 1),
         }
@@ -401,7 +409,6 @@ class Escalation:
             {**detail, "channel": channel, "to": numbers},
             now,
         )
-        post.outbox = True
         return "done", f"{channel} to {len(numbers)}"
 
     async def _resident_bits(self, tx: Tx, alert: Row) -> tuple[str | None, str | None]:
@@ -585,7 +592,6 @@ class Escalation:
             {"index": index + 1, "of": len(responders), "name": who.name, "phone": who.phone},
             now,
         )
-        post.outbox = True
         return "done", f"contacting {who.name}"
 
     async def _advance(
@@ -645,7 +651,6 @@ class Escalation:
                     f"Telecare: no responder accepted alert {alert['id']} ({text}). Please arrange help.",
                     now,
                 )
-            post.outbox = True
 
     # -- replies ---------------------------------------------------------------------------------
     async def on_reply(self, *, from_number: str, reply: str, via: str, ref: str) -> ReplyOutcome:
@@ -776,7 +781,6 @@ class Escalation:
                     index,
                 )
                 await self._advance(tx, post, alert, callout, responders, int(index), now)
-                post.outbox = True
             return out
         await self.store.log_action(
             tx,
@@ -991,7 +995,6 @@ class Escalation:
                         row["id"],
                     )
                     detail["retry_at"] = iso(retry_at)
-                    post.outbox = True
                 else:
                     await tx.execute(
                         "UPDATE notifications SET state = 'failed', last_error = ? WHERE id = ?",
