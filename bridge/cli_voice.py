@@ -57,7 +57,9 @@ def cmd_link(args: argparse.Namespace) -> None:
     async def work(service: VoiceService) -> dict[str, Any]:
         if args.resident_name:
             await service.store.upsert_resident(args.resident, args.resident_name)
-        return await service.link_echo(args.device_id, args.alexa_device_id, args.resident, args.alexa_user_id)
+        return await service.link_echo(
+            args.device_id, args.alexa_device_id, args.resident, args.alexa_user_id
+        )
 
     try:
         link = _with_voice(args, work)
@@ -120,7 +122,9 @@ class CaFolder:
         try:
             loaded: dict[str, Any] = json.loads(self.file(INFO_FILE).read_text())
         except FileNotFoundError:
-            _fail(f"no test CA in {self.path}: run 'telecare-bridge simulate alexa-ca --out {self.path}' first")
+            _fail(
+                f"no test CA in {self.path}: run 'telecare-bridge simulate alexa-ca --out {self.path}' first"
+            )
             raise
         return loaded
 
@@ -132,7 +136,8 @@ class CaFolder:
         except (OSError, ValueError):
             return False
         return all(self.file(n).exists() for n in (ROOT_FILE, KEY_FILE, TLS_CERT_FILE, TLS_KEY_FILE)) and (
-            leaf.not_valid_after_utc > datetime.now(UTC) + timedelta(hours=1))
+            leaf.not_valid_after_utc > datetime.now(UTC) + timedelta(hours=1)
+        )
 
     def create(self, host: str) -> None:
         from cryptography.hazmat.primitives import serialization
@@ -145,8 +150,13 @@ class CaFolder:
         server = ca.issue_server_cert(host)
 
         def key_pem(key: Any) -> bytes:
-            return bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+            return bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
 
         ca.write_root(self.file(ROOT_FILE))
         self.file(CHAIN_FILE).write_bytes(signing.chain_pem)
@@ -157,8 +167,11 @@ class CaFolder:
             os.chmod(target, 0o600)
 
     def write_info(self, origin: str) -> None:
-        info = {"origin": origin, "cert_url": f"{origin}/echo.api/{CHAIN_FILE}",
-                "test_ca": str(self.file(ROOT_FILE).resolve())}
+        info = {
+            "origin": origin,
+            "cert_url": f"{origin}/echo.api/{CHAIN_FILE}",
+            "test_ca": str(self.file(ROOT_FILE).resolve()),
+        }
         self.file(INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
     def signer(self) -> Any:
@@ -172,8 +185,9 @@ class CaFolder:
         chain = self.file(CHAIN_FILE).read_bytes()
         key = serialization.load_pem_private_key(self.file(KEY_FILE).read_bytes(), password=None)
         assert isinstance(key, rsa.RSAPrivateKey)
-        return RequestSigner(SigningCertificate(x509.load_pem_x509_certificate(chain), key, chain),
-                             info["cert_url"])
+        return RequestSigner(
+            SigningCertificate(x509.load_pem_x509_certificate(chain), key, chain), info["cert_url"]
+        )
 
 
 def cmd_simulate_alexa_ca(args: argparse.Namespace) -> None:
@@ -231,8 +245,9 @@ def cmd_simulate_alexa(args: argparse.Namespace) -> None:
     skill_id = args.skill_id or config.alexa.skill_id or DEFAULT_TEST_SKILL_ID
     url = args.url or f"http://{config.http.host}:{config.http.port}/alexa"
     signer = CaFolder(Path(args.ca_dir)).signer()
-    envelope = build_for_utterance(args.utterance, device_id=args.device_id, user_id=args.user_id,
-                                   skill_id=skill_id, locale=args.locale)
+    envelope = build_for_utterance(
+        args.utterance, device_id=args.device_id, user_id=args.user_id, skill_id=skill_id, locale=args.locale
+    )
     request = envelope["request"]
     print(f"'{args.utterance}' -> {request.get('intent', {}).get('name', request['type'])}", flush=True)
     try:
@@ -254,13 +269,20 @@ def cmd_simulate_alexa(args: argparse.Namespace) -> None:
 def register(sub: Any, common: argparse.ArgumentParser, simulate: Any = None) -> None:
     """Add ``alexa ...`` to the top-level subcommands and ``alexa``/``alexa-ca`` to ``simulate``."""
     alexa = sub.add_parser("alexa", help="link Echo devices to residents; daily check-ins").add_subparsers(
-        dest="alexa_command", metavar="ACTION", required=True)
-    p = alexa.add_parser("link", parents=[common], help="link an Echo to a resident",
-                         description="Create or update an Echo (device of kind alexa) linked to a resident. "
-                                     "The Alexa device id is logged by the bridge for every request from an "
-                                     "unlinked Echo (say 'Alexa, ask care alarm to check in').")
+        dest="alexa_command", metavar="ACTION", required=True
+    )
+    p = alexa.add_parser(
+        "link",
+        parents=[common],
+        help="link an Echo to a resident",
+        description="Create or update an Echo (device of kind alexa) linked to a resident. "
+        "The Alexa device id is logged by the bridge for every request from an "
+        "unlinked Echo (say 'Alexa, ask care alarm to check in').",
+    )
     p.add_argument("--device-id", required=True, help="our id for the Echo (1-64 of A-Za-z0-9._-)")
-    p.add_argument("--alexa-device-id", required=True, help="context.System.device.deviceId (amzn1.ask.device...)")
+    p.add_argument(
+        "--alexa-device-id", required=True, help="context.System.device.deviceId (amzn1.ask.device...)"
+    )
     p.add_argument("--resident", required=True, metavar="RESIDENT_ID", help="the resident it belongs to")
     p.add_argument("--alexa-user-id", help="context.System.user.userId, kept for reference")
     p.add_argument("--resident-name", metavar="NAME", help="create (or rename) the resident as well")
@@ -270,9 +292,13 @@ def register(sub: Any, common: argparse.ArgumentParser, simulate: Any = None) ->
     p.set_defaults(func=cmd_unlink)
     p = alexa.add_parser("links", parents=[common], help="list Echo links")
     p.set_defaults(func=cmd_links)
-    p = alexa.add_parser("check-in", parents=[common], help="set or remove a resident's daily check-in",
-                         description="A resident who has not said 'I'm okay' to Alexa by the deadline "
-                                     "(local time) raises an inactivity alert, once per day.")
+    p = alexa.add_parser(
+        "check-in",
+        parents=[common],
+        help="set or remove a resident's daily check-in",
+        description="A resident who has not said 'I'm okay' to Alexa by the deadline "
+        "(local time) raises an inactivity alert, once per day.",
+    )
     p.add_argument("--resident", required=True, metavar="RESIDENT_ID")
     p.add_argument("--deadline", metavar="HH:MM", help="latest check-in time, 24-hour (for example 10:00)")
     p.add_argument("--timezone", default="Europe/London", help="IANA time zone (default Europe/London)")
@@ -281,24 +307,35 @@ def register(sub: Any, common: argparse.ArgumentParser, simulate: Any = None) ->
     if simulate is None:
         return
     p = simulate.add_parser(
-        "alexa-ca", parents=[common], help="a test CA for Alexa requests, serving its chain (testing only)",
-        description="Make (or reuse) a test certificate authority and request-signing certificate in a folder, "
-                    "serve the chain over HTTPS, and print the alexa.* settings the bridge needs to trust it.")
+        "alexa-ca",
+        parents=[common],
+        help="a test CA for Alexa requests, serving its chain (testing only)",
+        description="Make (or reuse) a test certificate authority and request-signing certificate "
+        "in a folder, "
+        "serve the chain over HTTPS, and print the alexa.* settings the bridge needs to trust it.",
+    )
     p.add_argument("--out", default=DEFAULT_CA_DIR, metavar="DIR", help=f"folder (default {DEFAULT_CA_DIR})")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=DEFAULT_CA_PORT, help=f"HTTPS port (default {DEFAULT_CA_PORT})")
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_CA_PORT, help=f"HTTPS port (default {DEFAULT_CA_PORT})"
+    )
     p.add_argument("--skill-id", default=DEFAULT_TEST_SKILL_ID, help="skill id to print in the settings")
     p.add_argument("--new", action="store_true", help="make a fresh CA even if the folder has a usable one")
     p.set_defaults(func=cmd_simulate_alexa_ca)
     p = simulate.add_parser(
-        "alexa", parents=[common], help="say something to the Care Alarm skill",
+        "alexa",
+        parents=[common],
+        help="say something to the Care Alarm skill",
         description="Match an utterance to an intent with the interaction model, build a real request "
-                    "envelope, sign it with the test CA from 'simulate alexa-ca', and post it to /alexa.")
+        "envelope, sign it with the test CA from 'simulate alexa-ca', and post it to /alexa.",
+    )
     p.add_argument("utterance", help='what the resident says, e.g. "trigger help" or "is help coming"')
     p.add_argument("--device-id", required=True, metavar="ECHO_ID", help="the Alexa device id to send")
     p.add_argument("--user-id", default="amzn1.ask.account.SIMULATED", help="the Alexa user id to send")
     p.add_argument("--url", help="the skill endpoint (default http://{http.host}:{http.port}/alexa)")
     p.add_argument("--skill-id", help="applicationId to send (default alexa.skill_id, else the test id)")
-    p.add_argument("--ca-dir", default=DEFAULT_CA_DIR, metavar="DIR", help=f"test CA folder (default {DEFAULT_CA_DIR})")
+    p.add_argument(
+        "--ca-dir", default=DEFAULT_CA_DIR, metavar="DIR", help=f"test CA folder (default {DEFAULT_CA_DIR})"
+    )
     p.add_argument("--locale", default="en-GB", choices=["en-GB", "en-US"])
     p.set_defaults(func=cmd_simulate_alexa)

@@ -50,16 +50,20 @@ class ScheduleBody(BaseModel):
 
 def _unprocessable(exc: LinkError) -> web.HTTPUnprocessableEntity:
     return web.HTTPUnprocessableEntity(
-        text=json.dumps({"error": "invalid request", "detail": [{"field": exc.field, "message": exc.message}]}),
-        content_type="application/json")
+        text=json.dumps(
+            {"error": "invalid request", "detail": [{"field": exc.field, "message": exc.message}]}
+        ),
+        content_type="application/json",
+    )
 
 
 async def create_link(request: web.Request) -> web.Response:
     require(request, "devices:write")
     body = validated(LinkBody, await read_json(request))
     try:
-        link = await request.app[VOICE].link_echo(body.device_id, body.alexa_device_id, body.resident_id,
-                                                  body.alexa_user_id)
+        link = await request.app[VOICE].link_echo(
+            body.device_id, body.alexa_device_id, body.resident_id, body.alexa_user_id
+        )
     except LinkError as exc:
         raise _unprocessable(exc) from None
     return web.json_response(link, status=201)
@@ -81,8 +85,9 @@ async def put_schedule(request: web.Request) -> web.Response:
     require(request, "residents:write")
     body = validated(ScheduleBody, await read_json(request))
     try:
-        schedule = await request.app[VOICE].set_check_in_schedule(request.match_info["resident_id"],
-                                                                  body.deadline, body.timezone)
+        schedule = await request.app[VOICE].set_check_in_schedule(
+            request.match_info["resident_id"], body.deadline, body.timezone
+        )
     except LinkError as exc:
         raise _unprocessable(exc) from None
     return web.json_response(schedule)
@@ -131,5 +136,8 @@ async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
     endpoint = AlexaEndpoint(make_verifier(bridge), service, registry=bridge.metrics.registry)
     endpoint.add_routes(bridge.app)
     bridge.add_loop("voice-check-ins", lambda: service.run_check_in_loop(cfg.check_in_poll_s))
-    log.info("Alexa endpoint on /alexa for skill %s%s", cfg.skill_id,
-             " (TEST MODE: extra CA trusted)" if cfg.test_ca else "")
+    log.info(
+        "Alexa endpoint on /alexa for skill %s%s",
+        cfg.skill_id,
+        " (TEST MODE: extra CA trusted)" if cfg.test_ca else "",
+    )

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from ask_sdk_core.serialize import DefaultSerializer
 from ask_sdk_core.skill import CustomSkill
-from ask_sdk_model import RequestEnvelope
+from ask_sdk_model.request_envelope import RequestEnvelope
 from prometheus_client import CollectorRegistry, Counter
 
 from skills.handlers import build_skill
@@ -58,13 +58,20 @@ async def work_for(service: VoiceService, envelope: Mapping[str, Any]) -> VoiceR
 class AlexaEndpoint:
     """The aiohttp handler for ``POST /alexa``; add it with :meth:`add_routes`."""
 
-    def __init__(self, verifier: AlexaVerifier, service: VoiceService, *, skill: CustomSkill | None = None,
-                 registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        verifier: AlexaVerifier,
+        service: VoiceService,
+        *,
+        skill: CustomSkill | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.verifier = verifier
         self.service = service
         self.skill = skill or build_skill(verifier.skill_id)
-        self.requests = Counter("telecare_alexa_requests", "Alexa requests by outcome", ["outcome"],
-                                registry=registry)
+        self.requests = Counter(
+            "telecare_alexa_requests", "Alexa requests by outcome", ["outcome"], registry=registry
+        )
 
     def add_routes(self, app: web.Application, path: str = ALEXA_PATH) -> None:
         app.router.add_post(path, self.handle)
@@ -84,9 +91,12 @@ class AlexaEndpoint:
             envelope = await self.verifier.verify(request.headers, raw)
         except AlexaRequestRejected as exc:
             self.requests.labels(f"rejected_{exc.http_status}").inc()
-            log.warning("Alexa request rejected (%d) from %s: %s", exc.http_status, request.remote, exc.reason)
+            log.warning(
+                "Alexa request rejected (%d) from %s: %s", exc.http_status, request.remote, exc.reason
+            )
             error = {413: "request body too large", 503: "certificate unavailable"}.get(
-                exc.http_status, "request verification failed")
+                exc.http_status, "request verification failed"
+            )
             return _json_error(exc.http_status, error, exc.reason)
         try:
             request_envelope = _serializer.deserialize(raw.decode("utf-8"), RequestEnvelope)

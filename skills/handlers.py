@@ -13,12 +13,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ask_sdk_core.dispatch_components import AbstractExceptionHandler, AbstractRequestHandler
+from ask_sdk_core.dispatch_components.exception_components import AbstractExceptionHandler
+from ask_sdk_core.dispatch_components.request_components import AbstractRequestHandler
 from ask_sdk_core.handler_input import HandlerInput
 from ask_sdk_core.skill import CustomSkill
 from ask_sdk_core.skill_builder import SkillBuilder
-from ask_sdk_core.utils import get_intent_name, is_intent_name, is_request_type
-from ask_sdk_model import IntentRequest, Response
+from ask_sdk_core.utils.predicate import is_intent_name, is_request_type
+from ask_sdk_core.utils.request_util import get_intent_name
+from ask_sdk_model.intent_request import IntentRequest
+from ask_sdk_model.response import Response
 
 from skills.voice import VoiceResult
 
@@ -29,39 +32,62 @@ CARD_TITLE = "Care Alarm"
 # -- what the skill says ---------------------------------------------------------------------------
 ALERTED = "I've alerted the control centre. Someone will speak to you through your alarm unit shortly."
 ALERTED_NO_UNIT = "I've alerted the control centre. An operator will call you back shortly."
-JOINED = ("I've told the control centre again. They already have your call for help, and someone will speak "
-          "to you through your alarm unit shortly.")
-JOINED_NO_UNIT = ("I've told the control centre again. They already have your call for help, and an operator "
-                  "will call you back shortly.")
-ALERTED_UNLINKED = ("I've alerted the control centre. This Echo isn't linked to your alarm yet, so they may not "
-                    "know where you are. If you can, press your pendant as well.")
-UNAVAILABLE = ("I'm sorry, I couldn't reach the control centre. Please press your pendant, or call 999 "
-               "yourself if you can.")
+JOINED = (
+    "I've told the control centre again. They already have your call for help, and someone will speak "
+    "to you through your alarm unit shortly."
+)
+JOINED_NO_UNIT = (
+    "I've told the control centre again. They already have your call for help, and an operator "
+    "will call you back shortly."
+)
+ALERTED_UNLINKED = (
+    "I've alerted the control centre. This Echo isn't linked to your alarm yet, so they may not "
+    "know where you are. If you can, press your pendant as well."
+)
+UNAVAILABLE = (
+    "I'm sorry, I couldn't reach the control centre. Please press your pendant, or call 999 "
+    "yourself if you can."
+)
 STATUS_ACKNOWLEDGED = "An operator has your call."
 STATUS_RAISED = "Your call is waiting for an operator."
 STATUS_NONE = "There is no open call. If you need help, say: trigger help."
-STATUS_UNAVAILABLE = ("I'm sorry, I can't check on your call right now. If you need help, press your pendant, or "
-                      "call 999 yourself if you can.")
-CANCEL_RECORDED = ("I've told the control centre you said you're fine. An operator will still check on you "
-                   "before closing the call.")
+STATUS_UNAVAILABLE = (
+    "I'm sorry, I can't check on your call right now. If you need help, press your pendant, or "
+    "call 999 yourself if you can."
+)
+CANCEL_RECORDED = (
+    "I've told the control centre you said you're fine. An operator will still check on you "
+    "before closing the call."
+)
 CANCEL_NONE = "There is no open call to cancel."
-CANCEL_UNAVAILABLE = ("I'm sorry, I couldn't reach the control centre to cancel. An operator will still check "
-                      "on you.")
+CANCEL_UNAVAILABLE = (
+    "I'm sorry, I couldn't reach the control centre to cancel. An operator will still check on you."
+)
 CHECKIN_RECORDED = "Thank you. I've let the control centre know you're okay today."
-CHECKIN_UNLINKED = ("Thank you. This Echo isn't linked to a resident yet, so I couldn't record your check-in. "
-                    "Your installer can link it.")
-CHECKIN_UNAVAILABLE = ("I'm sorry, I couldn't record your check-in right now. Please try again in a few "
-                       "minutes.")
+CHECKIN_UNLINKED = (
+    "Thank you. This Echo isn't linked to a resident yet, so I couldn't record your check-in. "
+    "Your installer can link it."
+)
+CHECKIN_UNAVAILABLE = (
+    "I'm sorry, I couldn't record your check-in right now. Please try again in a few minutes."
+)
 ASK_NEED_HELP = "Do you need help? Say 'trigger help' and I'll alert the control centre."
-HELP = ("Do you need help? Say 'trigger help' and I'll alert the control centre. You can also ask 'is help "
-        "coming', say 'false alarm' to cancel, or say 'I'm okay' to check in.")
+HELP = (
+    "Do you need help? Say 'trigger help' and I'll alert the control centre. You can also ask 'is help "
+    "coming', say 'false alarm' to cancel, or say 'I'm okay' to check in."
+)
 FALLBACK = "Sorry, I didn't catch that. If you need help, say 'trigger help'."
 GOODBYE = "Okay. If you need help, say: Alexa, ask care alarm to trigger help."
-ERROR = ("Sorry, something went wrong. If you need help, press your pendant, or call 999 yourself if you can.")
+ERROR = "Sorry, something went wrong. If you need help, press your pendant, or call 999 yourself if you can."
 
 CUSTOM_INTENTS = ("TriggerHelpIntent", "CancelHelpIntent", "HelpStatusIntent", "CheckInIntent")
-BUILT_IN_INTENTS = ("AMAZON.HelpIntent", "AMAZON.StopIntent", "AMAZON.CancelIntent", "AMAZON.FallbackIntent",
-                    "AMAZON.NavigateHomeIntent")
+BUILT_IN_INTENTS = (
+    "AMAZON.HelpIntent",
+    "AMAZON.StopIntent",
+    "AMAZON.CancelIntent",
+    "AMAZON.FallbackIntent",
+    "AMAZON.NavigateHomeIntent",
+)
 
 
 def _result(handler_input: HandlerInput, action: str) -> VoiceResult | None:
@@ -99,7 +125,7 @@ def check_in_speech(result: VoiceResult | None) -> str:
     return CHECKIN_RECORDED if result.status == "recorded" else CHECKIN_UNLINKED
 
 
-class _Intent(AbstractRequestHandler):  # type: ignore[misc]
+class _Intent(AbstractRequestHandler):
     names: tuple[str, ...] = ()
 
     def can_handle(self, handler_input: HandlerInput) -> bool:
@@ -111,7 +137,7 @@ class TriggerHelpHandler(_Intent):
 
     def handle(self, handler_input: HandlerInput) -> Response:
         speech = trigger_speech(_result(handler_input, "trigger"))
-        return (handler_input.response_builder.speak(speech).set_should_end_session(True).response)
+        return handler_input.response_builder.speak(speech).set_should_end_session(True).response
 
 
 class HelpStatusHandler(_Intent):
@@ -138,8 +164,8 @@ class CheckInHandler(_Intent):
         return handler_input.response_builder.speak(speech).set_should_end_session(True).response
 
 
-class LaunchHandler(AbstractRequestHandler):  # type: ignore[misc]
-    """"Alexa, open care alarm" -- and an Alexa Routine for "Alexa, trigger help" arrives as this."""
+class LaunchHandler(AbstractRequestHandler):
+    """ "Alexa, open care alarm" -- and an Alexa Routine for "Alexa, trigger help" arrives as this."""
 
     def can_handle(self, handler_input: HandlerInput) -> bool:
         return bool(is_request_type("LaunchRequest")(handler_input))
@@ -166,7 +192,7 @@ class StopHandler(_Intent):
         return handler_input.response_builder.speak(GOODBYE).set_should_end_session(True).response
 
 
-class FallbackHandler(AbstractRequestHandler):  # type: ignore[misc]
+class FallbackHandler(AbstractRequestHandler):
     """AMAZON.FallbackIntent and any intent this skill does not know: re-ask, raise nothing."""
 
     def can_handle(self, handler_input: HandlerInput) -> bool:
@@ -179,7 +205,7 @@ class FallbackHandler(AbstractRequestHandler):  # type: ignore[misc]
         return handler_input.response_builder.speak(FALLBACK).ask(ASK_NEED_HELP).response
 
 
-class SessionEndedHandler(AbstractRequestHandler):  # type: ignore[misc]
+class SessionEndedHandler(AbstractRequestHandler):
     def can_handle(self, handler_input: HandlerInput) -> bool:
         return bool(is_request_type("SessionEndedRequest")(handler_input))
 
@@ -191,7 +217,7 @@ class SessionEndedHandler(AbstractRequestHandler):  # type: ignore[misc]
         return handler_input.response_builder.response
 
 
-class OtherRequestHandler(AbstractRequestHandler):  # type: ignore[misc]
+class OtherRequestHandler(AbstractRequestHandler):
     """Any other request type (display events, etc.): an empty answer."""
 
     def can_handle(self, handler_input: HandlerInput) -> bool:
@@ -201,7 +227,7 @@ class OtherRequestHandler(AbstractRequestHandler):  # type: ignore[misc]
         return handler_input.response_builder.response
 
 
-class SafeExceptionHandler(AbstractExceptionHandler):  # type: ignore[misc]
+class SafeExceptionHandler(AbstractExceptionHandler):
     """A bug in a handler still gets an honest answer, never silence or a false promise."""
 
     def can_handle(self, handler_input: HandlerInput, exception: Exception) -> bool:
@@ -215,10 +241,19 @@ class SafeExceptionHandler(AbstractExceptionHandler):  # type: ignore[misc]
 def build_skill(skill_id: str | None = None) -> CustomSkill:
     """The skill with a handler for every request and intent in the interaction model (order matters)."""
     builder = SkillBuilder()
-    builder.skill_id = skill_id
-    for handler in (TriggerHelpHandler(), HelpStatusHandler(), CancelHelpHandler(), CheckInHandler(),
-                    LaunchHandler(), HelpHandler(), StopHandler(), SessionEndedHandler(), FallbackHandler(),
-                    OtherRequestHandler()):
+    builder.skill_id = skill_id  # type: ignore[assignment]  # ask-sdk types it as None
+    for handler in (
+        TriggerHelpHandler(),
+        HelpStatusHandler(),
+        CancelHelpHandler(),
+        CheckInHandler(),
+        LaunchHandler(),
+        HelpHandler(),
+        StopHandler(),
+        SessionEndedHandler(),
+        FallbackHandler(),
+        OtherRequestHandler(),
+    ):
         builder.add_request_handler(handler)
     builder.add_exception_handler(SafeExceptionHandler())
     skill: CustomSkill = builder.create()

@@ -139,8 +139,9 @@ def parse_timezone(value: str) -> ZoneInfo:
     try:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise LinkError("timezone", f"unknown time zone {str(value)[:60]!r}; use an IANA name like Europe/London"
-                        ) from None
+        raise LinkError(
+            "timezone", f"unknown time zone {str(value)[:60]!r}; use an IANA name like Europe/London"
+        ) from None
 
 
 def deadline_on(day: date, deadline: dtime, tz: ZoneInfo) -> float:
@@ -167,8 +168,9 @@ def day_start(day: date, tz: ZoneInfo) -> float:
 class VoiceService:
     """Voice work against the store and the intake; one per bridge."""
 
-    def __init__(self, store: AlertStore, intake: Intake | None = None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: AlertStore, intake: Intake | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.intake = intake
         self._clock = clock
@@ -181,22 +183,33 @@ class VoiceService:
         async with self.store.read() as tx:
             row = await tx.fetchone(
                 "SELECT id, resident_id, alexa_device_id FROM devices "
-                "WHERE alexa_device_id = ? AND kind = ? AND status = 'active'", alexa_device_id, ALEXA_KIND)
+                "WHERE alexa_device_id = ? AND kind = ? AND status = 'active'",
+                alexa_device_id,
+                ALEXA_KIND,
+            )
             if row is None:
                 return None
             has_unit = False
             if row["resident_id"] is not None:
                 unit = await tx.fetchone(
-                    "SELECT id FROM devices WHERE resident_id = ? AND status = 'active' AND kind IN (?, ?, ?) "
-                    "LIMIT 1", row["resident_id"], *UNIT_KINDS)
+                    "SELECT id FROM devices WHERE resident_id = ? AND status = 'active' "
+                    "AND kind IN (?, ?, ?) "
+                    "LIMIT 1",
+                    row["resident_id"],
+                    *UNIT_KINDS,
+                )
                 has_unit = unit is not None
         return EchoLink(row["id"], row["alexa_device_id"], row["resident_id"], has_unit)
 
     async def _echo_or_log(self, caller: Caller) -> EchoLink | None:
         echo = await self.find_echo(caller.alexa_device_id)
         if echo is None:
-            log.warning("request from an unlinked Echo: alexa_device_id=%s alexa_user_id=%s (link it with "
-                        "'telecare-bridge alexa link')", caller.alexa_device_id, caller.alexa_user_id)
+            log.warning(
+                "request from an unlinked Echo: alexa_device_id=%s alexa_user_id=%s (link it with "
+                "'telecare-bridge alexa link')",
+                caller.alexa_device_id,
+                caller.alexa_user_id,
+            )
         return echo
 
     def _need_intake(self) -> Intake:
@@ -214,8 +227,11 @@ class VoiceService:
             async with self.store.read() as tx:
                 already_open = await self.store.open_alert(tx, help_key(device_id, resident_id))
             event = DeviceEvent(
-                device_id=device_id, event_id=caller.event_id, type=EventType.VOICE_HELP,
-                received_at=datetime.now(UTC), source="voice",
+                device_id=device_id,
+                event_id=caller.event_id,
+                type=EventType.VOICE_HELP,
+                received_at=datetime.now(UTC),
+                source="voice",
                 data={"alexa_request_id": caller.request_id[:200]},
                 unregistered_hint=None if echo else caller.hint,
             )
@@ -255,8 +271,11 @@ class VoiceService:
             echo = await self._echo_or_log(caller)
             device_id = echo.device_id if echo else caller.unlinked_device_id
             event = DeviceEvent(
-                device_id=device_id, event_id=caller.event_id, type=EventType.CANCEL,
-                received_at=datetime.now(UTC), source="voice",
+                device_id=device_id,
+                event_id=caller.event_id,
+                type=EventType.CANCEL,
+                received_at=datetime.now(UTC),
+                source="voice",
                 data={"said": "cancel help", "alexa_request_id": caller.request_id[:200]},
                 unregistered_hint=None if echo else caller.hint,
             )
@@ -282,8 +301,12 @@ class VoiceService:
                 await tx.execute(
                     "INSERT INTO voice_checkins (resident_id, device_id, alexa_device_id, request_id, at) "
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
-                    resident_id, echo.device_id if echo else None, caller.alexa_device_id[:255],
-                    caller.event_id, now)
+                    resident_id,
+                    echo.device_id if echo else None,
+                    caller.alexa_device_id[:255],
+                    caller.event_id,
+                    now,
+                )
                 if resident_id is not None:
                     await self._satisfy_deadline(tx, resident_id, now)
 
@@ -305,12 +328,16 @@ class VoiceService:
         if now <= deadline_on(today, deadline, tz):
             tomorrow = deadline_on(today + timedelta(days=1), deadline, tz)
             if float(row["next_due_at"]) < tomorrow:
-                await tx.execute("UPDATE checkin_schedules SET next_due_at = ? WHERE resident_id = ?",
-                                 tomorrow, resident_id)
+                await tx.execute(
+                    "UPDATE checkin_schedules SET next_due_at = ? WHERE resident_id = ?",
+                    tomorrow,
+                    resident_id,
+                )
 
     # -- installers: links --
-    async def link_echo(self, device_id: str, alexa_device_id: str, resident_id: str,
-                        alexa_user_id: str | None = None) -> dict[str, Any]:
+    async def link_echo(
+        self, device_id: str, alexa_device_id: str, resident_id: str, alexa_user_id: str | None = None
+    ) -> dict[str, Any]:
         """Create or update an Echo (device of kind alexa) linked to a resident.
 
         Raises :class:`LinkError` (bad field, 422) or ``Conflict`` (the id belongs to something else, 409).
@@ -329,21 +356,33 @@ class VoiceService:
             existing = await tx.fetchone("SELECT * FROM devices WHERE id = ?", device_id)
             if existing is not None and existing["kind"] != ALEXA_KIND:
                 raise Conflict(f"device {device_id} is a {existing['kind']}, not an Echo")
-            other = await tx.fetchone("SELECT id FROM devices WHERE alexa_device_id = ? AND id <> ?",
-                                      alexa_device_id, device_id)
+            other = await tx.fetchone(
+                "SELECT id FROM devices WHERE alexa_device_id = ? AND id <> ?", alexa_device_id, device_id
+            )
             if other is not None:
                 raise Conflict(f"that Alexa device is already linked as device {other['id']}")
             data = json.loads(existing["data"] or "{}") if existing is not None else {}
             if alexa_user_id is not None:
                 data["alexa_user_id"] = alexa_user_id
             await tx.execute(
-                "INSERT INTO devices (id, kind, resident_id, channel, alexa_device_id, status, data, created_at) "
+                "INSERT INTO devices "
+                "(id, kind, resident_id, channel, alexa_device_id, status, data, created_at) "
                 "VALUES (?, ?, ?, 'voice', ?, 'active', ?, ?) ON CONFLICT (id) DO UPDATE SET "
                 "resident_id = excluded.resident_id, alexa_device_id = excluded.alexa_device_id, "
                 "status = 'active', data = excluded.data",
-                device_id, ALEXA_KIND, resident_id, alexa_device_id, json.dumps(data), now)
-            return {"device_id": device_id, "alexa_device_id": alexa_device_id, "resident_id": resident_id,
-                    "alexa_user_id": data.get("alexa_user_id")}
+                device_id,
+                ALEXA_KIND,
+                resident_id,
+                alexa_device_id,
+                json.dumps(data),
+                now,
+            )
+            return {
+                "device_id": device_id,
+                "alexa_device_id": alexa_device_id,
+                "resident_id": resident_id,
+                "alexa_user_id": data.get("alexa_user_id"),
+            }
 
         result: dict[str, Any] = await self.store.transaction(work)
         return result
@@ -360,10 +399,19 @@ class VoiceService:
         async with self.store.read() as tx:
             rows = await tx.fetchall(
                 "SELECT id, alexa_device_id, resident_id, data, last_seen_at FROM devices WHERE kind = ? "
-                "ORDER BY id", ALEXA_KIND)
-        return [{"device_id": r["id"], "alexa_device_id": r["alexa_device_id"], "resident_id": r["resident_id"],
-                 "alexa_user_id": json.loads(r["data"] or "{}").get("alexa_user_id"),
-                 "last_seen_at": r["last_seen_at"]} for r in rows]
+                "ORDER BY id",
+                ALEXA_KIND,
+            )
+        return [
+            {
+                "device_id": r["id"],
+                "alexa_device_id": r["alexa_device_id"],
+                "resident_id": r["resident_id"],
+                "alexa_user_id": json.loads(r["data"] or "{}").get("alexa_user_id"),
+                "last_seen_at": r["last_seen_at"],
+            }
+            for r in rows
+        ]
 
     # -- installers: check-in schedules --
     async def set_check_in_schedule(self, resident_id: str, deadline: str, timezone: str) -> dict[str, Any]:
@@ -380,16 +428,29 @@ class VoiceService:
             day = local_day(next_due, tz)
             done = await tx.fetchone(
                 "SELECT id FROM voice_checkins WHERE resident_id = ? AND at >= ? AND at <= ? LIMIT 1",
-                resident_id, day_start(day, tz), next_due)
+                resident_id,
+                day_start(day, tz),
+                next_due,
+            )
             if done is not None:  # already checked in for that day
                 next_due = deadline_on(day + timedelta(days=1), at, tz)
             await tx.execute(
                 "INSERT INTO checkin_schedules (resident_id, deadline, timezone, next_due_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (resident_id) DO UPDATE SET deadline = excluded.deadline, "
-                "timezone = excluded.timezone, next_due_at = excluded.next_due_at, updated_at = excluded.updated_at",
-                resident_id, at.strftime("%H:%M"), timezone, next_due, now)
-            return {"resident_id": resident_id, "deadline": at.strftime("%H:%M"), "timezone": timezone,
-                    "next_due_at": next_due}
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (resident_id) DO UPDATE SET "
+                "deadline = excluded.deadline, timezone = excluded.timezone, "
+                "next_due_at = excluded.next_due_at, updated_at = excluded.updated_at",
+                resident_id,
+                at.strftime("%H:%M"),
+                timezone,
+                next_due,
+                now,
+            )
+            return {
+                "resident_id": resident_id,
+                "deadline": at.strftime("%H:%M"),
+                "timezone": timezone,
+                "next_due_at": next_due,
+            }
 
         result: dict[str, Any] = await self.store.transaction(work)
         return result
@@ -402,8 +463,10 @@ class VoiceService:
 
     async def list_check_in_schedules(self) -> list[dict[str, Any]]:
         async with self.store.read() as tx:
-            rows = await tx.fetchall("SELECT resident_id, deadline, timezone, next_due_at, last_missed_at "
-                                     "FROM checkin_schedules ORDER BY resident_id")
+            rows = await tx.fetchall(
+                "SELECT resident_id, deadline, timezone, next_due_at, last_missed_at "
+                "FROM checkin_schedules ORDER BY resident_id"
+            )
         return [dict(r) for r in rows]
 
     async def raise_missed_check_ins(self, now: float | None = None) -> list[str]:
@@ -417,7 +480,9 @@ class VoiceService:
         async with self.store.read() as tx:
             due = await tx.fetchall(
                 "SELECT * FROM checkin_schedules WHERE next_due_at <= ? ORDER BY next_due_at LIMIT ?",
-                at, DUE_BATCH)
+                at,
+                DUE_BATCH,
+            )
         alerted: list[str] = []
         for row in due:
             resident_id = row["resident_id"]
@@ -427,17 +492,31 @@ class VoiceService:
             async with self.store.read() as tx:
                 done = await tx.fetchone(
                     "SELECT id FROM voice_checkins WHERE resident_id = ? AND at >= ? AND at <= ? LIMIT 1",
-                    resident_id, day_start(day, tz), missed_at)
+                    resident_id,
+                    day_start(day, tz),
+                    missed_at,
+                )
                 device = await tx.fetchone(
                     "SELECT id FROM devices WHERE resident_id = ? AND status = 'active' "
-                    "ORDER BY CASE WHEN kind = ? THEN 0 ELSE 1 END, created_at LIMIT 1", resident_id, ALEXA_KIND)
+                    "ORDER BY CASE WHEN kind = ? THEN 0 ELSE 1 END, created_at LIMIT 1",
+                    resident_id,
+                    ALEXA_KIND,
+                )
             if done is None:
                 device_id = device["id"] if device is not None else f"checkin.{resident_id}"[:64]
                 event = DeviceEvent(
-                    device_id=device_id, event_id=f"checkin-missed-{day.isoformat()}",
-                    type=EventType.INACTIVITY, received_at=datetime.now(UTC), source="system",
-                    data={"reason": "missed daily check-in", "resident_id": resident_id,
-                          "deadline": row["deadline"], "timezone": row["timezone"], "day": day.isoformat()},
+                    device_id=device_id,
+                    event_id=f"checkin-missed-{day.isoformat()}",
+                    type=EventType.INACTIVITY,
+                    received_at=datetime.now(UTC),
+                    source="system",
+                    data={
+                        "reason": "missed daily check-in",
+                        "resident_id": resident_id,
+                        "deadline": row["deadline"],
+                        "timezone": row["timezone"],
+                        "day": day.isoformat(),
+                    },
                     unregistered_hint=None if device is not None else {"resident_id": resident_id},
                 )
                 result = await self._need_intake().submit(event)  # StoreUnavailable: try again next pass
@@ -445,12 +524,23 @@ class VoiceService:
                     alerted.append(resident_id)
             following = next_deadline_after(max(at, missed_at), deadline, tz)
 
-            async def advance(tx: Tx, post: PostCommit, rid: str = resident_id, old: float = missed_at,
-                              new: float = following, missed: bool = done is None) -> None:
+            async def advance(
+                tx: Tx,
+                post: PostCommit,
+                rid: str = resident_id,
+                old: float = missed_at,
+                new: float = following,
+                missed: bool = done is None,
+            ) -> None:
                 await tx.execute(
                     "UPDATE checkin_schedules SET next_due_at = ?, last_missed_at = CASE WHEN ? = 1 THEN ? "
                     "ELSE last_missed_at END WHERE resident_id = ? AND next_due_at = ?",
-                    new, int(missed), old, rid, old)
+                    new,
+                    int(missed),
+                    old,
+                    rid,
+                    old,
+                )
 
             await self.store.transaction(advance)
         return alerted

@@ -1,4 +1,5 @@
 """Every bad-input case from issue 3 through the real HTTP route: the right status, and no alert raised."""
+# ruff: noqa: F811  (pytest fixtures imported from test_voice_support are used as parameters)
 
 from __future__ import annotations
 
@@ -107,23 +108,36 @@ Case = Callable[[Kit], tuple[bytes, dict[str, str]]]
 CASES: dict[str, tuple[Case, int]] = {
     "missing cert URL header": (lambda k: without(k, "SignatureCertChainUrl"), 400),
     "missing signature header": (lambda k: without(k, "Signature-256"), 400),
-    "signature not base64": (lambda k: (trigger_body(), {**k.signer.headers(trigger_body()),
-                                                          "Signature-256": "!!not base64!!"}), 400),
-    "cert URL http scheme": (lambda k: with_url(k, k.server.origin.replace("https", "http")
-                                                + "/echo.api/echo-api-cert.pem"), 400),
-    "cert URL wrong host": (lambda k: with_url(k, "https://evil.example.com/echo.api/echo-api-cert.pem"), 400),
+    "signature not base64": (
+        lambda k: (trigger_body(), {**k.signer.headers(trigger_body()), "Signature-256": "!!not base64!!"}),
+        400,
+    ),
+    "cert URL http scheme": (
+        lambda k: with_url(k, k.server.origin.replace("https", "http") + "/echo.api/echo-api-cert.pem"),
+        400,
+    ),
+    "cert URL wrong host": (
+        lambda k: with_url(k, "https://evil.example.com/echo.api/echo-api-cert.pem"),
+        400,
+    ),
     "cert URL real Amazon host in test mode": (
-        lambda k: with_url(k, "https://s3.amazonaws.com/echo.api/echo-api-cert.pem"), 400),
+        lambda k: with_url(k, "https://s3.amazonaws.com/echo.api/echo-api-cert.pem"),
+        400,
+    ),
     "cert URL wrong port": (lambda k: with_url(k, "https://127.0.0.1:1/echo.api/echo-api-cert.pem"), 400),
     "cert URL wrong path": (lambda k: with_url(k, k.server.origin + "/EcHo.aPi/echo-api-cert.pem"), 400),
     "cert URL path escapes": (lambda k: with_url(k, k.server.origin + "/echo.api/../invalid.pem"), 400),
     "cert URL encoded escape": (lambda k: with_url(k, k.server.origin + "/echo.api/%2e%2e/invalid.pem"), 400),
     "expired certificate": (expired, 400),
     "foreign certificate": (foreign, 400),
-    "self-signed certificate": (lambda k: with_cert(k, "self.pem", k.ca.issue_signing_cert(self_signed=True)),
-                                400),
-    "wrong SAN": (lambda k: with_cert(k, "san.pem", k.ca.issue_signing_cert(dns_names=["evil.example.com"])),
-                  400),
+    "self-signed certificate": (
+        lambda k: with_cert(k, "self.pem", k.ca.issue_signing_cert(self_signed=True)),
+        400,
+    ),
+    "wrong SAN": (
+        lambda k: with_cert(k, "san.pem", k.ca.issue_signing_cert(dns_names=["evil.example.com"])),
+        400,
+    ),
     "tampered body": (tampered, 400),
     "stale timestamp": (lambda k: at_time(k, -200), 400),
     "future timestamp": (lambda k: at_time(k, +200), 400),
@@ -137,8 +151,12 @@ CASES: dict[str, tuple[Case, int]] = {
 
 @pytest.mark.parametrize("case", list(CASES))
 async def test_bad_input_is_refused_and_raises_nothing(
-    case: str, voice: RunningBridge, ca: TestCertificateAuthority, cert_server: CertChainServer,
-    signer: RequestSigner, good_cert: SigningCertificate,
+    case: str,
+    voice: RunningBridge,
+    ca: TestCertificateAuthority,
+    cert_server: CertChainServer,
+    signer: RequestSigner,
+    good_cert: SigningCertificate,
 ) -> None:
     build, expected = CASES[case]
     body, headers = build(Kit(ca, cert_server, signer, good_cert))
@@ -168,8 +186,12 @@ async def test_unknown_request_type_is_refused_or_answered_without_an_alert(
     voice: RunningBridge, signer: RequestSigner
 ) -> None:
     envelope = json.loads(trigger_body())
-    envelope["request"] = {"type": "Bogus.Request", "requestId": "r1",
-                           "timestamp": envelope["request"]["timestamp"], "locale": "en-GB"}
+    envelope["request"] = {
+        "type": "Bogus.Request",
+        "requestId": "r1",
+        "timestamp": envelope["request"]["timestamp"],
+        "locale": "en-GB",
+    }
     body = encode(envelope)
     status, reply = await post_raw(voice, body, signer.headers(body))
     assert status in (200, 400), reply

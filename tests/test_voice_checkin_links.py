@@ -1,4 +1,5 @@
 """Echo links and check-in schedules (API and CLI), daily check-ins, and the simulator CLI end to end."""
+# ruff: noqa: F811  (pytest fixtures imported from test_voice_support are used as parameters)
 
 from __future__ import annotations
 
@@ -56,14 +57,20 @@ class Clock:
         ({"device_id": "echo bad id", "alexa_device_id": "amzn1.x", "resident_id": RESIDENT}, "device_id"),
         ({"device_id": "e" * 65, "alexa_device_id": "amzn1.x", "resident_id": RESIDENT}, "device_id"),
         ({"device_id": "echo-2", "resident_id": RESIDENT}, "alexa_device_id"),
-        ({"device_id": "echo-2", "alexa_device_id": "has spaces", "resident_id": RESIDENT}, "alexa_device_id"),
+        (
+            {"device_id": "echo-2", "alexa_device_id": "has spaces", "resident_id": RESIDENT},
+            "alexa_device_id",
+        ),
         ({"device_id": "echo-2", "alexa_device_id": "amzn1.x", "resident_id": "nobody"}, "resident_id"),
-        ({"device_id": "echo-2", "alexa_device_id": "amzn1.x", "resident_id": RESIDENT, "colour": "red"},
-         "colour"),
+        (
+            {"device_id": "echo-2", "alexa_device_id": "amzn1.x", "resident_id": RESIDENT, "colour": "red"},
+            "colour",
+        ),
     ],
 )
-async def test_link_bad_input_is_422_naming_the_field(voice: RunningBridge, body: dict[str, Any],
-                                                      field: str) -> None:
+async def test_link_bad_input_is_422_naming_the_field(
+    voice: RunningBridge, body: dict[str, Any], field: str
+) -> None:
     status, reply = await voice.call("POST", "/api/v1/alexa-links", user="inst", role="installer", json=body)
     assert status == 422, reply
     assert [d["field"] for d in reply["detail"]] == [field]
@@ -84,11 +91,15 @@ async def test_links_need_installer_rights_and_clash_on_reuse(voice: RunningBrid
     status, listed = await voice.call("GET", "/api/v1/alexa-links", user="inst", role="installer")
     assert status == 200
     assert {(x["device_id"], x["alexa_device_id"]) for x in listed["links"]} == {
-        ("echo-ann", ECHO_ID), ("echo-2", "amzn1.ask.device.TWO")}
+        ("echo-ann", ECHO_ID),
+        ("echo-2", "amzn1.ask.device.TWO"),
+    }
     assert next(x for x in listed["links"] if x["device_id"] == "echo-ann")["alexa_user_id"] == USER_ID
 
 
-async def test_unlinked_after_delete_the_echo_is_unregistered(voice: RunningBridge, signer: RequestSigner) -> None:
+async def test_unlinked_after_delete_the_echo_is_unregistered(
+    voice: RunningBridge, signer: RequestSigner
+) -> None:
     status, _ = await voice.call("DELETE", "/api/v1/alexa-links/echo-ann", user="inst", role="installer")
     assert status == 200
     status, _ = await voice.call("DELETE", "/api/v1/alexa-links/echo-ann", user="inst", role="installer")
@@ -99,14 +110,19 @@ async def test_unlinked_after_delete_the_echo_is_unregistered(voice: RunningBrid
 
 
 # -- check-ins -------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("body", "field"), [
-    ({"deadline": "25:00", "timezone": "Europe/London"}, "deadline"),
-    ({"deadline": "10:00", "timezone": "Mars/Olympus"}, "timezone"),
-])
-async def test_schedule_bad_input_is_422_naming_the_field(voice: RunningBridge, body: dict[str, str],
-                                                          field: str) -> None:
-    status, reply = await voice.call("PUT", f"/api/v1/check-in-schedules/{RESIDENT}", user="inst",
-                                     role="installer", json=body)
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"deadline": "25:00", "timezone": "Europe/London"}, "deadline"),
+        ({"deadline": "10:00", "timezone": "Mars/Olympus"}, "timezone"),
+    ],
+)
+async def test_schedule_bad_input_is_422_naming_the_field(
+    voice: RunningBridge, body: dict[str, str], field: str
+) -> None:
+    status, reply = await voice.call(
+        "PUT", f"/api/v1/check-in-schedules/{RESIDENT}", user="inst", role="installer", json=body
+    )
     assert status == 422 and [d["field"] for d in reply["detail"]] == [field]
 
 
@@ -137,7 +153,11 @@ async def test_missed_check_in_raises_inactivity_once_per_day(voice: RunningBrid
     assert await service.raise_missed_check_ins(london(27, 10, 2)) == []
     [alert] = await alerts(voice)
     assert (alert["type"], alert["priority"], alert["resident_id"], alert["device_id"]) == (
-        "inactivity", 2, "res-bob", "echo-bob")
+        "inactivity",
+        2,
+        "res-bob",
+        "echo-bob",
+    )
     assert alert["data"]["event_data"]["reason"] == "missed daily check-in"
 
     # Bob checks in late on day 1: that does not count for day 2.
@@ -167,15 +187,19 @@ async def test_check_in_loop_uses_the_due_index(voice: RunningBridge) -> None:
     [alert] = await alerts(voice)
     assert alert["repeat_count"] == 0 and alert["device_id"] == "echo-ann"
     async with voice.store.read() as tx:
-        plan = await tx.fetchall("EXPLAIN QUERY PLAN SELECT * FROM checkin_schedules WHERE next_due_at <= ? "
-                                 "ORDER BY next_due_at LIMIT 10", 0.0)
+        plan = await tx.fetchall(
+            "EXPLAIN QUERY PLAN SELECT * FROM checkin_schedules WHERE next_due_at <= ? "
+            "ORDER BY next_due_at LIMIT 10",
+            0.0,
+        )
     assert any("checkin_schedules_due" in str(dict(row)) for row in plan)
 
 
 # -- CLI -------------------------------------------------------------------------------------------
 async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(*CLI, *args, env={**os.environ, **env},
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, *args, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode(), err.decode()
 
@@ -183,33 +207,68 @@ async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
 async def test_cli_link_and_check_in(tmp_path: Path) -> None:
     env = {"TELECARE_STORE__URL": str(tmp_path / "cli.db"), "TELECARE_CONFIG": str(tmp_path / "none.yaml")}
     (tmp_path / "none.yaml").write_text("{}\n")
-    code, out, err = await run_cli("alexa", "link", "--device-id", "echo-kit", "--alexa-device-id", ECHO_ID,
-                                   "--resident", "res-cli", env=env)
+    code, out, err = await run_cli(
+        "alexa",
+        "link",
+        "--device-id",
+        "echo-kit",
+        "--alexa-device-id",
+        ECHO_ID,
+        "--resident",
+        "res-cli",
+        env=env,
+    )
     assert code == 2 and "--resident" in err and "res-cli" in err
-    code, out, err = await run_cli("alexa", "link", "--device-id", "echo-kit", "--alexa-device-id", ECHO_ID,
-                                   "--resident", "res-cli", "--resident-name", "Cli Resident", env=env)
+    code, out, err = await run_cli(
+        "alexa",
+        "link",
+        "--device-id",
+        "echo-kit",
+        "--alexa-device-id",
+        ECHO_ID,
+        "--resident",
+        "res-cli",
+        "--resident-name",
+        "Cli Resident",
+        env=env,
+    )
     assert code == 0, err
     assert "linked Echo echo-kit to resident res-cli" in out
     code, out, _ = await run_cli("alexa", "links", env=env)
     assert "echo-kit" in out and ECHO_ID in out
-    code, _, err = await run_cli("alexa", "link", "--device-id", "bad id!", "--alexa-device-id", "x",
-                                 "--resident", "res-cli", env=env)
+    code, _, err = await run_cli(
+        "alexa", "link", "--device-id", "bad id!", "--alexa-device-id", "x", "--resident", "res-cli", env=env
+    )
     assert code == 2 and "--device-id" in err
     code, _, err = await run_cli("alexa", "check-in", "--resident", "res-cli", "--deadline", "9am", env=env)
     assert code == 2 and "--deadline" in err
-    code, out, err = await run_cli("alexa", "check-in", "--resident", "res-cli", "--deadline", "10:00", env=env)
+    code, out, err = await run_cli(
+        "alexa", "check-in", "--resident", "res-cli", "--deadline", "10:00", env=env
+    )
     assert code == 0 and "by 10:00 Europe/London" in out, err
 
 
-async def test_simulate_alexa_cli_end_to_end(tmp_path: Path, mosquitto: tuple[str, int], topic_root: str) -> None:
+async def test_simulate_alexa_cli_end_to_end(
+    tmp_path: Path, mosquitto: tuple[str, int], topic_root: str
+) -> None:
     ca_dir = tmp_path / "ca"
     port = free_port()
     env = {"TELECARE_CONFIG": str(tmp_path / "none.yaml")}
     (tmp_path / "none.yaml").write_text("{}\n")
     server = await asyncio.create_subprocess_exec(
-        *CLI, "simulate", "alexa-ca", "--out", str(ca_dir), "--port", str(port), env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *CLI,
+        "simulate",
+        "alexa-ca",
+        "--out",
+        str(ca_dir),
+        "--port",
+        str(port),
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
+
         async def serving() -> bool:
             return (ca_dir / "simulator.json").exists() and reachable("127.0.0.1", port)
 
@@ -217,23 +276,49 @@ async def test_simulate_alexa_cli_end_to_end(tmp_path: Path, mosquitto: tuple[st
         info = json.loads((ca_dir / "simulator.json").read_text())
         assert info["origin"] == f"https://127.0.0.1:{port}"
         host, mport = mosquitto
-        config = make_config(tmp_path, mqtt_url=f"mqtt://{host}:{mport}", topic_root=topic_root,
-                             **voice_env(Path(info["test_ca"]), info["origin"]))
+        config = make_config(
+            tmp_path,
+            mqtt_url=f"mqtt://{host}:{mport}",
+            topic_root=topic_root,
+            **voice_env(Path(info["test_ca"]), info["origin"]),
+        )
         async with running_bridge(config) as running:
             await running.store.upsert_resident(RESIDENT, "Ann")
             await running.store.upsert_device("unit-ann", "gsm_unit", resident_id=RESIDENT)
             await VoiceService(running.store).link_echo("echo-ann", ECHO_ID, RESIDENT)
             code, out, err = await run_cli(
-                "simulate", "alexa", "trigger help", "--device-id", ECHO_ID, "--url", running.url + "/alexa",
-                "--skill-id", SKILL_ID, "--ca-dir", str(ca_dir), env=env)
+                "simulate",
+                "alexa",
+                "trigger help",
+                "--device-id",
+                ECHO_ID,
+                "--url",
+                running.url + "/alexa",
+                "--skill-id",
+                SKILL_ID,
+                "--ca-dir",
+                str(ca_dir),
+                env=env,
+            )
             assert code == 0, err
             assert "-> TriggerHelpIntent" in out
             assert f"Alexa says: {handlers.ALERTED}" in out
             [alert] = await alerts(running)
             assert alert["type"] == "voice_help" and alert["resident_id"] == RESIDENT
             code, out, err = await run_cli(
-                "simulate", "alexa", "trigger help", "--device-id", ECHO_ID, "--url", running.url + "/alexa",
-                "--skill-id", "amzn1.ask.skill.wrong", "--ca-dir", str(ca_dir), env=env)
+                "simulate",
+                "alexa",
+                "trigger help",
+                "--device-id",
+                ECHO_ID,
+                "--url",
+                running.url + "/alexa",
+                "--skill-id",
+                "amzn1.ask.skill.wrong",
+                "--ca-dir",
+                str(ca_dir),
+                env=env,
+            )
             assert code == 1 and "HTTP 400" in err
     finally:
         server.terminate()

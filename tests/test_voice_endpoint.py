@@ -1,4 +1,5 @@
 """POST /alexa end to end: signed requests from the simulator, the real store, the unit on real Mosquitto."""
+# ruff: noqa: F811  (pytest fixtures imported from test_voice_support are used as parameters)
 
 from __future__ import annotations
 
@@ -36,8 +37,15 @@ async def test_trigger_help_end_to_end(voice: RunningBridge, signer: RequestSign
     topic_root = voice.bridge.config.topic_root
     async with SimulatedUnit(UNIT, host=host, port=port, topic_root=topic_root) as unit:
         await unit.send("heartbeat", timeout=15)  # connected and subscribed to its commands
-        reply = await post_utterance(voice.url + "/alexa", "trigger help", device_id=ECHO_ID, user_id=USER_ID,
-                                     skill_id=SKILL_ID, signer=signer, session=voice.session)
+        reply = await post_utterance(
+            voice.url + "/alexa",
+            "trigger help",
+            device_id=ECHO_ID,
+            user_id=USER_ID,
+            skill_id=SKILL_ID,
+            signer=signer,
+            session=voice.session,
+        )
         said = speech(reply)
         assert handlers.ALERTED in said
         assert "999" not in said
@@ -51,8 +59,15 @@ async def test_trigger_help_end_to_end(voice: RunningBridge, signer: RequestSign
 
     status, _ = await voice.call("POST", f"/api/v1/alerts/{alert['id']}/acknowledge", user="op1")
     assert status == 200
-    reply = await post_utterance(voice.url + "/alexa", "is help coming", device_id=ECHO_ID, user_id=USER_ID,
-                                 skill_id=SKILL_ID, signer=signer, session=voice.session)
+    reply = await post_utterance(
+        voice.url + "/alexa",
+        "is help coming",
+        device_id=ECHO_ID,
+        user_id=USER_ID,
+        skill_id=SKILL_ID,
+        signer=signer,
+        session=voice.session,
+    )
     assert handlers.STATUS_ACKNOWLEDGED in speech(reply)
     _, detail = await voice.call("GET", f"/api/v1/alerts/{alert['id']}")
     raised = next(e for e in detail["timeline"] if e["action"] == "raised")
@@ -71,14 +86,18 @@ async def test_unlinked_echo_raises_an_unregistered_alert_with_alexa_ids(
     voice: RunningBridge, signer: RequestSigner
 ) -> None:
     stranger = "amzn1.ask.device." + "ZSTRANGERECHO" * 9
-    status, reply = await say(voice, signer, "TriggerHelpIntent", device_id=stranger, user_id="amzn1.ask.account.X")
+    status, reply = await say(
+        voice, signer, "TriggerHelpIntent", device_id=stranger, user_id="amzn1.ask.account.X"
+    )
     assert status == 200
     assert "alerted the control centre" in speech(reply) and "999" not in speech(reply)
     [alert] = await alerts(voice, "open")
     assert alert["unregistered"] is True and alert["priority"] == 1 and alert["type"] == "voice_help"
     assert alert["device_id"] == "alexa-" + hashlib.sha256(stranger.encode()).hexdigest()[:16]
-    assert alert["data"]["unregistered_hint"] == {"alexa_device_id": stranger,
-                                                  "alexa_user_id": "amzn1.ask.account.X"}
+    assert alert["data"]["unregistered_hint"] == {
+        "alexa_device_id": stranger,
+        "alexa_user_id": "amzn1.ask.account.X",
+    }
     # "is help coming" from the same unlinked Echo finds its alert
     _, reply = await say(voice, signer, "HelpStatusIntent", device_id=stranger)
     assert handlers.STATUS_RAISED in speech(reply)
@@ -97,8 +116,9 @@ async def test_replayed_request_is_a_duplicate_not_a_second_alert(
     assert await voice.store.event_count() == 1
 
 
-async def test_long_request_id_is_hashed_and_still_deduplicated(voice: RunningBridge,
-                                                                 signer: RequestSigner) -> None:
+async def test_long_request_id_is_hashed_and_still_deduplicated(
+    voice: RunningBridge, signer: RequestSigner
+) -> None:
     long_id = "amzn1.echo-api.request." + "x" * 80
     for _ in range(2):
         status, _ = await say(voice, signer, "TriggerHelpIntent", request_id=long_id)
@@ -116,7 +136,9 @@ async def test_saying_it_twice_joins_the_open_alert(voice: RunningBridge, signer
     assert alert["repeat_count"] == 1
 
 
-async def test_cancel_is_recorded_and_the_alert_stays_open(voice: RunningBridge, signer: RequestSigner) -> None:
+async def test_cancel_is_recorded_and_the_alert_stays_open(
+    voice: RunningBridge, signer: RequestSigner
+) -> None:
     _, reply = await say(voice, signer, "CancelHelpIntent")
     assert handlers.CANCEL_NONE in speech(reply)
     await say(voice, signer, "TriggerHelpIntent")
@@ -129,8 +151,9 @@ async def test_cancel_is_recorded_and_the_alert_stays_open(voice: RunningBridge,
     assert len(cancelled) == 1 and cancelled[0]["source"] == "voice"
 
 
-async def test_launch_asks_do_you_need_help_and_raises_nothing(voice: RunningBridge,
-                                                               signer: RequestSigner) -> None:
+async def test_launch_asks_do_you_need_help_and_raises_nothing(
+    voice: RunningBridge, signer: RequestSigner
+) -> None:
     body = encode(launch_request(device_id=ECHO_ID, user_id=USER_ID, skill_id=SKILL_ID))
     status, reply = await post_raw(voice, body, signer.headers(body))
     assert status == 200
@@ -156,8 +179,9 @@ async def test_every_model_intent_answers(voice: RunningBridge, signer: RequestS
     assert await alert_count(voice) == 0
 
 
-async def test_store_unavailable_is_said_honestly(voice: RunningBridge, signer: RequestSigner,
-                                                  monkeypatch: Any) -> None:
+async def test_store_unavailable_is_said_honestly(
+    voice: RunningBridge, signer: RequestSigner, monkeypatch: Any
+) -> None:
     async def broken(event: Any) -> Any:
         raise StoreUnavailable("disk full")
 
@@ -176,7 +200,9 @@ async def test_alexa_metrics_count_outcomes(voice: RunningBridge, signer: Reques
     async def counted() -> bool:
         async with voice.session.get(voice.url + "/metrics") as resp:
             text = await resp.text()
-        return ('telecare_alexa_requests_total{outcome="trigger_raised"} 1.0' in text
-                and 'telecare_alexa_requests_total{outcome="rejected_400"} 1.0' in text)
+        return (
+            'telecare_alexa_requests_total{outcome="trigger_raised"} 1.0' in text
+            and 'telecare_alexa_requests_total{outcome="rejected_400"} 1.0' in text
+        )
 
     await eventually(counted, timeout=5)

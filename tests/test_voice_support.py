@@ -65,19 +65,37 @@ def voice_env(root_pem: Path, origin: str, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def voice(tmp_path: Path, mosquitto: tuple[str, int], topic_root: str, ca: TestCertificateAuthority,
-                cert_server: CertChainServer) -> AsyncIterator[RunningBridge]:
+async def voice(
+    tmp_path: Path,
+    mosquitto: tuple[str, int],
+    topic_root: str,
+    ca: TestCertificateAuthority,
+    cert_server: CertChainServer,
+) -> AsyncIterator[RunningBridge]:
     """A bridge on the real Mosquitto with /alexa on, trusting the test CA, and a linked resident."""
     root = ca.write_root(tmp_path / "alexa-test-ca.pem")
     host, port = mosquitto
-    config = make_config(tmp_path, mqtt_url=f"mqtt://{host}:{port}", topic_root=topic_root,
-                         **voice_env(root, cert_server.origin))
+    config = make_config(
+        tmp_path,
+        mqtt_url=f"mqtt://{host}:{port}",
+        topic_root=topic_root,
+        **voice_env(root, cert_server.origin),
+    )
     async with running_bridge(config) as running:
         await running.store.upsert_resident(RESIDENT, "Ann Example")
         await running.store.upsert_device(UNIT, "gsm_unit", resident_id=RESIDENT)
-        status, body = await running.call("POST", "/api/v1/alexa-links", user="inst", role="installer",
-                                          json={"device_id": "echo-ann", "alexa_device_id": ECHO_ID,
-                                                "resident_id": RESIDENT, "alexa_user_id": USER_ID})
+        status, body = await running.call(
+            "POST",
+            "/api/v1/alexa-links",
+            user="inst",
+            role="installer",
+            json={
+                "device_id": "echo-ann",
+                "alexa_device_id": ECHO_ID,
+                "resident_id": RESIDENT,
+                "alexa_user_id": USER_ID,
+            },
+        )
         assert status == 201, body
         yield running
 
@@ -87,8 +105,15 @@ async def post_raw(running: RunningBridge, body: bytes, headers: dict[str, str])
         return resp.status, await resp.json(content_type=None)
 
 
-async def say(running: RunningBridge, signer: RequestSigner, intent: str, *, device_id: str = ECHO_ID,
-              user_id: str = USER_ID, **kwargs: Any) -> tuple[int, Any]:
+async def say(
+    running: RunningBridge,
+    signer: RequestSigner,
+    intent: str,
+    *,
+    device_id: str = ECHO_ID,
+    user_id: str = USER_ID,
+    **kwargs: Any,
+) -> tuple[int, Any]:
     """Sign and post one IntentRequest; return (status, JSON)."""
     body = encode(intent_request(intent, device_id=device_id, user_id=user_id, skill_id=SKILL_ID, **kwargs))
     return await post_raw(running, body, signer.headers(body))
@@ -110,5 +135,17 @@ async def alert_count(running: RunningBridge) -> int:
     return len(await alerts(running))
 
 
-__all__ = ["aiohttp", "alert_count", "alerts", "ca", "cert_server", "good_cert", "post_raw", "say",
-           "signer", "speech", "voice", "voice_env"]
+__all__ = [
+    "aiohttp",
+    "alert_count",
+    "alerts",
+    "ca",
+    "cert_server",
+    "good_cert",
+    "post_raw",
+    "say",
+    "signer",
+    "speech",
+    "voice",
+    "voice_env",
+]
