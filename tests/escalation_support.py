@@ -1,4 +1,4 @@
-"""Shared pieces for the escalation, Twilio-route and service-level tests: a bridge wired to a local Twilio."""
+"""Shared pieces for the escalation, Twilio-route and service-level tests."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness import RunningBridge, make_config
+
 from bridge.config import Config
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType
-from harness import RunningBridge, make_config
 from simulators.twilio_server import TwilioServer
 
 OUR_NUMBER = "+441632960000"

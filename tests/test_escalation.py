@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from escalation_support import OUR_NUMBER, SUPERVISOR, actions, raise_alert, timeline, twilio_config
-
 from harness import eventually, running_bridge
+
 from simulators.twilio_server import TwilioServer
 
 
