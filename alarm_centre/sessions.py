@@ -164,8 +164,18 @@ class SessionStore:
             row = await tx.fetchone(
                 "SELECT s.expires_at, s.last_seen_at, u.disabled FROM console_sessions s "
                 "JOIN users u ON u.name = s.user_name WHERE s.token_hash = ?", key)
-        # An open stream is activity, so only the absolute expiry (and logout, and disabling) ends it.
-        return row is not None and not row["disabled"] and time.time() < row["expires_at"]
+        now = time.time()
+        if row is None or row["disabled"] or now >= row["expires_at"]:
+            return False
+        # An open live queue is activity: keep the idle deadline moving while the stream is connected.
+        if now - float(row["last_seen_at"]) >= TOUCH_EVERY_S:
+
+            async def touch(tx: Tx, post: PostCommit) -> None:
+                await tx.execute("UPDATE console_sessions SET last_seen_at = ? WHERE token_hash = ?",
+                                 now, key)
+
+            await self._store.transaction(touch)
+        return True
 
     async def end(self, token: str) -> None:
         async def work(tx: Tx, post: PostCommit) -> None:

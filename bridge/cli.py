@@ -112,27 +112,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _run_until_signal(main)
 
 
-# -- users ---------------------------------------------------------------------------------------
-def cmd_users_add(args: argparse.Namespace) -> None:
-    from alarm_centre.model import Role
-    from alarm_centre.store import open_store
-
-    config = _load(args)
-    try:
-        role = Role(args.role)
-    except ValueError:
-        print(f"telecare-bridge: --role must be one of {', '.join(r.value for r in Role)}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-    async def main() -> str:
-        async with open_store(config.store.url) as store:
-            return await store.add_user(args.name, role)
-
-    token = asyncio.run(main())
-    print(f"user {args.name} ({role.value}) created; API token:")
-    print(token)
-
-
 # -- simulate ------------------------------------------------------------------------------------
 def _broker_of(args: argparse.Namespace, config: Config) -> tuple[str, int]:
     from bridge.mqtt_link import BrokerAddress
@@ -214,12 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", parents=[common], help="validate the configuration and print it")
     p.set_defaults(func=cmd_check_config)
 
-    users = sub.add_parser("users", help="manage users and API tokens").add_subparsers(
-        dest="users_command", metavar="ACTION", required=True)
-    p = users.add_parser("add", parents=[common], help="create a user; prints its API token as the last line")
-    p.add_argument("name")
-    p.add_argument("--role", required=True, help="operator, supervisor, installer or admin")
-    p.set_defaults(func=cmd_users_add)
+    from bridge import cli_users
+
+    cli_users.register(sub, common)  # users add|passwd|disable|enable|list
 
     simulate = sub.add_parser("simulate", help="stand-ins for real devices").add_subparsers(
         dest="simulate_command", metavar="DEVICE", required=True)

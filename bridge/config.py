@@ -69,6 +69,24 @@ class OutboxConfig(Section):
     poll_s: float = Field(1.0, gt=0, le=60)
 
 
+class ConsoleConfig(Section):
+    #: Serve the operator console (/console, /login) and accept session cookies on the API.
+    enabled: bool = True
+    #: A session ends this many seconds after sign-in, however busy (one shift plus handover).
+    session_ttl_s: float = Field(43200.0, ge=1, le=7 * 86400)
+    #: A session ends after this many seconds without a request (an open live queue counts as activity).
+    idle_timeout_s: float = Field(1800.0, ge=1, le=86400)
+    #: Mark cookies Secure. None (null): only when http.public_url starts with https://.
+    secure_cookies: bool | None = None
+    #: Failed sign-ins allowed per user name within login_window_s before further tries get 429.
+    login_max_failures: int = Field(5, ge=1, le=1000)
+    #: Failed sign-ins allowed per client address within login_window_s.
+    login_max_failures_per_address: int = Field(20, ge=1, le=100_000)
+    login_window_s: float = Field(300.0, ge=1, le=86400)
+    #: Play a tone when a new alert arrives (each operator can switch it off on their screen).
+    sound: bool = True
+
+
 class AlexaConfig(Section):
     """The voice path: ``POST /alexa`` and daily check-ins (see docs/alexa.md)."""
 
@@ -413,6 +431,7 @@ class Config(Section):
     store: StoreConfig = StoreConfig()
     outbox: OutboxConfig = OutboxConfig()
     log: LogConfig = LogConfig()
+    console: ConsoleConfig = ConsoleConfig()
     floods: FloodsConfig = FloodsConfig()
     alexa: AlexaConfig = AlexaConfig()
     registry: RegistryConfig = RegistryConfig()

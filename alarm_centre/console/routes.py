@@ -1,0 +1,101 @@
+"""The console's own routes: the queue page and the small JSON views the queue needs.
+
+Alert actions (acknowledge, note, resolve) and the live stream are the ordinary API endpoints;
+the session middleware authenticates the browser for them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from alarm_centre.api import STORE, require
+from alarm_centre.console.context import alert_context, resident_names
+from alarm_centre.console.pages import nav_for, page_response
+from alarm_centre.console.signin import (
+    CSRF_HEADER,
+    SESSION_KEY,
+    SETTINGS,
+    login,
+    login_form,
+    logout,
+    session_auth,
+)
+from alarm_centre.console.templates import render
+from alarm_centre.lifecycle import Outcome
+from alarm_centre.model import ROLE_RIGHTS
+from alarm_centre.model import iso as iso_time
+
+STATIC_DIR = Path(__file__).parent / "static"
+#: Outcome codes offered in the resolve dialog, with the words operators see.
+OUTCOME_LABELS: dict[str, str] = {
+    Outcome.RESIDENT_OK: "Resident OK, no help needed",
+    Outcome.RESPONDER_SENT: "Responder sent (contacts the resident's responders)",
+    Outcome.AMBULANCE: "Ambulance called",
+    Outcome.FIRE_SERVICE: "Fire service called",
+    Outcome.POLICE: "Police called",
+    Outcome.FALSE_ALARM: "False alarm",
+    Outcome.NO_RESPONSE_ESCALATED: "No response, escalated",
+    Outcome.TECHNICAL_FIXED: "Technical fault dealt with",
+    Outcome.TEST: "Test alarm",
+}
+
+
+def _signed_in(request: web.Request) -> None:
+    if SESSION_KEY not in request:
+        raise web.HTTPSeeOther("/login")
+
+
+async def queue_page(request: web.Request) -> web.StreamResponse:
+    _signed_in(request)
+    require(request, "alerts:read")
+    return page_response(request, title="Alert queue", body=render("queue.html"),
+                         scripts=("/static/console/console.js",))
+
+
+async def me(request: web.Request) -> web.Response:
+    """Who is signed in, what they may do, and the settings the queue page needs."""
+    user = require(request, "alerts:read")
+    session = request.get(SESSION_KEY)
+    return web.json_response({
+        "name": user.name, "role": user.role.value, "rights": sorted(ROLE_RIGHTS[user.role]),
+        "csrf": session.csrf if session else None, "csrf_header": CSRF_HEADER,
+        "expires_at": iso_time(session.expires_at) if session else None,
+        "sound": request.app[SETTINGS].sound,
+        "outcomes": [{"code": str(code), "label": label} for code, label in OUTCOME_LABELS.items()],
+        "pages": [{"path": p.path, "title": p.title} for p in nav_for(request, user)],
+    }, headers={"Cache-Control": "no-store"})
+
+
+async def context(request: web.Request) -> web.Response:
+    require(request, "alerts:read")
+    body = await alert_context(request.app[STORE], request.match_info["alert_id"])
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+
+async def names(request: web.Request) -> web.Response:
+    require(request, "alerts:read")
+    ids = [i for i in request.query.get("ids", "").split(",") if i][:200]
+    return web.json_response(await resident_names(request.app[STORE], ids))
+
+
+async def console_root(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPSeeOther("/console" if SESSION_KEY in request else "/login")
+
+
+def add_console_routes(app: web.Application) -> None:
+    """Mount the console on ``app`` and put the session middleware in front of bearer-token auth."""
+    middlewares = app.middlewares
+    position = next((n for n, m in enumerate(middlewares) if getattr(m, "__name__", "") == "bearer_auth"),
+                    len(middlewares))
+    middlewares.insert(position, session_auth)
+    app.router.add_get("/login", login_form)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/console", queue_page)
+    app.router.add_get("/console/", console_root)
+    app.router.add_get("/console/api/me", me)
+    app.router.add_get("/console/api/alerts/{alert_id}/context", context)
+    app.router.add_get("/console/api/residents", names)
+    app.router.add_static("/static/console/", STATIC_DIR, append_version=False)

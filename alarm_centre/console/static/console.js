@@ -1,0 +1,572 @@
+// Operator console: the live alert queue. Vanilla JS, no build step.
+// Everything from the server is put on screen with textContent, never innerHTML, so names and notes
+// that contain markup show as text.
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    me: null,
+    alerts: new Map(),      // id -> alert JSON
+    order: [],              // ids in queue order
+    selected: null,         // alert id
+    residents: new Map(),   // resident id -> name
+    leaving: new Map(),     // id -> timer of a resolved alert about to leave the queue
+    detailSeq: 0,
+    sound: true,
+    audio: null,
+    source: null,
+  };
+  const TYPE_WORDS = {
+    voice_help: "Voice help", pendant: "Pendant", fall: "Fall", smoke: "Smoke", heat: "Heat", co: "Carbon monoxide",
+    gas: "Gas", epilepsy: "Epilepsy", panic: "Panic", inactivity: "Inactivity", bed_exit: "Bed exit",
+    chair_exit: "Chair exit", door_exit: "Door exit", flood: "Flood", extreme_temperature: "Extreme temperature",
+    bogus_caller: "Bogus caller", no_heartbeat: "No heartbeat", low_battery: "Low battery", mains_fail: "Mains fail",
+    tamper: "Tamper", sensor_fault: "Sensor fault", radio_jamming: "Radio jamming",
+  };
+  const PRIORITY_WORDS = { 1: "Emergency", 2: "Urgent", 3: "Technical" };
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else node.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children) {
+      if (c === null || c === undefined) continue;
+      node.append(typeof c === "string" ? document.createTextNode(c) : c);
+    }
+    return node;
+  }
+
+  function can(right) { return !!state.me && state.me.rights.includes(right); }
+  function typeWord(t) { return TYPE_WORDS[t] || String(t); }
+
+  function status(message, isError) {
+    const box = $("status");
+    box.textContent = message || "";
+    box.classList.toggle("error", !!isError);
+  }
+
+  function announce(message) {
+    const box = $("announcer");
+    box.textContent = "";
+    setTimeout(() => { box.textContent = message; }, 30);
+  }
+
+  async function api(method, path, body) {
+    const headers = { "Accept": "application/json" };
+    if (method !== "GET") headers[state.me.csrf_header] = state.me.csrf;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const resp = await fetch(path, {
+      method, headers, credentials: "same-origin",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (resp.status === 401) { window.location.assign("/login"); throw new Error("signed out"); }
+    let data = null;
+    try { data = await resp.json(); } catch (e) { data = null; }
+    if (!resp.ok) {
+      const detail = data && data.detail;
+      let why = data && data.error ? data.error : "HTTP " + resp.status;
+      if (typeof detail === "string") why += ": " + detail;
+      else if (detail && detail.message) why += ": " + detail.message;
+      else if (Array.isArray(detail) && detail.length) why += ": " + detail[0].field + " " + detail[0].message;
+      const err = new Error(why);
+      err.status = resp.status;
+      throw err;
+    }
+    return data;
+  }
+
+  // -- time ---------------------------------------------------------------------------------------
+  function since(iso) {
+    const s = Math.max(0, Math.floor((Date.now() - Date.parse(iso)) / 1000));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    const pad = (n) => String(n).padStart(2, "0");
+    return h ? `${h}:${pad(m)}:${pad(r)}` : `${m}:${pad(r)}`;
+  }
+  function clock(iso) {
+    if (!iso) return "—";
+    const d = new Date(iso);
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" }) +
+      (Date.now() - d > 86400000 ? " " + d.toLocaleDateString() : "");
+  }
+  function tickTimers() {
+    for (const node of document.querySelectorAll("[data-since]")) {
+      node.textContent = since(node.dataset.since);
+      const alert = state.alerts.get(node.dataset.alert);
+      if (alert && alert.state === "raised") {
+        const age = (Date.now() - Date.parse(alert.raised_at)) / 1000;
+        node.classList.toggle("overdue", age >= 60);
+      } else node.classList.remove("overdue");
+    }
+  }
+
+  // -- sound --------------------------------------------------------------------------------------
+  function beep(priority) {
+    if (!state.sound) return;
+    try {
+      state.audio = state.audio || new (window.AudioContext || window.webkitAudioContext)();
+      const ctx = state.audio;
+      const tones = priority === 1 ? [0, 0.25] : [0];
+      for (const at of tones) {
+        const osc = ctx.createOscillator(), gain = ctx.createGain();
+        osc.frequency.value = priority === 1 ? 880 : 660;
+        gain.gain.setValueAtTime(0.15, ctx.currentTime + at);
+        gain.gain.exponentialRampToValueAtTime(0.001, ctx.currentTime + at + 0.2);
+        osc.connect(gain).connect(ctx.destination);
+        osc.start(ctx.currentTime + at);
+        osc.stop(ctx.currentTime + at + 0.2);
+      }
+    } catch (e) { /* no audio device: the visual cue and the announcement remain */ }
+  }
+  function setSound(on) {
+    state.sound = on;
+    const b = $("sound-toggle");
+    b.textContent = on ? "Sound on" : "Sound off";
+    b.setAttribute("aria-pressed", on ? "true" : "false");
+    try { localStorage.setItem("tc-sound", on ? "on" : "off"); } catch (e) { /* private mode */ }
+  }
+
+  // -- queue --------------------------------------------------------------------------------------
+  function queueKey(a) { return [a.priority, Date.parse(a.raised_at), Number(a.id)]; }
+  function compare(x, y) {
+    const a = queueKey(x), b = queueKey(y);
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] - b[i];
+    return 0;
+  }
+
+  function who(a) {
+    if (a.resident_id) return state.residents.get(a.resident_id) || a.resident_id;
+    return "Unit " + a.device_id;
+  }
+
+  function flags(a) {
+    const out = [];
+    if (a.test) out.push(el("span", { class: "flag flag-test", text: "TEST" }));
+    if (a.unregistered) out.push(el("span", { class: "flag flag-unreg", text: "UNREGISTERED" }));
+    if (a.repeat_count > 0) out.push(el("span", { class: "flag", text: "×" + (a.repeat_count + 1) }));
+    if (a.clock_skew) out.push(el("span", { class: "flag", text: "clock skew" }));
+    return out;
+  }
+
+  function stateWords(a) {
+    if (a.state === "acknowledged") return "Acknowledged by " + (a.acknowledged_by || "?");
+    if (a.state === "resolved") return "Resolved" + (a.outcome ? " (" + a.outcome.replaceAll("_", " ") + ")" : "");
+    return "Waiting";
+  }
+
+  function row(a) {
+    const selected = a.id === state.selected;
+    const button = el("button", {
+      type: "button", class: "alert-row", "data-id": a.id, "aria-current": selected ? "true" : null,
+      "aria-label": `${PRIORITY_WORDS[a.priority] || "Priority " + a.priority}: ${typeWord(a.type)}, ` +
+        `${who(a)}, ${stateWords(a)}${a.test ? ", test" : ""}${a.unregistered ? ", unregistered device" : ""}`,
+    },
+      el("span", { class: `prio prio-${a.priority}`, text: "P" + a.priority }),
+      el("span", { class: "a-type", text: typeWord(a.type) }),
+      el("span", { class: "a-who", text: who(a) }),
+      el("span", { class: "a-flags" }, ...flags(a)),
+      el("span", { class: `state-chip state-${a.state}`, text: stateWords(a) }),
+      el("span", { class: "timer", "data-since": a.raised_at, "data-alert": a.id, text: since(a.raised_at) }),
+    );
+    button.addEventListener("click", () => select(a.id, true));
+    const li = el("li", {
+      class: `q-item p${a.priority} s-${a.state}` + (a.test ? " is-test" : "") + (a.unregistered ? " is-unreg" : "") +
+        (selected ? " selected" : ""), id: "alert-" + a.id,
+    }, button);
+    return li;
+  }
+
+  function renderQueue() {
+    const list = $("queue");
+    const focusedId = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.id : null;
+    state.order = [...state.alerts.values()].sort(compare).map((a) => a.id);
+    const fresh = new Set(document.querySelectorAll(".q-item.fresh").length ?
+      [...document.querySelectorAll(".q-item.fresh")].map((n) => n.id) : []);
+    list.replaceChildren(...state.order.map((id) => row(state.alerts.get(id))));
+    for (const id of fresh) { const n = document.getElementById(id); if (n) n.classList.add("fresh"); }
+    const open = [...state.alerts.values()].filter((a) => a.state !== "resolved").length;
+    $("queue-count").textContent = String(open);
+    $("queue-empty").hidden = state.alerts.size > 0;
+    if (focusedId) {
+      const again = list.querySelector(`button[data-id="${CSS.escape(focusedId)}"]`);
+      if (again) again.focus();
+    }
+  }
+
+  function flash(id) {
+    const node = document.getElementById("alert-" + id);
+    if (!node) return;
+    node.classList.add("fresh");
+    setTimeout(() => node.classList.remove("fresh"), 6000);
+    setTimeout(() => { const n = document.getElementById("alert-" + id); if (n) n.classList.remove("fresh"); }, 6100);
+  }
+
+  async function learnResidents(alerts) {
+    const missing = [...new Set(alerts.map((a) => a.resident_id).filter((r) => r && !state.residents.has(r)))];
+    if (!missing.length) return false;
+    for (let i = 0; i < missing.length; i += 100) {
+      const part = missing.slice(i, i + 100);
+      const names = await api("GET", "/console/api/residents?ids=" + encodeURIComponent(part.join(",")));
+      for (const r of part) state.residents.set(r, names[r] || r);
+    }
+    return true;
+  }
+
+  function upsert(alert) {
+    const known = state.alerts.has(alert.id);
+    const before = state.alerts.get(alert.id);
+    if (before && before.updated_at && alert.updated_at && before.updated_at > alert.updated_at) return;
+    if (alert.state === "resolved") {
+      if (!known) return;
+      state.alerts.set(alert.id, alert);
+      if (!state.leaving.has(alert.id)) {
+        state.leaving.set(alert.id, setTimeout(() => {
+          state.leaving.delete(alert.id);
+          state.alerts.delete(alert.id);
+          if (state.selected === alert.id) state.selected = null;
+          renderQueue();
+          if (!state.selected) showDetail();
+        }, 8000));
+      }
+    } else {
+      state.alerts.set(alert.id, alert);
+    }
+    renderQueue();
+    if (!known) {
+      flash(alert.id);
+      const kind = alert.test ? "Test alert" : (PRIORITY_WORDS[alert.priority] || "Alert");
+      announce(`New ${kind.toLowerCase()}: ${typeWord(alert.type)} for ${who(alert)}` +
+        (alert.unregistered ? ", unregistered device" : ""));
+      if (!alert.test) beep(alert.priority);
+      if (!state.selected) select(alert.id, false);
+    } else if (before && before.state !== alert.state && alert.state === "acknowledged") {
+      announce(`${typeWord(alert.type)} for ${who(alert)} acknowledged by ${alert.acknowledged_by}`);
+    }
+    if (alert.id === state.selected) showDetail();
+    learnResidents([alert]).then((changed) => { if (changed) { renderQueue(); if (alert.id === state.selected) showDetail(); } })
+      .catch(() => {});
+  }
+
+  async function loadQueue() {
+    const seen = [];
+    let cursor = null;
+    do {
+      const page = await api("GET", "/api/v1/alerts?state=open&limit=1000" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
+      seen.push(...page.alerts);
+      cursor = page.next_cursor;
+    } while (cursor && seen.length < 5000);
+    await learnResidents(seen).catch(() => false);
+    state.alerts = new Map(seen.map((a) => [a.id, a]));
+    if (state.selected && !state.alerts.has(state.selected)) state.selected = null;
+    if (!state.selected && state.order.length === 0 && seen.length) state.selected = [...seen].sort(compare)[0].id;
+    renderQueue();
+    showDetail();
+  }
+
+  // -- live stream --------------------------------------------------------------------------------
+  function connect() {
+    if (state.source) state.source.close();
+    const live = $("live-state");
+    const source = new EventSource("/api/v1/stream");
+    state.source = source;
+    source.onopen = () => { live.textContent = "live"; live.className = "live-state on"; loadQueue().catch(showError); };
+    source.addEventListener("alert", (ev) => { try { upsert(JSON.parse(ev.data)); } catch (e) { showError(e); } });
+    source.addEventListener("resync", () => loadQueue().catch(showError));
+    source.addEventListener("expired", () => { source.close(); window.location.assign("/login"); });
+    source.onerror = () => {
+      live.textContent = "reconnecting…";
+      live.className = "live-state off";
+      if (source.readyState === EventSource.CLOSED) {
+        // The server refused the stream (signed out?) — check, then try again shortly.
+        fetch("/console/api/me", { credentials: "same-origin" }).then((r) => {
+          if (r.status === 401) window.location.assign("/login");
+          else setTimeout(connect, 2000);
+        }).catch(() => setTimeout(connect, 2000));
+      }
+    };
+  }
+
+  // -- selection and detail -----------------------------------------------------------------------
+  function select(id, focus) {
+    state.selected = id;
+    for (const n of document.querySelectorAll(".q-item")) {
+      const on = n.id === "alert-" + id;
+      n.classList.toggle("selected", on);
+      const b = n.querySelector("button");
+      if (on) b.setAttribute("aria-current", "true"); else b.removeAttribute("aria-current");
+    }
+    const b = document.querySelector(`#alert-${CSS.escape(String(id))} button`);
+    if (b && focus) { b.focus(); }
+    if (b) b.scrollIntoView({ block: "nearest" });
+    showDetail();
+  }
+
+  function move(delta) {
+    if (!state.order.length) return;
+    let i = state.order.indexOf(state.selected);
+    i = i < 0 ? 0 : Math.min(state.order.length - 1, Math.max(0, i + delta));
+    select(state.order[i], true);
+  }
+
+  function dlRow(dl, label, value, cls) {
+    if (value === null || value === undefined || value === "") return;
+    dl.append(el("dt", { text: label }), el("dd", { class: cls || null, text: String(value) }));
+  }
+
+  function renderResident(ctx, alert) {
+    const dl = $("resident");
+    const responders = $("responders");
+    dl.replaceChildren();
+    responders.replaceChildren();
+    const r = ctx && ctx.resident;
+    if (!r) {
+      dl.append(el("dd", { class: "warn", text: alert.unregistered
+        ? "Unregistered device: no resident on record. Call back the unit or the number it used."
+        : "No resident linked to this device." }));
+      return;
+    }
+    dlRow(dl, "Name", r.name, "big");
+    dlRow(dl, "Address", r.address);
+    dlRow(dl, "Phone", r.phone);
+    dlRow(dl, "Key safe", r.key_safe);
+    dlRow(dl, "Medical notes", r.medical_notes, "medical");
+    dlRow(dl, "Language", r.language);
+    for (const [k, v] of r.extra || []) dlRow(dl, k.replaceAll("_", " "), v);
+    if (!r.responders.length) responders.append(el("li", { class: "muted", text: "No responders on record." }));
+    for (const p of r.responders) {
+      responders.append(el("li", {}, el("span", { class: "r-name", text: p.name }),
+        p.relation ? el("span", { class: "muted", text: " (" + p.relation + ")" }) : null,
+        p.phone ? el("span", { class: "r-phone", text: " " + p.phone }) : null));
+    }
+  }
+
+  function renderUnits(ctx, alert) {
+    const box = $("units");
+    box.replaceChildren();
+    const units = (ctx && ctx.units) || [];
+    if (!units.length) {
+      box.append(el("p", { class: "warn", text: `Device ${alert.device_id} is not registered.` }));
+      return;
+    }
+    for (const u of units) {
+      const dl = el("dl", { class: "unit" });
+      const online = u.online === null ? "unknown" : (u.online ? "online" : "OFFLINE");
+      dlRow(dl, "Unit", `${u.id} (${u.kind || "?"})` + (u.id === alert.device_id ? " — raised this alert" : ""));
+      dlRow(dl, "Connection", online, u.online === false ? "warn" : null);
+      dlRow(dl, "Last heartbeat", u.last_heartbeat ? clock(u.last_heartbeat) + " (" + since(u.last_heartbeat) + " ago)" : "none received");
+      dlRow(dl, "Last seen", u.last_seen ? clock(u.last_seen) : "never");
+      dlRow(dl, "Battery", u.battery);
+      dlRow(dl, "Signal", u.signal);
+      if (u.status && u.status !== "active") dlRow(dl, "Status", u.status, "warn");
+      if (u.test_mode) dlRow(dl, "Mode", "test mode (installer)", "test-text");
+      box.append(dl);
+    }
+  }
+
+  function timelineText(t) {
+    const d = t.detail || {};
+    const bits = [];
+    if (d.outcome) bits.push("outcome " + String(d.outcome).replaceAll("_", " "));
+    if (d.note) bits.push("“" + d.note + "”");
+    if (d.reason) bits.push(String(d.reason));
+    if (d.cmd) bits.push(String(d.cmd));
+    if (d.error) bits.push("error: " + d.error);
+    if (d.step) bits.push(typeof d.step === "string" ? d.step : JSON.stringify(d.step));
+    return bits.join(" · ");
+  }
+
+  function renderTimeline(entries) {
+    const list = $("timeline");
+    list.replaceChildren(...entries.slice().reverse().map((t) => el("li", { class: "tl-" + t.action },
+      el("time", { datetime: t.at, text: clock(t.at) }),
+      el("span", { class: "tl-action", text: t.action.replaceAll("_", " ") }),
+      el("span", { class: "tl-actor", text: t.actor + " via " + t.source }),
+      el("span", { class: "tl-detail", text: timelineText(t) }))));
+  }
+
+  async function showDetail() {
+    const id = state.selected;
+    const body = $("detail-body");
+    if (!id || !state.alerts.has(id)) {
+      body.hidden = true;
+      $("detail-empty").hidden = false;
+      $("detail-heading").textContent = "Alert";
+      return;
+    }
+    const alert = state.alerts.get(id);
+    body.hidden = false;
+    $("detail-empty").hidden = true;
+    $("detail-heading").textContent = `Alert ${alert.id}: ${typeWord(alert.type)} — ${who(alert)}`;
+    const p = $("d-priority");
+    p.className = "prio prio-" + alert.priority;
+    p.textContent = `P${alert.priority} ${PRIORITY_WORDS[alert.priority] || ""}`;
+    $("d-type").textContent = typeWord(alert.type);
+    $("d-flags").replaceChildren(...flags(alert));
+    const st = $("d-state");
+    st.className = "state-chip state-" + alert.state;
+    st.textContent = stateWords(alert);
+    const timer = $("d-timer");
+    timer.dataset.since = alert.raised_at;
+    timer.dataset.alert = alert.id;
+    timer.textContent = since(alert.raised_at);
+    const mayHandle = can("alerts:handle");
+    $("actions").hidden = !mayHandle;
+    $("no-handle").hidden = mayHandle;
+    $("btn-ack").disabled = alert.state !== "raised";
+    const mine = alert.state === "acknowledged" && alert.acknowledged_by === state.me.name;
+    $("btn-resolve").disabled = !mine;
+    $("btn-note").disabled = alert.state === "resolved";
+    const seq = ++state.detailSeq;
+    try {
+      const [full, ctx] = await Promise.all([
+        api("GET", "/api/v1/alerts/" + encodeURIComponent(id)),
+        api("GET", "/console/api/alerts/" + encodeURIComponent(id) + "/context"),
+      ]);
+      if (seq !== state.detailSeq) return;
+      renderResident(ctx, alert);
+      renderUnits(ctx, alert);
+      renderTimeline(full.timeline || []);
+    } catch (e) {
+      if (seq === state.detailSeq) showError(e);
+    }
+  }
+
+  function showError(e) { status(e && e.message ? e.message : String(e), true); }
+
+  // -- actions ------------------------------------------------------------------------------------
+  function current() { return state.selected ? state.alerts.get(state.selected) : null; }
+
+  function cannotHandle() {
+    if (can("alerts:handle")) return false;
+    status(`Your role (${state.me.role}) cannot handle alerts.`, true);
+    return true;
+  }
+
+  async function acknowledge() {
+    const a = current();
+    if (!a || cannotHandle()) return;
+    if (a.state !== "raised") { status(stateWords(a) + ": nothing to acknowledge.", true); return; }
+    try {
+      const updated = await api("POST", `/api/v1/alerts/${encodeURIComponent(a.id)}/acknowledge`);
+      upsert(updated);
+      status(`Alert ${a.id} acknowledged. Call the resident.`);
+    } catch (e) {
+      showError(e);
+    }
+  }
+
+  function openResolve() {
+    const a = current();
+    if (!a || cannotHandle()) return;
+    if (!(a.state === "acknowledged" && a.acknowledged_by === state.me.name)) {
+      status(a.state === "raised" ? "Acknowledge the alert before resolving it." : stateWords(a) + ".", true);
+      return;
+    }
+    const box = $("outcomes");
+    box.replaceChildren(...state.me.outcomes.map((o, i) => el("label", { class: "outcome" },
+      el("input", { type: "radio", name: "outcome", value: o.code, required: true, checked: i === 0 ? true : null }),
+      el("span", { class: "outcome-key", text: i < 9 ? String(i + 1) : "" }),
+      " " + o.label)));
+    $("resolve-note").value = "";
+    $("resolve-dialog").showModal();
+    box.querySelector("input").focus();
+  }
+
+  async function submitResolve(ev) {
+    ev.preventDefault();
+    const a = current();
+    const picked = document.querySelector("#outcomes input:checked");
+    if (!a || !picked) return;
+    const note = $("resolve-note").value.trim();
+    $("resolve-dialog").close();
+    try {
+      const updated = await api("POST", `/api/v1/alerts/${encodeURIComponent(a.id)}/resolve`,
+        note ? { outcome: picked.value, note } : { outcome: picked.value });
+      upsert(updated);
+      status(`Alert ${a.id} resolved: ${picked.value.replaceAll("_", " ")}.`);
+    } catch (e) { showError(e); }
+    restoreFocus();
+  }
+
+  function openNote() {
+    const a = current();
+    if (!a || cannotHandle()) return;
+    $("note-text").value = "";
+    $("note-dialog").showModal();
+    $("note-text").focus();
+  }
+
+  async function submitNote(ev) {
+    ev.preventDefault();
+    const a = current();
+    const note = $("note-text").value.trim();
+    if (!a || !note) return;
+    $("note-dialog").close();
+    try {
+      await api("POST", `/api/v1/alerts/${encodeURIComponent(a.id)}/notes`, { note });
+      status(`Note added to alert ${a.id}.`);
+      showDetail();
+    } catch (e) { showError(e); }
+    restoreFocus();
+  }
+
+  function restoreFocus() {
+    const b = state.selected && document.querySelector(`#alert-${CSS.escape(String(state.selected))} button`);
+    if (b) b.focus(); else $("main").focus();
+  }
+
+  function onKey(ev) {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const open = document.querySelector("dialog[open]");
+    if (open) {
+      if (open.id === "resolve-dialog" && /^[1-9]$/.test(ev.key) && ev.target.tagName !== "TEXTAREA") {
+        const choice = open.querySelectorAll("#outcomes input")[Number(ev.key) - 1];
+        if (choice) { choice.checked = true; choice.focus(); ev.preventDefault(); }
+      }
+      return;  // Escape closes native dialogs by itself
+    }
+    const tag = ev.target && ev.target.tagName;
+    if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT") return;
+    const actions = {
+      j: () => move(1), ArrowDown: () => move(1), k: () => move(-1), ArrowUp: () => move(-1),
+      a: acknowledge, r: openResolve, n: openNote, "?": () => $("help-dialog").showModal(),
+    };
+    const action = actions[ev.key];
+    if (action) { ev.preventDefault(); action(); }
+  }
+
+  async function start() {
+    try {
+      const resp = await fetch("/console/api/me", { credentials: "same-origin" });
+      if (resp.status === 401) { window.location.assign("/login"); return; }
+      state.me = await resp.json();
+    } catch (e) { showError(e); return; }
+    document.body.classList.toggle("can-handle", can("alerts:handle"));
+    let stored = null;
+    try { stored = localStorage.getItem("tc-sound"); } catch (e) { stored = null; }
+    setSound(stored ? stored === "on" : !!state.me.sound);
+    $("sound-toggle").hidden = false;
+    $("sound-toggle").addEventListener("click", () => setSound(!state.sound));
+    window.addEventListener("beforeunload", () => { if (state.source) state.source.close(); });
+    $("btn-ack").addEventListener("click", acknowledge);
+    $("btn-resolve").addEventListener("click", openResolve);
+    $("btn-note").addEventListener("click", openNote);
+    $("resolve-form").addEventListener("submit", submitResolve);
+    $("note-form").addEventListener("submit", submitNote);
+    for (const b of document.querySelectorAll("dialog .cancel")) {
+      b.addEventListener("click", () => { b.closest("dialog").close(); restoreFocus(); });
+    }
+    $("help-dialog").addEventListener("close", restoreFocus);
+    document.addEventListener("keydown", onKey);
+    setInterval(tickTimers, 1000);
+    await loadQueue().catch(showError);
+    connect();
+    document.body.dataset.ready = "true";
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();
