@@ -434,6 +434,8 @@ class Config(Section):
     console: ConsoleConfig = ConsoleConfig()
     floods: FloodsConfig = FloodsConfig()
     alexa: AlexaConfig = AlexaConfig()
+    serial: SerialConfig = SerialConfig()
+    gsm: GsmConfig = GsmConfig()
     registry: RegistryConfig = RegistryConfig()
     heartbeats: HeartbeatsConfig = HeartbeatsConfig()
     twilio: TwilioConfig = TwilioConfig()

@@ -12,7 +12,14 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
-from bridge import feature_console, feature_escalation, feature_floods, feature_registry, feature_voice
+from bridge import (
+    feature_console,
+    feature_escalation,
+    feature_floods,
+    feature_registry,
+    feature_serial,
+    feature_voice,
+)
 
 if TYPE_CHECKING:
     from bridge.service import Bridge
@@ -22,6 +29,7 @@ Feature = Callable[["Bridge", AsyncExitStack], Awaitable[None]]
 FEATURES: list[Feature] = [
     feature_voice.start,  # POST /alexa, Echo links, check-in schedules (alexa:)
     feature_console.start,  # /login, /console, session cookies + CSRF on the API (console:)
+    feature_serial.start,  # serial units and the GSM modem; outbox channels serial, sms (serial:, gsm:)
     feature_registry.start,  # devices, residents, commissioning (registry:, heartbeats:, credentials:)
     feature_floods.start,  # alarm floods grouped into incidents; /api/v1/incidents, /api/v1/queue (floods:)
     feature_escalation.start,  # escalation, /twilio/*, /api/v1/service-levels (escalation:, twilio:)

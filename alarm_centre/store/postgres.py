@@ -9,14 +9,17 @@
   notification is delivered exactly when (and only if) the commit happens. Each node LISTENs and hands
   other nodes' changes to its own listeners (console streams, metrics) the way local commits do; its
   own notifications are recognised by an origin token and skipped, so nothing is delivered twice.
-- An event that collides with the same event (or the same unit's open alert) being stored by another
-  node at the same moment is retried in a fresh transaction, where it becomes a duplicate or joins.
+- Each event takes a transaction-level advisory lock on its device first, without waiting: if another
+  node is storing an event of the same unit right now, the event is set aside and stored after this
+  batch commits, in a transaction that waits for that lock (taken in device order, so two nodes never
+  deadlock), where it becomes a duplicate or joins the open alert. One slow unit never stalls a batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import uuid
@@ -39,8 +42,15 @@ CHANNEL = "telecare_alert_changes"
 NOTIFY_LIMIT = 7000
 MIGRATION_LOCK = 0x7E1EC0DE
 #: Errors that mean "another node was storing the same thing at the same moment": retry the event.
-RETRYABLE = ("UniqueViolationError", "DeadlockDetectedError", "SerializationError")
+RETRYABLE = ("DeviceBusy", "UniqueViolationError", "DeadlockDetectedError", "SerializationError")
 RETRY_ROUNDS = 3
+#: Advisory-lock namespace (first key) for "a transaction is storing this device's event".
+DEVICE_LOCK_SPACE = 60
+_wait_for_device = contextvars.ContextVar("wait_for_device", default=False)
+
+
+class DeviceBusy(RuntimeError):
+    """Another node's open transaction is storing an event of this device; retry after our commit."""
 
 _translated: dict[str, str] = {}
 
@@ -233,18 +243,34 @@ class PostgresStore(AlertStore):
         return await super().transaction(notifying)
 
     async def ingest(self, events: Sequence[DeviceEvent]) -> list[IngestResult]:
-        """As :meth:`AlertStore.ingest`; events that collided with another node's write are retried."""
+        """As :meth:`AlertStore.ingest`; events that met another node's write of the same unit are
+        stored in a second transaction that waits its turn."""
         results = list(await super().ingest(events))
         for _ in range(RETRY_ROUNDS):
-            again = [n for n, r in enumerate(results)
-                     if r.result == "rejected" and r.error and r.error.endswith(RETRYABLE)]
+            again = sorted((n for n, r in enumerate(results)
+                            if r.result == "rejected" and r.error and r.error.endswith(RETRYABLE)),
+                           key=lambda n: (events[n].device_id, n))
             if not again:
                 break
-            log.info("retrying %d event(s) that met a concurrent write on another node", len(again))
-            retried = await super().ingest([events[n] for n in again])
+            log.info("storing %d event(s) after another node's write of the same unit", len(again))
+            token = _wait_for_device.set(True)
+            try:
+                retried = await super().ingest([events[n] for n in again])
+            finally:
+                _wait_for_device.reset(token)
             for n, result in zip(again, retried, strict=True):
                 results[n] = result
         return results
+
+    async def _apply_event(self, tx: Tx, post: PostCommit, ev: DeviceEvent) -> IngestResult:
+        if _wait_for_device.get():
+            await tx.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", DEVICE_LOCK_SPACE, ev.device_id)
+        else:
+            row = await tx.fetchone("SELECT pg_try_advisory_xact_lock(?, hashtext(?)) AS ok",
+                                    DEVICE_LOCK_SPACE, ev.device_id)
+            if row is None or not row["ok"]:
+                raise DeviceBusy(ev.device_id)
+        return await super()._apply_event(tx, post, ev)
 
     # -- LISTEN/NOTIFY ---------------------------------------------------------------------------
     async def _listen_loop(self) -> None:

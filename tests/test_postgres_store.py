@@ -1,0 +1,148 @@
+"""The store contract on both backends (``store_url``: SQLite and the real PostgreSQL), and what only
+PostgreSQL does: advisory-locked migrations, SKIP LOCKED claims, LISTEN/NOTIFY across nodes, and two
+nodes storing the same event at the same moment."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+
+import pytest
+from harness import eventually, postgres_database
+
+from alarm_centre.model import AlertChange
+from alarm_centre.store import open_store
+from alarm_centre.store.base import AlertStore
+from alarm_centre.store.postgres import PostgresStore, translate
+from alarm_centre.store.schema import all_migrations
+from devices.events import DeviceEvent
+from devices.vocabulary import EventType
+
+
+def event(device_id: str, kind: str = "pendant", event_id: str | None = None) -> DeviceEvent:
+    return DeviceEvent(device_id=device_id, event_id=event_id or uuid.uuid4().hex[:16], type=EventType(kind),
+                       received_at=datetime.now(UTC))
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[AlertStore]:
+    async with open_store(store_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    async with postgres_database() as url:
+        yield url
+
+
+class Heard:
+    """A store listener that records every change it is told about."""
+
+    def __init__(self) -> None:
+        self.changes: list[AlertChange] = []
+
+    def __call__(self, changes: Sequence[AlertChange]) -> None:
+        self.changes.extend(changes)
+
+    def ids(self, action: str = "raised") -> list[str]:
+        return [c.alert_id for c in self.changes if c.action == action]
+
+
+def test_placeholders_translate_outside_quotes() -> None:
+    assert translate("SELECT * FROM t WHERE a = ? AND b IN (?, ?)") == (
+        "SELECT * FROM t WHERE a = $1 AND b IN ($2, $3)")
+    assert translate("SELECT '?', 'it''s ?', \"odd?col\" FROM t WHERE x = ?") == (
+        "SELECT '?', 'it''s ?', \"odd?col\" FROM t WHERE x = $1")
+    assert translate("SELECT 1 -- what?\nWHERE y = ?") == "SELECT 1 -- what?\nWHERE y = $1"
+    assert translate("SELECT 1") == "SELECT 1"
+
+
+async def test_ingest_duplicate_and_join(store: AlertStore) -> None:
+    first = await store.ingest([event("u1", "pendant", "e1"), event("u1", "fall", "e2"),
+                                event("u2", "low_battery")])
+    assert [r.result for r in first] == ["accepted"] * 3
+    assert first[0].alert_id == first[1].alert_id, "a second help event joins the open alert"
+    again = await store.ingest([event("u1", "pendant", "e1")])
+    assert again[0].result == "duplicate" and again[0].alert_id == first[0].alert_id
+    alert, timeline = await store.get_alert(str(first[0].alert_id))
+    assert alert.repeat_count == 1 and [t.action for t in timeline][:2] == ["raised", "repeat"]
+    alerts, cursor = await store.list_alerts(state="open", limit=1)
+    assert alerts[0].id == first[0].alert_id and cursor is not None
+    more, _ = await store.list_alerts(state="open", limit=10, cursor=cursor)
+    assert [a.type for a in more] == ["low_battery"]
+    assert await store.event_count() == 3
+
+
+async def test_lifecycle_and_outbox_claims(store: AlertStore) -> None:
+    [result] = await store.ingest([event("u3", "mains_fail")])
+    acked = await store.acknowledge(str(result.alert_id), actor="alice", source="api")
+    assert acked.state == "acknowledged"
+    resolved = await store.resolve(str(result.alert_id), outcome="resident_ok", note=None, actor="alice",
+                                   source="api")
+    assert resolved.state == "resolved"
+    await store.upsert_device("u4", "gsm_unit")
+    await store.ingest([event("u4", "pendant")])
+    claimed = await store.claim_outbox()
+    assert [item.payload["cmd"] for item in claimed] == ["call_centre"]
+    assert await store.claim_outbox() == [], "a claimed item is leased, not handed out again"
+    assert await store.pending_outbox() == 1
+    await store.probe_write()
+
+
+async def test_migrations_are_safe_from_two_nodes_at_once(pg_url: str) -> None:
+    a, b = PostgresStore(pg_url, listen=False), PostgresStore(pg_url, listen=False)
+    await asyncio.gather(a.__aenter__(), b.__aenter__())
+    try:
+        async with a.read() as tx:
+            rows = await tx.fetchall("SELECT version FROM schema_version ORDER BY version")
+        assert [r["version"] for r in rows] == [v for v, _ in all_migrations()]
+    finally:
+        await asyncio.gather(a.__aexit__(None, None, None), b.__aexit__(None, None, None))
+
+
+async def test_two_nodes_never_claim_the_same_outbox_item(pg_url: str) -> None:
+    async with PostgresStore(pg_url) as a, PostgresStore(pg_url) as b:
+        for n in range(60):
+            await a.upsert_device(f"c{n}", "gsm_unit")
+        await a.ingest([event(f"c{n}", "pendant") for n in range(60)])
+        claims = await asyncio.gather(*(node.claim_outbox(limit=7) for node in (a, b) for _ in range(6)))
+        ids = [item.id for claim in claims for item in claim]
+        assert len(ids) == len(set(ids)) == 60, "every item claimed, none twice"
+
+
+async def test_every_node_hears_every_change_once(pg_url: str) -> None:
+    async with PostgresStore(pg_url) as a, PostgresStore(pg_url) as b:
+        heard_a, heard_b = Heard(), Heard()
+        a.add_listener(heard_a)
+        b.add_listener(heard_b)
+        results = await a.ingest([event(f"n{n}", "mains_fail") for n in range(400)])  # > one NOTIFY payload
+        expected = sorted(str(r.alert_id) for r in results)
+
+        async def b_heard_all() -> bool:
+            return len(heard_b.ids()) >= 400
+
+        await eventually(b_heard_all)
+        [mine] = await b.ingest([event("n-b", "pendant")])
+
+        async def a_heard_b() -> bool:
+            return str(mine.alert_id) in heard_a.ids()
+
+        await eventually(a_heard_b)
+        await asyncio.sleep(0.3)  # give any double delivery the chance to show
+        everything = sorted([*expected, str(mine.alert_id)])
+        assert sorted(heard_a.ids()) == everything, "each change once on the node that made it"
+        assert sorted(heard_b.ids()) == everything, "and once on every other node"
+
+
+async def test_same_event_on_two_nodes_at_once_is_stored_once(pg_url: str) -> None:
+    async with PostgresStore(pg_url) as a, PostgresStore(pg_url) as b:
+        events = [event(f"d{n}", "pendant", f"same-{n}") for n in range(50)]
+        on_a, on_b = await asyncio.gather(a.ingest(events), b.ingest(list(reversed(events))))
+        on_b.reverse()
+        for ra, rb in zip(on_a, on_b, strict=True):
+            assert {ra.result, rb.result} == {"accepted", "duplicate"}, (ra, rb)
+            assert ra.alert_id == rb.alert_id
+        assert await a.event_count() == 50
