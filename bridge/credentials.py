@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import shlex
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,7 +81,8 @@ def render_acl(topic_root: str, bridge_username: str) -> str:
     )
 
 
-def write_atomically(path: Path, text: str, mode: int = 0o640) -> None:
+def write_atomically(path: Path, text: str, mode: int = 0o640, group: str = "") -> None:
+    """Replace ``path`` in one step; with ``group`` (e.g. ``mosquitto``) the broker's group may read it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -90,6 +92,8 @@ def write_atomically(path: Path, text: str, mode: int = 0o640) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
+        if group:
+            shutil.chown(tmp, group=group)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -130,9 +134,10 @@ class CredentialManager:
         """Rewrite the password and ACL files from the store, then ask the broker to reload them."""
         async with self._lock:
             entries = [(self._config.bridge_username, self._bridge_hash), *await self._registry.active_credentials()]
-            await asyncio.to_thread(write_atomically, self.password_file, render_password_file(entries))
+            group = self._config.file_group
+            await asyncio.to_thread(write_atomically, self.password_file, render_password_file(entries), 0o640, group)
             await asyncio.to_thread(write_atomically, self.acl_file,
-                                    render_acl(self._topic_root, self._config.bridge_username))
+                                    render_acl(self._topic_root, self._config.bridge_username), 0o640, group)
             await self._reload()
 
     async def _reload(self) -> None:

@@ -47,8 +47,12 @@ class SimulatedUnit:
         answer_commands: bool = True,
         heartbeat_s: float | None = None,
         call_connects: bool = True,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.device_id = device_id
+        self._username = username  # per-device broker credential (credentials.enabled)
+        self._password = password
         self.topics = Topics(topic_root)
         self._host = host
         self._port = port
@@ -92,6 +96,8 @@ class SimulatedUnit:
                     self._host,
                     self._port,
                     identifier=f"unit-{self.device_id}",
+                    username=self._username,
+                    password=self._password,
                     will=will,
                     keepalive=15,
                     timeout=10,
