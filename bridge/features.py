@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
-from bridge import (, feature_registry
+from bridge import (
     feature_console,
     feature_escalation,
     feature_floods,
