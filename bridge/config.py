@@ -149,6 +149,8 @@ class CredentialsConfig(Section):
     password_file: str = "./data/mosquitto.passwd"
     #: Mosquitto acl_file the bridge writes (mosquitto.conf: acl_file PATH).
     acl_file: str = "./data/mosquitto.acl"
+    #: Group given read access to both files (mode 0640), e.g. mosquitto; empty keeps the bridge's own group.
+    file_group: str = ""
     #: The bridge's own broker user (full access to the topic tree).
     bridge_username: str = Field("telecare-bridge", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     #: The bridge's own broker password; empty means the password in mqtt.url.
