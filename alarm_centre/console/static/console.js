@@ -527,6 +527,10 @@
         const choice = open.querySelectorAll("#outcomes input")[Number(ev.key) - 1];
         if (choice) { choice.checked = true; choice.focus(); ev.preventDefault(); }
       }
+      if (open.id === "resolve-dialog" && ev.key === "Enter" && !["TEXTAREA", "BUTTON"].includes(ev.target.tagName)) {
+        ev.preventDefault();
+        $("resolve-form").requestSubmit();
+      }
       return;  // Escape closes native dialogs by itself
     }
     const tag = ev.target && ev.target.tagName;
@@ -560,7 +564,7 @@
     for (const b of document.querySelectorAll("dialog .cancel")) {
       b.addEventListener("click", () => { b.closest("dialog").close(); restoreFocus(); });
     }
-    $("help-dialog").addEventListener("close", restoreFocus);
+    for (const d of ["help-dialog", "resolve-dialog", "note-dialog"]) $(d).addEventListener("close", restoreFocus);
     document.addEventListener("keydown", onKey);
     setInterval(tickTimers, 1000);
     await loadQueue().catch(showError);

@@ -1,0 +1,180 @@
+"""The console in real headless Chromium (Debian's package, driven by Playwright).
+
+An alert raised by a simulated unit over the real Mosquitto appears live; it is acknowledged with the
+keyboard, noted and resolved; a second operator's screen follows; an installer cannot acknowledge;
+markup in names and notes stays text. Chromium missing: skipped locally, a failure in CI.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from console_support import PASSWORD, add_user, raise_alert
+from harness import IN_CI, RunningBridge
+
+from simulators.unit import SimulatedUnit
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+EVIL_NAME = "Ada <img src=x onerror=\"window.__pwned=1\">"
+EVIL_NOTE = "<script>window.__pwned=2</script> rang her, she is fine"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} is not installed (apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(message + "; CI must provide it (scripts/test installs it)")
+        pytest.skip(message)
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def signed_in_page(browser: Any, bridge: RunningBridge, name: str) -> Any:
+    context = await browser.new_context(viewport={"width": 1400, "height": 900})
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.js_errors = errors
+    await page.goto(bridge.url + "/login")
+    await page.fill("#name", name)
+    await page.fill("#password", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/console")
+    await page.wait_for_selector("body[data-ready=true]")
+    await page.wait_for_selector("#live-state.on")
+    return page
+
+
+async def test_live_queue_keyboard_and_a_second_operator(browser: Any, bridge: RunningBridge) -> None:
+    from playwright.async_api import expect
+
+    await add_user(bridge, "olive", "operator")
+    await add_user(bridge, "oscar", "operator")
+    await bridge.store.upsert_resident("r-ada", EVIL_NAME, {
+        "address": "4 Mill Lane, Leeds LS1 4AB", "key_safe": "code 1942, left of door",
+        "medical_notes": "MS; uses a wheelchair", "language": "Welsh",
+        "responders": [{"name": "Bea (daughter)", "phone": "+447700900002", "order": 2},
+                       {"name": "Carl", "phone": "+447700900001", "relation": "neighbour", "order": 1}],
+    })
+    await bridge.store.upsert_device("unit-ada", "gsm_unit", resident_id="r-ada")
+    olive = await signed_in_page(browser, bridge, "olive")
+    oscar = await signed_in_page(browser, bridge, "oscar")
+
+    host, port = bridge.broker
+    async with SimulatedUnit("unit-ada", host=host, port=port, topic_root=bridge.bridge.config.topic_root) as unit:
+        ack = await unit.send("pendant", timeout=20)
+        acked_at = time.monotonic()
+        assert ack["result"] == "accepted"
+        alert_id = ack["alert_id"]
+        row = olive.locator(f"#alert-{alert_id}")
+        await expect(row).to_be_visible(timeout=10_000)
+        seen_after = time.monotonic() - acked_at
+        print(f"alert visible {seen_after * 1000:.0f} ms after the ack")  # the issue asks for < 1 s
+        await expect(row).to_contain_text("Pendant")
+        await expect(row).to_contain_text(EVIL_NAME)  # markup shown as text
+        await expect(olive.locator("#announcer")).to_contain_text("New emergency")
+        await expect(olive.locator("#d-state")).to_have_text("Waiting")
+        await expect(olive.locator("#resident")).to_contain_text("code 1942")
+        await expect(olive.locator("#responders li").first).to_contain_text("Carl")
+        await expect(olive.locator("#units")).to_contain_text("unit-ada")
+        await expect(olive.locator(f"#alert-{alert_id} .timer")).to_have_text("0:01", timeout=5000)
+
+        await olive.keyboard.press("a")
+        await expect(row).to_contain_text("Acknowledged by olive")
+        await expect(oscar.locator(f"#alert-{alert_id}")).to_contain_text("Acknowledged by olive", timeout=5000)
+
+        await olive.keyboard.press("n")
+        await olive.fill("#note-text", EVIL_NOTE)
+        await olive.click("#note-dialog button[type=submit]")
+        await expect(olive.locator("#timeline")).to_contain_text(EVIL_NOTE)
+
+        await olive.keyboard.press("r")
+        await expect(olive.locator("#resolve-dialog")).to_be_visible()
+        await olive.keyboard.press("1")
+        await olive.keyboard.press("Enter")
+        await expect(row).to_contain_text("Resolved (resident ok)")
+        await expect(oscar.locator(f"#alert-{alert_id}")).to_contain_text("Resolved", timeout=5000)
+
+    alert, timeline = await bridge.store.get_alert(alert_id)
+    assert alert.state == "resolved" and alert.outcome == "resident_ok" and alert.resolved_by == "olive"
+    assert [t.source for t in timeline if t.action in ("acknowledged", "note", "resolved")] == ["console"] * 3
+    for page in (olive, oscar):
+        assert await page.evaluate("window.__pwned") is None
+        assert page.js_errors == []
+
+
+async def test_installer_sees_alerts_but_cannot_acknowledge(browser: Any, embedded_bridge: RunningBridge) -> None:
+    from playwright.async_api import expect
+
+    await add_user(embedded_bridge, "ian", "installer")
+    page = await signed_in_page(browser, embedded_bridge, "ian")
+    alert_id = await raise_alert(embedded_bridge, "unit-inst", "fall")
+    row = page.locator(f"#alert-{alert_id}")
+    await expect(row).to_be_visible(timeout=10_000)
+    await expect(row).to_contain_text("UNREGISTERED")
+    await expect(page.locator("#actions")).to_be_hidden()
+    await expect(page.locator("#no-handle")).to_be_visible()
+    for key in await page.locator(".keys .handle-key").all():
+        await expect(key).to_be_hidden()  # the key legend only shows what this role may do
+    await page.keyboard.press("a")
+    await expect(page.locator("#status")).to_contain_text("cannot handle alerts")
+    status = await page.evaluate(
+        """async (id) => {
+            const me = await (await fetch('/console/api/me')).json();
+            const r = await fetch(`/api/v1/alerts/${id}/acknowledge`, {method: 'POST',
+                headers: {[me.csrf_header]: me.csrf}});
+            return r.status;
+        }""", alert_id)
+    assert status == 403
+    alert, _ = await embedded_bridge.store.get_alert(alert_id)
+    assert alert.state == "raised"
+    assert page.js_errors == []
+
+
+async def test_test_alarms_are_shown_as_tests_and_sign_out_works(browser: Any,
+                                                                  embedded_bridge: RunningBridge) -> None:
+    from playwright.async_api import expect
+
+    await add_user(embedded_bridge, "sue", "supervisor")
+    await embedded_bridge.store.upsert_device("unit-t", "gsm_unit")
+    from datetime import UTC, datetime
+
+    from alarm_centre.store.base import PostCommit, Tx
+    from devices.events import DeviceEvent
+    from devices.vocabulary import EventType
+
+    async def test_mode(tx: Tx, post: PostCommit) -> None:
+        await tx.execute("UPDATE devices SET test_mode_until = ? WHERE id = 'unit-t'", time.time() + 600)
+
+    await embedded_bridge.store.transaction(test_mode)
+    page = await signed_in_page(browser, embedded_bridge, "sue")
+    result = await embedded_bridge.bridge.intake.submit(
+        DeviceEvent("unit-t", "t-1", EventType.PENDANT, datetime.now(UTC), test=True))
+    row = page.locator(f"#alert-{result.alert_id}")
+    await expect(row).to_contain_text("TEST")
+    assert "is-test" in (await row.get_attribute("class") or "")
+    await expect(page.locator("#announcer")).to_contain_text("New test alert")
+    await page.keyboard.press("?")
+    await expect(page.locator("#help-dialog")).to_be_visible()
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#help-dialog")).to_be_hidden()
+    await page.click("#logout")
+    await page.wait_for_url("**/login")
+    response = await page.goto(embedded_bridge.url + "/console")
+    assert response is not None and response.url.endswith("/login")
+    assert page.js_errors == []
