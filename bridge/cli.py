@@ -89,7 +89,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
         from bridge.service import Bridge
         from simulators.fleet import DEMO_RESIDENTS, run_fleet
 
-        async with Bridge(config) as bridge:
+        async with contextlib.AsyncExitStack() as extras:
+            serial = None
+            if args.with_serial:
+                from bridge.cli_serial import serial_demo
+
+                serial = await extras.enter_async_context(serial_demo(config))
+            bridge = await extras.enter_async_context(Bridge(serial.config if serial else config))
+            if serial is not None:
+                await serial.register(bridge.store)
             for resident_id, name, unit_id in DEMO_RESIDENTS[: args.units]:
                 await bridge.store.upsert_resident(resident_id, name)
                 await bridge.store.upsert_device(unit_id, "gsm_unit", resident_id=resident_id)
@@ -100,6 +108,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
             print(f"  demo fleet  {args.units} simulated units, an event every ~{args.every:.0f}s each", flush=True)
             print("  try:        curl -H \"Authorization: Bearer $TOKEN\" "
                   f"{bridge.http_url}/api/v1/alerts", flush=True)
+            if serial is not None:
+                print(serial.describe(), flush=True)
             print("  operator token (demo-operator):", flush=True)
             print(token, flush=True)
             async with asyncio.TaskGroup() as tg:
@@ -108,6 +118,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
                 host, port = bridge.mqtt._broker.host, bridge.mqtt._broker.port
                 tg.create_task(run_fleet([u for _, _, u in DEMO_RESIDENTS[: args.units]], host=host, port=port,
                                          topic_root=config.topic_root, every_s=args.every), name="fleet")
+                if serial is not None:
+                    tg.create_task(serial.run(args.every), name="serial-demo")
 
     _run_until_signal(main)
 
@@ -188,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how many simulated units (1-6, default 6)")
     p.add_argument("--every", type=float, default=30.0, metavar="SECONDS",
                    help="mean seconds between one unit's events (default 30)")
+    p.add_argument("--with-serial", action="store_true",
+                   help="also simulate a unit on a serial line and a GSM modem receiving SMS alarms "
+                        "(on ptys)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("check-config", parents=[common], help="validate the configuration and print it")
