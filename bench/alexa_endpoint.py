@@ -43,6 +43,7 @@ SKILL_ID = "amzn1.ask.skill.bench-0000"
 ECHO_ID = "amzn1.ask.device." + "BENCHECHO" * 12
 TARGET_P99_MS = 50.0
 HEADER = f"{'scenario':<16} {'requests':>8} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}"
+HEADER = f"{'scenario':<16} {'requests':>8} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}"
 
 
 # -- the load generator (child process) -------------------------------------------------------------
@@ -208,9 +209,7 @@ async def main(args: argparse.Namespace) -> int:
                             f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)",
                             flush=True,
                         )
-                        print(
-                            f"{'scenario':<16} {'requests':>8} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}"
-                        )
+                        print(HEADER)
                         _report(
                             "bare aiohttp",
                             await _measure("bare", bare_url, run, signing, cert_url),
