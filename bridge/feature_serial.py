@@ -148,7 +148,10 @@ class SerialFeature:
         modem = self.modem
         if modem is None:
             raise ConnectionError("no GSM modem configured (gsm.port)")
-        number = await phone_of(self.store, device_id)
+        try:
+            number = await phone_of(self.store, device_id)
+        except Exception as exc:  # the outbox retries ConnectionError; anything else would stop it
+            raise ConnectionError(f"cannot read {device_id}'s phone number: {exc}") from exc
         if number is None:
             raise ConnectionError(f"device {device_id} has no phone number to text")
         args = item.payload.get("args")
@@ -172,11 +175,18 @@ class SerialFeature:
         await self._finish(item, {"result": "sms_submitted", "number": number, "reference": reference})
 
     async def _finish(self, item: OutboxItem, result: dict[str, Any]) -> None:
+        """Close the outbox item; if the store cannot record it now, the command is sent again later
+        (same ``cmd_id``), which units treat as one command."""
+
         async def work(tx: Any, post: Any) -> None:
             await tx.execute("UPDATE outbox SET done_at = ?, result = ? WHERE id = ? AND done_at IS NULL",
                              time.time(), json.dumps(result), item.id)
 
-        await self.store.transaction(work)
+        try:
+            await self.store.transaction(work)
+        except Exception as exc:
+            log.warning("SMS command %s sent but not recorded as done (%s); it will be sent again",
+                        item.cmd_id, exc)
 
     async def resolve_sender(self, sender: str) -> str | None:
         return await device_for_number(self.store, sender, self.country_code)
