@@ -45,6 +45,7 @@ ROLE_RIGHTS: dict[Role, frozenset[str]] = {
             "residents:read",
             "residents:write",
             "users:write",
+            "escalation:write",
         }
     ),
 }

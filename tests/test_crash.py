@@ -12,6 +12,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -113,3 +116,37 @@ def _async(check):  # type: ignore[no-untyped-def]
         return bool(check())
 
     return wrapped
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_clean_shutdown_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
+    http_port = free_port()
+    env = {
+        **os.environ,
+        "TELECARE_STORE__URL": str(tmp_path / "stop.db"),
+        "TELECARE_HTTP__PORT": str(http_port),
+        "TELECARE_MQTT__EMBEDDED_PORT": str(free_port()),
+    }
+    log = tmp_path / "bridge.log"
+    proc = start_bridge(env, log)
+    try:
+        deadline = time.monotonic() + 30
+        while not _ready(http_port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _ready(http_port), log.read_text()
+        proc.send_signal(sig)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text(errors="replace")
+    assert "stopped" in text and "Traceback" not in text
+    assert not reachable("127.0.0.1", http_port)
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
