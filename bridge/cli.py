@@ -208,9 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", parents=[common], help="validate the configuration and print it")
     p.set_defaults(func=cmd_check_config)
 
-    from bridge import cli_users
+    from bridge import cli_registry, cli_users
 
     cli_users.register(sub, common)  # users add|passwd|disable|enable|list
+    cli_registry.register(sub, common)  # residents, devices, link, commission, import, export
 
     simulate = sub.add_parser("simulate", help="stand-ins for real devices").add_subparsers(
         dest="simulate_command", metavar="DEVICE", required=True)

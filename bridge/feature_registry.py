@@ -8,12 +8,11 @@ from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
+from urllib.parse import urlsplit
+
 from alarm_centre.registry import Registry
-from alarm_centre.registry_api import RegistryOptions, add_registry_routes
 from alarm_centre.store.base import AlertStore
-from alarm_centre.supervision import HeartbeatSupervisor
 from bridge.credentials import CredentialManager
-from bridge.mqtt_link import BrokerAddress
 
 if TYPE_CHECKING:
     from bridge.config import Config
@@ -32,11 +31,14 @@ def make_credentials(config: Config, registry: Registry) -> CredentialManager | 
         return None
     password = config.credentials.bridge_password
     if not password and config.mqtt.url:
-        password = BrokerAddress.from_url(config.mqtt.url).password or ""
+        password = urlsplit(config.mqtt.url).password or ""
     return CredentialManager(registry, config.credentials, topic_root=config.topic_root, bridge_password=password)
 
 
 async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
+    from alarm_centre.registry_api import RegistryOptions, add_registry_routes  # aiohttp: not for the CLI
+    from alarm_centre.supervision import HeartbeatSupervisor
+
     config = bridge.config
     registry = make_registry(config, bridge.store)
     registry.install()
