@@ -1,0 +1,289 @@
+"""Storm bench: 10,000 units report ``mains_fail`` within one second while a few report ``fall``.
+
+Runs the real bridge as processes (``telecare-bridge run``) against a private Mosquitto with raised
+queue limits (the system default ``max_queued_messages 1000`` drops QoS 1 messages to a lagging
+subscriber -- DESIGN.md), in two set-ups: one node on SQLite, and two nodes on PostgreSQL with a shared
+subscription. The units are spread over many MQTT connections and retry unacked events, as real units do.
+
+Prints, per set-up: time until every event is durably acked, lost and duplicated counts (both must be
+zero), time until each ``fall`` is on the console (``/api/v1/stream`` of the *other* node when there are
+two; after a ``resync`` the console reloads ``/api/v1/queue``, as the real console does), and each
+node's peak memory.
+
+    .venv/bin/python bench/storm.py [--units 10000] [--falls 5] [--only sqlite|postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiomqtt
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+CONNECTIONS = 50
+RETRY_S = 3.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def peak_rss_mb(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def wait_ready(port: int, timeout: float = 60) -> None:
+    async with asyncio.timeout(timeout), aiohttp.ClientSession() as session:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+
+
+class Console:
+    """An operator's console on one node's /api/v1/stream, noting when each fall shows up."""
+
+    def __init__(self, port: int, token: str, falls: dict[str, float]) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.falls = falls  # device_id -> time sent
+        self.seen: dict[str, float] = {}
+        self.resyncs = 0
+        self.connected = asyncio.Event()
+
+    def _note(self, line: dict[str, Any], now: float) -> None:
+        if line.get("type") == "fall" and line.get("device_id") in self.falls:
+            self.seen.setdefault(line["device_id"], now)
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession() as session, session.get(self.base + "/api/v1/stream",
+                                                                   headers=self.headers) as resp:
+            self.connected.set()
+            event = ""
+            async for raw in resp.content:
+                text = raw.decode().strip()
+                if text.startswith("event:"):
+                    event = text[6:].strip()
+                elif text.startswith("data:"):
+                    now = time.perf_counter()
+                    if event == "resync":
+                        self.resyncs += 1
+                        async with session.get(self.base + "/api/v1/queue?limit=50",
+                                               headers=self.headers) as q:
+                            for line in (await q.json())["lines"]:
+                                self._note(line, time.perf_counter())
+                    else:
+                        self._note(json.loads(text[5:]), now)
+
+
+async def storm(label: str, env: dict[str, str], nodes: list[str], broker_port: int, *, units: int,
+                falls: int, count_stored: Any) -> dict[str, Any]:
+    topic_root = f"storm{uuid.uuid4().hex[:6]}"
+    ports = {node: free_port() for node in nodes}
+    tmp = Path(tempfile.mkdtemp(prefix="storm-"))
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def node_env(node: str) -> dict[str, str]:
+        return {**os.environ, **env, "TELECARE_TOPIC_ROOT": topic_root,
+                "TELECARE_HTTP__PORT": str(ports[node]),
+                "TELECARE_NODE_ID": node, "TELECARE_MQTT__URL": f"mqtt://127.0.0.1:{broker_port}",
+                "TELECARE_MQTT__CLIENT_ID": f"{node}-{topic_root}", "TELECARE_LOG__LEVEL": "WARNING",
+                "PYTHONPATH": str(ROOT)}
+
+    try:
+        for node in nodes:
+            log = (tmp / f"{node}.log").open("wb")
+            procs[node] = subprocess.Popen(  # noqa: ASYNC220 -- a bench, started once
+                [sys.executable, "-m", "bridge.cli", "run"], env=node_env(node),
+                                           stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+        for node in nodes:
+            await wait_ready(ports[node])
+        token = subprocess.run([sys.executable, "-m", "bridge.cli", "users", "add", "bench-op", "--role",  # noqa: ASYNC221
+                                "operator"], env=node_env(nodes[0]), cwd=tmp, capture_output=True, text=True,
+                               check=True).stdout.strip().splitlines()[-1]
+        device_ids = [f"s{n:05d}" for n in range(units)]
+        fall_ids = set(random.sample(device_ids, falls))
+        plan = {d: ("fall" if d in fall_ids else "mains_fail") for d in device_ids}
+        event_ids = {d: uuid.uuid4().hex[:16] for d in device_ids}
+        fall_sent: dict[str, float] = {}
+        console = Console(ports[nodes[-1]], token, fall_sent)
+        console_task = asyncio.create_task(console.run())
+        await asyncio.wait_for(console.connected.wait(), 10)
+        acked: dict[str, float] = {}
+        results: dict[str, str] = {}
+        all_acked = asyncio.Event()
+
+        async with aiomqtt.Client("127.0.0.1", broker_port, identifier=f"acks-{topic_root}",
+                                  max_queued_incoming_messages=0) as ack_client:
+            await ack_client.subscribe(f"{topic_root}/v1/+/ack", qos=1)
+
+            async def read_acks() -> None:
+                async for message in ack_client.messages:
+                    device_id = message.topic.value.split("/")[-2]
+                    body = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                    if body.get("event_id") == event_ids.get(device_id) and device_id not in acked:
+                        acked[device_id] = time.perf_counter()
+                        results[device_id] = body["result"]
+                        if len(acked) == units:
+                            all_acked.set()
+
+            reader = asyncio.create_task(read_acks())
+            groups = [device_ids[i::CONNECTIONS] for i in range(CONNECTIONS)]
+            started = time.perf_counter()
+            attempts = 0
+
+            async def sender(k: int, mine: list[str]) -> None:
+                nonlocal attempts
+                async with aiomqtt.Client("127.0.0.1", broker_port, identifier=f"units-{k}-{topic_root}",
+                                          max_inflight_messages=1000) as client:
+                    pending = list(mine)
+                    first = True
+                    rounds = 0
+                    while pending:
+                        chunks = [pending[i::10] for i in range(10)]
+                        for chunk in chunks:  # spread over one second
+                            for d in chunk:
+                                payload = json.dumps({"event_id": event_ids[d], "type": plan[d]}).encode()
+                                attempts += 1
+                                if plan[d] == "fall":
+                                    fall_sent.setdefault(d, time.perf_counter())
+                                with contextlib.suppress(aiomqtt.MqttError):
+                                    await client.publish(f"{topic_root}/v1/{d}/event", payload, qos=1)
+                            if first:
+                                await asyncio.sleep(0.1)
+                        first = False
+                        deadline = time.perf_counter() + RETRY_S * 2 ** min(rounds, 4)  # units back off
+                        rounds += 1
+                        while time.perf_counter() < deadline and any(d not in acked for d in pending):
+                            await asyncio.sleep(0.1)
+                        pending = [d for d in pending if d not in acked]
+
+            senders = [asyncio.create_task(sender(k, g)) for k, g in enumerate(groups)]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_acked.wait(), 120)
+            acked_in = (max(acked.values()) - started) if len(acked) == units else float("nan")
+            for task in senders:
+                task.cancel()
+            reader.cancel()
+            await asyncio.gather(*senders, reader, return_exceptions=True)
+        await asyncio.sleep(1.0)
+        console_task.cancel()
+        await asyncio.gather(console_task, return_exceptions=True)
+        stored, alerts = await count_stored(topic_root, device_ids)
+        fall_latency = [console.seen[d] - fall_sent[d] for d in fall_sent if d in console.seen]
+        return {
+            "setup": label, "units": units, "acked": len(acked), "all acked in s": round(acked_in, 2),
+            "lost": units - stored, "duplicated": alerts - units, "unacked": units - len(acked),
+            "publishes": attempts, "falls on console": f"{len(fall_latency)}/{len(fall_sent)}",
+            "fall to console max s": round(max(fall_latency), 3) if fall_latency else None,
+            "console resyncs": console.resyncs,
+            "peak MB": {node: round(peak_rss_mb(p.pid), 1) for node, p in procs.items()},
+        }
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def start_mosquitto() -> tuple[subprocess.Popen[bytes], int, Path]:
+    port = free_port()
+    conf = Path(tempfile.mkdtemp(prefix="storm-mq-")) / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_queued_messages 1000000\nmax_inflight_messages 1000\nmax_connections -1\n")
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return proc, port, conf
+        time.sleep(0.05)
+    raise RuntimeError("mosquitto did not start")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--units", type=int, default=10_000)
+    parser.add_argument("--falls", type=int, default=5)
+    parser.add_argument("--only", choices=["sqlite", "postgres"])
+    args = parser.parse_args()
+    broker, port, _ = start_mosquitto()
+    rows = []
+    try:
+        if args.only in (None, "sqlite"):
+            db = Path(tempfile.mkdtemp(prefix="storm-db-")) / "storm.db"
+
+            async def count_sqlite(root: str, ids: list[str]) -> tuple[int, int]:
+                conn = sqlite3.connect(db)
+                try:
+                    stored = conn.execute("SELECT COUNT(*) FROM events WHERE device_id LIKE 's%'").fetchone()
+                    alerts = conn.execute("SELECT COUNT(*) FROM alerts WHERE device_id LIKE 's%'").fetchone()
+                    return int(stored[0]), int(alerts[0])
+                finally:
+                    conn.close()
+
+            rows.append(await storm("1 node, SQLite", {"TELECARE_STORE__URL": str(db)}, ["node-1"], port,
+                                    units=args.units, falls=args.falls, count_stored=count_sqlite))
+        if args.only in (None, "postgres"):
+            name = f"storm_{uuid.uuid4().hex[:10]}"
+            admin = await asyncpg.connect(PG_ADMIN)
+            await admin.execute(f"CREATE DATABASE {name}")
+            url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+
+            async def count_pg(root: str, ids: list[str]) -> tuple[int, int]:
+                conn = await asyncpg.connect(url)
+                try:
+                    stored = await conn.fetchval("SELECT COUNT(*) FROM events WHERE device_id LIKE 's%'")
+                    alerts = await conn.fetchval("SELECT COUNT(*) FROM alerts WHERE device_id LIKE 's%'")
+                finally:
+                    await conn.close()
+                return int(stored), int(alerts)
+
+            try:
+                rows.append(await storm("2 nodes, PostgreSQL", {
+                    "TELECARE_STORE__URL": url, "TELECARE_MQTT__SHARED_GROUP": "bridge"},
+                    ["node-1", "node-2"], port, units=args.units, falls=args.falls, count_stored=count_pg))
+            finally:
+                await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                await admin.close()
+    finally:
+        broker.terminate()
+        broker.wait(10)
+    for row in rows:
+        print(json.dumps(row))
+    ok = all(r["lost"] == 0 and r["duplicated"] == 0 and r["unacked"] == 0 for r in rows)
+    print("PASS: nothing lost, nothing duplicated" if ok else "FAIL: events lost, duplicated or unacked")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
