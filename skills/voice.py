@@ -367,7 +367,7 @@ class VoiceService:
             await tx.execute(
                 "INSERT INTO devices "
                 "(id, kind, resident_id, channel, alexa_device_id, status, data, created_at) "
-                "VALUES (?, ?, ?, 'voice', ?, 'active', ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "VALUES (?, ?, ?, 'mqtt', ?, 'active', ?, ?) ON CONFLICT (id) DO UPDATE SET "
                 "resident_id = excluded.resident_id, alexa_device_id = excluded.alexa_device_id, "
                 "status = 'active', data = excluded.data",
                 device_id,
@@ -388,17 +388,26 @@ class VoiceService:
         return result
 
     async def unlink_echo(self, device_id: str) -> bool:
-        """Remove an Echo's link (the device row of kind alexa). False if there was none."""
+        """Unlink an Echo: clear its Alexa id and resident (the device row stays, for the history).
+
+        False if there was no such link. Its requests are then those of an unlinked Echo.
+        """
 
         async def work(tx: Tx, post: PostCommit) -> int:
-            return await tx.execute("DELETE FROM devices WHERE id = ? AND kind = ?", device_id, ALEXA_KIND)
+            return await tx.execute(
+                "UPDATE devices SET alexa_device_id = NULL, resident_id = NULL "
+                "WHERE id = ? AND kind = ? AND alexa_device_id IS NOT NULL",
+                device_id,
+                ALEXA_KIND,
+            )
 
         return bool(await self.store.transaction(work))
 
     async def list_links(self) -> list[dict[str, Any]]:
         async with self.store.read() as tx:
             rows = await tx.fetchall(
-                "SELECT id, alexa_device_id, resident_id, data, last_seen_at FROM devices WHERE kind = ? "
+                "SELECT id, alexa_device_id, resident_id, data, last_seen_at FROM devices "
+                "WHERE kind = ? AND alexa_device_id IS NOT NULL "
                 "ORDER BY id",
                 ALEXA_KIND,
             )

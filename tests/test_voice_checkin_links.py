@@ -95,6 +95,13 @@ async def test_links_need_installer_rights_and_clash_on_reuse(voice: RunningBrid
         ("echo-2", "amzn1.ask.device.TWO"),
     }
     assert next(x for x in listed["links"] if x["device_id"] == "echo-ann")["alexa_user_id"] == USER_ID
+    # a linked Echo is an ordinary registry device of kind alexa
+    from devices.registry import Device
+
+    async with voice.store.read() as tx:
+        row = await tx.fetchone("SELECT * FROM devices WHERE id = ?", "echo-ann")
+    device = Device.from_row(row)
+    assert (device.kind.value, device.alexa_device_id, device.resident_id) == ("alexa", ECHO_ID, RESIDENT)
 
 
 async def test_unlinked_after_delete_the_echo_is_unregistered(
