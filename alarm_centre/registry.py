@@ -23,8 +23,16 @@ from devices.events import DeviceEvent
 from devices.registry import UNIT_KINDS, Device, DeviceKind, Resident, UnitSettings
 from devices.vocabulary import EventType
 
-DEVICE_COLUMNS = ("kind", "resident_id", "channel", "phone", "imei", "alexa_device_id", "heartbeat_interval_s",
-                  "heartbeat_grace_s")
+DEVICE_COLUMNS = (
+    "kind",
+    "resident_id",
+    "channel",
+    "phone",
+    "imei",
+    "alexa_device_id",
+    "heartbeat_interval_s",
+    "heartbeat_grace_s",
+)
 UNIT_KIND_VALUES = tuple(k.value for k in UNIT_KINDS)
 
 
@@ -52,15 +60,26 @@ class ImportReport:
         return not self.dry_run and not self.errors
 
     def to_json(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "applied": self.applied, "created": self.created,
-                "updated": self.updated, "errors": [e.to_json() for e in self.errors]}
+        return {
+            "dry_run": self.dry_run,
+            "applied": self.applied,
+            "created": self.created,
+            "updated": self.updated,
+            "errors": [e.to_json() for e in self.errors],
+        }
 
 
 class Registry:
     """Registry operations on one store. ``clock`` is injectable for benches and tests."""
 
-    def __init__(self, store: AlertStore, *, default_interval_s: int = 900, default_grace_s: int = 120,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: AlertStore,
+        *,
+        default_interval_s: int = 900,
+        default_grace_s: int = 120,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.default_interval_s = default_interval_s
         self.default_grace_s = default_grace_s
@@ -72,17 +91,34 @@ class Registry:
             self.store.event_hooks.append(self.on_event)
 
     # -- audit -----------------------------------------------------------------------------------
-    async def _log(self, tx: Tx, actor: str, source: str, action: str, subject: str, detail: dict[str, Any],
-                   now: float) -> None:
-        await tx.execute("INSERT INTO registry_log (at, actor, source, action, subject, detail) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", now, actor, str(source), action, subject, _j(detail))
+    async def _log(
+        self, tx: Tx, actor: str, source: str, action: str, subject: str, detail: dict[str, Any], now: float
+    ) -> None:
+        await tx.execute(
+            "INSERT INTO registry_log (at, actor, source, action, subject, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            now,
+            actor,
+            str(source),
+            action,
+            subject,
+            _j(detail),
+        )
 
     async def history(self, subject: str, limit: int = 100) -> list[dict[str, Any]]:
         async with self.store.read() as tx:
-            rows = await tx.fetchall("SELECT * FROM registry_log WHERE subject = ? ORDER BY id DESC LIMIT ?",
-                                     subject, limit)
-        return [{"at": iso(r["at"]), "actor": r["actor"], "source": r["source"], "action": r["action"],
-                 "detail": json.loads(r["detail"])} for r in rows]
+            rows = await tx.fetchall(
+                "SELECT * FROM registry_log WHERE subject = ? ORDER BY id DESC LIMIT ?", subject, limit
+            )
+        return [
+            {
+                "at": iso(r["at"]),
+                "actor": r["actor"],
+                "source": r["source"],
+                "action": r["action"],
+                "detail": json.loads(r["detail"]),
+            }
+            for r in rows
+        ]
 
     # -- residents -------------------------------------------------------------------------------
     async def _resident_row(self, tx: Tx, resident_id: str) -> Row:
@@ -93,8 +129,13 @@ class Registry:
 
     async def _write_resident(self, tx: Tx, r: Resident, *, create: bool, now: float) -> None:
         if create:
-            await tx.execute("INSERT INTO residents (id, name, data, created_at) VALUES (?, ?, ?, ?)",
-                             r.id, r.name, _j(r.data()), now)
+            await tx.execute(
+                "INSERT INTO residents (id, name, data, created_at) VALUES (?, ?, ?, ?)",
+                r.id,
+                r.name,
+                _j(r.data()),
+                now,
+            )
         else:
             # Keep keys other features put in residents.data (escalation state, console notes, ...).
             row = await self._resident_row(tx, r.id)
@@ -129,8 +170,10 @@ class Registry:
         """Every resident with the number of active devices linked to them."""
         async with self.store.read() as tx:
             rows = await tx.fetchall("SELECT * FROM residents ORDER BY id")
-            counts = await tx.fetchall("SELECT resident_id, COUNT(*) AS n FROM devices WHERE status = 'active' "
-                                       "AND resident_id IS NOT NULL GROUP BY resident_id")
+            counts = await tx.fetchall(
+                "SELECT resident_id, COUNT(*) AS n FROM devices WHERE status = 'active' "
+                "AND resident_id IS NOT NULL GROUP BY resident_id"
+            )
         n = {c["resident_id"]: int(c["n"]) for c in counts}
         return [(Resident.from_row(r), n.get(r["id"], 0)) for r in rows]
 
@@ -141,11 +184,16 @@ class Registry:
             raise NotFound(f"no device {device_id[:64]!r}")
         return row
 
-    async def _check_device(self, tx: Tx, d: Device, known_residents: Sequence[str] = ()) -> list[tuple[str, str]]:
+    async def _check_device(
+        self, tx: Tx, d: Device, known_residents: Sequence[str] = ()
+    ) -> list[tuple[str, str]]:
         """Problems with a device's references and unique addresses, as ``(field, message)``."""
         problems = []
-        if d.resident_id is not None and d.resident_id not in known_residents and await tx.fetchone(
-                "SELECT id FROM residents WHERE id = ?", d.resident_id) is None:
+        if (
+            d.resident_id is not None
+            and d.resident_id not in known_residents
+            and await tx.fetchone("SELECT id FROM residents WHERE id = ?", d.resident_id) is None
+        ):
             problems.append(("resident_id", f"no resident {d.resident_id!r}; register the resident first"))
         for column in ("phone", "imei", "alexa_device_id"):
             value = getattr(d, column)
@@ -162,27 +210,53 @@ class Registry:
             return None
         interval = d.heartbeat_interval_s if isinstance(d, Device) else d["heartbeat_interval_s"]
         grace = d.heartbeat_grace_s if isinstance(d, Device) else d["heartbeat_grace_s"]
-        return since + (interval or self.default_interval_s) + (self.default_grace_s if grace is None else grace)
+        return (
+            since + (interval or self.default_interval_s) + (self.default_grace_s if grace is None else grace)
+        )
 
     async def _insert_device(self, tx: Tx, d: Device, now: float) -> None:
         await tx.execute(
             "INSERT INTO devices (id, kind, resident_id, channel, phone, imei, alexa_device_id, "
             "heartbeat_interval_s, heartbeat_grace_s, heartbeat_due_at, data, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            d.id, d.kind.value, d.resident_id, d.channel, d.phone, d.imei, d.alexa_device_id,
-            d.heartbeat_interval_s, d.heartbeat_grace_s, self._due(d, now), _j(d.data()), now)
+            d.id,
+            d.kind.value,
+            d.resident_id,
+            d.channel,
+            d.phone,
+            d.imei,
+            d.alexa_device_id,
+            d.heartbeat_interval_s,
+            d.heartbeat_grace_s,
+            self._due(d, now),
+            _j(d.data()),
+            now,
+        )
 
     async def _update_device(self, tx: Tx, d: Device, row: Row, now: float) -> None:
         data = {**json.loads(row["data"] or "{}"), **d.data()}
         due = row["heartbeat_due_at"]
-        if (d.heartbeat_interval_s, d.heartbeat_grace_s) != (row["heartbeat_interval_s"],
-                                                            row["heartbeat_grace_s"]) and due is not None:
+        if (d.heartbeat_interval_s, d.heartbeat_grace_s) != (
+            row["heartbeat_interval_s"],
+            row["heartbeat_grace_s"],
+        ) and due is not None:
             due = self._due(d, row["last_seen_at"] or now)
         await tx.execute(
-            "UPDATE devices SET kind = ?, resident_id = ?, channel = ?, phone = ?, imei = ?, alexa_device_id = ?, "
+            "UPDATE devices SET kind = ?, resident_id = ?, channel = ?, phone = ?, imei = ?, "
+            "alexa_device_id = ?, "
             "heartbeat_interval_s = ?, heartbeat_grace_s = ?, heartbeat_due_at = ?, data = ? WHERE id = ?",
-            d.kind.value, d.resident_id, d.channel, d.phone, d.imei, d.alexa_device_id, d.heartbeat_interval_s,
-            d.heartbeat_grace_s, due, _j(data), d.id)
+            d.kind.value,
+            d.resident_id,
+            d.channel,
+            d.phone,
+            d.imei,
+            d.alexa_device_id,
+            d.heartbeat_interval_s,
+            d.heartbeat_grace_s,
+            due,
+            _j(data),
+            d.id,
+        )
 
     async def create_device(self, d: Device, *, actor: str, source: str) -> dict[str, Any]:
         async def work(tx: Tx, post: PostCommit) -> None:
@@ -195,8 +269,15 @@ class Registry:
                 raise InvalidRequest("; ".join(f"{f}: {m}" for f, m in problems))
             now = self.clock()
             await self._insert_device(tx, d, now)
-            await self._log(tx, actor, source, "device_registered", f"device:{d.id}",
-                            {"kind": d.kind.value, "resident_id": d.resident_id}, now)
+            await self._log(
+                tx,
+                actor,
+                source,
+                "device_registered",
+                f"device:{d.id}",
+                {"kind": d.kind.value, "resident_id": d.resident_id},
+                now,
+            )
 
         await self.store.transaction(work)
         return await self.get_device(d.id)
@@ -223,29 +304,44 @@ class Registry:
     async def get_device(self, device_id: str) -> dict[str, Any]:
         async with self.store.read() as tx:
             row = await self._device_row(tx, device_id)
-            cred = await tx.fetchone("SELECT issued_at FROM device_credentials WHERE device_id = ? "
-                                     "AND revoked_at IS NULL", device_id)
+            cred = await tx.fetchone(
+                "SELECT issued_at FROM device_credentials WHERE device_id = ? AND revoked_at IS NULL",
+                device_id,
+            )
         return self.device_json(row, credential=cred is not None)
 
     def device_json(self, row: Row, *, credential: bool | None = None) -> dict[str, Any]:
         out: dict[str, Any] = Device.from_row(row).model_dump(mode="json")
-        out.update({
-            "status": row["status"], "online": None if row["online"] is None else bool(row["online"]),
-            "last_seen_at": iso(row["last_seen_at"]), "test_mode_until": iso(row["test_mode_until"]),
-            "heartbeat_due_at": iso(row["heartbeat_due_at"]), "created_at": iso(row["created_at"]),
-            "retired_at": iso(row["retired_at"]),
-            "config": {"version": int(row["config_version"]), "applied_version": int(row["config_applied_version"]),
-                       "pending": int(row["config_version"]) > int(row["config_applied_version"])},
-        })
+        out.update(
+            {
+                "status": row["status"],
+                "online": None if row["online"] is None else bool(row["online"]),
+                "last_seen_at": iso(row["last_seen_at"]),
+                "test_mode_until": iso(row["test_mode_until"]),
+                "heartbeat_due_at": iso(row["heartbeat_due_at"]),
+                "created_at": iso(row["created_at"]),
+                "retired_at": iso(row["retired_at"]),
+                "config": {
+                    "version": int(row["config_version"]),
+                    "applied_version": int(row["config_applied_version"]),
+                    "pending": int(row["config_version"]) > int(row["config_applied_version"]),
+                },
+            }
+        )
         if row["kind"] in UNIT_KIND_VALUES:
             out["effective_heartbeat"] = {
                 "interval_s": row["heartbeat_interval_s"] or self.default_interval_s,
-                "grace_s": self.default_grace_s if row["heartbeat_grace_s"] is None else row["heartbeat_grace_s"]}
+                "grace_s": self.default_grace_s
+                if row["heartbeat_grace_s"] is None
+                else row["heartbeat_grace_s"],
+            }
         if credential is not None:
             out["credential"] = credential
         return out
 
-    async def list_devices(self, *, resident_id: str | None = None, status: str = "active") -> list[dict[str, Any]]:
+    async def list_devices(
+        self, *, resident_id: str | None = None, status: str = "active"
+    ) -> list[dict[str, Any]]:
         if status not in ("active", "retired", "all"):
             raise InvalidRequest("status must be active, retired or all")
         sql = "SELECT * FROM devices WHERE 1 = 1"
@@ -260,7 +356,9 @@ class Registry:
             rows = await tx.fetchall(sql + " ORDER BY id", *args)
         return [self.device_json(r) for r in rows]
 
-    async def link(self, device_id: str, resident_id: str | None, *, actor: str, source: str) -> dict[str, Any]:
+    async def link(
+        self, device_id: str, resident_id: str | None, *, actor: str, source: str
+    ) -> dict[str, Any]:
         """Link a device (unit or Alexa device) to a resident, or unlink it with ``None``."""
 
         async def work(tx: Tx, post: PostCommit) -> None:
@@ -269,13 +367,22 @@ class Registry:
                 raise InvalidRequest(f"device_id: no device {device_id[:64]!r}")
             if row["status"] != "active":
                 raise Conflict(f"device {device_id!r} is retired; it cannot be linked")
-            if resident_id is not None and await tx.fetchone(
-                    "SELECT id FROM residents WHERE id = ?", resident_id) is None:
+            if (
+                resident_id is not None
+                and await tx.fetchone("SELECT id FROM residents WHERE id = ?", resident_id) is None
+            ):
                 raise InvalidRequest(f"resident_id: no resident {resident_id[:64]!r}")
             now = self.clock()
             await tx.execute("UPDATE devices SET resident_id = ? WHERE id = ?", resident_id, device_id)
-            await self._log(tx, actor, source, "linked" if resident_id else "unlinked", f"device:{device_id}",
-                            {"resident_id": resident_id, "was": row["resident_id"]}, now)
+            await self._log(
+                tx,
+                actor,
+                source,
+                "linked" if resident_id else "unlinked",
+                f"device:{device_id}",
+                {"resident_id": resident_id, "was": row["resident_id"]},
+                now,
+            )
 
         await self.store.transaction(work)
         return await self.get_device(device_id)
@@ -288,34 +395,50 @@ class Registry:
             if row["status"] == "retired":
                 raise Conflict(f"device {device_id!r} is already retired")
             open_alerts = await tx.fetchall(
-                "SELECT id, type, state FROM alerts WHERE device_id = ? AND state IN ('raised', 'acknowledged') "
-                "ORDER BY id", device_id)
+                "SELECT id, type, state FROM alerts WHERE device_id = ? "
+                "AND state IN ('raised', 'acknowledged') "
+                "ORDER BY id",
+                device_id,
+            )
             if open_alerts:
                 listed = ", ".join(f"{a['id']} ({a['type']}, {a['state']})" for a in open_alerts)
-                raise Conflict(f"device {device_id!r} has open alerts: {listed}; they must be resolved "
-                               "before the device is retired")
+                raise Conflict(
+                    f"device {device_id!r} has open alerts: {listed}; they must be resolved "
+                    "before the device is retired"
+                )
             now = self.clock()
             data = json.loads(row["data"] or "{}")
             data["retired_addresses"] = {k: row[k] for k in ("phone", "imei", "alexa_device_id") if row[k]}
             data["retired_reason"] = reason
             await tx.execute(
                 "UPDATE devices SET status = 'retired', retired_at = ?, heartbeat_due_at = NULL, "
-                "test_mode_until = NULL, phone = NULL, imei = NULL, alexa_device_id = NULL, data = ? WHERE id = ?",
-                now, _j(data), device_id)
-            await tx.execute("UPDATE device_credentials SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL",
-                             now, device_id)
+                "test_mode_until = NULL, phone = NULL, imei = NULL, alexa_device_id = NULL, data = ? "
+                "WHERE id = ?",
+                now,
+                _j(data),
+                device_id,
+            )
+            await tx.execute(
+                "UPDATE device_credentials SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL",
+                now,
+                device_id,
+            )
             await self._supersede_configs(tx, device_id, None, now)
-            for visit in await tx.fetchall("SELECT * FROM commissioning_visits WHERE device_id = ? "
-                                           "AND finished_at IS NULL", device_id):
+            for visit in await tx.fetchall(
+                "SELECT * FROM commissioning_visits WHERE device_id = ? AND finished_at IS NULL", device_id
+            ):
                 await self._close_visit(tx, post, visit, "device retired", actor, now)
-            await self._log(tx, actor, source, "device_retired", f"device:{device_id}", {"reason": reason}, now)
+            await self._log(
+                tx, actor, source, "device_retired", f"device:{device_id}", {"reason": reason}, now
+            )
 
         await self.store.transaction(work)
         return await self.get_device(device_id)
 
     # -- bulk import / export --------------------------------------------------------------------
-    async def import_batch(self, batch: Batch, *, dry_run: bool, update: bool, actor: str,
-                           source: str) -> ImportReport:
+    async def import_batch(
+        self, batch: Batch, *, dry_run: bool, update: bool, actor: str, source: str
+    ) -> ImportReport:
         """Apply a parsed batch in one transaction, or nothing at all when any row is bad (or dry run)."""
         report = ImportReport(dry_run=dry_run, errors=list(batch.errors))
 
@@ -325,8 +448,14 @@ class Registry:
             for line, r in batch.residents:
                 exists = await tx.fetchone("SELECT id FROM residents WHERE id = ?", r.id) is not None
                 if exists and not update:
-                    report.errors.append(RowError(line, "id", f"resident {r.id!r} is already registered "
-                                                  "(import with update to change it)", "residents"))
+                    report.errors.append(
+                        RowError(
+                            line,
+                            "id",
+                            f"resident {r.id!r} is already registered (import with update to change it)",
+                            "residents",
+                        )
+                    )
                     continue
                 await self._write_resident(tx, r, create=not exists, now=now)
                 report.updated["residents"] += int(exists)
@@ -335,15 +464,20 @@ class Registry:
             for line, d in batch.devices:
                 row = await tx.fetchone("SELECT * FROM devices WHERE id = ?", d.id)
                 if row is not None and (not update or row["status"] != "active"):
-                    why = "retired" if row["status"] != "active" else "already registered (import with update)"
+                    why = (
+                        "retired" if row["status"] != "active" else "already registered (import with update)"
+                    )
                     report.errors.append(RowError(line, "id", f"device {d.id!r} is {why}", "devices"))
                     continue
                 bad = False
                 for column in ("phone", "imei", "alexa_device_id"):
                     value = getattr(d, column)
                     if value is not None and (column, value) in seen:
-                        report.errors.append(RowError(line, column, f"{value} is also on line "
-                                                      f"{seen[(column, value)]}", "devices"))
+                        report.errors.append(
+                            RowError(
+                                line, column, f"{value} is also on line {seen[(column, value)]}", "devices"
+                            )
+                        )
                         bad = True
                     elif value is not None:
                         seen[(column, value)] = line
@@ -361,8 +495,15 @@ class Registry:
             report.errors.sort(key=lambda e: (e.kind, e.line))
             if report.errors or dry_run:
                 raise ImportAborted(report)
-            await self._log(tx, actor, source, "imported", "registry",
-                            {"created": report.created, "updated": report.updated}, now)
+            await self._log(
+                tx,
+                actor,
+                source,
+                "imported",
+                "registry",
+                {"created": report.created, "updated": report.updated},
+                now,
+            )
 
         try:
             await self.store.transaction(work)
@@ -372,42 +513,82 @@ class Registry:
 
     async def export(self) -> tuple[list[Resident], list[Device]]:
         async with self.store.read() as tx:
-            residents = [Resident.from_row(r) for r in await tx.fetchall("SELECT * FROM residents ORDER BY id")]
-            devices = [Device.from_row(r) for r in await tx.fetchall(
-                "SELECT * FROM devices WHERE status = 'active' ORDER BY id")]
+            residents = [
+                Resident.from_row(r) for r in await tx.fetchall("SELECT * FROM residents ORDER BY id")
+            ]
+            devices = [
+                Device.from_row(r)
+                for r in await tx.fetchall("SELECT * FROM devices WHERE status = 'active' ORDER BY id")
+            ]
         return residents, devices
 
     # -- commissioning ---------------------------------------------------------------------------
-    async def start_visit(self, device_id: str, *, installer: str, minutes: float,
-                          peripherals: Sequence[str] | None = None) -> dict[str, Any]:
+    async def start_visit(
+        self, device_id: str, *, installer: str, minutes: float, peripherals: Sequence[str] | None = None
+    ) -> dict[str, Any]:
         """Put a unit into test mode for ``minutes`` with a checklist of its peripherals to press."""
 
         async def work(tx: Tx, post: PostCommit) -> int:
             row = await self._device_row(tx, device_id)
             if row["status"] != "active" or row["kind"] not in UNIT_KIND_VALUES:
                 raise Conflict(f"device {device_id!r} is not an active unit; only units are commissioned")
-            if await tx.fetchone("SELECT id FROM commissioning_visits WHERE device_id = ? AND finished_at IS NULL",
-                                 device_id) is not None:
+            if (
+                await tx.fetchone(
+                    "SELECT id FROM commissioning_visits WHERE device_id = ? AND finished_at IS NULL",
+                    device_id,
+                )
+                is not None
+            ):
                 raise Conflict(f"device {device_id!r} is already in test mode; finish that visit first")
             device = Device.from_row(row)
             chosen = [p for p in device.peripherals if not peripherals or p.id in peripherals]
             unknown = sorted(set(peripherals or ()) - {p.id for p in device.peripherals})
             if unknown:
                 raise InvalidRequest(f"peripherals: {device_id} has no peripheral {', '.join(unknown)}")
-            checklist = [{"peripheral_id": p.id, "type": p.type.value, "location": p.location,
-                          "event": p.event_type.value, "confirmed_at": None, "event_id": None, "alert_id": None}
-                         for p in chosen] or [
-                {"peripheral_id": None, "type": "unit_button", "location": "", "event": EventType.PENDANT.value,
-                 "confirmed_at": None, "event_id": None, "alert_id": None}]
+            checklist = [
+                {
+                    "peripheral_id": p.id,
+                    "type": p.type.value,
+                    "location": p.location,
+                    "event": p.event_type.value,
+                    "confirmed_at": None,
+                    "event_id": None,
+                    "alert_id": None,
+                }
+                for p in chosen
+            ] or [
+                {
+                    "peripheral_id": None,
+                    "type": "unit_button",
+                    "location": "",
+                    "event": EventType.PENDANT.value,
+                    "confirmed_at": None,
+                    "event_id": None,
+                    "alert_id": None,
+                }
+            ]
             now = self.clock()
             ends = now + minutes * 60
             visit = await tx.fetchone(
                 "INSERT INTO commissioning_visits (device_id, installer, started_at, ends_at, checklist) "
-                "VALUES (?, ?, ?, ?, ?) RETURNING id", device_id, installer, now, ends, _j(checklist))
+                "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                device_id,
+                installer,
+                now,
+                ends,
+                _j(checklist),
+            )
             assert visit is not None
             await tx.execute("UPDATE devices SET test_mode_until = ? WHERE id = ?", ends, device_id)
-            await self._log(tx, installer, Source.API, "test_mode_started", f"device:{device_id}",
-                            {"visit_id": visit["id"], "until": iso(ends)}, now)
+            await self._log(
+                tx,
+                installer,
+                Source.API,
+                "test_mode_started",
+                f"device:{device_id}",
+                {"visit_id": visit["id"], "until": iso(ends)},
+                now,
+            )
             return int(visit["id"])
 
         visit_id: int = await self.store.transaction(work)
@@ -417,15 +598,19 @@ class Registry:
         """A visit's progress (the latest visit of the device by default)."""
         async with self.store.read() as tx:
             if visit_id is None:
-                row = await tx.fetchone("SELECT * FROM commissioning_visits WHERE device_id = ? "
-                                        "ORDER BY id DESC LIMIT 1", device_id)
+                row = await tx.fetchone(
+                    "SELECT * FROM commissioning_visits WHERE device_id = ? ORDER BY id DESC LIMIT 1",
+                    device_id,
+                )
             else:
-                row = await tx.fetchone("SELECT * FROM commissioning_visits WHERE id = ? AND device_id = ?",
-                                        visit_id, device_id)
+                row = await tx.fetchone(
+                    "SELECT * FROM commissioning_visits WHERE id = ? AND device_id = ?", visit_id, device_id
+                )
             if row is None:
                 raise NotFound(f"no commissioning visit for device {device_id[:64]!r}")
-            checks = await tx.fetchall("SELECT * FROM commissioning_checks WHERE visit_id = ? ORDER BY at",
-                                       row["id"])
+            checks = await tx.fetchall(
+                "SELECT * FROM commissioning_checks WHERE visit_id = ? ORDER BY at", row["id"]
+            )
         return self._visit_json(row, checks)
 
     def _visit_json(self, row: Row, checks: Sequence[Row]) -> dict[str, Any]:
@@ -434,24 +619,39 @@ class Registry:
             item["confirmed_at"] = iso(item["confirmed_at"])
         confirmed = sum(1 for item in checklist if item["confirmed_at"])
         return {
-            "visit_id": int(row["id"]), "device_id": row["device_id"], "installer": row["installer"],
-            "started_at": iso(row["started_at"]), "ends_at": iso(row["ends_at"]),
-            "finished_at": iso(row["finished_at"]), "finish_reason": row["finish_reason"],
+            "visit_id": int(row["id"]),
+            "device_id": row["device_id"],
+            "installer": row["installer"],
+            "started_at": iso(row["started_at"]),
+            "ends_at": iso(row["ends_at"]),
+            "finished_at": iso(row["finished_at"]),
+            "finish_reason": row["finish_reason"],
             "in_test_mode": row["finished_at"] is None and row["ends_at"] > self.clock(),
-            "checklist": checklist, "confirmed": confirmed, "total": len(checklist),
+            "checklist": checklist,
+            "confirmed": confirmed,
+            "total": len(checklist),
             "complete": confirmed == len(checklist),
-            "events": [{"event_id": c["event_id"], "type": c["type"], "peripheral_id": c["peripheral_id"],
-                        "alert_id": None if c["alert_id"] is None else str(c["alert_id"]), "at": iso(c["at"])}
-                       for c in checks],
-            "note": row["note"], "summary": json.loads(row["summary"]) if row["summary"] else None,
+            "events": [
+                {
+                    "event_id": c["event_id"],
+                    "type": c["type"],
+                    "peripheral_id": c["peripheral_id"],
+                    "alert_id": None if c["alert_id"] is None else str(c["alert_id"]),
+                    "at": iso(c["at"]),
+                }
+                for c in checks
+            ],
+            "note": row["note"],
+            "summary": json.loads(row["summary"]) if row["summary"] else None,
         }
 
     async def finish_visit(self, device_id: str, *, actor: str, note: str | None = None) -> dict[str, Any]:
         """End test mode now and store the visit's summary."""
 
         async def work(tx: Tx, post: PostCommit) -> int:
-            visit = await tx.fetchone("SELECT * FROM commissioning_visits WHERE device_id = ? AND finished_at IS NULL",
-                                      device_id)
+            visit = await tx.fetchone(
+                "SELECT * FROM commissioning_visits WHERE device_id = ? AND finished_at IS NULL", device_id
+            )
             if visit is None:
                 raise Conflict(f"device {device_id[:64]!r} has no visit in progress")
             await self._close_visit(tx, post, visit, "finished", actor, self.clock(), note=note)
@@ -462,11 +662,23 @@ class Registry:
 
     async def expire_visits(self) -> int:
         """Close visits whose test mode has timed out (test mode itself ends by its deadline)."""
+        async with self.store.read() as tx:  # most sweeps find none: no write transaction for them
+            if (
+                await tx.fetchone(
+                    "SELECT id FROM commissioning_visits WHERE finished_at IS NULL AND ends_at <= ? LIMIT 1",
+                    self.clock(),
+                )
+                is None
+            ):
+                return 0
 
         async def work(tx: Tx, post: PostCommit) -> int:
             now = self.clock()
-            rows = await tx.fetchall("SELECT * FROM commissioning_visits WHERE finished_at IS NULL AND ends_at <= ? "
-                                     "ORDER BY ends_at LIMIT 100", now)
+            rows = await tx.fetchall(
+                "SELECT * FROM commissioning_visits WHERE finished_at IS NULL AND ends_at <= ? "
+                "ORDER BY ends_at LIMIT 100",
+                now,
+            )
             for visit in rows:
                 await self._close_visit(tx, post, visit, "timed out", "system", now)
             return len(rows)
@@ -474,52 +686,95 @@ class Registry:
         n: int = await self.store.transaction(work)
         return n
 
-    async def _close_visit(self, tx: Tx, post: PostCommit, visit: Row, reason: str, actor: str, now: float,
-                           *, note: str | None = None) -> None:
+    async def _close_visit(
+        self,
+        tx: Tx,
+        post: PostCommit,
+        visit: Row,
+        reason: str,
+        actor: str,
+        now: float,
+        *,
+        note: str | None = None,
+    ) -> None:
         checklist = json.loads(visit["checklist"])
         checks = await tx.fetchall("SELECT * FROM commissioning_checks WHERE visit_id = ?", visit["id"])
         summary = {
-            "reason": reason, "duration_s": round(now - visit["started_at"], 1),
+            "reason": reason,
+            "duration_s": round(now - visit["started_at"], 1),
             "confirmed": [i["peripheral_id"] or i["type"] for i in checklist if i["confirmed_at"]],
             "missing": [i["peripheral_id"] or i["type"] for i in checklist if not i["confirmed_at"]],
             "test_events": len(checks),
         }
         summary["passed"] = not summary["missing"]
-        await tx.execute("UPDATE commissioning_visits SET finished_at = ?, finish_reason = ?, note = ?, summary = ? "
-                         "WHERE id = ? AND finished_at IS NULL", now, reason, note, _j(summary), visit["id"])
-        await tx.execute("UPDATE devices SET test_mode_until = NULL WHERE id = ? AND test_mode_until <= ?",
-                         visit["device_id"], visit["ends_at"])
-        for alert in await tx.fetchall("SELECT * FROM alerts WHERE device_id = ? AND test = 1 AND state = 'raised'",
-                                       visit["device_id"]):
-            await self.store.system_resolve(tx, post, alert, Outcome.TEST,
-                                            f"commissioning visit {visit['id']} {reason}", now)
-        await self._log(tx, actor, Source.SYSTEM if actor == "system" else Source.API, "visit_closed",
-                        f"device:{visit['device_id']}", {"visit_id": visit["id"], **summary}, now)
+        await tx.execute(
+            "UPDATE commissioning_visits SET finished_at = ?, finish_reason = ?, note = ?, summary = ? "
+            "WHERE id = ? AND finished_at IS NULL",
+            now,
+            reason,
+            note,
+            _j(summary),
+            visit["id"],
+        )
+        await tx.execute(
+            "UPDATE devices SET test_mode_until = NULL WHERE id = ? AND test_mode_until <= ?",
+            visit["device_id"],
+            visit["ends_at"],
+        )
+        for alert in await tx.fetchall(
+            "SELECT * FROM alerts WHERE device_id = ? AND test = 1 AND state = 'raised'", visit["device_id"]
+        ):
+            await self.store.system_resolve(
+                tx, post, alert, Outcome.TEST, f"commissioning visit {visit['id']} {reason}", now
+            )
+        await self._log(
+            tx,
+            actor,
+            Source.SYSTEM if actor == "system" else Source.API,
+            "visit_closed",
+            f"device:{visit['device_id']}",
+            {"visit_id": visit["id"], **summary},
+            now,
+        )
 
     async def _record_test(self, tx: Tx, ev: DeviceEvent, alert_id: int | None) -> None:
-        visit = await tx.fetchone("SELECT * FROM commissioning_visits WHERE device_id = ? AND finished_at IS NULL",
-                                  ev.device_id)
+        visit = await tx.fetchone(
+            "SELECT * FROM commissioning_visits WHERE device_id = ? AND finished_at IS NULL", ev.device_id
+        )
         if visit is None:
             return
         checklist = json.loads(visit["checklist"])
         wanted = ev.data.get("peripheral") or ev.data.get("peripheral_id")
-        match = next((i for i in checklist if not i["confirmed_at"] and wanted and i["peripheral_id"] == wanted),
-                     None)
+        match = next(
+            (i for i in checklist if not i["confirmed_at"] and wanted and i["peripheral_id"] == wanted), None
+        )
         if match is None and not wanted:
-            match = next((i for i in checklist if not i["confirmed_at"] and i["event"] == ev.type.value), None)
+            match = next(
+                (i for i in checklist if not i["confirmed_at"] and i["event"] == ev.type.value), None
+            )
         at = ev.received_at.timestamp()
         if match is not None:
-            match.update(confirmed_at=at, event_id=ev.event_id, alert_id=None if alert_id is None else str(alert_id))
-            await tx.execute("UPDATE commissioning_visits SET checklist = ? WHERE id = ?", _j(checklist),
-                             visit["id"])
+            match.update(
+                confirmed_at=at, event_id=ev.event_id, alert_id=None if alert_id is None else str(alert_id)
+            )
+            await tx.execute(
+                "UPDATE commissioning_visits SET checklist = ? WHERE id = ?", _j(checklist), visit["id"]
+            )
         await tx.execute(
             "INSERT INTO commissioning_checks (visit_id, event_id, type, peripheral_id, alert_id, at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (visit_id, event_id) DO NOTHING",
-            visit["id"], ev.event_id, ev.type.value, match["peripheral_id"] if match else wanted, alert_id, at)
+            visit["id"],
+            ev.event_id,
+            ev.type.value,
+            match["peripheral_id"] if match else wanted,
+            alert_id,
+            at,
+        )
 
     # -- remote configuration --------------------------------------------------------------------
-    async def request_config(self, device_id: str, settings: UnitSettings, *, actor: str,
-                             source: str) -> dict[str, Any]:
+    async def request_config(
+        self, device_id: str, settings: UnitSettings, *, actor: str, source: str
+    ) -> dict[str, Any]:
         """Queue a ``configure`` command with the next version; older pending versions are superseded."""
         values = settings.model_dump(mode="json", exclude_none=True)
         if not values:
@@ -532,72 +787,155 @@ class Registry:
             version = int(row["config_version"]) + 1
             now = self.clock()
             await self._supersede_configs(tx, device_id, version, now)
-            cmd_id = await self.store.add_command(tx, post, row["channel"], device_id, "configure",
-                                                  {"version": version, "settings": values}, None, now)
-            await tx.execute("INSERT INTO device_configs (device_id, version, settings, requested_by, requested_at, "
-                             "cmd_id) VALUES (?, ?, ?, ?, ?, ?)", device_id, version, _j(values), actor, now, cmd_id)
+            cmd_id = await self.store.add_command(
+                tx,
+                post,
+                row["channel"],
+                device_id,
+                "configure",
+                {"version": version, "settings": values},
+                None,
+                now,
+            )
+            await tx.execute(
+                "INSERT INTO device_configs (device_id, version, settings, requested_by, requested_at, "
+                "cmd_id) VALUES (?, ?, ?, ?, ?, ?)",
+                device_id,
+                version,
+                _j(values),
+                actor,
+                now,
+                cmd_id,
+            )
             await tx.execute("UPDATE devices SET config_version = ? WHERE id = ?", version, device_id)
-            await self._log(tx, actor, source, "config_requested", f"device:{device_id}",
-                            {"version": version, "settings": values}, now)
+            await self._log(
+                tx,
+                actor,
+                source,
+                "config_requested",
+                f"device:{device_id}",
+                {"version": version, "settings": values},
+                now,
+            )
 
         await self.store.transaction(work)
         return await self.config_status(device_id)
 
     async def _supersede_configs(self, tx: Tx, device_id: str, version: int | None, now: float) -> None:
-        pending = await tx.fetchall("SELECT version, cmd_id FROM device_configs WHERE device_id = ? "
-                                    "AND applied_at IS NULL AND superseded_at IS NULL", device_id)
+        pending = await tx.fetchall(
+            "SELECT version, cmd_id FROM device_configs WHERE device_id = ? "
+            "AND applied_at IS NULL AND superseded_at IS NULL",
+            device_id,
+        )
         for p in pending:
-            await tx.execute("UPDATE device_configs SET superseded_at = ? WHERE device_id = ? AND version = ?",
-                             now, device_id, p["version"])
+            await tx.execute(
+                "UPDATE device_configs SET superseded_at = ? WHERE device_id = ? AND version = ?",
+                now,
+                device_id,
+                p["version"],
+            )
             why = f"superseded by version {version}" if version else "device retired"
-            await tx.execute("UPDATE outbox SET done_at = ?, last_error = ? WHERE cmd_id = ? AND done_at IS NULL",
-                             now, why, p["cmd_id"])
+            await tx.execute(
+                "UPDATE outbox SET done_at = ?, last_error = ? WHERE cmd_id = ? AND done_at IS NULL",
+                now,
+                why,
+                p["cmd_id"],
+            )
 
     async def config_status(self, device_id: str) -> dict[str, Any]:
         async with self.store.read() as tx:
             row = await self._device_row(tx, device_id)
             versions = await tx.fetchall(
                 "SELECT c.*, o.attempts, o.last_error, o.done_at AS outbox_done_at FROM device_configs c "
-                "LEFT JOIN outbox o ON o.cmd_id = c.cmd_id WHERE c.device_id = ? ORDER BY c.version DESC LIMIT 20",
-                device_id)
+                "LEFT JOIN outbox o ON o.cmd_id = c.cmd_id WHERE c.device_id = ? "
+                "ORDER BY c.version DESC LIMIT 20",
+                device_id,
+            )
         history = []
         for v in versions:
-            state = ("applied" if v["applied_at"] else "superseded" if v["superseded_at"]
-                     else "failed" if v["outbox_done_at"] else "pending")
-            history.append({"version": int(v["version"]), "state": state, "settings": json.loads(v["settings"]),
-                            "requested_by": v["requested_by"], "requested_at": iso(v["requested_at"]),
-                            "applied_at": iso(v["applied_at"]), "attempts": v["attempts"],
-                            "last_error": v["last_error"]})
-        return {"device_id": device_id, "version": int(row["config_version"]),
-                "applied_version": int(row["config_applied_version"]),
-                "pending": int(row["config_version"]) > int(row["config_applied_version"]), "history": history}
+            state = (
+                "applied"
+                if v["applied_at"]
+                else "superseded"
+                if v["superseded_at"]
+                else "failed"
+                if v["outbox_done_at"]
+                else "pending"
+            )
+            history.append(
+                {
+                    "version": int(v["version"]),
+                    "state": state,
+                    "settings": json.loads(v["settings"]),
+                    "requested_by": v["requested_by"],
+                    "requested_at": iso(v["requested_at"]),
+                    "applied_at": iso(v["applied_at"]),
+                    "attempts": v["attempts"],
+                    "last_error": v["last_error"],
+                }
+            )
+        return {
+            "device_id": device_id,
+            "version": int(row["config_version"]),
+            "applied_version": int(row["config_applied_version"]),
+            "pending": int(row["config_version"]) > int(row["config_applied_version"]),
+            "history": history,
+        }
 
     async def _config_result(self, tx: Tx, ev: DeviceEvent, device: Row) -> None:
         cmd_id = ev.data.get("cmd_id")
         if not isinstance(cmd_id, str):
             return
-        config = await tx.fetchone("SELECT * FROM device_configs WHERE cmd_id = ? AND device_id = ?", cmd_id,
-                                   ev.device_id)
+        config = await tx.fetchone(
+            "SELECT * FROM device_configs WHERE cmd_id = ? AND device_id = ?", cmd_id, ev.device_id
+        )
         if config is None or config["applied_at"] is not None:
             return
         now = ev.received_at.timestamp()
         if ev.data.get("ok") is False:
-            await self._log(tx, f"device:{ev.device_id}", Source.DEVICE, "config_refused", f"device:{ev.device_id}",
-                            {"version": config["version"], "data": ev.data}, now)
+            await self._log(
+                tx,
+                f"device:{ev.device_id}",
+                Source.DEVICE,
+                "config_refused",
+                f"device:{ev.device_id}",
+                {"version": config["version"], "data": ev.data},
+                now,
+            )
             return
         version = int(config["version"])
-        await tx.execute("UPDATE device_configs SET applied_at = ? WHERE device_id = ? AND version = ?", now,
-                         ev.device_id, version)
+        await tx.execute(
+            "UPDATE device_configs SET applied_at = ? WHERE device_id = ? AND version = ?",
+            now,
+            ev.device_id,
+            version,
+        )
         settings = json.loads(config["settings"])
         interval = settings.get("heartbeat_interval_s", device["heartbeat_interval_s"])
         due = device["heartbeat_due_at"]
         if due is not None and interval != device["heartbeat_interval_s"]:
-            grace = self.default_grace_s if device["heartbeat_grace_s"] is None else device["heartbeat_grace_s"]
+            grace = (
+                self.default_grace_s if device["heartbeat_grace_s"] is None else device["heartbeat_grace_s"]
+            )
             due = now + interval + grace
-        await tx.execute("UPDATE devices SET config_applied_version = ?, heartbeat_interval_s = ?, heartbeat_due_at = ? "
-                         "WHERE id = ? AND config_applied_version < ?", version, interval, due, ev.device_id, version)
-        await self._log(tx, f"device:{ev.device_id}", Source.DEVICE, "config_applied", f"device:{ev.device_id}",
-                        {"version": version}, now)
+        await tx.execute(
+            "UPDATE devices SET config_applied_version = ?, heartbeat_interval_s = ?, heartbeat_due_at = ? "
+            "WHERE id = ? AND config_applied_version < ?",
+            version,
+            interval,
+            due,
+            ev.device_id,
+            version,
+        )
+        await self._log(
+            tx,
+            f"device:{ev.device_id}",
+            Source.DEVICE,
+            "config_applied",
+            f"device:{ev.device_id}",
+            {"version": version},
+            now,
+        )
 
     # -- credentials -----------------------------------------------------------------------------
     async def store_credential(self, device_id: str, password_hash: str, *, actor: str, source: str) -> None:
@@ -607,10 +945,15 @@ class Registry:
                 raise Conflict(f"device {device_id!r} is not an active unit; only units get MQTT credentials")
             now = self.clock()
             await tx.execute(
-                "INSERT INTO device_credentials (device_id, password_hash, issued_at, issued_by) VALUES (?, ?, ?, ?) "
+                "INSERT INTO device_credentials (device_id, password_hash, issued_at, issued_by) "
+                "VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (device_id) DO UPDATE SET password_hash = excluded.password_hash, "
                 "issued_at = excluded.issued_at, issued_by = excluded.issued_by, revoked_at = NULL",
-                device_id, password_hash, now, actor)
+                device_id,
+                password_hash,
+                now,
+                actor,
+            )
             await self._log(tx, actor, source, "credential_issued", f"device:{device_id}", {}, now)
 
         await self.store.transaction(work)
@@ -619,8 +962,10 @@ class Registry:
         """``(device_id, mosquitto hash)`` of every active unit that holds a credential."""
         async with self.store.read() as tx:
             rows = await tx.fetchall(
-                "SELECT c.device_id, c.password_hash FROM device_credentials c JOIN devices d ON d.id = c.device_id "
-                "WHERE c.revoked_at IS NULL AND d.status = 'active' ORDER BY c.device_id")
+                "SELECT c.device_id, c.password_hash FROM device_credentials c "
+                "JOIN devices d ON d.id = c.device_id "
+                "WHERE c.revoked_at IS NULL AND d.status = 'active' ORDER BY c.device_id"
+            )
         return [(r["device_id"], r["password_hash"]) for r in rows]
 
     # -- heartbeat supervision -------------------------------------------------------------------
@@ -629,11 +974,15 @@ class Registry:
         async with self.store.read() as tx:
             return await tx.fetchall(
                 "SELECT id, heartbeat_due_at, last_seen_at FROM devices WHERE heartbeat_due_at <= ? "
-                "ORDER BY heartbeat_due_at LIMIT ?", now, limit)
+                "ORDER BY heartbeat_due_at LIMIT ?",
+                now,
+                limit,
+            )
 
     # -- the store event hook --------------------------------------------------------------------
-    async def on_event(self, tx: Tx, post: PostCommit, ev: DeviceEvent, device: Row | None,
-                       alert_id: int | None) -> None:
+    async def on_event(
+        self, tx: Tx, post: PostCommit, ev: DeviceEvent, device: Row | None, alert_id: int | None
+    ) -> None:
         """Runs in the ingest transaction for each newly stored event."""
         if device is None:
             return
@@ -643,18 +992,26 @@ class Registry:
             return
         received = ev.received_at.timestamp()
         if device["kind"] in UNIT_KIND_VALUES:  # anything from the unit proves it is alive
-            await tx.execute("UPDATE devices SET heartbeat_due_at = ? WHERE id = ?", self._due(device, received),
-                             ev.device_id)
+            await tx.execute(
+                "UPDATE devices SET heartbeat_due_at = ? WHERE id = ?",
+                self._due(device, received),
+                ev.device_id,
+            )
         if ev.type is EventType.CMD_RESULT:
             await self._config_result(tx, ev, device)
         if ev.test and device["test_mode_until"] and device["test_mode_until"] > received:
             await self._record_test(tx, ev, alert_id)
 
-    async def _no_heartbeat_raised(self, tx: Tx, post: PostCommit, ev: DeviceEvent, device: Row,
-                                   alert_id: int | None) -> None:
+    async def _no_heartbeat_raised(
+        self, tx: Tx, post: PostCommit, ev: DeviceEvent, device: Row, alert_id: int | None
+    ) -> None:
         # The core marks every stored event as "seen"; a silent unit was not seen, so put that back.
-        await tx.execute("UPDATE devices SET last_seen_at = ?, online = ?, heartbeat_due_at = NULL WHERE id = ?",
-                         device["last_seen_at"], device["online"], ev.device_id)
+        await tx.execute(
+            "UPDATE devices SET last_seen_at = ?, online = ?, heartbeat_due_at = NULL WHERE id = ?",
+            device["last_seen_at"],
+            device["online"],
+            ev.device_id,
+        )
         due = ev.data.get("due_at")
         current = device["heartbeat_due_at"]
         if alert_id is not None and isinstance(due, (int, float)) and current is not None and current > due:
@@ -662,8 +1019,14 @@ class Registry:
             await tx.execute("UPDATE devices SET heartbeat_due_at = ? WHERE id = ?", current, ev.device_id)
             alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", alert_id)
             if alert is not None and alert["state"] == "raised":
-                await self.store.system_resolve(tx, post, alert, Outcome.CLEARED_BY_DEVICE,
-                                                "a heartbeat arrived as the alarm was raised", self.clock())
+                await self.store.system_resolve(
+                    tx,
+                    post,
+                    alert,
+                    Outcome.CLEARED_BY_DEVICE,
+                    "a heartbeat arrived as the alarm was raised",
+                    self.clock(),
+                )
 
 
 __all__ = ["DeviceKind", "ImportAborted", "ImportReport", "Registry"]

@@ -41,11 +41,12 @@ OPTIONS: web.AppKey[RegistryOptions] = web.AppKey("registry_options", RegistryOp
 
 
 def _unprocessable(detail: Any) -> web.HTTPUnprocessableEntity:
-    return web.HTTPUnprocessableEntity(text=json.dumps({"error": "invalid request", "detail": detail}),
-                                       content_type="application/json")
+    return web.HTTPUnprocessableEntity(
+        text=json.dumps({"error": "invalid request", "detail": detail}), content_type="application/json"
+    )
 
 
-def _merged(model: type[Device] | type[Resident], current: BaseModel, changes: dict[str, Any]) -> Any:
+def _merged(model: type[Device] | type[Resident], current: Device | Resident, changes: dict[str, Any]) -> Any:
     try:
         return merge(model, current, changes)
     except ValidationError as exc:
@@ -128,8 +129,9 @@ async def create_device(request: web.Request) -> web.Response:
 
 async def list_devices(request: web.Request) -> web.Response:
     require(request, "devices:read")
-    devices = await request.app[REGISTRY].list_devices(resident_id=request.query.get("resident_id") or None,
-                                                       status=request.query.get("status", "active"))
+    devices = await request.app[REGISTRY].list_devices(
+        resident_id=request.query.get("resident_id") or None, status=request.query.get("status", "active")
+    )
     return web.json_response({"devices": devices})
 
 
@@ -154,8 +156,9 @@ async def edit_device(request: web.Request) -> web.Response:
 async def retire_device(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(RetireBody, await _body(request))
-    result = await request.app[REGISTRY].retire(request.match_info["device_id"], actor=user.name,
-                                                source=source_of(request), reason=body.reason)
+    result = await request.app[REGISTRY].retire(
+        request.match_info["device_id"], actor=user.name, source=source_of(request), reason=body.reason
+    )
     credentials = request.app[OPTIONS].credentials
     if credentials is not None:
         await credentials.sync()
@@ -165,8 +168,9 @@ async def retire_device(request: web.Request) -> web.Response:
 async def link(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(LinkBody, await read_json(request))
-    result = await request.app[REGISTRY].link(body.device_id, body.resident_id, actor=user.name,
-                                              source=source_of(request))
+    result = await request.app[REGISTRY].link(
+        body.device_id, body.resident_id, actor=user.name, source=source_of(request)
+    )
     return web.json_response(result)
 
 
@@ -175,20 +179,34 @@ async def issue_credential(request: web.Request) -> web.Response:
     options = request.app[OPTIONS]
     device_id = request.match_info["device_id"]
     if options.credentials is None:
-        return json_error(409, "conflict", {"message": "this bridge does not manage broker credentials "
-                                            "(credentials.enabled is false)", "holder": None})
+        return json_error(
+            409,
+            "conflict",
+            {
+                "message": "this bridge does not manage broker credentials (credentials.enabled is false)",
+                "holder": None,
+            },
+        )
     password = await options.credentials.issue(device_id, actor=user.name, source=source_of(request))
-    return web.json_response({"device_id": device_id, "username": device_id, "password": password,
-                              "publish_topic": f"{options.topic_root}/v1/{device_id}/event",
-                              "note": "shown once; store it in the unit now"}, status=201)
+    return web.json_response(
+        {
+            "device_id": device_id,
+            "username": device_id,
+            "password": password,
+            "publish_topic": f"{options.topic_root}/v1/{device_id}/event",
+            "note": "shown once; store it in the unit now",
+        },
+        status=201,
+    )
 
 
 # -- remote configuration ------------------------------------------------------------------------
 async def set_config(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(ConfigBody, await read_json(request))
-    status = await request.app[REGISTRY].request_config(request.match_info["device_id"], body.settings,
-                                                        actor=user.name, source=source_of(request))
+    status = await request.app[REGISTRY].request_config(
+        request.match_info["device_id"], body.settings, actor=user.name, source=source_of(request)
+    )
     return web.json_response(status, status=202)
 
 
@@ -204,10 +222,17 @@ async def start_visit(request: web.Request) -> web.Response:
     options = request.app[OPTIONS]
     minutes = body.minutes or options.commissioning_minutes
     if minutes > options.max_commissioning_minutes:
-        raise _unprocessable([{"field": "minutes", "message":
-                               f"at most {options.max_commissioning_minutes:g} minutes of test mode"}])
-    visit = await request.app[REGISTRY].start_visit(request.match_info["device_id"], installer=user.name,
-                                                    minutes=minutes, peripherals=body.peripherals)
+        raise _unprocessable(
+            [
+                {
+                    "field": "minutes",
+                    "message": f"at most {options.max_commissioning_minutes:g} minutes of test mode",
+                }
+            ]
+        )
+    visit = await request.app[REGISTRY].start_visit(
+        request.match_info["device_id"], installer=user.name, minutes=minutes, peripherals=body.peripherals
+    )
     return web.json_response(visit, status=201)
 
 
@@ -219,8 +244,9 @@ async def get_visit(request: web.Request) -> web.Response:
 async def finish_visit(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(FinishBody, await _body(request))
-    visit = await request.app[REGISTRY].finish_visit(request.match_info["device_id"], actor=user.name,
-                                                     note=body.note)
+    visit = await request.app[REGISTRY].finish_visit(
+        request.match_info["device_id"], actor=user.name, note=body.note
+    )
     return web.json_response(visit)
 
 
@@ -248,8 +274,12 @@ async def import_registry(request: web.Request) -> web.Response:
     except MalformedFile as exc:
         return web.json_response({"error": "malformed file", "detail": str(exc)}, status=422)
     report = await request.app[REGISTRY].import_batch(
-        batch, dry_run=request.query.get("dry_run", "") in ("1", "true", "yes"),
-        update=request.query.get("update", "") in ("1", "true", "yes"), actor=user.name, source=source_of(request))
+        batch,
+        dry_run=request.query.get("dry_run", "") in ("1", "true", "yes"),
+        update=request.query.get("update", "") in ("1", "true", "yes"),
+        actor=user.name,
+        source=source_of(request),
+    )
     return web.json_response(report.to_json(), status=422 if report.errors else 200)
 
 

@@ -34,13 +34,21 @@ class SweepStats:
     raised: int = 0
     last_sweep_s: float = 0.0
     max_sweep_s: float = 0.0
+    total_sweep_s: float = 0.0
 
 
 class HeartbeatSupervisor:
     """Finds late units with one indexed query per sweep and raises ``no_heartbeat`` for each, once."""
 
-    def __init__(self, registry: Registry, intake: Intake, *, check_every_s: float = 5.0, batch: int = 1000,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        intake: Intake,
+        *,
+        check_every_s: float = 5.0,
+        batch: int = 1000,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self._registry = registry
         self._intake = intake
         self._every = check_every_s
@@ -58,11 +66,17 @@ class HeartbeatSupervisor:
             if not late:
                 break
             received = datetime.fromtimestamp(now, UTC)
-            events = [DeviceEvent(
-                device_id=row["id"], event_id=f"no_heartbeat-{round(float(row['heartbeat_due_at']) * 1000)}",
-                type=EventType.NO_HEARTBEAT, received_at=received, source="system",
-                data={"due_at": float(row["heartbeat_due_at"]), "last_seen_at": row["last_seen_at"]},
-            ) for row in late]
+            events = [
+                DeviceEvent(
+                    device_id=row["id"],
+                    event_id=f"no_heartbeat-{round(float(row['heartbeat_due_at']) * 1000)}",
+                    type=EventType.NO_HEARTBEAT,
+                    received_at=received,
+                    source="system",
+                    data={"due_at": float(row["heartbeat_due_at"]), "last_seen_at": row["last_seen_at"]},
+                )
+                for row in late
+            ]
             results = await asyncio.gather(*(self._intake.submit(e) for e in events))
             raised += sum(1 for r in results if r.result == "accepted")
             for event, result in zip(events, results, strict=True):
@@ -77,6 +91,7 @@ class HeartbeatSupervisor:
         self.stats.raised += raised
         self.stats.last_sweep_s = spent
         self.stats.max_sweep_s = max(self.stats.max_sweep_s, spent)
+        self.stats.total_sweep_s += spent
         if raised:
             log.warning("no heartbeat from %d unit(s)", raised)
         return raised

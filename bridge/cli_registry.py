@@ -69,7 +69,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain-text table with a header rule; ``None`` shows as ``-``."""
     cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
+
+    def line(r: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+
     return "\n".join([line(list(headers)), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
 
@@ -105,9 +108,14 @@ def _responders(values: list[str] | None) -> list[dict[str, str]] | None:
 
 
 def _resident_fields(args: argparse.Namespace) -> dict[str, Any]:
-    fields = {"name": args.name, "address": args.address, "key_safe": args.key_safe,
-              "medical_notes": args.medical_notes, "language": args.language,
-              "responders": _responders(args.responder)}
+    fields = {
+        "name": args.name,
+        "address": args.address,
+        "key_safe": args.key_safe,
+        "medical_notes": args.medical_notes,
+        "language": args.language,
+        "responders": _responders(args.responder),
+    }
     return {k: v for k, v in fields.items() if v is not None}
 
 
@@ -138,21 +146,34 @@ def cmd_residents_edit(args: argparse.Namespace) -> None:
 
 def cmd_residents_list(args: argparse.Namespace) -> None:
     rows = _with_registry(args, lambda reg, _: reg.list_residents())
-    print(table(["ID", "NAME", "DEVICES", "RESPONDERS", "LANGUAGE", "ADDRESS"],
-                [[r.id, r.name, n, len(r.responders), r.language, r.address.replace("\n", ", ")[:40]]
-                 for r, n in rows]))
+    print(
+        table(
+            ["ID", "NAME", "DEVICES", "RESPONDERS", "LANGUAGE", "ADDRESS"],
+            [
+                [r.id, r.name, n, len(r.responders), r.language, r.address.replace("\n", ", ")[:40]]
+                for r, n in rows
+            ],
+        )
+    )
 
 
 def _print_resident(r: Any, devices: list[dict[str, Any]]) -> None:
-    print(f"resident       {r.id}\nname           {r.name}\naddress        {r.address or '-'}\n"
-          f"key safe       {r.key_safe or '-'}\nmedical notes  {r.medical_notes or '-'}\nlanguage       {r.language}")
+    print(
+        f"resident       {r.id}\nname           {r.name}\naddress        {r.address or '-'}\n"
+        f"key safe       {r.key_safe or '-'}\nmedical notes  {r.medical_notes or '-'}\n"
+        f"language       {r.language}"
+    )
     print("responders" + ("     -" if not r.responders else ""))
     for n, resp in enumerate(r.responders, 1):
         print(f"  {n}. {resp.name}  {resp.phone}")
     if devices:
         print("devices")
-        print(table(["ID", "KIND", "ONLINE", "LAST SEEN"],
-                    [[d["id"], d["kind"], _online(d), _ago(d["last_seen_at"])] for d in devices]))
+        print(
+            table(
+                ["ID", "KIND", "ONLINE", "LAST SEEN"],
+                [[d["id"], d["kind"], _online(d), _ago(d["last_seen_at"])] for d in devices],
+            )
+        )
 
 
 def _online(d: dict[str, Any]) -> str:
@@ -181,10 +202,19 @@ def _peripherals(values: list[str] | None) -> list[dict[str, str]] | None:
 
 
 def _device_fields(args: argparse.Namespace) -> dict[str, Any]:
-    fields = {"kind": args.kind, "resident_id": args.resident, "channel": args.channel, "phone": args.phone,
-              "imei": args.imei, "serial_port": args.serial_port, "firmware": args.firmware,
-              "alexa_device_id": args.alexa_device_id, "heartbeat_interval_s": args.heartbeat,
-              "heartbeat_grace_s": args.grace, "peripherals": _peripherals(args.peripheral)}
+    fields = {
+        "kind": args.kind,
+        "resident_id": args.resident,
+        "channel": args.channel,
+        "phone": args.phone,
+        "imei": args.imei,
+        "serial_port": args.serial_port,
+        "firmware": args.firmware,
+        "alexa_device_id": args.alexa_device_id,
+        "heartbeat_interval_s": args.heartbeat,
+        "heartbeat_grace_s": args.grace,
+        "peripherals": _peripherals(args.peripheral),
+    }
     return {k: v for k, v in fields.items() if v is not None}
 
 
@@ -211,10 +241,27 @@ def cmd_devices_edit(args: argparse.Namespace) -> None:
 
 
 def cmd_devices_list(args: argparse.Namespace) -> None:
-    devices = _with_registry(args, lambda reg, _: reg.list_devices(resident_id=args.resident, status=args.status))
-    print(table(["ID", "KIND", "RESIDENT", "STATUS", "ONLINE", "LAST SEEN", "HEARTBEAT DUE", "CONFIG"],
-                [[d["id"], d["kind"], d["resident_id"], d["status"], _online(d), _ago(d["last_seen_at"]),
-                  _ago(d["heartbeat_due_at"]) if d["heartbeat_due_at"] else "-", _config(d)] for d in devices]))
+    devices = _with_registry(
+        args, lambda reg, _: reg.list_devices(resident_id=args.resident, status=args.status)
+    )
+    print(
+        table(
+            ["ID", "KIND", "RESIDENT", "STATUS", "ONLINE", "LAST SEEN", "HEARTBEAT DUE", "CONFIG"],
+            [
+                [
+                    d["id"],
+                    d["kind"],
+                    d["resident_id"],
+                    d["status"],
+                    _online(d),
+                    _ago(d["last_seen_at"]),
+                    _ago(d["heartbeat_due_at"]) if d["heartbeat_due_at"] else "-",
+                    _config(d),
+                ]
+                for d in devices
+            ],
+        )
+    )
 
 
 def _config(d: dict[str, Any]) -> str:
@@ -226,19 +273,32 @@ def _config(d: dict[str, Any]) -> str:
 
 def _print_device(d: dict[str, Any]) -> None:
     hb = d.get("effective_heartbeat")
-    rows = [("device", d["id"]), ("kind", d["kind"]), ("status", d["status"]), ("resident", d["resident_id"]),
-            ("channel", d["channel"]), ("SIM number", d["phone"]), ("IMEI", d["imei"]),
-            ("serial port", d["serial_port"]), ("firmware", d["firmware"]), ("Alexa device", d["alexa_device_id"]),
-            ("heartbeat", f"every {hb['interval_s']}s, grace {hb['grace_s']}s" if hb else None),
-            ("online", _online(d)), ("last seen", _ago(d["last_seen_at"])),
-            ("test mode until", d["test_mode_until"]), ("config", _config(d))]
+    rows = [
+        ("device", d["id"]),
+        ("kind", d["kind"]),
+        ("status", d["status"]),
+        ("resident", d["resident_id"]),
+        ("channel", d["channel"]),
+        ("SIM number", d["phone"]),
+        ("IMEI", d["imei"]),
+        ("serial port", d["serial_port"]),
+        ("firmware", d["firmware"]),
+        ("Alexa device", d["alexa_device_id"]),
+        ("heartbeat", f"every {hb['interval_s']}s, grace {hb['grace_s']}s" if hb else None),
+        ("online", _online(d)),
+        ("last seen", _ago(d["last_seen_at"])),
+        ("test mode until", d["test_mode_until"]),
+        ("config", _config(d)),
+    ]
     if "credential" in d:
         rows.append(("broker credential", "issued" if d["credential"] else "none"))
     for label, value in rows:
         print(f"{label:<18} {'-' if value is None else value}")
     if d["peripherals"]:
         print("peripherals")
-        print(table(["ID", "TYPE", "LOCATION"], [[p["id"], p["type"], p["location"]] for p in d["peripherals"]]))
+        print(
+            table(["ID", "TYPE", "LOCATION"], [[p["id"], p["type"], p["location"]] for p in d["peripherals"]])
+        )
 
 
 def cmd_devices_show(args: argparse.Namespace) -> None:
@@ -275,7 +335,9 @@ def cmd_devices_credential(args: argparse.Namespace) -> None:
 
     password, root = _with_registry(args, work)
     print(f"broker credential for {args.id} (shown once; enter it in the unit now):")
-    print(f"  username  {args.id}\n  topics    {root}/v1/{args.id}/event (publish), .../cmd and .../ack (read)")
+    print(
+        f"  username  {args.id}\n  topics    {root}/v1/{args.id}/event (publish), .../cmd and .../ack (read)"
+    )
     print(f"  password  {password}")
 
 
@@ -304,14 +366,28 @@ def cmd_devices_configure(args: argparse.Namespace) -> None:
 
     if args.set:
         settings = _validated(UnitSettings, _settings(args.set))
-        status = _with_registry(args, lambda reg, _: reg.request_config(args.id, settings, actor=_actor(),
-                                                                       source=SOURCE))
+        status = _with_registry(
+            args, lambda reg, _: reg.request_config(args.id, settings, actor=_actor(), source=SOURCE)
+        )
         print(f"configuration v{status['version']} queued for {args.id}; pending until the unit confirms it")
     else:
         status = _with_registry(args, lambda reg, _: reg.config_status(args.id))
-    print(table(["VERSION", "STATE", "ATTEMPTS", "REQUESTED BY", "APPLIED", "SETTINGS"],
-                [[f"v{h['version']}", h["state"], h["attempts"], h["requested_by"], h["applied_at"],
-                  json.dumps(h["settings"], separators=(",", ":"))] for h in status["history"]]))
+    print(
+        table(
+            ["VERSION", "STATE", "ATTEMPTS", "REQUESTED BY", "APPLIED", "SETTINGS"],
+            [
+                [
+                    f"v{h['version']}",
+                    h["state"],
+                    h["attempts"],
+                    h["requested_by"],
+                    h["applied_at"],
+                    json.dumps(h["settings"], separators=(",", ":")),
+                ]
+                for h in status["history"]
+            ],
+        )
+    )
 
 
 # -- link ----------------------------------------------------------------------------------------
@@ -345,12 +421,20 @@ def cmd_import(args: argparse.Namespace) -> None:
     except MalformedFile as exc:
         _fail(f"{args.file}: {exc}", 1)
         return
-    report = _with_registry(args, lambda reg, _: reg.import_batch(batch, dry_run=args.dry_run, update=args.update,
-                                                                 actor=_actor(), source=SOURCE))
+    report = _with_registry(
+        args,
+        lambda reg, _: reg.import_batch(
+            batch, dry_run=args.dry_run, update=args.update, actor=_actor(), source=SOURCE
+        ),
+    )
     for error in report.errors:
         print(f"{args.file}:{error}", file=sys.stderr)
-    summary = ", ".join(f"{n} {k} {verb}" for verb, counts in (("new", report.created), ("changed", report.updated))
-                        for k, n in counts.items() if n)
+    summary = ", ".join(
+        f"{n} {k} {verb}"
+        for verb, counts in (("new", report.created), ("changed", report.updated))
+        for k, n in counts.items()
+        if n
+    )
     if report.errors:
         _fail(f"{len(report.errors)} bad row(s); nothing imported", 1)
     if args.dry_run:
@@ -376,9 +460,16 @@ def _checklist_lines(visit: dict[str, Any]) -> list[str]:
     lines = []
     for item in visit["checklist"]:
         mark = "x" if item["confirmed_at"] else " "
-        what = f"{item['peripheral_id'] or 'unit'} ({item['type']}" + (f", {item['location']}" if item["location"]
-                                                                       else "") + ")"
-        done = f"  confirmed {item['confirmed_at'][11:19]}  alert {item['alert_id']}" if item["confirmed_at"] else ""
+        what = (
+            f"{item['peripheral_id'] or 'unit'} ({item['type']}"
+            + (f", {item['location']}" if item["location"] else "")
+            + ")"
+        )
+        done = (
+            f"  confirmed {item['confirmed_at'][11:19]}  alert {item['alert_id']}"
+            if item["confirmed_at"]
+            else ""
+        )
         lines.append(f"  [{mark}] {what:<36} press it: sends {item['event']}{done}")
     return lines
 
@@ -388,13 +479,15 @@ def cmd_commission_start(args: argparse.Namespace) -> None:
         minutes = args.minutes or config.registry.commissioning_minutes
         if minutes > config.registry.max_commissioning_minutes:
             _fail(f"--minutes: at most {config.registry.max_commissioning_minutes:g}", 2)
-        visit = await reg.start_visit(args.device, installer=_actor(), minutes=minutes, peripherals=args.peripheral)
+        visit = await reg.start_visit(
+            args.device, installer=_actor(), minutes=minutes, peripherals=args.peripheral
+        )
         print(f"{args.device} is in test mode until {visit['ends_at']} (visit {visit['visit_id']}).")
         print("Press each peripheral in turn; each test alarm is confirmed here as it arrives.")
         for line in _checklist_lines(visit):
             print(line, flush=True)
         if args.no_wait:
-            return visit
+            return dict(visit)
         shown: set[int] = set()
         try:
             while True:
@@ -402,18 +495,23 @@ def cmd_commission_start(args: argparse.Namespace) -> None:
                 for n, item in enumerate(visit["checklist"]):
                     if item["confirmed_at"] and n not in shown:
                         shown.add(n)
-                        print(f"  confirmed [{len(shown)}/{visit['total']}] {item['peripheral_id'] or 'unit'} "
-                              f"({item['type']}) at {item['confirmed_at'][11:19]}, test alert {item['alert_id']}",
-                              flush=True)
+                        print(
+                            f"  confirmed [{len(shown)}/{visit['total']}] {item['peripheral_id'] or 'unit'} "
+                            f"({item['type']}) at {item['confirmed_at'][11:19]}, "
+                            f"test alert {item['alert_id']}",
+                            flush=True,
+                        )
                 if visit["complete"] or visit["finished_at"] or not visit["in_test_mode"]:
                     break
                 await asyncio.sleep(args.poll)
         except (KeyboardInterrupt, asyncio.CancelledError):
-            print("stopped watching; the unit stays in test mode until it times out or you finish", flush=True)
+            print(
+                "stopped watching; the unit stays in test mode until it times out or you finish", flush=True
+            )
             raise
         if visit["finished_at"] is None:
             visit = await reg.finish_visit(args.device, actor=_actor(), note=args.note)
-        return visit
+        return dict(visit)
 
     visit = _with_registry(args, work)
     if not args.no_wait:
@@ -422,17 +520,21 @@ def cmd_commission_start(args: argparse.Namespace) -> None:
 
 def _print_summary(visit: dict[str, Any]) -> None:
     summary = visit["summary"] or {}
-    print(f"visit {visit['visit_id']} {visit['finish_reason'] or 'in progress'}: "
-          f"{visit['confirmed']}/{visit['total']} confirmed" + ("" if not summary.get("missing")
-                                                                else f"; missing {', '.join(summary['missing'])}"))
+    print(
+        f"visit {visit['visit_id']} {visit['finish_reason'] or 'in progress'}: "
+        f"{visit['confirmed']}/{visit['total']} confirmed"
+        + ("" if not summary.get("missing") else f"; missing {', '.join(summary['missing'])}")
+    )
     print("PASSED" if summary.get("passed") else "NOT PASSED" if summary else "")
 
 
 def cmd_commission_status(args: argparse.Namespace) -> None:
     visit = _with_registry(args, lambda reg, _: reg.visit(args.device))
     state = "in test mode" if visit["in_test_mode"] else (visit["finish_reason"] or "test mode over")
-    print(f"visit {visit['visit_id']} on {visit['device_id']} by {visit['installer']}: {state}; "
-          f"{visit['confirmed']}/{visit['total']} confirmed")
+    print(
+        f"visit {visit['visit_id']} on {visit['device_id']} by {visit['installer']}: {state}; "
+        f"{visit['confirmed']}/{visit['total']} confirmed"
+    )
     for line in _checklist_lines(visit):
         print(line)
     if visit["summary"]:
@@ -451,31 +553,44 @@ def _resident_options(p: argparse.ArgumentParser, *, required_name: bool) -> Non
     p.add_argument("--key-safe", help="where the key safe is and its code")
     p.add_argument("--medical-notes", help="what a responder should know")
     p.add_argument("--language", help="language tag, e.g. en-GB or cy (default en-GB)")
-    p.add_argument("--responder", action="append", metavar="NAME=+E164",
-                   help="a responder, in calling order; repeat for each (editing replaces the whole list)")
+    p.add_argument(
+        "--responder",
+        action="append",
+        metavar="NAME=+E164",
+        help="a responder, in calling order; repeat for each (editing replaces the whole list)",
+    )
 
 
 def _device_options(p: argparse.ArgumentParser, *, required_kind: bool) -> None:
     p.add_argument("--kind", required=required_kind, choices=["gsm_unit", "ip_unit", "serial_unit", "alexa"])
     p.add_argument("--resident", help="link to this resident id")
-    p.add_argument("--channel", choices=["mqtt", "serial", "sms"], help="how commands reach it (default mqtt)")
+    p.add_argument(
+        "--channel", choices=["mqtt", "serial", "sms"], help="how commands reach it (default mqtt)"
+    )
     p.add_argument("--phone", metavar="+E164", help="the unit's SIM number")
     p.add_argument("--imei", help="the unit's IMEI (15 digits)")
     p.add_argument("--serial-port", help="serial port of a serial unit, e.g. /dev/ttyUSB0")
     p.add_argument("--firmware", help="firmware version")
     p.add_argument("--alexa-device-id", help="Alexa deviceId of an Echo")
-    p.add_argument("--heartbeat", type=int, metavar="SECONDS", help="heartbeat interval (default heartbeats.*)")
+    p.add_argument(
+        "--heartbeat", type=int, metavar="SECONDS", help="heartbeat interval (default heartbeats.*)"
+    )
     p.add_argument("--grace", type=int, metavar="SECONDS", help="grace after a missed heartbeat")
-    p.add_argument("--peripheral", action="append", metavar="ID:TYPE[@LOCATION]",
-                   help="a peripheral, e.g. p1:pendant@neck; repeat for each (editing replaces the list). "
-                        "Types: pendant, fall_detector, smoke, heat, co, gas, flood, door, bed_sensor, "
-                        "chair_sensor, epilepsy, pir")
+    p.add_argument(
+        "--peripheral",
+        action="append",
+        metavar="ID:TYPE[@LOCATION]",
+        help="a peripheral, e.g. p1:pendant@neck; repeat for each (editing replaces the list). "
+        "Types: pendant, fall_detector, smoke, heat, co, gas, flood, door, bed_sensor, "
+        "chair_sensor, epilepsy, pir",
+    )
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the installer's commands to the top-level parser."""
     residents = sub.add_parser("residents", help="register and edit residents").add_subparsers(
-        dest="residents_command", metavar="ACTION", required=True)
+        dest="residents_command", metavar="ACTION", required=True
+    )
     p = residents.add_parser("add", parents=[common], help="register a resident")
     p.add_argument("id", help="resident id (1-64 of A-Za-z0-9._-)")
     _resident_options(p, required_name=True)
@@ -490,8 +605,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("id")
     p.set_defaults(func=cmd_residents_show)
 
-    devices = sub.add_parser("devices", help="register, configure and retire units and Alexa devices").add_subparsers(
-        dest="devices_command", metavar="ACTION", required=True)
+    devices = sub.add_parser(
+        "devices", help="register, configure and retire units and Alexa devices"
+    ).add_subparsers(dest="devices_command", metavar="ACTION", required=True)
     p = devices.add_parser("add", parents=[common], help="register a unit or an Alexa device")
     p.add_argument("id", help="device id (1-64 of A-Za-z0-9._-): the unit's MQTT id and broker username")
     _device_options(p, required_kind=True)
@@ -507,19 +623,31 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = devices.add_parser("show", parents=[common], help="one device in full")
     p.add_argument("id")
     p.set_defaults(func=cmd_devices_show)
-    p = devices.add_parser("retire", parents=[common], help="retire a device (refused while it has open alerts)")
+    p = devices.add_parser(
+        "retire", parents=[common], help="retire a device (refused while it has open alerts)"
+    )
     p.add_argument("id")
     p.add_argument("--reason", help="why, for the audit trail")
     p.set_defaults(func=cmd_devices_retire)
-    p = devices.add_parser("configure", parents=[common], help="change a unit's settings remotely, or show them",
-                           description="With --set, queue a configure command (retried until the unit confirms "
-                                       "it); without, show the versions and their state.")
+    p = devices.add_parser(
+        "configure",
+        parents=[common],
+        help="change a unit's settings remotely, or show them",
+        description="With --set, queue a configure command (retried until the unit confirms "
+        "it); without, show the versions and their state.",
+    )
     p.add_argument("id")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="heartbeat_interval_s=300, volume=7, centre_numbers=+441134960000,+441134960001, "
-                        "option.NAME=VALUE; repeat for each")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="heartbeat_interval_s=300, volume=7, centre_numbers=+441134960000,+441134960001, "
+        "option.NAME=VALUE; repeat for each",
+    )
     p.set_defaults(func=cmd_devices_configure)
-    p = devices.add_parser("credential", parents=[common], help="issue the unit's broker password (shown once)")
+    p = devices.add_parser(
+        "credential", parents=[common], help="issue the unit's broker password (shown once)"
+    )
     p.add_argument("id")
     p.set_defaults(func=cmd_devices_credential)
 
@@ -530,14 +658,21 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_link)
 
     commission = sub.add_parser("commission", help="commission a unit with test alarms").add_subparsers(
-        dest="commission_command", metavar="ACTION", required=True)
-    p = commission.add_parser("start", parents=[common], help="test mode and the press-each-peripheral checklist",
-                              description="Put the unit into test mode, print the checklist, then confirm each "
-                                          "test alarm as it arrives until all are pressed (the visit is then "
-                                          "finished and its summary stored) or test mode times out.")
+        dest="commission_command", metavar="ACTION", required=True
+    )
+    p = commission.add_parser(
+        "start",
+        parents=[common],
+        help="test mode and the press-each-peripheral checklist",
+        description="Put the unit into test mode, print the checklist, then confirm each "
+        "test alarm as it arrives until all are pressed (the visit is then "
+        "finished and its summary stored) or test mode times out.",
+    )
     p.add_argument("device")
     p.add_argument("--minutes", type=float, help="test mode length (default registry.commissioning_minutes)")
-    p.add_argument("--peripheral", action="append", metavar="ID", help="only these peripherals; repeat for each")
+    p.add_argument(
+        "--peripheral", action="append", metavar="ID", help="only these peripherals; repeat for each"
+    )
     p.add_argument("--note", help="a note for the visit summary")
     p.add_argument("--no-wait", action="store_true", help="start test mode and return at once")
     p.add_argument("--poll", type=float, default=0.5, help=argparse.SUPPRESS)
@@ -550,16 +685,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--note", help="a note for the visit summary")
     p.set_defaults(func=cmd_commission_finish)
 
-    p = sub.add_parser("import", parents=[common], help="bulk import residents and devices (CSV or YAML)",
-                       description="Check every row first; report each bad row by line number; import nothing "
-                                   "when any row is bad.")
+    p = sub.add_parser(
+        "import",
+        parents=[common],
+        help="bulk import residents and devices (CSV or YAML)",
+        description="Check every row first; report each bad row by line number; import nothing "
+        "when any row is bad.",
+    )
     p.add_argument("file")
     p.add_argument("--format", choices=["csv", "yaml"], help="default: from the file name")
     p.add_argument("--kind", choices=["residents", "devices"], help="what a CSV file holds")
     p.add_argument("--dry-run", action="store_true", help="check only; import nothing")
     p.add_argument("--update", action="store_true", help="change records whose id is already registered")
     p.set_defaults(func=cmd_import)
-    p = sub.add_parser("export", parents=[common], help="export residents and devices (CSV or YAML) to stdout")
+    p = sub.add_parser(
+        "export", parents=[common], help="export residents and devices (CSV or YAML) to stdout"
+    )
     p.add_argument("--format", choices=["csv", "yaml"], default="yaml")
     p.add_argument("--kind", choices=["residents", "devices"], help="what to export as CSV")
     p.set_defaults(func=cmd_export)

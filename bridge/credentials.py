@@ -103,11 +103,14 @@ def write_atomically(path: Path, text: str, mode: int = 0o640, group: str = "") 
 class CredentialManager:
     """Issues credentials through the registry and keeps the broker's files in step with it."""
 
-    def __init__(self, registry: Registry, config: CredentialsConfig, *, topic_root: str,
-                 bridge_password: str) -> None:
+    def __init__(
+        self, registry: Registry, config: CredentialsConfig, *, topic_root: str, bridge_password: str
+    ) -> None:
         if not bridge_password:
-            raise ValueError("credentials.enabled needs the bridge's own broker password: put it in mqtt.url "
-                             "(mqtt://telecare-bridge:PASSWORD@host:1883) or credentials.bridge_password")
+            raise ValueError(
+                "credentials.enabled needs the bridge's own broker password: put it in mqtt.url "
+                "(mqtt://telecare-bridge:PASSWORD@host:1883) or credentials.bridge_password"
+            )
         self._registry = registry
         self._config = config
         self._topic_root = topic_root
@@ -133,11 +136,21 @@ class CredentialManager:
     async def sync(self) -> None:
         """Rewrite the password and ACL files from the store, then ask the broker to reload them."""
         async with self._lock:
-            entries = [(self._config.bridge_username, self._bridge_hash), *await self._registry.active_credentials()]
+            entries = [
+                (self._config.bridge_username, self._bridge_hash),
+                *await self._registry.active_credentials(),
+            ]
             group = self._config.file_group
-            await asyncio.to_thread(write_atomically, self.password_file, render_password_file(entries), 0o640, group)
-            await asyncio.to_thread(write_atomically, self.acl_file,
-                                    render_acl(self._topic_root, self._config.bridge_username), 0o640, group)
+            await asyncio.to_thread(
+                write_atomically, self.password_file, render_password_file(entries), 0o640, group
+            )
+            await asyncio.to_thread(
+                write_atomically,
+                self.acl_file,
+                render_acl(self._topic_root, self._config.bridge_username),
+                0o640,
+                group,
+            )
             await self._reload()
 
     async def _reload(self) -> None:
@@ -145,13 +158,18 @@ class CredentialManager:
         if not command:
             return
         try:
-            proc = await asyncio.create_subprocess_exec(*shlex.split(command), stdout=asyncio.subprocess.DEVNULL,
-                                                        stderr=asyncio.subprocess.PIPE)
+            proc = await asyncio.create_subprocess_exec(
+                *shlex.split(command), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            )
             async with asyncio.timeout(30):
                 _, err = await proc.communicate()
         except (OSError, TimeoutError) as exc:
             log.error("credentials.reload_command %r failed: %s", command, exc)
             return
         if proc.returncode != 0:
-            log.error("credentials.reload_command %r exited %s: %s", command, proc.returncode,
-                      err.decode(errors="replace").strip()[:500])
+            log.error(
+                "credentials.reload_command %r exited %s: %s",
+                command,
+                proc.returncode,
+                err.decode(errors="replace").strip()[:500],
+            )

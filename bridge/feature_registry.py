@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
-
 from urllib.parse import urlsplit
 
 from alarm_centre.registry import Registry
@@ -32,7 +31,9 @@ def make_credentials(config: Config, registry: Registry) -> CredentialManager | 
     password = config.credentials.bridge_password
     if not password and config.mqtt.url:
         password = urlsplit(config.mqtt.url).password or ""
-    return CredentialManager(registry, config.credentials, topic_root=config.topic_root, bridge_password=password)
+    return CredentialManager(
+        registry, config.credentials, topic_root=config.topic_root, bridge_password=password
+    )
 
 
 async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
@@ -45,13 +46,21 @@ async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
     credentials = make_credentials(config, registry)
     if credentials is not None:
         await credentials.sync()
-    add_registry_routes(bridge.app, registry, RegistryOptions(
-        commissioning_minutes=config.registry.commissioning_minutes,
-        max_commissioning_minutes=config.registry.max_commissioning_minutes,
-        credentials=credentials, topic_root=config.topic_root))
+    add_registry_routes(
+        bridge.app,
+        registry,
+        RegistryOptions(
+            commissioning_minutes=config.registry.commissioning_minutes,
+            max_commissioning_minutes=config.registry.max_commissioning_minutes,
+            credentials=credentials,
+            topic_root=config.topic_root,
+        ),
+    )
     hb = config.heartbeats
     if hb.enabled:
-        supervisor = HeartbeatSupervisor(registry, bridge.intake, check_every_s=hb.check_every_s, batch=hb.batch)
+        supervisor = HeartbeatSupervisor(
+            registry, bridge.intake, check_every_s=hb.check_every_s, batch=hb.batch
+        )
         bridge.add_loop("heartbeat-supervision", supervisor.run)
     else:
         bridge.add_loop("commissioning-timeouts", _visit_expiry(registry))

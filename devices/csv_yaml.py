@@ -26,8 +26,20 @@ from devices.registry import Device, Resident, errors_of
 Kind = Literal["residents", "devices"]
 
 RESIDENT_COLUMNS = ("id", "name", "address", "key_safe", "medical_notes", "language", "responders")
-DEVICE_COLUMNS = ("id", "kind", "resident_id", "channel", "phone", "imei", "serial_port", "firmware",
-                  "alexa_device_id", "heartbeat_interval_s", "heartbeat_grace_s", "peripherals")
+DEVICE_COLUMNS = (
+    "id",
+    "kind",
+    "resident_id",
+    "channel",
+    "phone",
+    "imei",
+    "serial_port",
+    "firmware",
+    "alexa_device_id",
+    "heartbeat_interval_s",
+    "heartbeat_grace_s",
+    "peripherals",
+)
 COLUMNS: dict[str, tuple[str, ...]] = {"residents": RESIDENT_COLUMNS, "devices": DEVICE_COLUMNS}
 MAX_ROWS = 100_000
 
@@ -108,8 +120,10 @@ def parse_csv(text: str, kind: Kind) -> Batch:
     header = [h.strip() for h in header]
     unknown = [h for h in header if h not in COLUMNS[kind]]
     if unknown or "id" not in header:
-        raise MalformedFile(f"line 1: the header must name columns from {', '.join(COLUMNS[kind])} "
-                            f"and include id" + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+        raise MalformedFile(
+            f"line 1: the header must name columns from {', '.join(COLUMNS[kind])} "
+            f"and include id" + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+        )
     line = reader.line_num + 1
     while True:
         start = line
@@ -124,8 +138,9 @@ def parse_csv(text: str, kind: Kind) -> Batch:
         if not any(c.strip() for c in cells):
             continue
         if len(cells) != len(header):
-            batch.errors.append(RowError(start, "(row)", f"{len(cells)} cells; the header has {len(header)}",
-                                         kind))
+            batch.errors.append(
+                RowError(start, "(row)", f"{len(cells)} cells; the header has {len(header)}", kind)
+            )
             continue
         if len(batch.residents) + len(batch.devices) >= MAX_ROWS:
             batch.errors.append(RowError(start, "(row)", f"more than {MAX_ROWS} rows", kind))
@@ -133,8 +148,9 @@ def parse_csv(text: str, kind: Kind) -> Batch:
         try:
             record = _csv_record(kind, dict(zip(header, cells, strict=True)))
         except ValueError as exc:
-            batch.errors.append(RowError(start, "responders" if kind == "residents" else "peripherals",
-                                         str(exc), kind))
+            batch.errors.append(
+                RowError(start, "responders" if kind == "residents" else "peripherals", str(exc), kind)
+            )
             continue
         _add(batch, kind, start, record)
     _check_duplicates(batch)
@@ -160,8 +176,9 @@ def _check_duplicates(batch: Batch) -> None:
         first: dict[str, int] = {}
         for line, record in items:
             if record.id in first:
-                batch.errors.append(RowError(line, "id", f"{record.id!r} is already on line {first[record.id]}",
-                                             kind))
+                batch.errors.append(
+                    RowError(line, "id", f"{record.id!r} is already on line {first[record.id]}", kind)
+                )
             else:
                 first[record.id] = line
     batch.errors.sort(key=lambda e: e.line)
@@ -179,7 +196,9 @@ def to_csv(kind: Kind, records: list[Resident] | list[Device]) -> str:
         else:
             assert isinstance(record, Device)
             dumped["peripherals"] = ";".join(
-                f"{p.id}:{p.type.value}" + (f"@{p.location}" if p.location else "") for p in record.peripherals)
+                f"{p.id}:{p.type.value}" + (f"@{p.location}" if p.location else "")
+                for p in record.peripherals
+            )
         writer.writerow(["" if dumped.get(c) is None else dumped[c] for c in COLUMNS[kind]])
     return out.getvalue()
 
@@ -197,13 +216,20 @@ def parse_yaml(text: str) -> Batch:
     if root is None:
         return batch
     if not isinstance(root, yaml.MappingNode):
-        raise MalformedFile(f"line {root.start_mark.line + 1}: expected a mapping with residents: and devices:")
+        raise MalformedFile(
+            f"line {root.start_mark.line + 1}: expected a mapping with residents: and devices:"
+        )
     constructor = yaml.SafeLoader("")
     for key_node, value_node in root.value:
         key = key_node.value
         if key not in ("residents", "devices"):
-            batch.errors.append(RowError(key_node.start_mark.line + 1, str(key)[:40],
-                                         "unknown section; expected residents or devices"))
+            batch.errors.append(
+                RowError(
+                    key_node.start_mark.line + 1,
+                    str(key)[:40],
+                    "unknown section; expected residents or devices",
+                )
+            )
             continue
         if not isinstance(value_node, yaml.SequenceNode):
             batch.errors.append(RowError(value_node.start_mark.line + 1, key, "expected a list", key))

@@ -75,8 +75,10 @@ def check_id(value: str) -> str:
 def check_e164(value: str) -> str:
     """A phone number in E.164 form (+ then 7-15 digits, no spaces); raises ValueError otherwise."""
     if not isinstance(value, str) or not E164_RE.fullmatch(value):
-        raise ValueError(f"{str(value)[:30]!r} is not an E.164 number (like +447700900123: '+', country code, "
-                         "digits, no spaces)")
+        raise ValueError(
+            f"{str(value)[:30]!r} is not an E.164 number (like +447700900123: '+', country code, "
+            "digits, no spaces)"
+        )
     return value
 
 
@@ -169,7 +171,7 @@ class Device(_Model):
     serial_port: str | None = Field(None, max_length=200)
     firmware: str | None = Field(None, max_length=64)
     alexa_device_id: str | None = Field(None, min_length=1, max_length=255)
-    #: Seconds between the unit's heartbeats; None means the bridge's default (``heartbeats.default_interval_s``).
+    #: Seconds between the unit's heartbeats; None: the bridge's ``heartbeats.default_interval_s``.
     heartbeat_interval_s: int | None = Field(None, ge=10, le=7 * 86400)
     #: Extra seconds allowed after a missed heartbeat before ``no_heartbeat`` is raised.
     heartbeat_grace_s: int | None = Field(None, ge=0, le=86400)
@@ -227,8 +229,19 @@ class Device(_Model):
 
         raw = row["data"]
         extra = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
-        fields = {k: row[k] for k in ("id", "kind", "resident_id", "channel", "phone", "alexa_device_id",
-                                      "heartbeat_interval_s") if k in row}
+        fields = {
+            k: row[k]
+            for k in (
+                "id",
+                "kind",
+                "resident_id",
+                "channel",
+                "phone",
+                "alexa_device_id",
+                "heartbeat_interval_s",
+            )
+            if k in row
+        }
         for k in ("imei", "heartbeat_grace_s"):
             if k in row:
                 fields[k] = row[k]
@@ -236,9 +249,9 @@ class Device(_Model):
         return cls.model_validate(fields)
 
 
-def merge(model: type[Device] | type[Resident], current: BaseModel, changes: dict[str, Any]) -> Any:
+def merge(model: type[Device] | type[Resident], current: Device | Resident, changes: dict[str, Any]) -> Any:
     """``current`` with ``changes`` applied, validated as a whole; the id cannot change."""
-    if "id" in changes and changes["id"] != getattr(current, "id"):
+    if "id" in changes and changes["id"] != current.id:
         raise ValueError("the id cannot be changed; retire the device and register a new one")
     return model.model_validate({**current.model_dump(mode="json"), **changes})
 

@@ -4,7 +4,6 @@ a unit publishes only as itself, a wrong or missing password is refused, a retir
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import getpass
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from harness import IN_CI, eventually, free_port, make_config, reachable, running_bridge
 
 from bridge.credentials import (
     check_mosquitto_hash,
@@ -22,7 +22,6 @@ from bridge.credentials import (
     write_atomically,
 )
 from devices.mqtt_codec import encode_event
-from harness import IN_CI, eventually, free_port, make_config, reachable, running_bridge
 from simulators.unit import SimulatedUnit
 
 BRIDGE_PASSWORD = "bridge-secret-0123456789"
@@ -63,12 +62,16 @@ def secured_mosquitto(tmp_path: Path) -> Iterator[tuple[int, Path, Path, subproc
         pytest.skip("mosquitto binary not found")
     port = free_port()
     passwd, acl = tmp_path / "mosquitto.passwd", tmp_path / "mosquitto.acl"
-    write_atomically(passwd, render_password_file([("telecare-bridge", mosquitto_hash(BRIDGE_PASSWORD))]), 0o644)
+    write_atomically(
+        passwd, render_password_file([("telecare-bridge", mosquitto_hash(BRIDGE_PASSWORD))]), 0o644
+    )
     write_atomically(acl, render_acl("secure", "telecare-bridge"), 0o644)
     conf = tmp_path / "mosquitto.conf"
     # Run as ourselves: as root Mosquitto would drop to the mosquitto user, which cannot read tmp_path.
-    conf.write_text(f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous false\n"
-                    f"persistence false\npassword_file {passwd}\nacl_file {acl}\nmax_queued_messages 100000\n")
+    conf.write_text(
+        f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous false\n"
+        f"persistence false\npassword_file {passwd}\nacl_file {acl}\nmax_queued_messages 100000\n"
+    )
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
@@ -86,35 +89,60 @@ def secured_mosquitto(tmp_path: Path) -> Iterator[tuple[int, Path, Path, subproc
 
 
 async def connect_as(port: int, username: str | None, password: str | None) -> None:
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"probe-{username}", username=username,
-                              password=password, timeout=5):
+    async with aiomqtt.Client(
+        "127.0.0.1", port, identifier=f"probe-{username}", username=username, password=password, timeout=5
+    ):
         pass
 
 
-async def test_units_publish_only_as_themselves(tmp_path: Path,
-                                                secured_mosquitto: tuple[int, Path, Path, subprocess.Popen[bytes]]
-                                                ) -> None:
+async def test_units_publish_only_as_themselves(
+    tmp_path: Path, secured_mosquitto: tuple[int, Path, Path, subprocess.Popen[bytes]]
+) -> None:
     port, passwd, acl, proc = secured_mosquitto
     config = make_config(
-        tmp_path, mqtt_url=f"mqtt://telecare-bridge:{BRIDGE_PASSWORD}@127.0.0.1:{port}", topic_root="secure",
-        TELECARE_CREDENTIALS__ENABLED="true", TELECARE_CREDENTIALS__PASSWORD_FILE=str(passwd),
-        TELECARE_CREDENTIALS__ACL_FILE=str(acl), TELECARE_CREDENTIALS__RELOAD_COMMAND=f"kill -HUP {proc.pid}")
+        tmp_path,
+        mqtt_url=f"mqtt://telecare-bridge:{BRIDGE_PASSWORD}@127.0.0.1:{port}",
+        topic_root="secure",
+        TELECARE_CREDENTIALS__ENABLED="true",
+        TELECARE_CREDENTIALS__PASSWORD_FILE=str(passwd),
+        TELECARE_CREDENTIALS__ACL_FILE=str(acl),
+        TELECARE_CREDENTIALS__RELOAD_COMMAND=f"kill -HUP {proc.pid}",
+    )
     async with running_bridge(config) as b:
         passwords = {}
         for unit in ("unit-a", "unit-b"):
-            assert (await b.call("POST", "/api/v1/devices", user="ian", role="installer",
-                                 json={"id": unit, "kind": "gsm_unit"}))[0] == 201
-            status, body = await b.call("POST", f"/api/v1/devices/{unit}/credential", user="ian", role="installer")
+            assert (
+                await b.call(
+                    "POST",
+                    "/api/v1/devices",
+                    user="ian",
+                    role="installer",
+                    json={"id": unit, "kind": "gsm_unit"},
+                )
+            )[0] == 201
+            status, body = await b.call(
+                "POST", f"/api/v1/devices/{unit}/credential", user="ian", role="installer"
+            )
             assert status == 201 and body["username"] == unit
             passwords[unit] = body["password"]
         status, _ = await b.call("POST", "/api/v1/devices/unit-a/credential", user="olive", role="operator")
         assert status == 403
         text = passwd.read_text()
-        assert text.startswith("telecare-bridge:$7$101$") and "unit-a:$7$" in text and passwords["unit-a"] not in text
+        assert (
+            text.startswith("telecare-bridge:$7$101$")
+            and "unit-a:$7$" in text
+            and passwords["unit-a"] not in text
+        )
         await asyncio.sleep(0.3)  # the bridge's reload_command sent SIGHUP; let the broker reread
 
-        async with SimulatedUnit("unit-a", port=port, topic_root="secure", username="unit-a",
-                                 password=passwords["unit-a"], call_connects=False) as unit_a:
+        async with SimulatedUnit(
+            "unit-a",
+            port=port,
+            topic_root="secure",
+            username="unit-a",
+            password=passwords["unit-a"],
+            call_connects=False,
+        ) as unit_a:
             ack = await unit_a.send("pendant", timeout=20)
             assert ack["result"] == "accepted" and ack["alert_id"]
             # Unit A forges an event as unit B: the broker drops it; the bridge never sees it.
@@ -132,8 +160,13 @@ async def test_units_publish_only_as_themselves(tmp_path: Path,
                 await connect_as(port, user, password)
         await connect_as(port, "unit-b", passwords["unit-b"])  # B may, for now
 
-        status, body = await b.call("POST", "/api/v1/devices/unit-b/retire", user="ian", role="installer",
-                                    json={"reason": "returned to stock"})
+        status, body = await b.call(
+            "POST",
+            "/api/v1/devices/unit-b/retire",
+            user="ian",
+            role="installer",
+            json={"reason": "returned to stock"},
+        )
         assert status == 200
         assert "unit-b:" not in passwd.read_text()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import aiohttp
 import pytest
 import yaml
+from harness import RunningBridge
 
 from devices.csv_yaml import MalformedFile, parse_csv, parse_yaml, to_csv, to_yaml
-from harness import RunningBridge
 
 RESIDENTS_CSV = """id,name,address,key_safe,language,responders
 res-1,Ada,"1 Mill Lane, Leeds",code 1234,en-GB,Tom=+447700900123;Ann=+447700900456
@@ -58,11 +58,14 @@ def test_malformed_csv(text: str) -> None:
         assert batch.errors and batch.errors[0].line == 2
 
 
-@pytest.mark.parametrize("text, expect", [
-    ("residents: [", "not YAML"),
-    ("- just\n- a list\n", "expected a mapping"),
-    ("residents:\n  - id: r1\n    name: [unclosed\n", "not YAML"),
-])
+@pytest.mark.parametrize(
+    "text, expect",
+    [
+        ("residents: [", "not YAML"),
+        ("- just\n- a list\n", "expected a mapping"),
+        ("residents:\n  - id: r1\n    name: [unclosed\n", "not YAML"),
+    ],
+)
 def test_malformed_yaml(text: str, expect: str) -> None:
     with pytest.raises(MalformedFile, match=expect):
         parse_yaml(text)
@@ -84,7 +87,11 @@ gadgets: []
 """
     batch = parse_yaml(text)
     assert [(e.line, e.field) for e in batch.errors] == [
-        (2, "responders.0.phone"), (9, "(record)"), (10, "id"), (12, "gadgets")]
+        (2, "responders.0.phone"),
+        (9, "(record)"),
+        (10, "id"),
+        (12, "gadgets"),
+    ]
 
 
 def test_export_round_trips() -> None:
@@ -100,8 +107,11 @@ def test_export_round_trips() -> None:
 
 async def post_file(b: RunningBridge, query: str, text: str) -> tuple[int, dict[str, object]]:
     token = await b.token("ian", "installer")
-    async with b.session.post(f"{b.url}/api/v1/registry/import?{query}", data=text.encode(),
-                              headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"}) as resp:
+    async with b.session.post(
+        f"{b.url}/api/v1/registry/import?{query}",
+        data=text.encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"},
+    ) as resp:
         return resp.status, await resp.json()
 
 
@@ -117,8 +127,11 @@ async def test_import_through_the_api(embedded_bridge: RunningBridge) -> None:
     # Devices first: their residents are unknown, so every device row is reported and nothing is written.
     status, report = await post_file(b, "format=csv&kind=devices", DEVICES_CSV)
     assert status == 422 and not report["applied"]
-    assert [(e["line"], e["field"]) for e in report["errors"]] == [(2, "resident_id"), (3, "resident_id"),
-                                                                  (4, "resident_id")]
+    assert [(e["line"], e["field"]) for e in report["errors"]] == [
+        (2, "resident_id"),
+        (3, "resident_id"),
+        (4, "resident_id"),
+    ]
     assert await counts(b) == (0, 0)
     # A dry run of good rows reports what would happen and writes nothing.
     status, report = await post_file(b, "format=csv&kind=residents&dry_run=1", RESIDENTS_CSV)
@@ -133,12 +146,17 @@ async def test_import_through_the_api(embedded_bridge: RunningBridge) -> None:
     mixed = DEVICES_CSV.replace("unit-1", "unit-7").replace("unit-2", "unit-8").replace("echo-1", "echo-9")
     mixed = mixed.replace("+447700900001", "+447700900777") + "unit-9,gsm_unit,res-1,+447700900001,,,\n"
     status, report = await post_file(b, "format=csv&kind=devices", mixed)
-    assert status == 422 and [(e["line"], e["field"]) for e in report["errors"]] == [(2, "imei"), (5, "phone")]
+    assert status == 422 and [(e["line"], e["field"]) for e in report["errors"]] == [
+        (2, "imei"),
+        (5, "phone"),
+    ]
     assert await counts(b) == (2, 3)
     # Importing the same ids again without update is refused row by row; with update it changes them.
     status, report = await post_file(b, "format=csv&kind=residents", RESIDENTS_CSV.replace("Ada", "Ada L"))
     assert status == 422 and {e["line"] for e in report["errors"]} == {2, 3}
-    status, report = await post_file(b, "format=csv&kind=residents&update=1", RESIDENTS_CSV.replace("Ada", "Ada L"))
+    status, report = await post_file(
+        b, "format=csv&kind=residents&update=1", RESIDENTS_CSV.replace("Ada", "Ada L")
+    )
     assert status == 200 and report["updated"]["residents"] == 2
     # Export as YAML, and import it into an empty registry as a whole site.
     status, text = await b.call("GET", "/api/v1/registry/export?format=yaml", user="ian", role="installer")
@@ -154,10 +172,17 @@ async def test_import_through_the_api(embedded_bridge: RunningBridge) -> None:
 async def test_import_needs_text(embedded_bridge: RunningBridge) -> None:
     b = embedded_bridge
     token = await b.token("ian", "installer")
-    async with b.session.post(f"{b.url}/api/v1/registry/import?format=csv&kind=residents", data=b"\xff\xfe\x00id",
-                              headers={"Authorization": f"Bearer {token}"}) as resp:
+    async with b.session.post(
+        f"{b.url}/api/v1/registry/import?format=csv&kind=residents",
+        data=b"\xff\xfe\x00id",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as resp:
         assert resp.status == 422
-    async with aiohttp.ClientSession() as session, session.get(
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
             f"{b.url}/api/v1/registry/export?format=csv&kind=devices",
-            headers={"Authorization": f"Bearer {token}"}) as resp:
+            headers={"Authorization": f"Bearer {token}"},
+        ) as resp,
+    ):
         assert resp.status == 200 and (await resp.text()).startswith("id,kind,resident_id")

@@ -11,16 +11,21 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from harness import RunningBridge
+
 from simulators.unit import SimulatedUnit
 
 CLI = [sys.executable, "-m", "bridge.cli"]
 
 
 def env_for(b: RunningBridge) -> dict[str, str]:
-    return {**os.environ, "TELECARE_STORE__URL": b.bridge.config.store.url, "TELECARE_LOG__LEVEL": "WARNING",
-            "TELECARE_CONFIG": "", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return {
+        **os.environ,
+        "TELECARE_STORE__URL": b.bridge.config.store.url,
+        "TELECARE_LOG__LEVEL": "WARNING",
+        "TELECARE_CONFIG": "",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -51,8 +56,9 @@ async def run(b: RunningBridge, *args: str) -> tuple[int, str, str]:
 
 
 async def run_process(b: RunningBridge, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(*CLI, *args, env=env_for(b), stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, *args, env=env_for(b), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     async with asyncio.timeout(60):
         out, err = await proc.communicate()
     assert proc.returncode is not None
@@ -61,13 +67,39 @@ async def run_process(b: RunningBridge, *args: str) -> tuple[int, str, str]:
 
 async def test_register_list_show_and_refusals(embedded_bridge: RunningBridge, tmp_path: Path) -> None:
     b = embedded_bridge
-    code, out, _ = await run(b, "residents", "add", "res-1", "--name", "Ada Lovelace", "--address", "1 Mill Lane",
-                             "--responder", "Tom=+447700900123", "--responder", "Ann=+447700900456")
+    code, out, _ = await run(
+        b,
+        "residents",
+        "add",
+        "res-1",
+        "--name",
+        "Ada Lovelace",
+        "--address",
+        "1 Mill Lane",
+        "--responder",
+        "Tom=+447700900123",
+        "--responder",
+        "Ann=+447700900456",
+    )
     assert code == 0 and "added with 2 responder(s)" in out
-    code, _, err = await run(b, "residents", "add", "res-2", "--name", "Bob", "--responder", "Tom=07700 900123")
+    code, _, err = await run(
+        b, "residents", "add", "res-2", "--name", "Bob", "--responder", "Tom=07700 900123"
+    )
     assert code == 2 and "responders.0.phone" in err and "E.164" in err
-    code, out, _ = await run(b, "devices", "add", "unit-1", "--kind", "gsm_unit", "--resident", "res-1",
-                             "--peripheral", "p1:pendant@neck", "--heartbeat", "600")
+    code, out, _ = await run(
+        b,
+        "devices",
+        "add",
+        "unit-1",
+        "--kind",
+        "gsm_unit",
+        "--resident",
+        "res-1",
+        "--peripheral",
+        "p1:pendant@neck",
+        "--heartbeat",
+        "600",
+    )
     assert code == 0 and "every 600s" in out
     code, _, err = await run(b, "devices", "add", "unit-1", "--kind", "gsm_unit")
     assert code == 1 and "refused" in err and "already registered" in err
@@ -89,7 +121,9 @@ async def test_register_list_show_and_refusals(embedded_bridge: RunningBridge, t
     assert code == 0 and "retire" in out and "configure" in out
 
 
-async def test_import_reports_bad_lines_and_imports_nothing(embedded_bridge: RunningBridge, tmp_path: Path) -> None:
+async def test_import_reports_bad_lines_and_imports_nothing(
+    embedded_bridge: RunningBridge, tmp_path: Path
+) -> None:
     b = embedded_bridge
     bad = tmp_path / "devices.csv"
     bad.write_text("id,kind,phone\nu1,gsm_unit,+447700900001\nu2,gsm_unit,07700900002\nu3,fridge,\n")
@@ -97,7 +131,9 @@ async def test_import_reports_bad_lines_and_imports_nothing(embedded_bridge: Run
     assert code == 1 and "nothing imported" in err
     assert f"{bad}:line 3 (devices): phone:" in err and f"{bad}:line 4 (devices): kind:" in err
     site = tmp_path / "site.yaml"
-    site.write_text("residents:\n  - {id: r1, name: Ada}\ndevices:\n  - {id: u1, kind: gsm_unit, resident_id: r1}\n")
+    site.write_text(
+        "residents:\n  - {id: r1, name: Ada}\ndevices:\n  - {id: u1, kind: gsm_unit, resident_id: r1}\n"
+    )
     code, out, _ = await run(b, "import", str(site), "--dry-run")
     assert code == 0 and "dry run" in out and "1 residents new" in out
     code, out, _ = await run(b, "devices", "list")
@@ -113,11 +149,33 @@ async def test_import_reports_bad_lines_and_imports_nothing(embedded_bridge: Run
 
 async def test_commission_checklist_confirms_presses_as_they_arrive(embedded_bridge: RunningBridge) -> None:
     b = embedded_bridge
-    assert (await run(b, "devices", "add", "unit-c", "--kind", "gsm_unit", "--peripheral", "p1:pendant@neck",
-                      "--peripheral", "s1:smoke@hall"))[0] == 0
-    proc = await asyncio.create_subprocess_exec(*CLI, "commission", "start", "unit-c", "--minutes", "5", "--poll",
-                                                "0.1", env=env_for(b), stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    assert (
+        await run(
+            b,
+            "devices",
+            "add",
+            "unit-c",
+            "--kind",
+            "gsm_unit",
+            "--peripheral",
+            "p1:pendant@neck",
+            "--peripheral",
+            "s1:smoke@hall",
+        )
+    )[0] == 0
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        "commission",
+        "start",
+        "unit-c",
+        "--minutes",
+        "5",
+        "--poll",
+        "0.1",
+        env=env_for(b),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     assert proc.stdout is not None
     lines: list[str] = []
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from harness import RunningBridge, eventually
 
 from alarm_centre.intake import GroupCommitter
 from alarm_centre.model import iso
@@ -18,7 +19,6 @@ from alarm_centre.supervision import HeartbeatSupervisor
 from devices.events import DeviceEvent
 from devices.registry import Device
 from devices.vocabulary import EventType
-from harness import RunningBridge, eventually
 from simulators.unit import SimulatedUnit
 
 
@@ -45,16 +45,21 @@ def heartbeat(device_id: str, at: float, n: int = 0) -> DeviceEvent:
 
 async def open_no_heartbeat(store: AlertStore) -> list[str]:
     async with store.read() as tx:
-        rows = await tx.fetchall("SELECT device_id FROM alerts WHERE type = 'no_heartbeat' "
-                                 "AND state = 'raised' ORDER BY device_id")
+        rows = await tx.fetchall(
+            "SELECT device_id FROM alerts WHERE type = 'no_heartbeat' AND state = 'raised' ORDER BY device_id"
+        )
     return [r["device_id"] for r in rows]
 
 
-async def test_raised_once_and_resolved_when_heard(parts: tuple[AlertStore, Registry, GroupCommitter, Clock]
-                                                  ) -> None:
+async def test_raised_once_and_resolved_when_heard(
+    parts: tuple[AlertStore, Registry, GroupCommitter, Clock],
+) -> None:
     store, registry, intake, clock = parts
-    await registry.create_device(Device(id="u1", kind="gsm_unit", heartbeat_interval_s=60, heartbeat_grace_s=30),
-                                 actor="ian", source="api")
+    await registry.create_device(
+        Device(id="u1", kind="gsm_unit", heartbeat_interval_s=60, heartbeat_grace_s=30),
+        actor="ian",
+        source="api",
+    )
     t0 = clock.now
     supervisor = HeartbeatSupervisor(registry, intake, clock=clock)
     clock.now = t0 + 89
@@ -83,12 +88,17 @@ async def test_raised_once_and_resolved_when_heard(parts: tuple[AlertStore, Regi
     assert row["n"] == 2
 
 
-async def test_only_silent_units_are_raised(parts: tuple[AlertStore, Registry, GroupCommitter, Clock]) -> None:
+async def test_only_silent_units_are_raised(
+    parts: tuple[AlertStore, Registry, GroupCommitter, Clock],
+) -> None:
     store, registry, intake, clock = parts
     t0 = clock.now
     for n in range(300):
-        await registry.create_device(Device(id=f"u{n:03d}", kind="ip_unit", heartbeat_interval_s=60,
-                                            heartbeat_grace_s=0), actor="ian", source="api")
+        await registry.create_device(
+            Device(id=f"u{n:03d}", kind="ip_unit", heartbeat_interval_s=60, heartbeat_grace_s=0),
+            actor="ian",
+            source="api",
+        )
     await registry.create_device(Device(id="echo", kind="alexa"), actor="ian", source="api")
     silent = {f"u{n:03d}" for n in range(0, 300, 37)}
     for n in range(300):
@@ -101,17 +111,28 @@ async def test_only_silent_units_are_raised(parts: tuple[AlertStore, Registry, G
 
 
 async def test_a_heartbeat_that_wins_the_race_voids_the_alarm(
-        parts: tuple[AlertStore, Registry, GroupCommitter, Clock]) -> None:
+    parts: tuple[AlertStore, Registry, GroupCommitter, Clock],
+) -> None:
     store, registry, intake, clock = parts
-    await registry.create_device(Device(id="u1", kind="gsm_unit", heartbeat_interval_s=60, heartbeat_grace_s=0),
-                                 actor="ian", source="api")
+    await registry.create_device(
+        Device(id="u1", kind="gsm_unit", heartbeat_interval_s=60, heartbeat_grace_s=0),
+        actor="ian",
+        source="api",
+    )
     clock.now += 61
     late = await registry.due_heartbeats(clock.now, 10)
     assert [r["id"] for r in late] == ["u1"]
     await intake.submit(heartbeat("u1", clock.now))  # lands between the sweep's query and its event
-    result = await intake.submit(DeviceEvent(
-        "u1", "nohb-x", EventType.NO_HEARTBEAT, datetime.fromtimestamp(clock.now, UTC), source="system",
-        data={"due_at": float(late[0]["heartbeat_due_at"])}))
+    result = await intake.submit(
+        DeviceEvent(
+            "u1",
+            "nohb-x",
+            EventType.NO_HEARTBEAT,
+            datetime.fromtimestamp(clock.now, UTC),
+            source="system",
+            data={"due_at": float(late[0]["heartbeat_due_at"])},
+        )
+    )
     assert result.alert_id is not None
     alert, _ = await store.get_alert(result.alert_id)
     assert alert.state.value == "resolved" and alert.outcome == "cleared_by_device"
@@ -121,22 +142,36 @@ async def test_a_heartbeat_that_wins_the_race_voids_the_alarm(
 async def test_sweeps_use_the_index(parts: tuple[AlertStore, Registry, GroupCommitter, Clock]) -> None:
     store, *_ = parts
     async with store.read() as tx:
-        plan = await tx.fetchall("EXPLAIN QUERY PLAN SELECT id, heartbeat_due_at, last_seen_at FROM devices "
-                                 "WHERE heartbeat_due_at <= ? ORDER BY heartbeat_due_at LIMIT ?", time.time(), 10)
+        plan = await tx.fetchall(
+            "EXPLAIN QUERY PLAN SELECT id, heartbeat_due_at, last_seen_at FROM devices "
+            "WHERE heartbeat_due_at <= ? ORDER BY heartbeat_due_at LIMIT ?",
+            time.time(),
+            10,
+        )
     assert any("devices_heartbeat_due" in str(dict(r)) for r in plan)
 
 
 async def test_supervised_unit_over_mosquitto(bridge: RunningBridge, topic_root: str) -> None:
     b = bridge
-    assert (await b.call("POST", "/api/v1/devices", user="ian", role="installer",
-                         json={"id": "unit-h", "kind": "gsm_unit", "heartbeat_interval_s": 60}))[0] == 201
+    assert (
+        await b.call(
+            "POST",
+            "/api/v1/devices",
+            user="ian",
+            role="installer",
+            json={"id": "unit-h", "kind": "gsm_unit", "heartbeat_interval_s": 60},
+        )
+    )[0] == 201
     host, port = b.broker
     async with SimulatedUnit("unit-h", host=host, port=port, topic_root=topic_root) as unit:
         await unit.send("heartbeat", timeout=15)
+
         # Compress time: the unit's deadline passes now.
         async def overdue(tx: object, post: object) -> None:
-            await tx.execute("UPDATE devices SET heartbeat_due_at = ? WHERE id = 'unit-h'",  # type: ignore[attr-defined]
-                             time.time() - 1)
+            await tx.execute(
+                "UPDATE devices SET heartbeat_due_at = ? WHERE id = 'unit-h'",  # type: ignore[attr-defined]
+                time.time() - 1,
+            )
 
         await b.store.transaction(overdue)
 

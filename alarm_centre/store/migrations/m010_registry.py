@@ -4,7 +4,9 @@ remote configuration versions, per-device MQTT credentials and the registry's ow
 from __future__ import annotations
 
 MIGRATIONS: list[tuple[int, str]] = [
-    (10, """
+    (
+        10,
+        """
 ALTER TABLE devices ADD COLUMN imei TEXT;
 ALTER TABLE devices ADD COLUMN heartbeat_grace_s INTEGER;
 ALTER TABLE devices ADD COLUMN heartbeat_due_at {real};
@@ -65,5 +67,6 @@ CREATE TABLE registry_log (
     detail TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX registry_log_subject ON registry_log(subject, id);
-"""),
+""",
+    ),
 ]
