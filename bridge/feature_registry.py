@@ -38,6 +38,7 @@ def make_credentials(config: Config, registry: Registry) -> CredentialManager | 
 
 async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
     from alarm_centre.registry_api import RegistryOptions, add_registry_routes  # aiohttp: not for the CLI
+    from alarm_centre.registry_console import add_installer_pages
     from alarm_centre.supervision import HeartbeatSupervisor
 
     config = bridge.config
@@ -56,6 +57,7 @@ async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
             topic_root=config.topic_root,
         ),
     )
+    add_installer_pages(bridge.app)  # console pages; shown once the console feature is on
     hb = config.heartbeats
     if hb.enabled:
         supervisor = HeartbeatSupervisor(
