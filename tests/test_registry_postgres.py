@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from harness import postgres_database
+
 from alarm_centre.intake import GroupCommitter
 from alarm_centre.registry import Registry
 from alarm_centre.store import open_store
@@ -13,7 +15,6 @@ from devices.csv_yaml import parse_yaml
 from devices.events import DeviceEvent
 from devices.registry import Device, Resident, UnitSettings
 from devices.vocabulary import EventType
-from harness import postgres_database
 
 SITE = """residents:
   - {id: r1, name: Ada, responders: [{name: Tom, phone: "+447700900123"}]}
