@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import secrets
 import time
 from collections import deque
@@ -21,6 +22,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from alarm_centre.model import Role, User
 from alarm_centre.store.base import AlertStore, NotFound, PostCommit, Tx, hash_token
 
+log = logging.getLogger(__name__)
 _HASHER = PasswordHasher()
 #: Verified when the user does not exist, so an unknown name costs as much time as a wrong password.
 _DUMMY_HASH = _HASHER.hash("not-a-real-password-" + secrets.token_hex(8))
@@ -160,10 +162,14 @@ class SessionStore:
     async def still_valid(self, token: str) -> bool:
         """For long-lived streams: is the session still there, in time, and its user enabled?"""
         key = hash_token(token)
-        async with self._store.read() as tx:
-            row = await tx.fetchone(
-                "SELECT s.expires_at, s.last_seen_at, u.disabled FROM console_sessions s "
-                "JOIN users u ON u.name = s.user_name WHERE s.token_hash = ?", key)
+        try:
+            async with self._store.read() as tx:
+                row = await tx.fetchone(
+                    "SELECT s.expires_at, s.last_seen_at, u.disabled FROM console_sessions s "
+                    "JOIN users u ON u.name = s.user_name WHERE s.token_hash = ?", key)
+        except Exception as exc:  # the store is down or closing: end the stream; the console reconnects
+            log.warning("could not check a console session: %s", exc)
+            return False
         now = time.time()
         if row is None or row["disabled"] or now >= row["expires_at"]:
             return False

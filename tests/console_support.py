@@ -39,8 +39,8 @@ class ConsoleClient:
         async with self.http.get(self.bridge.url + "/login") as page:
             form_csrf = CSRF_FIELD.search(await page.text())
         assert form_csrf is not None
-        async with self.http.post(self.bridge.url + "/login", allow_redirects=False,
-                                  data={"name": name, "password": password, "csrf": form_csrf.group(1)}) as resp:
+        form = {"name": name, "password": password, "csrf": form_csrf.group(1)}
+        async with self.http.post(self.bridge.url + "/login", allow_redirects=False, data=form) as resp:
             await resp.read()
         if resp.status == 303:
             status, me = await self.call("GET", "/console/api/me")
@@ -48,7 +48,7 @@ class ConsoleClient:
             self.csrf = me["csrf"]
         return resp
 
-    async def call(self, method: str, path: str, *, json: Any = None, csrf: str | None | bool = True,
+    async def call(self, method: str, path: str, *, json: Any = None, csrf: str | bool | None = True,
                    data: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         hdrs = dict(headers or {})
         if csrf is True:
@@ -79,6 +79,7 @@ async def console_client(bridge: RunningBridge, name: str | None = None, role: s
 
 async def raise_alert(bridge: RunningBridge, device_id: str, event_type: str = "pendant") -> str:
     result = await bridge.bridge.intake.submit(
-        DeviceEvent(device_id, f"{device_id}-{uuid.uuid4().hex[:10]}", EventType(event_type), datetime.now(UTC)))
+        DeviceEvent(device_id, f"{device_id}-{uuid.uuid4().hex[:10]}", EventType(event_type),
+                    datetime.now(UTC)))
     assert result.alert_id is not None
     return result.alert_id

@@ -29,7 +29,7 @@ EVIL_NOTE = "<script>window.__pwned=2</script> rang her, she is fine"
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    if not Path(CHROMIUM).exists():
+    if not Path(CHROMIUM).exists():  # noqa: ASYNC240 - one stat before the browser starts
         message = f"{CHROMIUM} is not installed (apt-get install chromium)"
         if IN_CI:
             pytest.fail(message + "; CI must provide it (scripts/test installs it)")
@@ -76,7 +76,8 @@ async def test_live_queue_keyboard_and_a_second_operator(browser: Any, bridge: R
     oscar = await signed_in_page(browser, bridge, "oscar")
 
     host, port = bridge.broker
-    async with SimulatedUnit("unit-ada", host=host, port=port, topic_root=bridge.bridge.config.topic_root) as unit:
+    root = bridge.bridge.config.topic_root
+    async with SimulatedUnit("unit-ada", host=host, port=port, topic_root=root) as unit:
         ack = await unit.send("pendant", timeout=20)
         acked_at = time.monotonic()
         assert ack["result"] == "accepted"
@@ -96,7 +97,8 @@ async def test_live_queue_keyboard_and_a_second_operator(browser: Any, bridge: R
 
         await olive.keyboard.press("a")
         await expect(row).to_contain_text("Acknowledged by olive")
-        await expect(oscar.locator(f"#alert-{alert_id}")).to_contain_text("Acknowledged by olive", timeout=5000)
+        await expect(oscar.locator(f"#alert-{alert_id}")).to_contain_text("Acknowledged by olive",
+                                                                          timeout=5000)
 
         await olive.keyboard.press("n")
         await olive.fill("#note-text", EVIL_NOTE)
@@ -118,7 +120,8 @@ async def test_live_queue_keyboard_and_a_second_operator(browser: Any, bridge: R
         assert page.js_errors == []
 
 
-async def test_installer_sees_alerts_but_cannot_acknowledge(browser: Any, embedded_bridge: RunningBridge) -> None:
+async def test_installer_sees_alerts_but_cannot_acknowledge(browser: Any,
+                                                             embedded_bridge: RunningBridge) -> None:
     from playwright.async_api import expect
 
     await add_user(embedded_bridge, "ian", "installer")

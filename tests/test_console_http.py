@@ -14,8 +14,8 @@ import pytest
 from console_support import PASSWORD, add_user, console_client, raise_alert
 from harness import RunningBridge, make_config, running_bridge
 
-from alarm_centre.console import ConsolePage, Safe, add_console_page, escape, page_response
 from alarm_centre.api import require
+from alarm_centre.console import ConsolePage, Safe, add_console_page, escape, page_response
 
 CLI = [sys.executable, "-m", "bridge.cli"]
 
@@ -54,9 +54,8 @@ async def test_secure_cookies_when_configured(tmp_path: Path) -> None:
     config = make_config(tmp_path, TELECARE_CONSOLE__SECURE_COOKIES="true")
     async with running_bridge(config) as running:
         await add_user(running, "olive", "operator")
-        async with aiohttp.ClientSession() as http:
-            async with http.get(running.url + "/login") as page:
-                assert "Secure" in page.headers["Set-Cookie"]
+        async with aiohttp.ClientSession() as http, http.get(running.url + "/login") as page:
+            assert "Secure" in page.headers["Set-Cookie"]
 
 
 async def test_state_changes_need_the_csrf_header(console_bridge: RunningBridge) -> None:
@@ -88,11 +87,11 @@ async def test_state_changes_need_the_csrf_header(console_bridge: RunningBridge)
 
 async def test_sign_in_form_needs_its_csrf_cookie(console_bridge: RunningBridge) -> None:
     await add_user(console_bridge, "olive", "operator")
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-        async with http.post(console_bridge.url + "/login", allow_redirects=False,
-                             data={"name": "olive", "password": PASSWORD, "csrf": "forged"}) as resp:
-            assert resp.status == 403
-            assert "tc_session" not in resp.cookies
+    form = {"name": "olive", "password": PASSWORD, "csrf": "forged"}
+    async with (aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
+                http.post(console_bridge.url + "/login", allow_redirects=False, data=form) as resp):
+        assert resp.status == 403
+        assert "tc_session" not in resp.cookies
 
 
 ACTIONS = ["acknowledge", "note", "resolve", "create_device", "create_resident"]
@@ -112,7 +111,8 @@ async def test_every_action_by_every_role(console_bridge: RunningBridge, role: s
         assert me["role"] == role and ("alerts:handle" in me["rights"]) == ("acknowledge" in ALLOWED[role])
         results = {
             "acknowledge": await client.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge"),
-            "note": await client.call("POST", f"/api/v1/alerts/{alert_id}/notes", json={"note": "called her"}),
+            "note": await client.call("POST", f"/api/v1/alerts/{alert_id}/notes",
+                                      json={"note": "called her"}),
             "resolve": await client.call("POST", f"/api/v1/alerts/{alert_id}/resolve",
                                          json={"outcome": "resident_ok"}),
             "create_device": await client.call("POST", "/api/v1/devices",
@@ -134,7 +134,8 @@ async def test_every_action_by_every_role(console_bridge: RunningBridge, role: s
 
 async def test_second_operator_cannot_take_a_held_alert(console_bridge: RunningBridge) -> None:
     alert_id = await raise_alert(console_bridge, "unit-held")
-    async with console_client(console_bridge, "olive") as first, console_client(console_bridge, "oscar") as second:
+    async with (console_client(console_bridge, "olive") as first,
+                console_client(console_bridge, "oscar") as second):
         assert (await first.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge"))[0] == 200
         status, body = await second.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge")
         assert status == 409 and body["detail"]["holder"] == "olive"
@@ -145,7 +146,8 @@ async def test_second_operator_cannot_take_a_held_alert(console_bridge: RunningB
 
 async def test_script_in_names_and_notes_is_never_markup(console_bridge: RunningBridge) -> None:
     evil = "<script>alert('x')</script>"
-    await console_bridge.store.upsert_resident("r-evil", evil, {"medical_notes": f"<img src=x onerror=alert(1)>"})
+    await console_bridge.store.upsert_resident("r-evil", evil,
+                                               {"medical_notes": "<img src=x onerror=alert(1)>"})
     await console_bridge.store.upsert_device("unit-evil", "gsm_unit", resident_id="r-evil")
     alert_id = await raise_alert(console_bridge, "unit-evil")
     await add_user(console_bridge, "o<b>'\"", "operator")
@@ -175,9 +177,10 @@ async def test_script_in_names_and_notes_is_never_markup(console_bridge: Running
 async def test_oversized_bodies_are_413(console_bridge: RunningBridge) -> None:
     alert_id = await raise_alert(console_bridge, "unit-big")
     async with console_client(console_bridge, "olive") as client:
-        status, body = await client.call("POST", f"/api/v1/alerts/{alert_id}/notes", json={"note": "x" * 200_000})
+        notes = f"/api/v1/alerts/{alert_id}/notes"
+        status, body = await client.call("POST", notes, json={"note": "x" * 200_000})
         assert status == 413 and body["error"] == "request body too large"
-        status, body = await client.call("POST", f"/api/v1/alerts/{alert_id}/notes", json={"note": "x" * 2001})
+        status, body = await client.call("POST", notes, json={"note": "x" * 2001})
         assert status == 422
         status, _ = await client.call("POST", "/login", data={"name": "olive", "password": "p" * 200_000})
         assert status == 413
@@ -221,16 +224,16 @@ async def test_sessions_expire_and_end(tmp_path: Path) -> None:
 
 
 async def test_stream_works_with_the_session(console_bridge: RunningBridge) -> None:
-    async with console_client(console_bridge, "olive") as client:
-        async with client.http.get(console_bridge.url + "/api/v1/stream") as stream:
-            assert stream.status == 200 and stream.content_type == "text/event-stream"
-            await stream.content.readline()
-            alert_id = await raise_alert(console_bridge, "unit-live")
-            async with asyncio.timeout(5):
-                while True:
-                    line = (await stream.content.readline()).decode()
-                    if line.startswith("data:") and f'"id":"{alert_id}"' in line:
-                        break
+    async with (console_client(console_bridge, "olive") as client,
+                client.http.get(console_bridge.url + "/api/v1/stream") as stream):
+        assert stream.status == 200 and stream.content_type == "text/event-stream"
+        await stream.content.readline()
+        alert_id = await raise_alert(console_bridge, "unit-live")
+        async with asyncio.timeout(5):
+            while True:
+                line = (await stream.content.readline()).decode()
+                if line.startswith("data:") and f'"id":"{alert_id}"' in line:
+                    break
 
 
 async def test_features_add_pages_to_the_nav(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -241,19 +244,20 @@ async def test_features_add_pages_to_the_nav(tmp_path: Path, monkeypatch: pytest
         return page_response(request, title="Service levels", body=Safe("<p id='sl'>97.5 %</p>"))
 
     async def add_page(b: bridge.service.Bridge, stack: object) -> None:
-        add_console_page(b.app, ConsolePage("/console/service-levels", "Service levels", "service_levels:read"),
-                         service_levels)
+        page = ConsolePage("/console/service-levels", "Service levels", "service_levels:read")
+        add_console_page(b.app, page, service_levels)
 
     monkeypatch.setattr(bridge.service, "FEATURES", [add_page, *bridge.service.FEATURES])
-    async with running_bridge(make_config(tmp_path)) as running:
-        async with console_client(running, "sue", "supervisor") as sue, console_client(running, "olive") as olive:
-            _, html = await sue.call("GET", "/console")
-            assert 'href="/console/service-levels"' in html
-            status, html = await sue.call("GET", "/console/service-levels")
-            assert status == 200 and "<p id='sl'>97.5 %</p>" in html and 'aria-current="page"' in html
-            _, html = await olive.call("GET", "/console")
-            assert "service-levels" not in html
-            assert (await olive.call("GET", "/console/service-levels"))[0] == 403
+    async with (running_bridge(make_config(tmp_path)) as running,
+                console_client(running, "sue", "supervisor") as sue,
+                console_client(running, "olive") as olive):
+        _, html = await sue.call("GET", "/console")
+        assert 'href="/console/service-levels"' in html
+        status, html = await sue.call("GET", "/console/service-levels")
+        assert status == 200 and "<p id='sl'>97.5 %</p>" in html and 'aria-current="page"' in html
+        _, html = await olive.call("GET", "/console")
+        assert "service-levels" not in html
+        assert (await olive.call("GET", "/console/service-levels"))[0] == 403
 
 
 def test_cli_sets_passwords_and_prints_the_token_last(tmp_path: Path) -> None:

@@ -71,8 +71,9 @@ def _responders(raw: Any) -> list[dict[str, str | None]]:
     for n, item in enumerate(raw[:20]):
         if isinstance(item, dict):
             order = item.get("order", item.get("priority", n))
-            numeric = isinstance(order, (int, float)) and not isinstance(order, bool)
-            rank = float(order) if numeric else float(n)
+            rank = float(n)
+            if isinstance(order, (int, float)) and not isinstance(order, bool):
+                rank = float(order)
             people.append((rank, n, {
                 "name": text(item.get("name")) or text(item.get("label")) or "(no name)",
                 "phone": text(item.get("phone") or item.get("number") or item.get("tel")),

@@ -276,7 +276,13 @@
     source.onopen = () => { live.textContent = "live"; live.className = "live-state on"; loadQueue().catch(showError); };
     source.addEventListener("alert", (ev) => { try { upsert(JSON.parse(ev.data)); } catch (e) { showError(e); } });
     source.addEventListener("resync", () => loadQueue().catch(showError));
-    source.addEventListener("expired", () => { source.close(); window.location.assign("/login"); });
+    source.addEventListener("expired", () => {
+      // The server ended the stream: signed out or expired (go to sign-in), or a store hiccup (reconnect).
+      source.close();
+      fetch("/console/api/me", { credentials: "same-origin" }).then((r) => {
+        if (r.status === 401) window.location.assign("/login"); else setTimeout(connect, 1000);
+      }).catch(() => setTimeout(connect, 2000));
+    });
     source.onerror = () => {
       live.textContent = "reconnecting…";
       live.className = "live-state off";
