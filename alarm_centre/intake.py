@@ -39,6 +39,12 @@ class Intake(Protocol):
     async def submit(self, event: DeviceEvent) -> IngestResult: ...
 
 
+class BatchIntake(Intake, Protocol):
+    """An intake that also takes several events at once (the MQTT link hands over what it read together)."""
+
+    async def submit_many(self, events: Sequence[DeviceEvent]) -> list[IngestResult | StoreUnavailable]: ...
+
+
 class BatchStore(Protocol):
     async def ingest(self, events: Sequence[DeviceEvent]) -> list[IngestResult]: ...
 
@@ -79,6 +85,20 @@ class GroupCommitter:
         fut: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((event, fut))
         return await fut
+
+    async def submit_many(self, events: Sequence[DeviceEvent]) -> list[IngestResult | StoreUnavailable]:
+        """Store several events (they join the same batch); per event its result or StoreUnavailable."""
+        if self._worker is None or self._worker.done():
+            raise StoreUnavailable("intake is not running")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[IngestResult]] = []
+        for event in events:
+            fut: asyncio.Future[IngestResult] = loop.create_future()
+            self._queue.put_nowait((event, fut))
+            futures.append(fut)
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        known = (IngestResult, StoreUnavailable)
+        return [o if isinstance(o, known) else StoreUnavailable(str(o)) for o in outcomes]
 
     async def _run(self) -> None:
         while True:

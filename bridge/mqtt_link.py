@@ -8,26 +8,31 @@ it is stored. When the store cannot commit, no ack is sent: the unit retries.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Self
+from typing import Self, cast
 from urllib.parse import urlsplit
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from alarm_centre.intake import Intake, StoreUnavailable
+from alarm_centre.intake import BatchIntake, IngestResult, StoreUnavailable
 from bridge.metrics import BridgeMetrics
+from devices.events import DeviceEvent
 from devices.mqtt_codec import Rejected, Topics, decode_event, encode_ack, peek_event_id
 
 log = logging.getLogger(__name__)
 
-StatusCallback = Callable[[str, bool], Awaitable[None]]
+#: Records units going online/offline: [(device_id, online), ...] read together.
+StatusCallback = Callable[[list[tuple[str, bool]]], Awaitable[None]]
+#: Most messages handled as one batch.
+READ_BATCH = 500
 #: Acks are small and latency matters: switch off Nagle's algorithm (it adds up to 40 ms per ack).
 NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 #: aiomqtt warns on every publish while many are pending -- normal under load, not news for the operator.
@@ -65,7 +70,7 @@ class MqttLink:
         *,
         broker: BrokerAddress,
         topics: Topics,
-        intake: Intake,
+        intake: BatchIntake,
         metrics: BridgeMetrics,
         client_id: str,
         shared_group: str = "",
@@ -84,7 +89,7 @@ class MqttLink:
         self._on_status = on_status
         self._mqtt5 = mqtt5
         self._keepalive = keepalive
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._budget = _Budget(max_in_flight)
         self._reconnect_max_s = reconnect_max_s
         self._client: aiomqtt.Client | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -100,7 +105,7 @@ class MqttLink:
         if self._handlers:
             await asyncio.gather(*self._handlers, return_exceptions=True)
 
-    def _make_client(self) -> aiomqtt.Client:
+    def _make_client(self, inbox: asyncio.Queue[aiomqtt.Message]) -> aiomqtt.Client:
         kwargs: dict[str, object] = {}
         if self._mqtt5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -121,6 +126,8 @@ class MqttLink:
             timeout=10,
             logger=_PAHO_LOG,
             socket_options=NO_DELAY,
+            # Our own inbox, so a burst can be drained without a task per message (see run()).
+            queue_type=cast("type[asyncio.Queue[aiomqtt.Message]]", lambda maxsize=0: inbox),
             **kwargs,  # type: ignore[arg-type]
         )
 
@@ -131,8 +138,9 @@ class MqttLink:
         """Stay connected and subscribed until cancelled."""
         delay = 0.5
         while True:
+            inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
             try:
-                async with self._make_client() as client:
+                async with self._make_client(inbox) as client:
                     self._client = client
                     await client.subscribe(self._filter(self._topics.event_filter), qos=1)
                     await client.subscribe(self._filter(self._topics.status_filter), qos=1)
@@ -146,11 +154,19 @@ class MqttLink:
                         self._broker.port,
                     )
                     delay = 0.5
-                    async for message in client.messages:
-                        await self._slots.acquire()
-                        task = asyncio.create_task(self._handle(message), name="mqtt-message")
+                    async for first in client.messages:
+                        # Take what else has already arrived, so a burst is decoded, stored and acked
+                        # together; the iterator costs a task per call, draining the inbox does not.
+                        batch = [first]
+                        while len(batch) < READ_BATCH:
+                            try:
+                                batch.append(inbox.get_nowait())
+                            except asyncio.QueueEmpty:
+                                break
+                        await self._budget.take(len(batch))
+                        task = asyncio.create_task(self._handle_batch(batch), name="mqtt-batch")
                         self._handlers.add(task)
-                        task.add_done_callback(self._done)
+                        task.add_done_callback(functools.partial(self._done, len(batch)))
             except aiomqtt.MqttError as exc:
                 self._lost(exc)
             finally:
@@ -170,58 +186,76 @@ class MqttLink:
             exc,
         )
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, size: int, task: asyncio.Task[None]) -> None:
         self._handlers.discard(task)
-        self._slots.release()
+        self._budget.give(size)
         if not task.cancelled() and task.exception() is not None:
             log.error("message handler failed", exc_info=task.exception())
 
-    async def _handle(self, message: aiomqtt.Message) -> None:
+    async def _handle_batch(self, batch: list[aiomqtt.Message]) -> None:
+        """Decode what arrived together, store it in one go, then ack each event."""
         started = time.perf_counter()
-        topic = message.topic.value
-        payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-        try:
-            device_id, kind = self._topics.parse(topic)
-        except Rejected as exc:
-            self._metrics.rejects.labels("topic", "mqtt").inc()
-            log.warning("ignored message on %r: %s", topic, exc.reason)
-            return
-        if kind == "status":
-            await self._status(device_id, payload)
-            return
-        if kind != "event":
-            return
-        try:
-            event = decode_event(device_id, payload)
-        except Rejected as exc:
-            self._metrics.events.labels("invalid", "rejected", "mqtt").inc()
-            self._metrics.rejects.labels(_reason_kind(exc.reason), "mqtt").inc()
-            event_id = exc.event_id or peek_event_id(payload)
-            log.warning("rejected event from %s (event_id=%r): %s", device_id, event_id, exc.reason)
-            await self._ack(device_id, encode_ack(event_id, "rejected", error=exc.reason))
-            return
-        try:
-            result = await self._intake.submit(event)
-        except StoreUnavailable as exc:
-            self._metrics.unstored.labels("mqtt").inc()
-            log.error("not acking %s/%s: store unavailable (%s)", device_id, event.event_id, exc)
-            return
-        self._metrics.events.labels(event.type.value, result.result, "mqtt").inc()
-        await self._ack(
-            device_id, encode_ack(event.event_id, result.result, alert_id=result.alert_id, error=result.error)
-        )
-        self._metrics.ack_latency.labels("mqtt").observe(time.perf_counter() - started)
-
-    async def _status(self, device_id: str, payload: bytes) -> None:
-        text = payload.decode("utf-8", "replace").strip().strip('"')
-        if text not in ("online", "offline"):
-            self._metrics.rejects.labels("status", "mqtt").inc()
-            return
-        if self._on_status is not None:
+        events: list[DeviceEvent] = []
+        statuses: list[tuple[str, bool]] = []
+        acks: list[tuple[str, bytes]] = []
+        for message in batch:
+            topic = message.topic.value
+            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
             try:
-                await self._on_status(device_id, text == "online")
+                device_id, kind = self._topics.parse(topic)
+            except Rejected as exc:
+                self._metrics.rejects.labels("topic", "mqtt").inc()
+                log.warning("ignored message on %r: %s", topic[:200], exc.reason)
+                continue
+            if kind == "event":
+                try:
+                    events.append(decode_event(device_id, payload))
+                except Rejected as exc:
+                    acks.append((device_id, self._rejection(device_id, payload, exc)))
+            elif kind == "status":
+                status = _parse_status(payload)
+                if status is None:
+                    self._metrics.rejects.labels("status", "mqtt").inc()
+                else:
+                    statuses.append((device_id, status))
+        if events:
+            acks += self._stored_acks(events, await self._intake.submit_many(events))
+        if statuses and self._on_status is not None:
+            try:
+                await self._on_status(statuses)
             except Exception:
-                log.exception("could not record status of %s", device_id)
+                log.exception("could not record the status of %d units", len(statuses))
+        if acks:
+            await asyncio.gather(*(self._ack(device_id, payload) for device_id, payload in acks))
+            latency = time.perf_counter() - started
+            histogram = self._metrics.ack_latency.labels("mqtt")
+            for _ in acks:
+                histogram.observe(latency)
+
+    def _stored_acks(
+        self, events: list[DeviceEvent], outcomes: list[IngestResult | StoreUnavailable]
+    ) -> list[tuple[str, bytes]]:
+        """Acks for the events the store took; none for those it could not (their units retry)."""
+        acks = []
+        unstored: list[StoreUnavailable] = []
+        for event, outcome in zip(events, outcomes, strict=True):
+            if isinstance(outcome, StoreUnavailable):
+                unstored.append(outcome)
+                continue
+            self._metrics.events.labels(event.type.value, outcome.result, "mqtt").inc()
+            ack = encode_ack(event.event_id, outcome.result, alert_id=outcome.alert_id, error=outcome.error)
+            acks.append((event.device_id, ack))
+        if unstored:
+            self._metrics.unstored.labels("mqtt").inc(len(unstored))
+            log.error("not acking %d events: the store cannot commit (%s)", len(unstored), unstored[0])
+        return acks
+
+    def _rejection(self, device_id: str, payload: bytes, exc: Rejected) -> bytes:
+        self._metrics.events.labels("invalid", "rejected", "mqtt").inc()
+        self._metrics.rejects.labels(_reason_kind(exc.reason), "mqtt").inc()
+        event_id = exc.event_id or peek_event_id(payload)
+        log.warning("rejected event from %s (event_id=%r): %s", device_id, event_id, exc.reason)
+        return encode_ack(event_id, "rejected", error=exc.reason)
 
     async def _ack(self, device_id: str, payload: bytes) -> None:
         try:
@@ -246,6 +280,38 @@ class MqttLink:
     async def wait_subscribed(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):
             await self.subscribed.wait()
+
+
+class _Budget:
+    """How many events may be in hand at once; reading from the broker waits when it is spent."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._changed = asyncio.Condition()
+
+    async def take(self, n: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._free > 0)
+            self._free -= n  # a batch may overdraw once; the next waits until it is paid back
+
+    def give(self, n: int) -> None:
+        self._free += n
+        task = asyncio.ensure_future(self._notify())
+        _NOTIFIERS.add(task)
+        task.add_done_callback(_NOTIFIERS.discard)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+
+_NOTIFIERS: set[asyncio.Future[None]] = set()
+
+
+def _parse_status(payload: bytes) -> bool | None:
+    """``online`` -> True, ``offline`` -> False, anything else None."""
+    text = payload.decode("utf-8", "replace").strip().strip('"')
+    return {"online": True, "offline": False}.get(text)
 
 
 def _reason_kind(reason: str) -> str:

@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from contextlib import AsyncExitStack
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AsyncExitStack
 from typing import Any, Self
 
 from aiohttp import web
@@ -68,27 +68,44 @@ class Bridge:
                 mqtt5 = True
             else:
                 self.broker = await stack.enter_async_context(
-                    EmbeddedBroker(host="127.0.0.1", port=cfg.mqtt.embedded_port))
+                    EmbeddedBroker(host="127.0.0.1", port=cfg.mqtt.embedded_port)
+                )
                 address = BrokerAddress(host=self.broker.host, port=self.broker.port)
                 mqtt5 = False  # amqtt speaks MQTT 3.1.1 only
                 if cfg.mqtt.shared_group:
                     raise RuntimeError(
                         "mqtt.shared_group needs a broker with shared subscriptions (Mosquitto, EMQX); "
-                        "the embedded broker has none. Set mqtt.url, or leave mqtt.shared_group empty.")
-            self.intake = await stack.enter_async_context(GroupCommitter(self.store, on_batch=self.metrics.batch_size.observe))
+                        "the embedded broker has none. Set mqtt.url, or leave mqtt.shared_group empty."
+                    )
+            self.intake = await stack.enter_async_context(
+                GroupCommitter(self.store, on_batch=self.metrics.batch_size.observe)
+            )
             self.feed = AlertFeed(self.store)
             self.outbox = OutboxDispatcher(self.store, self.metrics, poll_s=cfg.outbox.poll_s)
-            self.mqtt = await stack.enter_async_context(MqttLink(
-                broker=address, topics=Topics(cfg.topic_root), intake=self.intake, metrics=self.metrics,
-                client_id=cfg.mqtt.client_id or f"telecare-bridge-{self.node}",
-                shared_group=cfg.mqtt.shared_group, on_status=self.store.set_device_online, mqtt5=mqtt5,
-                keepalive=cfg.mqtt.keepalive, max_in_flight=cfg.mqtt.max_in_flight,
-                reconnect_max_s=cfg.mqtt.reconnect_max_s,
-            ))
+            self.mqtt = await stack.enter_async_context(
+                MqttLink(
+                    broker=address,
+                    topics=Topics(cfg.topic_root),
+                    intake=self.intake,
+                    metrics=self.metrics,
+                    client_id=cfg.mqtt.client_id or f"telecare-bridge-{self.node}",
+                    shared_group=cfg.mqtt.shared_group,
+                    on_status=self.store.set_devices_online,
+                    mqtt5=mqtt5,
+                    keepalive=cfg.mqtt.keepalive,
+                    max_in_flight=cfg.mqtt.max_in_flight,
+                    reconnect_max_s=cfg.mqtt.reconnect_max_s,
+                )
+            )
             self.outbox.add_channel("mqtt", self._send_mqtt)
-            self.app = make_app(self.store, self.feed, self.metrics.registry, self.readiness,
-                           max_body_bytes=cfg.http.max_body_bytes,
-                           on_error=lambda status: self.metrics.http_errors.labels(str(status)).inc())
+            self.app = make_app(
+                self.store,
+                self.feed,
+                self.metrics.registry,
+                self.readiness,
+                max_body_bytes=cfg.http.max_body_bytes,
+                on_error=lambda status: self.metrics.http_errors.labels(str(status)).inc(),
+            )
             app = self.app
             for start_feature in FEATURES:  # voice, serial, console, escalation, registry, ...
                 await start_feature(self, stack)

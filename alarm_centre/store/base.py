@@ -946,9 +946,14 @@ class AlertStore:
 
     async def set_device_online(self, device_id: str, online: bool) -> None:
         """The unit's will message (or its 'online' status) arrived."""
+        await self.set_devices_online([(device_id, online)])
+
+    async def set_devices_online(self, statuses: Sequence[tuple[str, bool]]) -> None:
+        """Several units' statuses, read together, in one transaction (a power cut reconnects thousands)."""
 
         async def work(tx: Tx, post: PostCommit) -> None:
-            await tx.execute("UPDATE devices SET online = ? WHERE id = ?", int(online), device_id)
+            for device_id, online in statuses:
+                await tx.execute("UPDATE devices SET online = ? WHERE id = ?", int(online), device_id)
 
         await self.transaction(work)
 
