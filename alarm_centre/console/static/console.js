@@ -90,14 +90,14 @@
   function clock(iso) {
     if (!iso) return "—";
     const d = new Date(iso);
-    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" }) +
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" }) +
       (Date.now() - d > 86400000 ? " " + d.toLocaleDateString() : "");
   }
   function tickTimers() {
     for (const node of document.querySelectorAll("[data-since]")) {
       node.textContent = since(node.dataset.since);
       const alert = state.alerts.get(node.dataset.alert);
-      if (alert && alert.state === "raised") {
+      if (alert && alert.state === "raised" && !alert.test) {
         const age = (Date.now() - Date.parse(alert.raised_at)) / 1000;
         node.classList.toggle("overdue", age >= 60);
       } else node.classList.remove("overdue");
