@@ -143,8 +143,14 @@
     return "Unit " + a.device_id;
   }
 
+  function escalated(a) {
+    const e = a.data && a.data.escalation;
+    return !!(e && e.highlight && a.state === "raised");
+  }
+
   function flags(a) {
     const out = [];
+    if (escalated(a)) out.push(el("span", { class: "flag flag-esc", text: "ESCALATED" }));
     if (a.test) out.push(el("span", { class: "flag flag-test", text: "TEST" }));
     if (a.unregistered) out.push(el("span", { class: "flag flag-unreg", text: "UNREGISTERED" }));
     if (a.repeat_count > 0) out.push(el("span", { class: "flag", text: "×" + (a.repeat_count + 1) }));
@@ -174,7 +180,7 @@
     );
     button.addEventListener("click", () => select(a.id, true));
     const li = el("li", {
-      class: `q-item p${a.priority} s-${a.state}` + (a.test ? " is-test" : "") + (a.unregistered ? " is-unreg" : "") +
+      class: `q-item p${a.priority} s-${a.state}` + (a.test ? " is-test" : "") + (a.unregistered ? " is-unreg" : "") + (escalated(a) ? " is-escalated" : "") +
         (selected ? " selected" : ""), id: "alert-" + a.id,
     }, button);
     return li;
@@ -381,7 +387,8 @@
     if (d.reason) bits.push(String(d.reason));
     if (d.cmd) bits.push(String(d.cmd));
     if (d.error) bits.push("error: " + d.error);
-    if (d.step) bits.push(typeof d.step === "string" ? d.step : JSON.stringify(d.step));
+    if (d.step_action) bits.push(`step ${d.step}: ${d.step_action}` + (d.waited_s ? ` after ${Math.round(d.waited_s)} s` : ""));
+    if (d.to) bits.push("to " + (Array.isArray(d.to) ? d.to.join(", ") : String(d.to)));
     return bits.join(" · ");
   }
 
