@@ -210,6 +210,11 @@ class Registry:
             return None
         interval = d.heartbeat_interval_s if isinstance(d, Device) else d["heartbeat_interval_s"]
         grace = d.heartbeat_grace_s if isinstance(d, Device) else d["heartbeat_grace_s"]
+        channel = d.channel if isinstance(d, Device) else d["channel"]
+        if interval is None and channel != "mqtt":
+            # Serial and SMS units report on their own schedule (a daily test call, say): supervised only
+            # when the installer gives them an interval.
+            return None
         return (
             since + (interval or self.default_interval_s) + (self.default_grace_s if grace is None else grace)
         )
@@ -328,7 +333,7 @@ class Registry:
                 },
             }
         )
-        if row["kind"] in UNIT_KIND_VALUES:
+        if row["kind"] in UNIT_KIND_VALUES and (row["heartbeat_interval_s"] or row["channel"] == "mqtt"):
             out["effective_heartbeat"] = {
                 "interval_s": row["heartbeat_interval_s"] or self.default_interval_s,
                 "grace_s": self.default_grace_s

@@ -271,6 +271,10 @@ def _config(d: dict[str, Any]) -> str:
     return f"v{c['applied_version']}" + (f" (v{c['version']} pending)" if c["pending"] else "")
 
 
+def _unsupervised(d: dict[str, Any]) -> str | None:
+    return None if d["kind"] == "alexa" else "not supervised (give --heartbeat)"
+
+
 def _print_device(d: dict[str, Any]) -> None:
     hb = d.get("effective_heartbeat")
     rows = [
@@ -284,7 +288,7 @@ def _print_device(d: dict[str, Any]) -> None:
         ("serial port", d["serial_port"]),
         ("firmware", d["firmware"]),
         ("Alexa device", d["alexa_device_id"]),
-        ("heartbeat", f"every {hb['interval_s']}s, grace {hb['grace_s']}s" if hb else None),
+        ("heartbeat", f"every {hb['interval_s']}s, grace {hb['grace_s']}s" if hb else _unsupervised(d)),
         ("online", _online(d)),
         ("last seen", _ago(d["last_seen_at"])),
         ("test mode until", d["test_mode_until"]),

@@ -183,3 +183,25 @@ async def test_supervised_unit_over_mosquitto(bridge: RunningBridge, topic_root:
         assert await open_no_heartbeat(b.store) == []
         status, device = await b.call("GET", "/api/v1/devices/unit-h", user="olive", role="operator")
         assert device["online"] and device["heartbeat_due_at"] is not None
+
+
+async def test_serial_and_sms_units_need_their_own_interval(
+    parts: tuple[AlertStore, Registry, GroupCommitter, Clock],
+) -> None:
+    store, registry, intake, clock = parts
+    await registry.create_device(
+        Device(id="s1", kind="serial_unit", channel="serial"), actor="i", source="api"
+    )
+    await registry.create_device(
+        Device(id="s2", kind="gsm_unit", channel="sms", heartbeat_interval_s=86400, heartbeat_grace_s=3600),
+        actor="i",
+        source="api",
+    )
+    assert (await registry.get_device("s1"))[
+        "heartbeat_due_at"
+    ] is None  # a daily test call is not a heartbeat
+    await intake.submit(heartbeat("s1", clock.now))
+    clock.now += 90000
+    supervisor = HeartbeatSupervisor(registry, intake, clock=clock)
+    assert await supervisor.sweep() == 1
+    assert await open_no_heartbeat(store) == ["s2"]
