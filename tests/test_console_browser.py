@@ -149,7 +149,7 @@ async def test_installer_sees_alerts_but_cannot_acknowledge(browser: Any,
     assert page.js_errors == []
 
 
-async def test_test_alarms_are_shown_as_tests_and_sign_out_works(browser: Any,
+async def test_test_alarms_hand_over_and_sign_out(browser: Any,
                                                                   embedded_bridge: RunningBridge) -> None:
     from playwright.async_api import expect
 
@@ -176,6 +176,12 @@ async def test_test_alarms_are_shown_as_tests_and_sign_out_works(browser: Any,
     await expect(page.locator("#help-dialog")).to_be_visible()
     await page.keyboard.press("Escape")
     await expect(page.locator("#help-dialog")).to_be_hidden()
+    await add_user(embedded_bridge, "olive", "operator")
+    await page.keyboard.press("h")  # a supervisor hands the alert to an operator
+    await page.fill("#reassign-to", "olive")
+    await page.keyboard.press("Enter")
+    await expect(row).to_contain_text("Acknowledged by olive")
+    await expect(page.locator("#timeline")).to_contain_text("from nobody to olive")
     await page.click("#logout")
     await page.wait_for_url("**/login")
     response = await page.goto(embedded_bridge.url + "/console")

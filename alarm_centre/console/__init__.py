@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from alarm_centre.console.pages import CONSOLE_PAGES, ConsolePage, add_console_page, page_response
+from alarm_centre.console.pages import (
+    CONSOLE_PAGES,
+    ConsolePage,
+    add_console_page,
+    page_response,
+    require_page,
+)
 from alarm_centre.console.routes import add_console_routes
 from alarm_centre.console.signin import (
     CSRF_HEADER,
@@ -25,7 +31,7 @@ from alarm_centre.store.base import AlertStore
 
 __all__ = [
     "CONSOLE_PAGES", "CSRF_HEADER", "SESSION_COOKIE", "SESSION_KEY", "ConsolePage", "ConsoleSettings", "Safe",
-    "add_console_page", "escape", "page_response", "render", "setup_console",
+    "add_console_page", "escape", "page_response", "render", "require_page", "setup_console",
 ]
 
 

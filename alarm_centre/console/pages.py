@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from alarm_centre.api import USER_KEY
+from alarm_centre.api import USER_KEY, require
 from alarm_centre.console.templates import Safe, escape, render
 from alarm_centre.model import User
 
@@ -55,6 +55,13 @@ def add_console_page(app: web.Application, page: ConsolePage, handler: Handler |
     app[CONSOLE_PAGES].append(page)
     if handler is not None:
         app.router.add_get(page.path, handler)
+
+
+def require_page(request: web.Request, right: str) -> User:
+    """For console page handlers: the signed-in user holding ``right``; not signed in goes to /login."""
+    if USER_KEY not in request:
+        raise web.HTTPSeeOther("/login")
+    return require(request, right)
 
 
 def nav_for(request: web.Request, user: User) -> list[ConsolePage]:

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from alarm_centre.api import STORE, require
 from alarm_centre.console.context import alert_context, resident_names
-from alarm_centre.console.pages import nav_for, page_response
+from alarm_centre.console.pages import nav_for, page_response, require_page
 from alarm_centre.console.signin import (
     CSRF_HEADER,
     SESSION_KEY,
@@ -42,14 +42,8 @@ OUTCOME_LABELS: dict[str, str] = {
 }
 
 
-def _signed_in(request: web.Request) -> None:
-    if SESSION_KEY not in request:
-        raise web.HTTPSeeOther("/login")
-
-
 async def queue_page(request: web.Request) -> web.StreamResponse:
-    _signed_in(request)
-    require(request, "alerts:read")
+    require_page(request, "alerts:read")
     return page_response(request, title="Alert queue", body=render("queue.html"),
                          scripts=("/static/console/console.js",))
 

@@ -247,7 +247,7 @@
       const kind = alert.test ? "Test alert" : (PRIORITY_WORDS[alert.priority] || "Alert");
       announce(`New ${kind.toLowerCase()}: ${typeWord(alert.type)} for ${who(alert)}` +
         (alert.unregistered ? ", unregistered device" : ""));
-      if (!alert.test) beep(alert.priority);
+      if (!alert.test && alert.priority <= 2) beep(alert.priority);
       if (!state.selected) select(alert.id, false);
     } else if (before && before.state !== alert.state && alert.state === "acknowledged") {
       announce(`${typeWord(alert.type)} for ${who(alert)} acknowledged by ${alert.acknowledged_by}`);
@@ -382,13 +382,14 @@
   function timelineText(t) {
     const d = t.detail || {};
     const bits = [];
+    if (d.to && d.from !== undefined) bits.push(`from ${d.from || "nobody"} to ${d.to}`);
     if (d.outcome) bits.push("outcome " + String(d.outcome).replaceAll("_", " "));
     if (d.note) bits.push("“" + d.note + "”");
     if (d.reason) bits.push(String(d.reason));
     if (d.cmd) bits.push(String(d.cmd));
     if (d.error) bits.push("error: " + d.error);
     if (d.step_action) bits.push(`step ${d.step}: ${d.step_action}` + (d.waited_s ? ` after ${Math.round(d.waited_s)} s` : ""));
-    if (d.to) bits.push("to " + (Array.isArray(d.to) ? d.to.join(", ") : String(d.to)));
+    if (d.to && d.from === undefined) bits.push("to " + (Array.isArray(d.to) ? d.to.join(", ") : String(d.to)));
     return bits.join(" · ");
   }
 
@@ -433,6 +434,8 @@
     const mine = alert.state === "acknowledged" && alert.acknowledged_by === state.me.name;
     $("btn-resolve").disabled = !mine;
     $("btn-note").disabled = alert.state === "resolved";
+    $("btn-reassign").hidden = !can("alerts:reassign");
+    $("btn-reassign").disabled = alert.state === "resolved";
     const seq = ++state.detailSeq;
     try {
       const [full, ctx] = await Promise.all([
@@ -527,6 +530,28 @@
     restoreFocus();
   }
 
+  function openReassign() {
+    const a = current();
+    if (!a) return;
+    if (!can("alerts:reassign")) { status(`Your role (${state.me.role}) cannot hand alerts over.`, true); return; }
+    $("reassign-to").value = "";
+    $("reassign-dialog").showModal();
+    $("reassign-to").focus();
+  }
+
+  async function submitReassign(ev) {
+    ev.preventDefault();
+    const a = current();
+    const to = $("reassign-to").value.trim();
+    if (!a || !to) return;
+    $("reassign-dialog").close();
+    try {
+      upsert(await api("POST", `/api/v1/alerts/${encodeURIComponent(a.id)}/reassign`, { to }));
+      status(`Alert ${a.id} handed over to ${to}.`);
+    } catch (e) { showError(e); }
+    restoreFocus();
+  }
+
   function restoreFocus() {
     const b = state.selected && document.querySelector(`#alert-${CSS.escape(String(state.selected))} button`);
     if (b) b.focus(); else $("main").focus();
@@ -550,7 +575,7 @@
     if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT") return;
     const actions = {
       j: () => move(1), ArrowDown: () => move(1), k: () => move(-1), ArrowUp: () => move(-1),
-      a: acknowledge, r: openResolve, n: openNote, "?": () => $("help-dialog").showModal(),
+      a: acknowledge, r: openResolve, n: openNote, h: openReassign, "?": () => $("help-dialog").showModal(),
     };
     const action = actions[ev.key];
     if (action) { ev.preventDefault(); action(); }
@@ -574,10 +599,13 @@
     $("btn-note").addEventListener("click", openNote);
     $("resolve-form").addEventListener("submit", submitResolve);
     $("note-form").addEventListener("submit", submitNote);
+    $("btn-reassign").addEventListener("click", openReassign);
+    $("reassign-form").addEventListener("submit", submitReassign);
+    document.body.classList.toggle("can-reassign", can("alerts:reassign"));
     for (const b of document.querySelectorAll("dialog .cancel")) {
       b.addEventListener("click", () => { b.closest("dialog").close(); restoreFocus(); });
     }
-    for (const d of ["help-dialog", "resolve-dialog", "note-dialog"]) $(d).addEventListener("close", restoreFocus);
+    for (const d of ["help-dialog", "resolve-dialog", "note-dialog", "reassign-dialog"]) $(d).addEventListener("close", restoreFocus);
     document.addEventListener("keydown", onKey);
     setInterval(tickTimers, 1000);
     await loadQueue().catch(showError);
