@@ -302,6 +302,11 @@ class GsmModem:
     async def _initialise(self) -> None:
         self._stream.reset()
         self._stream.charset = self.charset = "IRA"
+        # A bridge stopped in the middle of AT+CMGS leaves the modem in SMS text entry, where every
+        # AT command is taken as more text. ESC abandons that message; to an idle modem it is nothing.
+        if self._link is not None:
+            await self._link.write(b"\x1b")
+            await asyncio.sleep(0.1)
         for attempt in range(3):  # the first AT after a reset may be eaten by the auto-bauder
             try:
                 await self.command("AT", answer_within=min(self.command_timeout, 2.0))

@@ -143,6 +143,7 @@ class SimulatedModem:
                     text, key, buf = buf[: end.start()], buf[end.start():end.start() + 1], buf[end.end():]
                     await self._finish_cmgs(text.decode("utf-8", "replace"), send=key == b"\x1a")
                     continue
+                buf = buf.replace(b"\x1b", b"")  # like a real modem: ESC outside text entry is nothing
                 m = re.search(rb"[\r\n]", buf)
                 if m is None:
                     break
