@@ -80,6 +80,9 @@ def _print_banner(bridge: Any, config: Config) -> None:
           f"metrics {bridge.http_url}/metrics)", flush=True)
     print(f"  MQTT        {broker}  topics {config.topic_root}/v1/{{device_id}}/event", flush=True)
     print(f"  store       {config.store.url}", flush=True)
+    if config.console.enabled:
+        print(f"  console     {bridge.http_url}/console   (sign-in: telecare-bridge users passwd NAME)",
+              flush=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -104,7 +107,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
             from alarm_centre.model import Role
 
             token = await bridge.store.add_user("demo-operator", Role.OPERATOR)
+            import secrets
+
+            from alarm_centre.sessions import set_password
+
+            password = secrets.token_urlsafe(12)
+            await set_password(bridge.store, "demo-operator", password)
             _print_banner(bridge, config)
+            print(f"  console     sign in as demo-operator, password {password}", flush=True)
             print(f"  demo fleet  {args.units} simulated units, an event every ~{args.every:.0f}s each", flush=True)
             print("  try:        curl -H \"Authorization: Bearer $TOKEN\" "
                   f"{bridge.http_url}/api/v1/alerts", flush=True)
