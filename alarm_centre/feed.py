@@ -1,8 +1,9 @@
 """Fan-out of committed alert changes to live subscribers (console streams, metrics).
 
 The store's listener only queues alert ids, so a commit never waits for slow readers. One task reads
-each changed alert once and hands it to every subscriber; a subscriber whose queue is full is told to
-resynchronise instead of holding up the rest.
+the changed alerts -- most urgent first, a page per query -- and hands each to every subscriber, so in a
+flood of technical alarms a fall still reaches the console at once. A subscriber whose queue is full is
+told to resynchronise instead of holding up the rest.
 """
 
 from __future__ import annotations
@@ -14,24 +15,26 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from alarm_centre.model import AlertChange
-from alarm_centre.store.base import AlertStore, NotFound
+from alarm_centre.store.base import AlertStore
 
 log = logging.getLogger(__name__)
 
 RESYNC: dict[str, Any] = {"resync": True}
+#: Changed alerts read per query.
+PAGE = 200
 
 
 class AlertFeed:
     def __init__(self, store: AlertStore, *, subscriber_queue: int = 1000) -> None:
         self._store = store
-        self._pending: asyncio.Queue[list[str]] = asyncio.Queue()
+        self._pending: asyncio.Queue[list[tuple[int, str]]] = asyncio.Queue()
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._size = subscriber_queue
         store.add_listener(self._on_changes)
         self.published = 0
 
     def _on_changes(self, changes: Sequence[AlertChange]) -> None:
-        self._pending.put_nowait(list(dict.fromkeys(c.alert_id for c in changes)))
+        self._pending.put_nowait([(c.priority, c.alert_id) for c in changes])
 
     @property
     def subscriber_count(self) -> int:
@@ -39,20 +42,24 @@ class AlertFeed:
 
     async def run(self) -> None:
         while True:
-            ids = await self._pending.get()
-            while not self._pending.empty() and len(ids) < 5000:
-                ids.extend(self._pending.get_nowait())
-            for alert_id in dict.fromkeys(ids):
+            changes = await self._pending.get()
+            while not self._pending.empty() and len(changes) < 20_000:
+                changes.extend(self._pending.get_nowait())
+            if not self._subscribers:
+                continue
+            # Most urgent first; each alert once, at its most urgent priority.
+            ids = list(dict.fromkeys(alert_id for _, alert_id in sorted(changes, key=lambda c: c[0])))
+            for start in range(0, len(ids), PAGE):
                 if not self._subscribers:
                     break
                 try:
-                    alert, _ = await self._store.get_alert(alert_id)
-                except NotFound:
-                    continue
+                    alerts = await self._store.get_alerts(ids[start : start + PAGE])
                 except Exception as exc:
-                    log.warning("feed could not read alert %s: %s", alert_id, exc)
+                    log.warning("feed could not read %d changed alerts: %s", len(ids[start:]), exc)
                     continue
-                self._publish({"alert": alert.to_json()})
+                for alert in alerts:
+                    self._publish({"alert": alert.to_json()})
+                await asyncio.sleep(0)  # let acks and requests through between pages
 
     def _publish(self, message: dict[str, Any]) -> None:
         self.published += 1

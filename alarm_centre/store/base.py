@@ -724,6 +724,17 @@ class AlertStore:
         ]
         return alert_from_row(row), timeline
 
+    async def get_alerts(self, alert_ids: Sequence[str]) -> list[Alert]:
+        """Several alerts by id, in the order asked for (unknown ids are left out)."""
+        keys = [int(a) for a in alert_ids if a.isdigit()]
+        if not keys:
+            return []
+        marks = ", ".join("?" for _ in keys)
+        async with self.read() as tx:
+            rows = await tx.fetchall(f"SELECT * FROM alerts WHERE id IN ({marks})", *keys)
+        by_id = {int(r["id"]): r for r in rows}
+        return [alert_from_row(by_id[k]) for k in keys if k in by_id]
+
     async def list_alerts(
         self, *, state: str = "open", limit: int = 100, cursor: str | None = None
     ) -> tuple[list[Alert], str | None]:
