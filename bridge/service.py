@@ -65,7 +65,9 @@ class Bridge:
             self.store = await stack.enter_async_context(open_store(cfg.store.url))
             if cfg.mqtt.url:
                 address = BrokerAddress.from_url(cfg.mqtt.url)
-                mqtt5 = True
+                # MQTT 5 for shared subscriptions across nodes; a single node speaks 3.1.1, whose
+                # messages paho parses at about half the cost (no per-message Properties).
+                mqtt5 = bool(cfg.mqtt.shared_group)
             else:
                 self.broker = await stack.enter_async_context(
                     EmbeddedBroker(host="127.0.0.1", port=cfg.mqtt.embedded_port)
