@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from alarm_centre.feed import AlertFeed
 from alarm_centre.lifecycle import IllegalTransition, Source
 from alarm_centre.model import User
-from alarm_centre.openapi import OPENAPI
+from alarm_centre.openapi import describe
 from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(OPENAPI)
+    return web.json_response(describe(request.app))
 
 
 def add_api_routes(app: web.Application) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 from typing import Any
+
+from aiohttp import web
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -220,3 +224,37 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+
+#: Routes left out of the description: the console's pages and its static files.
+_UNDESCRIBED = ("/console", "/static", "/login", "/logout", "/")
+
+
+def describe(app: web.Application) -> dict[str, Any]:
+    """The hand-written description above, plus every other route the app serves (features add
+    theirs at start-up), each summarised by its handler's docstring."""
+    spec = copy.deepcopy(OPENAPI)
+    paths: dict[str, Any] = spec["paths"]
+    for route in app.router.routes():
+        method = route.method.lower()
+        info = route.get_info()
+        path = info.get("formatter") or info.get("path")
+        if method in ("head", "*") or not path or path == "/" or path.startswith(_UNDESCRIBED[:-1]):
+            continue
+        operations = paths.setdefault(path, {})
+        if method in operations:
+            continue
+        doc = inspect.getdoc(route.handler) or ""
+        operation: dict[str, Any] = {
+            "summary": doc.splitlines()[0] if doc else f"{method.upper()} {path}",
+            "responses": {"200": {"description": "success"}, "4XX": _error("a JSON error")},
+        }
+        params = [p.strip("{}").split(":")[0] for p in path.split("/") if p.startswith("{")]
+        if params:
+            operation["parameters"] = [
+                {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in params
+            ]
+        if path in ("/alexa",) or path.startswith("/twilio/"):
+            operation["security"] = []
+        operations[method] = operation
+    return spec

@@ -167,6 +167,13 @@ async def test_health_metrics_and_openapi(embedded_bridge: RunningBridge) -> Non
     assert 'telecare_open_alerts{priority="1",state="raised"} 1.0' in text
     status, spec = await embedded_bridge.call("GET", "/api/v1/openapi.json", user=None)
     assert status == 200 and "/api/v1/alerts/{alert_id}/acknowledge" in spec["paths"]
+    served = {
+        (r.method.lower(), r.get_info().get("formatter") or r.get_info().get("path"))
+        for r in embedded_bridge.bridge.app.router.routes()
+    }
+    for method, path in served:
+        if path and path.startswith("/api/"):
+            assert method in spec["paths"].get(path, {}), f"{method} {path} is not described"
 
 
 async def test_stream_shows_changes_live(embedded_bridge: RunningBridge) -> None:
