@@ -120,8 +120,19 @@ class SqliteStore(AlertStore):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            commit = asyncio.get_running_loop().run_in_executor(self._fsync, self._commit, conn)
             try:
-                await asyncio.get_running_loop().run_in_executor(self._fsync, self._commit, conn)
+                await asyncio.shield(commit)
+            except asyncio.CancelledError:
+                # The COMMIT is running in its thread: nobody may touch the connection (roll back,
+                # close) until it is over. Whether it committed or not, the caller gives no ack, so
+                # the unit's retry makes it whole either way.
+                try:
+                    await _finish(commit)
+                finally:
+                    if conn.in_transaction:  # the COMMIT failed: leave the connection clean
+                        conn.execute("ROLLBACK")
+                raise
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -133,3 +144,17 @@ class SqliteStore(AlertStore):
         if conn is None:
             raise RuntimeError("store is closed")
         yield _SqliteTx(conn)
+
+
+async def _finish(future: asyncio.Future[None]) -> None:
+    """Wait for a future to finish, even through further cancellations (which are re-raised after)."""
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError:
+            cancelled = True
+    if future.done() and not future.cancelled():
+        future.exception()  # mark any commit error as seen; the caller is already failing
+    if cancelled:
+        raise asyncio.CancelledError
