@@ -120,68 +120,6 @@ class AlexaConfig(Section):
         return self
 
 
-class RegistryConfig(Section):
-    """Installers' registry, commissioning and heartbeat supervision."""
-
-    #: Minutes a unit stays in test mode when a commissioning visit does not say.
-    commissioning_minutes: float = Field(30.0, gt=0, le=240)
-    #: The longest test mode an installer may ask for, in minutes.
-    max_commissioning_minutes: float = Field(240.0, gt=0, le=1440)
-
-
-class HeartbeatsConfig(Section):
-    #: Supervise units' heartbeats and raise no_heartbeat (priority 2) for a unit that goes silent.
-    enabled: bool = True
-    #: Heartbeat interval of a unit that has none of its own, in seconds.
-    default_interval_s: int = Field(900, ge=10, le=7 * 86400)
-    #: Extra seconds allowed after a missed heartbeat, for a unit that has no grace of its own.
-    default_grace_s: int = Field(120, ge=0, le=86400)
-    #: How often late units are looked for (one indexed query), in seconds.
-    check_every_s: float = Field(5.0, gt=0, le=600)
-    #: Late units handled per query.
-    batch: int = Field(1000, ge=1, le=100_000)
-
-
-class CredentialsConfig(Section):
-    #: Issue a broker password per unit and write Mosquitto's password and ACL files.
-    enabled: bool = False
-    #: Mosquitto password_file the bridge writes (mosquitto.conf: password_file PATH).
-    password_file: str = "./data/mosquitto.passwd"
-    #: Mosquitto acl_file the bridge writes (mosquitto.conf: acl_file PATH).
-    acl_file: str = "./data/mosquitto.acl"
-    #: Group given read access to both files (mode 0640), e.g. mosquitto; empty keeps the bridge's own group.
-    file_group: str = ""
-    #: The bridge's own broker user (full access to the topic tree).
-    bridge_username: str = Field("telecare-bridge", pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    #: The bridge's own broker password; empty means the password in mqtt.url.
-    bridge_password: str = ""
-    #: Command run after the files change so the broker rereads them; empty means none.
-    reload_command: str = ""
-    #: PBKDF2 iterations of each password hash (Mosquitto's default is 101).
-    iterations: int = Field(101, ge=1, le=1_000_000)
-
-
-class FloodsConfig(Section):
-    """Alarm floods: many units' technical alarms of one type grouped into one incident."""
-
-    #: Group floods into incidents (GET /api/v1/incidents, /api/v1/queue). Help types are never grouped.
-    enabled: bool = True
-    #: This many alerts of one type raised within window_s open an incident.
-    threshold: int = Field(20, ge=2, le=1_000_000)
-    #: The window, in seconds, the threshold is counted over.
-    window_s: float = Field(60.0, gt=0, le=86400)
-    #: Event types that may be grouped (technical or urgent types only; help types are refused).
-    types: list[str] = Field(default_factory=lambda: ["low_battery", "mains_fail", "tamper", "sensor_fault",
-                                                      "radio_jamming"])
-
-    @field_validator("types")
-    @classmethod
-    def _types(cls, value: list[str]) -> list[str]:
-        from alarm_centre.floods import check_types
-
-        return check_types(value)
-
-
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 
 
@@ -393,6 +331,8 @@ class CredentialsConfig(Section):
     password_file: str = "./data/mosquitto.passwd"
     #: Mosquitto acl_file the bridge writes (mosquitto.conf: acl_file PATH).
     acl_file: str = "./data/mosquitto.acl"
+    #: Group given read access to both files (mode 0640), e.g. mosquitto; empty keeps the bridge's own group.
+    file_group: str = ""
     #: The bridge's own broker user (full access to the topic tree).
     bridge_username: str = Field("telecare-bridge", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     #: The bridge's own broker password; empty means the password in mqtt.url.
@@ -433,15 +373,15 @@ class Config(Section):
     store: StoreConfig = StoreConfig()
     outbox: OutboxConfig = OutboxConfig()
     log: LogConfig = LogConfig()
-    console: ConsoleConfig = ConsoleConfig()
     floods: FloodsConfig = FloodsConfig()
+    console: ConsoleConfig = ConsoleConfig()
     alexa: AlexaConfig = AlexaConfig()
     serial: SerialConfig = SerialConfig()
     gsm: GsmConfig = GsmConfig()
-    registry: RegistryConfig = RegistryConfig()
-    heartbeats: HeartbeatsConfig = HeartbeatsConfig()
     twilio: TwilioConfig = TwilioConfig()
     escalation: EscalationConfig = EscalationConfig()
+    registry: RegistryConfig = RegistryConfig()
+    heartbeats: HeartbeatsConfig = HeartbeatsConfig()
     credentials: CredentialsConfig = CredentialsConfig()
 
     @property

@@ -31,6 +31,6 @@ FEATURES: list[Feature] = [
     feature_console.start,  # /login, /console, session cookies + CSRF on the API (console:)
     feature_serial.start,  # serial units and the GSM modem; outbox channels serial, sms (serial:, gsm:)
     feature_registry.start,  # devices, residents, commissioning (registry:, heartbeats:, credentials:)
-    feature_floods.start,  # alarm floods grouped into incidents; /api/v1/incidents, /api/v1/queue (floods:)
     feature_escalation.start,  # escalation, /twilio/*, /api/v1/service-levels (escalation:, twilio:)
+    feature_floods.start,  # alarm floods grouped into incidents; /api/v1/incidents, /api/v1/queue (floods:)
 ]
