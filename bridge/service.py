@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
@@ -121,6 +123,13 @@ class Bridge:
             await stack.aclose()
             raise
         self._stack = stack
+        # Everything built so far (modules, app, routes) lives as long as the process: move it out of
+        # the garbage collector's sight, so full collections stay short and acks do not stall behind them.
+        gc.collect()
+        gc.freeze()
+        # The store's COMMIT runs in a worker thread; when its fsync returns it must win the GIL back
+        # from the busy event loop. The default 5 ms switch interval would add up to 5 ms to every ack.
+        sys.setswitchinterval(0.001)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
