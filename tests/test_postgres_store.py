@@ -146,3 +146,27 @@ async def test_same_event_on_two_nodes_at_once_is_stored_once(pg_url: str) -> No
             assert {ra.result, rb.result} == {"accepted", "duplicate"}, (ra, rb)
             assert ra.alert_id == rb.alert_id
         assert await a.event_count() == 50
+
+
+async def test_a_poisoned_event_is_rejected_and_its_batch_is_kept(store: AlertStore,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: one event's handling raises. The batch is retried event by event, so the
+    others are stored and only that one is rejected; nothing half-done of it remains."""
+    real = AlertStore._event_effect
+
+    async def faulty(self: AlertStore, tx, post, ev, device, test, now):  # type: ignore[no-untyped-def]
+        if ev.device_id == "poison":
+            await tx.execute("INSERT INTO alert_log (alert_id, at, action, actor, source) "
+                             "VALUES (0, 0, 'half-done', 'x', 'x')")
+            raise RuntimeError("injected")
+        return await real(self, tx, post, ev, device, test, now)
+
+    monkeypatch.setattr(AlertStore, "_event_effect", faulty)
+    batch = [event("good-1"), event("poison"), event("good-2")]
+    results = await store.ingest(batch)
+    assert [r.result for r in results] == ["accepted", "rejected", "accepted"]
+    assert results[1].error == "internal error: RuntimeError"
+    assert await store.event_count() == 2
+    async with store.read() as tx:
+        half = await tx.fetchone("SELECT COUNT(*) AS n FROM alert_log WHERE action = 'half-done'")
+    assert half is not None and half["n"] == 0

@@ -58,6 +58,14 @@ class Conflict(Exception):
         self.holder = holder
 
 
+class RetryLater(RuntimeError):
+    """An event that cannot be stored just now but can be in a moment (another node holds its unit)."""
+
+
+class _EventFailed(Exception):
+    """One event of a batch failed while it was tried whole."""
+
+
 class InvalidRequest(ValueError):
     """A request the store refuses on its content (an unknown outcome code, say)."""
 
@@ -197,7 +205,7 @@ class AlertStore:
         try:
             async with self._write() as tx:
                 result = await work(tx, post)
-        except (NotFound, Conflict, InvalidRequest, IllegalTransition):
+        except (NotFound, Conflict, InvalidRequest, IllegalTransition, _EventFailed):
             raise
         except Exception as exc:
             self.last_write_error = f"{type(exc).__name__}: {exc}"
@@ -208,9 +216,23 @@ class AlertStore:
 
     # -- intake ----------------------------------------------------------------------------------
     async def ingest(self, events: Sequence[DeviceEvent]) -> list[IngestResult]:
-        """Store a batch of device events in one transaction; one result per event, in order."""
+        """Store a batch of device events in one transaction; one result per event, in order.
 
-        async def work(tx: Tx, post: PostCommit) -> list[IngestResult]:
+        The batch is tried whole first. Should one event fail, the batch is stored again with a
+        savepoint around each event, so the poisoned one is rejected and the rest are kept. (Savepoints
+        cost PostgreSQL two round trips per event, so they are only paid for when needed.)
+        """
+
+        async def whole(tx: Tx, post: PostCommit) -> list[IngestResult]:
+            results = []
+            for event in events:
+                try:
+                    results.append(await self._apply_event(tx, post, event))
+                except Exception as exc:
+                    raise _EventFailed from exc  # rolls the batch back; see one_by_one
+            return results
+
+        async def one_by_one(tx: Tx, post: PostCommit) -> list[IngestResult]:
             results = []
             for n, event in enumerate(events):
                 savepoint = f"ev{n}"
@@ -219,13 +241,19 @@ class AlertStore:
                     results.append(await self._apply_event(tx, post, event))
                     await tx.release(savepoint)
                 except Exception as exc:  # one poisoned event must not block its batch
-                    log.exception("event %s/%s could not be stored", event.device_id, event.event_id)
+                    if isinstance(exc, RetryLater):
+                        log.info("event %s/%s must wait: %s", event.device_id, event.event_id, exc)
+                    else:
+                        log.exception("event %s/%s could not be stored", event.device_id, event.event_id)
                     await tx.rollback_to(savepoint)
                     await tx.release(savepoint)
                     results.append(IngestResult("rejected", error=f"internal error: {type(exc).__name__}"))
             return results
 
-        result: list[IngestResult] = await self.transaction(work)
+        try:
+            result: list[IngestResult] = await self.transaction(whole)
+        except _EventFailed:
+            result = await self.transaction(one_by_one)
         return result
 
     async def _apply_event(self, tx: Tx, post: PostCommit, ev: DeviceEvent) -> IngestResult:

@@ -31,7 +31,7 @@ import asyncpg
 
 from alarm_centre.intake import IngestResult
 from alarm_centre.model import AlertChange
-from alarm_centre.store.base import AlertStore, PostCommit, Row, Tx
+from alarm_centre.store.base import AlertStore, PostCommit, RetryLater, Row, Tx
 from alarm_centre.store.schema import all_migrations, statements
 from devices.events import DeviceEvent
 
@@ -49,7 +49,7 @@ DEVICE_LOCK_SPACE = 60
 _wait_for_device = contextvars.ContextVar("wait_for_device", default=False)
 
 
-class DeviceBusy(RuntimeError):
+class DeviceBusy(RetryLater):
     """Another node's open transaction is storing an event of this device; retry after our commit."""
 
 _translated: dict[str, str] = {}
