@@ -38,8 +38,10 @@ def _load(args: argparse.Namespace) -> Config:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         raise SystemExit(2) from None
-    logging.basicConfig(level=config.log.level,
-                        format=f"%(asctime)s %(levelname)-7s [{config.node_name}] %(name)s: %(message)s")
+    logging.basicConfig(
+        level=config.log.level,
+        format=f"%(asctime)s %(levelname)-7s [{config.node_name}] %(name)s: %(message)s",
+    )
     return config
 
 
@@ -76,13 +78,18 @@ def cmd_run(args: argparse.Namespace) -> None:
 def _print_banner(bridge: Any, config: Config) -> None:
     broker = bridge.broker.url if bridge.broker else config.mqtt.url
     print(f"telecare-bridge {config.node_name} is up", flush=True)
-    print(f"  HTTP API    {bridge.http_url}/api/v1/alerts   (health {bridge.http_url}/healthz, "
-          f"metrics {bridge.http_url}/metrics)", flush=True)
+    print(
+        f"  HTTP API    {bridge.http_url}/api/v1/alerts   (health {bridge.http_url}/healthz, "
+        f"metrics {bridge.http_url}/metrics)",
+        flush=True,
+    )
     print(f"  MQTT        {broker}  topics {config.topic_root}/v1/{{device_id}}/event", flush=True)
     print(f"  store       {config.store.url}", flush=True)
     if config.console.enabled:
-        print(f"  console     {bridge.http_url}/console   (sign-in: telecare-bridge users passwd NAME)",
-              flush=True)
+        print(
+            f"  console     {bridge.http_url}/console   (sign-in: telecare-bridge users passwd NAME)",
+            flush=True,
+        )
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -115,9 +122,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
             await set_password(bridge.store, "demo-operator", password)
             _print_banner(bridge, config)
             print(f"  console     sign in as demo-operator, password {password}", flush=True)
-            print(f"  demo fleet  {args.units} simulated units, an event every ~{args.every:.0f}s each", flush=True)
-            print("  try:        curl -H \"Authorization: Bearer $TOKEN\" "
-                  f"{bridge.http_url}/api/v1/alerts", flush=True)
+            print(
+                f"  demo fleet  {args.units} simulated units, an event every ~{args.every:.0f}s each",
+                flush=True,
+            )
+            print(
+                f'  try:        curl -H "Authorization: Bearer $TOKEN" {bridge.http_url}/api/v1/alerts',
+                flush=True,
+            )
             if serial is not None:
                 print(serial.describe(), flush=True)
             print("  operator token (demo-operator):", flush=True)
@@ -126,8 +138,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
                 tg.create_task(bridge.serve(), name="bridge")
                 await bridge.mqtt.wait_subscribed(30)
                 host, port = bridge.mqtt._broker.host, bridge.mqtt._broker.port
-                tg.create_task(run_fleet([u for _, _, u in DEMO_RESIDENTS[: args.units]], host=host, port=port,
-                                         topic_root=config.topic_root, every_s=args.every), name="fleet")
+                tg.create_task(
+                    run_fleet(
+                        [u for _, _, u in DEMO_RESIDENTS[: args.units]],
+                        host=host,
+                        port=port,
+                        topic_root=config.topic_root,
+                        every_s=args.every,
+                    ),
+                    name="fleet",
+                )
                 if serial is not None:
                     tg.create_task(serial.run(args.every), name="serial-demo")
 
@@ -150,8 +170,9 @@ def cmd_simulate_unit(args: argparse.Namespace) -> None:
     host, port = _broker_of(args, config)
 
     async def main() -> None:
-        async with SimulatedUnit(args.device_id, host=host, port=port, topic_root=config.topic_root,
-                                 heartbeat_s=args.heartbeat) as unit:
+        async with SimulatedUnit(
+            args.device_id, host=host, port=port, topic_root=config.topic_root, heartbeat_s=args.heartbeat
+        ) as unit:
             for _ in range(args.count):
                 ack = await unit.send(args.event, test=args.test, timeout=args.timeout)
                 print(f"{args.device_id} {args.event}: {summarise(ack)}", flush=True)
@@ -178,8 +199,9 @@ def cmd_simulate_fleet(args: argparse.Namespace) -> None:
     config = _load(args)
     host, port = _broker_of(args, config)
     ids = [f"{args.prefix}{n:04d}" for n in range(args.units)]
-    _run_until_signal(lambda: run_fleet(ids, host=host, port=port, topic_root=config.topic_root,
-                                        every_s=args.every))
+    _run_until_signal(
+        lambda: run_fleet(ids, host=host, port=port, topic_root=config.topic_root, every_s=args.every)
+    )
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
@@ -196,23 +218,44 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every config key can be set by environment: TELECARE_HTTP__PORT=8081 sets http.port.",
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE",
-                        help=f"configuration file (default: ./{DEFAULT_CONFIG} if present, else built-in defaults)")
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"configuration file (default: ./{DEFAULT_CONFIG} if present, else built-in defaults)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("run", parents=[common], help="run the bridge",
-                       description="Run the bridge until SIGINT or SIGTERM.")
+    p = sub.add_parser(
+        "run", parents=[common], help="run the bridge", description="Run the bridge until SIGINT or SIGTERM."
+    )
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", parents=[common], help="run the bridge with a simulated fleet",
-                       description="Run the bridge on its embedded defaults with simulated residents' units.")
-    p.add_argument("--units", type=int, default=6, choices=range(1, 7), metavar="N",
-                   help="how many simulated units (1-6, default 6)")
-    p.add_argument("--every", type=float, default=30.0, metavar="SECONDS",
-                   help="mean seconds between one unit's events (default 30)")
-    p.add_argument("--with-serial", action="store_true",
-                   help="also simulate a unit on a serial line and a GSM modem receiving SMS alarms "
-                        "(on ptys)")
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="run the bridge with a simulated fleet",
+        description="Run the bridge on its embedded defaults with simulated residents' units.",
+    )
+    p.add_argument(
+        "--units",
+        type=int,
+        default=6,
+        choices=range(1, 7),
+        metavar="N",
+        help="how many simulated units (1-6, default 6)",
+    )
+    p.add_argument(
+        "--every",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="mean seconds between one unit's events (default 30)",
+    )
+    p.add_argument(
+        "--with-serial",
+        action="store_true",
+        help="also simulate a unit on a serial line and a GSM modem receiving SMS alarms (on ptys)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("check-config", parents=[common], help="validate the configuration and print it")
@@ -224,9 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     cli_registry.register(sub, common)  # residents, devices, link, commission, import, export
 
     simulate = sub.add_parser("simulate", help="stand-ins for real devices").add_subparsers(
-        dest="simulate_command", metavar="DEVICE", required=True)
-    p = simulate.add_parser("unit", parents=[common], help="a telecare unit on MQTT",
-                            description="Connect as a unit, send events until acked, answer commands.")
+        dest="simulate_command", metavar="DEVICE", required=True
+    )
+    p = simulate.add_parser(
+        "unit",
+        parents=[common],
+        help="a telecare unit on MQTT",
+        description="Connect as a unit, send events until acked, answer commands.",
+    )
     p.add_argument("--device-id", required=True)
     p.add_argument("--event", default="pendant", help="event type to send (default pendant)")
     p.add_argument("--count", type=int, default=1, help="how many events to send (default 1)")
@@ -253,9 +301,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     args.func(args)
-
-
-
 
 
 if __name__ == "__main__":
