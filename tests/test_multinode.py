@@ -93,6 +93,11 @@ async def _events_received(port: int) -> float:
                if line.startswith("telecare_events_received_total{"))
 
 
+STEPS = 3
+ESCALATION = ("{1: [{after_s: 1, action: highlight}, {after_s: 3, action: highlight},"
+              " {after_s: 6, action: highlight}]}")
+
+
 async def test_two_node_processes_one_killed_mid_fleet(tmp_path: Path, mosquitto: tuple[str, int],
                                                        topic_root: str) -> None:
     host, port = mosquitto
@@ -105,7 +110,9 @@ async def test_two_node_processes_one_killed_mid_fleet(tmp_path: Path, mosquitto
                     "TELECARE_TOPIC_ROOT": topic_root, "TELECARE_HTTP__PORT": str(ports[node]),
                     "TELECARE_NODE_ID": node, "TELECARE_MQTT__SHARED_GROUP": group,
                     "TELECARE_MQTT__CLIENT_ID": f"{node}-{group}", "TELECARE_MQTT__RECONNECT_MAX_S": "1",
-                    "TELECARE_OUTBOX__POLL_S": "0.2", "TELECARE_FLOODS__ENABLED": "false"}
+                    "TELECARE_OUTBOX__POLL_S": "0.2", "TELECARE_FLOODS__ENABLED": "false",
+                    # Steps that fall due while node A is dead; each must fire exactly once.
+                    "TELECARE_ESCALATION__POLICIES": ESCALATION, "TELECARE_ESCALATION__POLL_S": "0.2"}
 
         logs = {node: tmp_path / f"{node}.log" for node in ports}
         procs = {node: _start(env_for(node), logs[node]) for node in ports}
@@ -164,8 +171,18 @@ async def test_two_node_processes_one_killed_mid_fleet(tmp_path: Path, mosquitto
 
                 await eventually(commands_done, timeout=30)
                 outbox = await conn.fetch("SELECT alert_id, cmd_id FROM outbox")
+
+                async def steps_done() -> bool:
+                    n = await conn.fetchval("SELECT COUNT(*) FROM escalation_steps WHERE state = 'pending'")
+                    return int(n) == 0
+
+                await eventually(steps_done, timeout=30)
+                highlights = await conn.fetch(
+                    "SELECT a.id, COUNT(l.id) AS n FROM alerts a LEFT JOIN alert_log l ON l.alert_id = a.id "
+                    "AND l.action = 'escalation_highlight' WHERE a.priority = 1 GROUP BY a.id")
             finally:
                 await conn.close()
+            assert highlights and {r["n"] for r in highlights} == {STEPS}, "each escalation step fired once"
             per_alert = Counter(r["alert_id"] for r in outbox)
             assert outbox and max(per_alert.values()) == 1, "one call-back per help alert"
             delivered = Counter(c["cmd_id"] for u in units for c in u.log.commands)
