@@ -97,7 +97,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     async def main() -> None:
         from bridge.service import Bridge
-        from simulators.fleet import DEMO_RESIDENTS, run_fleet
+        from simulators.fleet import DEMO_DETAILS, DEMO_RESIDENTS, run_fleet
 
         async with contextlib.AsyncExitStack() as extras:
             serial = None
@@ -109,7 +109,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
             if serial is not None:
                 await serial.register(bridge.store)
             for resident_id, name, unit_id in DEMO_RESIDENTS[: args.units]:
-                await bridge.store.upsert_resident(resident_id, name)
+                await bridge.store.upsert_resident(resident_id, name, DEMO_DETAILS.get(resident_id))
                 await bridge.store.upsert_device(unit_id, "gsm_unit", resident_id=resident_id)
             from alarm_centre.model import Role
 

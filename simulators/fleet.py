@@ -22,6 +22,55 @@ DEMO_RESIDENTS = [
     ("res-mary", "Mary Somerville", "unit-mary"),
 ]
 
+#: What the console shows on each demo resident's card (the registry's resident fields).
+DEMO_DETAILS: dict[str, dict[str, object]] = {
+    "res-ada": {
+        "address": "12 St James's Square, London SW1Y 4JH",
+        "key_safe": "left of the door, code 1815",
+        "medical_notes": "Multiple sclerosis; cannot press a pendant reliably. Uses voice.",
+        "language": "English",
+        "responders": [
+            {"name": "Byron King (son)", "phone": "+447700900101"},
+            {"name": "Mary Somerville (neighbour)", "phone": "+447700900102"},
+        ],
+    },
+    "res-bill": {
+        "address": "3 Bletchley Road, Milton Keynes MK3 6EB",
+        "key_safe": "none: neighbour holds a key",
+        "medical_notes": "Type 2 diabetes. Falls risk after dark.",
+        "language": "English",
+        "responders": [{"name": "Dorothy Tutte (daughter)", "phone": "+447700900201"}],
+    },
+    "res-grace": {
+        "address": "8 Harbour Lane, Plymouth PL1 2AA",
+        "key_safe": "behind the gate, code 1906",
+        "medical_notes": "COPD, home oxygen: no naked flames.",
+        "language": "English",
+        "responders": [{"name": "Vincent Hopper (son)", "phone": "+447700900301"}],
+    },
+    "res-karen": {
+        "address": "21 Mill Road, Cambridge CB1 2AD",
+        "key_safe": "by the back door, code 1935",
+        "medical_notes": "Epilepsy: seizures at night.",
+        "language": "Welsh",
+        "responders": [{"name": "Roger Needham (husband)", "phone": "+447700900401"}],
+    },
+    "res-tommy": {
+        "address": "5 Dollis Hill Lane, London NW2 6HR",
+        "key_safe": "right of the door, code 1943",
+        "medical_notes": "Heart failure; lives alone.",
+        "language": "English",
+        "responders": [{"name": "Ethel Flowers (sister)", "phone": "+447700900501"}],
+    },
+    "res-mary": {
+        "address": "4 Chelsea Walk, London SW3 5AA",
+        "key_safe": "porch, code 1780",
+        "medical_notes": "Partially sighted.",
+        "language": "English",
+        "responders": [{"name": "Woronzow Greig (son)", "phone": "+447700900601"}],
+    },
+}
+
 #: Relative weights of what a demo unit does next.
 BEHAVIOUR = [
     ("pendant", 4),
