@@ -473,8 +473,11 @@ class ServiceLevelRoutes:
         )
 
     async def console_page(self, request: web.Request) -> web.StreamResponse:
+        """The supervisors' service-level page (signed-out visitors go to the sign-in page)."""
         from alarm_centre.console import page_response
+        from alarm_centre.console.pages import require_page
 
+        require_page(request, SERVICE_LEVEL_RIGHT)
         report = await self.report(request)
         return page_response(request, title="Service levels", body=render_report(report))
 
