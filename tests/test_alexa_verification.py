@@ -133,7 +133,8 @@ async def test_header_names_are_case_insensitive(verifier: AlexaVerifier, signer
 async def test_timestamp_inside_tolerance_passes(verifier: AlexaVerifier, signer: RequestSigner) -> None:
     for offset in (-140, 140):
         body = encode(trigger(timestamp=datetime.now(UTC) + timedelta(seconds=offset)))
-        await verifier.verify(signer.headers(body), body)
+        envelope = await verifier.verify(signer.headers(body), body)
+        assert envelope["request"]["type"] == "IntentRequest"
 
 
 # --- headers -------------------------------------------------------------------------------------------
