@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from alarm_centre.api import require
 from alarm_centre.console import ConsolePage, Safe, add_console_page, escape, page_response
+from alarm_centre.console.pages import require_page
 from alarm_centre.registry_api import REGISTRY
 from alarm_centre.store.base import NotFound
 
@@ -37,7 +37,7 @@ def _online(value: bool | None) -> str:
 
 
 async def installations(request: web.Request) -> web.StreamResponse:
-    require(request, "devices:read")
+    require_page(request, "devices:read")
     devices = await request.app[REGISTRY].list_devices(status=request.query.get("status", "active"))
     rows = [
         [
@@ -63,7 +63,7 @@ async def installations(request: web.Request) -> web.StreamResponse:
 
 
 async def installation(request: web.Request) -> web.StreamResponse:
-    require(request, "devices:read")
+    require_page(request, "devices:read")
     registry = request.app[REGISTRY]
     device_id = request.match_info["device_id"]
     try:
