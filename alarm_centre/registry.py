@@ -442,15 +442,34 @@ class Registry:
 
     # -- bulk import / export --------------------------------------------------------------------
     async def import_batch(
-        self, batch: Batch, *, dry_run: bool, update: bool, actor: str, source: str
+        self,
+        batch: Batch,
+        *,
+        dry_run: bool,
+        update: bool,
+        actor: str,
+        source: str,
+        progress: Callable[[int, int], None] | None = None,
     ) -> ImportReport:
-        """Apply a parsed batch in one transaction, or nothing at all when any row is bad (or dry run)."""
+        """Apply a parsed batch in one transaction, or nothing at all when any row is bad (or dry run).
+
+        ``progress(done, total)`` is called as rows are checked, for a progress bar.
+        """
         report = ImportReport(dry_run=dry_run, errors=list(batch.errors))
+        total = len(batch.residents) + len(batch.devices)
+        done = 0
+
+        def tick() -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, total)
 
         async def work(tx: Tx, post: PostCommit) -> None:
             now = self.clock()
             batch_residents = [r.id for _, r in batch.residents]
             for line, r in batch.residents:
+                tick()
                 exists = await tx.fetchone("SELECT id FROM residents WHERE id = ?", r.id) is not None
                 if exists and not update:
                     report.errors.append(
@@ -467,6 +486,7 @@ class Registry:
                 report.created["residents"] += int(not exists)
             seen: dict[tuple[str, str], int] = {}
             for line, d in batch.devices:
+                tick()
                 row = await tx.fetchone("SELECT * FROM devices WHERE id = ?", d.id)
                 if row is not None and (not update or row["status"] != "active"):
                     why = (

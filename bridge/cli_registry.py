@@ -410,6 +410,35 @@ def _guess_format(path: str, given: str | None) -> str:
     return "csv" if path.lower().endswith(".csv") else "yaml"
 
 
+class ProgressBar:
+    """A one-line progress bar on a terminal's stderr; silent when stderr is not a terminal."""
+
+    def __init__(self, label: str, unit: str, *, stream: Any = None) -> None:
+        self.label = label
+        self.unit = unit
+        self.stream = stream or sys.stderr
+        self.shown = False
+        self._last = -1
+
+    def update(self, done: int, total: int) -> None:
+        if not self.stream.isatty() or total <= 0:
+            return
+        width = 30
+        filled = width * done // total
+        if filled == self._last and done != total:
+            return
+        self._last = filled
+        bar = "#" * filled + "." * (width - filled)
+        self.stream.write(f"\r{self.label} [{bar}] {done}/{total} {self.unit}")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
 def cmd_import(args: argparse.Namespace) -> None:
     from devices.csv_yaml import MalformedFile, parse_csv, parse_yaml
 
@@ -425,12 +454,19 @@ def cmd_import(args: argparse.Namespace) -> None:
     except MalformedFile as exc:
         _fail(f"{args.file}: {exc}", 1)
         return
+    bar = ProgressBar("checking" if args.dry_run else "importing", "rows")
     report = _with_registry(
         args,
         lambda reg, _: reg.import_batch(
-            batch, dry_run=args.dry_run, update=args.update, actor=_actor(), source=SOURCE
+            batch,
+            dry_run=args.dry_run,
+            update=args.update,
+            actor=_actor(),
+            source=SOURCE,
+            progress=bar.update,
         ),
     )
+    bar.close()
     for error in report.errors:
         print(f"{args.file}:{error}", file=sys.stderr)
     summary = ", ".join(

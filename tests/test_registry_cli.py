@@ -205,3 +205,26 @@ async def test_commission_checklist_confirms_presses_as_they_arrive(embedded_bri
     assert any("visit 1 finished: 2/2 confirmed" in line for line in lines)
     code, out, _ = await run(b, "commission", "status", "unit-c")
     assert "[x] p1" in out and "[x] s1" in out and "PASSED" in out
+
+
+def test_progress_bar_draws_on_a_terminal_only() -> None:
+    import io
+
+    from bridge.cli_registry import ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    bar = ProgressBar("importing", "rows", stream=screen)
+    for done in range(1, 11):
+        bar.update(done, 10)
+    bar.close()
+    assert screen.getvalue().endswith("\rimporting [" + "#" * 30 + "] 10/10 rows\n")
+    assert "5/10 rows" in screen.getvalue()
+    piped = io.StringIO()
+    quiet = ProgressBar("importing", "rows", stream=piped)
+    quiet.update(5, 10)
+    quiet.close()
+    assert piped.getvalue() == ""
