@@ -257,26 +257,11 @@ class AlertStore:
         return result
 
     async def _apply_event(self, tx: Tx, post: PostCommit, ev: DeviceEvent) -> IngestResult:
-        seen = await tx.fetchone(
-            "SELECT alert_id FROM events WHERE device_id = ? AND event_id = ?", ev.device_id, ev.event_id
-        )
-        if seen is not None:
-            alert_id = seen["alert_id"]
-            return IngestResult("duplicate", alert_id=None if alert_id is None else str(alert_id))
-        now = _now()
         received = ev.received_at.timestamp()
-        device = await tx.fetchone("SELECT * FROM devices WHERE id = ?", ev.device_id)
-        registered = device is not None and device["status"] == "active"
-        in_test_mode = bool(
-            registered
-            and device is not None
-            and device["test_mode_until"]
-            and device["test_mode_until"] > received
-        )
-        test = ev.test and in_test_mode
-        await tx.execute(
+        # Record the event and learn whether it is new in one statement (the idempotency key).
+        stored = await tx.fetchone(
             "INSERT INTO events (device_id, event_id, type, ts, received_at, source, test, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, event_id) DO NOTHING RETURNING event_id",
             ev.device_id,
             ev.event_id,
             ev.type.value,
@@ -286,6 +271,22 @@ class AlertStore:
             int(ev.test),
             _j(ev.data),
         )
+        if stored is None:
+            seen = await tx.fetchone(
+                "SELECT alert_id FROM events WHERE device_id = ? AND event_id = ?", ev.device_id, ev.event_id
+            )
+            alert_id = seen["alert_id"] if seen is not None else None
+            return IngestResult("duplicate", alert_id=None if alert_id is None else str(alert_id))
+        now = _now()
+        device = await tx.fetchone("SELECT * FROM devices WHERE id = ?", ev.device_id)
+        registered = device is not None and device["status"] == "active"
+        in_test_mode = bool(
+            registered
+            and device is not None
+            and device["test_mode_until"]
+            and device["test_mode_until"] > received
+        )
+        test = ev.test and in_test_mode
         if registered:
             await tx.execute(
                 "UPDATE devices SET last_seen_at = ?, online = 1 WHERE id = ?", received, ev.device_id
