@@ -172,6 +172,12 @@ async def test_test_alarms_hand_over_and_sign_out(browser: Any,
     await expect(row).to_contain_text("TEST")
     assert "is-test" in (await row.get_attribute("class") or "")
     await expect(page.locator("#announcer")).to_contain_text("New test alert")
+    await expect(row.locator(".prio")).to_have_text("TEST")  # never shown as a P1 emergency
+    real = await embedded_bridge.bridge.intake.submit(
+        DeviceEvent("unit-r", "r-1", EventType.LOW_BATTERY, datetime.now(UTC)))
+    await expect(page.locator(f"#alert-{real.alert_id}")).to_be_visible()
+    order = await page.locator(".q-item").evaluate_all("items => items.map(i => i.id)")
+    assert order.index(f"alert-{real.alert_id}") < order.index(f"alert-{result.alert_id}"), order
     await page.keyboard.press("?")
     await expect(page.locator("#help-dialog")).to_be_visible()
     await page.keyboard.press("Escape")

@@ -131,7 +131,9 @@
   }
 
   // -- queue --------------------------------------------------------------------------------------
-  function queueKey(a) { return [a.priority, Date.parse(a.raised_at), Number(a.id)]; }
+  // Real alerts first, then by priority and age: a commissioning test never sits above a real call.
+  function queueKey(a) { return [a.test ? 1 : 0, a.priority, Date.parse(a.raised_at), Number(a.id)]; }
+  function badgeClass(a) { return a.test ? "prio prio-test" : `prio prio-${a.priority}`; }
   function compare(x, y) {
     const a = queueKey(x), b = queueKey(y);
     for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] - b[i];
@@ -168,10 +170,10 @@
     const selected = a.id === state.selected;
     const button = el("button", {
       type: "button", class: "alert-row", "data-id": a.id, "aria-current": selected ? "true" : null,
-      "aria-label": `${PRIORITY_WORDS[a.priority] || "Priority " + a.priority}: ${typeWord(a.type)}, ` +
+      "aria-label": `${a.test ? "Test alarm" : (PRIORITY_WORDS[a.priority] || "Priority " + a.priority)}: ${typeWord(a.type)}, ` +
         `${who(a)}, ${stateWords(a)}${a.test ? ", test" : ""}${a.unregistered ? ", unregistered device" : ""}`,
     },
-      el("span", { class: `prio prio-${a.priority}`, text: "P" + a.priority }),
+      el("span", { class: badgeClass(a), text: a.test ? "TEST" : "P" + a.priority }),
       el("span", { class: "a-type", text: typeWord(a.type) }),
       el("span", { class: "a-who", text: who(a) }),
       el("span", { class: "a-flags" }, ...flags(a)),
@@ -416,8 +418,8 @@
     $("detail-empty").hidden = true;
     $("detail-heading").textContent = `Alert ${alert.id}: ${typeWord(alert.type)} — ${who(alert)}`;
     const p = $("d-priority");
-    p.className = "prio prio-" + alert.priority;
-    p.textContent = `P${alert.priority} ${PRIORITY_WORDS[alert.priority] || ""}`;
+    p.className = badgeClass(alert);
+    p.textContent = alert.test ? "Test alarm (not an emergency)" : `P${alert.priority} ${PRIORITY_WORDS[alert.priority] || ""}`;
     $("d-type").textContent = typeWord(alert.type);
     $("d-flags").replaceChildren(...flags(alert));
     const st = $("d-state");
