@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -138,6 +139,10 @@ class Escalation:
     def __init__(self, store: AlertStore, settings: EscalationSettings) -> None:
         self.store = store
         self.settings = settings
+        #: Policies read by each open transaction (entries go when the transaction does).
+        self._policies_seen: weakref.WeakKeyDictionary[Tx, dict[int, list[dict[str, Any]]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- SQL helpers -----------------------------------------------------------------------------
     def _skip_locked(self) -> str:
@@ -217,14 +222,19 @@ class Escalation:
         await self.store.transaction(work)
 
     # -- snapshot at raise -----------------------------------------------------------------------
+    async def _policy_in(self, tx: Tx, priority: int) -> list[dict[str, Any]]:
+        """The policy steps for a priority, read once per transaction (a storm raises thousands in one)."""
+        known = self._policies_seen.setdefault(tx, {})
+        if priority not in known:
+            row = await tx.fetchone("SELECT steps FROM escalation_policies WHERE priority = ?", priority)
+            known[priority] = json.loads(row["steps"]) if row is not None else []
+        return known[priority]
+
     async def on_raise(self, tx: Tx, post: PostCommit, alert: Row, event: DeviceEvent) -> None:
         """``store.raise_hooks``: copy the alert's policy into its due steps, in the raising transaction."""
         if alert["test"]:
             return
-        row = await tx.fetchone("SELECT steps FROM escalation_policies WHERE priority = ?", alert["priority"])
-        if row is None:
-            return
-        steps = json.loads(row["steps"])
+        steps = await self._policy_in(tx, int(alert["priority"]))
         if not steps:
             return
         now = time.time()

@@ -4,6 +4,8 @@ operator handles it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import Any
 
 import pytest
@@ -203,10 +205,12 @@ async def test_will_message_marks_unit_offline(bridge: RunningBridge) -> None:
     await client.__aenter__()
     await client.publish(f"{topics}/v1/unit-6/status", b"online", qos=1)
     await eventually(lambda: _eq(online(), 1))
-    # Drop the TCP connection without DISCONNECT: the broker publishes the will.
-    client._client.socket().close()  # type: ignore[union-attr]
+    # Drop the TCP connection without DISCONNECT: the broker publishes the will. Shut the socket down
+    # rather than close it, so its descriptor is not reused (say by a database connection) while paho
+    # still watches it.
+    client._client.socket().shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
     await eventually(lambda: _eq(online(), 0), timeout=60)
-    with __import__("contextlib").suppress(Exception):
+    with contextlib.suppress(Exception):
         await client.__aexit__(None, None, None)
 
 

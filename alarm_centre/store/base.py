@@ -363,15 +363,6 @@ class AlertStore:
         detail: dict[str, Any] = {"event_id": ev.event_id, "type": ev.type.value}
         if ev.data:
             detail["data"] = ev.data
-        open_alert = await self.open_alert(tx, key)
-        if open_alert is not None:
-            await tx.execute(
-                "UPDATE alerts SET repeat_count = repeat_count + 1, updated_at = ? WHERE id = ?",
-                now,
-                open_alert["id"],
-            )
-            await self.log_action(tx, post, open_alert, "repeat", actor, source, detail, now)
-            return int(open_alert["id"])
         skew = ev.clock_skew_s
         clock_skew = skew is not None and abs(skew) > CLOCK_SKEW_LIMIT_S
         data: dict[str, Any] = {"source": ev.source}
@@ -389,7 +380,9 @@ class AlertStore:
         row = await tx.fetchone(
             "INSERT INTO alerts (device_id, resident_id, type, priority, state, open_key, raised_at, "
             "repeat_count, test, unregistered, clock_skew, data, updated_at) "
-            "VALUES (?, ?, ?, ?, 'raised', ?, ?, 0, ?, ?, ?, ?, ?) RETURNING *",
+            "VALUES (?, ?, ?, ?, 'raised', ?, ?, 0, ?, ?, ?, ?, ?) "
+            # One open alert per key: a repeat conflicts and joins the open alert below.
+            "ON CONFLICT (open_key) DO NOTHING RETURNING *",
             ev.device_id,
             resident_id,
             ev.type.value,
@@ -402,7 +395,16 @@ class AlertStore:
             _j(data),
             now,
         )
-        assert row is not None
+        if row is None:
+            open_alert = await self.open_alert(tx, key)
+            assert open_alert is not None, "the conflicting open alert is visible to this transaction"
+            await tx.execute(
+                "UPDATE alerts SET repeat_count = repeat_count + 1, updated_at = ? WHERE id = ?",
+                now,
+                open_alert["id"],
+            )
+            await self.log_action(tx, post, open_alert, "repeat", actor, source, detail, now)
+            return int(open_alert["id"])
         await self.log_action(
             tx,
             post,
