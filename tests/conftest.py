@@ -24,6 +24,9 @@ from harness import (
     running_bridge,
 )
 
+#: Fixture modules every test may use.
+pytest_plugins = ["alexa_ca"]
+
 
 @pytest.fixture
 def mosquitto() -> tuple[str, int]:

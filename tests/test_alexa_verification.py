@@ -38,22 +38,6 @@ DEVICE_ID = "amzn1.ask.device.TESTECHO"
 USER_ID = "amzn1.ask.account.TESTUSER"
 
 
-@pytest.fixture(scope="module")
-def ca() -> TestCertificateAuthority:
-    return TestCertificateAuthority.create()
-
-
-@pytest.fixture(scope="module")
-def good_cert(ca: TestCertificateAuthority) -> SigningCertificate:
-    return ca.issue_signing_cert()
-
-
-@pytest.fixture
-async def cert_server(ca: TestCertificateAuthority) -> AsyncIterator[CertChainServer]:
-    async with CertChainServer(ca) as server:
-        yield server
-
-
 @pytest.fixture
 def root_pem(ca: TestCertificateAuthority, tmp_path: Path) -> Path:
     return ca.write_root(tmp_path / "alexa-test-root.pem")

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from alexa_ca import ca, cert_server, good_cert
 from harness import RunningBridge, make_config, running_bridge
 
 from simulators.alexa import (
@@ -28,22 +29,6 @@ ECHO_ID = "amzn1.ask.device." + "AEXAMPLEECHOKITCHEN" * 8
 USER_ID = "amzn1.ask.account." + "AUSERRESIDENTONE" * 6
 RESIDENT = "res-ann"
 UNIT = "unit-ann"
-
-
-@pytest.fixture(scope="module")
-def ca() -> TestCertificateAuthority:
-    return TestCertificateAuthority.create()
-
-
-@pytest.fixture(scope="module")
-def good_cert(ca: TestCertificateAuthority) -> SigningCertificate:
-    return ca.issue_signing_cert()
-
-
-@pytest.fixture
-async def cert_server(ca: TestCertificateAuthority) -> AsyncIterator[CertChainServer]:
-    async with CertChainServer(ca) as server:
-        yield server
 
 
 @pytest.fixture
