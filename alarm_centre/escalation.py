@@ -145,10 +145,6 @@ class Escalation:
         )
 
     # -- SQL helpers -----------------------------------------------------------------------------
-    def _skip_locked(self) -> str:
-        """Row locks that other nodes skip, where the backend has them (PostgreSQL)."""
-        return " FOR UPDATE SKIP LOCKED" if self.store.dialect == "postgresql" else ""
-
     def _retry_delay(self, attempts: int) -> float:
         delays = self.settings.retry_s or (60.0,)
         return delays[min(max(attempts, 1) - 1, len(delays) - 1)]
@@ -317,7 +313,7 @@ class Escalation:
             at = time.time() if now is None else now
             rows = await tx.fetchall(
                 "SELECT * FROM escalation_steps WHERE state = 'pending' AND due_at <= ? "
-                "ORDER BY due_at, id LIMIT ?" + self._skip_locked(),
+                "ORDER BY due_at, id LIMIT ?" + self.store.skip_locked(),
                 at,
                 limit,
             )
@@ -814,7 +810,7 @@ class Escalation:
             rows = await tx.fetchall(
                 "SELECT * FROM notifications WHERE state = 'pending' AND due_at <= ? "
                 "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due_at, id LIMIT ?"
-                + self._skip_locked(),
+                + self.store.skip_locked(),
                 now,
                 now,
                 limit,

@@ -814,7 +814,7 @@ class AlertStore:
             now = _now()
             rows = await tx.fetchall(
                 "SELECT * FROM outbox WHERE done_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?"
-                + self._skip_locked(),
+                + self.skip_locked(),
                 now,
                 limit,
             )
@@ -870,7 +870,8 @@ class AlertStore:
         result: list[OutboxItem] = await self.transaction(work)
         return result
 
-    def _skip_locked(self) -> str:
+    def skip_locked(self) -> str:
+        """The clause that lets other nodes skip rows this claim locks (PostgreSQL); empty here."""
         return ""
 
     async def outbox_sent(self, item: OutboxItem, *, error: str | None = None) -> None:

@@ -3,7 +3,7 @@
 - ``?`` placeholders become ``$1..$n`` (quoted strings and identifiers are left alone).
 - Writes run in a pooled connection's transaction; reads use the pool in autocommit.
 - Migrations take a session advisory lock, so several nodes starting at once migrate once.
-- ``_skip_locked()`` makes claims (outbox, escalation steps) ``FOR UPDATE SKIP LOCKED``: any node
+- ``skip_locked()`` makes claims (outbox, escalation steps) ``FOR UPDATE SKIP LOCKED``: any node
   can take the work, none takes it twice.
 - Every write transaction that changed alerts sends ``pg_notify`` *inside* the transaction, so the
   notification is delivered exactly when (and only if) the commit happens. Each node LISTENs and hands
@@ -227,7 +227,7 @@ class PostgresStore(AlertStore):
         async with self._pool.acquire() as conn:
             yield PgTx(conn)
 
-    def _skip_locked(self) -> str:
+    def skip_locked(self) -> str:
         return " FOR UPDATE SKIP LOCKED"
 
     async def transaction(self, work: Callable[[Tx, PostCommit], Awaitable[Any]]) -> Any:
