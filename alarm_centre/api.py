@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from alarm_centre.feed import AlertFeed
+from alarm_centre.feed import ACCESS_CHANGED, AlertFeed
 from alarm_centre.lifecycle import IllegalTransition, Source
 from alarm_centre.model import User
 from alarm_centre.openapi import describe
@@ -33,7 +33,8 @@ ON_ERROR: web.AppKey[Callable[[int], None]] = web.AppKey("on_error")
 USER_KEY: web.RequestKey[User] = web.RequestKey("user", User)
 #: Set by the console's session middleware so the audit trail says "console" rather than "api".
 VIA_CONSOLE: web.RequestKey[bool] = web.RequestKey("via_console", bool)
-#: Set by the console's session middleware: the live stream ends once this answers False (logout, expiry).
+#: Set by the authenticating middleware: the live stream ends once this answers False (signed out, expired,
+#: disabled, new role or token). Asked when the user's access changes and at every keep-alive.
 STREAM_CHECK: web.RequestKey[Callable[[], Awaitable[bool]]] = web.RequestKey("stream_check")
 #: Paths that need no bearer token (the console and webhooks authenticate their own way).
 PUBLIC_PREFIXES = ("/healthz", "/metrics", "/api/v1/openapi.json", "/alexa", "/twilio/", "/console",
@@ -70,6 +71,11 @@ async def errors_as_json(request: web.Request, handler: Callable[[web.Request], 
         response = json_error(422, "invalid request", str(exc))
     except asyncio.CancelledError:
         raise
+    except ConnectionResetError:
+        # The client hung up while we answered: normal for streams and impatient clients, not a fault
+        # of ours, so no ERROR and no 500 in the metrics. The response can no longer be delivered.
+        log.debug("client hung up during %s %s", request.method, request.path)
+        return web.Response(status=499)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = json_error(500, "internal error", "the bridge logged the details")
@@ -90,10 +96,21 @@ async def bearer_auth(request: web.Request, handler: Callable[[web.Request], Awa
         match = re.fullmatch(r"Bearer ([A-Za-z0-9_\-]{16,128})", header.strip())
         if match is None:
             return json_error(401, "unauthorized", "send Authorization: Bearer <token>")
-        user = await request.app[STORE].user_for_token(match.group(1))
+        token = match.group(1)
+        store = request.app[STORE]
+        user = await store.user_for_token(token)
         if user is None:
             return json_error(401, "unauthorized", "unknown or disabled token")
         request[USER_KEY] = user
+
+        async def same_user(started_as: User = user) -> bool:
+            try:
+                return await store.user_for_token(token) == started_as
+            except Exception as exc:  # the store is down or closing: end the stream; the client reconnects
+                log.warning("could not check an API token: %s", exc)
+                return False
+
+        request[STREAM_CHECK] = same_user
     return await handler(request)
 
 
@@ -208,28 +225,44 @@ async def add_note(request: web.Request) -> web.Response:
     return web.json_response({"ok": True}, status=201)
 
 
+#: Seconds between keep-alive comments on an idle stream (each also re-checks the credentials).
+STREAM_KEEPALIVE_S = 15.0
+
+
 async def stream(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: one ``alert`` event per change; ``resync`` when the reader fell behind."""
-    require(request, "alerts:read")
+    """Server-sent events: one ``alert`` event per change; ``resync`` when the reader fell behind.
+
+    The stream ends with an ``expired`` event as soon as its credentials stop working: the feed tells it
+    when its user's access changed (on any node), and each keep-alive checks again. A client that
+    hangs up is normal and ends the stream quietly.
+    """
+    user = require(request, "alerts:read")
+    check = request.get(STREAM_CHECK)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
-    await response.prepare(request)
-    await response.write(b": connected\nretry: 2000\n\n")
-    async with request.app[FEED].subscribe() as queue:
-        while True:
-            try:
-                async with asyncio.timeout(15):
-                    message = await queue.get()
-            except TimeoutError:
-                check = request.get(STREAM_CHECK)
-                if check is not None and not await check():
-                    await response.write(b"event: expired\ndata: {}\n\n")
-                    return response
-                await response.write(b": keep-alive\n\n")
-                continue
-            kind = "resync" if message.get("resync") else "alert"
-            data = json.dumps(message.get("alert", message), separators=(",", ":"))
-            await response.write(f"event: {kind}\ndata: {data}\n\n".encode())
+    try:
+        await response.prepare(request)
+        await response.write(b": connected\nretry: 2000\n\n")
+        async with request.app[FEED].subscribe(user=user.name) as queue:
+            while True:
+                try:
+                    async with asyncio.timeout(STREAM_KEEPALIVE_S):
+                        message = await queue.get()
+                except TimeoutError:
+                    message = None
+                if message is None or message is ACCESS_CHANGED:
+                    if check is not None and not await check():
+                        await response.write(b"event: expired\ndata: {}\n\n")
+                        return response
+                    if message is None:
+                        await response.write(b": keep-alive\n\n")
+                    continue
+                kind = "resync" if message.get("resync") else "alert"
+                data = json.dumps(message.get("alert", message), separators=(",", ":"))
+                await response.write(f"event: {kind}\ndata: {data}\n\n".encode())
+    except ConnectionResetError:  # the client went away (aiohttp's ClientConnectionResetError is one)
+        log.debug("stream reader %s hung up", user.name)
+        return response
 
 
 async def healthz(request: web.Request) -> web.Response:

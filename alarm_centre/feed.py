@@ -4,6 +4,9 @@ The store's listener only queues alert ids, so a commit never waits for slow rea
 the changed alerts -- most urgent first, a page per query -- and hands each to every subscriber, so in a
 flood of technical alarms a fall still reaches the console at once. A subscriber whose queue is full is
 told to resynchronise instead of holding up the rest.
+
+A subscriber may name its user: when that user's access changes (signed out, disabled, new role), on
+this node or another, the subscriber gets :data:`ACCESS_CHANGED` at once and re-checks its credentials.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from alarm_centre.store.base import AlertStore
 log = logging.getLogger(__name__)
 
 RESYNC: dict[str, Any] = {"resync": True}
+#: Put in a subscriber's queue when its user's access changed: re-check the credentials now.
+ACCESS_CHANGED: dict[str, Any] = {"access_changed": True}
 #: Changed alerts read per query.
 PAGE = 200
 
@@ -28,13 +33,21 @@ class AlertFeed:
     def __init__(self, store: AlertStore, *, subscriber_queue: int = 1000) -> None:
         self._store = store
         self._pending: asyncio.Queue[list[tuple[int, str]]] = asyncio.Queue()
-        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        #: Each subscriber's queue and the user it streams for (None: nobody in particular).
+        self._subscribers: dict[asyncio.Queue[dict[str, Any]], str | None] = {}
         self._size = subscriber_queue
         store.add_listener(self._on_changes)
+        store.add_access_listener(self._on_access_changes)
         self.published = 0
 
     def _on_changes(self, changes: Sequence[AlertChange]) -> None:
         self._pending.put_nowait([(c.priority, c.alert_id) for c in changes])
+
+    def _on_access_changes(self, names: Sequence[str]) -> None:
+        changed = set(names)
+        for queue, user in list(self._subscribers.items()):
+            if user is not None and user in changed:
+                _put(queue, ACCESS_CHANGED)
 
     @property
     def subscriber_count(self) -> int:
@@ -64,19 +77,28 @@ class AlertFeed:
     def _publish(self, message: dict[str, Any]) -> None:
         self.published += 1
         for queue in list(self._subscribers):
-            try:
-                queue.put_nowait(message)
-            except asyncio.QueueFull:
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    while True:
-                        queue.get_nowait()
-                queue.put_nowait(RESYNC)
+            _put(queue, message)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+    async def subscribe(self, *, user: str | None = None) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+        """A queue of changes for one reader; ``user`` names whose access changes it must hear of."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self._size)
-        self._subscribers.add(queue)
+        self._subscribers[queue] = user
         try:
             yield queue
         finally:
-            self._subscribers.discard(queue)
+            self._subscribers.pop(queue, None)
+
+
+def _put(queue: asyncio.Queue[dict[str, Any]], message: dict[str, Any]) -> None:
+    """Queue ``message``; a full queue is emptied and told to resynchronise first (nothing is lost
+    that a resync does not bring back, and an access change is never dropped)."""
+    try:
+        queue.put_nowait(message)
+    except asyncio.QueueFull:
+        with contextlib.suppress(asyncio.QueueEmpty):
+            while True:
+                queue.get_nowait()
+        queue.put_nowait(RESYNC)
+        if message is ACCESS_CHANGED:
+            queue.put_nowait(message)

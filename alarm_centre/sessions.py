@@ -56,6 +56,7 @@ async def set_password(store: AlertStore, name: str, password: str) -> None:
         if changed != 1:
             raise NotFound(f"no user {name!r}")
         await tx.execute("DELETE FROM console_sessions WHERE user_name = ?", name)
+        await store.record_access_change(tx, post, name)
 
     await store.transaction(work)
 
@@ -69,6 +70,7 @@ async def set_disabled(store: AlertStore, name: str, disabled: bool) -> None:
             raise NotFound(f"no user {name!r}")
         if disabled:
             await tx.execute("DELETE FROM console_sessions WHERE user_name = ?", name)
+        await store.record_access_change(tx, post, name)
 
     await store.transaction(work)
 
@@ -159,20 +161,23 @@ class SessionStore:
         return Session(User(row["name"], Role(row["role"])), row["csrf"], float(row["expires_at"]),
                        last_seen + self.idle_timeout_s)
 
-    async def still_valid(self, token: str) -> bool:
-        """For long-lived streams: is the session still there, in time, and its user enabled?"""
+    async def live_user(self, token: str) -> User | None:
+        """For long-lived streams: the session's user now, or None (signed out, expired, disabled).
+
+        The stream compares the answer with the user it started as, so a new role ends it too.
+        """
         key = hash_token(token)
         try:
             async with self._store.read() as tx:
                 row = await tx.fetchone(
-                    "SELECT s.expires_at, s.last_seen_at, u.disabled FROM console_sessions s "
+                    "SELECT s.expires_at, s.last_seen_at, u.name, u.role, u.disabled FROM console_sessions s "
                     "JOIN users u ON u.name = s.user_name WHERE s.token_hash = ?", key)
         except Exception as exc:  # the store is down or closing: end the stream; the console reconnects
             log.warning("could not check a console session: %s", exc)
-            return False
+            return None
         now = time.time()
         if row is None or row["disabled"] or now >= row["expires_at"]:
-            return False
+            return None
         # An open live queue is activity: keep the idle deadline moving while the stream is connected.
         if now - float(row["last_seen_at"]) >= TOUCH_EVERY_S:
 
@@ -181,11 +186,17 @@ class SessionStore:
                                  now, key)
 
             await self._store.transaction(touch)
-        return True
+        return User(row["name"], Role(row["role"]))
 
     async def end(self, token: str) -> None:
+        """End a session; its user's open streams re-check their credentials (on every node)."""
+        key = hash_token(token)
+
         async def work(tx: Tx, post: PostCommit) -> None:
-            await tx.execute("DELETE FROM console_sessions WHERE token_hash = ?", hash_token(token))
+            row = await tx.fetchone("SELECT user_name FROM console_sessions WHERE token_hash = ?", key)
+            await tx.execute("DELETE FROM console_sessions WHERE token_hash = ?", key)
+            if row is not None:
+                await self._store.record_access_change(tx, post, str(row["user_name"]))
 
         await self._store.transaction(work)
 

@@ -147,6 +147,7 @@ class Bridge:
             tg.create_task(self.mqtt.run(), name="mqtt-link")
             tg.create_task(self.outbox.run(), name="outbox")
             tg.create_task(self.feed.run(), name="alert-feed")
+            tg.create_task(self.store.follow_access_changes(), name="access-changes")
             tg.create_task(self._gauge_loop(), name="gauges")
             for name, loop in self._loops:
                 tg.create_task(loop(), name=name)

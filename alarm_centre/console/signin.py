@@ -20,6 +20,7 @@ from aiohttp import web
 from alarm_centre.api import STORE, STREAM_CHECK, USER_KEY, VIA_CONSOLE, json_error
 from alarm_centre.console.pages import PAGE_HEADERS
 from alarm_centre.console.templates import render
+from alarm_centre.model import User
 from alarm_centre.sessions import LoginLimiter, Session, SessionStore, check_login
 
 SESSION_COOKIE = "tc_session"
@@ -64,7 +65,11 @@ async def session_auth(request: web.Request,
             request[USER_KEY] = session.user
             request[VIA_CONSOLE] = True
             request[SESSION_KEY] = session
-            request[STREAM_CHECK] = lambda: sessions.still_valid(token)
+
+            async def same_user(started_as: User = session.user) -> bool:
+                return await sessions.live_user(token) == started_as
+
+            request[STREAM_CHECK] = same_user
             if request.method not in SAFE_METHODS and not session.csrf_ok(request.headers.get(CSRF_HEADER)):
                 return json_error(403, "forbidden",
                                   f"missing or wrong CSRF token: send the {CSRF_HEADER} header")

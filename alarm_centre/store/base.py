@@ -8,6 +8,7 @@ outbox (side effects run only from committed state).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -76,6 +77,8 @@ class PostCommit:
     def __init__(self) -> None:
         self.changes: list[AlertChange] = []
         self.outbox = False
+        #: Users whose access changed (signed out, disabled, new role, password or token).
+        self.users: set[str] = set()
 
 
 def hash_token(token: str) -> str:
@@ -138,6 +141,14 @@ STATE_FILTERS: dict[str, tuple[str, ...]] = {
 }
 
 Listener = Callable[[Sequence[AlertChange]], Awaitable[None] | None]
+#: Told the names of users whose access changed, after the commit (on every node).
+AccessListener = Callable[[Sequence[str]], None]
+#: How often a store without a notification channel (SQLite) looks for access changes that another
+#: process (``telecare-bridge users disable``) committed. PostgreSQL delivers them by NOTIFY instead.
+ACCESS_POLL_S = 0.25
+#: Access-change rows are kept this long (a node that was down longer re-reads nothing it needs:
+#: its streams ended with it).
+ACCESS_KEEP_S = 3600.0
 RaiseHook = Callable[["Tx", "PostCommit", Row, DeviceEvent], Awaitable[None]]
 EventHook = Callable[["Tx", "PostCommit", DeviceEvent, "Row | None", "int | None"], Awaitable[None]]
 
@@ -149,6 +160,7 @@ class AlertStore:
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        self._access_listeners: list[AccessListener] = []
         self._outbox_wakers: list[Callable[[], None]] = []
         self.last_write_error: str | None = None
         #: Called in the transaction after a new alert row is inserted (escalation snapshot, flood grouping).
@@ -183,7 +195,50 @@ class AlertStore:
         """Called after each commit that added work to the outbox."""
         self._outbox_wakers.append(waker)
 
+    def add_access_listener(self, listener: AccessListener) -> None:
+        """Called after each commit (on this node or, through the store, another) that changed a
+        user's access, with the user names."""
+        self._access_listeners.append(listener)
+
+    async def record_access_change(self, tx: Tx, post: PostCommit, name: str) -> None:
+        """Note in the transaction that ``name``'s access changed, so their open streams re-check it."""
+        now = _now()
+        await tx.execute("INSERT INTO access_changes (user_name, changed_at) VALUES (?, ?)", name, now)
+        await tx.execute("DELETE FROM access_changes WHERE changed_at < ?", now - ACCESS_KEEP_S)
+        post.users.add(name)
+
+    async def follow_access_changes(self) -> None:
+        """Hand access changes committed by other processes to the access listeners, until cancelled.
+
+        This base version reads the ``access_changes`` table every :data:`ACCESS_POLL_S` (one indexed
+        query per node, not per stream); a store with a notification channel overrides it.
+        """
+        async with self.read() as tx:
+            row = await tx.fetchone("SELECT COALESCE(MAX(id), 0) AS last FROM access_changes")
+        last = int(row["last"]) if row else 0
+        while True:
+            await asyncio.sleep(ACCESS_POLL_S)
+            try:
+                async with self.read() as tx:
+                    rows = await tx.fetchall(
+                        "SELECT id, user_name FROM access_changes WHERE id > ? ORDER BY id", last)
+            except Exception as exc:  # closing or briefly locked: try again next round
+                log.debug("could not read access changes: %s", exc)
+                continue
+            if rows:
+                last = int(rows[-1]["id"])
+                self._tell_access({str(r["user_name"]) for r in rows})
+
+    def _tell_access(self, names: set[str]) -> None:
+        for listener in list(self._access_listeners):
+            try:
+                listener(sorted(names))
+            except Exception:
+                log.exception("access listener failed")
+
     async def _after_commit(self, post: PostCommit) -> None:
+        if post.users:
+            self._tell_access(post.users)
         if post.outbox:
             for wake in self._outbox_wakers:
                 wake()
@@ -935,6 +990,7 @@ class AlertStore:
                     hash_token(token),
                     name,
                 )
+                await self.record_access_change(tx, post, name)  # new role and token: streams re-check
 
         await self.transaction(work)
         return token

@@ -5,10 +5,11 @@
 - Migrations take a session advisory lock, so several nodes starting at once migrate once.
 - ``skip_locked()`` makes claims (outbox, escalation steps) ``FOR UPDATE SKIP LOCKED``: any node
   can take the work, none takes it twice.
-- Every write transaction that changed alerts sends ``pg_notify`` *inside* the transaction, so the
-  notification is delivered exactly when (and only if) the commit happens. Each node LISTENs and hands
-  other nodes' changes to its own listeners (console streams, metrics) the way local commits do; its
-  own notifications are recognised by an origin token and skipped, so nothing is delivered twice.
+- Every write transaction that changed alerts or a user's access sends ``pg_notify`` *inside* the
+  transaction, so the notification is delivered exactly when (and only if) the commit happens. Each
+  node LISTENs and hands other nodes' changes to its own listeners (console streams, metrics, access
+  checks) the way local commits do; its own notifications are recognised by an origin token and
+  skipped, so nothing is delivered twice.
 - Each event takes a transaction-level advisory lock on its device first, without waiting: if another
   node is storing an event of the same unit right now, the event is set aside and stored after this
   batch commits, in a transaction that waits for that lock (taken in device order, so two nodes never
@@ -147,7 +148,8 @@ async def migrate(conn: Any) -> int:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
 
 
-def _encode_changes(origin: str, changes: Sequence[AlertChange], outbox: bool) -> list[str]:
+def _encode_changes(origin: str, changes: Sequence[AlertChange], outbox: bool,
+                    users: Sequence[str] = ()) -> list[str]:
     """Notification payloads (each under the pg_notify limit) for one transaction's changes."""
     payloads: list[str] = []
     chunk: list[list[Any]] = []
@@ -162,6 +164,9 @@ def _encode_changes(origin: str, changes: Sequence[AlertChange], outbox: bool) -
         size += item_size
     if chunk or outbox:
         payloads.append(json.dumps({"o": origin, "c": chunk, "w": outbox}, separators=(",", ":")))
+    for start in range(0, len(users), 50):  # user names are at most 64 characters
+        payloads.append(json.dumps({"o": origin, "c": [], "u": list(users[start:start + 50])},
+                                   separators=(",", ":")))
     return payloads
 
 
@@ -235,8 +240,8 @@ class PostgresStore(AlertStore):
 
         async def notifying(tx: Tx, post: PostCommit) -> Any:
             result = await work(tx, post)
-            if post.changes or post.outbox:
-                for payload in _encode_changes(self.origin, post.changes, post.outbox):
+            if post.changes or post.outbox or post.users:
+                for payload in _encode_changes(self.origin, post.changes, post.outbox, sorted(post.users)):
                     await tx.execute("SELECT pg_notify(?, ?)", CHANNEL, payload)
             return result
 
@@ -271,6 +276,12 @@ class PostgresStore(AlertStore):
             if row is None or not row["ok"]:
                 raise DeviceBusy(ev.device_id)
         return await super()._apply_event(tx, post, ev)
+
+    async def follow_access_changes(self) -> None:
+        """Access changes arrive by NOTIFY (from every node and from ``telecare-bridge users``)."""
+        if not self._listen:
+            await super().follow_access_changes()
+        await asyncio.Event().wait()
 
     # -- LISTEN/NOTIFY ---------------------------------------------------------------------------
     async def _listen_loop(self) -> None:
@@ -320,6 +331,7 @@ class PostgresStore(AlertStore):
             post.changes = [AlertChange(str(a), str(b), int(c), str(d))
                             for a, b, c, d in message.get("c", [])]
             post.outbox = bool(message.get("w"))
+            post.users = {str(name) for name in message.get("u", [])}
         except (ValueError, TypeError) as exc:
             log.warning("ignored a malformed change notification: %s", exc)
             return
