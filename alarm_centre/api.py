@@ -86,6 +86,56 @@ async def errors_as_json(request: web.Request, handler: Callable[[web.Request], 
     return response
 
 
+#: Set by make_app: seconds a request's body has to arrive in full (``http.body_timeout_s``).
+BODY_TIMEOUT: web.AppKey[float] = web.AppKey("body_timeout", float)
+
+
+class SlowBody(Exception):
+    """A request's body did not arrive within ``http.body_timeout_s``."""
+
+
+@web.middleware
+async def body_in_time(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                       ) -> web.StreamResponse:
+    """A request's body must arrive within ``http.body_timeout_s``: a client that trickles it is answered
+    408 and its connection closed, so it cannot hold a connection (and a handler) open for long.
+
+    The handler reads the body as usual; when the time is up and the body is still arriving, its read
+    fails with :class:`SlowBody`, and whatever the handler made of that, the answer is the 408.
+    """
+    if not request.body_exists:
+        return await handler(request)
+    limit = request.app[BODY_TIMEOUT]
+    too_slow: list[bool] = []
+
+    def cut_off() -> None:
+        if not request.content.is_eof():
+            too_slow.append(True)
+            request.content.set_exception(SlowBody())
+
+    timer = asyncio.get_running_loop().call_later(limit, cut_off)
+    try:
+        response = await handler(request)
+    except SlowBody:
+        response = None
+    except Exception:
+        if not too_slow:
+            raise
+        response = None
+    finally:
+        timer.cancel()
+    if not too_slow and response is not None:
+        return response
+    log.info("closed a connection whose request body was slow: %s %s", request.method, request.path)
+    answer = json_error(408, "request timeout", f"the body did not arrive within {limit:g} s")
+    answer.force_close()
+    if response is None or not response.prepared:
+        await answer.prepare(request)
+        await answer.write_eof()
+    request.protocol.force_close()  # no lingering read of the rest of the body
+    return answer if response is None or not response.prepared else response
+
+
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
@@ -297,10 +347,12 @@ def add_api_routes(app: web.Application) -> None:
 def make_app(
     store: AlertStore, feed: AlertFeed, registry: CollectorRegistry,
     readiness: Callable[[], Awaitable[list[str]]], *, max_body_bytes: int = 65536,
-    on_error: Callable[[int], None] | None = None,
+    on_error: Callable[[int], None] | None = None, body_timeout_s: float = 30.0,
 ) -> web.Application:
     """The bridge's aiohttp application with the v1 API mounted."""
-    app = web.Application(middlewares=[errors_as_json, bearer_auth], client_max_size=max_body_bytes)
+    app = web.Application(middlewares=[errors_as_json, body_in_time, bearer_auth],
+                          client_max_size=max_body_bytes)
+    app[BODY_TIMEOUT] = body_timeout_s
     app[STORE] = store
     app[FEED] = feed
     app[REGISTRY] = registry

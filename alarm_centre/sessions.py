@@ -1,4 +1,4 @@
-"""Console sign-in: argon2 password hashes, server-side sessions with a CSRF token, and a login rate limit.
+"""Console sign-in: argon2 password hashes, server-side sessions with a CSRF token, and a sign-in throttle.
 
 A session is a 256-bit random token in an HttpOnly cookie; the store keeps only its SHA-256, the user,
 a per-session CSRF token, and two deadlines (absolute ``expires_at`` and an idle limit on ``last_seen_at``).
@@ -12,7 +12,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,8 @@ _HASHER = PasswordHasher()
 _DUMMY_HASH = _HASHER.hash("not-a-real-password-" + secrets.token_hex(8))
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
+#: Names longer than this share a failure count (the form refuses them anyway).
+MAX_NAME_KEY = 80
 #: Update ``last_seen_at`` at most this often (seconds), so reads do not become writes.
 TOUCH_EVERY_S = 30.0
 
@@ -201,41 +203,89 @@ class SessionStore:
         await self._store.transaction(work)
 
 
-class LoginLimiter:
-    """Failed sign-ins allowed per user name and per client address within a sliding window."""
+@dataclass(frozen=True, slots=True)
+class SignInPace:
+    """What the throttle says about one sign-in attempt before the password is checked."""
 
-    def __init__(self, *, per_user: int, per_address: int, window_s: float) -> None:
-        self.per_user = per_user
+    #: Seconds this client must wait before trying again (0: it may try now). Only the client's own
+    #: failures (from its address) ever set this, never a stranger's.
+    retry_after: float
+    #: Seconds to hold the answer back before checking the password, right or wrong: the name has been
+    #: guessed at from many places. Slows guessing down without refusing the right password.
+    delay: float
+
+
+class SignInThrottle:
+    """Failed sign-ins counted in the store per name, per client address and per (name, address).
+
+    - A client address that keeps failing (``per_address`` failures for any names, or ``per_name``
+      failures for one name) must back off: 1 s, then 2, 4, ... up to ``window_s``, after its last failure.
+      Only that address is refused (429); staff elsewhere are not.
+    - A name that keeps failing from everywhere (``per_name`` failures in all) is never refused: every
+      answer for it -- right password or wrong -- is held back, 0.25 s doubling up to ``max_delay_s``.
+    - Failures are forgotten ``window_s`` after the last one; a successful sign-in forgets that
+      client's failures for the name. The counts live in the store, so they survive a restart and are
+      the same on every node.
+    """
+
+    def __init__(self, store: AlertStore, *, per_name: int, per_address: int, window_s: float,
+                 max_delay_s: float, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self.per_name = per_name
         self.per_address = per_address
         self.window_s = window_s
-        self._failures: dict[str, deque[float]] = {}
+        self.max_delay_s = max_delay_s
+        self._clock = clock
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        times = self._failures.get(key)
-        if times is None:
-            return deque()
-        while times and times[0] <= now - self.window_s:
-            times.popleft()
-        if not times:
-            del self._failures[key]
-        return times
+    @staticmethod
+    def _keys(name: str, address: str) -> tuple[str, str, str]:
+        folded = name.lower()[:MAX_NAME_KEY]
+        return f"name:{folded}", f"addr:{address[:64]}", f"pair:{address[:64]}|{folded}"
 
-    def retry_after(self, name: str, address: str) -> float:
-        """Seconds until another attempt is allowed; 0 when one is allowed now."""
-        now = time.monotonic()
-        waits = [0.0]
-        for key, limit in ((f"user:{name.lower()}", self.per_user), (f"addr:{address}", self.per_address)):
-            times = self._recent(key, now)
-            if len(times) >= limit:
-                waits.append(times[-limit] + self.window_s - now)
-        return max(waits)
+    async def pace(self, name: str, address: str) -> SignInPace:
+        """How this attempt must be treated: refused for a while, delayed, or let straight through."""
+        name_key, addr_key, pair_key = self._keys(name, address)
+        now = self._clock()
+        async with self._store.read() as tx:
+            rows = await tx.fetchall(
+                "SELECT failure_key, failures, last_failed_at FROM sign_in_failures "
+                "WHERE failure_key IN (?, ?, ?) AND last_failed_at > ?",
+                name_key, addr_key, pair_key, now - self.window_s)
+        found = {r["failure_key"]: (int(r["failures"]), float(r["last_failed_at"])) for r in rows}
+        retry_after = 0.0
+        for key, limit in ((addr_key, self.per_address), (pair_key, self.per_name)):
+            failures, last = found.get(key, (0, 0.0))
+            if failures >= limit:
+                backoff = min(2.0 ** (failures - limit), self.window_s)
+                retry_after = max(retry_after, last + backoff - now)
+        name_failures = found.get(name_key, (0, 0.0))[0]
+        delay = 0.0
+        if name_failures >= self.per_name:
+            delay = min(0.25 * 2.0 ** min(name_failures - self.per_name, 32), self.max_delay_s)
+        return SignInPace(retry_after=max(retry_after, 0.0), delay=delay)
 
-    def failed(self, name: str, address: str) -> None:
-        now = time.monotonic()
-        if len(self._failures) > 100_000:  # bound memory under a spray of made-up names
-            self._failures.clear()
-        for key in (f"user:{name.lower()}", f"addr:{address}"):
-            self._failures.setdefault(key, deque(maxlen=1000)).append(now)
+    async def failed(self, name: str, address: str) -> None:
+        """Count a failed attempt against the name, the address and the pair."""
+        now = self._clock()
+        stale = now - self.window_s
 
-    def succeeded(self, name: str) -> None:
-        self._failures.pop(f"user:{name.lower()}", None)
+        async def work(tx: Tx, post: PostCommit) -> None:
+            for key in self._keys(name, address):
+                await tx.execute(
+                    "INSERT INTO sign_in_failures (failure_key, failures, last_failed_at) VALUES (?, 1, ?) "
+                    "ON CONFLICT (failure_key) DO UPDATE SET "
+                    "failures = CASE WHEN sign_in_failures.last_failed_at > ? "
+                    "THEN sign_in_failures.failures + 1 ELSE 1 END, last_failed_at = ?",
+                    key, now, stale, now)
+            await tx.execute("DELETE FROM sign_in_failures WHERE last_failed_at <= ?", stale)
+
+        await self._store.transaction(work)
+
+    async def succeeded(self, name: str, address: str) -> None:
+        """Forget this client's failures for the name (the name-wide count runs out with its window)."""
+        pair_key = self._keys(name, address)[2]
+
+        async def work(tx: Tx, post: PostCommit) -> None:
+            await tx.execute("DELETE FROM sign_in_failures WHERE failure_key = ?", pair_key)
+
+        await self._store.transaction(work)

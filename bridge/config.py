@@ -6,6 +6,7 @@ naming the key and where it came from (the file, or the environment variable).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -30,6 +31,24 @@ class HttpConfig(Section):
     max_body_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
     #: The address people and Twilio reach the bridge at (for links and webhook signatures).
     public_url: str = ""
+    #: A connection with no request in progress (just opened, between requests, or still sending its
+    #: headers) is closed after this many seconds.
+    idle_timeout_s: float = Field(60.0, gt=0, le=3600)
+    #: A request's body must arrive in full within this many seconds, or it is answered 408 and closed.
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    #: Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For names the client. Empty: the
+    #: peer is the client and X-Forwarded-For is ignored.
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=100)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (like 10.0.0.0/24)") from None
+        return [entry.strip() for entry in value]
 
 
 class MqttConfig(Section):
@@ -78,11 +97,15 @@ class ConsoleConfig(Section):
     idle_timeout_s: float = Field(1800.0, ge=1, le=86400)
     #: Mark cookies Secure. None (null): only when http.public_url starts with https://.
     secure_cookies: bool | None = None
-    #: Failed sign-ins allowed per user name within login_window_s before further tries get 429.
+    #: Failed sign-ins for one name from one address before that address backs off (1 s, 2 s, 4 s, ...),
+    #: and from all addresses together before every answer for the name is slowed (never refused).
     login_max_failures: int = Field(5, ge=1, le=1000)
-    #: Failed sign-ins allowed per client address within login_window_s.
+    #: Failed sign-ins from one client address (any names) before that address backs off.
     login_max_failures_per_address: int = Field(20, ge=1, le=100_000)
+    #: Failures are forgotten this many seconds after the last one; also the longest back-off.
     login_window_s: float = Field(300.0, ge=1, le=86400)
+    #: The longest an answer for a much-guessed name is held back (seconds).
+    login_max_delay_s: float = Field(10.0, ge=0, le=60)
     #: Play a tone when a new alert arrives (each operator can switch it off on their screen).
     sound: bool = True
 

@@ -20,7 +20,8 @@ def console_settings(bridge: Bridge) -> ConsoleSettings:
         session_ttl_s=cfg.session_ttl_s, idle_timeout_s=cfg.idle_timeout_s, secure_cookies=secure,
         login_max_failures=cfg.login_max_failures,
         login_max_failures_per_address=cfg.login_max_failures_per_address,
-        login_window_s=cfg.login_window_s, sound=cfg.sound,
+        login_window_s=cfg.login_window_s, login_max_delay_s=cfg.login_max_delay_s,
+        trusted_proxies=tuple(bridge.config.http.trusted_proxies), sound=cfg.sound,
     )
 
 

@@ -108,12 +108,16 @@ class Bridge:
                 self.metrics.registry,
                 self.readiness,
                 max_body_bytes=cfg.http.max_body_bytes,
+                body_timeout_s=cfg.http.body_timeout_s,
                 on_error=lambda status: self.metrics.http_errors.labels(str(status)).inc(),
             )
             app = self.app
             for start_feature in FEATURES:  # voice, serial, console, escalation, registry, ...
                 await start_feature(self, stack)
-            self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+            # keepalive_timeout closes a connection that has no request in progress -- fresh, between
+            # requests, or still trickling its headers -- after http.idle_timeout_s.
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                                         keepalive_timeout=cfg.http.idle_timeout_s)
             await self._runner.setup()
             stack.push_async_callback(self._runner.cleanup)
             site = web.TCPSite(self._runner, cfg.http.host, cfg.http.port)

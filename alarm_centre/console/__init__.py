@@ -23,10 +23,12 @@ from alarm_centre.console.signin import (
     SESSION_KEY,
     SESSIONS,
     SETTINGS,
+    TRUSTED_PROXIES,
     ConsoleSettings,
+    trusted_networks,
 )
 from alarm_centre.console.templates import Safe, escape, render
-from alarm_centre.sessions import LoginLimiter, SessionStore
+from alarm_centre.sessions import SessionStore, SignInThrottle
 from alarm_centre.store.base import AlertStore
 
 __all__ = [
@@ -40,8 +42,9 @@ def setup_console(app: web.Application, store: AlertStore, settings: ConsoleSett
     sessions = SessionStore(store, ttl_s=settings.session_ttl_s, idle_timeout_s=settings.idle_timeout_s)
     app[SETTINGS] = settings
     app[SESSIONS] = sessions
-    app[LIMITER] = LoginLimiter(per_user=settings.login_max_failures,
-                                per_address=settings.login_max_failures_per_address,
-                                window_s=settings.login_window_s)
+    app[LIMITER] = SignInThrottle(store, per_name=settings.login_max_failures,
+                                  per_address=settings.login_max_failures_per_address,
+                                  window_s=settings.login_window_s, max_delay_s=settings.login_max_delay_s)
+    app[TRUSTED_PROXIES] = trusted_networks(settings.trusted_proxies)
     add_console_routes(app)
     return sessions

@@ -10,7 +10,10 @@ token (a browser never attaches a bearer token on its own), and a request that c
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import ipaddress
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from alarm_centre.api import STORE, STREAM_CHECK, USER_KEY, VIA_CONSOLE, json_er
 from alarm_centre.console.pages import PAGE_HEADERS
 from alarm_centre.console.templates import render
 from alarm_centre.model import User
-from alarm_centre.sessions import LoginLimiter, Session, SessionStore, check_login
+from alarm_centre.sessions import Session, SessionStore, SignInThrottle, check_login
 
 SESSION_COOKIE = "tc_session"
 LOGIN_COOKIE = "tc_login"
@@ -39,18 +42,63 @@ class ConsoleSettings:
     login_max_failures: int = 5
     login_max_failures_per_address: int = 20
     login_window_s: float = 300.0
+    login_max_delay_s: float = 10.0
+    #: Peers (proxies) whose X-Forwarded-For is believed, as addresses or networks.
+    trusted_proxies: tuple[str, ...] = ()
     sound: bool = True
 
 
 SETTINGS: web.AppKey[ConsoleSettings] = web.AppKey("console_settings", ConsoleSettings)
 SESSIONS: web.AppKey[SessionStore] = web.AppKey("console_sessions", SessionStore)
-LIMITER: web.AppKey[LoginLimiter] = web.AppKey("login_limiter", LoginLimiter)
+LIMITER: web.AppKey[SignInThrottle] = web.AppKey("sign_in_throttle", SignInThrottle)
+TRUSTED_PROXIES: web.AppKey[tuple[Network, ...]] = web.AppKey("trusted_proxies")
 SESSION_KEY: web.RequestKey[Session] = web.RequestKey("console_session", Session)
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_networks(entries: tuple[str, ...] | list[str]) -> tuple[Network, ...]:
+    """Parse ``http.trusted_proxies`` (addresses or CIDR networks); ValueError names a bad entry."""
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries)
+
+
+def forwarded_client(peer: str | None, forwarded_for: list[str], trusted: tuple[Network, ...]) -> str:
+    """The client's address: the peer, unless the peer is a trusted proxy; then X-Forwarded-For is read
+    from the right, skipping further trusted proxies, and the first other hop is the client.
+
+    A hop that is not an IP address ends the walk at the last trusted hop: a client can write anything
+    at the left of the header, but only what trusted proxies appended is believed.
+    """
+    if peer is None:
+        return "unknown"
+    if not _within(peer, trusted):
+        return peer
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    client = peer
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return client
+        client = hop
+        if not _within(hop, trusted):
+            return hop
+    return client
+
+
+def _within(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
 def client_address(request: web.Request) -> str:
-    """The peer address (a proxy in front should be the only peer; X-Forwarded-For is not trusted)."""
-    return request.remote or "unknown"
+    """The client's address for sign-in limits: X-Forwarded-For only from ``http.trusted_proxies``."""
+    trusted = request.app.get(TRUSTED_PROXIES, ())
+    return forwarded_client(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
 
 
 @web.middleware
@@ -100,7 +148,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    """Check the name and password (rate-limited per name and per address) and start a session."""
+    """Check the name and password (throttled per name and per address) and start a session."""
     form = await request.post()
     name = str(form.get("name", ""))[:MAX_NAME + 1].strip()
     password = str(form.get("password", ""))
@@ -110,19 +158,21 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _login_page(request, name=name[:MAX_NAME], status=403,
                            message="The sign-in form had expired. Please try again.")
     address = client_address(request)
-    limiter = request.app[LIMITER]
-    wait = limiter.retry_after(name, address)
-    if wait > 0:
-        return _login_page(request, name=name[:MAX_NAME], status=429,
-                           headers={"Retry-After": str(int(wait) + 1)},
-                           message=f"Too many failed sign-ins. Try again in {int(wait) + 1} seconds.")
+    throttle = request.app[LIMITER]
+    pace = await throttle.pace(name, address)
+    if pace.retry_after > 0:  # this client's own failures, never a stranger's
+        wait = math.ceil(pace.retry_after)
+        return _login_page(request, name=name[:MAX_NAME], status=429, headers={"Retry-After": str(wait)},
+                           message=f"Too many failed sign-ins from here. Try again in {wait} seconds.")
+    if pace.delay > 0:  # the name is being guessed at: slow every answer, let the right password in
+        await asyncio.sleep(pace.delay)
     user = None
     if 0 < len(name) <= MAX_NAME and 0 < len(password) <= MAX_PASSWORD:
         user = await check_login(request.app[STORE], name, password)
     if user is None:
-        limiter.failed(name, address)
+        await throttle.failed(name, address)
         return _login_page(request, name=name[:MAX_NAME], status=401, message="Wrong name or password.")
-    limiter.succeeded(name)
+    await throttle.succeeded(name, address)
     token, _ = await request.app[SESSIONS].create(user, address=address)
     response = web.HTTPSeeOther("/console")
     _set_cookie(request, response, SESSION_COOKIE, token, path="/",
