@@ -9,11 +9,13 @@ Twilio signs each webhook with ``X-Twilio-Signature``: an HMAC of the full URL i
 form fields, keyed with the account's auth token. The URL is the *public* one Twilio was given (for example
 ``https://bridge.example.org/twilio/sms``), not the address the bridge binds behind a proxy, so the bridge is
 configured with its public base URL. The signature carries no timestamp, so an exact replay is refused by
-remembering what was already handled (:class:`ReplayGuard`).
+remembering what was already handled: in the store (:class:`StoredReplayGuard`, so a replay is refused
+after a restart and on every node), or in memory (:class:`ReplayGuard`, for a single process).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import time
@@ -29,6 +31,8 @@ from twilio.twiml.voice_response import VoiceResponse
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from alarm_centre.store.base import AlertStore, PostCommit, Tx
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
@@ -207,6 +211,45 @@ class ReplayGuard:
             del self._seen[oldest_key]
 
 
+class StoredReplayGuard:
+    """:class:`ReplayGuard` kept in the store (table ``webhook_replays``): a webhook claimed on one node
+    is a replay on every other, and after a restart. Entries expire ``window`` seconds after the claim.
+    """
+
+    def __init__(self, store: AlertStore, *, window: float = 3600.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._window = window
+        self._clock = clock
+
+    @staticmethod
+    def _key(key: tuple[str, ...]) -> str:
+        return "|".join(key)[:200]
+
+    async def claim(self, key: tuple[str, ...]) -> None:
+        """Record ``key``; raise WebhookRejected (403, ``replayed``) if it was claimed within the window."""
+        now = self._clock()
+        stored = self._key(key)
+
+        async def work(tx: Tx, post: PostCommit) -> int:
+            await tx.execute("DELETE FROM webhook_replays WHERE expires_at <= ?", now)
+            return await tx.execute(
+                "INSERT INTO webhook_replays (replay_key, expires_at) VALUES (?, ?) "
+                "ON CONFLICT (replay_key) DO NOTHING", stored, now + self._window)
+
+        if await self._store.transaction(work) != 1:
+            raise WebhookRejected("replayed", "this webhook was already received", status=403)
+
+    async def release(self, key: tuple[str, ...]) -> None:
+        """Forget ``key`` (its handling failed), so a retry of the same webhook is accepted."""
+        stored = self._key(key)
+
+        async def work(tx: Tx, post: PostCommit) -> None:
+            await tx.execute("DELETE FROM webhook_replays WHERE replay_key = ?", stored)
+
+        await self._store.transaction(work)
+
+
 # --- parsing --------------------------------------------------------------------------------------
 
 
@@ -304,6 +347,14 @@ def sms_reply_twiml(text: str | None = None) -> str:
     return str(response)
 
 
+def voice_say_twiml(text: str, *, language: str = "en-GB") -> str:
+    """TwiML that says ``text`` and hangs up."""
+    response = VoiceResponse()
+    response.say(text, language=language)
+    response.hangup()
+    return str(response)
+
+
 def voice_reply_twiml(reply: Reply, *, language: str = "en-GB") -> str:
     """TwiML answering a ``<Gather>``: thank and hang up."""
     response = VoiceResponse()
@@ -367,7 +418,7 @@ async def read_verified_webhook(
     validator: RequestValidator,
     public_base_url: str,
     parse: Callable[[Mapping[str, str]], T],
-    guard: ReplayGuard,
+    guard: ReplayGuard | StoredReplayGuard,
 ) -> T:
     """Verify, parse and claim a webhook in one step (403 forged or replayed, 400 malformed).
 
@@ -377,7 +428,9 @@ async def read_verified_webhook(
     form = await read_verified_form(request, validator, public_base_url)
     try:
         value = parse(form)
-        guard.claim(value.replay_key)
+        claimed = guard.claim(value.replay_key)
+        if inspect.isawaitable(claimed):
+            await claimed
     except WebhookRejected as exc:
         raise http_error(exc) from None
     return value
@@ -396,6 +449,7 @@ __all__ = [
     "InboundSms",
     "ReplayGuard",
     "Reply",
+    "StoredReplayGuard",
     "WebhookRejected",
     "http_error",
     "parse_digits",
@@ -409,5 +463,6 @@ __all__ = [
     "twiml_response",
     "verify_signature",
     "voice_reply_twiml",
+    "voice_say_twiml",
     "webhook_url",
 ]

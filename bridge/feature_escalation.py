@@ -35,14 +35,14 @@ from alarm_centre.service_levels import (
     window_tallies,
 )
 from alarm_centre.twilio_webhooks import (
-    ReplayGuard,
+    StoredReplayGuard,
     parse_gather,
     parse_inbound_sms,
     parse_status,
     read_verified_webhook,
     sms_reply_twiml,
     twiml_response,
-    voice_reply_twiml,
+    voice_say_twiml,
 )
 
 if TYPE_CHECKING:
@@ -63,6 +63,16 @@ SMS_ANSWERS: dict[str, str | None] = {
     "late": "Thank you. Someone else has already accepted this call-out.",
     "supervisor": "Noted on the alert's timeline.",
     "ignored": None,
+}
+#: What a call hears after pressing a key, by what the key press did. A call the bridge does not know
+#: (or whose alert is gone) hears a neutral goodbye: nothing was accepted, so nothing may say it was.
+VOICE_ANSWERS: dict[str, str] = {
+    "accepted": "Thank you. You have accepted this alert and the control centre has been told.",
+    "declined": "Thank you. The control centre will contact someone else.",
+    "unreadable": "Sorry, that key was not recognised. The control centre will contact you again.",
+    "late": "Thank you. Someone else has already accepted this call-out.",
+    "supervisor": "Thank you. Your answer is noted on the alert.",
+    "ignored": "Thank you. Goodbye.",
 }
 
 
@@ -301,7 +311,7 @@ class TwilioRoutes:
         self.enabled = cfg.enabled
         self.language = cfg.language
         self.validator = RequestValidator(cfg.auth_token) if cfg.enabled else None
-        self.guard = ReplayGuard(window=cfg.replay_window)
+        self.guard = StoredReplayGuard(escalation.store, window=cfg.replay_window)
         self.escalation = escalation
         self.metrics = metrics
         self.public_url = public_url
@@ -321,7 +331,10 @@ class TwilioRoutes:
         try:
             response = await act()
         except BaseException:
-            self.guard.release(key)
+            try:
+                await self.guard.release(key)
+            except Exception as exc:  # the store is failing too: Twilio's retry is refused as a replay
+                log.warning("could not release twilio webhook %s for a retry: %s", key, exc)
             self.metrics.webhooks.labels(route, "error").inc()
             raise
         self.metrics.webhooks.labels(route, "ok").inc()
@@ -351,10 +364,11 @@ class TwilioRoutes:
         value = await self._read("voice", request, parse_gather)
 
         async def act() -> web.Response:
-            await self.escalation.on_digits(
+            outcome = await self.escalation.on_digits(
                 call_sid=value.call_sid, reply=value.reply.value, digits=value.digits
             )
-            return twiml_response(voice_reply_twiml(value.reply, language=self.language))
+            spoken = VOICE_ANSWERS.get(outcome.recorded, VOICE_ANSWERS["ignored"])
+            return twiml_response(voice_say_twiml(spoken, language=self.language))
 
         return await self._guarded("voice", request, act, value.replay_key)
 
