@@ -235,7 +235,8 @@ class SignInThrottle:
         self.per_address = per_address
         self.window_s = window_s
         self.max_delay_s = max_delay_s
-        self._clock = clock
+        #: Epoch seconds now; tests freeze it so back-offs do not run out under them.
+        self.clock = clock
 
     @staticmethod
     def _keys(name: str, address: str) -> tuple[str, str, str]:
@@ -245,7 +246,7 @@ class SignInThrottle:
     async def pace(self, name: str, address: str) -> SignInPace:
         """How this attempt must be treated: refused for a while, delayed, or let straight through."""
         name_key, addr_key, pair_key = self._keys(name, address)
-        now = self._clock()
+        now = self.clock()
         async with self._store.read() as tx:
             rows = await tx.fetchall(
                 "SELECT failure_key, failures, last_failed_at FROM sign_in_failures "
@@ -266,7 +267,7 @@ class SignInThrottle:
 
     async def failed(self, name: str, address: str) -> None:
         """Count a failed attempt against the name, the address and the pair."""
-        now = self._clock()
+        now = self.clock()
         stale = now - self.window_s
 
         async def work(tx: Tx, post: PostCommit) -> None:

@@ -11,7 +11,7 @@ import pytest
 from console_support import CSRF_FIELD, PASSWORD, add_user
 from harness import RunningBridge, make_config, postgres_database, running_bridge
 
-from alarm_centre.console.signin import forwarded_client, trusted_networks
+from alarm_centre.console.signin import LIMITER, forwarded_client, trusted_networks
 from alarm_centre.sessions import SignInThrottle
 from alarm_centre.store import open_store
 from bridge.config import ConfigError, load_config
@@ -51,9 +51,15 @@ async def fail_until_refused(bridge: RunningBridge, name: str, via: str | None, 
     raise AssertionError(f"{via} was never told to back off after {most} failures")
 
 
+def freeze_clock(bridge: RunningBridge, at: float = 1_000_000.0) -> None:
+    """Stop the bridge's sign-in clock, so a back-off cannot run out while a slow machine catches up."""
+    bridge.bridge.app[LIMITER].clock = lambda: at
+
+
 @pytest.fixture
 async def bridge(tmp_path: Path) -> AsyncIterator[RunningBridge]:
     async with running_bridge(make_config(tmp_path, **LIMITS)) as running:
+        freeze_clock(running)
         yield running
 
 
@@ -79,6 +85,7 @@ async def test_one_address_guessing_many_names_backs_off_alone(bridge: RunningBr
 async def test_x_forwarded_for_is_ignored_from_an_untrusted_peer(tmp_path: Path) -> None:
     limits = {**LIMITS, "TELECARE_HTTP__TRUSTED_PROXIES": "[]"}
     async with running_bridge(make_config(tmp_path, **limits)) as bridge:
+        freeze_clock(bridge)
         await add_user(bridge, "olive", "operator")
         # A client that writes a new X-Forwarded-For each time is still one address: the peer's.
         for n in range(6):
@@ -89,9 +96,11 @@ async def test_x_forwarded_for_is_ignored_from_an_untrusted_peer(tmp_path: Path)
 async def test_the_counts_survive_a_restart(tmp_path: Path) -> None:
     config = make_config(tmp_path, **LIMITS)
     async with running_bridge(config) as bridge:
+        freeze_clock(bridge)
         await add_user(bridge, "olive", "operator")
         await fail_until_refused(bridge, "olive", STRANGER)
     async with running_bridge(config) as bridge:
+        freeze_clock(bridge)
         assert (await sign_in(bridge, "olive", PASSWORD, via=STRANGER)).status == 429
         assert (await sign_in(bridge, "olive", PASSWORD, via=OFFICE)).status == 303
 
@@ -101,6 +110,8 @@ async def test_the_counts_are_shared_by_nodes_on_postgresql(tmp_path: Path) -> N
         limits = {**LIMITS, "TELECARE_STORE__URL": url}
         async with (running_bridge(make_config(tmp_path / "a", **limits)) as a,
                     running_bridge(make_config(tmp_path / "b", **limits)) as b):
+            freeze_clock(a)
+            freeze_clock(b)
             await add_user(a, "olive", "operator")
             await fail_until_refused(a, "olive", STRANGER)
             assert (await sign_in(b, "olive", PASSWORD, via=STRANGER)).status == 429

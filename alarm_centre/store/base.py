@@ -213,21 +213,24 @@ class AlertStore:
         This base version reads the ``access_changes`` table every :data:`ACCESS_POLL_S` (one indexed
         query per node, not per stream); a store with a notification channel overrides it.
         """
-        async with self.read() as tx:
-            row = await tx.fetchone("SELECT COALESCE(MAX(id), 0) AS last FROM access_changes")
-        last = int(row["last"]) if row else 0
+        last: int | None = None  # changes up to here were made before we started following
         while True:
-            await asyncio.sleep(ACCESS_POLL_S)
             try:
                 async with self.read() as tx:
-                    rows = await tx.fetchall(
-                        "SELECT id, user_name FROM access_changes WHERE id > ? ORDER BY id", last)
+                    if last is None:
+                        row = await tx.fetchone("SELECT COALESCE(MAX(id), 0) AS last FROM access_changes")
+                        last = int(row["last"]) if row else 0
+                        rows = []
+                    else:
+                        rows = await tx.fetchall(
+                            "SELECT id, user_name FROM access_changes WHERE id > ? ORDER BY id", last)
             except Exception as exc:  # closing or briefly locked: try again next round
                 log.debug("could not read access changes: %s", exc)
-                continue
+                rows = []
             if rows:
                 last = int(rows[-1]["id"])
                 self._tell_access({str(r["user_name"]) for r in rows})
+            await asyncio.sleep(ACCESS_POLL_S)
 
     def _tell_access(self, names: set[str]) -> None:
         for listener in list(self._access_listeners):
