@@ -348,22 +348,13 @@ def sms_reply_twiml(text: str | None = None) -> str:
 
 
 def voice_say_twiml(text: str, *, language: str = "en-GB") -> str:
-    """TwiML that says ``text`` and hangs up."""
+    """TwiML that says ``text`` and hangs up.
+
+    The text must come from what the key press *did* (recorded by the escalation), not from the key:
+    a "1" on a call nobody knows accepted nothing.
+    """
     response = VoiceResponse()
     response.say(text, language=language)
-    response.hangup()
-    return str(response)
-
-
-def voice_reply_twiml(reply: Reply, *, language: str = "en-GB") -> str:
-    """TwiML answering a ``<Gather>``: thank and hang up."""
-    response = VoiceResponse()
-    spoken = {
-        Reply.ACCEPT: "Thank you. You have accepted this alert and the control centre has been told.",
-        Reply.DECLINE: "Thank you. The control centre will contact someone else.",
-        Reply.UNKNOWN: "Sorry, that key was not recognised. The control centre will contact you again.",
-    }[reply]
-    response.say(spoken, language=language)
     response.hangup()
     return str(response)
 
@@ -462,7 +453,6 @@ __all__ = [
     "sms_reply_twiml",
     "twiml_response",
     "verify_signature",
-    "voice_reply_twiml",
     "voice_say_twiml",
     "webhook_url",
 ]

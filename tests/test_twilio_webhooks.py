@@ -28,7 +28,7 @@ from alarm_centre.twilio_webhooks import (
     read_verified_webhook,
     sms_reply_twiml,
     twiml_response,
-    voice_reply_twiml,
+    voice_say_twiml,
 )
 from simulators.twilio_server import DEMO_AUTH_TOKEN, TwilioServer
 
@@ -65,7 +65,8 @@ class BridgeStub:
 
         app = web.Application()
         app.router.add_post("/twilio/sms", route(parse_inbound_sms, lambda v: sms_reply_twiml("Thank you")))
-        app.router.add_post("/twilio/voice", route(parse_gather, lambda v: voice_reply_twiml(v.reply)))
+        app.router.add_post("/twilio/voice",
+                            route(parse_gather, lambda v: voice_say_twiml(f"You have {v.reply.value}ed.")))
         app.router.add_post("/twilio/status", route(parse_status, lambda v: "<Response/>"))
         return app
 
