@@ -127,13 +127,13 @@ async def body_in_time(request: web.Request, handler: Callable[[web.Request], Aw
     if not too_slow and response is not None:
         return response
     log.info("closed a connection whose request body was slow: %s %s", request.method, request.path)
-    answer = json_error(408, "request timeout", f"the body did not arrive within {limit:g} s")
-    answer.force_close()
     if response is None or not response.prepared:
-        await answer.prepare(request)
-        await answer.write_eof()
-    request.protocol.force_close()  # no lingering read of the rest of the body
-    return answer if response is None or not response.prepared else response
+        response = json_error(408, "request timeout", f"the body did not arrive within {limit:g} s")
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+    request.protocol.force_close()  # and no lingering read of the rest of the body
+    return response
 
 
 @web.middleware
