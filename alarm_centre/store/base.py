@@ -598,6 +598,82 @@ class AlertStore:
             now,
             state="resolved",
         )
+        await self.stop_side_effects(tx, post, alert, now)
+
+    async def stop_side_effects(self, tx: Tx, post: PostCommit, alert: Row, now: float) -> None:
+        """A resolved alert sends nothing more: in the resolving transaction, cancel its pending
+        device commands (``call_centre`` retries, ``announce``...), its escalation steps and its
+        supervisor notifications, and say on its timeline what was cancelled.
+
+        Every path that resolves an alert (operator, system, device clearing, commissioning) goes
+        through :meth:`resolve` or :meth:`system_resolve`, which call this. Responder call-outs are
+        not touched: they start *after* a ``responder_sent`` resolution.
+        """
+        reason = "alert resolved"
+        commands = await tx.fetchall(
+            "SELECT id, cmd_id, target, payload FROM outbox WHERE alert_id = ? AND done_at IS NULL "
+            "ORDER BY id",
+            alert["id"],
+        )
+        if commands:
+            await tx.execute(
+                "UPDATE outbox SET done_at = ?, last_error = ? WHERE alert_id = ? AND done_at IS NULL",
+                now,
+                f"cancelled: {reason}",
+                alert["id"],
+            )
+            await self.log_action(
+                tx,
+                post,
+                alert,
+                "commands_cancelled",
+                "system",
+                Source.SYSTEM,
+                {
+                    "commands": [
+                        {
+                            "cmd": json.loads(c["payload"]).get("cmd"),
+                            "cmd_id": c["cmd_id"],
+                            "target": c["target"],
+                        }
+                        for c in commands
+                    ],
+                    "reason": "the alert was resolved",
+                },
+                now,
+                state="resolved",
+            )
+        steps = await tx.execute(
+            "UPDATE escalation_steps SET state = 'cancelled', done_at = ?, result = ? "
+            "WHERE alert_id = ? AND kind = 'policy' AND state = 'pending'",
+            now,
+            reason,
+            alert["id"],
+        )
+        notifications = await tx.execute(
+            "UPDATE notifications SET state = 'cancelled', updated_at = ?, last_error = ?, "
+            "lease_until = NULL WHERE alert_id = ? AND purpose = 'supervisor' AND state = 'pending'",
+            now,
+            reason,
+            alert["id"],
+        )
+        if steps or notifications:
+            await self.log_action(
+                tx,
+                post,
+                alert,
+                "escalation_stopped",
+                "system",
+                Source.SYSTEM,
+                {
+                    "cancelled": steps + notifications,
+                    "escalation_steps": steps,
+                    "notifications": notifications,
+                    "reason": "the alert was resolved",
+                },
+                now,
+                state="resolved",
+            )
 
     # -- operators -------------------------------------------------------------------------------
     async def acknowledge(self, alert_id: str, *, actor: str, source: str) -> Alert:
@@ -675,6 +751,7 @@ class AlertStore:
                 now,
                 state="resolved",
             )
+            await self.stop_side_effects(tx, post, row, now)
             return alert_from_row(await self._alert_row(tx, alert_id))
 
         result: Alert = await self.transaction(work)
@@ -807,24 +884,39 @@ class AlertStore:
         return int(row["n"]) if row else 0
 
     # -- outbox ----------------------------------------------------------------------------------
-    async def claim_outbox(self, *, limit: int = 100, lease_s: float = 15.0) -> list[OutboxItem]:
-        """Take due outbox items, pushing their next attempt out by a lease so no one else takes them."""
+    async def claim_outbox(
+        self, *, limit: int = 100, lease_s: float = 15.0, now: float | None = None
+    ) -> list[OutboxItem]:
+        """Take due outbox items, pushing their next attempt out by a lease so no one else takes them.
+
+        An item whose alert is already resolved is closed here instead of handed out (resolving
+        cancels them too; this catches any left behind).
+        """
 
         async def work(tx: Tx, post: PostCommit) -> list[OutboxItem]:
-            now = _now()
+            at = _now() if now is None else now
             rows = await tx.fetchall(
                 "SELECT * FROM outbox WHERE done_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?"
                 + self.skip_locked(),
-                now,
+                at,
                 limit,
             )
+            resolved = await self._resolved_among(tx, [r["alert_id"] for r in rows])
             items = []
             for r in rows:
+                if r["alert_id"] is not None and int(r["alert_id"]) in resolved:
+                    await tx.execute(
+                        "UPDATE outbox SET done_at = ?, last_error = ? WHERE id = ?",
+                        at,
+                        "cancelled: alert resolved",
+                        r["id"],
+                    )
+                    continue
                 attempts = int(r["attempts"]) + 1
                 if attempts > COMMAND_MAX_ATTEMPTS:
                     await tx.execute(
                         "UPDATE outbox SET done_at = ?, last_error = ? WHERE id = ?",
-                        now,
+                        at,
                         "gave up: no cmd_result after retries",
                         r["id"],
                     )
@@ -843,14 +935,14 @@ class AlertStore:
                                     "target": r["target"],
                                     "reason": "the unit never confirmed the command",
                                 },
-                                now,
+                                at,
                             )
                     continue
                 delay = COMMAND_RETRY_S[min(attempts - 1, len(COMMAND_RETRY_S) - 1)]
                 await tx.execute(
                     "UPDATE outbox SET attempts = ?, next_attempt_at = ? WHERE id = ?",
                     attempts,
-                    now + max(delay, lease_s),
+                    at + max(delay, lease_s),
                     r["id"],
                 )
                 items.append(
@@ -869,6 +961,30 @@ class AlertStore:
 
         result: list[OutboxItem] = await self.transaction(work)
         return result
+
+    async def _resolved_among(self, tx: Tx, alert_ids: Sequence[Any]) -> set[int]:
+        keys = sorted({int(a) for a in alert_ids if a is not None})
+        if not keys:
+            return set()
+        marks = ", ".join("?" for _ in keys)
+        rows = await tx.fetchall(f"SELECT id FROM alerts WHERE state = 'resolved' AND id IN ({marks})", *keys)
+        return {int(r["id"]) for r in rows}
+
+    async def outbox_void_reason(self, item: OutboxItem) -> str | None:
+        """Why a claimed item must not be sent now (closed meanwhile, its alert resolved), or None.
+
+        The sender asks just before sending, so a command claimed before a resolve never goes out
+        after it.
+        """
+        async with self.read() as tx:
+            row = await tx.fetchone("SELECT done_at, last_error FROM outbox WHERE id = ?", item.id)
+            if row is None:
+                return "the item is gone"
+            if row["done_at"] is not None:
+                return str(row["last_error"] or "the item is already done")
+            if item.alert_id is not None and await self._resolved_among(tx, [item.alert_id]):
+                return "cancelled: alert resolved"
+        return None
 
     def skip_locked(self) -> str:
         """The clause that lets other nodes skip rows this claim locks (PostgreSQL); empty here."""
