@@ -17,13 +17,16 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
+
+from pydantic import ValidationError
 
 from alarm_centre.intake import IngestResult
 from alarm_centre.lifecycle import Action as LifecycleAction
 from alarm_centre.lifecycle import AlertState, IllegalTransition, Outcome, Source, next_state
 from alarm_centre.model import Alert, AlertChange, OutboxItem, Role, TimelineEntry, User
 from devices.events import DeviceEvent
+from devices.registry import Device, Resident, errors_of
 from devices.vocabulary import CLEARS, EventType, Priority, is_help, priority_of
 
 log = logging.getLogger(__name__)
@@ -1073,31 +1076,50 @@ class AlertStore:
         phone: str | None = None,
         alexa_device_id: str | None = None,
     ) -> None:
+        """Register (or re-register) a device, validated by the registry's :class:`Device` model:
+        what the registry cannot read back is never stored (InvalidRequest naming the field)."""
+        d = _valid(
+            Device,
+            {
+                "id": device_id,
+                "kind": kind,
+                "resident_id": resident_id,
+                "channel": channel,
+                "phone": phone,
+                "alexa_device_id": alexa_device_id,
+            },
+        )
+
         async def work(tx: Tx, post: PostCommit) -> None:
             await tx.execute(
                 "INSERT INTO devices (id, kind, resident_id, channel, phone, alexa_device_id, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, "
                 "resident_id = excluded.resident_id, channel = excluded.channel, phone = excluded.phone, "
                 "alexa_device_id = excluded.alexa_device_id",
-                device_id,
-                kind,
-                resident_id,
-                channel,
-                phone,
-                alexa_device_id,
+                d.id,
+                d.kind.value,
+                d.resident_id,
+                d.channel,
+                d.phone,
+                d.alexa_device_id,
                 _now(),
             )
 
         await self.transaction(work)
 
     async def upsert_resident(self, resident_id: str, name: str, data: dict[str, Any] | None = None) -> None:
+        """Register (or replace) a resident, validated by the registry's :class:`Resident` model -- the
+        same rules the registry reads with, so what is stored always reads back (a language name such
+        as ``Welsh`` is stored as its tag ``cy``; a bad value is an InvalidRequest naming the field)."""
+        r = _valid(Resident, {**(data or {}), "id": resident_id, "name": name})
+
         async def work(tx: Tx, post: PostCommit) -> None:
             await tx.execute(
                 "INSERT INTO residents (id, name, data, created_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET name = excluded.name, data = excluded.data",
-                resident_id,
-                name,
-                _j(data or {}),
+                r.id,
+                r.name,
+                _j(r.data()),
                 _now(),
             )
 
@@ -1128,6 +1150,19 @@ class AlertStore:
             )
 
         await self.transaction(work)
+
+
+_Record = TypeVar("_Record", Device, Resident)
+
+
+def _valid(model: type[_Record], fields: dict[str, Any]) -> _Record:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        what = f"{model.__name__.lower()} {str(fields.get('id'))[:64]!r}"
+        raise InvalidRequest(
+            f"{what}: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors_of(exc))
+        ) from None
 
 
 def _help_key(device_id: str, resident_id: str | None) -> str:
