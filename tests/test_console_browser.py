@@ -46,9 +46,10 @@ async def browser() -> AsyncIterator[Any]:
 
 
 async def signed_in_page(browser: Any, bridge: RunningBridge, name: str,
-                         prepare: Callable[[Any], Awaitable[None]] | None = None) -> Any:
+                         prepare: Callable[[Any], Awaitable[None]] | None = None,
+                         **context_options: Any) -> Any:
     """A page signed in as ``name`` at 1400 x 900; ``prepare(page)`` runs before the first request."""
-    context = await browser.new_context(viewport={"width": 1400, "height": 900})
+    context = await browser.new_context(viewport={"width": 1400, "height": 900}, **context_options)
     page = await context.new_page()
     if prepare is not None:
         await prepare(page)
@@ -296,4 +297,52 @@ async def test_an_unregistered_unit_id_is_shown_whole_at_1400_px(browser: Any,
         "n => [n.scrollWidth, n.clientWidth, getComputedStyle(n).textOverflow]")
     box, row = await who.bounding_box(), await page.locator(f"#alert-{alert_id}").bounding_box()
     assert box is not None and row is not None and box["x"] + box["width"] <= row["x"] + row["width"]
+    assert page.js_errors == []
+
+
+async def test_installations_page_shows_names_kinds_and_local_times(browser: Any,
+                                                                      embedded_bridge: RunningBridge) -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from playwright.async_api import expect
+
+    from alarm_centre.store.base import PostCommit, Tx
+
+    b = embedded_bridge
+    await add_user(b, "ian", "installer")
+    await b.store.upsert_resident("res-ada", "Ada Lovelace", {"language": "en-GB"})
+    await b.store.upsert_device("unit-ada", "gsm_unit", resident_id="res-ada")
+    await b.store.upsert_device("echo-ada", "alexa", resident_id="res-ada",
+                                alexa_device_id="amzn1.ask.device.A")
+    seen = datetime(2026, 11, 29, 22, 45, 10, tzinfo=UTC)
+
+    async def last_seen(tx: Tx, post: PostCommit) -> None:
+        await tx.execute("UPDATE devices SET last_seen_at = ?, online = 1 WHERE id = 'unit-ada'",
+                         seen.timestamp())
+
+    await b.store.transaction(last_seen)
+    page = await signed_in_page(browser, b, "ian", timezone_id="Asia/Kolkata")
+    await page.goto(b.url + "/console/installations")
+    table = page.locator("table.data-table")
+    await expect(table).to_be_visible()
+    row = table.locator("tr", has=page.locator('a[href="/console/installations/unit-ada"]'))
+    await expect(row).to_contain_text("Ada Lovelace")
+    await expect(row).to_contain_text("GSM unit")
+    await expect(row).to_contain_text("online")
+    await expect(table.locator("tr", has_text="echo-ada")).to_contain_text("Alexa (Echo)")
+    local = seen.astimezone(ZoneInfo("Asia/Kolkata"))  # 04:15:10 the next day in India
+    stamp = row.locator("time")
+    await expect(stamp).to_have_attribute("datetime", "2026-11-29T22:45:10.000Z")
+    text = await stamp.inner_text()
+    assert local.strftime("%H:%M:%S") in text and "T22:45" not in text and "Z" not in text, text
+    assert "UTC" in (await stamp.get_attribute("title") or "")
+    body = await page.locator("main").inner_text()
+    assert "res-ada" in body and "T22:45:10" not in body  # the id is there for the CLI; no ISO strings
+    styled = await table.evaluate("t => [getComputedStyle(t).borderCollapse, "
+                                  "getComputedStyle(t.querySelector('th')).textTransform]")
+    assert styled == ["collapse", "uppercase"], styled
+    await page.click('a[href="/console/installations/unit-ada"]')
+    await expect(page.locator("h1")).to_contain_text("GSM unit")
+    await expect(page.locator("table.data-table").first).to_contain_text("Ada Lovelace")
     assert page.js_errors == []
