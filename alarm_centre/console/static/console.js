@@ -460,6 +460,9 @@
     if (d.note) bits.push("“" + d.note + "”");
     if (d.reason) bits.push(String(d.reason));
     if (d.cmd) bits.push(String(d.cmd));
+    if (Array.isArray(d.commands)) {
+      bits.push("not sent: " + d.commands.map((c) => `${c && c.cmd} to ${c && c.target}`).join(", "));
+    }
     if (d.error) bits.push("error: " + d.error);
     if (d.step_action) bits.push(`step ${d.step}: ${d.step_action}` + (d.waited_s ? ` after ${Math.round(d.waited_s)} s` : ""));
     if (d.to && d.from === undefined) bits.push("to " + (Array.isArray(d.to) ? d.to.join(", ") : String(d.to)));
@@ -468,11 +471,17 @@
 
   function renderTimeline(entries) {
     const list = $("timeline");
-    list.replaceChildren(...entries.slice().reverse().map((t) => el("li", { class: "tl-" + t.action },
-      el("time", { datetime: t.at, text: clock(t.at) }),
-      el("span", { class: "tl-action", text: t.action.replaceAll("_", " ") }),
-      el("span", { class: "tl-actor", text: t.actor + " via " + t.source }),
-      el("span", { class: "tl-detail", text: timelineText(t) }))));
+    list.replaceChildren(...entries.slice().reverse().map((t) => {
+      try {
+        return el("li", { class: "tl-" + t.action },
+          el("time", { datetime: t.at, text: clock(t.at) }),
+          el("span", { class: "tl-action", text: String(t.action).replaceAll("_", " ") }),
+          el("span", { class: "tl-actor", text: t.actor + " via " + t.source }),
+          el("span", { class: "tl-detail", text: timelineText(t) }));
+      } catch (err) {  // one odd entry must not hide the rest of the timeline
+        return el("li", { class: "tl-error warn", text: "This timeline entry cannot be shown: " + err.message });
+      }
+    }));
   }
 
   async function showDetail() {
