@@ -136,6 +136,10 @@ async def test_every_write_path_refuses_a_language_it_could_not_read(
     code, out, err = await cli("residents", "show", "res-cli")
     assert code == 0 and "language       en\n" in out
 
+    code, _, err = await cli("alexa", "link", "--device-id", "echo-x", "--alexa-device-id", "amzn1.x",
+                             "--resident", "bad id", "--resident-name", "Ada")
+    assert code == 2 and "invalid: resident 'bad id'" in err, err
+
     bad = tmp_path / "residents.csv"
     bad.write_text("id,name,language\nres-csv,Csv,Klingon\n")
     code, out, err = await cli("import", str(bad), "--kind", "residents")
