@@ -200,7 +200,14 @@ class Resident(_Model):
 
         data = row["data"]
         extra = json.loads(data) if isinstance(data, str) else dict(data or {})
+        # Other features keep their own keys in residents.data, and older writers added keys to
+        # responders (``relation``, ``order``): only what this model knows is read.
         known = {k: v for k, v in extra.items() if k in cls.model_fields}
+        if isinstance(known.get("responders"), list):
+            known["responders"] = [
+                {k: v for k, v in r.items() if k in Responder.model_fields} if isinstance(r, dict) else r
+                for r in known["responders"]
+            ]
         return cls.model_validate({"id": row["id"], "name": row["name"], **known})
 
 

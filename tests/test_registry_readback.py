@@ -177,6 +177,10 @@ async def test_the_migration_repairs_languages_stored_before(bridge: RunningBrid
             await tx.execute("INSERT INTO residents (id, name, data, created_at) VALUES (?, ?, ?, 0)",
                              resident_id, resident_id.upper(), json.dumps(data))
         await tx.execute("INSERT INTO residents (id, name, data, created_at) VALUES ('r-none', 'N', '{}', 0)")
+        await tx.execute(  # responders as the console test used to store them
+            "INSERT INTO residents (id, name, data, created_at) VALUES ('r-shaped', 'S', ?, 0)",
+            json.dumps({"language": "Welsh", "responders": [
+                {"name": "Carl", "phone": "+447700900001", "relation": "neighbour", "order": 1}]}))
         await tx.execute("DELETE FROM schema_version WHERE version = 15")
 
     await bridge.store.transaction(old_rows)
@@ -185,7 +189,7 @@ async def test_the_migration_repairs_languages_stored_before(bridge: RunningBrid
     for resident_id, (_, repaired) in STORED_BEFORE.items():
         assert languages[resident_id] == (repaired or "(none)"), resident_id
     assert languages["r-none"] == "(none)"
-    expected = {r: (after or "en-GB") for r, (_, after) in STORED_BEFORE.items()}
+    expected = {r: (after or "en-GB") for r, (_, after) in STORED_BEFORE.items()} | {"r-shaped": "cy"}
     await read_everything_back(bridge, expected)
     code, out, err = await cli("residents", "show", "r-klingon")
     assert code == 0 and "address        1 Mill Lane" in out, out + err
