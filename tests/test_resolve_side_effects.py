@@ -230,3 +230,28 @@ async def test_a_claimed_supervisor_notification_is_not_sent_once_the_alert_is_r
         row = await tx.fetchone("SELECT state FROM notifications WHERE id = ?", note.id)
     assert row is not None and row["state"] == "cancelled"
     assert await pending_steps(store, raised.alert_id) == 0, "the 600 s call step is cancelled as well"
+
+
+async def test_the_notifier_does_not_send_a_claimed_notification_of_a_resolved_alert(
+        store: AlertStore) -> None:
+    """The real runner and Twilio client against the local Twilio stand-in: nothing reaches it."""
+    from prometheus_client import CollectorRegistry
+
+    from alarm_centre.notify import Notifier
+    from bridge.feature_escalation import EscalationMetrics, EscalationRunner
+    from simulators.twilio_server import TwilioServer
+
+    escalation = await escalating(store)
+    [raised] = await store.ingest([event("unit-tw", "pendant")])
+    assert raised.alert_id is not None
+    await escalation.run_due_steps(now=time.time())
+    [note] = await escalation.claim_notifications()
+    await operator_resolves(store, raised.alert_id)
+    metrics = EscalationMetrics(CollectorRegistry())
+    async with TwilioServer() as twilio, Notifier(
+            account_sid=twilio.account_sid, auth_token=twilio.auth_token, from_number="+441632960000",
+            api_base_url=twilio.base_url, request_timeout=3) as notifier:
+        runner = EscalationRunner(escalation, notifier, metrics, public_url=lambda: "http://127.0.0.1:9")
+        await runner.deliver(note)
+        assert twilio.attempts == [] and twilio.messages == []
+    assert metrics.notifications.labels("sms", "supervisor", "cancelled")._value.get() == 1
