@@ -861,8 +861,10 @@ class Escalation:
             alert = await tx.fetchone(
                 "SELECT state, acknowledged_by FROM alerts WHERE id = ?", note["alert_id"]
             )
-            if alert is None or alert["state"] != "raised":
-                return "the alert was acknowledged"
+            if alert is None:
+                return "the alert is gone"
+            if alert["state"] != "raised":
+                return f"the alert was {alert['state']}"
         if note["purpose"] == "responder":
             callout = await tx.fetchone(
                 "SELECT state, position FROM escalation_callouts WHERE alert_id = ?", note["alert_id"]
@@ -870,6 +872,31 @@ class Escalation:
             if callout is None or callout["state"] != "active":
                 return "the call-out is over"
         return None
+
+    async def void_reason(self, notification: Notification) -> str | None:
+        """Why a claimed notification must not go out now (its alert was acknowledged or resolved,
+        the call-out moved on), or None. Asked just before sending; a void one is closed as cancelled.
+        """
+
+        async def work(tx: Tx, post: PostCommit) -> str | None:
+            row = await tx.fetchone("SELECT * FROM notifications WHERE id = ?", notification.id)
+            if row is None:
+                return "the notification is gone"
+            if row["state"] != "pending":
+                return f"the notification is {row['state']} ({row['last_error'] or 'no reason'})"
+            reason = await self._irrelevant(tx, row)
+            if reason is not None:
+                await tx.execute(
+                    "UPDATE notifications SET state = 'cancelled', last_error = ?, lease_until = NULL, "
+                    "updated_at = ? WHERE id = ? AND state = 'pending'",
+                    reason,
+                    time.time(),
+                    notification.id,
+                )
+            return reason
+
+        result: str | None = await self.store.transaction(work)
+        return result
 
     async def release(self, notification: Notification) -> None:
         """Give back a claim that was never tried (shutdown before sending)."""

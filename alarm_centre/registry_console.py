@@ -4,60 +4,132 @@ with its peripherals, configuration versions and the live commissioning checklis
 Server-rendered and escaped; a page showing a unit in test mode asks the browser to reload every few
 seconds (``Refresh`` header) so each test press shows up as it arrives. Actions (test mode, settings,
 credentials) are made with the CLI or the API; see docs/installing.md.
+
+People are shown by name (the resident's id underneath, for the CLI), kinds in words, and times as
+``<time>`` elements: readable UTC from the server, turned into the browser's local time by layout.js.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from alarm_centre.console import ConsolePage, Safe, add_console_page, escape, page_response
 from alarm_centre.console.pages import require_page
+from alarm_centre.registry import Registry
 from alarm_centre.registry_api import REGISTRY
 from alarm_centre.store.base import NotFound
 
 PAGE = ConsolePage("/console/installations", "Installations", "devices:read", 60)
 REFRESH_S = 3
+KIND_WORDS = {
+    "gsm_unit": "GSM unit",
+    "ip_unit": "IP unit",
+    "serial_unit": "Serial unit",
+    "alexa": "Alexa (Echo)",
+}
+STATUS_FILTERS = {"active": "Active", "retired": "Retired", "all": "All"}
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> Safe:
+def _cell(c: Any) -> str:
+    return c if isinstance(c, Safe) else escape("—" if c is None or c == "" else c)
+
+
+def _table(headers: list[str], rows: list[list[Any]], *, caption: str = "") -> Safe:
     head = "".join(f'<th scope="col">{escape(h)}</th>' for h in headers)
-    body = "".join(
-        "<tr>"
-        + "".join(f"<td>{c if isinstance(c, Safe) else escape('-' if c is None else c)}</td>" for c in row)
-        + "</tr>"
-        for row in rows
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
+    cap = f'<caption class="sr-only">{escape(caption)}</caption>' if caption else ""
+    return Safe(
+        f'<div class="table-wrap"><table class="data-table">{cap}<thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
     )
-    return Safe(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
-def _online(value: bool | None) -> str:
-    return {True: "online", False: "offline", None: "never seen"}[value]
+def when(value: str | None, *, empty: str = "—") -> Safe:
+    """An ISO time as ``<time>``: readable UTC here, the viewer's local time once layout.js has run."""
+    if not value:
+        return escape(empty)
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return escape(value)
+    text = at.strftime("%d %b %Y, %H:%M:%S UTC")
+    return Safe(f'<time datetime="{escape(value)}" data-local>{escape(text)}</time>')
+
+
+def _online(value: bool | None) -> Safe:
+    word, cls = {True: ("online", "ok"), False: ("offline", "bad"), None: ("never seen", "none")}[value]
+    return Safe(f'<span class="chip chip-{cls}">{escape(word)}</span>')
+
+
+def _kind(kind: str) -> str:
+    return KIND_WORDS.get(kind, kind)
+
+
+def _resident(resident_id: str | None, names: Mapping[str, str]) -> Safe:
+    if not resident_id:
+        return Safe('<span class="muted">not linked</span>')
+    name = names.get(resident_id)
+    if name is None:
+        return escape(resident_id)
+    return Safe(f'{escape(name)}<br><span class="sub">{escape(resident_id)}</span>')
+
+
+async def _resident_names(registry: Registry) -> dict[str, str]:
+    async with registry.store.read() as tx:
+        rows = await tx.fetchall("SELECT id, name FROM residents")
+    return {str(r["id"]): str(r["name"]) for r in rows}
 
 
 async def installations(request: web.Request) -> web.StreamResponse:
     require_page(request, "devices:read")
-    devices = await request.app[REGISTRY].list_devices(status=request.query.get("status", "active"))
+    registry = request.app[REGISTRY]
+    status = request.query.get("status", "active")
+    devices = await registry.list_devices(status=status)
+    names = await _resident_names(registry)
     rows = [
         [
-            Safe(f'<a href="{escape(PAGE.path + "/" + d["id"])}">{escape(d["id"])}</a>'),
-            d["kind"],
-            d["resident_id"],
+            Safe(f'<a href="{escape(PAGE.path + "/" + d["id"])}" class="device-id">{escape(d["id"])}</a>'),
+            _kind(d["kind"]),
+            _resident(d["resident_id"], names),
             _online(d["online"]),
-            d["last_seen_at"],
-            d["heartbeat_due_at"],
-            "yes" if d["test_mode_until"] else "no",
-            f"v{d['config']['applied_version']}" + (" (pending)" if d["config"]["pending"] else ""),
+            when(d["last_seen_at"], empty="never"),
+            when(d["heartbeat_due_at"]),
+            Safe('<span class="chip chip-test">until ' + when(d["test_mode_until"]) + "</span>")
+            if d["test_mode_until"]
+            else "no",
+            f"v{d['config']['applied_version']}" + (" (change pending)" if d["config"]["pending"] else ""),
         ]
         for d in devices
     ]
+    filters = " ".join(
+        f'<a href="{escape(PAGE.path + "?status=" + key)}"'
+        + (' aria-current="page"' if key == status else "")
+        + f">{escape(word)}</a>"
+        for key, word in STATUS_FILTERS.items()
+    )
+    count = f"{len(devices)} device" + ("" if len(devices) == 1 else "s")
     body = Safe(
-        f"<h1>Installations</h1><p>{len(devices)} device(s).</p>"
-        + _table(
-            ["Device", "Kind", "Resident", "Status", "Last seen", "Heartbeat due", "Test mode", "Config"],
-            rows,
+        '<div class="page"><h1>Installations</h1>'
+        f'<div class="page-sub"><span>{escape(count)}</span><nav class="filters" aria-label="Which devices">'
+        f"{filters}</nav><span>times in your local time</span></div>"
+        + (
+            _table(
+                [
+                    "Device", "Kind", "Resident", "Connection", "Last seen", "Heartbeat due", "Test mode",
+                    "Config",
+                ],
+                rows,
+                caption="Registered devices",
+            )
+            if rows
+            else '<p class="empty">No devices here. Register one with '
+            "<code>telecare-bridge devices add</code>.</p>"
         )
+        + "</div>"
     )
     return page_response(request, title="Installations", body=body)
 
@@ -72,21 +144,25 @@ async def installation(request: web.Request) -> web.StreamResponse:
         return page_response(
             request, title="Not found", status=404, body=Safe(f"<h1>No device {escape(device_id)}</h1>")
         )
+    names = await _resident_names(registry)
     parts = [
-        f"<h1>{escape(d['id'])} <small>{escape(d['kind'])}, {escape(d['status'])}</small></h1>",
+        '<div class="page">',
+        f'<p class="page-sub"><a href="{escape(PAGE.path)}">← All installations</a></p>',
+        f"<h1>{escape(d['id'])} <small>{escape(_kind(d['kind']))}, {escape(d['status'])}</small></h1>",
         _table(
-            ["Resident", "SIM number", "IMEI", "Firmware", "Status", "Last seen", "Heartbeat due"],
+            ["Resident", "SIM number", "IMEI", "Firmware", "Connection", "Last seen", "Heartbeat due"],
             [
                 [
-                    d["resident_id"],
+                    _resident(d["resident_id"], names),
                     d["phone"],
                     d["imei"],
                     d["firmware"],
                     _online(d["online"]),
-                    d["last_seen_at"],
-                    d["heartbeat_due_at"],
+                    when(d["last_seen_at"], empty="never"),
+                    when(d["heartbeat_due_at"]),
                 ]
             ],
+            caption="The device",
         ),
     ]
     if d["peripherals"]:
@@ -105,11 +181,13 @@ async def installation(request: web.Request) -> web.StreamResponse:
     if visit is not None:
         refresh = bool(visit["in_test_mode"])
         state = (
-            "in test mode until " + str(visit["ends_at"]) if refresh else (visit["finish_reason"] or "over")
+            Safe("in test mode until " + when(visit["ends_at"]))
+            if refresh
+            else escape(visit["finish_reason"] or "over")
         )
         parts.append(
-            f"<h2>Commissioning visit {visit['visit_id']}</h2>"
-            f'<p role="status">{escape(state)}: <strong>{visit["confirmed"]} of {visit["total"]}'
+            f"<h2>Commissioning visit {escape(visit['visit_id'])}</h2>"
+            f'<p role="status">{state}: <strong>{visit["confirmed"]} of {visit["total"]}'
             "</strong> confirmed</p>"
         )
         parts.append(
@@ -120,7 +198,7 @@ async def installation(request: web.Request) -> web.StreamResponse:
                         "✔" if i["confirmed_at"] else "…",
                         i["peripheral_id"] or i["type"],
                         i["event"],
-                        i["confirmed_at"],
+                        when(i["confirmed_at"], empty="not yet"),
                         i["alert_id"],
                     ]
                     for i in visit["checklist"]
@@ -149,13 +227,14 @@ async def installation(request: web.Request) -> web.StreamResponse:
                         h["state"],
                         h["attempts"],
                         h["requested_by"],
-                        h["applied_at"],
+                        when(h["applied_at"], empty="not yet"),
                         ", ".join(f"{k}={v}" for k, v in h["settings"].items()),
                     ]
                     for h in config["history"]
                 ],
             )
         )
+    parts.append("</div>")
     response = page_response(request, title=f"Installation {device_id}", body=Safe("".join(parts)))
     if refresh:
         response.headers["Refresh"] = str(REFRESH_S)

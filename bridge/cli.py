@@ -97,7 +97,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     async def main() -> None:
         from bridge.service import Bridge
-        from simulators.fleet import DEMO_DETAILS, DEMO_RESIDENTS, run_fleet
+        from simulators.fleet import run_fleet, seed_demo
 
         async with contextlib.AsyncExitStack() as extras:
             serial = None
@@ -108,9 +108,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
             bridge = await extras.enter_async_context(Bridge(serial.config if serial else config))
             if serial is not None:
                 await serial.register(bridge.store)
-            for resident_id, name, unit_id in DEMO_RESIDENTS[: args.units]:
-                await bridge.store.upsert_resident(resident_id, name, DEMO_DETAILS.get(resident_id))
-                await bridge.store.upsert_device(unit_id, "gsm_unit", resident_id=resident_id)
+            unit_ids = await seed_demo(bridge.store, args.units)
             from alarm_centre.model import Role
 
             token = await bridge.store.add_user("demo-operator", Role.OPERATOR)
@@ -140,7 +138,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
                 host, port = bridge.mqtt._broker.host, bridge.mqtt._broker.port
                 tg.create_task(
                     run_fleet(
-                        [u for _, _, u in DEMO_RESIDENTS[: args.units]],
+                        unit_ids,
                         host=host,
                         port=port,
                         topic_root=config.topic_root,

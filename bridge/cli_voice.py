@@ -51,7 +51,7 @@ def _fail(message: str) -> None:
 
 
 def cmd_link(args: argparse.Namespace) -> None:
-    from alarm_centre.store.base import Conflict
+    from alarm_centre.store.base import Conflict, InvalidRequest
     from skills.voice import LinkError, VoiceService
 
     async def work(service: VoiceService) -> dict[str, Any]:
@@ -68,6 +68,8 @@ def cmd_link(args: argparse.Namespace) -> None:
         _fail(f"{flag}: {exc.message}")
     except Conflict as exc:
         _fail(str(exc))
+    except InvalidRequest as exc:  # the resident's id or name breaks the registry's rules
+        _fail(f"invalid: {exc}")
     print(f"linked Echo {link['device_id']} to resident {link['resident_id']}")
     print(f"  alexa_device_id {link['alexa_device_id']}")
 

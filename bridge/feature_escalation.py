@@ -276,6 +276,11 @@ class EscalationRunner:
     async def deliver(self, note: Notification) -> None:
         """Send one SMS or call and record the result on the alert's timeline."""
         assert self.notifier is not None
+        void = await self.escalation.void_reason(note)
+        if void is not None:  # acknowledged or resolved after the claim: nobody is woken for nothing
+            self.metrics.notifications.labels(note.channel, note.purpose, "cancelled").inc()
+            log.info("notification %s not sent: %s", note.id, void)
+            return
         base = self._public_url().rstrip("/")
         try:
             if note.channel == "sms":

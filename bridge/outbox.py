@@ -2,7 +2,9 @@
 
 Woken right after a commit that added work, and on a slow poll for retries. Claiming pushes an item's
 next attempt out, so a crash between claim and send means a later retry, never a lost command; the
-unit's ``cmd_result`` (matched by ``cmd_id``) is what finally closes an item.
+unit's ``cmd_result`` (matched by ``cmd_id``) is what finally closes an item. Resolving an alert closes
+its pending commands, and each item is checked again just before it is sent, so a unit is never told
+to call the centre about an alert that is already closed.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from alarm_centre.model import OutboxItem
@@ -24,10 +27,18 @@ CommandSender = Callable[[str, OutboxItem], Awaitable[None]]
 
 
 class OutboxDispatcher:
-    def __init__(self, store: AlertStore, metrics: BridgeMetrics, *, poll_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: AlertStore,
+        metrics: BridgeMetrics,
+        *,
+        poll_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
         self._metrics = metrics
         self._poll_s = poll_s
+        self._clock = clock
         self._wake = asyncio.Event()
         self._senders: dict[str, CommandSender] = {}
         store.add_outbox_waker(self._wake.set)
@@ -46,7 +57,7 @@ class OutboxDispatcher:
                     await self._wake.wait()
             self._wake.clear()
             try:
-                items = await self._store.claim_outbox()
+                items = await self._store.claim_outbox(now=self._clock())
             except Exception as exc:
                 log.warning("outbox not readable now: %s", exc)
                 continue
@@ -57,6 +68,15 @@ class OutboxDispatcher:
 
     async def _perform(self, item: OutboxItem) -> None:
         cmd = str(item.payload.get("cmd"))
+        try:
+            void = await self._store.outbox_void_reason(item)
+        except Exception as exc:  # cannot check now: the lease brings the item back for a later try
+            log.warning("command %s to %s not checked, so not sent now: %s", cmd, item.target, exc)
+            return
+        if void is not None:
+            self._metrics.commands.labels(cmd, "cancelled").inc()
+            log.info("command %s to %s not sent: %s", cmd, item.target, void)
+            return
         sender = self._senders.get(item.channel)
         error: str | None = None
         if sender is None:

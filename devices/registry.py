@@ -20,7 +20,41 @@ from devices.vocabulary import EventType
 
 E164_RE = re.compile(r"\+[1-9][0-9]{6,14}")
 IMEI_RE = re.compile(r"[0-9]{15}")
-LANGUAGE_RE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
+LANGUAGE_RE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
+LANGUAGE_RULE = "must be a language tag like en-GB or cy, or a language name like English or Welsh"
+#: Language names installers type, and the tag each stands for (lower-case name -> tag). The
+#: languages most spoken by residents and carers in the UK; anything else is given as a tag.
+LANGUAGE_NAMES: dict[str, str] = {
+    "english": "en",
+    "welsh": "cy",
+    "cymraeg": "cy",
+    "scottish gaelic": "gd",
+    "gaelic": "gd",
+    "irish": "ga",
+    "cornish": "kw",
+    "british sign language": "bfi",
+    "bsl": "bfi",
+    "polish": "pl",
+    "romanian": "ro",
+    "punjabi": "pa",
+    "urdu": "ur",
+    "bengali": "bn",
+    "gujarati": "gu",
+    "hindi": "hi",
+    "tamil": "ta",
+    "arabic": "ar",
+    "somali": "so",
+    "turkish": "tr",
+    "portuguese": "pt",
+    "spanish": "es",
+    "french": "fr",
+    "german": "de",
+    "italian": "it",
+    "lithuanian": "lt",
+    "chinese": "zh",
+    "cantonese": "yue",
+    "mandarin": "cmn",
+}
 ID_RULE = "must be 1-64 characters of A-Za-z0-9._-"
 
 
@@ -82,6 +116,33 @@ def check_e164(value: str) -> str:
     return value
 
 
+def normalise_language(value: str) -> str:
+    """A resident's language as a BCP 47 tag: ``Welsh`` -> ``cy``, ``EN-gb`` -> ``en-GB``.
+
+    The one rule for every write and every read (API, CLI, CSV/YAML import, demo seeding, the store);
+    raises ValueError naming the rule when the value is neither a tag nor a known language name.
+    """
+    if not isinstance(value, str):
+        raise ValueError(LANGUAGE_RULE)
+    text = " ".join(value.split())
+    named = LANGUAGE_NAMES.get(text.lower())
+    if named is not None:
+        return named
+    if len(text) > 35 or not LANGUAGE_RE.fullmatch(text):
+        raise ValueError(f"{text[:40]!r} {LANGUAGE_RULE}")
+    primary, *rest = text.split("-")
+    # BCP 47 case conventions: language lower, script title (4 letters), region upper (2 letters).
+    tidy = [primary.lower()]
+    for part in rest:
+        if len(part) == 2 and part.isalpha():
+            tidy.append(part.upper())
+        elif len(part) == 4 and part.isalpha():
+            tidy.append(part.title())
+        else:
+            tidy.append(part.lower())
+    return "-".join(tidy)
+
+
 def imei_ok(imei: str) -> bool:
     """Fifteen digits whose Luhn check digit is right."""
     if not IMEI_RE.fullmatch(imei):
@@ -124,12 +185,10 @@ class Resident(_Model):
     def _id(cls, value: str) -> str:
         return check_id(value)
 
-    @field_validator("language")
+    @field_validator("language", mode="before")
     @classmethod
-    def _language(cls, value: str) -> str:
-        if not LANGUAGE_RE.fullmatch(value):
-            raise ValueError("must be a language tag like en-GB or cy")
-        return value
+    def _language(cls, value: Any) -> str:
+        return normalise_language(value)
 
     def data(self) -> dict[str, Any]:
         """What goes into ``residents.data``."""
@@ -141,7 +200,14 @@ class Resident(_Model):
 
         data = row["data"]
         extra = json.loads(data) if isinstance(data, str) else dict(data or {})
+        # Other features keep their own keys in residents.data, and older writers added keys to
+        # responders (``relation``, ``order``): only what this model knows is read.
         known = {k: v for k, v in extra.items() if k in cls.model_fields}
+        if isinstance(known.get("responders"), list):
+            known["responders"] = [
+                {k: v for k, v in r.items() if k in Responder.model_fields} if isinstance(r, dict) else r
+                for r in known["responders"]
+            ]
         return cls.model_validate({"id": row["id"], "name": row["name"], **known})
 
 

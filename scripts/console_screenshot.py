@@ -21,7 +21,7 @@ from alarm_centre.sessions import set_password  # noqa: E402
 from alarm_centre.store.base import PostCommit, Tx  # noqa: E402
 from devices.events import DeviceEvent  # noqa: E402
 from devices.vocabulary import EventType  # noqa: E402
-from simulators.fleet import DEMO_DETAILS, DEMO_RESIDENTS  # noqa: E402
+from simulators.fleet import seed_demo  # noqa: E402
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -37,9 +37,7 @@ PASSWORD = "screenshot-password"
 async def main(out: Path) -> None:
     async with running_bridge(make_config(Path(tempfile.mkdtemp()))) as running:
         store, intake = running.store, running.bridge.intake
-        for resident_id, name, unit_id in DEMO_RESIDENTS:
-            await store.upsert_resident(resident_id, name, DEMO_DETAILS.get(resident_id))
-            await store.upsert_device(unit_id, "gsm_unit", resident_id=resident_id)
+        await seed_demo(store)
         await store.upsert_device(
             "echo-ada", "alexa", resident_id="res-ada", alexa_device_id="amzn1.ask.device.ADA"
         )

@@ -8,6 +8,7 @@ import logging
 import random
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from simulators.unit import SimulatedUnit
 
@@ -28,7 +29,7 @@ DEMO_DETAILS: dict[str, dict[str, object]] = {
         "address": "12 St James's Square, London SW1Y 4JH",
         "key_safe": "left of the door, code 1815",
         "medical_notes": "Multiple sclerosis; cannot press a pendant reliably. Uses voice.",
-        "language": "English",
+        "language": "en-GB",
         "responders": [
             {"name": "Byron King (son)", "phone": "+447700900101"},
             {"name": "Mary Somerville (neighbour)", "phone": "+447700900102"},
@@ -38,38 +39,62 @@ DEMO_DETAILS: dict[str, dict[str, object]] = {
         "address": "3 Bletchley Road, Milton Keynes MK3 6EB",
         "key_safe": "none: neighbour holds a key",
         "medical_notes": "Type 2 diabetes. Falls risk after dark.",
-        "language": "English",
+        "language": "en-GB",
         "responders": [{"name": "Dorothy Tutte (daughter)", "phone": "+447700900201"}],
     },
     "res-grace": {
         "address": "8 Harbour Lane, Plymouth PL1 2AA",
         "key_safe": "behind the gate, code 1906",
         "medical_notes": "COPD, home oxygen: no naked flames.",
-        "language": "English",
+        "language": "en-GB",
         "responders": [{"name": "Vincent Hopper (son)", "phone": "+447700900301"}],
     },
     "res-karen": {
         "address": "21 Mill Road, Cambridge CB1 2AD",
         "key_safe": "by the back door, code 1935",
         "medical_notes": "Epilepsy: seizures at night.",
-        "language": "Welsh",
+        "language": "cy",
         "responders": [{"name": "Roger Needham (husband)", "phone": "+447700900401"}],
     },
     "res-tommy": {
         "address": "5 Dollis Hill Lane, London NW2 6HR",
         "key_safe": "right of the door, code 1943",
         "medical_notes": "Heart failure; lives alone.",
-        "language": "English",
+        "language": "en-GB",
         "responders": [{"name": "Ethel Flowers (sister)", "phone": "+447700900501"}],
     },
     "res-mary": {
         "address": "4 Chelsea Walk, London SW3 5AA",
         "key_safe": "porch, code 1780",
         "medical_notes": "Partially sighted.",
-        "language": "English",
+        "language": "en-GB",
         "responders": [{"name": "Woronzow Greig (son)", "phone": "+447700900601"}],
     },
 }
+
+class DemoRegistry(Protocol):
+    """The store calls the demo seeds through (``AlertStore`` has them; they validate what they store)."""
+
+    async def upsert_resident(
+        self, resident_id: str, name: str, data: dict[str, Any] | None = None
+    ) -> None: ...
+
+    async def upsert_device(self, device_id: str, kind: str, *, resident_id: str | None = None) -> None: ...
+
+
+async def seed_demo(store: DemoRegistry, units: int = len(DEMO_RESIDENTS)) -> list[str]:
+    """Register the first ``units`` demo residents, their details and GSM units; returns the unit ids.
+
+    The one way the demo (``telecare-bridge demo``, the console screenshot) registers its fleet, so a
+    test of it covers what the demo stores.
+    """
+    unit_ids = []
+    for resident_id, name, unit_id in DEMO_RESIDENTS[:units]:
+        await store.upsert_resident(resident_id, name, dict(DEMO_DETAILS.get(resident_id, {})))
+        await store.upsert_device(unit_id, "gsm_unit", resident_id=resident_id)
+        unit_ids.append(unit_id)
+    return unit_ids
+
 
 #: Relative weights of what a demo unit does next.
 BEHAVIOUR = [

@@ -7,8 +7,9 @@ markup in names and notes stays text. Chromium missing: skipped locally, a failu
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,14 @@ async def browser() -> AsyncIterator[Any]:
             await chromium.close()
 
 
-async def signed_in_page(browser: Any, bridge: RunningBridge, name: str) -> Any:
-    context = await browser.new_context(viewport={"width": 1400, "height": 900})
+async def signed_in_page(browser: Any, bridge: RunningBridge, name: str,
+                         prepare: Callable[[Any], Awaitable[None]] | None = None,
+                         **context_options: Any) -> Any:
+    """A page signed in as ``name`` at 1400 x 900; ``prepare(page)`` runs before the first request."""
+    context = await browser.new_context(viewport={"width": 1400, "height": 900}, **context_options)
     page = await context.new_page()
+    if prepare is not None:
+        await prepare(page)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.js_errors = errors
@@ -67,9 +73,9 @@ async def test_live_queue_keyboard_and_a_second_operator(browser: Any, bridge: R
     await add_user(bridge, "oscar", "operator")
     await bridge.store.upsert_resident("r-ada", EVIL_NAME, {
         "address": "4 Mill Lane, Leeds LS1 4AB", "key_safe": "code 1942, left of door",
-        "medical_notes": "MS; uses a wheelchair", "language": "Welsh",
-        "responders": [{"name": "Bea (daughter)", "phone": "+447700900002", "order": 2},
-                       {"name": "Carl", "phone": "+447700900001", "relation": "neighbour", "order": 1}],
+        "medical_notes": "MS; uses a wheelchair", "language": "cy",
+        "responders": [{"name": "Carl (neighbour)", "phone": "+447700900001"},
+                       {"name": "Bea (daughter)", "phone": "+447700900002"}],
     })
     await bridge.store.upsert_device("unit-ada", "gsm_unit", resident_id="r-ada")
     olive = await signed_in_page(browser, bridge, "olive")
@@ -192,4 +198,151 @@ async def test_test_alarms_hand_over_and_sign_out(browser: Any,
     await page.wait_for_url("**/login")
     response = await page.goto(embedded_bridge.url + "/console")
     assert response is not None and response.url.endswith("/login")
+    assert page.js_errors == []
+
+
+async def test_an_alert_the_queue_cannot_draw_is_an_error_row_and_the_rest_still_show(
+        browser: Any, embedded_bridge: RunningBridge) -> None:
+    """Issue item 1: one alert the console cannot draw used to blank the whole queue."""
+    from playwright.async_api import expect
+
+    b = embedded_bridge
+    await add_user(b, "olive", "operator")
+    fall = await raise_alert(b, "unit-fall", "fall")
+    odd_outcome = await raise_alert(b, "unit-odd", "pendant")
+    odd_type = await raise_alert(b, "unit-type", "low_battery")
+    battery = await raise_alert(b, "unit-batt", "low_battery")
+
+    async def reshape(route: Any) -> None:
+        """The real list, with two alerts in shapes the console was never written for."""
+        response = await route.fetch()
+        body = await response.json()
+        for alert in body["alerts"]:
+            if alert["id"] == odd_outcome:  # an outcome sent as an object (the old renderer threw)
+                alert.update(state="resolved", outcome={"code": "resident_ok", "label": "Resident OK"})
+            if alert["id"] == odd_type:
+                alert["type"] = {"code": "low_battery"}
+        await route.fulfill(response=response, body=json.dumps(body))
+
+    async def prepare(page: Any) -> None:
+        await page.route("**/api/v1/alerts?*", reshape)
+
+    page = await signed_in_page(browser, b, "olive", prepare)
+    for good in (fall, battery):
+        await expect(page.locator(f"#alert-{good}")).to_be_visible()
+    await expect(page.locator(f"#alert-{fall}")).to_contain_text("Fall")
+    bad_outcome, bad_type = page.locator(f"#alert-{odd_outcome}"), page.locator(f"#alert-{odd_type}")
+    await expect(bad_outcome).to_contain_text(f"Alert {odd_outcome} cannot be shown here.")
+    await expect(bad_outcome).to_contain_text("outcome is object")
+    await expect(bad_type).to_contain_text("type is object, not a string")
+    order = await page.locator(".q-item").evaluate_all("items => items.map(i => i.id)")
+    assert order[:2] == [f"alert-{fall}", f"alert-{battery}"], order  # the drawable ones first
+    # Still keyboard-drivable: moving onto an error row says what is wrong and offers no action.
+    for _ in range(3):  # fall -> battery -> the odd outcome -> the odd type
+        await page.keyboard.press("j")
+    await expect(page.locator(f"#alert-{odd_type} button")).to_be_focused()
+    await expect(page.locator("#detail-empty")).to_contain_text(f"Alert {odd_type} cannot be shown")
+    await page.keyboard.press("a")
+    await expect(page.locator("#status")).to_contain_text("cannot be handled here")
+    alert, _ = await b.store.get_alert(odd_type)
+    assert alert.state == "raised"
+    assert page.js_errors == []
+
+
+async def test_note_dialog_says_how_to_submit_and_enter_adds_the_note(
+        browser: Any, embedded_bridge: RunningBridge) -> None:
+    from playwright.async_api import expect
+
+    b = embedded_bridge
+    await add_user(b, "olive", "operator")
+    alert_id = await raise_alert(b, "unit-note", "pendant")
+    page = await signed_in_page(browser, b, "olive")
+    await expect(page.locator(f"#alert-{alert_id}")).to_be_visible()
+    await page.locator(f"#alert-{alert_id} button").focus()
+    await page.keyboard.press("n")
+    await expect(page.locator("#note-dialog")).to_be_visible()
+    hint = page.locator("#note-hint")
+    await expect(hint).to_be_visible()
+    await expect(hint).to_contain_text("Enter adds the note")
+    await expect(hint).to_contain_text("Shift+Enter starts a new line")
+    assert await page.locator("#note-text").get_attribute("aria-describedby") == "note-hint"
+    await page.keyboard.type("rang her")
+    await page.keyboard.press("Shift+Enter")
+    await page.keyboard.type("she is fine")
+    await expect(page.locator("#note-dialog")).to_be_visible()  # Shift+Enter did not submit
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#note-dialog")).to_be_hidden()
+    await expect(page.locator("#timeline")).to_contain_text("rang her")
+    _, timeline = await b.store.get_alert(alert_id)
+    assert [t.detail["note"] for t in timeline if t.action == "note"] == ["rang her\nshe is fine"]
+    assert page.js_errors == []
+
+
+async def test_an_unregistered_unit_id_is_shown_whole_at_1400_px(browser: Any,
+                                                                  embedded_bridge: RunningBridge) -> None:
+    from playwright.async_api import expect
+
+    b = embedded_bridge
+    await add_user(b, "olive", "operator")
+    long_id = "gsm-unit-" + "0123456789" * 5 + "-abcd"  # 64 characters, the longest a device id may be
+    assert len(long_id) == 64
+    alert_id = await raise_alert(b, long_id, "pendant")
+    page = await signed_in_page(browser, b, "olive")
+    who = page.locator(f"#alert-{alert_id} .a-who")
+    await expect(who).to_have_text("Unit " + long_id)
+    assert await page.evaluate("() => window.innerWidth") == 1400
+    fits = await who.evaluate(
+        "n => n.scrollWidth <= n.clientWidth && getComputedStyle(n).textOverflow !== 'ellipsis'")
+    assert fits, await who.evaluate(
+        "n => [n.scrollWidth, n.clientWidth, getComputedStyle(n).textOverflow]")
+    box, row = await who.bounding_box(), await page.locator(f"#alert-{alert_id}").bounding_box()
+    assert box is not None and row is not None and box["x"] + box["width"] <= row["x"] + row["width"]
+    assert page.js_errors == []
+
+
+async def test_installations_page_shows_names_kinds_and_local_times(browser: Any,
+                                                                      embedded_bridge: RunningBridge) -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from playwright.async_api import expect
+
+    from alarm_centre.store.base import PostCommit, Tx
+
+    b = embedded_bridge
+    await add_user(b, "ian", "installer")
+    await b.store.upsert_resident("res-ada", "Ada Lovelace", {"language": "en-GB"})
+    await b.store.upsert_device("unit-ada", "gsm_unit", resident_id="res-ada")
+    await b.store.upsert_device("echo-ada", "alexa", resident_id="res-ada",
+                                alexa_device_id="amzn1.ask.device.A")
+    seen = datetime(2026, 11, 29, 22, 45, 10, tzinfo=UTC)
+
+    async def last_seen(tx: Tx, post: PostCommit) -> None:
+        await tx.execute("UPDATE devices SET last_seen_at = ?, online = 1 WHERE id = 'unit-ada'",
+                         seen.timestamp())
+
+    await b.store.transaction(last_seen)
+    page = await signed_in_page(browser, b, "ian", timezone_id="Asia/Kolkata")
+    await page.goto(b.url + "/console/installations")
+    table = page.locator("table.data-table")
+    await expect(table).to_be_visible()
+    row = table.locator("tr", has=page.locator('a[href="/console/installations/unit-ada"]'))
+    await expect(row).to_contain_text("Ada Lovelace")
+    await expect(row).to_contain_text("GSM unit")
+    await expect(row).to_contain_text("online")
+    await expect(table.locator("tr", has_text="echo-ada")).to_contain_text("Alexa (Echo)")
+    local = seen.astimezone(ZoneInfo("Asia/Kolkata"))  # 04:15:10 the next day in India
+    stamp = row.locator("time")
+    await expect(stamp).to_have_attribute("datetime", "2026-11-29T22:45:10.000Z")
+    text = await stamp.inner_text()
+    assert local.strftime("%H:%M:%S") in text and "T22:45" not in text and "Z" not in text, text
+    assert "UTC" in (await stamp.get_attribute("title") or "")
+    body = await page.locator("main").inner_text()
+    assert "res-ada" in body and "T22:45:10" not in body  # the id is there for the CLI; no ISO strings
+    styled = await table.evaluate("t => [getComputedStyle(t).borderCollapse, "
+                                  "getComputedStyle(t.querySelector('th')).textTransform]")
+    assert styled == ["collapse", "uppercase"], styled
+    await page.click('a[href="/console/installations/unit-ada"]')
+    await expect(page.locator("h1")).to_contain_text("GSM unit")
+    await expect(page.locator("table.data-table").first).to_contain_text("Ada Lovelace")
     assert page.js_errors == []

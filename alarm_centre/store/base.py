@@ -18,13 +18,16 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
+
+from pydantic import ValidationError
 
 from alarm_centre.intake import IngestResult
 from alarm_centre.lifecycle import Action as LifecycleAction
 from alarm_centre.lifecycle import AlertState, IllegalTransition, Outcome, Source, next_state
 from alarm_centre.model import Alert, AlertChange, OutboxItem, Role, TimelineEntry, User
 from devices.events import DeviceEvent
+from devices.registry import Device, Resident, errors_of
 from devices.vocabulary import CLEARS, EventType, Priority, is_help, priority_of
 
 log = logging.getLogger(__name__)
@@ -656,6 +659,82 @@ class AlertStore:
             now,
             state="resolved",
         )
+        await self.stop_side_effects(tx, post, alert, now)
+
+    async def stop_side_effects(self, tx: Tx, post: PostCommit, alert: Row, now: float) -> None:
+        """A resolved alert sends nothing more: in the resolving transaction, cancel its pending
+        device commands (``call_centre`` retries, ``announce``...), its escalation steps and its
+        supervisor notifications, and say on its timeline what was cancelled.
+
+        Every path that resolves an alert (operator, system, device clearing, commissioning) goes
+        through :meth:`resolve` or :meth:`system_resolve`, which call this. Responder call-outs are
+        not touched: they start *after* a ``responder_sent`` resolution.
+        """
+        reason = "alert resolved"
+        commands = await tx.fetchall(
+            "SELECT id, cmd_id, target, payload FROM outbox WHERE alert_id = ? AND done_at IS NULL "
+            "ORDER BY id",
+            alert["id"],
+        )
+        if commands:
+            await tx.execute(
+                "UPDATE outbox SET done_at = ?, last_error = ? WHERE alert_id = ? AND done_at IS NULL",
+                now,
+                f"cancelled: {reason}",
+                alert["id"],
+            )
+            await self.log_action(
+                tx,
+                post,
+                alert,
+                "commands_cancelled",
+                "system",
+                Source.SYSTEM,
+                {
+                    "commands": [
+                        {
+                            "cmd": json.loads(c["payload"]).get("cmd"),
+                            "cmd_id": c["cmd_id"],
+                            "target": c["target"],
+                        }
+                        for c in commands
+                    ],
+                    "reason": "the alert was resolved",
+                },
+                now,
+                state="resolved",
+            )
+        steps = await tx.execute(
+            "UPDATE escalation_steps SET state = 'cancelled', done_at = ?, result = ? "
+            "WHERE alert_id = ? AND kind = 'policy' AND state = 'pending'",
+            now,
+            reason,
+            alert["id"],
+        )
+        notifications = await tx.execute(
+            "UPDATE notifications SET state = 'cancelled', updated_at = ?, last_error = ?, "
+            "lease_until = NULL WHERE alert_id = ? AND purpose = 'supervisor' AND state = 'pending'",
+            now,
+            reason,
+            alert["id"],
+        )
+        if steps or notifications:
+            await self.log_action(
+                tx,
+                post,
+                alert,
+                "escalation_stopped",
+                "system",
+                Source.SYSTEM,
+                {
+                    "cancelled": steps + notifications,
+                    "escalation_steps": steps,
+                    "notifications": notifications,
+                    "reason": "the alert was resolved",
+                },
+                now,
+                state="resolved",
+            )
 
     # -- operators -------------------------------------------------------------------------------
     async def acknowledge(self, alert_id: str, *, actor: str, source: str) -> Alert:
@@ -733,6 +812,7 @@ class AlertStore:
                 now,
                 state="resolved",
             )
+            await self.stop_side_effects(tx, post, row, now)
             return alert_from_row(await self._alert_row(tx, alert_id))
 
         result: Alert = await self.transaction(work)
@@ -865,24 +945,39 @@ class AlertStore:
         return int(row["n"]) if row else 0
 
     # -- outbox ----------------------------------------------------------------------------------
-    async def claim_outbox(self, *, limit: int = 100, lease_s: float = 15.0) -> list[OutboxItem]:
-        """Take due outbox items, pushing their next attempt out by a lease so no one else takes them."""
+    async def claim_outbox(
+        self, *, limit: int = 100, lease_s: float = 15.0, now: float | None = None
+    ) -> list[OutboxItem]:
+        """Take due outbox items, pushing their next attempt out by a lease so no one else takes them.
+
+        An item whose alert is already resolved is closed here instead of handed out (resolving
+        cancels them too; this catches any left behind).
+        """
 
         async def work(tx: Tx, post: PostCommit) -> list[OutboxItem]:
-            now = _now()
+            at = _now() if now is None else now
             rows = await tx.fetchall(
                 "SELECT * FROM outbox WHERE done_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?"
                 + self.skip_locked(),
-                now,
+                at,
                 limit,
             )
+            resolved = await self._resolved_among(tx, [r["alert_id"] for r in rows])
             items = []
             for r in rows:
+                if r["alert_id"] is not None and int(r["alert_id"]) in resolved:
+                    await tx.execute(
+                        "UPDATE outbox SET done_at = ?, last_error = ? WHERE id = ?",
+                        at,
+                        "cancelled: alert resolved",
+                        r["id"],
+                    )
+                    continue
                 attempts = int(r["attempts"]) + 1
                 if attempts > COMMAND_MAX_ATTEMPTS:
                     await tx.execute(
                         "UPDATE outbox SET done_at = ?, last_error = ? WHERE id = ?",
-                        now,
+                        at,
                         "gave up: no cmd_result after retries",
                         r["id"],
                     )
@@ -901,14 +996,14 @@ class AlertStore:
                                     "target": r["target"],
                                     "reason": "the unit never confirmed the command",
                                 },
-                                now,
+                                at,
                             )
                     continue
                 delay = COMMAND_RETRY_S[min(attempts - 1, len(COMMAND_RETRY_S) - 1)]
                 await tx.execute(
                     "UPDATE outbox SET attempts = ?, next_attempt_at = ? WHERE id = ?",
                     attempts,
-                    now + max(delay, lease_s),
+                    at + max(delay, lease_s),
                     r["id"],
                 )
                 items.append(
@@ -927,6 +1022,30 @@ class AlertStore:
 
         result: list[OutboxItem] = await self.transaction(work)
         return result
+
+    async def _resolved_among(self, tx: Tx, alert_ids: Sequence[Any]) -> set[int]:
+        keys = sorted({int(a) for a in alert_ids if a is not None})
+        if not keys:
+            return set()
+        marks = ", ".join("?" for _ in keys)
+        rows = await tx.fetchall(f"SELECT id FROM alerts WHERE state = 'resolved' AND id IN ({marks})", *keys)
+        return {int(r["id"]) for r in rows}
+
+    async def outbox_void_reason(self, item: OutboxItem) -> str | None:
+        """Why a claimed item must not be sent now (closed meanwhile, its alert resolved), or None.
+
+        The sender asks just before sending, so a command claimed before a resolve never goes out
+        after it.
+        """
+        async with self.read() as tx:
+            row = await tx.fetchone("SELECT done_at, last_error FROM outbox WHERE id = ?", item.id)
+            if row is None:
+                return "the item is gone"
+            if row["done_at"] is not None:
+                return str(row["last_error"] or "the item is already done")
+            if item.alert_id is not None and await self._resolved_among(tx, [item.alert_id]):
+                return "cancelled: alert resolved"
+        return None
 
     def skip_locked(self) -> str:
         """The clause that lets other nodes skip rows this claim locks (PostgreSQL); empty here."""
@@ -1016,31 +1135,50 @@ class AlertStore:
         phone: str | None = None,
         alexa_device_id: str | None = None,
     ) -> None:
+        """Register (or re-register) a device, validated by the registry's :class:`Device` model:
+        what the registry cannot read back is never stored (InvalidRequest naming the field)."""
+        d = _valid(
+            Device,
+            {
+                "id": device_id,
+                "kind": kind,
+                "resident_id": resident_id,
+                "channel": channel,
+                "phone": phone,
+                "alexa_device_id": alexa_device_id,
+            },
+        )
+
         async def work(tx: Tx, post: PostCommit) -> None:
             await tx.execute(
                 "INSERT INTO devices (id, kind, resident_id, channel, phone, alexa_device_id, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, "
                 "resident_id = excluded.resident_id, channel = excluded.channel, phone = excluded.phone, "
                 "alexa_device_id = excluded.alexa_device_id",
-                device_id,
-                kind,
-                resident_id,
-                channel,
-                phone,
-                alexa_device_id,
+                d.id,
+                d.kind.value,
+                d.resident_id,
+                d.channel,
+                d.phone,
+                d.alexa_device_id,
                 _now(),
             )
 
         await self.transaction(work)
 
     async def upsert_resident(self, resident_id: str, name: str, data: dict[str, Any] | None = None) -> None:
+        """Register (or replace) a resident, validated by the registry's :class:`Resident` model -- the
+        same rules the registry reads with, so what is stored always reads back (a language name such
+        as ``Welsh`` is stored as its tag ``cy``; a bad value is an InvalidRequest naming the field)."""
+        r = _valid(Resident, {**(data or {}), "id": resident_id, "name": name})
+
         async def work(tx: Tx, post: PostCommit) -> None:
             await tx.execute(
                 "INSERT INTO residents (id, name, data, created_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET name = excluded.name, data = excluded.data",
-                resident_id,
-                name,
-                _j(data or {}),
+                r.id,
+                r.name,
+                _j(r.data()),
                 _now(),
             )
 
@@ -1071,6 +1209,19 @@ class AlertStore:
             )
 
         await self.transaction(work)
+
+
+_Record = TypeVar("_Record", Device, Resident)
+
+
+def _valid(model: type[_Record], fields: dict[str, Any]) -> _Record:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        what = f"{model.__name__.lower()} {str(fields.get('id'))[:64]!r}"
+        raise InvalidRequest(
+            f"{what}: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors_of(exc))
+        ) from None
 
 
 def _help_key(device_id: str, resident_id: str | None) -> str:

@@ -134,16 +134,16 @@ async def migrate(conn: Any) -> int:
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
     try:
         await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        current = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+        applied = {int(r["version"]) for r in await conn.fetch("SELECT version FROM schema_version")}
         for version, sql in all_migrations():
-            if version <= current:
+            if version in applied:
                 continue
             async with conn.transaction():
                 for stmt in statements(sql, "postgresql"):
                     await conn.execute(stmt)
                 await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
-            current = version
-        return current
+            applied.add(version)
+        return max(applied, default=0)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
 

@@ -59,10 +59,9 @@ def _connect(path: str) -> sqlite3.Connection:
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema up to date; returns the version now in place."""
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    current = row[0] or 0
+    applied = {int(r[0]) for r in conn.execute("SELECT version FROM schema_version")}
     for version, sql in all_migrations():
-        if version <= current:
+        if version in applied:
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -73,8 +72,8 @@ def migrate(conn: sqlite3.Connection) -> int:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        current = version
-    return int(current)
+        applied.add(version)
+    return max(applied, default=0)
 
 
 class SqliteStore(AlertStore):

@@ -25,6 +25,7 @@
     tamper: "Tamper", sensor_fault: "Sensor fault", radio_jamming: "Radio jamming",
   };
   const PRIORITY_WORDS = { 1: "Emergency", 2: "Urgent", 3: "Technical" };
+  const EMPTY_DETAIL = "Select an alert (j / k or the arrow keys).";
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -42,7 +43,7 @@
   }
 
   function can(right) { return !!state.me && state.me.rights.includes(right); }
-  function typeWord(t) { return TYPE_WORDS[t] || String(t); }
+  function typeWord(t) { return Object.hasOwn(TYPE_WORDS, t) ? TYPE_WORDS[t] : String(t); }
 
   function status(message, isError) {
     const box = $("status");
@@ -140,6 +141,15 @@
     return 0;
   }
 
+  // Sorting must not fail on an alert that cannot be drawn: those go last, by id.
+  function safeCompare(x, y) {
+    let bx = 0, by = 0;
+    try { checkShape(x); } catch (e) { bx = 1; }
+    try { checkShape(y); } catch (e) { by = 1; }
+    if (bx || by) return bx - by || alertIdOf(x).localeCompare(alertIdOf(y));
+    return compare(x, y) || 0;
+  }
+
   function who(a) {
     if (a.resident_id) return state.residents.get(a.resident_id) || a.resident_id;
     return "Unit " + a.device_id;
@@ -166,6 +176,53 @@
     return "Waiting";
   }
 
+  // What the queue needs of an alert to draw it. An alert that lacks it is drawn as an error row
+  // naming what is wrong; it never stops the other alerts from showing.
+  const SHAPE = { id: "string", device_id: "string", type: "string", priority: "number", state: "string",
+    raised_at: "string" };
+  function kindOf(v) { return v === null ? "null" : Array.isArray(v) ? "a list" : typeof v; }
+  function checkShape(a) {
+    if (a === null || typeof a !== "object") throw new Error("the alert is " + kindOf(a) + ", not an object");
+    const wrong = [];
+    for (const [k, t] of Object.entries(SHAPE)) if (typeof a[k] !== t) wrong.push(`${k} is ${kindOf(a[k])}, not a ${t}`);
+    for (const k of ["resident_id", "acknowledged_by", "outcome"]) {
+      if (a[k] !== null && a[k] !== undefined && typeof a[k] !== "string") wrong.push(`${k} is ${kindOf(a[k])}`);
+    }
+    if (typeof a.raised_at === "string" && Number.isNaN(Date.parse(a.raised_at))) wrong.push("raised_at is not a time");
+    if (wrong.length) throw new Error(wrong.join("; "));
+  }
+  function alertIdOf(a) {
+    const id = a && (typeof a.id === "string" || typeof a.id === "number") ? String(a.id) : "";
+    return id || "?";
+  }
+
+  function errorRow(a, err) {
+    const id = alertIdOf(a);
+    const why = err && err.message ? err.message : String(err);
+    const selected = id === state.selected;
+    const button = el("button", {
+      type: "button", class: "alert-row error-row", "data-id": id, "aria-current": selected ? "true" : null,
+      "aria-label": `Alert ${id} cannot be shown: ${why}`,
+    },
+      el("span", { class: "prio prio-error", text: "!" }),
+      el("span", { class: "error-text" },
+        el("strong", { text: `Alert ${id} cannot be shown here.` }),
+        ` ${why}. Open it through the API (/api/v1/alerts/${id}) and tell your supervisor.`),
+    );
+    button.addEventListener("click", () => select(id, true));
+    return el("li", { class: "q-item q-error" + (selected ? " selected" : ""), id: "alert-" + id }, button);
+  }
+
+  function drawRow(a) {
+    try {
+      checkShape(a);
+      return row(a);
+    } catch (err) {
+      console.error("alert " + alertIdOf(a) + " cannot be drawn", err);
+      return errorRow(a, err);
+    }
+  }
+
   function row(a) {
     const selected = a.id === state.selected;
     const button = el("button", {
@@ -175,7 +232,7 @@
     },
       el("span", { class: badgeClass(a), text: a.test ? "TEST" : "P" + a.priority }),
       el("span", { class: "a-type", text: typeWord(a.type) }),
-      el("span", { class: "a-who", text: who(a) }),
+      el("span", { class: "a-who" + (a.resident_id ? "" : " a-unit"), title: who(a), text: who(a) }),
       el("span", { class: "a-flags" }, ...flags(a)),
       el("span", { class: `state-chip state-${a.state}`, text: stateWords(a) }),
       el("span", { class: "timer", "data-since": a.raised_at, "data-alert": a.id, text: since(a.raised_at) }),
@@ -191,10 +248,10 @@
   function renderQueue() {
     const list = $("queue");
     const focusedId = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.id : null;
-    state.order = [...state.alerts.values()].sort(compare).map((a) => a.id);
+    state.order = [...state.alerts.entries()].sort(([, x], [, y]) => safeCompare(x, y)).map(([id]) => id);
     const fresh = new Set(document.querySelectorAll(".q-item.fresh").length ?
       [...document.querySelectorAll(".q-item.fresh")].map((n) => n.id) : []);
-    list.replaceChildren(...state.order.map((id) => row(state.alerts.get(id))));
+    list.replaceChildren(...state.order.map((id) => drawRow(state.alerts.get(id))));
     for (const id of fresh) { const n = document.getElementById(id); if (n) n.classList.add("fresh"); }
     const open = [...state.alerts.values()].filter((a) => a.state !== "resolved").length;
     $("queue-count").textContent = String(open);
@@ -214,7 +271,8 @@
   }
 
   async function learnResidents(alerts) {
-    const missing = [...new Set(alerts.map((a) => a.resident_id).filter((r) => r && !state.residents.has(r)))];
+    const missing = [...new Set(alerts.map((a) => a && a.resident_id)
+      .filter((r) => typeof r === "string" && r && !state.residents.has(r)))];
     if (!missing.length) return false;
     for (let i = 0; i < missing.length; i += 100) {
       const part = missing.slice(i, i + 100);
@@ -225,6 +283,17 @@
   }
 
   function upsert(alert) {
+    if (alert === null || typeof alert !== "object" || typeof alert.id !== "string") {
+      throw new Error("an alert update without an id arrived and was skipped");
+    }
+    let drawable = true;
+    try { checkShape(alert); } catch (e) { drawable = false; }
+    if (!drawable) {  // keep it in the queue as an error row; no announcement we could not word
+      state.alerts.set(alert.id, alert);
+      renderQueue();
+      if (alert.id === state.selected) showDetail();
+      return;
+    }
     const known = state.alerts.has(alert.id);
     const before = state.alerts.get(alert.id);
     if (before && before.updated_at && alert.updated_at && before.updated_at > alert.updated_at) return;
@@ -268,9 +337,11 @@
       cursor = page.next_cursor;
     } while (cursor && seen.length < 5000);
     await learnResidents(seen).catch(() => false);
-    state.alerts = new Map(seen.map((a) => [a.id, a]));
+    state.alerts = new Map(seen.map((a, i) => [typeof (a && a.id) === "string" ? a.id : "unreadable-" + i, a]));
     if (state.selected && !state.alerts.has(state.selected)) state.selected = null;
-    if (!state.selected && state.order.length === 0 && seen.length) state.selected = [...seen].sort(compare)[0].id;
+    if (!state.selected && state.order.length === 0 && seen.length) {
+      state.selected = [...state.alerts.entries()].sort(([, x], [, y]) => safeCompare(x, y))[0][0];
+    }
     renderQueue();
     showDetail();
   }
@@ -389,6 +460,9 @@
     if (d.note) bits.push("“" + d.note + "”");
     if (d.reason) bits.push(String(d.reason));
     if (d.cmd) bits.push(String(d.cmd));
+    if (Array.isArray(d.commands)) {
+      bits.push("not sent: " + d.commands.map((c) => `${c && c.cmd} to ${c && c.target}`).join(", "));
+    }
     if (d.error) bits.push("error: " + d.error);
     if (d.step_action) bits.push(`step ${d.step}: ${d.step_action}` + (d.waited_s ? ` after ${Math.round(d.waited_s)} s` : ""));
     if (d.to && d.from === undefined) bits.push("to " + (Array.isArray(d.to) ? d.to.join(", ") : String(d.to)));
@@ -397,11 +471,17 @@
 
   function renderTimeline(entries) {
     const list = $("timeline");
-    list.replaceChildren(...entries.slice().reverse().map((t) => el("li", { class: "tl-" + t.action },
-      el("time", { datetime: t.at, text: clock(t.at) }),
-      el("span", { class: "tl-action", text: t.action.replaceAll("_", " ") }),
-      el("span", { class: "tl-actor", text: t.actor + " via " + t.source }),
-      el("span", { class: "tl-detail", text: timelineText(t) }))));
+    list.replaceChildren(...entries.slice().reverse().map((t) => {
+      try {
+        return el("li", { class: "tl-" + t.action },
+          el("time", { datetime: t.at, text: clock(t.at) }),
+          el("span", { class: "tl-action", text: String(t.action).replaceAll("_", " ") }),
+          el("span", { class: "tl-actor", text: t.actor + " via " + t.source }),
+          el("span", { class: "tl-detail", text: timelineText(t) }));
+      } catch (err) {  // one odd entry must not hide the rest of the timeline
+        return el("li", { class: "tl-error warn", text: "This timeline entry cannot be shown: " + err.message });
+      }
+    }));
   }
 
   async function showDetail() {
@@ -409,11 +489,20 @@
     const body = $("detail-body");
     if (!id || !state.alerts.has(id)) {
       body.hidden = true;
+      $("detail-empty").textContent = EMPTY_DETAIL;
       $("detail-empty").hidden = false;
       $("detail-heading").textContent = "Alert";
       return;
     }
     const alert = state.alerts.get(id);
+    try { checkShape(alert); } catch (e) {
+      body.hidden = true;
+      $("detail-empty").hidden = false;
+      $("detail-empty").textContent = `Alert ${alertIdOf(alert)} cannot be shown: ${e.message}.`;
+      $("detail-heading").textContent = `Alert ${alertIdOf(alert)}`;
+      return;
+    }
+    $("detail-empty").textContent = EMPTY_DETAIL;
     body.hidden = false;
     $("detail-empty").hidden = true;
     $("detail-heading").textContent = `Alert ${alert.id}: ${typeWord(alert.type)} — ${who(alert)}`;
@@ -456,7 +545,14 @@
   function showError(e) { status(e && e.message ? e.message : String(e), true); }
 
   // -- actions ------------------------------------------------------------------------------------
-  function current() { return state.selected ? state.alerts.get(state.selected) : null; }
+  function current() {
+    const a = state.selected ? state.alerts.get(state.selected) : null;
+    try { checkShape(a); } catch (e) {
+      if (a !== null && a !== undefined) status(`Alert ${alertIdOf(a)} cannot be shown, so it cannot be handled here.`, true);
+      return null;
+    }
+    return a;
+  }
 
   function cannotHandle() {
     if (can("alerts:handle")) return false;
@@ -560,8 +656,14 @@
   }
 
   function onKey(ev) {
-    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     const open = document.querySelector("dialog[open]");
+    if (open && open.id === "note-dialog" && ev.key === "Enter" && (ev.ctrlKey || ev.metaKey) &&
+        ev.target.id === "note-text") {
+      ev.preventDefault();
+      $("note-form").requestSubmit();
+      return;
+    }
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     if (open) {
       if (open.id === "resolve-dialog" && /^[1-9]$/.test(ev.key) && ev.target.tagName !== "TEXTAREA") {
         const choice = open.querySelectorAll("#outcomes input")[Number(ev.key) - 1];
@@ -570,6 +672,10 @@
       if (open.id === "resolve-dialog" && ev.key === "Enter" && !["TEXTAREA", "BUTTON"].includes(ev.target.tagName)) {
         ev.preventDefault();
         $("resolve-form").requestSubmit();
+      }
+      if (open.id === "note-dialog" && ev.key === "Enter" && !ev.shiftKey && ev.target.id === "note-text") {
+        ev.preventDefault();  // Enter adds the note; Shift+Enter starts a new line (said under the box)
+        $("note-form").requestSubmit();
       }
       return;  // Escape closes native dialogs by itself
     }
