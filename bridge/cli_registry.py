@@ -632,7 +632,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         dest="residents_command", metavar="ACTION", required=True
     )
     p = residents.add_parser("add", parents=[common], help="register a resident")
-    p.add_argument("id", help="resident id (1-64 of A-Za-z0-9._-)")
+    p.add_argument("id", help="resident id (1-64 of A-Za-z0-9._-, not . or ..)")
     _resident_options(p, required_name=True)
     p.set_defaults(func=cmd_residents_add)
     p = residents.add_parser("edit", parents=[common], help="change a resident's details")
@@ -649,7 +649,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "devices", help="register, configure and retire units and Alexa devices"
     ).add_subparsers(dest="devices_command", metavar="ACTION", required=True)
     p = devices.add_parser("add", parents=[common], help="register a unit or an Alexa device")
-    p.add_argument("id", help="device id (1-64 of A-Za-z0-9._-): the unit's MQTT id and broker username")
+    p.add_argument(
+        "id", help="device id (1-64 of A-Za-z0-9._-, not . or ..): the unit's MQTT id and broker username"
+    )
     _device_options(p, required_kind=True)
     p.set_defaults(func=cmd_devices_add)
     p = devices.add_parser("edit", parents=[common], help="change a device's details")

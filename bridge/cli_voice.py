@@ -279,7 +279,9 @@ def register(sub: Any, common: argparse.ArgumentParser, simulate: Any = None) ->
         "The Alexa device id is logged by the bridge for every request from an "
         "unlinked Echo (say 'Alexa, ask care alarm to check in').",
     )
-    p.add_argument("--device-id", required=True, help="our id for the Echo (1-64 of A-Za-z0-9._-)")
+    p.add_argument(
+        "--device-id", required=True, help="our id for the Echo (1-64 of A-Za-z0-9._-, not . or ..)"
+    )
     p.add_argument(
         "--alexa-device-id", required=True, help="context.System.device.deviceId (amzn1.ask.device...)"
     )

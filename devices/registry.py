@@ -15,13 +15,13 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from devices.events import DEVICE_ID_RE
+from devices.events import DEVICE_ID_RULE, device_id_ok
 from devices.vocabulary import EventType
 
 E164_RE = re.compile(r"\+[1-9][0-9]{6,14}")
 IMEI_RE = re.compile(r"[0-9]{15}")
 LANGUAGE_RE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
-ID_RULE = "must be 1-64 characters of A-Za-z0-9._-"
+ID_RULE = f"must be {DEVICE_ID_RULE}"
 
 
 class DeviceKind(StrEnum):
@@ -67,7 +67,7 @@ PERIPHERAL_EVENT: dict[PeripheralType, EventType] = {
 
 
 def check_id(value: str) -> str:
-    if not isinstance(value, str) or not DEVICE_ID_RE.fullmatch(value):
+    if not device_id_ok(value):
         raise ValueError(f"id {ID_RULE}")
     return value
 
@@ -180,8 +180,8 @@ class Device(_Model):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not isinstance(value, str) or not DEVICE_ID_RE.fullmatch(value):
-            raise ValueError("device id must be 1-64 characters of A-Za-z0-9._-")
+        if not device_id_ok(value):
+            raise ValueError(f"device id {ID_RULE}")
         return value
 
     @field_validator("resident_id")
