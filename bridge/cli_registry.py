@@ -33,14 +33,14 @@ def _actor() -> str:
 
 def _with_registry(args: argparse.Namespace, work: Callable[[Any, Any], Awaitable[T]]) -> T:
     """Run ``work(registry, config)`` on the configured store; store refusals become one clear line."""
-    from alarm_centre.store import Conflict, InvalidRequest, NotFound, open_store
-    from bridge.cli import _load
+    from alarm_centre.store import Conflict, InvalidRequest, NotFound
+    from bridge.cli import _load, open_cli_store
     from bridge.feature_registry import make_registry
 
     config = _load(args)
 
     async def main() -> T:
-        async with open_store(config.store.url) as store:
+        async with open_cli_store(config) as store:
             return await work(make_registry(config, store), config)
 
     try:

@@ -32,14 +32,13 @@ INFO_FILE = "simulator.json"
 
 # -- store commands --------------------------------------------------------------------------------
 def _with_voice(args: argparse.Namespace, work: Any) -> Any:
-    from alarm_centre.store import open_store
-    from bridge.cli import _load
+    from bridge.cli import _load, open_cli_store
     from skills.voice import VoiceService
 
     config = _load(args)
 
     async def main() -> Any:
-        async with open_store(config.store.url) as store:
+        async with open_cli_store(config) as store:
             return await work(VoiceService(store))
 
     return asyncio.run(main())
