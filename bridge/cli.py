@@ -50,7 +50,7 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def open_cli_store(config: Config) -> AsyncIterator[AlertStore]:
+async def open_cli_store(config: Config, config_file: str | None) -> AsyncIterator[AlertStore]:
     """The configured store for a CLI command, named on stderr (stdout stays the command's own output).
 
     A SQLite file that does not exist yet is created, and that is said plainly: a command started in
@@ -58,18 +58,18 @@ async def open_cli_store(config: Config) -> AsyncIterator[AlertStore]:
     """
     from alarm_centre.store import open_store
 
-    _name_store(config)
+    _name_store(config, config_file)
     async with open_store(config.store.url) as store:
         yield store
 
 
-def _name_store(config: Config) -> None:
+def _name_store(config: Config, config_file: str | None) -> None:
     from alarm_centre.store import sqlite_path
     from bridge.cli_check import describe_store
 
     path = sqlite_path(config.store.url)
     if path is not None and not Path(path).exists():
-        hint = "" if _config_path(None) else "; no config file was found here: give --config FILE"
+        hint = "" if config_file else "; no config file was found here: give --config FILE"
         print(f"telecare-bridge: store {describe_store(config.store.url)} did not exist: "
               f"creating a new, empty one{hint}", file=sys.stderr)
     else:

@@ -34,13 +34,13 @@ def _actor() -> str:
 def _with_registry(args: argparse.Namespace, work: Callable[[Any, Any], Awaitable[T]]) -> T:
     """Run ``work(registry, config)`` on the configured store; store refusals become one clear line."""
     from alarm_centre.store import Conflict, InvalidRequest, NotFound
-    from bridge.cli import _load, open_cli_store
+    from bridge.cli import _config_path, _load, open_cli_store
     from bridge.feature_registry import make_registry
 
     config = _load(args)
 
     async def main() -> T:
-        async with open_cli_store(config) as store:
+        async with open_cli_store(config, _config_path(args.config)) as store:
             return await work(make_registry(config, store), config)
 
     try:

@@ -13,12 +13,12 @@ T = TypeVar("T")
 
 
 def _with_store(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) -> T:
-    from bridge.cli import _load, open_cli_store
+    from bridge.cli import _config_path, _load, open_cli_store
 
     config = _load(args)
 
     async def main() -> T:
-        async with open_cli_store(config) as store:
+        async with open_cli_store(config, _config_path(args.config)) as store:
             return await work(store)
 
     return asyncio.run(main())

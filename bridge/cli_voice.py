@@ -32,13 +32,13 @@ INFO_FILE = "simulator.json"
 
 # -- store commands --------------------------------------------------------------------------------
 def _with_voice(args: argparse.Namespace, work: Any) -> Any:
-    from bridge.cli import _load, open_cli_store
+    from bridge.cli import _config_path, _load, open_cli_store
     from skills.voice import VoiceService
 
     config = _load(args)
 
     async def main() -> Any:
-        async with open_cli_store(config) as store:
+        async with open_cli_store(config, _config_path(args.config)) as store:
             return await work(VoiceService(store))
 
     return asyncio.run(main())
