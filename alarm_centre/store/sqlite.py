@@ -10,6 +10,7 @@ beside a writer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
@@ -20,6 +21,8 @@ from typing import Any, Self
 
 from alarm_centre.store.base import AlertStore, Row
 from alarm_centre.store.schema import all_migrations, statements
+
+log = logging.getLogger(__name__)
 
 
 class _SqliteTx:
@@ -70,7 +73,7 @@ def make_private(path: Path) -> None:
     operator set it up.
     """
     if not path.parent.exists():
-        path.parent.mkdir(parents=True, mode=0o700)
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     for file in (path, *(path.with_name(path.name + side) for side in SIDE_FILES)):
         try:
@@ -79,6 +82,8 @@ def make_private(path: Path) -> None:
                 os.chmod(file, mode & 0o700)
         except FileNotFoundError:
             continue
+        except PermissionError:  # another user's file we may write to: say so, and keep working
+            log.warning("%s is mode %o and not ours to narrow to 0600; others may read it", file, mode)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
