@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,9 @@ def test_run_banner_hides_the_broker_password_and_stops_quietly_on_sigterm(tmp_p
             banner.append(line)
             if line.strip().startswith("store"):
                 break
+        # Stop it once it serves: a cancellation landing inside aiomqtt's connect is another issue's.
+        health = banner[1].split("(health ", 1)[1].split(",", 1)[0]
+        wait_until_healthy(health)
         proc.send_signal(signal.SIGTERM)
         rest, err = proc.communicate(timeout=30)
     finally:
@@ -177,6 +181,19 @@ def test_run_banner_hides_the_broker_password_and_stops_quietly_on_sigterm(tmp_p
     for secret in SECRETS:
         assert secret not in text
     assert "stopped by SIGTERM" in err
+
+
+def wait_until_healthy(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"{url} never answered 200"
+        time.sleep(0.1)  # polling a real process over HTTP; nothing to wait on in-process
 
 
 # -- files --------------------------------------------------------------------------------------
