@@ -22,8 +22,6 @@ from typing import Any, Self
 from alarm_centre.store.base import AlertStore, Row
 from alarm_centre.store.schema import all_migrations, statements
 
-log = logging.getLogger(__name__)
-
 
 class _SqliteTx:
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -59,6 +57,8 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
 
+
+log = logging.getLogger(__name__)
 
 #: Files SQLite keeps beside the database in WAL mode.
 SIDE_FILES = ("-wal", "-shm", "-journal")
