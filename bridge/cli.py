@@ -251,7 +251,7 @@ def _broker_of(args: argparse.Namespace, config: Config) -> tuple[str, int]:
 
 
 def cmd_simulate_unit(args: argparse.Namespace) -> None:
-    from simulators.unit import BrokerUnreachable, SimulatedUnit, summarise
+    from simulators.unit import SimulatedUnit, summarise
 
     config = _load(args)
     host, port = _broker_of(args, config)
@@ -265,7 +265,7 @@ def cmd_simulate_unit(args: argparse.Namespace) -> None:
             port=port,
             topic_root=config.topic_root,
             heartbeat_s=args.heartbeat,
-            connect_timeout_s=args.timeout,
+            connect_timeout=args.timeout,
         ) as unit:
             for _ in range(args.count):
                 ack = await unit.send(args.event, test=args.test, timeout=args.timeout)
@@ -284,11 +284,11 @@ def cmd_simulate_unit(args: argparse.Namespace) -> None:
 
     try:
         _run_until_signal(main)
-    except BrokerUnreachable as exc:
-        print(f"telecare-bridge: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
     except TimeoutError:
         print(f"telecare-bridge: no ack within {args.timeout:g}s: is the bridge running?", file=sys.stderr)
+        raise SystemExit(1) from None
+    except ConnectionError as exc:  # no broker within --timeout, or it refused the unit
+        print(f"telecare-bridge: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     if rejected:
         reason = rejected[0].get("error") or "no reason given"

@@ -16,13 +16,12 @@ import json
 import logging
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from alarm_centre.api import read_json, require, validated
-from devices.registry import check_id
 from skills.endpoint import AlexaEndpoint
 from skills.verification import AlexaVerifier
 from skills.voice import LinkError, VoiceService
@@ -37,9 +36,9 @@ VOICE: web.AppKey[VoiceService] = web.AppKey("voice", VoiceService)
 
 class LinkBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    device_id: Annotated[str, AfterValidator(check_id)]
+    device_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     alexa_device_id: str = Field(pattern=r"^[\x21-\x7e]{1,255}$")
-    resident_id: Annotated[str, AfterValidator(check_id)]
+    resident_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     alexa_user_id: str | None = Field(None, pattern=r"^[\x21-\x7e]{1,255}$")
 
 

@@ -25,10 +25,6 @@ from devices.mqtt_codec import Topics, decode_ack, decode_command, encode_event
 log = logging.getLogger(__name__)
 
 
-class BrokerUnreachable(TimeoutError):
-    """The unit could not connect to its broker in time."""
-
-
 @dataclass
 class UnitLog:
     """What the unit saw, for tests and the demo's output."""
@@ -53,11 +49,9 @@ class SimulatedUnit:
         call_connects: bool = True,
         username: str | None = None,
         password: str | None = None,
-        connect_timeout_s: float = 30.0,
+        connect_timeout: float = 30.0,
     ) -> None:
         self.device_id = device_id
-        self._connect_timeout = connect_timeout_s
-        self._last_error: str | None = None
         self._username = username  # per-device broker credential (credentials.enabled)
         self._password = password
         self.topics = Topics(topic_root)
@@ -75,20 +69,20 @@ class SimulatedUnit:
         self._runner: asyncio.Task[None] | None = None
         self.log = UnitLog()
         self.command_received = asyncio.Condition()
+        self._connect_timeout = connect_timeout
+        #: Why the last connection attempt failed (e.g. the broker refused the credentials).
+        self.last_error: str | None = None
 
     async def __aenter__(self) -> Self:
         self._runner = asyncio.create_task(self._run(), name=f"unit-{self.device_id}")
         try:
             async with asyncio.timeout(self._connect_timeout):
                 await self._connected.wait()
-        except BaseException as exc:
-            await self.__aexit__(None, None, None)  # no runner left behind when entering fails
-            if isinstance(exc, TimeoutError):
-                why = f": {self._last_error}" if self._last_error else ""
-                raise BrokerUnreachable(
-                    f"no broker at {self._host}:{self._port} within {self._connect_timeout:g}s{why}"
-                ) from None
-            raise
+        except TimeoutError:
+            await self.__aexit__(None, None, None)
+            raise ConnectionError(
+                f"unit {self.device_id} could not connect to {self._host}:{self._port}: {self.last_error}"
+            ) from None
         if self._heartbeat_s:
             self._spawn(self._heartbeats(self._heartbeat_s))
         return self
@@ -132,7 +126,7 @@ class SimulatedUnit:
                             payload if isinstance(payload, bytes) else str(payload).encode(),
                         )
             except aiomqtt.MqttError as exc:
-                self._last_error = str(exc)
+                self.last_error = str(exc)
                 log.debug("unit %s lost its broker: %s", self.device_id, exc)
             finally:
                 self._client = None

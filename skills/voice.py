@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from alarm_centre.intake import Intake, StoreUnavailable
 from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, PostCommit, Tx
-from devices.events import DEVICE_ID_RULE, MAX_EVENT_ID, DeviceEvent, device_id_ok
+from devices.events import DEVICE_ID_RE, MAX_EVENT_ID, DeviceEvent
 from devices.vocabulary import EventType
 
 log = logging.getLogger(__name__)
@@ -342,8 +342,8 @@ class VoiceService:
 
         Raises :class:`LinkError` (bad field, 422) or ``Conflict`` (the id belongs to something else, 409).
         """
-        if not device_id_ok(device_id):
-            raise LinkError("device_id", f"must be {DEVICE_ID_RULE}")
+        if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
+            raise LinkError("device_id", "must be 1-64 characters of A-Za-z0-9._-")
         if not isinstance(alexa_device_id, str) or not ALEXA_ID_RE.fullmatch(alexa_device_id):
             raise LinkError("alexa_device_id", "must be 1-255 printable characters without spaces")
         if alexa_user_id is not None and not ALEXA_ID_RE.fullmatch(alexa_user_id):

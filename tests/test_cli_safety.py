@@ -304,7 +304,7 @@ def test_simulate_unit_without_a_broker_gives_up_within_its_timeout(tmp_path: Pa
     )
     took = time.monotonic() - started
     assert result.returncode == 1, result.stderr
-    assert "no broker at 127.0.0.1:" in result.stderr and "within 2s" in result.stderr
+    assert "could not connect to 127.0.0.1:" in result.stderr and "refused" in result.stderr
     assert took < 10, took
 
 
