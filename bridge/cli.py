@@ -135,19 +135,6 @@ def _print_banner(bridge: Any, config: Config) -> None:
         )
 
 
-def _self_command() -> str:
-    """How to run this CLI again from any shell: ``telecare-bridge`` if PATH finds this one, else its path."""
-    import shutil
-
-    argv0 = Path(sys.argv[0])
-    if argv0.name != "telecare-bridge":
-        return "telecare-bridge"
-    found = shutil.which("telecare-bridge")
-    if found and Path(found).resolve() == argv0.resolve():
-        return "telecare-bridge"
-    return shlex.quote(str(argv0.absolute()))
-
-
 def cmd_demo(args: argparse.Namespace) -> None:
     config = _load(args)
 
@@ -241,6 +228,19 @@ def _write_demo_credentials(path: Path, token: str, password: str, http_url: str
     write_atomically(path, text, 0o600)
 
 
+def _self_command() -> str:
+    """How to run this CLI again from any shell: ``telecare-bridge`` if PATH finds this one, else its path."""
+    import shutil
+
+    argv0 = Path(sys.argv[0])
+    if argv0.name != "telecare-bridge":
+        return "telecare-bridge"
+    found = shutil.which("telecare-bridge")
+    if found and Path(found).resolve() == argv0.resolve():
+        return "telecare-bridge"
+    return shlex.quote(str(argv0.absolute()))
+
+
 # -- simulate ------------------------------------------------------------------------------------
 def _broker_of(args: argparse.Namespace, config: Config) -> tuple[str, int]:
     from bridge.mqtt_link import BrokerAddress
@@ -287,8 +287,8 @@ def cmd_simulate_unit(args: argparse.Namespace) -> None:
     except TimeoutError:
         print(f"telecare-bridge: no ack within {args.timeout:g}s: is the bridge running?", file=sys.stderr)
         raise SystemExit(1) from None
-    except ConnectionError as exc:  # no broker within --timeout, or it refused the unit
-        print(f"telecare-bridge: {exc}", file=sys.stderr)
+    except ConnectionError as exc:  # e.g. the broker refused the unit's credentials
+        print(exc, file=sys.stderr)
         raise SystemExit(1) from None
     if rejected:
         reason = rejected[0].get("error") or "no reason given"
