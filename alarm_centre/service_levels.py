@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 from alarm_centre.model import iso
 from alarm_centre.store.base import AlertStore, InvalidRequest, Row
+from devices.csv_yaml import safe_cell
 
 THRESHOLDS: tuple[int, ...] = (60, 180)
 TARGETS: dict[int, float] = {60: 0.975, 180: 0.99}
@@ -116,10 +117,10 @@ class ServiceLevelReport:
         head = ["scope", "day", "operator", "priority", "alerts"]
         for t in THRESHOLDS:
             head += [f"within_{t}s", f"late_{t}s", f"pending_{t}s", f"share_{t}s"]
-        writer.writerow(head)
+        writer.writerow([safe_cell(c) for c in head])
 
         def line(scope: str, day: str, operator: str, priority: int, tally: Tally) -> list[str]:
-            cells = [scope, day, _safe(operator), str(priority), str(tally.alerts)]
+            cells = [scope, day, operator, str(priority), str(tally.alerts)]
             for t in THRESHOLDS:
                 share = tally.share(t)
                 cells += [
@@ -128,7 +129,7 @@ class ServiceLevelReport:
                     str(tally.pending[t]),
                     "" if share is None else f"{share:.4f}",
                 ]
-            return cells
+            return [safe_cell(c) for c in cells]
 
         for (d, p), tally in sorted(self.by_day.items()):
             writer.writerow(line("day", d, "", p, tally))
@@ -137,11 +138,6 @@ class ServiceLevelReport:
         for p, tally in sorted(self.totals.items()):
             writer.writerow(line("total", "", "", p, tally))
         return buf.getvalue()
-
-
-def _safe(cell: str) -> str:
-    """Keep spreadsheet programs from running a cell as a formula (CSV injection)."""
-    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
 
 
 def build_report(

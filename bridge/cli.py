@@ -7,13 +7,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from alarm_centre.store.base import AlertStore
 
 log = logging.getLogger("telecare")
 
@@ -45,6 +49,33 @@ def _load(args: argparse.Namespace) -> Config:
     return config
 
 
+@contextlib.asynccontextmanager
+async def open_cli_store(config: Config, config_file: str | None) -> AsyncIterator[AlertStore]:
+    """The configured store for a CLI command, named on stderr (stdout stays the command's own output).
+
+    A SQLite file that does not exist yet is created, and that is said plainly: a command started in
+    the wrong directory without ``--config`` would otherwise work on a new, empty store in silence.
+    """
+    from alarm_centre.store import open_store
+
+    _name_store(config, config_file)
+    async with open_store(config.store.url) as store:
+        yield store
+
+
+def _name_store(config: Config, config_file: str | None) -> None:
+    from alarm_centre.store import sqlite_path
+    from bridge.cli_check import describe_store
+
+    path = sqlite_path(config.store.url)
+    if path is not None and not Path(path).exists():
+        hint = "" if config_file else "; no config file was found here: give --config FILE"
+        print(f"telecare-bridge: store {describe_store(config.store.url)} did not exist: "
+              f"creating a new, empty one{hint}", file=sys.stderr)
+    else:
+        print(f"telecare-bridge: store {describe_store(config.store.url)}", file=sys.stderr)
+
+
 def _run_until_signal(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run ``main`` and cancel it cleanly on SIGINT or SIGTERM."""
 
@@ -52,11 +83,20 @@ def _run_until_signal(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         assert task is not None
+        signalled: list[str] = []
+
+        def stop(sig: signal.Signals) -> None:
+            signalled.append(sig.name)
+            task.cancel()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
+            loop.add_signal_handler(sig, stop, sig)
+        try:
             await main()
-        log.info("stopped")
+        except asyncio.CancelledError:
+            if not signalled:
+                raise
+            log.info("stopped by %s", signalled[0])  # a command that simply finished says nothing
 
     asyncio.run(runner())
 
@@ -76,7 +116,10 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def _print_banner(bridge: Any, config: Config) -> None:
-    broker = bridge.broker.url if bridge.broker else config.mqtt.url
+    from bridge.cli_check import describe_store
+    from bridge.redaction import redact
+
+    broker = redact(bridge.broker.url if bridge.broker else config.mqtt.url)
     print(f"telecare-bridge {config.node_name} is up", flush=True)
     print(
         f"  HTTP API    {bridge.http_url}/api/v1/alerts   (health {bridge.http_url}/healthz, "
@@ -84,10 +127,10 @@ def _print_banner(bridge: Any, config: Config) -> None:
         flush=True,
     )
     print(f"  MQTT        {broker}  topics {config.topic_root}/v1/{{device_id}}/event", flush=True)
-    print(f"  store       {config.store.url}", flush=True)
+    print(f"  store       {describe_store(config.store.url)}", flush=True)
     if config.console.enabled:
         print(
-            f"  console     {bridge.http_url}/console   (sign-in: telecare-bridge users passwd NAME)",
+            f"  console     {bridge.http_url}/console   (sign-in: {_self_command()} users passwd NAME)",
             flush=True,
         )
 
@@ -118,14 +161,18 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
             password = secrets.token_urlsafe(12)
             await set_password(bridge.store, "demo-operator", password)
+            saved = _data_dir(config) / DEMO_CREDENTIALS
+            await asyncio.to_thread(_write_demo_credentials, saved, token, password, bridge.http_url)
             _print_banner(bridge, config)
             print(f"  console     sign in as demo-operator, password {password}", flush=True)
+            print(f"  saved in    {saved}  (mode 0600; new on every start)", flush=True)
             print(
                 f"  demo fleet  {args.units} simulated units, an event every ~{args.every:.0f}s each",
                 flush=True,
             )
             print(
-                f'  try:        curl -H "Authorization: Bearer $TOKEN" {bridge.http_url}/api/v1/alerts',
+                f"  try:        . {shlex.quote(str(saved))} && "
+                f'curl -H "Authorization: Bearer $TOKEN" {bridge.http_url}/api/v1/alerts',
                 flush=True,
             )
             if serial is not None:
@@ -152,6 +199,46 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _run_until_signal(main)
 
 
+#: The demo's sign-in, written to the data directory as shell variables a terminal can source.
+DEMO_CREDENTIALS = "demo-credentials"
+
+
+def _data_dir(config: Config) -> Path:
+    """The directory of the SQLite store (``./data`` by default); ``./data`` with PostgreSQL."""
+    from alarm_centre.store import sqlite_path
+
+    path = sqlite_path(config.store.url)
+    return Path(path).absolute().parent if path is not None else Path("data").absolute()
+
+
+def _write_demo_credentials(path: Path, token: str, password: str, http_url: str) -> None:
+    """Save the demo operator's token and password, readable by this user only (0600)."""
+    from bridge.credentials import write_atomically
+
+    text = (
+        "# telecare-bridge demo sign-in, new on every start of the demo. Use it from a shell:\n"
+        f'#   . {shlex.quote(str(path))} && curl -H "Authorization: Bearer $TOKEN" $URL/api/v1/alerts\n'
+        "DEMO_USER=demo-operator\n"
+        f"DEMO_PASSWORD={shlex.quote(password)}\n"
+        f"TOKEN={shlex.quote(token)}\n"
+        f"URL={shlex.quote(http_url)}\n"
+    )
+    write_atomically(path, text, 0o600)
+
+
+def _self_command() -> str:
+    """How to run this CLI again from any shell: ``telecare-bridge`` if PATH finds this one, else its path."""
+    import shutil
+
+    argv0 = Path(sys.argv[0])
+    if argv0.name != "telecare-bridge":
+        return "telecare-bridge"
+    found = shutil.which("telecare-bridge")
+    if found and Path(found).resolve() == argv0.resolve():
+        return "telecare-bridge"
+    return shlex.quote(str(argv0.absolute()))
+
+
 # -- simulate ------------------------------------------------------------------------------------
 def _broker_of(args: argparse.Namespace, config: Config) -> tuple[str, int]:
     from bridge.mqtt_link import BrokerAddress
@@ -167,13 +254,22 @@ def cmd_simulate_unit(args: argparse.Namespace) -> None:
     config = _load(args)
     host, port = _broker_of(args, config)
 
+    rejected: list[dict[str, Any]] = []
+
     async def main() -> None:
         async with SimulatedUnit(
-            args.device_id, host=host, port=port, topic_root=config.topic_root, heartbeat_s=args.heartbeat
+            args.device_id,
+            host=host,
+            port=port,
+            topic_root=config.topic_root,
+            heartbeat_s=args.heartbeat,
+            connect_timeout=args.timeout,
         ) as unit:
             for _ in range(args.count):
                 ack = await unit.send(args.event, test=args.test, timeout=args.timeout)
                 print(f"{args.device_id} {args.event}: {summarise(ack)}", flush=True)
+                if ack.get("result") == "rejected":
+                    rejected.append(ack)
             if args.stay:
                 print("staying connected: answering commands (Ctrl-C to stop)", flush=True)
                 seen = 0
@@ -187,8 +283,16 @@ def cmd_simulate_unit(args: argparse.Namespace) -> None:
     try:
         _run_until_signal(main)
     except TimeoutError:
-        print(f"no ack within {args.timeout}s: is the bridge running?", file=sys.stderr)
+        print(f"telecare-bridge: no ack within {args.timeout:g}s: is the bridge running?", file=sys.stderr)
         raise SystemExit(1) from None
+    except ConnectionError as exc:  # e.g. the broker refused the unit's credentials
+        print(exc, file=sys.stderr)
+        raise SystemExit(1) from None
+    if rejected:
+        reason = rejected[0].get("error") or "no reason given"
+        print(f"telecare-bridge: the bridge rejected {len(rejected)} of {args.count} event(s): {reason}",
+              file=sys.stderr)
+        raise SystemExit(3)
 
 
 def cmd_simulate_fleet(args: argparse.Namespace) -> None:
@@ -200,12 +304,6 @@ def cmd_simulate_fleet(args: argparse.Namespace) -> None:
     _run_until_signal(
         lambda: run_fleet(ids, host=host, port=port, topic_root=config.topic_root, every_s=args.every)
     )
-
-
-def cmd_check_config(args: argparse.Namespace) -> None:
-    config = _load(args)
-    print(f"configuration OK ({_config_path(args.config) or 'built-in defaults'})")
-    print(config.model_dump_json(indent=2))
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -256,11 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("check-config", parents=[common], help="validate the configuration and print it")
-    p.set_defaults(func=cmd_check_config)
+    from bridge import cli_check, cli_registry, cli_users
 
-    from bridge import cli_registry, cli_users
-
+    cli_check.register(sub, common)  # check-config
     cli_users.register(sub, common)  # users add|passwd|disable|enable|list
     cli_registry.register(sub, common)  # residents, devices, link, commission, import, export
 
@@ -279,7 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", action="store_true", help="flag the events as test alarms")
     p.add_argument("--url", help="broker URL (default: mqtt.url, or the embedded broker)")
     p.add_argument("--heartbeat", type=float, metavar="SECONDS", help="send heartbeats this often")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each ack (default 60)")
+    p.add_argument(
+        "--timeout", type=float, default=60.0,
+        help="seconds to wait for the broker, and for each ack (default 60); exit status 1 when either "
+        "does not come, 3 when the bridge rejects an event",
+    )
     p.add_argument("--stay", action="store_true", help="stay connected and print commands received")
     p.set_defaults(func=cmd_simulate_unit)
 

@@ -33,14 +33,14 @@ def _actor() -> str:
 
 def _with_registry(args: argparse.Namespace, work: Callable[[Any, Any], Awaitable[T]]) -> T:
     """Run ``work(registry, config)`` on the configured store; store refusals become one clear line."""
-    from alarm_centre.store import Conflict, InvalidRequest, NotFound, open_store
-    from bridge.cli import _load
+    from alarm_centre.store import Conflict, InvalidRequest, NotFound
+    from bridge.cli import _config_path, _load, open_cli_store
     from bridge.feature_registry import make_registry
 
     config = _load(args)
 
     async def main() -> T:
-        async with open_store(config.store.url) as store:
+        async with open_cli_store(config, _config_path(args.config)) as store:
             return await work(make_registry(config, store), config)
 
     try:
@@ -632,7 +632,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         dest="residents_command", metavar="ACTION", required=True
     )
     p = residents.add_parser("add", parents=[common], help="register a resident")
-    p.add_argument("id", help="resident id (1-64 of A-Za-z0-9._-)")
+    p.add_argument("id", help="resident id (1-64 of A-Za-z0-9._-, not . or ..)")
     _resident_options(p, required_name=True)
     p.set_defaults(func=cmd_residents_add)
     p = residents.add_parser("edit", parents=[common], help="change a resident's details")
@@ -649,7 +649,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "devices", help="register, configure and retire units and Alexa devices"
     ).add_subparsers(dest="devices_command", metavar="ACTION", required=True)
     p = devices.add_parser("add", parents=[common], help="register a unit or an Alexa device")
-    p.add_argument("id", help="device id (1-64 of A-Za-z0-9._-): the unit's MQTT id and broker username")
+    p.add_argument(
+        "id", help="device id (1-64 of A-Za-z0-9._-, not . or ..): the unit's MQTT id and broker username"
+    )
     _device_options(p, required_kind=True)
     p.set_defaults(func=cmd_devices_add)
     p = devices.add_parser("edit", parents=[common], help="change a device's details")

@@ -13,13 +13,12 @@ T = TypeVar("T")
 
 
 def _with_store(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) -> T:
-    from alarm_centre.store import open_store
-    from bridge.cli import _load
+    from bridge.cli import _config_path, _load, open_cli_store
 
     config = _load(args)
 
     async def main() -> T:
-        async with open_store(config.store.url) as store:
+        async with open_cli_store(config, _config_path(args.config)) as store:
             return await work(store)
 
     return asyncio.run(main())
@@ -50,6 +49,7 @@ def _fail(message: str, code: int = 2) -> None:
 def cmd_add(args: argparse.Namespace) -> None:
     from alarm_centre.model import Role
     from alarm_centre.sessions import set_password
+    from alarm_centre.store.base import Conflict
 
     try:
         role = Role(args.role)
@@ -59,14 +59,20 @@ def cmd_add(args: argparse.Namespace) -> None:
     password = _read_password(args) if args.password_stdin else None
 
     async def work(store: Any) -> str:
-        token: str = await store.add_user(args.name, role)
+        token: str = await store.add_user(args.name, role, replace=args.replace)
         if password is not None:
             await set_password(store, args.name, password)
         return token
 
-    token = _with_store(args, work)
+    try:
+        token = _with_store(args, work)
+    except Conflict:
+        _fail(f"user {args.name!r} already exists; to give them a new role and a new API token (the old "
+              f"one stops working) add --replace, or set a password with: telecare-bridge users passwd "
+              f"{args.name}", 1)
+    done = "replaced: new role and API token" if args.replace else "created"
     extra = " with a console password" if password is not None else ""
-    print(f"user {args.name} ({role.value}) created{extra}; API token:")
+    print(f"user {args.name} ({role.value}) {done}{extra}; API token:")
     print(token)
 
 
@@ -115,10 +121,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                     "Roles: operator, supervisor, installer, admin.",
     ).add_subparsers(dest="users_command", metavar="ACTION", required=True)
     p = users.add_parser("add", parents=[common], help="create a user; prints its API token as the last line",
-                         description="Create a user (or give an existing one a new role and a new API "
-                                     "token). The API token is printed as the last line.")
+                         description="Create a user. The API token is printed as the last line. An "
+                                     "existing user is refused unless --replace is given.")
     p.add_argument("name")
     p.add_argument("--role", required=True, help="operator, supervisor, installer or admin")
+    p.add_argument("--replace", action="store_true",
+                   help="the user exists: give them this role and a new API token (the old one stops)")
     p.add_argument("--password-stdin", action="store_true",
                    help="also set a console password, read as one line from standard input")
     p.set_defaults(func=cmd_add)

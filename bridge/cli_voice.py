@@ -32,14 +32,13 @@ INFO_FILE = "simulator.json"
 
 # -- store commands --------------------------------------------------------------------------------
 def _with_voice(args: argparse.Namespace, work: Any) -> Any:
-    from alarm_centre.store import open_store
-    from bridge.cli import _load
+    from bridge.cli import _config_path, _load, open_cli_store
     from skills.voice import VoiceService
 
     config = _load(args)
 
     async def main() -> Any:
-        async with open_store(config.store.url) as store:
+        async with open_cli_store(config, _config_path(args.config)) as store:
             return await work(VoiceService(store))
 
     return asyncio.run(main())
@@ -281,7 +280,9 @@ def register(sub: Any, common: argparse.ArgumentParser, simulate: Any = None) ->
         "The Alexa device id is logged by the bridge for every request from an "
         "unlinked Echo (say 'Alexa, ask care alarm to check in').",
     )
-    p.add_argument("--device-id", required=True, help="our id for the Echo (1-64 of A-Za-z0-9._-)")
+    p.add_argument(
+        "--device-id", required=True, help="our id for the Echo (1-64 of A-Za-z0-9._-, not . or ..)"
+    )
     p.add_argument(
         "--alexa-device-id", required=True, help="context.System.device.deviceId (amzn1.ask.device...)"
     )

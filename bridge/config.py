@@ -480,7 +480,7 @@ def load_config(path: str | Path | None = None, *, environ: Mapping[str, str] | 
     for key_path, (_, value) in overrides.items():
         _set(tree, key_path, value)
     try:
-        return Config.model_validate(tree)
+        config = Config.model_validate(tree)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -493,4 +493,31 @@ def load_config(path: str | Path | None = None, *, environ: Mapping[str, str] | 
                 msg = "unknown key"
             problems.append(f"{key}: {msg} (from {where})")
         raise ConfigError(problems) from None
+    _anchor_paths(config, Path(path).absolute().parent if path is not None else Path.cwd(), set(overrides))
+    return config
+
+
+#: Keys holding file paths. A relative one is taken from the config file's directory (from the working
+#: directory when it came from the environment or there is no file), so the bridge and every CLI
+#: command find the same store wherever they are started.
+PATH_KEYS = (
+    ("store", "url"),
+    ("credentials", "password_file"),
+    ("credentials", "acl_file"),
+    ("alexa", "test_ca"),
+)
+
+
+def _anchor_paths(config: Config, base: Path, from_env: set[tuple[str, ...]]) -> None:
+    from alarm_centre.store import sqlite_path
+
+    for section_name, key in PATH_KEYS:
+        section = getattr(config, section_name)
+        value: str = getattr(section, key)
+        if (section_name, key) == ("store", "url"):
+            value = sqlite_path(value) or ""
+        if not value or Path(value).is_absolute():
+            continue
+        anchor = Path.cwd() if (section_name, key) in from_env else base
+        setattr(section, key, os.path.normpath(anchor / value))
 

@@ -9,6 +9,11 @@ CSV has one file per kind, with a header row. List cells use ``;`` between items
 ``responders`` is ``Name=+447700900123;Name 2=+447700900456`` (in calling order) and ``peripherals`` is
 ``id:type[@location];...`` (``p1:pendant;s1:smoke@hall``). YAML holds both kinds in one document:
 ``{residents: [...], devices: [...]}`` with the same fields as the API.
+
+Every CSV cell written goes through :func:`safe_cell`: a cell a spreadsheet would run as a formula
+(starting ``=``, ``+``, ``-``, ``@``, tab or carriage return) gets a leading ``'``; :func:`parse_csv`
+takes that ``'`` off again, so an export imports back unchanged (``'+447700900123`` reads as
+``+447700900123``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,23 @@ DEVICE_COLUMNS = (
 )
 COLUMNS: dict[str, tuple[str, ...]] = {"residents": RESIDENT_COLUMNS, "devices": DEVICE_COLUMNS}
 MAX_ROWS = 100_000
+#: First characters that make a spreadsheet read a cell as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: object) -> str:
+    """A CSV cell no spreadsheet runs as a formula: ``'`` before a cell that would start one.
+
+    A cell that already starts with quotes before such a character gets one more, so
+    :func:`unquote_cell` gives back exactly what was written.
+    """
+    text = "" if value is None else str(value)
+    return "'" + text if text.lstrip("'").startswith(FORMULA_STARTS) else text
+
+
+def unquote_cell(text: str) -> str:
+    """The value :func:`safe_cell` was given (drops the one ``'`` it added)."""
+    return text[1:] if text.startswith("'") and text.lstrip("'").startswith(FORMULA_STARTS) else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +121,8 @@ def _split_peripherals(cell: str) -> list[dict[str, str]]:
 
 
 def _csv_record(kind: Kind, row: dict[str, str]) -> dict[str, Any]:
-    record: dict[str, Any] = {k: v.strip() for k, v in row.items() if v is not None and v.strip() != ""}
+    cells = {k: unquote_cell(v.strip()) for k, v in row.items() if v is not None}
+    record: dict[str, Any] = {k: v for k, v in cells.items() if v.strip() != ""}
     if kind == "residents":
         record["responders"] = _split_responders(record.get("responders", ""))
     else:
@@ -188,7 +211,7 @@ def to_csv(kind: Kind, records: list[Resident] | list[Device]) -> str:
     """Records as CSV in the same form :func:`parse_csv` reads."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS[kind])
+    writer.writerow([safe_cell(c) for c in COLUMNS[kind]])
     for record in records:
         dumped = record.model_dump(mode="json")
         if isinstance(record, Resident):
@@ -199,7 +222,7 @@ def to_csv(kind: Kind, records: list[Resident] | list[Device]) -> str:
                 f"{p.id}:{p.type.value}" + (f"@{p.location}" if p.location else "")
                 for p in record.peripherals
             )
-        writer.writerow(["" if dumped.get(c) is None else dumped[c] for c in COLUMNS[kind]])
+        writer.writerow([safe_cell(dumped.get(c)) for c in COLUMNS[kind]])
     return out.getvalue()
 
 

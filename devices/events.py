@@ -9,7 +9,10 @@ from typing import Any
 
 from devices.vocabulary import EventType
 
-DEVICE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: A device id: 1-64 characters of A-Za-z0-9._-, but not ``.`` or ``..`` (path segments that mean
+#: "here" and "up" in a topic filter, a file name or a URL path). Every path checks ids with this rule.
+DEVICE_ID_RE = re.compile(r"(?!\.{1,2}\Z)[A-Za-z0-9._-]{1,64}")
+DEVICE_ID_RULE = "1-64 characters of A-Za-z0-9._-, and not . or .."
 MAX_EVENT_ID = 64
 
 
@@ -18,10 +21,15 @@ class InvalidIdentifier(ValueError):
 
 
 def check_device_id(device_id: str) -> str:
-    """Return the id if it is 1-64 characters of A-Za-z0-9._- ; raise InvalidIdentifier otherwise."""
-    if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
-        raise InvalidIdentifier("device_id must be 1-64 characters of A-Za-z0-9._-")
+    """Return the id if it keeps :data:`DEVICE_ID_RULE`; raise InvalidIdentifier otherwise."""
+    if not device_id_ok(device_id):
+        raise InvalidIdentifier(f"device_id must be {DEVICE_ID_RULE}")
     return device_id
+
+
+def device_id_ok(value: object) -> bool:
+    """Whether ``value`` is a string keeping :data:`DEVICE_ID_RULE` (devices and residents alike)."""
+    return isinstance(value, str) and DEVICE_ID_RE.fullmatch(value) is not None
 
 
 def check_event_id(event_id: object) -> str:

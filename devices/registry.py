@@ -15,7 +15,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from devices.events import DEVICE_ID_RE
+from devices.events import DEVICE_ID_RULE, device_id_ok
 from devices.vocabulary import EventType
 
 E164_RE = re.compile(r"\+[1-9][0-9]{6,14}")
@@ -55,7 +55,7 @@ LANGUAGE_NAMES: dict[str, str] = {
     "cantonese": "yue",
     "mandarin": "cmn",
 }
-ID_RULE = "must be 1-64 characters of A-Za-z0-9._-"
+ID_RULE = f"must be {DEVICE_ID_RULE}"
 
 
 class DeviceKind(StrEnum):
@@ -101,7 +101,7 @@ PERIPHERAL_EVENT: dict[PeripheralType, EventType] = {
 
 
 def check_id(value: str) -> str:
-    if not isinstance(value, str) or not DEVICE_ID_RE.fullmatch(value):
+    if not device_id_ok(value):
         raise ValueError(f"id {ID_RULE}")
     return value
 
@@ -246,8 +246,8 @@ class Device(_Model):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not isinstance(value, str) or not DEVICE_ID_RE.fullmatch(value):
-            raise ValueError("device id must be 1-64 characters of A-Za-z0-9._-")
+        if not device_id_ok(value):
+            raise ValueError(f"device id {ID_RULE}")
         return value
 
     @field_validator("resident_id")

@@ -134,7 +134,18 @@ def test_vocabulary_priorities() -> None:
     assert is_help(EventType.FALL) and not is_help(EventType.LOW_BATTERY)
 
 
-@pytest.mark.parametrize("device_id", ["", "a b", "x" * 65, "ümlaut", "a/b", "a+b", "a#b"])
+@pytest.mark.parametrize("device_id", ["", "a b", "x" * 65, "ümlaut", "a/b", "a+b", "a#b", ".", ".."])
 def test_device_id_rule(device_id: str) -> None:
     with pytest.raises(ValueError):
         check_device_id(device_id)
+
+
+@pytest.mark.parametrize("device_id", ["...", ".a", "a.", "..a", "a..", "-", "_"])
+def test_dots_are_fine_beside_other_characters(device_id: str) -> None:
+    assert check_device_id(device_id) == device_id
+
+
+@pytest.mark.parametrize("topic", ["telecare/v1/./event", "telecare/v1/../event"])
+def test_dot_segments_are_not_device_ids(topic: str) -> None:
+    with pytest.raises(Rejected):
+        Topics().parse(topic)

@@ -224,6 +224,11 @@ async def test_bad_bodies(embedded_bridge: RunningBridge) -> None:
         b, "POST", "/api/v1/devices", {"id": "u1", "kind": "gsm_unit", "colour": "red"}
     )
     assert status == 422 and body["detail"][0]["field"] == "colour"
+    for dots in (".", ".."):
+        status, body = await installer(b, "POST", "/api/v1/devices", {"id": dots, "kind": "gsm_unit"})
+        assert status == 422 and body["detail"][0]["field"] == "id", dots
+        status, body = await installer(b, "POST", "/api/v1/residents", {"id": dots, "name": "Dot"})
+        assert status == 422 and body["detail"][0]["field"] == "id", dots
     assert (await installer(b, "POST", "/api/v1/devices", {"id": "u1", "kind": "gsm_unit"}))[0] == 201
     status, body = await installer(b, "PATCH", "/api/v1/devices/u1", {"id": "u2"})
     assert status == 422 and "cannot be changed" in json.dumps(body)

