@@ -8,6 +8,7 @@ payloads. See docs/wire-contract.md.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -196,15 +197,25 @@ def peek_event_id(payload: bytes) -> str | None:
     if len(payload) > MAX_PAYLOAD:
         return None
     try:
-        body = strict_json.loads(payload)
-    except strict_json.JSONRefused:
-        return None
-    if isinstance(body, dict):
-        try:
-            return check_event_id(body.get("event_id"))
-        except InvalidIdentifier:
+        strict_json.loads(payload)
+    except strict_json.JSONRefused as exc:
+        if exc.code not in (strict_json.Refusal.NON_FINITE, strict_json.Refusal.DUPLICATE_KEY):
             return None
-    return None
+    # Well formed but refused (NaN, 1e999, a key twice): name the event if it has one event_id, so
+    # the unit gets a final answer instead of retrying. The depth was checked above.
+    try:
+        pairs = json.loads(payload, object_pairs_hook=list)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(pairs, list) or not all(isinstance(p, tuple) for p in pairs):
+        return None
+    ids = [value for key, value in pairs if key == "event_id"]
+    if len(ids) != 1:
+        return None
+    try:
+        return check_event_id(ids[0])
+    except InvalidIdentifier:
+        return None
 
 
 def encode_ack(

@@ -244,7 +244,10 @@ def _decode_event(fields: list[str], raw: bytes, received_at: datetime) -> Event
             raise bad("ts must be RFC 3339 with an offset") from None
     if fields[5] not in ("0", "1"):
         raise bad("test must be 0 or 1")
-    data = _json_object(",".join(fields[6:]), "data") if len(fields) > 6 else {}
+    try:
+        data = _json_object(",".join(fields[6:]), "data") if len(fields) > 6 else {}
+    except _Bad as exc:
+        raise bad(exc.reason) from None  # the checksum was good: resending it unchanged cannot help
     event = DeviceEvent(device_id=device_id, event_id=event_id, type=event_type, received_at=received_at,
                         ts=ts, test=fields[5] == "1", data=data, source="serial")
     return EventFrame(event, raw)
