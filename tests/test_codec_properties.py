@@ -32,7 +32,7 @@ from devices.events import DeviceEvent
 from devices.gsm_at import NEED_DATA as AT_NEED_DATA
 from devices.gsm_at import AtStream, SmsRecord, parse_creg, parse_csq
 from devices.mqtt_codec import Rejected, Topics, decode_ack, decode_command, decode_event, peek_event_id
-from devices.serial_frame import NEED_DATA, FrameDecoder, Malformed, crc16
+from devices.serial_frame import NEED_DATA, EventFrame, FrameDecoder, Malformed, crc16
 from devices.sms_alarm import device_id_for_sender, looks_like_help, parse_sms_alarm, sms_event_id
 from skills.verification import AlexaVerifier, VerificationFailed
 from skills.voice import Caller
@@ -95,6 +95,13 @@ AT_LINES = [
 ]
 
 
+#: Nested arrays, shallow to far deeper than any reader's stack.
+nested = st.builds(lambda n: b"[" * n + b"]" * n, st.integers(0, 3000))
+
+
+TC1 = b"TC1,u1,e1,pendant,,0,"
+
+
 def sealed(body: bytes) -> bytes:
     return b"$" + body + b"*" + b"%04X" % crc16(body) + b"\r\n"
 
@@ -103,7 +110,7 @@ def sealed(body: bytes) -> bytes:
 
 
 @CODEC
-@given(st.binary(max_size=300) | event_payloads())
+@given(st.binary(max_size=300) | event_payloads() | nested)
 def test_strict_json_reader(raw: bytes) -> None:
     try:
         value = strict_json.loads(raw)
@@ -114,7 +121,11 @@ def test_strict_json_reader(raw: bytes) -> None:
 
 
 @CODEC
-@given(st.binary(max_size=300) | event_payloads())
+@given(
+    st.binary(max_size=300)
+    | event_payloads()
+    | st.builds(lambda n: b'{"event_id":"e","data":' + b"[" * n + b"]" * n + b"}", st.integers(0, 2000))
+)
 def test_mqtt_event_codec(raw: bytes) -> None:
     peek_event_id(raw)  # best effort: a str or None, never an exception
     try:
@@ -142,7 +153,8 @@ def test_mqtt_ack_command_and_topic_codecs(raw: bytes, topic: str) -> None:
         st.binary(max_size=80)
         | st.builds(lambda body: sealed(b"TC1,u1,e1,pendant,,0," + body), st.binary(max_size=60))
         | st.builds(sealed, st.binary(max_size=80))
-        | st.builds(lambda p: sealed(b"TC1,u1,e1,pendant,,0," + p[:400]), event_payloads()),
+        | st.builds(lambda p: sealed(TC1 + p[:400]), event_payloads())
+        | st.builds(lambda v: sealed(TC1 + json.dumps({"v": v}).encode()[:400]), json_values),
         max_size=4,
     )
 )
@@ -156,6 +168,8 @@ def test_serial_frame_codec(chunks: list[bytes]) -> None:
                 break
             if isinstance(outcome, Malformed):
                 assert outcome.reason
+            elif isinstance(outcome, EventFrame):
+                strict_json.dumps(outcome.event.data)  # what was accepted can be written as strict JSON
         else:
             pytest.fail("the decoder never asked for more data")
 
@@ -244,7 +258,7 @@ def alexa_bodies(draw: st.DrawFn) -> bytes:
 
 
 @CODEC
-@given(st.binary(max_size=300) | alexa_bodies())
+@given(st.binary(max_size=300) | alexa_bodies() | nested)
 def test_alexa_envelope(raw: bytes) -> None:
     try:
         envelope = VERIFIER._parse_envelope(raw)
