@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import threading
 from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
@@ -56,6 +57,7 @@ json_values = st.recursive(
     | st.booleans()
     | st.integers(min_value=-(10**320), max_value=10**320)
     | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from([math.nan, math.inf, -math.inf, 1e308])
     | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
