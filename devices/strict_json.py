@@ -106,6 +106,12 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
+#: One decoder for every call (``json.loads`` with hooks would build a new one each time).
+_DECODER = json.JSONDecoder(
+    parse_constant=_constant, parse_float=_float, parse_int=_int, object_pairs_hook=_object
+)
+
+
 def loads(document: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     """Parse strict JSON (bytes must be UTF-8); raise :class:`JSONRefused` for anything else.
 
@@ -121,10 +127,10 @@ def loads(document: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     else:
         text = document
     _check_depth(text, max_depth)
+    if text.startswith("\ufeff"):
+        raise JSONRefused("not JSON: Unexpected UTF-8 BOM at position 0", Refusal.SYNTAX)
     try:
-        value = json.loads(
-            text, parse_constant=_constant, parse_float=_float, parse_int=_int, object_pairs_hook=_object
-        )
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise JSONRefused(f"not JSON: {exc.msg} at position {exc.pos}", Refusal.SYNTAX) from None
     except RecursionError:  # the depth check makes this unreachable; belt and braces
