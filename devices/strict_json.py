@@ -169,21 +169,26 @@ def safe_dumps(value: Any, *, default: Callable[[Any], Any] | None = None, **opt
         return dumps(finite(value), default=default, **options)
 
 
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(v) for v in value)
+    return False
+
+
 def repair(text: str) -> str | None:
     """Stored JSON text rewritten as strict JSON, or None when it needs no change (or is not JSON).
 
     Text written before the strict rules may hold ``NaN``/``Infinity``/``-Infinity`` (or ``1e999``,
-    which was read as infinity); each becomes ``null``.
+    which was read as infinity); each becomes ``null``. Nothing else in the text changes meaning.
     """
     try:
-        loads(text)
-    except JSONRefused as exc:
-        if exc.code is not Refusal.NON_FINITE:
-            return None
-    else:
-        return None
-    try:
         value = json.loads(text)
+        if not _has_non_finite(value):
+            return None
+        return dumps(finite(value))
     except (ValueError, RecursionError):
         return None
-    return dumps(finite(value))

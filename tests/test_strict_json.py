@@ -106,6 +106,9 @@ def test_repair_rewrites_only_non_finite_numbers() -> None:
     assert repaired == '{"v":null,"w":[null,null],"s":"NaN"}'
     assert strict_json.repair('{"s":"NaN and Infinity"}') is None
     assert strict_json.repair("not json at all NaN") is None
+    # Nesting deeper than the input limit (stored by an older version) is still repaired.
+    deep = strict_json.repair('{"a":' * 100 + "NaN" + "}" * 100)
+    assert deep is not None and "NaN" not in deep and strict_parse(deep)
 
 
 # -- each codec: its own refusal -------------------------------------------------------------------
