@@ -389,3 +389,17 @@ async def test_store_never_writes_non_finite_numbers(tmp_path: Path) -> None:
     (text,) = db.execute("SELECT data FROM events").fetchone()
     db.close()
     assert strict_parse(text) == {"v": None}
+
+
+def test_every_json_answer_goes_through_the_strict_helper() -> None:
+    """A guard for the class of fault: aiohttp's own json_response writes NaN; only the helper may call it."""
+    root = Path(__file__).resolve().parent.parent
+    offenders = [
+        f"{path.relative_to(root)}:{number}"
+        for folder in ("alarm_centre", "bridge", "skills", "devices")
+        for path in sorted((root / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "web.json_response(" in line and "def json_response" not in line
+        and not (path.name == "api.py" and "dumps=strict_json.safe_dumps" in line)
+    ]
+    assert offenders == []
