@@ -8,6 +8,7 @@ rows stored before the fix readable.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sqlite3
@@ -403,3 +404,26 @@ def test_every_json_answer_goes_through_the_strict_helper() -> None:
         and not (path.name == "api.py" and "dumps=strict_json.safe_dumps" in line)
     ]
     assert offenders == []
+
+
+async def test_answers_and_stream_stay_strict_for_a_bad_row(embedded_bridge: RunningBridge) -> None:
+    """Fault injected below the input rules (a row written by hand): the API and the console's stream
+    still answer strict JSON, with null where the stored number was not finite."""
+    running = embedded_bridge
+    alert_id = await _raise_pendant(running, "unit-row")
+    db = sqlite3.connect(running.bridge.config.store.url)
+    with db:
+        db.execute("UPDATE alerts SET data = ? WHERE id = ?", ('{"v":NaN,"w":-Infinity}', int(alert_id)))
+    db.close()
+    headers = {"Authorization": f"Bearer {await running.token('op1')}"}
+    async with running.session.get(running.url + "/api/v1/stream", headers=headers) as stream:
+        assert stream.status == 200
+        await stream.content.readline()  # ": connected": subscribed from here on
+        status, text = await get_text(running, "/api/v1/alerts?state=open")
+        assert status == 200 and strict_parse(text)["alerts"][0]["data"] == {"v": None, "w": None}
+        status, acked = await running.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge")
+        assert status == 200 and acked["data"] == {"v": None, "w": None}
+        async with asyncio.timeout(15):
+            while not (line := await stream.content.readline()).startswith(b"data: {"):
+                pass
+    assert strict_parse(line[len(b"data: "):].decode())["data"] == {"v": None, "w": None}
