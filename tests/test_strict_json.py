@@ -32,7 +32,7 @@ from test_voice_support import (  # noqa: F401  (fixtures)
 
 from alarm_centre.store.sqlite import SqliteStore
 from devices import strict_json
-from devices.csv_yaml import MalformedFile, parse_yaml
+from devices.csv_yaml import MalformedFile, parse_csv, parse_yaml
 from devices.events import DeviceEvent
 from devices.mqtt_codec import Rejected, RejectReason, decode_event
 from devices.serial_frame import FrameDecoder, Malformed, crc16
@@ -427,3 +427,31 @@ async def test_answers_and_stream_stay_strict_for_a_bad_row(embedded_bridge: Run
             while not (line := await stream.content.readline()).startswith(b"data: {"):
                 pass
     assert strict_parse(line[len(b"data: "):].decode())["data"] == {"v": None, "w": None}
+
+
+def test_csv_import_refuses_non_finite_numbers() -> None:
+    text = "id,kind,heartbeat_interval_s\nu1,gsm_unit,inf\nu2,gsm_unit,nan\n"
+    batch = parse_csv(text, "devices")
+    FIELD = "heartbeat_interval_s"
+    assert [(e.line, e.field) for e in batch.errors] == [(2, FIELD), (3, FIELD)]
+
+
+async def test_a_migration_below_the_highest_applied_still_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Features own version ranges, so a new migration may sort below one a store already ran (70)."""
+    from alarm_centre.store import sqlite as sqlite_store
+    from alarm_centre.store.schema import all_migrations
+
+    async with SqliteStore(tmp_path / "m.db"):
+        pass
+    late = [*all_migrations(), (9, "CREATE TABLE late_feature (id INTEGER)")]
+    monkeypatch.setattr(sqlite_store, "all_migrations", lambda: sorted(late, key=lambda m: m[0]))
+    async with SqliteStore(tmp_path / "m.db"):
+        pass
+    db = sqlite3.connect(tmp_path / "m.db")
+    versions = [v for (v,) in db.execute("SELECT version FROM schema_version ORDER BY version")]
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    db.close()
+    assert 9 in versions and "late_feature" in tables
+    assert versions.count(70) == 1  # and nothing ran twice
