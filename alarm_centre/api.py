@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -22,6 +22,7 @@ from alarm_centre.lifecycle import IllegalTransition, Source
 from alarm_centre.model import User
 from alarm_centre.openapi import describe
 from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, NotFound
+from devices import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,16 @@ PUBLIC_PREFIXES = ("/healthz", "/metrics", "/api/v1/openapi.json", "/alexa", "/t
                    "/static/", "/login", "/logout")
 
 
+def json_response(
+    body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """A JSON answer, always strict RFC 8259 JSON: a non-finite number is written as ``null``, never as
+    ``NaN``, so one bad value can never make a whole answer unreadable to a browser."""
+    return web.json_response(body, status=status, headers=headers, dumps=strict_json.safe_dumps)
+
+
 def json_error(status: int, error: str, detail: Any = None) -> web.Response:
-    return web.json_response({"error": error, "detail": detail}, status=status)
+    return json_response({"error": error, "detail": detail}, status=status)
 
 
 @web.middleware
@@ -188,9 +197,9 @@ async def read_json(request: web.Request) -> dict[str, Any]:
             text=json.dumps({"error": "unsupported media type", "detail": "send application/json"}),
             content_type="application/json")
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(text=json.dumps({"error": "malformed JSON", "detail": str(exc)}),
+        body = strict_json.loads(await request.read())
+    except strict_json.JSONRefused as exc:
+        raise web.HTTPBadRequest(text=json.dumps({"error": "malformed JSON", "detail": exc.message}),
                                  content_type="application/json") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text=json.dumps({"error": "malformed JSON", "detail": "expected an object"}),
@@ -235,20 +244,20 @@ async def list_alerts(request: web.Request) -> web.Response:
         return json_error(422, "invalid request", "limit must be a whole number from 1 to 1000")
     alerts, cursor = await request.app[STORE].list_alerts(
         state=state, limit=int(raw_limit), cursor=request.query.get("cursor") or None)
-    return web.json_response({"alerts": [a.to_json() for a in alerts], "next_cursor": cursor})
+    return json_response({"alerts": [a.to_json() for a in alerts], "next_cursor": cursor})
 
 
 async def get_alert(request: web.Request) -> web.Response:
     require(request, "alerts:read")
     alert, timeline = await request.app[STORE].get_alert(request.match_info["alert_id"])
-    return web.json_response({**alert.to_json(), "timeline": [t.to_json() for t in timeline]})
+    return json_response({**alert.to_json(), "timeline": [t.to_json() for t in timeline]})
 
 
 async def acknowledge(request: web.Request) -> web.Response:
     user = require(request, "alerts:handle")
     alert = await request.app[STORE].acknowledge(request.match_info["alert_id"], actor=user.name,
                                                  source=source_of(request))
-    return web.json_response(alert.to_json())
+    return json_response(alert.to_json())
 
 
 async def resolve(request: web.Request) -> web.Response:
@@ -256,7 +265,7 @@ async def resolve(request: web.Request) -> web.Response:
     body = validated(ResolveBody, await read_json(request))
     alert = await request.app[STORE].resolve(request.match_info["alert_id"], outcome=body.outcome,
                                              note=body.note, actor=user.name, source=source_of(request))
-    return web.json_response(alert.to_json())
+    return json_response(alert.to_json())
 
 
 async def reassign(request: web.Request) -> web.Response:
@@ -264,7 +273,7 @@ async def reassign(request: web.Request) -> web.Response:
     body = validated(ReassignBody, await read_json(request))
     alert = await request.app[STORE].reassign(request.match_info["alert_id"], to=body.to, actor=user.name,
                                               source=source_of(request))
-    return web.json_response(alert.to_json())
+    return json_response(alert.to_json())
 
 
 async def add_note(request: web.Request) -> web.Response:
@@ -272,7 +281,7 @@ async def add_note(request: web.Request) -> web.Response:
     body = validated(NoteBody, await read_json(request))
     await request.app[STORE].add_note(request.match_info["alert_id"], note=body.note, actor=user.name,
                                       source=source_of(request))
-    return web.json_response({"ok": True}, status=201)
+    return json_response({"ok": True}, status=201)
 
 
 #: Seconds between keep-alive comments on an idle stream (each also re-checks the credentials).
@@ -308,7 +317,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                         await response.write(b": keep-alive\n\n")
                     continue
                 kind = "resync" if message.get("resync") else "alert"
-                data = json.dumps(message.get("alert", message), separators=(",", ":"))
+                data = strict_json.safe_dumps(message.get("alert", message))
                 await response.write(f"event: {kind}\ndata: {data}\n\n".encode())
     except ConnectionResetError:  # the client went away (aiohttp's ClientConnectionResetError is one)
         log.debug("stream reader %s hung up", user.name)
@@ -318,8 +327,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
 async def healthz(request: web.Request) -> web.Response:
     problems = await request.app[READINESS]()
     if problems:
-        return web.json_response({"status": "not ready", "problems": problems}, status=503)
-    return web.json_response({"status": "ready"})
+        return json_response({"status": "not ready", "problems": problems}, status=503)
+    return json_response({"status": "ready"})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -328,7 +337,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(describe(request.app))
+    return json_response(describe(request.app))
 
 
 def add_api_routes(app: web.Application) -> None:

@@ -40,6 +40,7 @@ from alarm_centre.responders import (
     supervisor_sms,
 )
 from alarm_centre.store.base import AlertStore, InvalidRequest, PostCommit, Row, Tx
+from devices import strict_json
 from devices.events import DeviceEvent
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ MAX_STEPS = 20
 
 
 def _j(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return strict_json.safe_dumps(value, default=str)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from typing import Any
 from alarm_centre.lifecycle import Source
 from alarm_centre.model import iso
 from alarm_centre.store.base import AlertStore, PostCommit, Row, Tx, alert_from_row
+from devices import strict_json
 from devices.events import DeviceEvent
 from devices.vocabulary import CLEARS, EventType, Priority, is_help, priority_of
 
@@ -162,7 +163,7 @@ class FloodGrouper:
         data = json.loads(alert["data"] or "{}")
         data["incident_id"] = str(incident_id)
         await tx.execute("UPDATE alerts SET incident_id = ?, data = ? WHERE id = ?", incident_id,
-                         json.dumps(data, separators=(",", ":"), default=str), alert["id"])
+                         strict_json.safe_dumps(data, default=str), alert["id"])
 
     async def _all_closed(self, tx: Tx, incident_id: int) -> bool:
         still_open = await tx.fetchone(

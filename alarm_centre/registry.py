@@ -18,6 +18,7 @@ from typing import Any
 from alarm_centre.lifecycle import Outcome, Source
 from alarm_centre.model import iso
 from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
+from devices import strict_json
 from devices.csv_yaml import Batch, RowError
 from devices.events import DeviceEvent
 from devices.registry import UNIT_KINDS, Device, DeviceKind, Resident, UnitSettings
@@ -37,7 +38,7 @@ UNIT_KIND_VALUES = tuple(k.value for k in UNIT_KINDS)
 
 
 def _j(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return strict_json.safe_dumps(value, default=str)
 
 
 class ImportAborted(Conflict):

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from alarm_centre.api import json_error, read_json, require, source_of, validated
+from alarm_centre.api import json_error, json_response, read_json, require, source_of, validated
 from alarm_centre.registry import Registry
 from devices.csv_yaml import MalformedFile, parse_csv, parse_yaml, to_csv, to_yaml
 from devices.registry import Device, Resident, UnitSettings, errors_of, merge
@@ -93,13 +93,13 @@ async def create_resident(request: web.Request) -> web.Response:
     user = require(request, "residents:write")
     resident = validated(Resident, await read_json(request))
     await request.app[REGISTRY].create_resident(resident, actor=user.name, source=source_of(request))
-    return web.json_response(resident.model_dump(mode="json"), status=201)
+    return json_response(resident.model_dump(mode="json"), status=201)
 
 
 async def list_residents(request: web.Request) -> web.Response:
     require(request, "residents:read")
     rows = await request.app[REGISTRY].list_residents()
-    return web.json_response({"residents": [{**r.model_dump(mode="json"), "devices": n} for r, n in rows]})
+    return json_response({"residents": [{**r.model_dump(mode="json"), "devices": n} for r, n in rows]})
 
 
 async def get_resident(request: web.Request) -> web.Response:
@@ -107,7 +107,7 @@ async def get_resident(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     resident = await registry.get_resident(request.match_info["resident_id"])
     devices = await registry.list_devices(resident_id=resident.id)
-    return web.json_response({**resident.model_dump(mode="json"), "devices": devices})
+    return json_response({**resident.model_dump(mode="json"), "devices": devices})
 
 
 async def edit_resident(request: web.Request) -> web.Response:
@@ -116,7 +116,7 @@ async def edit_resident(request: web.Request) -> web.Response:
     current = await registry.get_resident(request.match_info["resident_id"])
     resident = _merged(Resident, current, await read_json(request))
     await registry.update_resident(resident, actor=user.name, source=source_of(request))
-    return web.json_response(resident.model_dump(mode="json"))
+    return json_response(resident.model_dump(mode="json"))
 
 
 # -- devices -------------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ async def create_device(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     device = validated(Device, await read_json(request))
     body = await request.app[REGISTRY].create_device(device, actor=user.name, source=source_of(request))
-    return web.json_response(body, status=201)
+    return json_response(body, status=201)
 
 
 async def list_devices(request: web.Request) -> web.Response:
@@ -132,7 +132,7 @@ async def list_devices(request: web.Request) -> web.Response:
     devices = await request.app[REGISTRY].list_devices(
         resident_id=request.query.get("resident_id") or None, status=request.query.get("status", "active")
     )
-    return web.json_response({"devices": devices})
+    return json_response({"devices": devices})
 
 
 async def get_device(request: web.Request) -> web.Response:
@@ -141,7 +141,7 @@ async def get_device(request: web.Request) -> web.Response:
     device_id = request.match_info["device_id"]
     body = await registry.get_device(device_id)
     body["history"] = await registry.history(f"device:{device_id}", 50)
-    return web.json_response(body)
+    return json_response(body)
 
 
 async def edit_device(request: web.Request) -> web.Response:
@@ -150,7 +150,7 @@ async def edit_device(request: web.Request) -> web.Response:
     current = await registry.device_model(request.match_info["device_id"])
     device = _merged(Device, current, await read_json(request))
     body = await registry.update_device(device, actor=user.name, source=source_of(request))
-    return web.json_response(body)
+    return json_response(body)
 
 
 async def retire_device(request: web.Request) -> web.Response:
@@ -162,7 +162,7 @@ async def retire_device(request: web.Request) -> web.Response:
     credentials = request.app[OPTIONS].credentials
     if credentials is not None:
         await credentials.sync()
-    return web.json_response(result)
+    return json_response(result)
 
 
 async def link(request: web.Request) -> web.Response:
@@ -171,7 +171,7 @@ async def link(request: web.Request) -> web.Response:
     result = await request.app[REGISTRY].link(
         body.device_id, body.resident_id, actor=user.name, source=source_of(request)
     )
-    return web.json_response(result)
+    return json_response(result)
 
 
 async def issue_credential(request: web.Request) -> web.Response:
@@ -188,7 +188,7 @@ async def issue_credential(request: web.Request) -> web.Response:
             },
         )
     password = await options.credentials.issue(device_id, actor=user.name, source=source_of(request))
-    return web.json_response(
+    return json_response(
         {
             "device_id": device_id,
             "username": device_id,
@@ -207,12 +207,12 @@ async def set_config(request: web.Request) -> web.Response:
     status = await request.app[REGISTRY].request_config(
         request.match_info["device_id"], body.settings, actor=user.name, source=source_of(request)
     )
-    return web.json_response(status, status=202)
+    return json_response(status, status=202)
 
 
 async def get_config(request: web.Request) -> web.Response:
     require(request, "devices:read")
-    return web.json_response(await request.app[REGISTRY].config_status(request.match_info["device_id"]))
+    return json_response(await request.app[REGISTRY].config_status(request.match_info["device_id"]))
 
 
 # -- commissioning -------------------------------------------------------------------------------
@@ -233,12 +233,12 @@ async def start_visit(request: web.Request) -> web.Response:
     visit = await request.app[REGISTRY].start_visit(
         request.match_info["device_id"], installer=user.name, minutes=minutes, peripherals=body.peripherals
     )
-    return web.json_response(visit, status=201)
+    return json_response(visit, status=201)
 
 
 async def get_visit(request: web.Request) -> web.Response:
     require(request, "devices:read")
-    return web.json_response(await request.app[REGISTRY].visit(request.match_info["device_id"]))
+    return json_response(await request.app[REGISTRY].visit(request.match_info["device_id"]))
 
 
 async def finish_visit(request: web.Request) -> web.Response:
@@ -247,7 +247,7 @@ async def finish_visit(request: web.Request) -> web.Response:
     visit = await request.app[REGISTRY].finish_visit(
         request.match_info["device_id"], actor=user.name, note=body.note
     )
-    return web.json_response(visit)
+    return json_response(visit)
 
 
 # -- bulk ----------------------------------------------------------------------------------------
@@ -272,7 +272,7 @@ async def import_registry(request: web.Request) -> web.Response:
     try:
         batch = parse_csv(text, kind) if fmt == "csv" else parse_yaml(text)  # type: ignore[arg-type]
     except MalformedFile as exc:
-        return web.json_response({"error": "malformed file", "detail": str(exc)}, status=422)
+        return json_response({"error": "malformed file", "detail": str(exc)}, status=422)
     report = await request.app[REGISTRY].import_batch(
         batch,
         dry_run=request.query.get("dry_run", "") in ("1", "true", "yes"),
@@ -280,7 +280,7 @@ async def import_registry(request: web.Request) -> web.Response:
         actor=user.name,
         source=source_of(request),
     )
-    return web.json_response(report.to_json(), status=422 if report.errors else 200)
+    return json_response(report.to_json(), status=422 if report.errors else 200)
 
 
 async def export_registry(request: web.Request) -> web.Response:

@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 from twilio.request_validator import RequestValidator
 
-from alarm_centre.api import USER_KEY, json_error, read_json, require
+from alarm_centre.api import USER_KEY, json_error, json_response, read_json, require
 from alarm_centre.escalation import Escalation, EscalationSettings, Notification, PolicyStep, parse_steps
 from alarm_centre.model import AlertChange, Role, User
 from alarm_centre.notify import DeliveryFailed, Notifier
@@ -418,7 +418,7 @@ class ServiceLevelRoutes:
         report = await self.report(request)
         if request.query.get("format") == "csv":
             return self._csv(report)
-        return web.json_response(report.to_json())
+        return json_response(report.to_json())
 
     async def csv_report(self, request: web.Request) -> web.StreamResponse:
         return self._csv(await self.report(request))
@@ -436,7 +436,7 @@ class ServiceLevelRoutes:
     async def get_policies(self, request: web.Request) -> web.Response:
         require(request, SERVICE_LEVEL_RIGHT)
         policies = await self.escalation.policies()
-        return web.json_response({"policies": [policies[p] for p in sorted(policies)]})
+        return json_response({"policies": [policies[p] for p in sorted(policies)]})
 
     @staticmethod
     def _may_write(request: web.Request) -> User:
@@ -460,7 +460,7 @@ class ServiceLevelRoutes:
         steps = parse_steps(body["steps"])
         await self.escalation.set_policy(priority, steps, actor=user.name)
         policies = await self.escalation.policies()
-        return web.json_response(policies[priority])
+        return json_response(policies[priority])
 
     async def reset_policy(self, request: web.Request) -> web.Response:
         self._may_write(request)
@@ -468,7 +468,7 @@ class ServiceLevelRoutes:
         await self.escalation.forget_policy(priority)
         await self.escalation.sync_policies(self.config_policies)
         policies = await self.escalation.policies()
-        return web.json_response(
+        return json_response(
             policies.get(priority, {"priority": priority, "steps": [], "source": "none"})
         )
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from alarm_centre.api import json_error, require
+from alarm_centre.api import json_error, json_response, require
 from alarm_centre.floods import FloodGrouper, FloodRules
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ async def list_incidents(request: web.Request) -> web.Response:
     if limit is None:
         return json_error(422, "invalid request", "limit must be a whole number from 1 to 1000")
     incidents = await request.app[FLOODS].list_incidents(state=state, limit=limit)
-    return web.json_response({"incidents": [i.to_json() for i in incidents]})
+    return json_response({"incidents": [i.to_json() for i in incidents]})
 
 
 async def get_incident(request: web.Request) -> web.Response:
@@ -49,7 +49,7 @@ async def get_incident(request: web.Request) -> web.Response:
     incident = await request.app[FLOODS].get_incident(request.match_info["incident_id"])
     if incident is None:
         return json_error(404, "not found", f"no incident {request.match_info['incident_id'][:40]!r}")
-    return web.json_response(incident.to_json())
+    return json_response(incident.to_json())
 
 
 async def queue(request: web.Request) -> web.Response:
@@ -57,7 +57,7 @@ async def queue(request: web.Request) -> web.Response:
     limit = _limit(request)
     if limit is None:
         return json_error(422, "invalid request", "limit must be a whole number from 1 to 1000")
-    return web.json_response({"lines": await request.app[FLOODS].queue(limit=limit)})
+    return json_response({"lines": await request.app[FLOODS].queue(limit=limit)})
 
 
 async def start(bridge: Bridge, stack: AsyncExitStack) -> None:

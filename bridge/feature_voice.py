@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from alarm_centre.api import read_json, require, validated
+from alarm_centre.api import json_response, read_json, require, validated
 from skills.endpoint import AlexaEndpoint
 from skills.verification import AlexaVerifier
 from skills.voice import LinkError, VoiceService
@@ -66,19 +66,19 @@ async def create_link(request: web.Request) -> web.Response:
         )
     except LinkError as exc:
         raise _unprocessable(exc) from None
-    return web.json_response(link, status=201)
+    return json_response(link, status=201)
 
 
 async def list_links(request: web.Request) -> web.Response:
     require(request, "devices:read")
-    return web.json_response({"links": await request.app[VOICE].list_links()})
+    return json_response({"links": await request.app[VOICE].list_links()})
 
 
 async def delete_link(request: web.Request) -> web.Response:
     require(request, "devices:write")
     if not await request.app[VOICE].unlink_echo(request.match_info["device_id"]):
-        return web.json_response({"error": "not found", "detail": "no such Echo link"}, status=404)
-    return web.json_response({"ok": True})
+        return json_response({"error": "not found", "detail": "no such Echo link"}, status=404)
+    return json_response({"ok": True})
 
 
 async def put_schedule(request: web.Request) -> web.Response:
@@ -90,19 +90,19 @@ async def put_schedule(request: web.Request) -> web.Response:
         )
     except LinkError as exc:
         raise _unprocessable(exc) from None
-    return web.json_response(schedule)
+    return json_response(schedule)
 
 
 async def list_schedules(request: web.Request) -> web.Response:
     require(request, "residents:read")
-    return web.json_response({"schedules": await request.app[VOICE].list_check_in_schedules()})
+    return json_response({"schedules": await request.app[VOICE].list_check_in_schedules()})
 
 
 async def delete_schedule(request: web.Request) -> web.Response:
     require(request, "residents:write")
     if not await request.app[VOICE].clear_check_in_schedule(request.match_info["resident_id"]):
-        return web.json_response({"error": "not found", "detail": "no check-in schedule"}, status=404)
-    return web.json_response({"ok": True})
+        return json_response({"error": "not found", "detail": "no check-in schedule"}, status=404)
+    return json_response({"ok": True})
 
 
 def add_installer_routes(app: web.Application) -> None:

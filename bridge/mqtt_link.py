@@ -25,7 +25,7 @@ from paho.mqtt.properties import Properties
 from alarm_centre.intake import BatchIntake, IngestResult, StoreUnavailable
 from bridge.metrics import BridgeMetrics
 from devices.events import DeviceEvent
-from devices.mqtt_codec import Rejected, Topics, decode_event, encode_ack, peek_event_id
+from devices.mqtt_codec import Rejected, RejectReason, Topics, decode_event, encode_ack, peek_event_id
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class MqttLink:
             try:
                 device_id, kind = self._topics.parse(topic)
             except Rejected as exc:
-                self._metrics.rejects.labels("topic", "mqtt").inc()
+                self._metrics.rejects.labels(exc.code.value, "mqtt").inc()
                 log.warning("ignored message on %r: %s", topic[:200], exc.reason)
                 continue
             if kind == "event":
@@ -215,7 +215,7 @@ class MqttLink:
             elif kind == "status":
                 status = _parse_status(payload)
                 if status is None:
-                    self._metrics.rejects.labels("status", "mqtt").inc()
+                    self._metrics.rejects.labels(RejectReason.STATUS.value, "mqtt").inc()
                 else:
                     statuses.append((device_id, status))
         if events:
@@ -252,7 +252,7 @@ class MqttLink:
 
     def _rejection(self, device_id: str, payload: bytes, exc: Rejected) -> bytes:
         self._metrics.events.labels("invalid", "rejected", "mqtt").inc()
-        self._metrics.rejects.labels(_reason_kind(exc.reason), "mqtt").inc()
+        self._metrics.rejects.labels(exc.code.value, "mqtt").inc()
         event_id = exc.event_id or peek_event_id(payload)
         log.warning("rejected event from %s (event_id=%r): %s", device_id, event_id, exc.reason)
         return encode_ack(event_id, "rejected", error=exc.reason)
@@ -312,21 +312,3 @@ def _parse_status(payload: bytes) -> bool | None:
     """``online`` -> True, ``offline`` -> False, anything else None."""
     text = payload.decode("utf-8", "replace").strip().strip('"')
     return {"online": True, "offline": False}.get(text)
-
-
-def _reason_kind(reason: str) -> str:
-    """A small fixed set of labels for the rejection counter (never the free text)."""
-    for key, label in (
-        ("payload is", "size"),
-        ("not JSON", "json"),
-        ("not UTF-8", "encoding"),
-        ("JSON object", "shape"),
-        ("event_id", "event_id"),
-        ("unknown event type", "type"),
-        ("type", "type"),
-        ("ts", "timestamp"),
-        ("unknown fields", "fields"),
-    ):
-        if key in reason:
-            return label
-    return "other"

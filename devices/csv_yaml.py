@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ import yaml
 from pydantic import ValidationError
 
 from devices.registry import Device, Resident, errors_of
+from devices.strict_json import MAX_DEPTH
 
 Kind = Literal["residents", "devices"]
 
@@ -227,11 +229,54 @@ def to_csv(kind: Kind, records: list[Resident] | list[Device]) -> str:
 
 
 # -- YAML ----------------------------------------------------------------------------------------
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses what strict JSON refuses: ``.nan``/``.inf`` (and numbers that overflow to
+    infinity), a mapping with the same key twice, and nesting deeper than strict JSON's limit."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_finite_float(self, node: yaml.ScalarNode) -> float:
+        value: float = self.construct_yaml_float(node)
+        if not math.isfinite(value):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{str(node.value)[:24]!r} is not a finite number", node.start_mark
+            )
+        return value
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {str(key)[:40]!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:float", StrictLoader.construct_finite_float)
+
+
 def parse_yaml(text: str) -> Batch:
     """Residents and devices from a YAML document ``{residents: [...], devices: [...]}``."""
     batch = Batch()
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=StrictLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
@@ -242,7 +287,8 @@ def parse_yaml(text: str) -> Batch:
         raise MalformedFile(
             f"line {root.start_mark.line + 1}: expected a mapping with residents: and devices:"
         )
-    constructor = yaml.SafeLoader("")
+    constructor = StrictLoader("")
+    sections: set[str] = set()
     for key_node, value_node in root.value:
         key = key_node.value
         if key not in ("residents", "devices"):
@@ -254,6 +300,10 @@ def parse_yaml(text: str) -> Batch:
                 )
             )
             continue
+        if key in sections:
+            batch.errors.append(RowError(key_node.start_mark.line + 1, key, "duplicate section", key))
+            continue
+        sections.add(key)
         if not isinstance(value_node, yaml.SequenceNode):
             batch.errors.append(RowError(value_node.start_mark.line + 1, key, "expected a list", key))
             continue
@@ -261,7 +311,7 @@ def parse_yaml(text: str) -> Batch:
             line = item.start_mark.line + 1
             try:
                 record = constructor.construct_document(item)
-            except yaml.YAMLError as exc:
+            except (yaml.YAMLError, ValueError, OverflowError) as exc:  # ValueError: a date like 2024-13-45
                 batch.errors.append(RowError(line, "(record)", f"not valid YAML: {exc}", key))
                 continue
             _add(batch, key, line, record)

@@ -7,11 +7,13 @@ payloads. See docs/wire-contract.md.
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from devices import strict_json
 from devices.events import DeviceEvent, InvalidIdentifier, check_device_id, check_event_id
 from devices.vocabulary import BRIDGE_ONLY, parse_event_type
 
@@ -21,12 +23,53 @@ SKEW_LIMIT_S = 300.0
 AckResult = Literal["accepted", "duplicate", "rejected"]
 
 
-class Rejected(ValueError):
-    """A message the bridge refuses. ``event_id`` is set when it could be read, so the ack can name it."""
+class RejectReason(enum.StrEnum):
+    """What kind of problem a rejection is: a fixed set, used as the rejection counter's label."""
 
-    def __init__(self, reason: str, *, event_id: str | None = None, device_id: str | None = None) -> None:
+    TOPIC = "topic"
+    STATUS = "status"
+    SIZE = "size"
+    ENCODING = "encoding"
+    JSON = "json"
+    NON_FINITE = "non_finite"
+    DUPLICATE_KEY = "duplicate_key"
+    TOO_DEEP = "too_deep"
+    SHAPE = "shape"
+    EVENT_ID = "event_id"
+    TYPE = "type"
+    TIMESTAMP = "timestamp"
+    TEST = "test"
+    DATA = "data"
+    FIELDS = "fields"
+
+
+#: The rejection code for each way a payload can fail to be strict JSON.
+JSON_REFUSALS: dict[strict_json.Refusal, RejectReason] = {
+    strict_json.Refusal.ENCODING: RejectReason.ENCODING,
+    strict_json.Refusal.SYNTAX: RejectReason.JSON,
+    strict_json.Refusal.NON_FINITE: RejectReason.NON_FINITE,
+    strict_json.Refusal.DUPLICATE_KEY: RejectReason.DUPLICATE_KEY,
+    strict_json.Refusal.TOO_DEEP: RejectReason.TOO_DEEP,
+}
+
+
+def refusal_text(what: str, exc: strict_json.JSONRefused) -> str:
+    """``payload is not JSON: ...``, ``payload is not strict JSON: NaN is not a JSON number``, ..."""
+    if exc.code in (strict_json.Refusal.SYNTAX, strict_json.Refusal.ENCODING):
+        return f"{what} is {exc.message}"
+    return f"{what} is not strict JSON: {exc.message}"
+
+
+class Rejected(ValueError):
+    """A message the bridge refuses. ``reason`` is the text for the unit, ``code`` the kind of problem
+    (for metrics). ``event_id`` is set when it could be read, so the ack can name it."""
+
+    def __init__(
+        self, reason: str, *, code: RejectReason, event_id: str | None = None, device_id: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
         self.event_id = event_id
         self.device_id = device_id
 
@@ -61,15 +104,15 @@ class Topics:
         """Split ``root/v1/{device_id}/{kind}`` into (device_id, kind); Rejected if it is not ours."""
         prefix = f"{self.root}/v1/"
         if not topic.startswith(prefix):
-            raise Rejected(f"topic {topic!r} is not under {prefix}")
+            raise Rejected(f"topic {topic!r} is not under {prefix}", code=RejectReason.TOPIC)
         rest = topic[len(prefix) :].split("/")
         if len(rest) != 2:
-            raise Rejected(f"topic {topic!r} is not {prefix}{{device_id}}/{{kind}}")
+            raise Rejected(f"topic {topic!r} is not {prefix}{{device_id}}/{{kind}}", code=RejectReason.TOPIC)
         device_id, kind = rest
         try:
             check_device_id(device_id)
         except InvalidIdentifier as exc:
-            raise Rejected(str(exc)) from None
+            raise Rejected(str(exc), code=RejectReason.TOPIC) from None
         return device_id, kind
 
 
@@ -89,49 +132,54 @@ def decode_event(
 ) -> DeviceEvent:
     """Decode an event payload sent by ``device_id``. Raises Rejected with the reason."""
     if len(payload) > MAX_PAYLOAD:
-        raise Rejected(f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD}", device_id=device_id)
+        raise Rejected(
+            f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD}", code=RejectReason.SIZE,
+            device_id=device_id,
+        )
     try:
-        body = json.loads(payload.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise Rejected("payload is not UTF-8", device_id=device_id) from None
-    except json.JSONDecodeError as exc:
-        raise Rejected(f"payload is not JSON: {exc.msg} at position {exc.pos}", device_id=device_id) from None
+        body = strict_json.loads(payload)
+    except strict_json.JSONRefused as exc:
+        reason = refusal_text("payload", exc)
+        raise Rejected(reason, code=JSON_REFUSALS[exc.code], device_id=device_id) from None
     if not isinstance(body, dict):
-        raise Rejected(f"payload must be a JSON object, not {type(body).__name__}", device_id=device_id)
+        raise Rejected(
+            f"payload must be a JSON object, not {type(body).__name__}", code=RejectReason.SHAPE,
+            device_id=device_id,
+        )
     raw_id = body.get("event_id")
     try:
         event_id = check_event_id(raw_id)
     except InvalidIdentifier as exc:
-        raise Rejected(str(exc), device_id=device_id) from None
+        raise Rejected(str(exc), code=RejectReason.EVENT_ID, device_id=device_id) from None
 
-    def reject(reason: str) -> Rejected:
-        return Rejected(reason, event_id=event_id, device_id=device_id)
+    def reject(reason: str, code: RejectReason) -> Rejected:
+        return Rejected(reason, code=code, event_id=event_id, device_id=device_id)
 
     raw_type = body.get("type")
     if not isinstance(raw_type, str):
-        raise reject("type must be a string")
+        raise reject("type must be a string", RejectReason.TYPE)
     event_type = parse_event_type(raw_type)
     if event_type is None:
-        raise reject(f"unknown event type {raw_type[:40]!r}")
+        raise reject(f"unknown event type {raw_type[:40]!r}", RejectReason.TYPE)
     if event_type in BRIDGE_ONLY:
-        raise reject(f"type {raw_type!r} is raised by the bridge, not by devices")
+        raise reject(f"type {raw_type!r} is raised by the bridge, not by devices", RejectReason.TYPE)
     ts: datetime | None = None
     if "ts" in body and body["ts"] is not None:
         try:
             ts = parse_rfc3339(body["ts"])
         except ValueError:
-            raise reject("ts must be an RFC 3339 timestamp with an offset") from None
+            raise reject("ts must be an RFC 3339 timestamp with an offset", RejectReason.TIMESTAMP) from None
     test = body.get("test", False)
     if not isinstance(test, bool):
-        raise reject("test must be true or false")
+        raise reject("test must be true or false", RejectReason.TEST)
     data = body.get("data", {})
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise reject("data must be a JSON object")
+        raise reject("data must be a JSON object", RejectReason.DATA)
     unknown = set(body) - {"event_id", "type", "ts", "test", "data"}
     if unknown:
-        raise reject(f"unknown fields: {', '.join(sorted(unknown))[:80]}")
+        raise reject(f"unknown fields: {', '.join(sorted(unknown))[:80]}", RejectReason.FIELDS)
     return DeviceEvent(
         device_id=device_id,
         event_id=event_id,
@@ -149,15 +197,25 @@ def peek_event_id(payload: bytes) -> str | None:
     if len(payload) > MAX_PAYLOAD:
         return None
     try:
-        body = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if isinstance(body, dict):
-        try:
-            return check_event_id(body.get("event_id"))
-        except InvalidIdentifier:
+        strict_json.loads(payload)
+    except strict_json.JSONRefused as exc:
+        if exc.code not in (strict_json.Refusal.NON_FINITE, strict_json.Refusal.DUPLICATE_KEY):
             return None
-    return None
+    # Well formed but refused (NaN, 1e999, a key twice): name the event if it has one event_id, so
+    # the unit gets a final answer instead of retrying. The depth was checked above.
+    try:
+        pairs = json.loads(payload, object_pairs_hook=list)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(pairs, list) or not all(isinstance(p, tuple) for p in pairs):
+        return None
+    ids = [value for key, value in pairs if key == "event_id"]
+    if len(ids) != 1:
+        return None
+    try:
+        return check_event_id(ids[0])
+    except InvalidIdentifier:
+        return None
 
 
 def encode_ack(
@@ -169,12 +227,12 @@ def encode_ack(
         body["alert_id"] = alert_id
     if error is not None:
         body["error"] = error
-    return json.dumps(body, separators=(",", ":")).encode()
+    return strict_json.dumps(body).encode()
 
 
 def decode_ack(payload: bytes) -> dict[str, Any]:
     """Parse an ack (used by units and simulators)."""
-    body = json.loads(payload)
+    body = strict_json.loads(payload)
     if not isinstance(body, dict) or body.get("result") not in ("accepted", "duplicate", "rejected"):
         raise ValueError("not an ack")
     return body
@@ -185,12 +243,12 @@ def encode_command(cmd_id: str, cmd: str, args: dict[str, Any] | None = None) ->
     body: dict[str, Any] = {"cmd_id": cmd_id, "cmd": cmd}
     if args:
         body["args"] = args
-    return json.dumps(body, separators=(",", ":")).encode()
+    return strict_json.dumps(body).encode()
 
 
 def decode_command(payload: bytes) -> dict[str, Any]:
     """Parse a command (used by units and simulators)."""
-    body = json.loads(payload)
+    body = strict_json.loads(payload)
     if (
         not isinstance(body, dict)
         or not isinstance(body.get("cmd_id"), str)
@@ -218,4 +276,4 @@ def encode_event(
         body["test"] = True
     if data:
         body["data"] = data
-    return json.dumps(body, separators=(",", ":")).encode()
+    return strict_json.dumps(body).encode()

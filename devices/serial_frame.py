@@ -29,14 +29,14 @@ meant for the NAK). Bytes outside a frame (line noise, stray CR/LF) are skipped 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from devices import strict_json
 from devices.events import DeviceEvent, InvalidIdentifier, check_device_id, check_event_id
-from devices.mqtt_codec import parse_rfc3339
+from devices.mqtt_codec import parse_rfc3339, refusal_text
 from devices.vocabulary import BRIDGE_ONLY, parse_event_type
 
 MAX_LINE = 512
@@ -143,7 +143,7 @@ def _seal(body: str) -> bytes:
 
 def _json(value: dict[str, Any]) -> str:
     # ensure_ascii keeps the line ASCII; escaping '$' keeps the frame start unique.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=True).replace("$", "\\u0024")
+    return strict_json.dumps(value, ensure_ascii=True).replace("$", "\\u0024")
 
 
 def _clean_reason(reason: str) -> str:
@@ -203,9 +203,9 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        value = json.loads(text)
-    except ValueError:
-        raise _Bad(f"{what} is not JSON") from None
+        value = strict_json.loads(text)
+    except strict_json.JSONRefused as exc:
+        raise _Bad(refusal_text(what, exc)[:120]) from None
     if not isinstance(value, dict):
         raise _Bad(f"{what} must be a JSON object")
     return value
@@ -244,7 +244,10 @@ def _decode_event(fields: list[str], raw: bytes, received_at: datetime) -> Event
             raise bad("ts must be RFC 3339 with an offset") from None
     if fields[5] not in ("0", "1"):
         raise bad("test must be 0 or 1")
-    data = _json_object(",".join(fields[6:]), "data") if len(fields) > 6 else {}
+    try:
+        data = _json_object(",".join(fields[6:]), "data") if len(fields) > 6 else {}
+    except _Bad as exc:
+        raise bad(exc.reason) from None  # the checksum was good: resending it unchanged cannot help
     event = DeviceEvent(device_id=device_id, event_id=event_id, type=event_type, received_at=received_at,
                         ts=ts, test=fields[5] == "1", data=data, source="serial")
     return EventFrame(event, raw)

@@ -9,7 +9,6 @@ Order, for every request: (1) read at most the size cap of body; (2) :class:`Ale
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -20,6 +19,8 @@ from ask_sdk_core.skill import CustomSkill
 from ask_sdk_model.request_envelope import RequestEnvelope
 from prometheus_client import CollectorRegistry, Counter
 
+from alarm_centre.api import json_response
+from devices import strict_json
 from skills.handlers import build_skill
 from skills.verification import AlexaRequestRejected, AlexaVerifier, RequestTooLarge
 from skills.voice import NO_WORK, Caller, VoiceResult, VoiceService
@@ -39,7 +40,7 @@ INTENT_WORK: dict[str, Callable[[VoiceService, Caller], Awaitable[VoiceResult]]]
 
 
 def _json_error(status: int, error: str, detail: Any) -> web.Response:
-    return web.json_response({"error": error, "detail": detail}, status=status)
+    return json_response({"error": error, "detail": detail}, status=status)
 
 
 async def work_for(service: VoiceService, envelope: Mapping[str, Any]) -> VoiceResult:
@@ -106,5 +107,5 @@ class AlexaEndpoint:
         result = await work_for(self.service, envelope)
         response = self.skill.invoke(request_envelope=request_envelope, context=result)
         self.requests.labels(f"{result.action}_{result.status}").inc()
-        body = json.dumps(_serializer.serialize(response), separators=(",", ":"))
+        body = strict_json.safe_dumps(_serializer.serialize(response))
         return web.Response(text=body, content_type="application/json")

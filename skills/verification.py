@@ -28,7 +28,6 @@ import asyncio
 import base64
 import binascii
 import functools
-import json
 import logging
 import posixpath
 import ssl
@@ -48,6 +47,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
+from devices import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -280,9 +281,9 @@ class AlexaVerifier:
     @staticmethod
     def _parse_envelope(raw_body: bytes) -> dict[str, Any]:
         try:
-            envelope = json.loads(raw_body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise VerificationFailed(f"body is not valid JSON: {exc}") from None
+            envelope = strict_json.loads(raw_body)
+        except strict_json.JSONRefused as exc:
+            raise VerificationFailed(f"body is not valid JSON: {exc.message}") from None
         if not isinstance(envelope, dict) or not isinstance(envelope.get("request"), dict):
             raise VerificationFailed("body is not an Alexa request envelope")
         return envelope

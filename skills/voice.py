@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from alarm_centre.intake import Intake, StoreUnavailable
 from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, PostCommit, Tx
+from devices import strict_json
 from devices.events import DEVICE_ID_RE, MAX_EVENT_ID, DeviceEvent
 from devices.vocabulary import EventType
 
@@ -374,7 +375,7 @@ class VoiceService:
                 ALEXA_KIND,
                 resident_id,
                 alexa_device_id,
-                json.dumps(data),
+                strict_json.safe_dumps(data),
                 now,
             )
             return {

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from alarm_centre.api import STORE, require
+from alarm_centre.api import STORE, json_response, require
 from alarm_centre.console.context import alert_context, resident_names
 from alarm_centre.console.pages import nav_for, page_response, require_page
 from alarm_centre.console.signin import (
@@ -52,7 +52,7 @@ async def me(request: web.Request) -> web.Response:
     """Who is signed in, what they may do, and the settings the queue page needs."""
     user = require(request, "alerts:read")
     session = request.get(SESSION_KEY)
-    return web.json_response({
+    return json_response({
         "name": user.name, "role": user.role.value, "rights": sorted(ROLE_RIGHTS[user.role]),
         "csrf": session.csrf if session else None, "csrf_header": CSRF_HEADER,
         "expires_at": iso_time(session.expires_at) if session else None,
@@ -65,13 +65,13 @@ async def me(request: web.Request) -> web.Response:
 async def context(request: web.Request) -> web.Response:
     require(request, "alerts:read")
     body = await alert_context(request.app[STORE], request.match_info["alert_id"])
-    return web.json_response(body, headers={"Cache-Control": "no-store"})
+    return json_response(body, headers={"Cache-Control": "no-store"})
 
 
 async def names(request: web.Request) -> web.Response:
     require(request, "alerts:read")
     ids = [i for i in request.query.get("ids", "").split(",") if i][:200]
-    return web.json_response(await resident_names(request.app[STORE], ids))
+    return json_response(await resident_names(request.app[STORE], ids))
 
 
 async def console_root(request: web.Request) -> web.StreamResponse:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from alarm_centre.api import STORE, STREAM_CHECK, USER_KEY, VIA_CONSOLE, json_error
+from alarm_centre.api import STORE, STREAM_CHECK, USER_KEY, VIA_CONSOLE, json_error, json_response
 from alarm_centre.console.pages import PAGE_HEADERS
 from alarm_centre.console.templates import render
 from alarm_centre.model import User
@@ -187,6 +187,6 @@ async def logout(request: web.Request) -> web.StreamResponse:
         return json_error(401, "unauthorized", "not signed in")
     token = request.cookies.get(SESSION_COOKIE, "")
     await request.app[SESSIONS].end(token)
-    response = web.json_response({"ok": True})
+    response = json_response({"ok": True})
     response.del_cookie(SESSION_COOKIE, path="/")
     return response

@@ -26,6 +26,7 @@ from alarm_centre.intake import IngestResult
 from alarm_centre.lifecycle import Action as LifecycleAction
 from alarm_centre.lifecycle import AlertState, IllegalTransition, Outcome, Source, next_state
 from alarm_centre.model import Alert, AlertChange, OutboxItem, Role, TimelineEntry, User
+from devices import strict_json
 from devices.events import DeviceEvent
 from devices.registry import Device, Resident, errors_of
 from devices.vocabulary import CLEARS, EventType, Priority, is_help, priority_of
@@ -94,7 +95,7 @@ def _now() -> float:
 
 
 def _j(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return strict_json.safe_dumps(value, default=str)
 
 
 def alert_from_row(row: Row) -> Alert:

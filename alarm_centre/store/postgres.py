@@ -33,7 +33,7 @@ import asyncpg
 from alarm_centre.intake import IngestResult
 from alarm_centre.model import AlertChange
 from alarm_centre.store.base import AlertStore, PostCommit, RetryLater, Row, Tx
-from alarm_centre.store.schema import all_migrations, statements
+from alarm_centre.store.schema import JsonRepair, all_migrations, statements
 from devices.events import DeviceEvent
 
 log = logging.getLogger(__name__)
@@ -134,18 +134,29 @@ async def migrate(conn: Any) -> int:
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
     try:
         await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        applied = {int(r["version"]) for r in await conn.fetch("SELECT version FROM schema_version")}
-        for version, sql in all_migrations():
+        applied = {int(r[0]) for r in await conn.fetch("SELECT version FROM schema_version")}
+        for version, step in all_migrations():
             if version in applied:
                 continue
             async with conn.transaction():
-                for stmt in statements(sql, "postgresql"):
-                    await conn.execute(stmt)
+                if isinstance(step, JsonRepair):
+                    await _repair_json(conn, step)
+                else:
+                    for stmt in statements(step, "postgresql"):
+                        await conn.execute(stmt)
                 await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
             applied.add(version)
         return max(applied, default=0)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+
+async def _repair_json(conn: Any, repair: JsonRepair) -> None:
+    for table, column in repair.columns:
+        rows = await conn.fetch(f"SELECT ctid, {column} FROM {table} WHERE {repair.where(column)}")
+        fixes = repair.repaired((r[0], r[1]) for r in rows)
+        if fixes:
+            await conn.executemany(f"UPDATE {table} SET {column} = $1 WHERE ctid = $2", fixes)
 
 
 def _encode_changes(origin: str, changes: Sequence[AlertChange], outbox: bool,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from alarm_centre.store.base import AlertStore, Row
-from alarm_centre.store.schema import all_migrations, statements
+from alarm_centre.store.schema import JsonRepair, all_migrations, statements
 
 
 class _SqliteTx:
@@ -90,13 +90,16 @@ def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema up to date; returns the version now in place."""
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     applied = {int(r[0]) for r in conn.execute("SELECT version FROM schema_version")}
-    for version, sql in all_migrations():
+    for version, step in all_migrations():
         if version in applied:
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for stmt in statements(sql, "sqlite"):
-                conn.execute(stmt)
+            if isinstance(step, JsonRepair):
+                _repair_json(conn, step)
+            else:
+                for stmt in statements(step, "sqlite"):
+                    conn.execute(stmt)
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
             conn.execute("COMMIT")
         except BaseException:
@@ -104,6 +107,12 @@ def migrate(conn: sqlite3.Connection) -> int:
             raise
         applied.add(version)
     return max(applied, default=0)
+
+
+def _repair_json(conn: sqlite3.Connection, repair: JsonRepair) -> None:
+    for table, column in repair.columns:
+        rows = conn.execute(f"SELECT rowid, {column} FROM {table} WHERE {repair.where(column)}").fetchall()
+        conn.executemany(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", repair.repaired(rows))
 
 
 class SqliteStore(AlertStore):
