@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from alarm_centre.ids import row_id
 from alarm_centre.lifecycle import Source
 from alarm_centre.model import iso
 from alarm_centre.responders import (
@@ -41,6 +42,7 @@ from alarm_centre.responders import (
 )
 from alarm_centre.store.base import AlertStore, InvalidRequest, PostCommit, Row, Tx
 from devices.events import DeviceEvent
+from devices.vocabulary import PRIORITIES
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +194,8 @@ class Escalation:
 
     async def set_policy(self, priority: int, steps: Sequence[PolicyStep], *, actor: str) -> None:
         """Replace one priority's policy (alerts already raised keep their snapshot)."""
-        if not 1 <= priority <= 9:
-            raise InvalidRequest("priority must be 1 to 9")
+        if priority not in PRIORITIES:
+            raise InvalidRequest(f"priority must be one of {', '.join(map(str, PRIORITIES))}")
 
         async def work(tx: Tx, post: PostCommit) -> None:
             await tx.execute(
@@ -253,7 +255,7 @@ class Escalation:
     # -- stopping --------------------------------------------------------------------------------
     async def stop_for(self, alert_ids: Iterable[str]) -> int:
         """Cancel pending policy steps of these alerts if no longer ``raised``; returns how many."""
-        ids = sorted({int(a) for a in alert_ids if str(a).isdigit()})
+        ids = sorted({k for k in map(row_id, alert_ids) if k is not None})
         if not ids:
             return 0
 
@@ -466,7 +468,7 @@ class Escalation:
         With ``alert_ids`` None, every such alert resolved in the last day is considered: the sweep that
         catches a resolution whose notice was lost to a restart.
         """
-        ids = None if alert_ids is None else sorted({int(a) for a in alert_ids if str(a).isdigit()})
+        ids = None if alert_ids is None else sorted({k for k in map(row_id, alert_ids) if k is not None})
         if ids is not None and not ids:
             return []
 

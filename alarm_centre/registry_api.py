@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from alarm_centre.api import json_error, read_json, require, source_of, validated
+from alarm_centre.api import json_error, path_name, read_json, require, source_of, validated
 from alarm_centre.registry import Registry
 from devices.csv_yaml import MalformedFile, parse_csv, parse_yaml, to_csv, to_yaml
 from devices.registry import Device, Resident, UnitSettings, errors_of, merge
@@ -82,6 +82,11 @@ class ConfigBody(BaseModel):
     settings: UnitSettings
 
 
+def _device_id(request: web.Request) -> str:
+    """The ``{device_id}`` of the path, checked by the device-id rule (a JSON 404 if it breaks it)."""
+    return path_name(request, "device_id", "device")
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
@@ -105,7 +110,7 @@ async def list_residents(request: web.Request) -> web.Response:
 async def get_resident(request: web.Request) -> web.Response:
     require(request, "residents:read")
     registry = request.app[REGISTRY]
-    resident = await registry.get_resident(request.match_info["resident_id"])
+    resident = await registry.get_resident(path_name(request, "resident_id", "resident"))
     devices = await registry.list_devices(resident_id=resident.id)
     return web.json_response({**resident.model_dump(mode="json"), "devices": devices})
 
@@ -113,7 +118,7 @@ async def get_resident(request: web.Request) -> web.Response:
 async def edit_resident(request: web.Request) -> web.Response:
     user = require(request, "residents:write")
     registry = request.app[REGISTRY]
-    current = await registry.get_resident(request.match_info["resident_id"])
+    current = await registry.get_resident(path_name(request, "resident_id", "resident"))
     resident = _merged(Resident, current, await read_json(request))
     await registry.update_resident(resident, actor=user.name, source=source_of(request))
     return web.json_response(resident.model_dump(mode="json"))
@@ -138,7 +143,7 @@ async def list_devices(request: web.Request) -> web.Response:
 async def get_device(request: web.Request) -> web.Response:
     require(request, "devices:read")
     registry = request.app[REGISTRY]
-    device_id = request.match_info["device_id"]
+    device_id = _device_id(request)
     body = await registry.get_device(device_id)
     body["history"] = await registry.history(f"device:{device_id}", 50)
     return web.json_response(body)
@@ -147,7 +152,7 @@ async def get_device(request: web.Request) -> web.Response:
 async def edit_device(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     registry = request.app[REGISTRY]
-    current = await registry.device_model(request.match_info["device_id"])
+    current = await registry.device_model(_device_id(request))
     device = _merged(Device, current, await read_json(request))
     body = await registry.update_device(device, actor=user.name, source=source_of(request))
     return web.json_response(body)
@@ -157,7 +162,7 @@ async def retire_device(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(RetireBody, await _body(request))
     result = await request.app[REGISTRY].retire(
-        request.match_info["device_id"], actor=user.name, source=source_of(request), reason=body.reason
+        _device_id(request), actor=user.name, source=source_of(request), reason=body.reason
     )
     credentials = request.app[OPTIONS].credentials
     if credentials is not None:
@@ -177,7 +182,7 @@ async def link(request: web.Request) -> web.Response:
 async def issue_credential(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     options = request.app[OPTIONS]
-    device_id = request.match_info["device_id"]
+    device_id = _device_id(request)
     if options.credentials is None:
         return json_error(
             409,
@@ -205,14 +210,14 @@ async def set_config(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(ConfigBody, await read_json(request))
     status = await request.app[REGISTRY].request_config(
-        request.match_info["device_id"], body.settings, actor=user.name, source=source_of(request)
+        _device_id(request), body.settings, actor=user.name, source=source_of(request)
     )
     return web.json_response(status, status=202)
 
 
 async def get_config(request: web.Request) -> web.Response:
     require(request, "devices:read")
-    return web.json_response(await request.app[REGISTRY].config_status(request.match_info["device_id"]))
+    return web.json_response(await request.app[REGISTRY].config_status(_device_id(request)))
 
 
 # -- commissioning -------------------------------------------------------------------------------
@@ -231,21 +236,21 @@ async def start_visit(request: web.Request) -> web.Response:
             ]
         )
     visit = await request.app[REGISTRY].start_visit(
-        request.match_info["device_id"], installer=user.name, minutes=minutes, peripherals=body.peripherals
+        _device_id(request), installer=user.name, minutes=minutes, peripherals=body.peripherals
     )
     return web.json_response(visit, status=201)
 
 
 async def get_visit(request: web.Request) -> web.Response:
     require(request, "devices:read")
-    return web.json_response(await request.app[REGISTRY].visit(request.match_info["device_id"]))
+    return web.json_response(await request.app[REGISTRY].visit(_device_id(request)))
 
 
 async def finish_visit(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(FinishBody, await _body(request))
     visit = await request.app[REGISTRY].finish_visit(
-        request.match_info["device_id"], actor=user.name, note=body.note
+        _device_id(request), actor=user.name, note=body.note
     )
     return web.json_response(visit)
 

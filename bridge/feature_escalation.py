@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -25,6 +26,7 @@ from twilio.request_validator import RequestValidator
 
 from alarm_centre.api import USER_KEY, json_error, read_json, require
 from alarm_centre.escalation import Escalation, EscalationSettings, Notification, PolicyStep, parse_steps
+from alarm_centre.ids import row_id, whole_number
 from alarm_centre.model import AlertChange, Role, User
 from alarm_centre.notify import DeliveryFailed, Notifier
 from alarm_centre.service_levels import (
@@ -44,6 +46,7 @@ from alarm_centre.twilio_webhooks import (
     twiml_response,
     voice_reply_twiml,
 )
+from devices.vocabulary import PRIORITIES
 
 if TYPE_CHECKING:
     from bridge.config import EscalationConfig, TwilioConfig
@@ -231,7 +234,7 @@ class EscalationRunner:
         async with self.escalation.store.read() as tx:
             rows = await tx.fetchall(
                 f"SELECT priority, raised_at, acknowledged_at, test FROM alerts WHERE id IN ({marks})",
-                *[int(i) for i in ids if i.isdigit()],
+                *[k for k in map(row_id, ids) if k is not None],
             )
         for row in rows:
             if not row["test"] and row["acknowledged_at"] is not None:
@@ -428,9 +431,13 @@ class ServiceLevelRoutes:
 
     def _priority(self, request: web.Request) -> int:
         raw = request.match_info["priority"]
-        if not raw.isdigit() or not 1 <= int(raw) <= 9:
-            raise web.HTTPNotFound()
-        return int(raw)
+        priority = whole_number(raw, low=min(PRIORITIES), high=max(PRIORITIES))
+        if priority is None:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": "not found",
+                                 "detail": f"no priority {raw[:40]!r}; alert priorities are 1, 2 and 3"}),
+                content_type="application/json")
+        return priority
 
     async def put_policy(self, request: web.Request) -> web.Response:
         user = self._may_write(request)

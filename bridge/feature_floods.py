@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from alarm_centre.api import json_error, require
+from alarm_centre.api import json_error, path_id, query_int, require
 from alarm_centre.floods import FloodGrouper, FloodRules
 
 if TYPE_CHECKING:
@@ -27,36 +27,28 @@ log = logging.getLogger(__name__)
 FLOODS: web.AppKey[FloodGrouper] = web.AppKey("floods", FloodGrouper)
 
 
-def _limit(request: web.Request, default: int = 100) -> int | None:
-    raw = request.query.get("limit", str(default))
-    return int(raw) if raw.isdigit() and 1 <= int(raw) <= 1000 else None
-
-
 async def list_incidents(request: web.Request) -> web.Response:
     require(request, "alerts:read")
     state = request.query.get("state", "open")
-    limit = _limit(request)
     if state not in ("open", "closed", "all"):
         return json_error(422, "invalid request", "state must be open, closed or all")
-    if limit is None:
-        return json_error(422, "invalid request", "limit must be a whole number from 1 to 1000")
+    limit = query_int(request, "limit", 100, 1, 1000)
     incidents = await request.app[FLOODS].list_incidents(state=state, limit=limit)
     return web.json_response({"incidents": [i.to_json() for i in incidents]})
 
 
 async def get_incident(request: web.Request) -> web.Response:
     require(request, "alerts:read")
-    incident = await request.app[FLOODS].get_incident(request.match_info["incident_id"])
+    key = path_id(request, "incident_id", "incident")
+    incident = await request.app[FLOODS].get_incident(str(key))
     if incident is None:
-        return json_error(404, "not found", f"no incident {request.match_info['incident_id'][:40]!r}")
+        return json_error(404, "not found", f"no incident {key}")
     return web.json_response(incident.to_json())
 
 
 async def queue(request: web.Request) -> web.Response:
     require(request, "alerts:read")
-    limit = _limit(request)
-    if limit is None:
-        return json_error(422, "invalid request", "limit must be a whole number from 1 to 1000")
+    limit = query_int(request, "limit", 100, 1, 1000)
     return web.json_response({"lines": await request.app[FLOODS].queue(limit=limit)})
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from alarm_centre.api import read_json, require, validated
+from alarm_centre.api import path_name, read_json, require, validated
 from skills.endpoint import AlexaEndpoint
 from skills.verification import AlexaVerifier
 from skills.voice import LinkError, VoiceService
@@ -76,7 +76,7 @@ async def list_links(request: web.Request) -> web.Response:
 
 async def delete_link(request: web.Request) -> web.Response:
     require(request, "devices:write")
-    if not await request.app[VOICE].unlink_echo(request.match_info["device_id"]):
+    if not await request.app[VOICE].unlink_echo(path_name(request, "device_id", "Echo link")):
         return web.json_response({"error": "not found", "detail": "no such Echo link"}, status=404)
     return web.json_response({"ok": True})
 
@@ -86,7 +86,7 @@ async def put_schedule(request: web.Request) -> web.Response:
     body = validated(ScheduleBody, await read_json(request))
     try:
         schedule = await request.app[VOICE].set_check_in_schedule(
-            request.match_info["resident_id"], body.deadline, body.timezone
+            path_name(request, "resident_id", "resident"), body.deadline, body.timezone
         )
     except LinkError as exc:
         raise _unprocessable(exc) from None
@@ -100,7 +100,7 @@ async def list_schedules(request: web.Request) -> web.Response:
 
 async def delete_schedule(request: web.Request) -> web.Response:
     require(request, "residents:write")
-    if not await request.app[VOICE].clear_check_in_schedule(request.match_info["resident_id"]):
+    if not await request.app[VOICE].clear_check_in_schedule(path_name(request, "resident_id", "resident")):
         return web.json_response({"error": "not found", "detail": "no check-in schedule"}, status=404)
     return web.json_response({"ok": True})
 
