@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alarm_centre.feed import AlertFeed
 from alarm_centre.ids import row_id, whole_number
-from alarm_centre.lifecycle import IllegalTransition, Source
+from alarm_centre.lifecycle import OPERATOR_OUTCOMES, IllegalTransition, Source
 from alarm_centre.model import User
-from alarm_centre.openapi import describe
+from alarm_centre.openapi import describe, operation, outcome_guide, query, ref
 from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, NotFound
 from devices.events import DEVICE_ID_RE
 
@@ -193,7 +193,9 @@ def validated(model: type[M], body: dict[str, Any]) -> M:
 
 class ResolveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    outcome: str = Field(min_length=1, max_length=40)
+    # The store judges the code (a 422 listing the codes); the description lists them as an enum.
+    outcome: str = Field(min_length=1, max_length=40, json_schema_extra={
+        "enum": list(OPERATOR_OUTCOMES), "description": "why the alert was resolved:\n" + outcome_guide()})
     note: str | None = Field(None, max_length=2000)
 
 
@@ -213,6 +215,15 @@ def alert_key(request: web.Request) -> str:
     return str(path_id(request, "alert_id", "alert"))
 
 
+@operation(
+    "Alerts in queue order (priority, then age)", right="alerts:read", answer=ref("AlertPage"),
+    query=(
+        query("state", {"type": "string", "enum": ["open", "raised", "acknowledged", "resolved", "all"],
+                        "default": "open"}, "open means raised or acknowledged"),
+        query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "page size"),
+        query("cursor", {"type": "string"}, "next_cursor from the previous page"),
+    ),
+)
 async def list_alerts(request: web.Request) -> web.Response:
     require(request, "alerts:read")
     state = request.query.get("state", "open")
@@ -222,12 +233,16 @@ async def list_alerts(request: web.Request) -> web.Response:
     return web.json_response({"alerts": [a.to_json() for a in alerts], "next_cursor": cursor})
 
 
+@operation("One alert with its timeline", right="alerts:read",
+           answer=ref("AlertWithTimeline"))
 async def get_alert(request: web.Request) -> web.Response:
     require(request, "alerts:read")
     alert, timeline = await request.app[STORE].get_alert(alert_key(request))
     return web.json_response({**alert.to_json(), "timeline": [t.to_json() for t in timeline]})
 
 
+@operation("Claim an alert (no body)", right="alerts:handle", answer=ref("Alert"),
+           errors={409: "held by another operator, or already resolved"})
 async def acknowledge(request: web.Request) -> web.Response:
     user = require(request, "alerts:handle")
     alert = await request.app[STORE].acknowledge(alert_key(request), actor=user.name,
@@ -235,6 +250,10 @@ async def acknowledge(request: web.Request) -> web.Response:
     return web.json_response(alert.to_json())
 
 
+@operation("Resolve an acknowledged alert with an outcome code", right="alerts:handle", body=ResolveBody,
+           answer=ref("Alert"), errors={
+               409: "not held by you, or not acknowledged",
+               422: "an unknown outcome code (detail lists the codes), or a field breaks its rule"})
 async def resolve(request: web.Request) -> web.Response:
     user = require(request, "alerts:handle")
     body = validated(ResolveBody, await read_json(request))
@@ -243,6 +262,9 @@ async def resolve(request: web.Request) -> web.Response:
     return web.json_response(alert.to_json())
 
 
+@operation("Hand an alert to another operator", right="alerts:reassign", body=ReassignBody,
+           answer=ref("Alert"),
+           errors={409: "already resolved", 422: "no such operator, or a field breaks its rule"})
 async def reassign(request: web.Request) -> web.Response:
     user = require(request, "alerts:reassign")
     body = validated(ReassignBody, await read_json(request))
@@ -251,6 +273,8 @@ async def reassign(request: web.Request) -> web.Response:
     return web.json_response(alert.to_json())
 
 
+@operation("Add a note to an alert's timeline", right="alerts:handle", body=NoteBody, status=201,
+           answer={"type": "object", "properties": {"ok": {"const": True}}})
 async def add_note(request: web.Request) -> web.Response:
     user = require(request, "alerts:handle")
     body = validated(NoteBody, await read_json(request))
@@ -259,6 +283,7 @@ async def add_note(request: web.Request) -> web.Response:
     return web.json_response({"ok": True}, status=201)
 
 
+@operation(right="alerts:read", answer_types=("text/event-stream",))
 async def stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: one ``alert`` event per change; ``resync`` when the reader fell behind."""
     require(request, "alerts:read")
@@ -283,6 +308,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
             await response.write(f"event: {kind}\ndata: {data}\n\n".encode())
 
 
+_READINESS = {"type": "object", "required": ["status"], "properties": {
+    "status": {"type": "string", "enum": ["ready", "not ready"]},
+    "problems": {"type": "array", "items": {"type": "string"}}}}
+
+
+@operation("Ready: subscribed to device events and the store accepts writes", right=None, answer=_READINESS,
+           other={503: {"description": "not ready, with the problems",
+                        "content": {"application/json": {"schema": _READINESS}}}})
 async def healthz(request: web.Request) -> web.Response:
     problems = await request.app[READINESS]()
     if problems:
@@ -290,11 +323,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+@operation("Prometheus metrics (text format)", right=None, answer_types=("text/plain",))
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+@operation("This description (OpenAPI 3.1)", right=None, answer={"type": "object"})
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(describe(request.app))
 

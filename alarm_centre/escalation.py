@@ -69,6 +69,39 @@ class PolicyStep:
         return {"after_s": self.after_s, "action": self.action, "to": list(self.to)}
 
 
+#: The body of ``PUT /api/v1/escalation/policies/{priority}``, as :func:`parse_steps` checks it.
+POLICY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["steps"],
+    "additionalProperties": False,
+    "properties": {
+        "steps": {
+            "type": "array",
+            "maxItems": MAX_STEPS,
+            "items": {
+                "type": "object",
+                "required": ["after_s", "action"],
+                "additionalProperties": False,
+                "properties": {
+                    "after_s": {"type": "number", "minimum": 0, "maximum": 86400,
+                                "description": "seconds after the alert was raised"},
+                    "action": {"type": "string", "enum": list(STEP_ACTIONS)},
+                    "to": {
+                        "description": f"{SUPERVISORS!r} (the default) or E.164 numbers",
+                        "oneOf": [
+                            {"type": "string", "const": SUPERVISORS},
+                            {"type": "string", "pattern": f"^{E164_RE.pattern}$"},
+                            {"type": "array", "minItems": 1, "items": {"type": "string", "anyOf": [
+                                {"const": SUPERVISORS}, {"pattern": f"^{E164_RE.pattern}$"}]}},
+                        ],
+                    },
+                },
+            },
+        }
+    },
+}
+
+
 def parse_steps(raw: Any) -> list[PolicyStep]:
     """Validate a policy from JSON (``[{"after_s", "action", "to"?}, ...]``); InvalidRequest if bad."""
     if not isinstance(raw, list):

@@ -15,6 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alarm_centre.api import json_error, path_name, read_json, require, source_of, validated
+from alarm_centre.openapi import Body, operation, query
 from alarm_centre.registry import Registry
 from devices.csv_yaml import MalformedFile, parse_csv, parse_yaml, to_csv, to_yaml
 from devices.registry import Device, Resident, UnitSettings, errors_of, merge
@@ -93,7 +94,13 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return await read_json(request)
 
 
+_FILE_TYPES = ("text/csv", "application/yaml")
+_STATUS = query("status", {"type": "string", "enum": ["active", "retired", "all"], "default": "active"})
+
+
 # -- residents -----------------------------------------------------------------------------------
+@operation("Register a resident", right="residents:write", body=Resident, status=201,
+           errors={409: "a resident with this id exists"})
 async def create_resident(request: web.Request) -> web.Response:
     user = require(request, "residents:write")
     resident = validated(Resident, await read_json(request))
@@ -101,12 +108,14 @@ async def create_resident(request: web.Request) -> web.Response:
     return web.json_response(resident.model_dump(mode="json"), status=201)
 
 
+@operation("Residents, each with how many devices it has", right="residents:read")
 async def list_residents(request: web.Request) -> web.Response:
     require(request, "residents:read")
     rows = await request.app[REGISTRY].list_residents()
     return web.json_response({"residents": [{**r.model_dump(mode="json"), "devices": n} for r, n in rows]})
 
 
+@operation("One resident with its devices", right="residents:read")
 async def get_resident(request: web.Request) -> web.Response:
     require(request, "residents:read")
     registry = request.app[REGISTRY]
@@ -115,6 +124,8 @@ async def get_resident(request: web.Request) -> web.Response:
     return web.json_response({**resident.model_dump(mode="json"), "devices": devices})
 
 
+@operation("Change some of a resident's fields", right="residents:write",
+           body=Body(Resident, partial=True))
 async def edit_resident(request: web.Request) -> web.Response:
     user = require(request, "residents:write")
     registry = request.app[REGISTRY]
@@ -125,6 +136,8 @@ async def edit_resident(request: web.Request) -> web.Response:
 
 
 # -- devices -------------------------------------------------------------------------------------
+@operation("Register a device", right="devices:write", body=Device, status=201,
+           errors={409: "a device with this id (or address) exists"})
 async def create_device(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     device = validated(Device, await read_json(request))
@@ -132,6 +145,8 @@ async def create_device(request: web.Request) -> web.Response:
     return web.json_response(body, status=201)
 
 
+@operation("Devices, optionally one resident's", right="devices:read", query=(
+    query("resident_id", {"type": "string"}), _STATUS))
 async def list_devices(request: web.Request) -> web.Response:
     require(request, "devices:read")
     devices = await request.app[REGISTRY].list_devices(
@@ -140,6 +155,7 @@ async def list_devices(request: web.Request) -> web.Response:
     return web.json_response({"devices": devices})
 
 
+@operation("One device with its recent history", right="devices:read")
 async def get_device(request: web.Request) -> web.Response:
     require(request, "devices:read")
     registry = request.app[REGISTRY]
@@ -149,6 +165,8 @@ async def get_device(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+@operation("Change some of a device's fields", right="devices:write", body=Body(Device, partial=True),
+           errors={409: "retired, or the new address is another device's"})
 async def edit_device(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     registry = request.app[REGISTRY]
@@ -158,6 +176,8 @@ async def edit_device(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+@operation("Retire a device (it stays in the records)", right="devices:write",
+           body=Body(RetireBody, required=False), errors={409: "already retired"})
 async def retire_device(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(RetireBody, await _body(request))
@@ -170,6 +190,8 @@ async def retire_device(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+@operation("Link a device to a resident (or unlink it with resident_id null)", right="devices:write",
+           body=LinkBody)
 async def link(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(LinkBody, await read_json(request))
@@ -179,6 +201,8 @@ async def link(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+@operation("Issue the device's MQTT password (shown once; no body)", right="devices:write", status=201,
+           errors={409: "this bridge does not manage broker credentials"})
 async def issue_credential(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     options = request.app[OPTIONS]
@@ -206,6 +230,8 @@ async def issue_credential(request: web.Request) -> web.Response:
 
 
 # -- remote configuration ------------------------------------------------------------------------
+@operation("Send settings to a unit (applied when it confirms)", right="devices:write", body=ConfigBody,
+           status=202, errors={409: "the device is retired or cannot be configured remotely"})
 async def set_config(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(ConfigBody, await read_json(request))
@@ -215,12 +241,15 @@ async def set_config(request: web.Request) -> web.Response:
     return web.json_response(status, status=202)
 
 
+@operation("The unit's settings: confirmed and pending", right="devices:read")
 async def get_config(request: web.Request) -> web.Response:
     require(request, "devices:read")
     return web.json_response(await request.app[REGISTRY].config_status(_device_id(request)))
 
 
 # -- commissioning -------------------------------------------------------------------------------
+@operation("Start a commissioning visit (the unit's alarms are tests meanwhile)", right="devices:write",
+           body=Body(VisitBody, required=False), status=201, errors={409: "a visit is already open"})
 async def start_visit(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(VisitBody, await _body(request))
@@ -241,11 +270,14 @@ async def start_visit(request: web.Request) -> web.Response:
     return web.json_response(visit, status=201)
 
 
+@operation("The commissioning visit: which alarms the centre has confirmed", right="devices:read")
 async def get_visit(request: web.Request) -> web.Response:
     require(request, "devices:read")
     return web.json_response(await request.app[REGISTRY].visit(_device_id(request)))
 
 
+@operation("Finish the commissioning visit", right="devices:write", body=Body(FinishBody, required=False),
+           errors={409: "no open visit"})
 async def finish_visit(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(FinishBody, await _body(request))
@@ -266,6 +298,19 @@ def _format(request: web.Request) -> tuple[str, str]:
     return fmt, kind
 
 
+_FORMAT = query("format", {"type": "string", "enum": ["yaml", "csv"], "default": "yaml"})
+_KIND = query("kind", {"type": "string", "enum": ["residents", "devices"]}, "which table, for CSV")
+_FLAG = {"type": "string", "enum": ["1", "true", "yes", "0", "false", "no"]}
+
+
+@operation("Import residents and devices from YAML or CSV (installer or admin)", right="devices:write",
+           body=Body({"type": "string"}, media_types=_FILE_TYPES),
+           query=(_FORMAT, _KIND, query("dry_run", _FLAG, "check only"),
+                  query("update", _FLAG, "change existing rows")),
+           description="Needs devices:write and residents:write. The body is the file (text/csv or "
+           "application/yaml).",
+           other={422: {"description": "a malformed file, or a report naming every row's problems",
+                        "content": {"application/json": {"schema": {"type": "object"}}}}})
 async def import_registry(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     require(request, "residents:write")
@@ -288,6 +333,8 @@ async def import_registry(request: web.Request) -> web.Response:
     return web.json_response(report.to_json(), status=422 if report.errors else 200)
 
 
+@operation("Export residents and devices as YAML or CSV", right="devices:read", answer_types=_FILE_TYPES,
+           query=(_FORMAT, _KIND), description="Needs devices:read and residents:read.")
 async def export_registry(request: web.Request) -> web.Response:
     require(request, "devices:read")
     require(request, "residents:read")

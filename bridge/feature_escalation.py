@@ -25,10 +25,18 @@ from prometheus_client import Counter, Gauge, Histogram
 from twilio.request_validator import RequestValidator
 
 from alarm_centre.api import USER_KEY, json_error, read_json, require
-from alarm_centre.escalation import Escalation, EscalationSettings, Notification, PolicyStep, parse_steps
+from alarm_centre.escalation import (
+    POLICY_SCHEMA,
+    Escalation,
+    EscalationSettings,
+    Notification,
+    PolicyStep,
+    parse_steps,
+)
 from alarm_centre.ids import row_id, whole_number
 from alarm_centre.model import AlertChange, Role, User
 from alarm_centre.notify import DeliveryFailed, Notifier
+from alarm_centre.openapi import Body, operation, query
 from alarm_centre.service_levels import (
     THRESHOLDS,
     ServiceLevelReport,
@@ -292,6 +300,26 @@ class EscalationRunner:
         await self.escalation.notification_sent(note, sid=sent.sid, status=sent.status)
 
 
+_DAY = {"type": "string", "format": "date"}
+_REPORT_QUERY = (
+    query("from", _DAY, "first day (default: six days before 'to')"),
+    query("to", _DAY, "last day (default: today)"),
+    query("format", {"type": "string", "enum": ["json", "csv"], "default": "json"}),
+)
+_FORM = ("application/x-www-form-urlencoded",)
+_TWILIO_SIGNED = "Twilio's X-Twilio-Signature header (HMAC-SHA1 with the account's auth token)"
+_TWILIO_ERRORS = {
+    400: "a field Twilio always sends is missing or malformed",
+    403: "no valid signature, or a replay",
+    404: "Twilio is not enabled on this bridge",
+}
+
+
+def _form(*fields: str) -> Body:
+    """A Twilio webhook's form fields (all text)."""
+    return Body({"type": "object", "properties": {f: {"type": "string"} for f in fields}}, media_types=_FORM)
+
+
 # -- Twilio webhooks --------------------------------------------------------------------------------
 class TwilioRoutes:
     def __init__(
@@ -339,6 +367,9 @@ class TwilioRoutes:
             log.warning("twilio webhook %s refused (%s): %s", route, exc.status, exc.text)
             raise
 
+    @operation("Twilio: an SMS reply from a supervisor or responder (YES / NO)", right=None,
+               body=_form("From", "To", "Body", "MessageSid", "AccountSid"),
+               answer_types=("application/xml",), signed=_TWILIO_SIGNED, errors=_TWILIO_ERRORS)
     async def sms(self, request: web.Request) -> web.Response:
         value = await self._read("sms", request, parse_inbound_sms)
 
@@ -350,6 +381,9 @@ class TwilioRoutes:
 
         return await self._guarded("sms", request, act, value.replay_key)
 
+    @operation("Twilio: keys pressed on a call-out (1 accept, 2 decline)", right=None,
+               body=_form("CallSid", "Digits", "From", "To", "Direction", "AccountSid"),
+               answer_types=("application/xml",), signed=_TWILIO_SIGNED, errors=_TWILIO_ERRORS)
     async def voice(self, request: web.Request) -> web.Response:
         value = await self._read("voice", request, parse_gather)
 
@@ -361,6 +395,10 @@ class TwilioRoutes:
 
         return await self._guarded("voice", request, act, value.replay_key)
 
+    @operation("Twilio: delivery status of an SMS or call", right=None,
+               body=_form("MessageSid", "MessageStatus", "SmsStatus", "CallSid", "CallStatus", "ErrorCode",
+                               "To", "AccountSid"),
+               answer_types=("application/xml",), signed=_TWILIO_SIGNED, errors=_TWILIO_ERRORS)
     async def status(self, request: web.Request) -> web.Response:
         value = await self._read("status", request, parse_status)
 
@@ -398,12 +436,16 @@ class ServiceLevelRoutes:
         start = parse_day(request.query.get("from"), end - timedelta(days=6), "from")
         return await service_levels(self.escalation.store, start=start, end=end, tz=self.tz)
 
+    @operation("Service levels: share of P1/P2 alerts acknowledged within 60 s and 180 s",
+               right=SERVICE_LEVEL_RIGHT, query=_REPORT_QUERY, answer_types=("application/json", "text/csv"))
     async def json_report(self, request: web.Request) -> web.StreamResponse:
         report = await self.report(request)
         if request.query.get("format") == "csv":
             return self._csv(report)
         return web.json_response(report.to_json())
 
+    @operation("Service levels as CSV", right=SERVICE_LEVEL_RIGHT, query=_REPORT_QUERY[:2],
+               answer_types=("text/csv",))
     async def csv_report(self, request: web.Request) -> web.StreamResponse:
         return self._csv(await self.report(request))
 
@@ -417,6 +459,7 @@ class ServiceLevelRoutes:
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
+    @operation("Escalation policies in force, by priority", right=SERVICE_LEVEL_RIGHT)
     async def get_policies(self, request: web.Request) -> web.Response:
         require(request, SERVICE_LEVEL_RIGHT)
         policies = await self.escalation.policies()
@@ -439,6 +482,8 @@ class ServiceLevelRoutes:
                 content_type="application/json")
         return priority
 
+    @operation("Replace one priority's escalation policy (admins, or roles granted escalation:write)",
+               right=POLICY_WRITE_RIGHT, body=POLICY_SCHEMA)
     async def put_policy(self, request: web.Request) -> web.Response:
         user = self._may_write(request)
         priority = self._priority(request)
@@ -450,6 +495,7 @@ class ServiceLevelRoutes:
         policies = await self.escalation.policies()
         return web.json_response(policies[priority])
 
+    @operation("Go back to the configured policy for one priority", right=POLICY_WRITE_RIGHT)
     async def reset_policy(self, request: web.Request) -> web.Response:
         self._may_write(request)
         priority = self._priority(request)

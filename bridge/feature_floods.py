@@ -18,6 +18,7 @@ from aiohttp import web
 
 from alarm_centre.api import json_error, path_id, query_int, require
 from alarm_centre.floods import FloodGrouper, FloodRules
+from alarm_centre.openapi import operation, query
 
 if TYPE_CHECKING:
     from bridge.service import Bridge
@@ -27,6 +28,11 @@ log = logging.getLogger(__name__)
 FLOODS: web.AppKey[FloodGrouper] = web.AppKey("floods", FloodGrouper)
 
 
+_LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "how many")
+
+
+@operation("Incidents (floods of one alarm type), newest first", right="alerts:read", query=(
+    query("state", {"type": "string", "enum": ["open", "closed", "all"], "default": "open"}), _LIMIT))
 async def list_incidents(request: web.Request) -> web.Response:
     require(request, "alerts:read")
     state = request.query.get("state", "open")
@@ -37,6 +43,7 @@ async def list_incidents(request: web.Request) -> web.Response:
     return web.json_response({"incidents": [i.to_json() for i in incidents]})
 
 
+@operation("One incident with every unit in it", right="alerts:read")
 async def get_incident(request: web.Request) -> web.Response:
     require(request, "alerts:read")
     key = path_id(request, "incident_id", "incident")
@@ -46,6 +53,8 @@ async def get_incident(request: web.Request) -> web.Response:
     return web.json_response(incident.to_json())
 
 
+@operation("The operator's queue: alerts, with each open incident as one line", right="alerts:read",
+           query=(_LIMIT,))
 async def queue(request: web.Request) -> web.Response:
     require(request, "alerts:read")
     limit = query_int(request, "limit", 100, 1, 1000)
