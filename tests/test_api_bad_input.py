@@ -4,12 +4,16 @@ every write of an alert priority keeps to 1-3."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import RunningBridge, make_config, postgres_database, running_bridge
 
 from bridge.config import ConfigError, load_config
+from devices.events import DeviceEvent
+from devices.vocabulary import EventType
 
 #: Texts ``str.isdigit`` or ``int`` accept that are not an id: superscripts, other scripts' digits,
 #: signs, spaces, underscores, and numbers past a signed 64-bit integer.
@@ -114,3 +118,22 @@ def test_config_refuses_a_policy_for_priority_4(tmp_path: Path) -> None:
     config.write_text("escalation:\n  policies:\n    4:\n      - {after_s: 30, action: highlight}\n")
     with pytest.raises(ConfigError, match="alert priorities are 1, 2, 3"):
         load_config(config, environ={})
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/v1/residents", {"id": "r-nul", "name": "Rose\u0000"}),
+        ("POST", "/api/v1/alerts/{alert}/reassign", {"to": "bob\u0000"}),
+        ("GET", "/api/v1/devices?resident_id=%00", None),
+    ],
+)
+async def test_nul_in_text_is_422(any_store_bridge: RunningBridge, method: str, path: str, body: Any) -> None:
+    """PostgreSQL text cannot hold U+0000; it is refused as bad input on that store (SQLite stores it)."""
+    result = await any_store_bridge.bridge.intake.submit(
+        DeviceEvent("unit-nul", "nul-1", EventType.PENDANT, datetime.now(UTC)))
+    status, answer = await any_store_bridge.call(
+        method, path.format(alert=result.alert_id), user="ada", role="admin", json=body)
+    assert status < 500, answer
+    if any_store_bridge.bridge.store.dialect == "postgresql":
+        assert status == 422 and "NUL" in answer["detail"], answer

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ import hypothesis
 import pytest
 import requests
 import schemathesis
-from harness import RunningBridge, make_config, running_bridge
+from harness import RunningBridge, make_config, postgres_database, running_bridge
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import (
@@ -105,21 +106,34 @@ async def seed(bridge: RunningBridge) -> None:
         DeviceEvent("unit-1", "fuzz-seed", EventType.PENDANT, datetime.now(UTC)))
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+async def fuzzed_bridge(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunningBridge]:
+    """A bridge on its embedded broker, on each store (PostgreSQL refuses text SQLite takes)."""
+    if request.param == "sqlite":
+        async with running_bridge(make_config(tmp_path)) as running:
+            yield running
+        return
+    async with (
+        postgres_database() as url,
+        running_bridge(make_config(tmp_path, TELECARE_STORE__URL=url)) as running,
+    ):
+        yield running
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-async def test_no_request_gets_a_server_error(tmp_path: Path) -> None:
-    async with running_bridge(make_config(tmp_path)) as bridge:
-        await seed(bridge)
-        tokens = {role: await bridge.token(f"fuzz-{role}", role) for role in ROLES}
-        spec = describe(bridge.bridge.app)
-        for operations in spec["paths"].values():
-            for op in operations.values():
-                for parameter in op.get("parameters", []):
-                    if parameter["name"] in SEEDED:
-                        parameter["example"] = SEEDED[parameter["name"]]
-        started = asyncio.get_running_loop().time()
-        report = await asyncio.to_thread(fuzz, spec, bridge.url, tokens)
-        took = asyncio.get_running_loop().time() - started
+async def test_no_request_gets_a_server_error(fuzzed_bridge: RunningBridge) -> None:
+    await seed(fuzzed_bridge)
+    tokens = {role: await fuzzed_bridge.token(f"fuzz-{role}", role) for role in ROLES}
+    spec = describe(fuzzed_bridge.bridge.app)
+    for operations in spec["paths"].values():
+        for op in operations.values():
+            for parameter in op.get("parameters", []):
+                if parameter["name"] in SEEDED:
+                    parameter["example"] = SEEDED[parameter["name"]]
+    started = asyncio.get_running_loop().time()
+    report = await asyncio.to_thread(fuzz, spec, fuzzed_bridge.url, tokens)
+    took = asyncio.get_running_loop().time() - started
     answers = dict(sorted(report.by_status.items()))
     print(f"schemathesis: {report.cases} cases in {took:.0f} s; answers {answers}")
     assert not report.failures, "\n".join(report.failures[:40])
