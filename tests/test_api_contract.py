@@ -152,3 +152,27 @@ def test_operating_guide_lists_every_outcome_code() -> None:
     guide = (Path(__file__).parent.parent / "docs" / "operating.md").read_text()
     for code in Outcome:
         assert f"`{code.value}`" in guide, f"docs/operating.md does not explain outcome {code.value}"
+
+
+async def test_the_right_each_operation_names_is_the_one_it_checks(embedded_bridge: RunningBridge) -> None:
+    """x-right in the description and require() in the handler agree, for every role."""
+    from alarm_centre.model import ROLE_RIGHTS, Role
+
+    spec = await served_spec(embedded_bridge)
+    filled = {"alert_id": "1", "incident_id": "1", "device_id": "unit-z", "resident_id": "res-z",
+              "priority": "3"}
+    checked = 0
+    for path, operations in spec["paths"].items():
+        url = path.format(**filled)
+        for method, op in operations.items():
+            right = op.get("x-right")
+            if right is None or path == "/api/v1/stream":
+                continue
+            for role in Role:
+                status, body = await embedded_bridge.call(
+                    method.upper(), url, user=f"r-{role.value}", role=role.value, json={}
+                )
+                holds = right in ROLE_RIGHTS[role]
+                assert (status == 403) is not holds, (method, path, role.value, status, body)
+                checked += 1
+    assert checked >= 150
