@@ -18,12 +18,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alarm_centre.feed import AlertFeed
-from alarm_centre.ids import row_id, whole_number
+from alarm_centre.ids import row_id
 from alarm_centre.lifecycle import OPERATOR_OUTCOMES, IllegalTransition, Source
 from alarm_centre.model import User
 from alarm_centre.openapi import describe, operation, outcome_guide, query, ref
 from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, NotFound
 from devices.events import DEVICE_ID_RE
+from devices.numbers import whole_number
 
 log = logging.getLogger(__name__)
 

@@ -1,24 +1,18 @@
-"""Row ids as clients write them: one rule for every alert, incident and priority number in a path or query.
+"""Row ids as clients write them: one rule for every alert and incident id in a path, a query or a cursor.
 
-``str.isdigit`` and ``int`` accept far more than the API means by a number: ``"³"`` is a digit to
-``isdigit`` (and ``int`` refuses it), ``int`` takes ``"٣"``, ``" 7 "``, ``"+7"`` and ``"1_0"``, and a
-number past a signed 64-bit integer cannot reach SQLite or PostgreSQL at all. Every id the API reads goes
-through :func:`row_id` first.
+Every id the API reads goes through :func:`row_id` (the number rule is :func:`devices.numbers.whole_number`:
+ASCII digits only, within a signed 64-bit integer), so ``"³"``, ``"٣"``, ``"+7"`` or
+``99999999999999999999`` name no row instead of raising a 500 in the driver.
 """
 
 from __future__ import annotations
 
+from devices.numbers import MAX_INT64, whole_number
+
 #: The largest id a database column holds (signed 64-bit).
-MAX_ROW_ID = 2**63 - 1
-_ASCII_DIGITS = frozenset("0123456789")
+MAX_ROW_ID = MAX_INT64
 
-
-def whole_number(text: str, *, low: int = 0, high: int = MAX_ROW_ID) -> int | None:
-    """``text`` as an integer when it is ASCII digits only and within ``low``..``high``; else None."""
-    if not text or len(text) > 19 or not _ASCII_DIGITS.issuperset(text):
-        return None
-    value = int(text)
-    return value if low <= value <= high else None
+__all__ = ["MAX_ROW_ID", "row_id"]
 
 
 def row_id(text: str) -> int | None:

@@ -27,7 +27,7 @@ from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
-from alarm_centre.ids import whole_number
+from devices.numbers import whole_number
 
 if TYPE_CHECKING:
     from aiohttp import web

@@ -33,7 +33,7 @@ from alarm_centre.escalation import (
     PolicyStep,
     parse_steps,
 )
-from alarm_centre.ids import row_id, whole_number
+from alarm_centre.ids import row_id
 from alarm_centre.model import AlertChange, Role, User
 from alarm_centre.notify import DeliveryFailed, Notifier
 from alarm_centre.openapi import Body, operation, query
@@ -54,6 +54,7 @@ from alarm_centre.twilio_webhooks import (
     twiml_response,
     voice_reply_twiml,
 )
+from devices.numbers import whole_number
 from devices.vocabulary import PRIORITIES
 
 if TYPE_CHECKING:

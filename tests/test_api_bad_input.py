@@ -152,3 +152,30 @@ def test_twilio_error_code_is_read() -> None:
 
     status = parse_status({"CallSid": "CA" + "0" * 32, "CallStatus": "failed", "ErrorCode": "30008"})
     assert status.error_code == 30008
+
+
+@pytest.mark.parametrize("number", ["\u00b3", "\u0663", "+5", "99999999999999999999"])
+def test_modem_numbers_follow_the_number_rule(number: str) -> None:
+    """A modem answer with a superscript or foreign digit is not a number, and not a crash of the codec."""
+    from devices.gsm_at import NEED_DATA, AtStream, FinalResult, parse_cmgs, parse_csq, parse_final
+
+    final = parse_final(f"+CME ERROR: {number}")
+    assert isinstance(final, FinalResult) and final.code is None
+    assert parse_cmgs([f"+CMGS: {number}", "OK"]) is None
+    with pytest.raises(ValueError, match="CSQ"):
+        parse_csq([f"+CSQ: {number},0", "OK"])
+    stream = AtStream()
+    header = f'+CMGL: {number},"REC UNREAD","+441",,"26/05/01,12:00:00+04"'
+    stream.feed(f"\r\n{header}\r\nHELP\r\n\r\nOK\r\n".encode())
+    out = []
+    while (item := stream.next_event()) is not NEED_DATA:
+        out.append(item)
+    assert [getattr(r, "index", "-") for r in out] == [None, "-"]
+
+
+def test_cli_settings_take_only_ascii_numbers() -> None:
+    """``--set heartbeat_interval_s=³`` stays text (the settings model then names the field), not a crash."""
+    from bridge.cli_registry import _settings
+
+    assert _settings(["heartbeat_interval_s=\u00b3", "heartbeat_grace_s=-5", "x=120"]) == {
+        "heartbeat_interval_s": "\u00b3", "heartbeat_grace_s": -5, "x": 120}
