@@ -18,11 +18,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alarm_centre.feed import ACCESS_CHANGED, AlertFeed
-from alarm_centre.lifecycle import IllegalTransition, Source
+from alarm_centre.ids import row_id
+from alarm_centre.lifecycle import OPERATOR_OUTCOMES, IllegalTransition, Source
 from alarm_centre.model import User
-from alarm_centre.openapi import describe
+from alarm_centre.openapi import describe, operation, outcome_guide, query, ref
 from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, NotFound
 from devices import strict_json
+from devices.events import DEVICE_ID_RE
+from devices.numbers import whole_number
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +67,16 @@ async def errors_as_json(request: web.Request, handler: Callable[[web.Request], 
         if exc.status < 400:
             raise
         if exc.content_type == "application/json" and exc.text:
-            response = web.Response(status=exc.status, text=exc.text, content_type="application/json",
-                                    headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+            response = web.Response(status=exc.status, text=exc.text, content_type="application/json")
         else:
             reason = {404: "not found", 405: "method not allowed", 413: "request body too large"}.get(
                 exc.status, exc.reason.lower())
-            response = json_error(exc.status, reason, {"path": request.path})
+            detail: dict[str, Any] = {"path": request.path}
+            if isinstance(exc, web.HTTPMethodNotAllowed):
+                detail["allowed"] = sorted(exc.allowed_methods)
+            response = json_error(exc.status, reason, detail)
+        if "Allow" in exc.headers:  # a 405 names the methods the path does serve (RFC 9110 15.5.6)
+            response.headers["Allow"] = exc.headers["Allow"]
     except NotFound as exc:
         response = json_error(404, "not found", str(exc))
     except Conflict as exc:
@@ -145,6 +152,13 @@ async def body_in_time(request: web.Request, handler: Callable[[web.Request], Aw
     return response
 
 
+async def json_safety_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response: no MIME sniffing. JSON answers (alerts, residents, tokens): never cached."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.content_type == "application/json":
+        response.headers.setdefault("Cache-Control", "no-store")
+
+
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
@@ -186,6 +200,41 @@ def require(request: web.Request, right: str) -> User:
     return user
 
 
+def _json_exception(kind: type[web.HTTPException], error: str, detail: Any) -> web.HTTPException:
+    return kind(text=json.dumps({"error": error, "detail": detail}), content_type="application/json")
+
+
+def path_id(request: web.Request, name: str, what: str) -> int:
+    """The row id in path segment ``name`` (ASCII digits, 1 to 2**63-1); a JSON 404 naming ``what`` if not."""
+    raw = request.match_info[name]
+    key = row_id(raw)
+    if key is None:
+        raise _json_exception(web.HTTPNotFound, "not found", f"no {what} {raw[:40]!r}")
+    return key
+
+
+def path_name(request: web.Request, name: str, what: str) -> str:
+    """The device or resident id in path segment ``name`` (the device-id rule: 1-64 of ``A-Za-z0-9._-``);
+    a JSON 404 naming ``what`` if it breaks the rule (no such row can exist)."""
+    raw = request.match_info[name]
+    if DEVICE_ID_RE.fullmatch(raw) is None:
+        raise _json_exception(web.HTTPNotFound, "not found", f"no {what} {raw[:64]!r}")
+    return raw
+
+
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """Query parameter ``name`` as a whole number from ``low`` to ``high`` (``default`` when absent);
+    a JSON 422 naming the parameter otherwise."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    value = whole_number(raw, low=low, high=high)
+    if value is None:
+        raise _json_exception(web.HTTPUnprocessableEntity, "invalid request",
+                              f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
 def source_of(request: web.Request) -> str:
     return Source.CONSOLE if request.get(VIA_CONSOLE) else Source.API
 
@@ -221,7 +270,9 @@ def validated(model: type[M], body: dict[str, Any]) -> M:
 
 class ResolveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    outcome: str = Field(min_length=1, max_length=40)
+    # The store judges the code (a 422 listing the codes); the description lists them as an enum.
+    outcome: str = Field(min_length=1, max_length=40, json_schema_extra={
+        "enum": list(OPERATOR_OUTCOMES), "description": "why the alert was resolved:\n" + outcome_guide()})
     note: str | None = Field(None, max_length=2000)
 
 
@@ -236,50 +287,75 @@ class NoteBody(BaseModel):
 
 
 # -- handlers ------------------------------------------------------------------------------------
+def alert_key(request: web.Request) -> str:
+    """The ``{alert_id}`` of the path, checked by the one id rule (a JSON 404 if it cannot name an alert)."""
+    return str(path_id(request, "alert_id", "alert"))
+
+
+@operation(
+    "Alerts in queue order (priority, then age)", right="alerts:read", answer=ref("AlertPage"),
+    query=(
+        query("state", {"type": "string", "enum": ["open", "raised", "acknowledged", "resolved", "all"],
+                        "default": "open"}, "open means raised or acknowledged"),
+        query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "page size"),
+        query("cursor", {"type": "string"}, "next_cursor from the previous page"),
+    ),
+)
 async def list_alerts(request: web.Request) -> web.Response:
     require(request, "alerts:read")
     state = request.query.get("state", "open")
-    raw_limit = request.query.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
-        return json_error(422, "invalid request", "limit must be a whole number from 1 to 1000")
+    limit = query_int(request, "limit", 100, 1, 1000)
     alerts, cursor = await request.app[STORE].list_alerts(
-        state=state, limit=int(raw_limit), cursor=request.query.get("cursor") or None)
+        state=state, limit=limit, cursor=request.query.get("cursor") or None)
     return json_response({"alerts": [a.to_json() for a in alerts], "next_cursor": cursor})
 
 
+@operation("One alert with its timeline", right="alerts:read",
+           answer=ref("AlertWithTimeline"))
 async def get_alert(request: web.Request) -> web.Response:
     require(request, "alerts:read")
-    alert, timeline = await request.app[STORE].get_alert(request.match_info["alert_id"])
+    alert, timeline = await request.app[STORE].get_alert(alert_key(request))
     return json_response({**alert.to_json(), "timeline": [t.to_json() for t in timeline]})
 
 
+@operation("Claim an alert (no body)", right="alerts:handle", answer=ref("Alert"),
+           errors={409: "held by another operator, or already resolved"})
 async def acknowledge(request: web.Request) -> web.Response:
     user = require(request, "alerts:handle")
-    alert = await request.app[STORE].acknowledge(request.match_info["alert_id"], actor=user.name,
+    alert = await request.app[STORE].acknowledge(alert_key(request), actor=user.name,
                                                  source=source_of(request))
     return json_response(alert.to_json())
 
 
+@operation("Resolve an acknowledged alert with an outcome code", right="alerts:handle", body=ResolveBody,
+           answer=ref("Alert"), errors={
+               409: "not held by you, or not acknowledged",
+               422: "an unknown outcome code (detail lists the codes), or a field breaks its rule"})
 async def resolve(request: web.Request) -> web.Response:
     user = require(request, "alerts:handle")
     body = validated(ResolveBody, await read_json(request))
-    alert = await request.app[STORE].resolve(request.match_info["alert_id"], outcome=body.outcome,
+    alert = await request.app[STORE].resolve(alert_key(request), outcome=body.outcome,
                                              note=body.note, actor=user.name, source=source_of(request))
     return json_response(alert.to_json())
 
 
+@operation("Hand an alert to another operator", right="alerts:reassign", body=ReassignBody,
+           answer=ref("Alert"),
+           errors={409: "already resolved", 422: "no such operator, or a field breaks its rule"})
 async def reassign(request: web.Request) -> web.Response:
     user = require(request, "alerts:reassign")
     body = validated(ReassignBody, await read_json(request))
-    alert = await request.app[STORE].reassign(request.match_info["alert_id"], to=body.to, actor=user.name,
+    alert = await request.app[STORE].reassign(alert_key(request), to=body.to, actor=user.name,
                                               source=source_of(request))
     return json_response(alert.to_json())
 
 
+@operation("Add a note to an alert's timeline", right="alerts:handle", body=NoteBody, status=201,
+           answer={"type": "object", "properties": {"ok": {"const": True}}})
 async def add_note(request: web.Request) -> web.Response:
     user = require(request, "alerts:handle")
     body = validated(NoteBody, await read_json(request))
-    await request.app[STORE].add_note(request.match_info["alert_id"], note=body.note, actor=user.name,
+    await request.app[STORE].add_note(alert_key(request), note=body.note, actor=user.name,
                                       source=source_of(request))
     return json_response({"ok": True}, status=201)
 
@@ -288,6 +364,7 @@ async def add_note(request: web.Request) -> web.Response:
 STREAM_KEEPALIVE_S = 15.0
 
 
+@operation(right="alerts:read", answer_types=("text/event-stream",))
 async def stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: one ``alert`` event per change; ``resync`` when the reader fell behind.
 
@@ -324,6 +401,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
         return response
 
 
+_READINESS = {"type": "object", "required": ["status"], "properties": {
+    "status": {"type": "string", "enum": ["ready", "not ready"]},
+    "problems": {"type": "array", "items": {"type": "string"}}}}
+
+
+@operation("Ready: subscribed to device events and the store accepts writes", right=None, answer=_READINESS,
+           other={503: {"description": "not ready, with the problems",
+                        "content": {"application/json": {"schema": _READINESS}}}})
 async def healthz(request: web.Request) -> web.Response:
     problems = await request.app[READINESS]()
     if problems:
@@ -331,11 +416,13 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ready"})
 
 
+@operation("Prometheus metrics (text format)", right=None, answer_types=("text/plain",))
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+@operation("This description (OpenAPI 3.1)", right=None, answer={"type": "object"})
 async def openapi(request: web.Request) -> web.Response:
     return json_response(describe(request.app))
 
@@ -368,5 +455,6 @@ def make_app(
     app[READINESS] = readiness
     if on_error is not None:
         app[ON_ERROR] = on_error
+    app.on_response_prepare.append(json_safety_headers)
     add_api_routes(app)
     return app

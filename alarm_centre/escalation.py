@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from alarm_centre.ids import row_id
 from alarm_centre.lifecycle import Source
 from alarm_centre.model import iso
 from alarm_centre.responders import (
@@ -42,6 +43,7 @@ from alarm_centre.responders import (
 from alarm_centre.store.base import AlertStore, InvalidRequest, PostCommit, Row, Tx
 from devices import strict_json
 from devices.events import DeviceEvent
+from devices.vocabulary import PRIORITIES
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,39 @@ class PolicyStep:
 
     def to_json(self) -> dict[str, Any]:
         return {"after_s": self.after_s, "action": self.action, "to": list(self.to)}
+
+
+#: The body of ``PUT /api/v1/escalation/policies/{priority}``, as :func:`parse_steps` checks it.
+POLICY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["steps"],
+    "additionalProperties": False,
+    "properties": {
+        "steps": {
+            "type": "array",
+            "maxItems": MAX_STEPS,
+            "items": {
+                "type": "object",
+                "required": ["after_s", "action"],
+                "additionalProperties": False,
+                "properties": {
+                    "after_s": {"type": "number", "minimum": 0, "maximum": 86400,
+                                "description": "seconds after the alert was raised"},
+                    "action": {"type": "string", "enum": list(STEP_ACTIONS)},
+                    "to": {
+                        "description": f"{SUPERVISORS!r} (the default) or E.164 numbers",
+                        "oneOf": [
+                            {"type": "string", "const": SUPERVISORS},
+                            {"type": "string", "pattern": f"^{E164_RE.pattern}$"},
+                            {"type": "array", "minItems": 1, "items": {"type": "string", "anyOf": [
+                                {"const": SUPERVISORS}, {"pattern": f"^{E164_RE.pattern}$"}]}},
+                        ],
+                    },
+                },
+            },
+        }
+    },
+}
 
 
 def parse_steps(raw: Any) -> list[PolicyStep]:
@@ -193,8 +228,8 @@ class Escalation:
 
     async def set_policy(self, priority: int, steps: Sequence[PolicyStep], *, actor: str) -> None:
         """Replace one priority's policy (alerts already raised keep their snapshot)."""
-        if not 1 <= priority <= 9:
-            raise InvalidRequest("priority must be 1 to 9")
+        if priority not in PRIORITIES:
+            raise InvalidRequest(f"priority must be one of {', '.join(map(str, PRIORITIES))}")
 
         async def work(tx: Tx, post: PostCommit) -> None:
             await tx.execute(
@@ -254,7 +289,7 @@ class Escalation:
     # -- stopping --------------------------------------------------------------------------------
     async def stop_for(self, alert_ids: Iterable[str]) -> int:
         """Cancel pending policy steps of these alerts if no longer ``raised``; returns how many."""
-        ids = sorted({int(a) for a in alert_ids if str(a).isdigit()})
+        ids = sorted({k for k in map(row_id, alert_ids) if k is not None})
         if not ids:
             return 0
 
@@ -467,7 +502,7 @@ class Escalation:
         With ``alert_ids`` None, every such alert resolved in the last day is considered: the sweep that
         catches a resolution whose notice was lost to a restart.
         """
-        ids = None if alert_ids is None else sorted({int(a) for a in alert_ids if str(a).isdigit()})
+        ids = None if alert_ids is None else sorted({k for k in map(row_id, alert_ids) if k is not None})
         if ids is not None and not ids:
             return []
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from alarm_centre.ids import row_id
 from alarm_centre.lifecycle import Source
 from alarm_centre.model import iso
 from alarm_centre.store.base import AlertStore, PostCommit, Row, Tx, alert_from_row
@@ -205,10 +206,11 @@ class FloodGrouper:
 
     async def get_incident(self, incident_id: str) -> Incident | None:
         """One incident with every unit in it."""
-        if not incident_id.isdigit():
+        key = row_id(incident_id)
+        if key is None:
             return None
         async with self.store.read() as tx:
-            row = await tx.fetchone("SELECT * FROM incidents WHERE id = ?", int(incident_id))
+            row = await tx.fetchone("SELECT * FROM incidents WHERE id = ?", key)
             return None if row is None else await self._incident(tx, row, None)
 
     async def queue(self, *, limit: int = 100) -> list[dict[str, Any]]:

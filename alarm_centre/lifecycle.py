@@ -69,6 +69,25 @@ class Outcome(StrEnum):
     CLEARED_BY_DEVICE = "cleared_by_device"
 
 
+#: What each outcome code means, for the people who choose one (the API description and docs/operating.md).
+OUTCOME_MEANINGS: dict[Outcome, str] = {
+    Outcome.RESIDENT_OK: "spoke to the resident; no help needed",
+    Outcome.RESPONDER_SENT: "a responder is going; the bridge calls the resident's responders in order",
+    Outcome.AMBULANCE: "an ambulance was called",
+    Outcome.FIRE_SERVICE: "the fire service was called",
+    Outcome.POLICE: "the police were called",
+    Outcome.FALSE_ALARM: "pressed by mistake; no one needs help",
+    Outcome.NO_RESPONSE_ESCALATED: "no answer from the resident, and the call was escalated",
+    Outcome.TECHNICAL_FIXED: "a technical alert (battery, mains, tamper) has been dealt with",
+    Outcome.TEST: "a commissioning test alarm",
+    Outcome.CLEARED_BY_DEVICE: "recorded by the bridge when the unit reports the fault gone (mains restored, "
+    "heartbeats resumed); never chosen by a person",
+}
+
+#: The outcome codes a person may resolve an alert with (``cleared_by_device`` is the system's own).
+OPERATOR_OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome if o is not Outcome.CLEARED_BY_DEVICE)
+
+
 class Source(StrEnum):
     """Where a change to an alert came from (the audit trail's 'from where')."""
 

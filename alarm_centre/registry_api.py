@@ -14,7 +14,8 @@ from typing import Any, Protocol
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from alarm_centre.api import json_error, json_response, read_json, require, source_of, validated
+from alarm_centre.api import json_error, json_response, path_name, read_json, require, source_of, validated
+from alarm_centre.openapi import Body, operation, query
 from alarm_centre.registry import Registry
 from devices.csv_yaml import MalformedFile, parse_csv, parse_yaml, to_csv, to_yaml
 from devices.registry import Device, Resident, UnitSettings, errors_of, merge
@@ -82,13 +83,24 @@ class ConfigBody(BaseModel):
     settings: UnitSettings
 
 
+def _device_id(request: web.Request) -> str:
+    """The ``{device_id}`` of the path, checked by the device-id rule (a JSON 404 if it breaks it)."""
+    return path_name(request, "device_id", "device")
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
     return await read_json(request)
 
 
+_FILE_TYPES = ("text/csv", "application/yaml")
+_STATUS = query("status", {"type": "string", "enum": ["active", "retired", "all"], "default": "active"})
+
+
 # -- residents -----------------------------------------------------------------------------------
+@operation("Register a resident", right="residents:write", body=Resident, status=201,
+           errors={409: "a resident with this id exists"})
 async def create_resident(request: web.Request) -> web.Response:
     user = require(request, "residents:write")
     resident = validated(Resident, await read_json(request))
@@ -96,30 +108,36 @@ async def create_resident(request: web.Request) -> web.Response:
     return json_response(resident.model_dump(mode="json"), status=201)
 
 
+@operation("Residents, each with how many devices it has", right="residents:read")
 async def list_residents(request: web.Request) -> web.Response:
     require(request, "residents:read")
     rows = await request.app[REGISTRY].list_residents()
     return json_response({"residents": [{**r.model_dump(mode="json"), "devices": n} for r, n in rows]})
 
 
+@operation("One resident with its devices", right="residents:read")
 async def get_resident(request: web.Request) -> web.Response:
     require(request, "residents:read")
     registry = request.app[REGISTRY]
-    resident = await registry.get_resident(request.match_info["resident_id"])
+    resident = await registry.get_resident(path_name(request, "resident_id", "resident"))
     devices = await registry.list_devices(resident_id=resident.id)
     return json_response({**resident.model_dump(mode="json"), "devices": devices})
 
 
+@operation("Change some of a resident's fields", right="residents:write",
+           body=Body(Resident, partial=True))
 async def edit_resident(request: web.Request) -> web.Response:
     user = require(request, "residents:write")
     registry = request.app[REGISTRY]
-    current = await registry.get_resident(request.match_info["resident_id"])
+    current = await registry.get_resident(path_name(request, "resident_id", "resident"))
     resident = _merged(Resident, current, await read_json(request))
     await registry.update_resident(resident, actor=user.name, source=source_of(request))
     return json_response(resident.model_dump(mode="json"))
 
 
 # -- devices -------------------------------------------------------------------------------------
+@operation("Register a device", right="devices:write", body=Device, status=201,
+           errors={409: "a device with this id (or address) exists"})
 async def create_device(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     device = validated(Device, await read_json(request))
@@ -127,6 +145,8 @@ async def create_device(request: web.Request) -> web.Response:
     return json_response(body, status=201)
 
 
+@operation("Devices, optionally one resident's", right="devices:read", query=(
+    query("resident_id", {"type": "string"}), _STATUS))
 async def list_devices(request: web.Request) -> web.Response:
     require(request, "devices:read")
     devices = await request.app[REGISTRY].list_devices(
@@ -135,29 +155,34 @@ async def list_devices(request: web.Request) -> web.Response:
     return json_response({"devices": devices})
 
 
+@operation("One device with its recent history", right="devices:read")
 async def get_device(request: web.Request) -> web.Response:
     require(request, "devices:read")
     registry = request.app[REGISTRY]
-    device_id = request.match_info["device_id"]
+    device_id = _device_id(request)
     body = await registry.get_device(device_id)
     body["history"] = await registry.history(f"device:{device_id}", 50)
     return json_response(body)
 
 
+@operation("Change some of a device's fields", right="devices:write", body=Body(Device, partial=True),
+           errors={409: "retired, or the new address is another device's"})
 async def edit_device(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     registry = request.app[REGISTRY]
-    current = await registry.device_model(request.match_info["device_id"])
+    current = await registry.device_model(_device_id(request))
     device = _merged(Device, current, await read_json(request))
     body = await registry.update_device(device, actor=user.name, source=source_of(request))
     return json_response(body)
 
 
+@operation("Retire a device (it stays in the records)", right="devices:write",
+           body=Body(RetireBody, required=False), errors={409: "already retired"})
 async def retire_device(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(RetireBody, await _body(request))
     result = await request.app[REGISTRY].retire(
-        request.match_info["device_id"], actor=user.name, source=source_of(request), reason=body.reason
+        _device_id(request), actor=user.name, source=source_of(request), reason=body.reason
     )
     credentials = request.app[OPTIONS].credentials
     if credentials is not None:
@@ -165,6 +190,8 @@ async def retire_device(request: web.Request) -> web.Response:
     return json_response(result)
 
 
+@operation("Link a device to a resident (or unlink it with resident_id null)", right="devices:write",
+           body=LinkBody)
 async def link(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(LinkBody, await read_json(request))
@@ -174,10 +201,12 @@ async def link(request: web.Request) -> web.Response:
     return json_response(result)
 
 
+@operation("Issue the device's MQTT password (shown once; no body)", right="devices:write", status=201,
+           errors={409: "this bridge does not manage broker credentials"})
 async def issue_credential(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     options = request.app[OPTIONS]
-    device_id = request.match_info["device_id"]
+    device_id = _device_id(request)
     if options.credentials is None:
         return json_error(
             409,
@@ -201,21 +230,26 @@ async def issue_credential(request: web.Request) -> web.Response:
 
 
 # -- remote configuration ------------------------------------------------------------------------
+@operation("Send settings to a unit (applied when it confirms)", right="devices:write", body=ConfigBody,
+           status=202, errors={409: "the device is retired or cannot be configured remotely"})
 async def set_config(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(ConfigBody, await read_json(request))
     status = await request.app[REGISTRY].request_config(
-        request.match_info["device_id"], body.settings, actor=user.name, source=source_of(request)
+        _device_id(request), body.settings, actor=user.name, source=source_of(request)
     )
     return json_response(status, status=202)
 
 
+@operation("The unit's settings: confirmed and pending", right="devices:read")
 async def get_config(request: web.Request) -> web.Response:
     require(request, "devices:read")
-    return json_response(await request.app[REGISTRY].config_status(request.match_info["device_id"]))
+    return json_response(await request.app[REGISTRY].config_status(_device_id(request)))
 
 
 # -- commissioning -------------------------------------------------------------------------------
+@operation("Start a commissioning visit (the unit's alarms are tests meanwhile)", right="devices:write",
+           body=Body(VisitBody, required=False), status=201, errors={409: "a visit is already open"})
 async def start_visit(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(VisitBody, await _body(request))
@@ -231,21 +265,24 @@ async def start_visit(request: web.Request) -> web.Response:
             ]
         )
     visit = await request.app[REGISTRY].start_visit(
-        request.match_info["device_id"], installer=user.name, minutes=minutes, peripherals=body.peripherals
+        _device_id(request), installer=user.name, minutes=minutes, peripherals=body.peripherals
     )
     return json_response(visit, status=201)
 
 
+@operation("The commissioning visit: which alarms the centre has confirmed", right="devices:read")
 async def get_visit(request: web.Request) -> web.Response:
     require(request, "devices:read")
-    return json_response(await request.app[REGISTRY].visit(request.match_info["device_id"]))
+    return json_response(await request.app[REGISTRY].visit(_device_id(request)))
 
 
+@operation("Finish the commissioning visit", right="devices:write", body=Body(FinishBody, required=False),
+           errors={409: "no open visit"})
 async def finish_visit(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(FinishBody, await _body(request))
     visit = await request.app[REGISTRY].finish_visit(
-        request.match_info["device_id"], actor=user.name, note=body.note
+        _device_id(request), actor=user.name, note=body.note
     )
     return json_response(visit)
 
@@ -261,6 +298,19 @@ def _format(request: web.Request) -> tuple[str, str]:
     return fmt, kind
 
 
+_FORMAT = query("format", {"type": "string", "enum": ["yaml", "csv"], "default": "yaml"})
+_KIND = query("kind", {"type": "string", "enum": ["residents", "devices"]}, "which table, for CSV")
+_FLAG = {"type": "string", "enum": ["1", "true", "yes", "0", "false", "no"]}
+
+
+@operation("Import residents and devices from YAML or CSV (installer or admin)", right="devices:write",
+           body=Body({"type": "string"}, media_types=_FILE_TYPES),
+           query=(_FORMAT, _KIND, query("dry_run", _FLAG, "check only"),
+                  query("update", _FLAG, "change existing rows")),
+           description="Needs devices:write and residents:write. The body is the file (text/csv or "
+           "application/yaml).",
+           other={422: {"description": "a malformed file, or a report naming every row's problems",
+                        "content": {"application/json": {"schema": {"type": "object"}}}}})
 async def import_registry(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     require(request, "residents:write")
@@ -283,6 +333,8 @@ async def import_registry(request: web.Request) -> web.Response:
     return json_response(report.to_json(), status=422 if report.errors else 200)
 
 
+@operation("Export residents and devices as YAML or CSV", right="devices:read", answer_types=_FILE_TYPES,
+           query=(_FORMAT, _KIND), description="Needs devices:read and residents:read.")
 async def export_registry(request: web.Request) -> web.Response:
     require(request, "devices:read")
     require(request, "residents:read")

@@ -22,6 +22,7 @@ from alarm_centre.console.pages import require_page
 from alarm_centre.registry import Registry
 from alarm_centre.registry_api import REGISTRY
 from alarm_centre.store.base import NotFound
+from devices.events import DEVICE_ID_RE
 
 PAGE = ConsolePage("/console/installations", "Installations", "devices:read", 60)
 REFRESH_S = 3
@@ -139,6 +140,8 @@ async def installation(request: web.Request) -> web.StreamResponse:
     registry = request.app[REGISTRY]
     device_id = request.match_info["device_id"]
     try:
+        if DEVICE_ID_RE.fullmatch(device_id) is None:  # the one id rule: no such row can exist
+            raise NotFound(device_id[:64])
         d = await registry.get_device(device_id)
     except NotFound:
         return page_response(

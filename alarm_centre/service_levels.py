@@ -211,6 +211,10 @@ def parse_day(text: str | None, default: date, name: str) -> date:
     if not text:
         return default
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
-        raise InvalidRequest(f"{name} must be a date like 2026-01-31") from None
+        day = None
+    # Years the arithmetic of a report (a week before, a day after, in any zone) stays inside.
+    if day is None or not 1970 <= day.year <= 2999:
+        raise InvalidRequest(f"{name} must be a date like 2026-01-31, from 1970 to 2999")
+    return day

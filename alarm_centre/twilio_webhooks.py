@@ -29,6 +29,8 @@ from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
+from devices.numbers import whole_number
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -327,10 +329,9 @@ def parse_status(params: Mapping[str, str]) -> DeliveryStatus:
     if not status or len(status) > 32:
         raise _malformed("MessageStatus or CallStatus is required")
     raw_code = params.get("ErrorCode", "")
-    try:
-        error_code = int(raw_code) if raw_code else None
-    except ValueError:
-        raise _malformed("ErrorCode must be a number") from None
+    error_code = whole_number(raw_code, high=2**31 - 1) if raw_code else None
+    if raw_code and error_code is None:
+        raise _malformed("ErrorCode must be a number")
     return DeliveryStatus(
         sid=sid, kind=kind, status=status.lower(), error_code=error_code, to_number=params.get("To", "")
     )

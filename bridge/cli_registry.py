@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from devices.numbers import whole_number
+
 T = TypeVar("T")
 SOURCE = "cli"
 
@@ -354,7 +356,7 @@ def _settings(values: list[str]) -> dict[str, Any]:
         value: Any = raw
         if key == "centre_numbers":
             value = [v.strip() for v in raw.split(",") if v.strip()]
-        elif raw.lstrip("-").isdigit():
+        elif whole_number(raw.removeprefix("-")) is not None:
             value = int(raw)
         elif raw in ("true", "false"):
             value = raw == "true"

@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from devices.vocabulary import PRIORITIES
+
 ENV_PREFIX = "TELECARE_"
 
 
@@ -255,8 +257,8 @@ class EscalationConfig(Section):
     def _priorities(
         cls, value: dict[int, list[EscalationStepConfig]]
     ) -> dict[int, list[EscalationStepConfig]]:
-        if any(not 1 <= p <= 9 for p in value):
-            raise ValueError("priorities are 1 to 9")
+        if any(p not in PRIORITIES for p in value):
+            raise ValueError(f"alert priorities are {', '.join(map(str, PRIORITIES))}")
         return value
 
     @field_validator("timezone")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -24,9 +25,18 @@ from prometheus_client import Counter, Gauge, Histogram
 from twilio.request_validator import RequestValidator
 
 from alarm_centre.api import USER_KEY, json_error, json_response, read_json, require
-from alarm_centre.escalation import Escalation, EscalationSettings, Notification, PolicyStep, parse_steps
+from alarm_centre.escalation import (
+    POLICY_SCHEMA,
+    Escalation,
+    EscalationSettings,
+    Notification,
+    PolicyStep,
+    parse_steps,
+)
+from alarm_centre.ids import row_id
 from alarm_centre.model import AlertChange, Role, User
 from alarm_centre.notify import DeliveryFailed, Notifier
+from alarm_centre.openapi import Body, operation, query
 from alarm_centre.service_levels import (
     THRESHOLDS,
     ServiceLevelReport,
@@ -44,6 +54,8 @@ from alarm_centre.twilio_webhooks import (
     twiml_response,
     voice_say_twiml,
 )
+from devices.numbers import whole_number
+from devices.vocabulary import PRIORITIES
 
 if TYPE_CHECKING:
     from bridge.config import EscalationConfig, TwilioConfig
@@ -241,7 +253,7 @@ class EscalationRunner:
         async with self.escalation.store.read() as tx:
             rows = await tx.fetchall(
                 f"SELECT priority, raised_at, acknowledged_at, test FROM alerts WHERE id IN ({marks})",
-                *[int(i) for i in ids if i.isdigit()],
+                *[k for k in map(row_id, ids) if k is not None],
             )
         for row in rows:
             if not row["test"] and row["acknowledged_at"] is not None:
@@ -304,6 +316,26 @@ class EscalationRunner:
         await self.escalation.notification_sent(note, sid=sent.sid, status=sent.status)
 
 
+_DAY = {"type": "string", "format": "date"}
+_REPORT_QUERY = (
+    query("from", _DAY, "first day (default: six days before 'to')"),
+    query("to", _DAY, "last day (default: today)"),
+    query("format", {"type": "string", "enum": ["json", "csv"], "default": "json"}),
+)
+_FORM = ("application/x-www-form-urlencoded",)
+_TWILIO_SIGNED = "Twilio's X-Twilio-Signature header (HMAC-SHA1 with the account's auth token)"
+_TWILIO_ERRORS = {
+    400: "a field Twilio always sends is missing or malformed",
+    403: "no valid signature, or a replay",
+    404: "Twilio is not enabled on this bridge",
+}
+
+
+def _form(*fields: str) -> Body:
+    """A Twilio webhook's form fields (all text)."""
+    return Body({"type": "object", "properties": {f: {"type": "string"} for f in fields}}, media_types=_FORM)
+
+
 # -- Twilio webhooks --------------------------------------------------------------------------------
 class TwilioRoutes:
     def __init__(
@@ -354,6 +386,9 @@ class TwilioRoutes:
             log.warning("twilio webhook %s refused (%s): %s", route, exc.status, exc.text)
             raise
 
+    @operation("Twilio: an SMS reply from a supervisor or responder (YES / NO)", right=None,
+               body=_form("From", "To", "Body", "MessageSid", "AccountSid"),
+               answer_types=("application/xml",), signed=_TWILIO_SIGNED, errors=_TWILIO_ERRORS)
     async def sms(self, request: web.Request) -> web.Response:
         value = await self._read("sms", request, parse_inbound_sms)
 
@@ -365,6 +400,9 @@ class TwilioRoutes:
 
         return await self._guarded("sms", request, act, value.replay_key)
 
+    @operation("Twilio: keys pressed on a call-out (1 accept, 2 decline)", right=None,
+               body=_form("CallSid", "Digits", "From", "To", "Direction", "AccountSid"),
+               answer_types=("application/xml",), signed=_TWILIO_SIGNED, errors=_TWILIO_ERRORS)
     async def voice(self, request: web.Request) -> web.Response:
         value = await self._read("voice", request, parse_gather)
 
@@ -377,6 +415,10 @@ class TwilioRoutes:
 
         return await self._guarded("voice", request, act, value.replay_key)
 
+    @operation("Twilio: delivery status of an SMS or call", right=None,
+               body=_form("MessageSid", "MessageStatus", "SmsStatus", "CallSid", "CallStatus", "ErrorCode",
+                               "To", "AccountSid"),
+               answer_types=("application/xml",), signed=_TWILIO_SIGNED, errors=_TWILIO_ERRORS)
     async def status(self, request: web.Request) -> web.Response:
         value = await self._read("status", request, parse_status)
 
@@ -414,12 +456,16 @@ class ServiceLevelRoutes:
         start = parse_day(request.query.get("from"), end - timedelta(days=6), "from")
         return await service_levels(self.escalation.store, start=start, end=end, tz=self.tz)
 
+    @operation("Service levels: share of P1/P2 alerts acknowledged within 60 s and 180 s",
+               right=SERVICE_LEVEL_RIGHT, query=_REPORT_QUERY, answer_types=("application/json", "text/csv"))
     async def json_report(self, request: web.Request) -> web.StreamResponse:
         report = await self.report(request)
         if request.query.get("format") == "csv":
             return self._csv(report)
         return json_response(report.to_json())
 
+    @operation("Service levels as CSV", right=SERVICE_LEVEL_RIGHT, query=_REPORT_QUERY[:2],
+               answer_types=("text/csv",))
     async def csv_report(self, request: web.Request) -> web.StreamResponse:
         return self._csv(await self.report(request))
 
@@ -433,6 +479,7 @@ class ServiceLevelRoutes:
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
+    @operation("Escalation policies in force, by priority", right=SERVICE_LEVEL_RIGHT)
     async def get_policies(self, request: web.Request) -> web.Response:
         require(request, SERVICE_LEVEL_RIGHT)
         policies = await self.escalation.policies()
@@ -447,10 +494,16 @@ class ServiceLevelRoutes:
 
     def _priority(self, request: web.Request) -> int:
         raw = request.match_info["priority"]
-        if not raw.isdigit() or not 1 <= int(raw) <= 9:
-            raise web.HTTPNotFound()
-        return int(raw)
+        priority = whole_number(raw, low=min(PRIORITIES), high=max(PRIORITIES))
+        if priority is None:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": "not found",
+                                 "detail": f"no priority {raw[:40]!r}; alert priorities are 1, 2 and 3"}),
+                content_type="application/json")
+        return priority
 
+    @operation("Replace one priority's escalation policy (admins, or roles granted escalation:write)",
+               right=POLICY_WRITE_RIGHT, body=POLICY_SCHEMA)
     async def put_policy(self, request: web.Request) -> web.Response:
         user = self._may_write(request)
         priority = self._priority(request)
@@ -462,6 +515,7 @@ class ServiceLevelRoutes:
         policies = await self.escalation.policies()
         return json_response(policies[priority])
 
+    @operation("Go back to the configured policy for one priority", right=POLICY_WRITE_RIGHT)
     async def reset_policy(self, request: web.Request) -> web.Response:
         self._may_write(request)
         priority = self._priority(request)

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from alarm_centre.api import json_error, json_response, require
+from alarm_centre.api import json_error, json_response, path_id, query_int, require
 from alarm_centre.floods import FloodGrouper, FloodRules
+from alarm_centre.openapi import operation, query
 
 if TYPE_CHECKING:
     from bridge.service import Bridge
@@ -27,36 +28,36 @@ log = logging.getLogger(__name__)
 FLOODS: web.AppKey[FloodGrouper] = web.AppKey("floods", FloodGrouper)
 
 
-def _limit(request: web.Request, default: int = 100) -> int | None:
-    raw = request.query.get("limit", str(default))
-    return int(raw) if raw.isdigit() and 1 <= int(raw) <= 1000 else None
+_LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "how many")
 
 
+@operation("Incidents (floods of one alarm type), newest first", right="alerts:read", query=(
+    query("state", {"type": "string", "enum": ["open", "closed", "all"], "default": "open"}), _LIMIT))
 async def list_incidents(request: web.Request) -> web.Response:
     require(request, "alerts:read")
     state = request.query.get("state", "open")
-    limit = _limit(request)
     if state not in ("open", "closed", "all"):
         return json_error(422, "invalid request", "state must be open, closed or all")
-    if limit is None:
-        return json_error(422, "invalid request", "limit must be a whole number from 1 to 1000")
+    limit = query_int(request, "limit", 100, 1, 1000)
     incidents = await request.app[FLOODS].list_incidents(state=state, limit=limit)
     return json_response({"incidents": [i.to_json() for i in incidents]})
 
 
+@operation("One incident with every unit in it", right="alerts:read")
 async def get_incident(request: web.Request) -> web.Response:
     require(request, "alerts:read")
-    incident = await request.app[FLOODS].get_incident(request.match_info["incident_id"])
+    key = path_id(request, "incident_id", "incident")
+    incident = await request.app[FLOODS].get_incident(str(key))
     if incident is None:
-        return json_error(404, "not found", f"no incident {request.match_info['incident_id'][:40]!r}")
+        return json_error(404, "not found", f"no incident {key}")
     return json_response(incident.to_json())
 
 
+@operation("The operator's queue: alerts, with each open incident as one line", right="alerts:read",
+           query=(_LIMIT,))
 async def queue(request: web.Request) -> web.Response:
     require(request, "alerts:read")
-    limit = _limit(request)
-    if limit is None:
-        return json_error(422, "invalid request", "limit must be a whole number from 1 to 1000")
+    limit = query_int(request, "limit", 100, 1, 1000)
     return json_response({"lines": await request.app[FLOODS].queue(limit=limit)})
 
 

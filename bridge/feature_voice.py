@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from alarm_centre.api import json_response, read_json, require, validated
+from alarm_centre.api import json_response, path_name, read_json, require, validated
+from alarm_centre.openapi import operation
 from skills.endpoint import AlexaEndpoint
 from skills.verification import AlexaVerifier
 from skills.voice import LinkError, VoiceService
@@ -57,6 +58,7 @@ def _unprocessable(exc: LinkError) -> web.HTTPUnprocessableEntity:
     )
 
 
+@operation("Link an Echo to a resident's unit", right="devices:write", body=LinkBody, status=201)
 async def create_link(request: web.Request) -> web.Response:
     require(request, "devices:write")
     body = validated(LinkBody, await read_json(request))
@@ -69,38 +71,43 @@ async def create_link(request: web.Request) -> web.Response:
     return json_response(link, status=201)
 
 
+@operation("Echo links", right="devices:read")
 async def list_links(request: web.Request) -> web.Response:
     require(request, "devices:read")
     return json_response({"links": await request.app[VOICE].list_links()})
 
 
+@operation("Remove an Echo link", right="devices:write")
 async def delete_link(request: web.Request) -> web.Response:
     require(request, "devices:write")
-    if not await request.app[VOICE].unlink_echo(request.match_info["device_id"]):
+    if not await request.app[VOICE].unlink_echo(path_name(request, "device_id", "Echo link")):
         return json_response({"error": "not found", "detail": "no such Echo link"}, status=404)
     return json_response({"ok": True})
 
 
+@operation("Set a resident's daily check-in deadline", right="residents:write", body=ScheduleBody)
 async def put_schedule(request: web.Request) -> web.Response:
     require(request, "residents:write")
     body = validated(ScheduleBody, await read_json(request))
     try:
         schedule = await request.app[VOICE].set_check_in_schedule(
-            request.match_info["resident_id"], body.deadline, body.timezone
+            path_name(request, "resident_id", "resident"), body.deadline, body.timezone
         )
     except LinkError as exc:
         raise _unprocessable(exc) from None
     return json_response(schedule)
 
 
+@operation("Check-in schedules", right="residents:read")
 async def list_schedules(request: web.Request) -> web.Response:
     require(request, "residents:read")
     return json_response({"schedules": await request.app[VOICE].list_check_in_schedules()})
 
 
+@operation("Clear a resident's check-in schedule", right="residents:write")
 async def delete_schedule(request: web.Request) -> web.Response:
     require(request, "residents:write")
-    if not await request.app[VOICE].clear_check_in_schedule(request.match_info["resident_id"]):
+    if not await request.app[VOICE].clear_check_in_schedule(path_name(request, "resident_id", "resident")):
         return json_response({"error": "not found", "detail": "no check-in schedule"}, status=404)
     return json_response({"ok": True})
 

@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from devices.numbers import whole_number
+
 CTRL_Z = b"\x1a"
 ESC = b"\x1b"
 MAX_LINE = 2048
@@ -141,7 +143,7 @@ def parse_final(line: str) -> FinalResult | None:
         return FinalResult(line, _FINAL_WORDS[line], kind)
     m = _ERR_RE.fullmatch(line)
     if m:
-        code = int(m.group(2)) if m.group(2).isdigit() else None
+        code = whole_number(m.group(2))
         return FinalResult(line, False, m.group(1), code)
     return None
 
@@ -304,7 +306,7 @@ class AtStream:
         fields = split_fields(rest)
         index = None
         if kind == "+CMGL":
-            index = int(fields[0]) if fields[0].isdigit() else None
+            index = whole_number(fields[0])
             fields = fields[1:]
         self._header = (index, fields, kind)
         self._body = []
@@ -316,8 +318,8 @@ class AtStream:
         self._header = None
         # +CMGR: stat,oa,alpha,scts[,tooa,fo,pid,dcs,...]   +CMGL: (index,)stat,oa,alpha,scts[,tooa,len]
         dcs = None
-        if kind == "+CMGR" and len(f) >= 8 and f[7].isdigit():
-            dcs = int(f[7])
+        if kind == "+CMGR" and len(f) >= 8:
+            dcs = whole_number(f[7])
         body = "\n".join(self._body)
         sender = f[1] if len(f) > 1 else ""
         return SmsRecord(
@@ -443,7 +445,11 @@ def _info(lines: list[str], prefix: str) -> list[str]:
 
 def parse_csq(lines: list[str]) -> SignalQuality:
     f = _info(lines, "+CSQ:")
-    return SignalQuality(int(f[0]), int(f[1]) if len(f) > 1 and f[1].isdigit() else 99)
+    rssi = whole_number(f[0])
+    if rssi is None:
+        raise ValueError(f"+CSQ: {f[0][:20]!r} is not a number")
+    ber = whole_number(f[1]) if len(f) > 1 else None
+    return SignalQuality(rssi, 99 if ber is None else ber)
 
 
 def parse_creg(lines: list[str]) -> Registration:
@@ -459,4 +465,4 @@ def parse_cmgs(lines: list[str]) -> int | None:
         f = _info(lines, "+CMGS:")
     except ValueError:
         return None
-    return int(f[0]) if f[0].isdigit() else None
+    return whole_number(f[0])

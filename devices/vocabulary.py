@@ -13,6 +13,10 @@ class Priority(IntEnum):
     TECHNICAL = 3
 
 
+#: Every alert priority, as the numbers written in policies, paths and configuration.
+PRIORITIES: tuple[int, ...] = tuple(p.value for p in Priority)
+
+
 class EventType(StrEnum):
     # priority 1: a call for help
     VOICE_HELP = "voice_help"

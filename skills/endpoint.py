@@ -20,6 +20,7 @@ from ask_sdk_model.request_envelope import RequestEnvelope
 from prometheus_client import CollectorRegistry, Counter
 
 from alarm_centre.api import json_response
+from alarm_centre.openapi import Body, operation
 from devices import strict_json
 from skills.handlers import build_skill
 from skills.verification import AlexaRequestRejected, AlexaVerifier, RequestTooLarge
@@ -56,6 +57,9 @@ async def work_for(service: VoiceService, envelope: Mapping[str, Any]) -> VoiceR
     return await work(service, Caller.from_envelope(envelope))
 
 
+ALEXA_SIGNED = "Amazon's Signature-256 and SignatureCertChainUrl headers (skills/verification.py)"
+
+
 class AlexaEndpoint:
     """The aiohttp handler for ``POST /alexa``; add it with :meth:`add_routes`."""
 
@@ -86,6 +90,16 @@ class AlexaEndpoint:
             raise RequestTooLarge(f"body is over {cap} bytes")
         return body
 
+    @operation(
+        "Alexa skill requests (the skill's endpoint)", right=None, signed=ALEXA_SIGNED,
+        body=Body({"type": "object", "required": ["version", "request"], "properties": {
+            "version": {"type": "string"}, "session": {"type": "object"}, "context": {"type": "object"},
+            "request": {"type": "object", "required": ["type", "requestId", "timestamp"]}}}),
+        answer={"type": "object"},
+        errors={400: "a failed signature, certificate, timestamp or skill-id check, or a malformed envelope",
+                413: "the body is over alexa.max_body_bytes",
+                503: "Amazon's certificate chain could not be fetched"},
+    )
     async def handle(self, request: web.Request) -> web.Response:
         try:
             raw = await self._read_body(request)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from alarm_centre.api import STORE, json_response, require
+from alarm_centre.api import STORE, alert_key, json_response, require
 from alarm_centre.console.context import alert_context, resident_names
 from alarm_centre.console.pages import nav_for, page_response, require_page
 from alarm_centre.console.signin import (
@@ -64,7 +64,7 @@ async def me(request: web.Request) -> web.Response:
 
 async def context(request: web.Request) -> web.Response:
     require(request, "alerts:read")
-    body = await alert_context(request.app[STORE], request.match_info["alert_id"])
+    body = await alert_context(request.app[STORE], alert_key(request))
     return json_response(body, headers={"Cache-Control": "no-store"})
 
 

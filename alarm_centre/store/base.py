@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from typing import Any, Protocol, Self, TypeVar
 
 from pydantic import ValidationError
 
+from alarm_centre.ids import MAX_ROW_ID, row_id
 from alarm_centre.intake import IngestResult
 from alarm_centre.lifecycle import Action as LifecycleAction
 from alarm_centre.lifecycle import AlertState, IllegalTransition, Outcome, Source, next_state
@@ -131,9 +133,13 @@ def decode_cursor(cursor: str) -> tuple[int, float, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         priority, raised_at, alert_id = json.loads(raw)
-        return int(priority), float(raised_at), int(alert_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
+    except (ValueError, TypeError, RecursionError, binascii.Error) as exc:
         raise InvalidRequest("cursor is not one this server issued") from exc
+    # Only what encode_cursor writes: whole numbers a database column holds and a finite time.
+    fits = all(type(n) is int and 0 <= n <= MAX_ROW_ID for n in (priority, alert_id))
+    if not fits or type(raised_at) not in (int, float) or not math.isfinite(raised_at):
+        raise InvalidRequest("cursor is not one this server issued")
+    return priority, float(raised_at), alert_id
 
 
 STATE_FILTERS: dict[str, tuple[str, ...]] = {
@@ -870,10 +876,9 @@ class AlertStore:
         await self.transaction(work)
 
     async def _alert_row(self, tx: Tx, alert_id: str) -> Row:
-        try:
-            key = int(alert_id)
-        except ValueError:
-            raise NotFound(f"no alert {alert_id[:40]!r}") from None
+        key = row_id(alert_id)
+        if key is None:
+            raise NotFound(f"no alert {alert_id[:40]!r}")
         row = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", key)
         if row is None:
             raise NotFound(f"no alert {alert_id[:40]!r}")
@@ -896,7 +901,7 @@ class AlertStore:
 
     async def get_alerts(self, alert_ids: Sequence[str]) -> list[Alert]:
         """Several alerts by id, in the order asked for (unknown ids are left out)."""
-        keys = [int(a) for a in alert_ids if a.isdigit()]
+        keys = [k for k in map(row_id, alert_ids) if k is not None]
         if not keys:
             return []
         marks = ", ".join("?" for _ in keys)

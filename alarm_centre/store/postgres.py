@@ -32,7 +32,7 @@ import asyncpg
 
 from alarm_centre.intake import IngestResult
 from alarm_centre.model import AlertChange
-from alarm_centre.store.base import AlertStore, PostCommit, RetryLater, Row, Tx
+from alarm_centre.store.base import AlertStore, InvalidRequest, PostCommit, RetryLater, Row, Tx
 from alarm_centre.store.schema import JsonRepair, all_migrations, statements
 from devices.events import DeviceEvent
 
@@ -103,6 +103,14 @@ def _rowcount(status: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
+def _storable(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """PostgreSQL text cannot hold U+0000 (SQLite can): refuse it as bad input, not a driver error (a 500)."""
+    for value in args:
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidRequest("text may not contain the NUL character (U+0000)")
+    return args
+
+
 class PgTx:
     """A :class:`Tx` on one asyncpg connection."""
 
@@ -110,14 +118,14 @@ class PgTx:
         self._conn = conn
 
     async def execute(self, sql: str, *args: Any) -> int:
-        return _rowcount(await self._conn.execute(translate(sql), *args))
+        return _rowcount(await self._conn.execute(translate(sql), *_storable(args)))
 
     async def fetchone(self, sql: str, *args: Any) -> Row | None:
-        record = await self._conn.fetchrow(translate(sql), *args)
+        record = await self._conn.fetchrow(translate(sql), *_storable(args))
         return None if record is None else dict(record.items())
 
     async def fetchall(self, sql: str, *args: Any) -> list[Row]:
-        return [dict(r.items()) for r in await self._conn.fetch(translate(sql), *args)]
+        return [dict(r.items()) for r in await self._conn.fetch(translate(sql), *_storable(args))]
 
     async def savepoint(self, name: str) -> None:
         await self._conn.execute(f"SAVEPOINT {name}")
