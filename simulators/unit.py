@@ -49,6 +49,7 @@ class SimulatedUnit:
         call_connects: bool = True,
         username: str | None = None,
         password: str | None = None,
+        connect_timeout: float = 30.0,
     ) -> None:
         self.device_id = device_id
         self._username = username  # per-device broker credential (credentials.enabled)
@@ -68,11 +69,20 @@ class SimulatedUnit:
         self._runner: asyncio.Task[None] | None = None
         self.log = UnitLog()
         self.command_received = asyncio.Condition()
+        self._connect_timeout = connect_timeout
+        #: Why the last connection attempt failed (e.g. the broker refused the credentials).
+        self.last_error: str | None = None
 
     async def __aenter__(self) -> Self:
         self._runner = asyncio.create_task(self._run(), name=f"unit-{self.device_id}")
-        async with asyncio.timeout(30):
-            await self._connected.wait()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await self._connected.wait()
+        except TimeoutError:
+            await self.__aexit__(None, None, None)
+            raise ConnectionError(
+                f"unit {self.device_id} could not connect to {self._host}:{self._port}: {self.last_error}"
+            ) from None
         if self._heartbeat_s:
             self._spawn(self._heartbeats(self._heartbeat_s))
         return self
@@ -116,6 +126,7 @@ class SimulatedUnit:
                             payload if isinstance(payload, bytes) else str(payload).encode(),
                         )
             except aiomqtt.MqttError as exc:
+                self.last_error = str(exc)
                 log.debug("unit %s lost its broker: %s", self.device_id, exc)
             finally:
                 self._client = None
