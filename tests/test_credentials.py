@@ -528,3 +528,19 @@ async def test_embedded_demo_mode_lets_anonymous_units_in_but_never_as_the_bridg
 
 async def _is(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def test_no_unit_gets_the_bridges_user_name(tmp_path: Path) -> None:
+    """A unit registered as ``telecare-bridge`` would otherwise get a password-file line with the
+    bridge's rights."""
+    async with running_bridge(make_config(tmp_path, **credentials_env(tmp_path))) as b:
+        status, _ = await b.call(
+            "POST", "/api/v1/devices", user="ian", role="installer",
+            json={"id": "telecare-bridge", "kind": "gsm_unit"},
+        )
+        assert status == 201
+        status, body = await b.call(
+            "POST", "/api/v1/devices/telecare-bridge/credential", user="ian", role="installer"
+        )
+        assert status == 409 and "bridge's own broker user" in body["detail"]["message"]
+        assert "telecare-bridge" not in (tmp_path / "mosquitto.passwd").read_text()
