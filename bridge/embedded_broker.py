@@ -97,15 +97,17 @@ class BrokerAccess:
             return {}
         try:
             st = path.stat()
-        except FileNotFoundError:
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            text = None
+            if stamp != self._file_stamp:
+                text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+        except OSError as exc:  # missing or unreadable: no unit signs in (never a stale, revoked one)
             if not self._missing_logged:
-                log.warning("embedded broker: password file %s does not exist: no unit can sign in", path)
+                log.warning("embedded broker: cannot read %s (%s): no unit can sign in", path, exc)
                 self._missing_logged = True
             self._hashes, self._file_stamp = {}, None
             return self._hashes
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if stamp != self._file_stamp:
-            text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+        if text is not None:
             hashes = {}
             for line in text.splitlines():
                 user, sep, hashed = line.strip().partition(":")

@@ -548,3 +548,17 @@ async def test_no_unit_gets_the_bridges_user_name(tmp_path: Path) -> None:
         )
         assert status == 409 and "bridge's own broker user" in body["detail"]["message"]
         assert "telecare-bridge" not in (tmp_path / "mosquitto.passwd").read_text()
+
+
+async def test_a_retired_unit_can_no_longer_sign_in(secured: Secured) -> None:
+    s = secured
+    status, _ = await s.b.call(
+        "POST", "/api/v1/devices/unit-b/retire", user="ian", role="installer", json={"reason": "returned"}
+    )
+    assert status == 200
+
+    async def b_refused() -> bool:
+        return not await connects(s.port, "unit-b", s.passwords["unit-b"])
+
+    await eventually(b_refused, timeout=10)  # the embedded broker rereads the file; Mosquitto on SIGHUP
+    assert await connects(s.port, "unit-a", s.passwords["unit-a"])
