@@ -97,7 +97,9 @@ async def console_run(n: int, events: int, mqtt_url: str) -> tuple[list[float], 
         env = {"TELECARE_STORE__URL": f"{tmp}/bench.db", "TELECARE_HTTP__PORT": "0",
                "TELECARE_MQTT__EMBEDDED_PORT": "0", "TELECARE_MQTT__URL": mqtt_url,
                "TELECARE_TOPIC_ROOT": f"bench{int(time.time() * 1000) % 10**9}",
-               "TELECARE_LOG__LEVEL": "WARNING"}
+               "TELECARE_LOG__LEVEL": "WARNING",
+               # The bench's simulated units sign in anonymously (the embedded broker's demo mode).
+               "TELECARE_MQTT__EMBEDDED_ALLOW_ANONYMOUS": "true"}
         config = load_config(None, environ=env)
         async with Bridge(config) as bridge:
             serve = asyncio.create_task(bridge.serve())

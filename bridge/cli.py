@@ -135,8 +135,17 @@ def _print_banner(bridge: Any, config: Config) -> None:
         )
 
 
+def _fleet_config(config: Config) -> Config:
+    """The configuration a demo or a simulated fleet runs with: on the embedded broker, unless anonymous
+    clients are allowed (``mqtt.embedded_allow_anonymous``), the bridge issues the units' credentials
+    (``credentials.enabled``), so its broker keeps refusing strangers and the fleet signs in."""
+    if config.mqtt.url or config.mqtt.embedded_allow_anonymous or config.credentials.enabled:
+        return config
+    return config.model_copy(update={"credentials": config.credentials.model_copy(update={"enabled": True})})
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
-    config = _load(args)
+    config = _fleet_config(_load(args))
 
     async def main() -> None:
         from bridge.service import Bridge
@@ -152,6 +161,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
             if serial is not None:
                 await serial.register(bridge.store)
             unit_ids = await seed_demo(bridge.store, args.units)
+            passwords: dict[str, str] = {}
+            if bridge.credentials is not None:  # each demo unit signs in with a password of its own
+                for unit_id in unit_ids:
+                    passwords[unit_id] = await bridge.credentials.issue(unit_id, actor="demo", source="cli")
             from alarm_centre.model import Role
 
             token = await bridge.store.add_user("demo-operator", Role.OPERATOR)
@@ -167,7 +180,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
             print(f"  console     sign in as demo-operator, password {password}", flush=True)
             print(f"  saved in    {saved}  (mode 0600; new on every start)", flush=True)
             print(
-                f"  demo fleet  {args.units} simulated units, an event every ~{args.every:.0f}s each",
+                f"  demo fleet  {args.units} simulated units, an event every ~{args.every:.0f}s each, "
+                + ("signed in with their own broker passwords" if passwords else "anonymous"),
                 flush=True,
             )
             print(
@@ -190,6 +204,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
                         port=port,
                         topic_root=config.topic_root,
                         every_s=args.every,
+                        passwords=passwords,
                     ),
                     name="fleet",
                 )
@@ -248,11 +263,46 @@ def _broker_of(args: argparse.Namespace, config: Config) -> tuple[str, int]:
     return address.host, address.port
 
 
+def _issue_passwords(config: Config, device_ids: list[str], *, register: bool) -> dict[str, str]:
+    """Fresh broker passwords for simulated units, issued through the bridge's registry and files (as
+    ``devices credential`` does); with ``register``, unknown ids are first registered as ``gsm_unit``."""
+    from alarm_centre.store import Conflict, open_store
+    from bridge.feature_registry import make_credentials, make_registry
+
+    async def main() -> dict[str, str]:
+        async with open_store(config.store.url) as store:
+            credentials = make_credentials(config, make_registry(config, store))
+            if credentials is None:
+                raise SystemExit("telecare-bridge: credentials.enabled is false: no passwords to issue")
+            passwords = {}
+            for device_id in device_ids:
+                if register:
+                    async with store.read() as tx:
+                        known = await tx.fetchone("SELECT id FROM devices WHERE id = ?", device_id)
+                    if known is None:
+                        await store.upsert_device(device_id, "gsm_unit")
+                passwords[device_id] = await credentials.issue(device_id, actor="simulate", source="cli")
+            return passwords
+
+    try:
+        return asyncio.run(main())
+    except (Conflict, ValueError) as exc:
+        raise SystemExit(f"telecare-bridge: cannot issue a broker password: {exc}") from None
+
+
+def _unit_password(args: argparse.Namespace, config: Config) -> str | None:
+    """The simulated unit's broker password: --password, $SIMULATOR_PASSWORD, or a fresh one issued."""
+    if args.issue_credential:
+        return _issue_passwords(_fleet_config(config), [args.device_id], register=False)[args.device_id]
+    return args.password or os.environ.get("SIMULATOR_PASSWORD") or None
+
+
 def cmd_simulate_unit(args: argparse.Namespace) -> None:
     from simulators.unit import SimulatedUnit, summarise
 
     config = _load(args)
     host, port = _broker_of(args, config)
+    password = _unit_password(args, config)
 
     rejected: list[dict[str, Any]] = []
 
@@ -263,6 +313,8 @@ def cmd_simulate_unit(args: argparse.Namespace) -> None:
             port=port,
             topic_root=config.topic_root,
             heartbeat_s=args.heartbeat,
+            username=args.device_id if password else None,
+            password=password,
             connect_timeout=args.timeout,
         ) as unit:
             for _ in range(args.count):
@@ -301,8 +353,11 @@ def cmd_simulate_fleet(args: argparse.Namespace) -> None:
     config = _load(args)
     host, port = _broker_of(args, config)
     ids = [f"{args.prefix}{n:04d}" for n in range(args.units)]
+    passwords = _issue_passwords(_fleet_config(config), ids, register=True) if args.issue_credentials else {}
     _run_until_signal(
-        lambda: run_fleet(ids, host=host, port=port, topic_root=config.topic_root, every_s=args.every)
+        lambda: run_fleet(
+            ids, host=host, port=port, topic_root=config.topic_root, every_s=args.every, passwords=passwords
+        )
     )
 
 
@@ -381,6 +436,16 @@ def build_parser() -> argparse.ArgumentParser:
         "does not come, 3 when the bridge rejects an event",
     )
     p.add_argument("--stay", action="store_true", help="stay connected and print commands received")
+    login = p.add_mutually_exclusive_group()
+    login.add_argument(
+        "--password",
+        help="the unit's broker password; username = device id (default: $SIMULATOR_PASSWORD, else none)",
+    )
+    login.add_argument(
+        "--issue-credential",
+        action="store_true",
+        help="issue the (registered) unit a fresh broker password first, as 'devices credential' does",
+    )
     p.set_defaults(func=cmd_simulate_unit)
 
     p = simulate.add_parser("fleet", parents=[common], help="many units sending now and then")
@@ -388,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="sim-")
     p.add_argument("--every", type=float, default=30.0, metavar="SECONDS")
     p.add_argument("--url", help="broker URL (default: mqtt.url, or the embedded broker)")
+    p.add_argument(
+        "--issue-credentials",
+        action="store_true",
+        help="register the simulated units (gsm_unit) if need be and issue each a broker password",
+    )
     p.set_defaults(func=cmd_simulate_fleet)
 
     from bridge import cli_voice

@@ -56,6 +56,8 @@ class HttpConfig(Section):
 class MqttConfig(Section):
     url: str = ""
     embedded_port: int = Field(18830, ge=0, le=65535)
+    #: Let clients without credentials onto the embedded broker (demo only), with a unit's rights.
+    embedded_allow_anonymous: bool = False
     client_id: str = ""
     shared_group: str = ""
     keepalive: int = Field(30, ge=5, le=3600)

@@ -32,7 +32,11 @@ def make_credentials(config: Config, registry: Registry) -> CredentialManager | 
     if not password and config.mqtt.url:
         password = urlsplit(config.mqtt.url).password or ""
     return CredentialManager(
-        registry, config.credentials, topic_root=config.topic_root, bridge_password=password
+        registry,
+        config.credentials,
+        topic_root=config.topic_root,
+        bridge_password=password,
+        embedded=not config.mqtt.url,
     )
 
 
@@ -47,6 +51,7 @@ async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
     credentials = make_credentials(config, registry)
     if credentials is not None:
         await credentials.sync()
+    bridge.credentials = credentials
     add_registry_routes(
         bridge.app,
         registry,

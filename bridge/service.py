@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any, Self
 
 from aiohttp import web
@@ -29,6 +30,7 @@ from alarm_centre.model import OutboxItem
 from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore
 from bridge.config import Config
+from bridge.credentials import CredentialManager
 from bridge.embedded_broker import EmbeddedBroker
 from bridge.features import FEATURES
 from bridge.metrics import BridgeMetrics
@@ -51,6 +53,8 @@ class Bridge:
         self.feed: AlertFeed
         self.outbox: OutboxDispatcher
         self.broker: EmbeddedBroker | None = None
+        #: Issues units' broker passwords when ``credentials.enabled`` (set by the registry feature).
+        self.credentials: CredentialManager | None = None
         self.http_port: int = 0
         self._runner: web.AppRunner | None = None
         self._store_ok_at = 0.0
@@ -71,10 +75,13 @@ class Bridge:
                 # messages paho parses at about half the cost (no per-message Properties).
                 mqtt5 = bool(cfg.mqtt.shared_group)
             else:
-                self.broker = await stack.enter_async_context(
-                    EmbeddedBroker(host="127.0.0.1", port=cfg.mqtt.embedded_port)
+                self.broker = await stack.enter_async_context(embedded_broker(cfg))
+                address = BrokerAddress(
+                    host=self.broker.host,
+                    port=self.broker.port,
+                    username=self.broker.bridge_username,
+                    password=self.broker.bridge_password,
                 )
-                address = BrokerAddress(host=self.broker.host, port=self.broker.port)
                 mqtt5 = False  # amqtt speaks MQTT 3.1.1 only
                 if cfg.mqtt.shared_group:
                     raise RuntimeError(
@@ -195,6 +202,27 @@ class Bridge:
             with contextlib.suppress(Exception):
                 await self._refresh_gauges()
             await asyncio.sleep(2)
+
+
+def embedded_broker(cfg: Config) -> EmbeddedBroker:
+    """The embedded broker on loopback, with the units' credentials from ``credentials.password_file``
+    (when ``credentials.enabled``) and the same ACL as the Mosquitto files."""
+    creds = cfg.credentials
+    if not creds.enabled and not cfg.mqtt.embedded_allow_anonymous:
+        log.warning(
+            "embedded broker: credentials.enabled is false and anonymous clients are refused, so only the "
+            "bridge can connect; enable credentials (docs/installing.md) or, for a demo, "
+            "mqtt.embedded_allow_anonymous"
+        )
+    return EmbeddedBroker(
+        host="127.0.0.1",
+        port=cfg.mqtt.embedded_port,
+        topic_root=cfg.topic_root,
+        bridge_username=creds.bridge_username,
+        bridge_password=creds.bridge_password,
+        password_file=Path(creds.password_file) if creds.enabled else None,
+        allow_anonymous=cfg.mqtt.embedded_allow_anonymous,
+    )
 
 
 def _bound_port(site: web.TCPSite, configured: int) -> int:

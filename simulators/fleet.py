@@ -122,13 +122,24 @@ async def run_fleet(
     every_s: float = 20.0,
     heartbeat_s: float = 60.0,
     stats: FleetStats | None = None,
+    passwords: dict[str, str] | None = None,
 ) -> None:
-    """Run units until cancelled, each doing something now and then."""
+    """Run units until cancelled, each doing something now and then. A unit with an entry in
+    ``passwords`` signs in to the broker as itself (username = device id); others connect anonymously."""
     stats = stats or FleetStats()
+    passwords = passwords or {}
     async with AsyncExitStack() as stack:
         units = [
             await stack.enter_async_context(
-                SimulatedUnit(d, host=host, port=port, topic_root=topic_root, heartbeat_s=heartbeat_s)
+                SimulatedUnit(
+                    d,
+                    host=host,
+                    port=port,
+                    topic_root=topic_root,
+                    heartbeat_s=heartbeat_s,
+                    username=d if d in passwords else None,
+                    password=passwords.get(d),
+                )
             )
             for d in device_ids
         ]

@@ -88,9 +88,14 @@ class SimulatedUnit:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in [*self._tasks, *([self._runner] if self._runner else [])]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *([self._runner] if self._runner else []), return_exceptions=True)
+        tasks = [*self._tasks, *([self._runner] if self._runner else [])]
+        # Python 3.11's asyncio.wait_for (inside aiomqtt's publish) can swallow a cancellation that
+        # arrives as the publish completes; cancel again until every task has really ended.
+        while pending := [t for t in tasks if not t.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -179,6 +184,8 @@ class SimulatedUnit:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[event_id] = fut
         delay = self._retry_initial
+        task = asyncio.current_task()
+        cancelling = task.cancelling() if task else 0
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -187,6 +194,10 @@ class SimulatedUnit:
                         self.log.attempts[event_id] = self.log.attempts.get(event_id, 0) + 1
                         with contextlib.suppress(aiomqtt.MqttError):
                             await client.publish(self.topics.event(self.device_id), payload, qos=1)
+                        if task is not None and task.cancelling() > cancelling:
+                            # Cancelled while aiomqtt's wait_for completed the publish (Python 3.11
+                            # then swallows the CancelledError): honour it, do not retry forever.
+                            raise asyncio.CancelledError
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(delay):
                             return await asyncio.shield(fut)

@@ -16,6 +16,7 @@ from harness import (
     MOSQUITTO_HOST,
     MOSQUITTO_PORT,
     RunningBridge,
+    credentials_env,
     free_port,
     make_config,
     need_service,
@@ -119,6 +120,7 @@ async def bridge(
 
 @pytest.fixture
 async def embedded_bridge(tmp_path: Path) -> AsyncIterator[RunningBridge]:
-    """A bridge on its embedded broker (amqtt) on an ephemeral loopback port."""
-    async with running_bridge(make_config(tmp_path)) as running:
+    """A bridge on its embedded broker (amqtt) on an ephemeral loopback port, which (like a shipped
+    Mosquitto) lets units in only with their credentials: see ``harness.unit_login``."""
+    async with running_bridge(make_config(tmp_path, **credentials_env(tmp_path))) as running:
         yield running

@@ -65,6 +65,15 @@ def make_config(tmp_path: Path, *, mqtt_url: str = "", topic_root: str = "teleca
     return load_config(None, environ=env)
 
 
+def credentials_env(tmp_path: Path) -> dict[str, str]:
+    """Configuration that has the bridge issue units' broker passwords (files under ``tmp_path``)."""
+    return {
+        "TELECARE_CREDENTIALS__ENABLED": "true",
+        "TELECARE_CREDENTIALS__PASSWORD_FILE": str(tmp_path / "mosquitto.passwd"),
+        "TELECARE_CREDENTIALS__ACL_FILE": str(tmp_path / "mosquitto.acl"),
+    }
+
+
 class RunningBridge:
     """A bridge serving in the background of a test, with helpers to call its API."""
 
@@ -85,6 +94,18 @@ class RunningBridge:
     def broker(self) -> tuple[str, int]:
         address = self.bridge.mqtt._broker
         return address.host, address.port
+
+    async def unit_login(self, device_id: str) -> dict[str, str]:
+        """``username``/``password`` for :class:`SimulatedUnit`: a fresh broker password for the unit,
+        registered first (as a ``gsm_unit``) if it is not yet. Needs ``credentials.enabled``."""
+        credentials = self.bridge.credentials
+        assert credentials is not None, "credentials.enabled is false on this bridge"
+        async with self.store.read() as tx:
+            known = await tx.fetchone("SELECT id FROM devices WHERE id = ?", device_id)
+        if known is None:
+            await self.store.upsert_device(device_id, "gsm_unit")
+        password = await credentials.issue(device_id, actor="test", source="system")
+        return {"username": device_id, "password": password}
 
     async def token(self, name: str, role: str = "operator") -> str:
         if name not in self.tokens:

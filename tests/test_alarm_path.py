@@ -163,7 +163,8 @@ async def test_unit_retries_until_the_bridge_is_there(
 
 
 async def test_embedded_broker_carries_the_same_path(embedded_bridge: RunningBridge) -> None:
-    async with unit_for(embedded_bridge, "unit-emb") as unit:
+    login = await embedded_bridge.unit_login("unit-emb")
+    async with unit_for(embedded_bridge, "unit-emb", **login) as unit:
         ack = await unit.send("pendant", timeout=20)
         assert ack["result"] == "accepted"
         command = await unit.wait_command("call_centre", timeout=20)

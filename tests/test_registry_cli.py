@@ -113,7 +113,8 @@ async def test_register_list_show_and_refusals(embedded_bridge: RunningBridge, t
     assert "1. Tom  +447700900123" in out and "2. Ann  +447700900456" in out and "unit-1" in out
     # An open alert blocks retiring, with the reason.
     host, port = b.broker
-    async with SimulatedUnit("unit-1", host=host, port=port, call_connects=False) as unit:
+    login = await b.unit_login("unit-1")
+    async with SimulatedUnit("unit-1", host=host, port=port, call_connects=False, **login) as unit:
         ack = await unit.send("fall", timeout=20)
     code, _, err = await run(b, "devices", "retire", "unit-1")
     assert code == 1 and f"open alerts: {ack['alert_id']} (fall, raised)" in err
@@ -187,11 +188,12 @@ async def test_commission_checklist_confirms_presses_as_they_arrive(embedded_bri
             lines.append(line)
 
     host, port = b.broker
+    login = await b.unit_login("unit-c")
     try:
         async with asyncio.timeout(40):
             await read_until("press it: sends smoke")
             assert any("[ ] p1 (pendant, neck)" in line for line in lines)
-            async with SimulatedUnit("unit-c", host=host, port=port, call_connects=False) as unit:
+            async with SimulatedUnit("unit-c", host=host, port=port, call_connects=False, **login) as unit:
                 await unit.send("pendant", test=True, data={"peripheral": "p1"}, timeout=20)
                 await read_until("confirmed [1/2] p1 (pendant)")
                 await unit.send("smoke", test=True, timeout=20)
