@@ -4,9 +4,9 @@ Everything here is store logic (no aiohttp, no twilio): the bridge's escalation 
 
 - A **policy** is a list of steps per priority (``after_s``, ``action`` = highlight | sms | call, ``to``).
   Policies live in the store (``escalation_policies``); config provides them and an admin may edit them.
-- When an alert is raised, :meth:`Escalation.on_raise` (a ``store.raise_hooks`` hook) copies the policy
-  of its priority into ``escalation_steps`` in the same transaction: a later policy edit does not change a
-  running escalation, and the steps survive a restart.
+- When an alert is raised, :meth:`Escalation.on_raise` (a store raise hook, ``HookOrder.ESCALATION``)
+  copies the policy of its priority into ``escalation_steps`` in the same transaction: a later policy
+  edit does not change a running escalation, and the steps survive a restart.
 - :meth:`Escalation.run_due_steps` takes due steps in one transaction and performs what they mean *in
   that transaction* (a timeline entry, a highlight, notification rows): each step happens exactly once.
   The select is portable; on PostgreSQL it gets ``FOR UPDATE SKIP LOCKED`` so nodes share the work.
@@ -263,7 +263,7 @@ class Escalation:
         return known[priority]
 
     async def on_raise(self, tx: Tx, post: PostCommit, alert: Row, event: DeviceEvent) -> None:
-        """``store.raise_hooks``: copy the alert's policy into its due steps, in the raising transaction."""
+        """A raise hook: copy the alert's policy into its due steps, in the raising transaction."""
         if alert["test"]:
             return
         steps = await self._policy_in(tx, int(alert["priority"]))

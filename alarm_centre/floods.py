@@ -6,8 +6,8 @@ stored, acknowledged alert (promise 1), but once ``threshold`` alerts of one typ
 and the list of units, so a ``fall`` raised in the middle of the flood is still the top line.
 
 - Help types (priority 1) are never grouped: the rules refuse them, and the hook checks again.
-- Grouping runs in the ingest transaction (``store.raise_hooks``); the alert row gets ``incident_id``
-  and its ``data.incident_id`` shows it in the API.
+- Grouping runs in the ingest transaction (a raise hook, ``HookOrder.FLOODS``); the alert row gets
+  ``incident_id`` and its ``data.incident_id`` shows it in the API.
 - ``mains_restored`` resolves the unit's ``mains_fail`` (the core does that); the event hook then
   closes the incident once none of its alerts is open. An incident whose alerts were all closed some
   other way is closed when the next alert of its type would have joined it.
@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from alarm_centre.host import HookOrder
 from alarm_centre.ids import row_id
 from alarm_centre.lifecycle import Source
 from alarm_centre.model import iso
@@ -103,8 +104,8 @@ class FloodGrouper:
         self.rules = rules or FloodRules()
 
     def install(self) -> None:
-        self.store.raise_hooks.append(self.on_raise)
-        self.store.event_hooks.append(self.on_event)
+        self.store.add_raise_hook(self.on_raise, HookOrder.FLOODS)
+        self.store.add_event_hook(self.on_event, HookOrder.FLOODS)
 
     # -- hooks (in the ingest transaction) -------------------------------------------------------
     async def on_raise(self, tx: Tx, post: PostCommit, alert: Row, event: DeviceEvent) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from alarm_centre.host import HookOrder
 from alarm_centre.lifecycle import Outcome, Source
 from alarm_centre.model import iso
 from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
@@ -88,8 +89,7 @@ class Registry:
 
     def install(self) -> None:
         """Register the event hook on the store (once)."""
-        if self.on_event not in self.store.event_hooks:
-            self.store.event_hooks.append(self.on_event)
+        self.store.add_event_hook(self.on_event, HookOrder.REGISTRY)
 
     # -- audit -----------------------------------------------------------------------------------
     async def _log(

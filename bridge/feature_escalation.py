@@ -1,6 +1,6 @@
 """Escalation, Twilio and service levels wired into the bridge.
 
-``start(bridge, stack)``: snapshot policies at raise (a store raise hook), run the escalation loop
+``start(host, stack)``: snapshot policies at raise (a store raise hook), run the escalation loop
 (due steps, responder call-outs, SMS and calls through :class:`~alarm_centre.notify.Notifier`), serve
 the Twilio webhooks ``/twilio/sms``, ``/twilio/voice``, ``/twilio/status`` (404 while twilio is
 disabled), ``/api/v1/service-levels`` (JSON, ``.csv``), ``/api/v1/escalation/policies`` and, when the
@@ -33,6 +33,7 @@ from alarm_centre.escalation import (
     PolicyStep,
     parse_steps,
 )
+from alarm_centre.host import HookOrder
 from alarm_centre.ids import row_id
 from alarm_centre.model import AlertChange, Role, User
 from alarm_centre.notify import DeliveryFailed, Notifier
@@ -59,7 +60,7 @@ from devices.vocabulary import PRIORITIES
 
 if TYPE_CHECKING:
     from bridge.config import EscalationConfig, TwilioConfig
-    from bridge.service import Bridge
+    from bridge.host import FeatureHost
 
 log = logging.getLogger(__name__)
 
@@ -605,14 +606,14 @@ def render_report(report: ServiceLevelReport) -> Any:
 
 
 # -- the feature ------------------------------------------------------------------------------------
-async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
-    """Wire escalation, Twilio and service levels into ``bridge`` (see the module docstring)."""
-    cfg = bridge.config.escalation
-    tw = bridge.config.twilio
+async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
+    """Wire escalation, Twilio and service levels in through ``host`` (see the module docstring)."""
+    cfg = host.config.escalation
+    tw = host.config.twilio
     tz = ZoneInfo(cfg.timezone)
 
     def public_url() -> str:
-        return tw.public_url or bridge.config.http.public_url or bridge.http_url
+        return tw.public_url or host.config.http.public_url or host.http_url
 
     settings = EscalationSettings(
         supervisor_numbers=tuple(tw.supervisor_numbers),
@@ -621,17 +622,17 @@ async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
         retry_s=tuple(cfg.retry_s),
         max_attempts=cfg.max_attempts,
         lease_s=cfg.lease_s,
-        node=bridge.node,
+        node=host.node,
     )
-    escalation = Escalation(bridge.store, settings)
-    metrics = EscalationMetrics(bridge.metrics.registry)
+    escalation = Escalation(host.store, settings)
+    metrics = EscalationMetrics(host.metrics_registry)
     policies = config_policies(cfg)
-    ServiceLevelRoutes(escalation, tz, policies).add_routes(bridge.app)
-    TwilioRoutes(tw, escalation, metrics, public_url).add_routes(bridge.app)
+    ServiceLevelRoutes(escalation, tz, policies).add_routes(host.app)
+    TwilioRoutes(tw, escalation, metrics, public_url).add_routes(host.app)
     if not cfg.enabled:
         return
     await escalation.sync_policies(policies)
-    bridge.store.raise_hooks.append(escalation.on_raise)
+    host.add_raise_hook(escalation.on_raise, HookOrder.ESCALATION)
     notifier: Notifier | None = None
     if tw.enabled:
         notifier = await stack.enter_async_context(
@@ -648,4 +649,4 @@ async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
     runner = await stack.enter_async_context(
         EscalationRunner(escalation, notifier, metrics, public_url=public_url, poll_s=cfg.poll_s, tz=tz)
     )
-    bridge.add_loop("escalation", runner.run)
+    host.add_loop("escalation", runner.run)

@@ -21,7 +21,7 @@ from alarm_centre.floods import FloodGrouper, FloodRules
 from alarm_centre.openapi import operation, query
 
 if TYPE_CHECKING:
-    from bridge.service import Bridge
+    from bridge.host import FeatureHost
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +61,15 @@ async def queue(request: web.Request) -> web.Response:
     return json_response({"lines": await request.app[FLOODS].queue(limit=limit)})
 
 
-async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
-    cfg = bridge.config.floods
-    grouper = FloodGrouper(bridge.store, FloodRules(threshold=cfg.threshold, window_s=cfg.window_s,
+async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
+    cfg = host.config.floods
+    grouper = FloodGrouper(host.store, FloodRules(threshold=cfg.threshold, window_s=cfg.window_s,
                                                     types=frozenset(cfg.types)))
     if cfg.enabled:
         grouper.install()
         log.info("alarm floods: %d or more of one type within %.0f s become an incident (%s)", cfg.threshold,
                  cfg.window_s, ", ".join(sorted(cfg.types)))
-    bridge.app[FLOODS] = grouper
-    bridge.app.router.add_get("/api/v1/incidents", list_incidents)
-    bridge.app.router.add_get("/api/v1/incidents/{incident_id}", get_incident)
-    bridge.app.router.add_get("/api/v1/queue", queue)
+    host.app[FLOODS] = grouper
+    host.app.router.add_get("/api/v1/incidents", list_incidents)
+    host.app.router.add_get("/api/v1/incidents/{incident_id}", get_incident)
+    host.app.router.add_get("/api/v1/queue", queue)

@@ -15,7 +15,7 @@ from bridge.credentials import CredentialManager
 
 if TYPE_CHECKING:
     from bridge.config import Config
-    from bridge.service import Bridge
+    from bridge.host import FeatureHost
 
 
 def make_registry(config: Config, store: AlertStore) -> Registry:
@@ -40,20 +40,20 @@ def make_credentials(config: Config, registry: Registry) -> CredentialManager | 
     )
 
 
-async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
+async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
     from alarm_centre.registry_api import RegistryOptions, add_registry_routes  # aiohttp: not for the CLI
     from alarm_centre.registry_console import add_installer_pages
     from alarm_centre.supervision import HeartbeatSupervisor
 
-    config = bridge.config
-    registry = make_registry(config, bridge.store)
+    config = host.config
+    registry = make_registry(config, host.store)
     registry.install()
     credentials = make_credentials(config, registry)
     if credentials is not None:
         await credentials.sync()
-    bridge.credentials = credentials
+    host.provide_credentials(credentials)
     add_registry_routes(
-        bridge.app,
+        host.app,
         registry,
         RegistryOptions(
             commissioning_minutes=config.registry.commissioning_minutes,
@@ -62,15 +62,15 @@ async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
             topic_root=config.topic_root,
         ),
     )
-    add_installer_pages(bridge.app)  # console pages; shown once the console feature is on
+    add_installer_pages(host.app)  # console pages; shown once the console feature is on
     hb = config.heartbeats
     if hb.enabled:
         supervisor = HeartbeatSupervisor(
-            registry, bridge.intake, check_every_s=hb.check_every_s, batch=hb.batch
+            registry, host.intake, check_every_s=hb.check_every_s, batch=hb.batch
         )
-        bridge.add_loop("heartbeat-supervision", supervisor.run)
+        host.add_loop("heartbeat-supervision", supervisor.run)
     else:
-        bridge.add_loop("commissioning-timeouts", _visit_expiry(registry))
+        host.add_loop("commissioning-timeouts", _visit_expiry(registry))
 
 
 def _visit_expiry(registry: Registry) -> Callable[[], Coroutine[Any, Any, None]]:

@@ -1,7 +1,7 @@
 """Serial feature: directly attached units (``serial:``) and a GSM modem (``gsm:``) wired into the bridge.
 
 - One :class:`~bridge.serial_transport.SerialTransport` per ``serial.units`` entry and one
-  :class:`~bridge.gsm_modem.GsmModem` when ``gsm.port`` is set, all feeding ``bridge.intake``.
+  :class:`~bridge.gsm_modem.GsmModem` when ``gsm.port`` is set, all feeding ``host.intake``.
 - Outbox channel ``serial``: a command goes to the line that has heard from the device (with a single
   configured line, to that line). Channel ``sms``: the command is texted to the device's ``phone`` in the
   format of :func:`sms_command_text`; the item counts as done once the network accepted the SMS (units do
@@ -34,7 +34,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.serial_transport import SerialTransport
 
 if TYPE_CHECKING:
-    from bridge.service import Bridge
+    from bridge.host import FeatureHost
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def sms_command_text(cmd_id: str, cmd: str, args: dict[str, Any] | None) -> str:
 
 @dataclass
 class SerialFeature:
-    """The running serial lines and modem of one bridge (``bridge.app[SERIAL]``)."""
+    """The running serial lines and modem of one bridge (``host.app[SERIAL]``)."""
 
     store: AlertStore
     metrics: BridgeMetrics
@@ -247,20 +247,20 @@ def _link_gauge(metrics: BridgeMetrics, port: str) -> Callable[[bool], None]:
     return link
 
 
-async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
+async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
     """Open the configured serial lines and modem; register the ``serial`` and ``sms`` channels."""
-    serial_cfg, gsm_cfg = bridge.config.serial, bridge.config.gsm
+    serial_cfg, gsm_cfg = host.config.serial, host.config.gsm
     ports = [u.port for u in serial_cfg.units]
     if gsm_cfg.port and gsm_cfg.port in ports:
         raise RuntimeError(f"gsm.port {gsm_cfg.port} is also listed in serial.units; "
                            "a port serves one of them")
-    metrics = bridge.metrics
-    feature = SerialFeature(bridge.store, metrics, country_code=gsm_cfg.country_code)
-    bridge.app[SERIAL] = feature
+    metrics = host.metrics
+    feature = SerialFeature(host.store, metrics, country_code=gsm_cfg.country_code)
+    host.app[SERIAL] = feature
     for unit in serial_cfg.units:
         port = unit.port
         transport = SerialTransport(
-            port, intake=bridge.intake, baudrate=unit.baudrate, rtscts=unit.rtscts, xonxoff=unit.xonxoff,
+            port, intake=host.intake, baudrate=unit.baudrate, rtscts=unit.rtscts, xonxoff=unit.xonxoff,
             on_outcome=_frame_counter(metrics, port), on_link=_link_gauge(metrics, port),
             on_ack_latency=metrics.ack_latency.labels("serial").observe,
         )
@@ -268,17 +268,17 @@ async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
         feature.transports.append(await stack.enter_async_context(transport))
     if gsm_cfg.port:
         feature.modem = await stack.enter_async_context(GsmModem(
-            gsm_cfg.port, intake=bridge.intake, resolve_sender=feature.resolve_sender,
+            gsm_cfg.port, intake=host.intake, resolve_sender=feature.resolve_sender,
             baudrate=gsm_cfg.baudrate, rtscts=gsm_cfg.rtscts, xonxoff=gsm_cfg.xonxoff,
             command_timeout=gsm_cfg.command_timeout_s, poll_interval=gsm_cfg.poll_interval_s,
             on_outcome=lambda outcome: metrics.sms_messages.labels(outcome).inc(),
             on_status=lambda _modem: feature.refresh_gauges(),
         ))
     if feature.transports:
-        bridge.outbox.add_channel("serial", feature.send_serial)
+        host.add_outbox_channel("serial", feature.send_serial)
     if feature.modem is not None:
-        bridge.outbox.add_channel("sms", feature.send_sms)
+        host.add_outbox_channel("sms", feature.send_sms)
     if feature.transports or feature.modem is not None:
         feature.refresh_gauges()
-        bridge.readiness_checks.append(feature.readiness)
-        bridge.add_loop("serial-gauges", feature.gauge_loop)
+        host.add_readiness_check(feature.readiness)
+        host.add_loop("serial-gauges", feature.gauge_loop)

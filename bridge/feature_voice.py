@@ -28,7 +28,7 @@ from skills.verification import AlexaVerifier
 from skills.voice import LinkError, VoiceService
 
 if TYPE_CHECKING:
-    from bridge.service import Bridge
+    from bridge.host import FeatureHost
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,8 @@ def add_installer_routes(app: web.Application) -> None:
     app.router.add_delete("/api/v1/check-in-schedules/{resident_id}", delete_schedule)
 
 
-def make_verifier(bridge: Bridge) -> AlexaVerifier:
-    cfg = bridge.config.alexa
+def make_verifier(host: FeatureHost) -> AlexaVerifier:
+    cfg = host.config.alexa
     return AlexaVerifier(
         cfg.skill_id,
         test_ca=Path(cfg.test_ca) if cfg.test_ca else None,
@@ -132,17 +132,17 @@ def make_verifier(bridge: Bridge) -> AlexaVerifier:
     )
 
 
-async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
+async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
     """Wire the voice path into a bridge that is starting (see bridge/features.py)."""
-    cfg = bridge.config.alexa
-    service = VoiceService(bridge.store, bridge.intake)
-    bridge.app[VOICE] = service
-    add_installer_routes(bridge.app)
+    cfg = host.config.alexa
+    service = VoiceService(host.store, host.intake)
+    host.app[VOICE] = service
+    add_installer_routes(host.app)
     if not cfg.enabled:
         return
-    endpoint = AlexaEndpoint(make_verifier(bridge), service, registry=bridge.metrics.registry)
-    endpoint.add_routes(bridge.app)
-    bridge.add_loop("voice-check-ins", lambda: service.run_check_in_loop(cfg.check_in_poll_s))
+    endpoint = AlexaEndpoint(make_verifier(host), service, registry=host.metrics_registry)
+    endpoint.add_routes(host.app)
+    host.add_loop("voice-check-ins", lambda: service.run_check_in_loop(cfg.check_in_poll_s))
     log.info(
         "Alexa endpoint on /alexa for skill %s%s",
         cfg.skill_id,

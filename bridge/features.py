@@ -1,16 +1,13 @@
-"""The features started with the bridge, in order. Each is ``async def start(bridge, stack) -> None``.
+"""The features started with the bridge, in order. Each is ``async def start(host, stack) -> None``.
 
-A feature reads its own config section from ``bridge.config``, may add aiohttp routes to ``bridge.app``
-(before the server starts), enter context managers on ``stack`` (closed in reverse on shutdown),
-register outbox channels with ``bridge.outbox.add_channel`` and store hooks on ``bridge.store``, and
-add long-running loops with ``bridge.add_loop(name, coroutine_function)``.
+A feature reads its own config section from ``host.config``, may add aiohttp routes and app keys to
+``host.app`` (before the server starts), enter context managers on ``stack`` (closed in reverse on
+shutdown), and register outbox channels, ordered store hooks, readiness checks and long-running loops
+through the host (:class:`bridge.host.FeatureHost`). The order of this list decides only the order of
+start-up; the order store hooks run in is their :class:`alarm_centre.host.HookOrder`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING
 
 from bridge import (
     feature_console,
@@ -20,11 +17,7 @@ from bridge import (
     feature_serial,
     feature_voice,
 )
-
-if TYPE_CHECKING:
-    from bridge.service import Bridge
-
-Feature = Callable[["Bridge", AsyncExitStack], Awaitable[None]]
+from bridge.host import Feature
 
 FEATURES: list[Feature] = [
     feature_voice.start,  # POST /alexa, Echo links, check-in schedules (alexa:)

@@ -1,8 +1,8 @@
 """The running bridge: every part started as an async context manager, long-lived loops in one TaskGroup.
 
 Features beyond the MQTT alarm path (voice, serial, console, escalation, ...) are started from
-``bridge/features.py``: each gets the bridge and its exit stack, adds routes to ``bridge.app``,
-context managers to the stack, outbox channels, and loops with ``bridge.add_loop``.
+``bridge/features.py``: each gets the bridge as a :class:`bridge.host.FeatureHost` (routes, loops,
+readiness checks, ordered store hooks, outbox channels) and its exit stack, and nothing else.
 
 ``Bridge`` is reusable but not reentrant: ``async with Bridge(config) as bridge: await bridge.serve()``.
 Shutdown (cancel, SIGINT, SIGTERM) stops intake first, then the transports, then the store.
@@ -16,23 +16,25 @@ import gc
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Self
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from alarm_centre.api import make_app
 from alarm_centre.feed import AlertFeed
+from alarm_centre.host import HookOrder, Loop, OutboxSender, ReadinessCheck
 from alarm_centre.intake import GroupCommitter
 from alarm_centre.model import OutboxItem
 from alarm_centre.store import open_store
-from alarm_centre.store.base import AlertStore
+from alarm_centre.store.base import AlertStore, EventHook, RaiseHook
 from bridge.config import Config
 from bridge.credentials import CredentialManager
 from bridge.embedded_broker import EmbeddedBroker
 from bridge.features import FEATURES
+from bridge.host import FeatureHost
 from bridge.metrics import BridgeMetrics
 from bridge.mqtt_link import BrokerAddress, MqttLink
 from bridge.outbox import OutboxDispatcher, mqtt_payload
@@ -53,14 +55,14 @@ class Bridge:
         self.feed: AlertFeed
         self.outbox: OutboxDispatcher
         self.broker: EmbeddedBroker | None = None
-        #: Issues units' broker passwords when ``credentials.enabled`` (set by the registry feature).
+        #: Issues units' broker passwords when ``credentials.enabled`` (handed over by the registry feature).
         self.credentials: CredentialManager | None = None
         self.http_port: int = 0
         self._runner: web.AppRunner | None = None
         self._store_ok_at = 0.0
-        self._loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+        self._loops: list[tuple[str, Loop]] = []
         #: Extra readiness checks added by features; each answers its problems (empty when fine).
-        self.readiness_checks: list[Callable[[], Awaitable[list[str]]]] = []
+        self._readiness_checks: list[ReadinessCheck] = []
         self.app: web.Application
 
     async def __aenter__(self) -> Self:
@@ -163,9 +165,29 @@ class Bridge:
             for name, loop in self._loops:
                 tg.create_task(loop(), name=name)
 
-    def add_loop(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    # -- the host interface (bridge/host.py) ------------------------------------------------------
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        return self.metrics.registry
+
+    def add_loop(self, name: str, loop: Loop) -> None:
         """Register a long-running coroutine that ``serve()`` runs in the bridge's TaskGroup."""
         self._loops.append((name, loop))
+
+    def add_readiness_check(self, check: ReadinessCheck) -> None:
+        self._readiness_checks.append(check)
+
+    def add_raise_hook(self, hook: RaiseHook, order: HookOrder) -> None:
+        self.store.add_raise_hook(hook, order)
+
+    def add_event_hook(self, hook: EventHook, order: HookOrder) -> None:
+        self.store.add_event_hook(hook, order)
+
+    def add_outbox_channel(self, name: str, send: OutboxSender) -> None:
+        self.outbox.add_channel(name, send)
+
+    def provide_credentials(self, credentials: CredentialManager | None) -> None:
+        self.credentials = credentials
 
     async def _send_mqtt(self, device_id: str, item: OutboxItem) -> None:
         await self.mqtt.send_command(device_id, mqtt_payload(item))
@@ -184,7 +206,7 @@ class Bridge:
             except Exception as exc:
                 self.metrics.store_writable.set(0)
                 problems.append(f"store does not accept writes: {exc}")
-        for check in self.readiness_checks:
+        for check in self._readiness_checks:
             problems.extend(await check())
         return problems
 
@@ -230,3 +252,8 @@ def _bound_port(site: web.TCPSite, configured: int) -> int:
     server = site._server
     sockets = getattr(server, "sockets", None) or []
     return int(sockets[0].getsockname()[1]) if sockets else configured
+
+
+if TYPE_CHECKING:  # the bridge is the host its features are started with (checked by mypy)
+    def _is_a_host(bridge: Bridge) -> FeatureHost:
+        return bridge

@@ -20,6 +20,7 @@ import pytest
 from harness import eventually
 
 from alarm_centre.escalation import Escalation, EscalationSettings, PolicyStep
+from alarm_centre.host import HookOrder
 from alarm_centre.model import OutboxItem
 from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore
@@ -188,7 +189,7 @@ async def test_a_left_over_command_of_a_resolved_alert_is_closed_not_claimed(sto
 
 async def escalating(store: AlertStore) -> Escalation:
     escalation = Escalation(store, EscalationSettings(supervisor_numbers=(SUPERVISOR,), twilio_enabled=True))
-    store.raise_hooks.append(escalation.on_raise)
+    store.add_raise_hook(escalation.on_raise, HookOrder.ESCALATION)
     await escalation.sync_policies({
         1: [PolicyStep(0, "sms"), PolicyStep(600, "call")],
         3: [PolicyStep(300, "sms")],

@@ -12,6 +12,7 @@ from harness import RunningBridge, eventually, make_config, running_bridge
 from serial_support import eventually as until
 from serial_support import within
 
+from alarm_centre.host import HookOrder
 from bridge.config import Config
 from bridge.feature_serial import SERIAL, SerialFeature, number_candidates, sms_command_text
 from devices.events import DeviceEvent
@@ -254,7 +255,7 @@ async def test_restart_while_sms_wait_on_the_modem_stores_each_once(tmp_path: Pa
                 texts = {sms.text for sms in modem.storage.values()}
                 on_sim_when_stored[event.data["text"]] = event.data["text"] in texts
 
-            second.store.event_hooks.append(witness)
+            second.store.add_event_hook(witness, HookOrder.REGISTRY)
             modem.silent = False
             gsm = feature(second).modem
             assert gsm is not None

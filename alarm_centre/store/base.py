@@ -173,10 +173,13 @@ class AlertStore:
         self._access_listeners: list[AccessListener] = []
         self._outbox_wakers: list[Callable[[], None]] = []
         self.last_write_error: str | None = None
-        #: Called in the transaction after a new alert row is inserted (escalation snapshot, flood grouping).
-        self.raise_hooks: list[RaiseHook] = []
+        #: Called in the transaction after a new alert row is inserted (escalation snapshot, flood grouping),
+        #: in the order given to :meth:`add_raise_hook`. Read-only: add hooks with the method.
+        self.raise_hooks: tuple[RaiseHook, ...] = ()
         #: Called in the transaction after each newly stored event, with the alert it joined, if any.
-        self.event_hooks: list[EventHook] = []
+        self.event_hooks: tuple[EventHook, ...] = ()
+        self._raise_hooks: list[tuple[int, int, RaiseHook]] = []
+        self._event_hooks: list[tuple[int, int, EventHook]] = []
 
     async def __aenter__(self) -> Self:
         return self
@@ -191,6 +194,20 @@ class AlertStore:
     def read(self) -> AbstractAsyncContextManager[Tx]:
         """A read-only view of committed state."""
         raise NotImplementedError
+
+    # -- hooks in the ingest transaction ------------------------------------------------------
+    def add_raise_hook(self, hook: RaiseHook, order: int) -> None:
+        """Run ``hook`` after each new alert row, lowest ``order`` first (``alarm_centre.host.HookOrder``);
+        hooks of equal order run in the order they were added. Adding the same hook twice is a no-op."""
+        if hook not in self.raise_hooks:
+            self._raise_hooks.append((order, len(self._raise_hooks), hook))
+            self.raise_hooks = tuple(h for _, _, h in sorted(self._raise_hooks, key=lambda t: t[:2]))
+
+    def add_event_hook(self, hook: EventHook, order: int) -> None:
+        """Run ``hook`` after each newly stored event, lowest ``order`` first; the same hook once."""
+        if hook not in self.event_hooks:
+            self._event_hooks.append((order, len(self._event_hooks), hook))
+            self.event_hooks = tuple(h for _, _, h in sorted(self._event_hooks, key=lambda t: t[:2]))
 
     # -- listeners -------------------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> None:
