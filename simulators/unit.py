@@ -21,6 +21,7 @@ from typing import Any, Self
 import aiomqtt
 
 from devices.mqtt_codec import Topics, decode_ack, decode_command, encode_event
+from simulators.cancellation import cancel_requests, honour_cancellation, stop
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,7 @@ class SimulatedUnit:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in [*self._tasks, *([self._runner] if self._runner else [])]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *([self._runner] if self._runner else []), return_exceptions=True)
+        await stop(*self._tasks, self._runner)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -89,6 +88,7 @@ class SimulatedUnit:
 
     async def _run(self) -> None:
         delay = 0.2
+        cancels = cancel_requests()
         while True:
             will = aiomqtt.Will(self.topics.status(self.device_id), b"offline", qos=1)
             try:
@@ -106,6 +106,7 @@ class SimulatedUnit:
                     await client.subscribe(self.topics.ack(self.device_id), qos=1)
                     await client.subscribe(self.topics.cmd(self.device_id), qos=1)
                     await client.publish(self.topics.status(self.device_id), b"online", qos=1)
+                    honour_cancellation(cancels)
                     self._client = client
                     self._connected.set()
                     delay = 0.2
@@ -120,6 +121,7 @@ class SimulatedUnit:
             finally:
                 self._client = None
                 self._connected.clear()
+            honour_cancellation(cancels)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -168,6 +170,7 @@ class SimulatedUnit:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[event_id] = fut
         delay = self._retry_initial
+        cancels = cancel_requests()
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -176,9 +179,12 @@ class SimulatedUnit:
                         self.log.attempts[event_id] = self.log.attempts.get(event_id, 0) + 1
                         with contextlib.suppress(aiomqtt.MqttError):
                             await client.publish(self.topics.event(self.device_id), payload, qos=1)
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(delay):
-                            return await asyncio.shield(fut)
+                        honour_cancellation(cancels)
+                    # asyncio.wait neither cancels the future nor turns anything into TimeoutError: a
+                    # cancellation of this task always propagates from here.
+                    done, _ = await asyncio.wait((fut,), timeout=delay)
+                    if done:
+                        return fut.result()
                     delay = min(delay * 2, self._retry_max) * random.uniform(0.8, 1.2)
         finally:
             self._waiting.pop(event_id, None)
