@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from alarm_centre.cancellation import stop
 from alarm_centre.model import Role
 from bridge.config import Config, load_config
 from bridge.service import Bridge
@@ -122,9 +123,7 @@ async def running_bridge(config: Config) -> AsyncIterator[RunningBridge]:
             await bridge.mqtt.wait_subscribed(20)
             yield RunningBridge(bridge, session)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop(task)
 
 
 def postgres_parts() -> tuple[str, int]:

@@ -41,7 +41,8 @@ async def test_the_race_does_lose_a_cancellation_in_wait_for() -> None:
     """The premise: if this ever fails, Python fixed gh-86296 and the checks below are belt and braces."""
     client = ConfirmingClient()
     publishing = asyncio.create_task(client.publish("t", b""))
-    await asyncio.wait_for(client.publishing.wait(), 5)
+    async with asyncio.timeout(5):
+        await client.publishing.wait()
     client.confirmation.set()
     publishing.cancel()
     assert await ended(publishing)
