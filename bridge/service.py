@@ -11,7 +11,6 @@ Shutdown (cancel, SIGINT, SIGTERM) stops intake first, then the transports, then
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import sys
@@ -22,7 +21,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from alarm_centre.api import make_app
+from alarm_centre.api import ON_SCRAPE, make_app
 from alarm_centre.feed import AlertFeed
 from alarm_centre.intake import GroupCommitter
 from alarm_centre.model import OutboxItem
@@ -111,6 +110,7 @@ class Bridge:
                 on_error=lambda status: self.metrics.http_errors.labels(str(status)).inc(),
             )
             app = self.app
+            app[ON_SCRAPE] = self._refresh_gauges
             for start_feature in FEATURES:  # voice, serial, console, escalation, registry, ...
                 await start_feature(self, stack)
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -147,7 +147,6 @@ class Bridge:
             tg.create_task(self.mqtt.run(), name="mqtt-link")
             tg.create_task(self.outbox.run(), name="outbox")
             tg.create_task(self.feed.run(), name="alert-feed")
-            tg.create_task(self._gauge_loop(), name="gauges")
             for name, loop in self._loops:
                 tg.create_task(loop(), name=name)
 
@@ -177,6 +176,7 @@ class Bridge:
         return problems
 
     async def _refresh_gauges(self) -> None:
+        """The open-alert gauge, from the store, on each /metrics scrape (never a scrape behind)."""
         try:
             counts = await self.store.open_alert_counts()
         except Exception:
@@ -184,12 +184,6 @@ class Bridge:
         self.metrics.open_alerts.clear()
         for (priority, state), n in counts.items():
             self.metrics.open_alerts.labels(str(priority), state).set(n)
-
-    async def _gauge_loop(self) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                await self._refresh_gauges()
-            await asyncio.sleep(2)
 
 
 def _bound_port(site: web.TCPSite, configured: int) -> int:
