@@ -142,6 +142,8 @@ class EscalationRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._metrics_at = 0.0
+        #: Completed passes of the loop, so a test that moved the clock can wait for the next ones.
+        self.passes = 0
 
     async def __aenter__(self) -> Self:
         self.escalation.store.add_listener(self.on_changes)
@@ -177,6 +179,11 @@ class EscalationRunner:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def delivering(self) -> int:
+        """Notifications being sent right now."""
+        return len(self._tasks)
+
     async def run(self) -> None:
         """Until cancelled: a sweep for call-outs a restart missed, then tick on wake-ups and due times."""
         with contextlib.suppress(Exception):
@@ -193,7 +200,7 @@ class EscalationRunner:
         with contextlib.suppress(Exception):
             due = await self.escalation.next_due()
             if due is not None:
-                delay = min(delay, max(0.0, due - time.time()) + 0.01)
+                delay = min(delay, max(0.0, due - self.escalation.clock()) + 0.01)
         if delay > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
@@ -225,6 +232,7 @@ class EscalationRunner:
         if time.monotonic() - self._metrics_at > METRICS_EVERY_S:
             self._metrics_at = time.monotonic()
             await self.refresh_metrics()
+        self.passes += 1
 
     async def _observe_acks(self, ids: set[str]) -> None:
         marks = ", ".join("?" for _ in ids)
@@ -287,6 +295,9 @@ class EscalationRunner:
             return
         self.metrics.notifications.labels(note.channel, note.purpose, "sent").inc()
         await self.escalation.notification_sent(note, sid=sent.sid, status=sent.status)
+
+
+ESCALATION_RUNNER: web.AppKey[EscalationRunner] = web.AppKey("escalation_runner", EscalationRunner)
 
 
 # -- Twilio webhooks --------------------------------------------------------------------------------
@@ -550,7 +561,7 @@ async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
         lease_s=cfg.lease_s,
         node=bridge.node,
     )
-    escalation = Escalation(bridge.store, settings)
+    escalation = Escalation(bridge.store, settings, clock=bridge.clock)
     metrics = EscalationMetrics(bridge.metrics.registry)
     policies = config_policies(cfg)
     ServiceLevelRoutes(escalation, tz, policies).add_routes(bridge.app)
@@ -575,4 +586,5 @@ async def start(bridge: Bridge, stack: AsyncExitStack) -> None:
     runner = await stack.enter_async_context(
         EscalationRunner(escalation, notifier, metrics, public_url=public_url, poll_s=cfg.poll_s, tz=tz)
     )
+    bridge.app[ESCALATION_RUNNER] = runner
     bridge.add_loop("escalation", runner.run)

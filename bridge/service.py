@@ -39,8 +39,10 @@ log = logging.getLogger(__name__)
 
 
 class Bridge:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        #: Wall-clock seconds for deadlines the bridge keeps (escalation steps); tests pass their own.
+        self.clock = clock
         self.node = config.node_name
         self.metrics = BridgeMetrics(self.node)
         self._stack: AsyncExitStack | None = None

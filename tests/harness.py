@@ -116,8 +116,11 @@ class RunningBridge:
 
 
 @contextlib.asynccontextmanager
-async def running_bridge(config: Config) -> AsyncIterator[RunningBridge]:
-    async with Bridge(config) as bridge, aiohttp.ClientSession() as session:
+async def running_bridge(
+    config: Config, *, clock: Callable[[], float] | None = None
+) -> AsyncIterator[RunningBridge]:
+    bridge_under_test = Bridge(config) if clock is None else Bridge(config, clock=clock)
+    async with bridge_under_test as bridge, aiohttp.ClientSession() as session:
         task = asyncio.create_task(bridge.serve(), name="bridge-under-test")
         try:
             await bridge.mqtt.wait_subscribed(20)
