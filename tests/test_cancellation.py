@@ -118,3 +118,54 @@ async def test_stop_re_raises_a_failure_that_is_not_the_cancellation() -> None:
         await running.wait()
     with pytest.raises(RuntimeError, match="cleanup failed"):
         await stop(worker)
+
+
+class RacingBrokerClient:
+    """Stands in for aiomqtt.Client where the fault is injected: subscribe waits for SUBACK in
+    ``asyncio.wait_for``, as aiomqtt does; no message ever arrives."""
+
+    def __init__(self) -> None:
+        self.suback = asyncio.Event()
+        self.subscribing = asyncio.Event()
+
+    async def __aenter__(self) -> RacingBrokerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def subscribe(self, topic: str, qos: int = 0) -> None:
+        self.subscribing.set()
+        await asyncio.wait_for(self.suback.wait(), timeout=10)
+
+    @property
+    def messages(self) -> Any:
+        async def never() -> Any:
+            await asyncio.Event().wait()
+            yield
+
+        return never()
+
+
+async def test_the_bridge_mqtt_link_stops_when_a_subscribe_is_confirmed_at_the_cancellation() -> None:
+    """Without the check the link would go on to serve, and the bridge's shutdown would wait forever."""
+    from bridge.metrics import BridgeMetrics
+    from bridge.mqtt_link import BrokerAddress, MqttLink
+    from devices.mqtt_codec import Topics
+
+    client = RacingBrokerClient()
+    link = MqttLink(
+        broker=BrokerAddress("127.0.0.1", 1),
+        topics=Topics("telecare"),
+        intake=None,  # type: ignore[arg-type]  # no message arrives
+        metrics=BridgeMetrics("test-node"),
+        client_id="race",
+    )
+    link._make_client = lambda inbox: client  # type: ignore[assignment,method-assign,return-value]
+    running = asyncio.create_task(link.run())
+    async with asyncio.timeout(5):
+        await client.subscribing.wait()
+    client.suback.set()
+    running.cancel()  # lands in the same loop turn as the SUBACK
+    assert await ended(running), "the link kept serving after its cancellation"
+    assert running.cancelled()
