@@ -34,6 +34,8 @@ FEED: web.AppKey[AlertFeed] = web.AppKey("feed", AlertFeed)
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
 READINESS: web.AppKey[Callable[[], Awaitable[list[str]]]] = web.AppKey("readiness")
 ON_ERROR: web.AppKey[Callable[[int], None]] = web.AppKey("on_error")
+#: Brings gauges read from the store up to date before /metrics answers (the scrape is their clock).
+ON_SCRAPE: web.AppKey[Callable[[], Awaitable[None]]] = web.AppKey("on_scrape")
 USER_KEY: web.RequestKey[User] = web.RequestKey("user", User)
 #: Set by the console's session middleware so the audit trail says "console" rather than "api".
 VIA_CONSOLE: web.RequestKey[bool] = web.RequestKey("via_console", bool)
@@ -418,6 +420,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 @operation("Prometheus metrics (text format)", right=None, answer_types=("text/plain",))
 async def metrics(request: web.Request) -> web.Response:
+    refresh = request.app.get(ON_SCRAPE)
+    if refresh is not None:
+        await refresh()
     body = generate_latest(request.app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

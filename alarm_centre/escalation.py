@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -172,9 +172,12 @@ class ReplyOutcome:
 class Escalation:
     """Policies, due steps, call-outs and notifications on an :class:`AlertStore`."""
 
-    def __init__(self, store: AlertStore, settings: EscalationSettings) -> None:
+    def __init__(
+        self, store: AlertStore, settings: EscalationSettings, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.clock = clock  # wall-clock seconds: due times, leases and retries; tests move their own
         #: Policies read by each open transaction (entries go when the transaction does).
         self._policies_seen: weakref.WeakKeyDictionary[Tx, dict[int, list[dict[str, Any]]]] = (
             weakref.WeakKeyDictionary()
@@ -190,7 +193,7 @@ class Escalation:
         """Write the configured policies into the store, except where an admin edited one through the API."""
 
         async def work(tx: Tx, post: PostCommit) -> None:
-            now = time.time()
+            now = self.clock()
             rows = await tx.fetchall("SELECT priority, source FROM escalation_policies")
             edited = {int(r["priority"]) for r in rows if r["source"] != "config"}
             for r in rows:
@@ -239,7 +242,7 @@ class Escalation:
                 "updated_by = excluded.updated_by",
                 priority,
                 _j([s.to_json() for s in steps]),
-                time.time(),
+                self.clock(),
                 actor,
             )
 
@@ -269,7 +272,7 @@ class Escalation:
         steps = await self._policy_in(tx, int(alert["priority"]))
         if not steps:
             return
-        now = time.time()
+        now = self.clock()
         raised_at = float(alert["raised_at"])
         for seq, step in enumerate(steps):
             await tx.execute(
@@ -294,7 +297,7 @@ class Escalation:
             return 0
 
         async def work(tx: Tx, post: PostCommit) -> int:
-            now = time.time()
+            now = self.clock()
             total = 0
             for alert_id in ids:
                 alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", alert_id)
@@ -346,7 +349,7 @@ class Escalation:
         """Perform every due step once, in one transaction; returns how many steps were taken."""
 
         async def work(tx: Tx, post: PostCommit) -> int:
-            at = time.time() if now is None else now
+            at = self.clock() if now is None else now
             rows = await tx.fetchall(
                 "SELECT * FROM escalation_steps WHERE state = 'pending' AND due_at <= ? "
                 "ORDER BY due_at, id LIMIT ?" + self.store.skip_locked(),
@@ -507,7 +510,7 @@ class Escalation:
             return []
 
         async def work(tx: Tx, post: PostCommit) -> list[str]:
-            now = time.time()
+            now = self.clock()
             sql = (
                 "SELECT * FROM alerts WHERE outcome = 'responder_sent' AND state = 'resolved' AND test = 0 "
                 "AND resolved_at >= ? AND NOT EXISTS (SELECT 1 FROM escalation_callouts c "
@@ -569,7 +572,7 @@ class Escalation:
             index,
             action,
             due_at,
-            time.time(),
+            self.clock(),
         )
 
     async def _callout(self, tx: Tx, alert_id: int) -> tuple[Row | None, list[Responder]]:
@@ -734,7 +737,7 @@ class Escalation:
         *,
         digits: str | None = None,
     ) -> ReplyOutcome:
-        now = time.time()
+        now = self.clock()
         alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", note["alert_id"])
         if alert is None:
             return ReplyOutcome()
@@ -842,7 +845,7 @@ class Escalation:
         """Take due notifications under a lease; ones that no longer matter are cancelled and recorded."""
 
         async def work(tx: Tx, post: PostCommit) -> list[Notification]:
-            now = time.time()
+            now = self.clock()
             rows = await tx.fetchall(
                 "SELECT * FROM notifications WHERE state = 'pending' AND due_at <= ? "
                 "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due_at, id LIMIT ?"
@@ -948,7 +951,7 @@ class Escalation:
 
     async def notification_sent(self, notification: Notification, *, sid: str, status: str) -> None:
         async def work(tx: Tx, post: PostCommit) -> None:
-            now = time.time()
+            now = self.clock()
             await tx.execute(
                 "UPDATE notifications SET state = 'sent', sid = ?, status = ?, lease_until = NULL, "
                 "last_error = NULL, updated_at = ? WHERE id = ?",
@@ -978,7 +981,7 @@ class Escalation:
         """Record a failed attempt; retry later while attempts remain and retrying can help."""
 
         async def work(tx: Tx, post: PostCommit) -> None:
-            now = time.time()
+            now = self.clock()
             retry_at = None
             if retryable and notification.attempts < self.settings.max_attempts:
                 retry_at = now + self._retry_delay(notification.attempts)
@@ -1034,7 +1037,7 @@ class Escalation:
             row = await tx.fetchone("SELECT * FROM notifications WHERE sid = ?", sid)
             if row is None:
                 return None
-            now = time.time()
+            now = self.clock()
             await tx.execute(
                 "UPDATE notifications SET status = ?, updated_at = ? WHERE id = ?", status, now, row["id"]
             )

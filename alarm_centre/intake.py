@@ -7,12 +7,12 @@ and each caller waits only for the batch its event joined.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, Self
 
+from alarm_centre.cancellation import stop
 from devices.events import DeviceEvent
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,8 @@ class GroupCommitter:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+        worker, self._worker = self._worker, None
+        await stop(worker)
         while not self._queue.empty():
             _, fut = self._queue.get_nowait()
             if not fut.done():

@@ -114,16 +114,24 @@ class Session:
 class SessionStore:
     """Console sessions kept in the alert store, so they survive a restart and work on every node."""
 
-    def __init__(self, store: AlertStore, *, ttl_s: float, idle_timeout_s: float) -> None:
+    def __init__(
+        self,
+        store: AlertStore,
+        *,
+        ttl_s: float,
+        idle_timeout_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
         self.ttl_s = ttl_s
         self.idle_timeout_s = idle_timeout_s
+        self.clock = clock  # wall-clock seconds; tests drive expiry with a clock of their own
 
     async def create(self, user: User, *, address: str) -> tuple[str, Session]:
         """Start a session; returns the cookie token (never stored) and the session."""
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
-        now = time.time()
+        now = self.clock()
         expires = now + self.ttl_s
 
         async def work(tx: Tx, post: PostCommit) -> None:
@@ -141,7 +149,7 @@ class SessionStore:
         if not 20 <= len(token) <= 128:
             return None
         key = hash_token(token)
-        now = time.time()
+        now = self.clock()
         async with self._store.read() as tx:
             row = await tx.fetchone(
                 "SELECT s.csrf, s.expires_at, s.last_seen_at, u.name, u.role, u.disabled "
@@ -177,7 +185,7 @@ class SessionStore:
         except Exception as exc:  # the store is down or closing: end the stream; the console reconnects
             log.warning("could not check a console session: %s", exc)
             return None
-        now = time.time()
+        now = self.clock()
         if row is None or row["disabled"] or now >= row["expires_at"]:
             return None
         # An open live queue is activity: keep the idle deadline moving while the stream is connected.

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import multiprocessing
 import os
 import statistics
@@ -35,6 +34,7 @@ import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
+from alarm_centre.cancellation import stop
 from bridge.config import load_config
 from bridge.service import Bridge
 from simulators.alexa import CertChainServer, TestCertificateAuthority
@@ -227,9 +227,7 @@ async def main(args: argparse.Namespace) -> int:
                         f"open alerts after the run: {len(alerts)} (every trigger joined the one help alert)"
                     )
                 finally:
-                    serving.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await serving
+                    await stop(serving)
             await bare_runner.cleanup()
     verdict = "meets" if worst < TARGET_P99_MS else "MISSES"
     print(f"/alexa p99 {worst:.2f} ms {verdict} the {TARGET_P99_MS:.0f} ms target")

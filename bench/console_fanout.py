@@ -33,6 +33,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from alarm_centre.cancellation import stop
 from alarm_centre.console.signin import SESSION_COOKIE, SESSIONS
 from alarm_centre.model import AlertChange, Role, User
 from bridge.config import load_config
@@ -145,9 +146,7 @@ async def console_run(n: int, events: int, mqtt_url: str) -> tuple[list[float], 
                     await readers.stop()
                 return every, last, end_to_end
             finally:
-                serve.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await serve
+                await stop(serve)
 
 
 @contextlib.asynccontextmanager

@@ -37,6 +37,8 @@ import aiohttp
 import aiomqtt
 import asyncpg
 
+from alarm_centre.cancellation import cancel_requests, honour_cancellation
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 CONNECTIONS = 50
@@ -135,7 +137,8 @@ async def storm(label: str, env: dict[str, str], nodes: list[str], broker_port: 
         fall_sent: dict[str, float] = {}
         console = Console(ports[nodes[-1]], token, fall_sent)
         console_task = asyncio.create_task(console.run())
-        await asyncio.wait_for(console.connected.wait(), 10)
+        async with asyncio.timeout(10):
+            await console.connected.wait()
         acked: dict[str, float] = {}
         results: dict[str, str] = {}
         all_acked = asyncio.Event()
@@ -161,6 +164,7 @@ async def storm(label: str, env: dict[str, str], nodes: list[str], broker_port: 
 
             async def sender(k: int, mine: list[str]) -> None:
                 nonlocal attempts
+                cancels = cancel_requests()
                 async with aiomqtt.Client("127.0.0.1", broker_port, identifier=f"units-{k}-{topic_root}",
                                           max_inflight_messages=1000) as client:
                     pending = list(mine)
@@ -176,6 +180,7 @@ async def storm(label: str, env: dict[str, str], nodes: list[str], broker_port: 
                                     fall_sent.setdefault(d, time.perf_counter())
                                 with contextlib.suppress(aiomqtt.MqttError):
                                     await client.publish(f"{topic_root}/v1/{d}/event", payload, qos=1)
+                                honour_cancellation(cancels)
                             if first:
                                 await asyncio.sleep(0.1)
                         first = False
@@ -187,7 +192,8 @@ async def storm(label: str, env: dict[str, str], nodes: list[str], broker_port: 
 
             senders = [asyncio.create_task(sender(k, g)) for k, g in enumerate(groups)]
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(all_acked.wait(), 120)
+                async with asyncio.timeout(120):
+                    await all_acked.wait()
             acked_in = (max(acked.values()) - started) if len(acked) == units else float("nan")
             for task in senders:
                 task.cancel()

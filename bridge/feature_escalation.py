@@ -165,6 +165,8 @@ class EscalationRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._metrics_at = 0.0
+        #: Completed passes of the loop, so a test that moved the clock can wait for the next ones.
+        self.passes = 0
 
     async def __aenter__(self) -> Self:
         self.escalation.store.add_listener(self.on_changes)
@@ -200,6 +202,11 @@ class EscalationRunner:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def delivering(self) -> int:
+        """Notifications being sent right now."""
+        return len(self._tasks)
+
     async def run(self) -> None:
         """Until cancelled: a sweep for call-outs a restart missed, then tick on wake-ups and due times."""
         with contextlib.suppress(Exception):
@@ -216,7 +223,7 @@ class EscalationRunner:
         with contextlib.suppress(Exception):
             due = await self.escalation.next_due()
             if due is not None:
-                delay = min(delay, max(0.0, due - time.time()) + 0.01)
+                delay = min(delay, max(0.0, due - self.escalation.clock()) + 0.01)
         if delay > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
@@ -248,6 +255,7 @@ class EscalationRunner:
         if time.monotonic() - self._metrics_at > METRICS_EVERY_S:
             self._metrics_at = time.monotonic()
             await self.refresh_metrics()
+        self.passes += 1
 
     async def _observe_acks(self, ids: set[str]) -> None:
         marks = ", ".join("?" for _ in ids)
@@ -335,6 +343,9 @@ _TWILIO_ERRORS = {
 def _form(*fields: str) -> Body:
     """A Twilio webhook's form fields (all text)."""
     return Body({"type": "object", "properties": {f: {"type": "string"} for f in fields}}, media_types=_FORM)
+
+
+ESCALATION_RUNNER: web.AppKey[EscalationRunner] = web.AppKey("escalation_runner", EscalationRunner)
 
 
 # -- Twilio webhooks --------------------------------------------------------------------------------
@@ -624,7 +635,7 @@ async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
         lease_s=cfg.lease_s,
         node=host.node,
     )
-    escalation = Escalation(host.store, settings)
+    escalation = Escalation(host.store, settings, clock=host.clock)
     metrics = EscalationMetrics(host.metrics_registry)
     policies = config_policies(cfg)
     ServiceLevelRoutes(escalation, tz, policies).add_routes(host.app)
@@ -649,4 +660,5 @@ async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
     runner = await stack.enter_async_context(
         EscalationRunner(escalation, notifier, metrics, public_url=public_url, poll_s=cfg.poll_s, tz=tz)
     )
+    host.app[ESCALATION_RUNNER] = runner
     host.add_loop("escalation", runner.run)

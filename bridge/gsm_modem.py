@@ -27,6 +27,7 @@ from typing import Any, Self
 
 import serial
 
+from alarm_centre.cancellation import cancel_requests, stop
 from alarm_centre.intake import Intake, StoreUnavailable
 from bridge.serial_transport import Backoff, LinkLost, SerialLink
 from devices.events import DeviceEvent
@@ -143,10 +144,7 @@ class GsmModem:
 
     async def __aexit__(self, *exc: object) -> None:
         runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+        await stop(runner)
         self._close_link()
 
     @property
@@ -185,9 +183,8 @@ class GsmModem:
                 with contextlib.suppress(LinkLost):
                     await reader
             finally:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, LinkLost):
-                    await reader
+                with contextlib.suppress(LinkLost):
+                    await stop(reader)
                 self._close_link()
             log.warning("GSM modem port %s lost; reopening", self.port)
             await asyncio.sleep(self._backoff.next_delay())
@@ -202,7 +199,9 @@ class GsmModem:
             try:
                 await session
             except asyncio.CancelledError:
-                if not reader.done():
+                # The session's own cancellation (the port went) is ours to absorb; the runner's is not:
+                # swallowing it would keep reopening the port under an __aexit__ waiting for it to stop.
+                if not reader.done() or cancel_requests():
                     raise
             except (TimeoutError, AtCommandError, _Restart, LinkLost, ModemNotReady) as exc:
                 self.last_error = str(exc) or type(exc).__name__

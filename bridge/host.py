@@ -31,6 +31,10 @@ class FeatureHost(Host, Protocol):
         """The transports' shared metrics (events, rejections, commands)."""
 
     @property
+    def clock(self) -> Callable[[], float]:
+        """Wall-clock seconds for the deadlines features keep (escalation steps); tests inject their own."""
+
+    @property
     def http_url(self) -> str:
         """This node's own HTTP address, once the server is bound."""
 

@@ -22,6 +22,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from alarm_centre.cancellation import cancel_requests, honour_cancellation
 from alarm_centre.intake import BatchIntake, IngestResult, StoreUnavailable
 from bridge.metrics import BridgeMetrics
 from devices.events import DeviceEvent
@@ -137,6 +138,7 @@ class MqttLink:
     async def run(self) -> None:
         """Stay connected and subscribed until cancelled."""
         delay = 0.5
+        cancels = cancel_requests()
         while True:
             inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
             try:
@@ -144,6 +146,9 @@ class MqttLink:
                     self._client = client
                     await client.subscribe(self._filter(self._topics.event_filter), qos=1)
                     await client.subscribe(self._filter(self._topics.status_filter), qos=1)
+                    # aiomqtt waits in asyncio.wait_for, which on 3.11 can return with our cancellation
+                    # lost (gh-86296): honour it rather than serve on under a shutdown waiting for us.
+                    honour_cancellation(cancels)
                     self.connections += 1
                     self.subscribed.set()
                     self._metrics.mqtt_connected.set(1)
@@ -173,6 +178,7 @@ class MqttLink:
                 self._client = None
                 self.subscribed.clear()
                 self._metrics.mqtt_connected.set(0)
+            honour_cancellation(cancels)
             # Full jitter: spread reconnects so a restarted broker is not hit by every node at once.
             await asyncio.sleep(random.uniform(0.1, delay))
             delay = min(delay * 2, self._reconnect_max_s)

@@ -27,6 +27,7 @@ from typing import Any, Self
 
 import serial
 
+from alarm_centre.cancellation import stop
 from alarm_centre.intake import Intake, StoreUnavailable
 from devices.serial_frame import (
     AckFrame,
@@ -219,15 +220,8 @@ class SerialTransport:
 
     async def __aexit__(self, *exc: object) -> None:
         runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
-        for task in list(self._handlers):
-            task.cancel()
-        for task in list(self._handlers):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop(runner)
+        await stop(*self._handlers)
         self._drop_link()
 
     @property

@@ -11,11 +11,11 @@ Shutdown (cancel, SIGINT, SIGTERM) stops intake first, then the transports, then
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import sys
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Self
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from alarm_centre.api import make_app
+from alarm_centre.api import ON_SCRAPE, make_app
 from alarm_centre.feed import AlertFeed
 from alarm_centre.host import HookOrder, Loop, OutboxSender, ReadinessCheck
 from alarm_centre.intake import GroupCommitter
@@ -44,8 +44,10 @@ log = logging.getLogger(__name__)
 
 
 class Bridge:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        #: Wall-clock seconds for deadlines the bridge keeps (escalation steps); tests pass their own.
+        self.clock = clock
         self.node = config.node_name
         self.metrics = BridgeMetrics(self.node)
         self._stack: AsyncExitStack | None = None
@@ -121,6 +123,7 @@ class Bridge:
                 on_error=lambda status: self.metrics.http_errors.labels(str(status)).inc(),
             )
             app = self.app
+            app[ON_SCRAPE] = self._refresh_gauges
             for start_feature in FEATURES:  # voice, serial, console, escalation, registry, ...
                 await start_feature(self, stack)
             # keepalive_timeout closes a connection that has no request in progress -- fresh, between
@@ -161,7 +164,6 @@ class Bridge:
             tg.create_task(self.outbox.run(), name="outbox")
             tg.create_task(self.feed.run(), name="alert-feed")
             tg.create_task(self.store.follow_access_changes(), name="access-changes")
-            tg.create_task(self._gauge_loop(), name="gauges")
             for name, loop in self._loops:
                 tg.create_task(loop(), name=name)
 
@@ -211,6 +213,7 @@ class Bridge:
         return problems
 
     async def _refresh_gauges(self) -> None:
+        """The open-alert gauge, from the store, on each /metrics scrape (never a scrape behind)."""
         try:
             counts = await self.store.open_alert_counts()
         except Exception:
@@ -218,12 +221,6 @@ class Bridge:
         self.metrics.open_alerts.clear()
         for (priority, state), n in counts.items():
             self.metrics.open_alerts.labels(str(priority), state).set(n)
-
-    async def _gauge_loop(self) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                await self._refresh_gauges()
-            await asyncio.sleep(2)
 
 
 def embedded_broker(cfg: Config) -> EmbeddedBroker:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 from devices.gsm_at import decode_ucs2, encode_ucs2
+from simulators.cancellation import stop
 from simulators.serial_unit import PtyPort
 
 
@@ -75,10 +76,7 @@ class SimulatedModem:
 
     async def __aexit__(self, *exc: object) -> None:
         self.port.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop(self._task)
 
     def unplug(self) -> None:
         """The modem's USB lead is pulled: the bridge's port fails."""

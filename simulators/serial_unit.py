@@ -32,6 +32,7 @@ from devices.serial_frame import (
     NeedData,
     encode_event,
 )
+from simulators.cancellation import stop
 
 
 class PtyPort:
@@ -153,11 +154,7 @@ class SimulatedSerialUnit:
 
     async def __aexit__(self, *exc: object) -> None:
         self.unplug()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop(*self._tasks)
 
     def plug(self) -> str:
         """(Re)create the port; the symlink, if any, now points at the new pty."""

@@ -21,6 +21,7 @@ from typing import Any, Self
 import aiomqtt
 
 from devices.mqtt_codec import Topics, decode_ack, decode_command, encode_event
+from simulators.cancellation import cancel_requests, honour_cancellation, stop
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +89,7 @@ class SimulatedUnit:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        tasks = [*self._tasks, *([self._runner] if self._runner else [])]
-        # Python 3.11's asyncio.wait_for (inside aiomqtt's publish) can swallow a cancellation that
-        # arrives as the publish completes; cancel again until every task has really ended.
-        while pending := [t for t in tasks if not t.done()]:
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=1.0)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop(*self._tasks, self._runner)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -104,6 +98,7 @@ class SimulatedUnit:
 
     async def _run(self) -> None:
         delay = 0.2
+        cancels = cancel_requests()
         while True:
             will = aiomqtt.Will(self.topics.status(self.device_id), b"offline", qos=1)
             try:
@@ -121,6 +116,7 @@ class SimulatedUnit:
                     await client.subscribe(self.topics.ack(self.device_id), qos=1)
                     await client.subscribe(self.topics.cmd(self.device_id), qos=1)
                     await client.publish(self.topics.status(self.device_id), b"online", qos=1)
+                    honour_cancellation(cancels)
                     self._client = client
                     self._connected.set()
                     delay = 0.2
@@ -136,6 +132,7 @@ class SimulatedUnit:
             finally:
                 self._client = None
                 self._connected.clear()
+            honour_cancellation(cancels)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -184,8 +181,7 @@ class SimulatedUnit:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[event_id] = fut
         delay = self._retry_initial
-        task = asyncio.current_task()
-        cancelling = task.cancelling() if task else 0
+        cancels = cancel_requests()
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -194,13 +190,12 @@ class SimulatedUnit:
                         self.log.attempts[event_id] = self.log.attempts.get(event_id, 0) + 1
                         with contextlib.suppress(aiomqtt.MqttError):
                             await client.publish(self.topics.event(self.device_id), payload, qos=1)
-                        if task is not None and task.cancelling() > cancelling:
-                            # Cancelled while aiomqtt's wait_for completed the publish (Python 3.11
-                            # then swallows the CancelledError): honour it, do not retry forever.
-                            raise asyncio.CancelledError
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(delay):
-                            return await asyncio.shield(fut)
+                        honour_cancellation(cancels)
+                    # asyncio.wait neither cancels the future nor turns anything into TimeoutError: a
+                    # cancellation of this task always propagates from here.
+                    done, _ = await asyncio.wait((fut,), timeout=delay)
+                    if done:
+                        return fut.result()
                     delay = min(delay * 2, self._retry_max) * random.uniform(0.8, 1.2)
         finally:
             self._waiting.pop(event_id, None)

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import RunningBridge, make_config
+from clock import SteppedClock
+from harness import RunningBridge, eventually, make_config
 
 from bridge.config import Config
+from bridge.feature_escalation import ESCALATION_RUNNER
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType
 from simulators.twilio_server import TwilioServer
@@ -64,3 +66,32 @@ async def timeline(bridge: RunningBridge, alert_id: str) -> list[dict[str, Any]]
 
 async def actions(bridge: RunningBridge, alert_id: str) -> list[str]:
     return [e["action"] for e in await timeline(bridge, alert_id)]
+
+
+async def settle(bridge: RunningBridge, passes: int = 2) -> None:
+    """Wait until the escalation loop has made ``passes`` more passes, each reading the clock afresh, and
+    has no notification in flight: whatever the clock now makes due has happened."""
+    runner = bridge.bridge.app[ESCALATION_RUNNER]
+    target = runner.passes + passes
+    runner.wake()
+
+    async def settled() -> bool:
+        if runner.passes < target:
+            runner.wake()
+            return False
+        return not runner.delivering
+
+    await eventually(settled)
+
+
+async def at_raise(bridge: RunningBridge, clock: SteppedClock, alert_id: str) -> None:
+    """Set the bridge's clock to the moment the store raised the alert (policy steps count from there)."""
+    alert, _ = await bridge.store.get_alert(alert_id)
+    assert alert.raised_at >= clock.now, "a clock only moves forward"
+    clock.now = alert.raised_at
+
+
+async def advance(bridge: RunningBridge, clock: SteppedClock, seconds: float) -> None:
+    """Move the bridge's clock on and let the escalation loop act on it."""
+    clock.advance(seconds)
+    await settle(bridge)

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from alarm_centre.cancellation import stop
 from alarm_centre.model import Role
 from bridge.config import Config, load_config
 from bridge.service import Bridge
@@ -136,16 +137,17 @@ class RunningBridge:
 
 
 @contextlib.asynccontextmanager
-async def running_bridge(config: Config) -> AsyncIterator[RunningBridge]:
-    async with Bridge(config) as bridge, aiohttp.ClientSession() as session:
+async def running_bridge(
+    config: Config, *, clock: Callable[[], float] | None = None
+) -> AsyncIterator[RunningBridge]:
+    bridge_under_test = Bridge(config) if clock is None else Bridge(config, clock=clock)
+    async with bridge_under_test as bridge, aiohttp.ClientSession() as session:
         task = asyncio.create_task(bridge.serve(), name="bridge-under-test")
         try:
             await bridge.mqtt.wait_subscribed(20)
             yield RunningBridge(bridge, session)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop(task)
 
 
 def postgres_parts() -> tuple[str, int]:

@@ -90,7 +90,6 @@ async def test_second_help_event_joins_the_open_alert(bridge: RunningBridge) -> 
 async def test_operators_list_acknowledge_and_resolve(bridge: RunningBridge) -> None:
     async with unit_for(bridge, "unit-4", answer_commands=False) as unit:
         battery = await unit.send("low_battery", timeout=20)
-        await asyncio.sleep(0.01)
         pendant = await unit.send("pendant", timeout=20)
     status, body = await bridge.call("GET", "/api/v1/alerts?state=open")
     assert status == 200
@@ -151,7 +150,11 @@ async def test_unit_retries_until_the_bridge_is_there(
         "unit-early", host=host, port=port, topic_root=topic_root, retry_initial_s=0.3, retry_max_s=1.0
     ) as unit:
         sending = asyncio.create_task(unit.send("pendant", event_id="early", timeout=60))
-        await asyncio.sleep(1.5)
+
+        async def retried() -> bool:
+            return unit.log.attempts.get("early", 0) >= 2
+
+        await eventually(retried)  # retrying with nobody there to ack
         assert not sending.done(), "nobody can have acked it yet"
         async with running_bridge(
             make_config(tmp_path, mqtt_url=f"mqtt://{host}:{port}", topic_root=topic_root)

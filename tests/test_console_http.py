@@ -11,11 +11,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from clock import SteppedClock
 from console_support import PASSWORD, add_user, console_client, raise_alert
 from harness import RunningBridge, make_config, running_bridge
 
 from alarm_centre.api import require
 from alarm_centre.console import ConsolePage, Safe, add_console_page, escape, page_response
+from alarm_centre.console.signin import SESSIONS
 
 CLI = [sys.executable, "-m", "bridge.cli"]
 
@@ -187,17 +189,27 @@ async def test_oversized_bodies_are_413(console_bridge: RunningBridge) -> None:
 
 
 async def test_sessions_expire_and_end(tmp_path: Path) -> None:
-    config = make_config(tmp_path, TELECARE_CONSOLE__SESSION_TTL_S="1.5")
-    async with running_bridge(config) as running, console_client(running, "olive") as client:
-        assert (await client.call("GET", "/api/v1/alerts"))[0] == 200
-        await asyncio.sleep(1.8)
-        assert (await client.call("GET", "/api/v1/alerts"))[0] == 401
-        status, _ = await client.call("GET", "/console")
-        assert status == 303
-    config = make_config(tmp_path / "idle", TELECARE_CONSOLE__IDLE_TIMEOUT_S="1")
-    async with running_bridge(config) as running, console_client(running, "olive") as client:
-        await asyncio.sleep(1.3)
-        assert (await client.call("GET", "/api/v1/alerts"))[0] == 401
+    clock = SteppedClock()
+    config = make_config(tmp_path, TELECARE_CONSOLE__SESSION_TTL_S="3600")  # idle limit: the default 1800 s
+    async with running_bridge(config) as running:
+        running.bridge.app[SESSIONS].clock = clock
+        async with console_client(running, "olive") as client:
+            assert (await client.call("GET", "/api/v1/alerts"))[0] == 200
+            clock.advance(1700)
+            assert (await client.call("GET", "/api/v1/alerts"))[0] == 200, "activity moves the idle deadline"
+            clock.advance(1700)
+            assert (await client.call("GET", "/api/v1/alerts"))[0] == 200
+            clock.advance(199)
+            assert (await client.call("GET", "/api/v1/alerts"))[0] == 200, "1 s before the absolute deadline"
+            clock.advance(1)
+            assert (await client.call("GET", "/api/v1/alerts"))[0] == 401, "the absolute deadline holds"
+            status, _ = await client.call("GET", "/console")
+            assert status == 303
+        async with console_client(running, "olive") as client:
+            clock.advance(1799)
+            assert (await client.call("GET", "/api/v1/alerts"))[0] == 200
+            clock.advance(1800)
+            assert (await client.call("GET", "/api/v1/alerts"))[0] == 401, "idle for the whole limit"
     async with running_bridge(make_config(tmp_path / "out")) as running:
         async with console_client(running, "olive") as client:
             assert (await client.call("POST", "/logout"))[0] == 200

@@ -89,7 +89,8 @@ async def test_sigkill_mid_storm_loses_nothing_and_duplicates_nothing(
         killed.set()
         await asyncio.sleep(1.0)
         proc = start_bridge(env, log)
-        await asyncio.wait_for(asyncio.gather(*fleet), timeout=180)
+        async with asyncio.timeout(180):
+            await asyncio.gather(*fleet)
     finally:
         proc.terminate()
         try:

@@ -1,4 +1,8 @@
-"""Escalation with a short policy on a real bridge, with a real local Twilio server on loopback."""
+"""Escalation with a short policy on a real bridge, with a real local Twilio server on loopback.
+
+The policy's steps are 1, 2 and 3 s after the alert; the tests move the bridge's clock (a SteppedClock)
+past each one instead of waiting on wall-clock time.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from escalation_support import OUR_NUMBER, SUPERVISOR, actions, raise_alert, timeline, twilio_config
+from clock import SteppedClock
+from escalation_support import (
+    OUR_NUMBER,
+    SUPERVISOR,
+    actions,
+    advance,
+    at_raise,
+    raise_alert,
+    timeline,
+    twilio_config,
+)
 from harness import eventually, running_bridge
 
 from simulators.twilio_server import TwilioServer
@@ -20,10 +34,18 @@ async def twilio() -> AsyncIterator[TwilioServer]:
 
 
 async def test_sms_then_call_reach_twilio_in_order(tmp_path: Path, twilio: TwilioServer) -> None:
-    async with running_bridge(twilio_config(tmp_path, twilio)) as bridge:
+    clock = SteppedClock()
+    async with running_bridge(twilio_config(tmp_path, twilio), clock=clock) as bridge:
         alert_id = await raise_alert(bridge, "unit-esc-1")
+        await at_raise(bridge, clock, alert_id)
+        await advance(bridge, clock, 1.9)
+        assert twilio.attempts == [], "nothing before the SMS step (2 s)"
+        await advance(bridge, clock, 0.2)
         async with asyncio.timeout(15):
             message = await twilio.next_message()
+        assert twilio.calls == [], "the call step (3 s) is not due yet"
+        await advance(bridge, clock, 1.0)
+        async with asyncio.timeout(15):
             call = await twilio.next_call()
         assert (message.to, message.from_) == (SUPERVISOR, OUR_NUMBER)
         assert f"alert {alert_id}" in message.body and "not been acknowledged" in message.body
@@ -53,13 +75,12 @@ async def test_sms_then_call_reach_twilio_in_order(tmp_path: Path, twilio: Twili
 
 
 async def test_acknowledging_stops_the_remaining_steps(tmp_path: Path, twilio: TwilioServer) -> None:
-    async with running_bridge(twilio_config(tmp_path, twilio)) as bridge:
+    clock = SteppedClock()
+    async with running_bridge(twilio_config(tmp_path, twilio), clock=clock) as bridge:
         alert_id = await raise_alert(bridge, "unit-esc-2")
-
-        async def highlighted() -> bool:
-            return "escalation_highlight" in await actions(bridge, alert_id)
-
-        await eventually(highlighted, timeout=10)
+        await at_raise(bridge, clock, alert_id)
+        await advance(bridge, clock, 1.1)
+        assert "escalation_highlight" in await actions(bridge, alert_id)
         status, _ = await bridge.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge", user="alice")
         assert status == 200
 
@@ -67,7 +88,7 @@ async def test_acknowledging_stops_the_remaining_steps(tmp_path: Path, twilio: T
             return "escalation_stopped" in await actions(bridge, alert_id)
 
         await eventually(stopped, timeout=10)
-        await asyncio.sleep(3.0)  # past the SMS (2 s) and call (3 s) steps
+        await advance(bridge, clock, 60)  # far past the SMS (2 s) and call (3 s) steps
         assert twilio.messages == [] and twilio.calls == []
         trail = await timeline(bridge, alert_id)
         stop = next(e for e in trail if e["action"] == "escalation_stopped")
@@ -77,8 +98,11 @@ async def test_acknowledging_stops_the_remaining_steps(tmp_path: Path, twilio: T
 
 async def test_restart_mid_escalation_neither_loses_nor_repeats(tmp_path: Path, twilio: TwilioServer) -> None:
     config = twilio_config(tmp_path, twilio)
-    async with running_bridge(config) as bridge:
+    clock = SteppedClock()
+    async with running_bridge(config, clock=clock) as bridge:
         alert_id = await raise_alert(bridge, "unit-esc-3")
+        await at_raise(bridge, clock, alert_id)
+        await advance(bridge, clock, 2.1)
         async with asyncio.timeout(10):
             first = await twilio.next_message()
 
@@ -88,8 +112,8 @@ async def test_restart_mid_escalation_neither_loses_nor_repeats(tmp_path: Path, 
         await eventually(sms_recorded)
         # stop before the call step (due 3 s after the alert was raised)
     assert twilio.calls == [], "the bridge stopped before the call step"
-    await asyncio.sleep(1.5)  # the call step falls due while no bridge runs
-    async with running_bridge(config) as bridge:
+    clock.advance(1.5)  # the call step falls due while no bridge runs
+    async with running_bridge(config, clock=clock) as bridge:
         async with asyncio.timeout(10):
             call = await twilio.next_call()
         assert call.to == SUPERVISOR
@@ -98,7 +122,7 @@ async def test_restart_mid_escalation_neither_loses_nor_repeats(tmp_path: Path, 
             return (await actions(bridge, alert_id)).count("notification_sent") == 2
 
         await eventually(call_recorded)
-        await asyncio.sleep(1.5)  # time for a wrongful repeat to show
+        await advance(bridge, clock, 60)  # past every lease and retry: time for a wrongful repeat to show
         trail = await timeline(bridge, alert_id)
     assert [m.sid for m in twilio.messages] == [first.sid], "the SMS was not sent again"
     assert len(twilio.calls) == 1, "the call was placed once"
@@ -107,7 +131,8 @@ async def test_restart_mid_escalation_neither_loses_nor_repeats(tmp_path: Path, 
 
 
 async def test_test_alerts_never_escalate(tmp_path: Path, twilio: TwilioServer) -> None:
-    async with running_bridge(twilio_config(tmp_path, twilio)) as bridge:
+    clock = SteppedClock()
+    async with running_bridge(twilio_config(tmp_path, twilio), clock=clock) as bridge:
         await bridge.store.upsert_device("unit-esc-4", "gsm_unit")
 
         async def test_mode(tx: object, post: object) -> None:
@@ -118,7 +143,7 @@ async def test_test_alerts_never_escalate(tmp_path: Path, twilio: TwilioServer) 
         alert_id = await raise_alert(bridge, "unit-esc-4", test=True)
         alert, _ = await bridge.store.get_alert(alert_id)
         assert alert.test
-        await asyncio.sleep(3.5)
+        await advance(bridge, clock, 60)
         assert twilio.messages == [] and twilio.calls == []
         assert not {"escalation_scheduled", "escalation_highlight"} & set(await actions(bridge, alert_id))
 

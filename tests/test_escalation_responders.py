@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from escalation_support import actions, raise_alert, timeline, twilio_config
+from clock import SteppedClock
+from escalation_support import actions, advance, raise_alert, timeline, twilio_config
 from harness import RunningBridge, eventually, running_bridge
 
 from alarm_centre.responders import read_responders
@@ -49,15 +50,19 @@ async def resolve_sent(bridge: RunningBridge, device_id: str) -> str:
 
 
 async def test_responders_in_order_until_one_accepts(tmp_path: Path, twilio: TwilioServer) -> None:
-    config = twilio_config(tmp_path, twilio, policies={"1": []}, TELECARE_ESCALATION__RESPONDER_WAIT_S="1.5")
-    async with running_bridge(config) as bridge:
+    config = twilio_config(tmp_path, twilio, policies={"1": []}, TELECARE_ESCALATION__RESPONDER_WAIT_S="120")
+    clock = SteppedClock()
+    async with running_bridge(config, clock=clock) as bridge:
         alert_id = await resolve_sent(bridge, "unit-r1")
         async with asyncio.timeout(10):
             sms_a = await twilio.next_message()
             call_a = await twilio.next_call()
         assert sms_a.to == ANNA and call_a.to == ANNA
         assert "Ada Jones" in sms_a.body and "Reply YES" in sms_a.body
+        await advance(bridge, clock, 119)
+        assert len(twilio.messages) == 1, "Anna still has a second to answer"
         # Anna does not answer within responder_wait_s: Ben is next (the entry without a phone is skipped).
+        await advance(bridge, clock, 1)
         async with asyncio.timeout(10):
             sms_b = await twilio.next_message()
             call_b = await twilio.next_call()
@@ -77,7 +82,7 @@ async def test_responders_in_order_until_one_accepts(tmp_path: Path, twilio: Twi
         # Anna's late YES is recorded but changes nothing; Cara is never contacted.
         late = await twilio.reply_sms(bridge.url + "/twilio/sms", ANNA, "yes I can go")
         assert late.status == 200 and "already accepted" in late.text
-        await asyncio.sleep(2.0)
+        await advance(bridge, clock, 600)  # far past Ben's wait: Cara would be next if anything were due
         assert CARA not in {m.to for m in twilio.messages} | {c.to for c in twilio.calls}
         names = await actions(bridge, alert_id)
         assert names.count("responder_accepted") == 1 and "responder_replied" in names
@@ -85,7 +90,8 @@ async def test_responders_in_order_until_one_accepts(tmp_path: Path, twilio: Twi
 
 async def test_sms_yes_accepts_and_no_moves_on(tmp_path: Path, twilio: TwilioServer) -> None:
     config = twilio_config(tmp_path, twilio, policies={"1": []}, TELECARE_ESCALATION__RESPONDER_WAIT_S="60")
-    async with running_bridge(config) as bridge:
+    clock = SteppedClock()
+    async with running_bridge(config, clock=clock) as bridge:
         alert_id = await resolve_sent(bridge, "unit-r2")
         async with asyncio.timeout(10):
             assert (await twilio.next_message()).to == ANNA
@@ -106,10 +112,10 @@ async def test_sms_yes_accepts_and_no_moves_on(tmp_path: Path, twilio: TwilioSer
         accept = next(e for e in trail if e["action"] == "responder_accepted")
         assert (accept["name"], accept["via"], accept["source"]) == ("Ben", "sms", "sms")
         # Nobody after Ben is contacted, and nothing more goes out once he accepted.
-        await asyncio.sleep(1.0)
+        await advance(bridge, clock, 1)
         sent = len(twilio.messages) + len(twilio.calls)
         assert CARA not in {m.to for m in twilio.messages} | {c.to for c in twilio.calls}
-        await asyncio.sleep(1.0)
+        await advance(bridge, clock, 600)  # past Ben's wait, every retry and lease
         assert len(twilio.messages) + len(twilio.calls) == sent
 
 

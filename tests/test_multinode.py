@@ -120,6 +120,7 @@ async def test_two_node_processes_one_killed_mid_fleet(tmp_path: Path, mosquitto
         acks: dict[tuple[str, str], dict[str, Any]] = {}
         units: list[SimulatedUnit] = []
         half = asyncio.Event()
+        answered = asyncio.Event()
         try:
             for http_port in ports.values():
                 await eventually(lambda p=http_port: _ready(p), timeout=40)  # type: ignore[misc]
@@ -138,7 +139,27 @@ async def test_two_node_processes_one_killed_mid_fleet(tmp_path: Path, mosquitto
                             half.set()
                         await asyncio.sleep(0.05)
                     # Stay until every call-back command was answered (the cmd_result is acked too).
-                    await asyncio.sleep(2)
+                    await answered.wait()
+
+            async def release_when_answered() -> None:
+                """Every event acked, every outbox command at its unit, every unit's answer acked."""
+                conn = await asyncpg.connect(url)
+                try:
+                    async def all_answered() -> bool:
+                        if len(acks) < UNITS * EVENTS_PER_UNIT:
+                            return False
+                        rows = await conn.fetch("SELECT cmd_id, done_at FROM outbox")
+                        at_units = {c["cmd_id"] for u in units for c in u.log.commands}
+                        if any(r["done_at"] is None or r["cmd_id"] not in at_units for r in rows):
+                            return False
+                        return all(
+                            set(u.log.attempts) <= {a.get("event_id") for a in u.log.acks} for u in units
+                        )
+
+                    await eventually(all_answered, timeout=120)
+                finally:
+                    await conn.close()
+                answered.set()
 
             async def killer() -> None:
                 await half.wait()
@@ -150,6 +171,7 @@ async def test_two_node_processes_one_killed_mid_fleet(tmp_path: Path, mosquitto
 
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(killer())
+                tg.create_task(release_when_answered())
                 for n in range(UNITS):
                     tg.create_task(unit_life(n))
 

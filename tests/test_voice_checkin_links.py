@@ -207,7 +207,8 @@ async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         *CLI, *args, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
     return proc.returncode or 0, out.decode(), err.decode()
 
 
@@ -329,6 +330,7 @@ async def test_simulate_alexa_cli_end_to_end(
             assert code == 1 and "HTTP 400" in err
     finally:
         server.terminate()
-        await asyncio.wait_for(server.wait(), 10)
+        async with asyncio.timeout(10):
+            await server.wait()
     out_text = (await server.stdout.read()).decode() if server.stdout else ""
     assert "TELECARE_ALEXA__TEST_CERT_ORIGIN=https://127.0.0.1:" in out_text

@@ -30,6 +30,7 @@ from typing import Any, Self
 
 import asyncpg
 
+from alarm_centre.cancellation import stop
 from alarm_centre.intake import IngestResult
 from alarm_centre.model import AlertChange
 from alarm_centre.store.base import AlertStore, InvalidRequest, PostCommit, RetryLater, Row, Tx
@@ -223,11 +224,8 @@ class PostgresStore(AlertStore):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._listener_task is not None:
-            self._listener_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener_task
-            self._listener_task = None
+        listener, self._listener_task = self._listener_task, None
+        await stop(listener)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
