@@ -53,7 +53,8 @@ async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             except ConnectionError:
                 return b"", time.monotonic() - started
             try:
-                answer = await asyncio.wait_for(reader.read(), 0.1)
+                async with asyncio.timeout(0.1):
+                    answer = await reader.read()
             except TimeoutError:
                 continue
             return answer, time.monotonic() - started

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from harness import eventually
 
+from alarm_centre.cancellation import stop
 from alarm_centre.escalation import Escalation, EscalationSettings, PolicyStep
 from alarm_centre.host import HookOrder
 from alarm_centre.model import OutboxItem
@@ -81,9 +82,7 @@ async def running_outbox(store: AlertStore, clock: Clock, unit: Unit) -> AsyncIt
     try:
         yield dispatcher, metrics
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop(task)
 
 
 def count_claims(store: AlertStore, after_claim: Callable[[list[OutboxItem]], Awaitable[None]] | None = None
