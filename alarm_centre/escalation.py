@@ -27,9 +27,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from alarm_centre.alerts.lifecycle import Source
+from alarm_centre.alerts.model import iso
 from alarm_centre.ids import row_id
-from alarm_centre.lifecycle import Source
-from alarm_centre.model import iso
 from alarm_centre.responders import (
     E164_RE,
     Responder,

@@ -22,10 +22,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from alarm_centre.alerts.lifecycle import Source
+from alarm_centre.alerts.model import iso
 from alarm_centre.host import HookOrder
 from alarm_centre.ids import row_id
-from alarm_centre.lifecycle import Source
-from alarm_centre.model import iso
 from alarm_centre.store.base import AlertStore, PostCommit, Row, Tx, alert_from_row
 from devices import strict_json
 from devices.events import DeviceEvent

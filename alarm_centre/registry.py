@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from alarm_centre.alerts.lifecycle import Outcome, Source
+from alarm_centre.alerts.model import iso
 from alarm_centre.host import HookOrder
-from alarm_centre.lifecycle import Outcome, Source
-from alarm_centre.model import iso
 from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
 from devices import strict_json
 from devices.csv_yaml import Batch, RowError

@@ -19,7 +19,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from alarm_centre.model import Role, User
+from alarm_centre.alerts.model import Role, User
 from alarm_centre.store.base import AlertStore, NotFound, PostCommit, Tx, hash_token
 
 log = logging.getLogger(__name__)

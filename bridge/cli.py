@@ -165,7 +165,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
             if bridge.credentials is not None:  # each demo unit signs in with a password of its own
                 for unit_id in unit_ids:
                     passwords[unit_id] = await bridge.credentials.issue(unit_id, actor="demo", source="cli")
-            from alarm_centre.model import Role
+            from alarm_centre.alerts.model import Role
 
             token = await bridge.store.add_user("demo-operator", Role.OPERATOR)
             import secrets

@@ -47,7 +47,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> None:
-    from alarm_centre.model import Role
+    from alarm_centre.alerts.model import Role
     from alarm_centre.sessions import set_password
     from alarm_centre.store.base import Conflict
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from alarm_centre.model import OutboxItem
+from alarm_centre.alerts.model import OutboxItem
 from alarm_centre.store.base import AlertStore
 from bridge.gsm_modem import AtCommandError, GsmModem
 from bridge.metrics import BridgeMetrics

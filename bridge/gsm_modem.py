@@ -27,7 +27,7 @@ from typing import Any, Self
 
 import serial
 
-from alarm_centre.intake import Intake, StoreUnavailable
+from alarm_centre.alerts.intake import Intake, StoreUnavailable
 from bridge.serial_transport import Backoff, LinkLost, SerialLink
 from devices.events import DeviceEvent
 from devices.gsm_at import (

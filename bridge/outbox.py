@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from alarm_centre.model import OutboxItem
+from alarm_centre.alerts.model import OutboxItem
 from alarm_centre.store.base import AlertStore
 from bridge.metrics import BridgeMetrics
 from devices.mqtt_codec import encode_command

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Self
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from alarm_centre.api import make_app
-from alarm_centre.feed import AlertFeed
+from alarm_centre.alerts.feed import AlertFeed
+from alarm_centre.alerts.intake import GroupCommitter
+from alarm_centre.alerts.model import OutboxItem
 from alarm_centre.host import HookOrder, Loop, OutboxSender, ReadinessCheck
-from alarm_centre.intake import GroupCommitter
-from alarm_centre.model import OutboxItem
+from alarm_centre.http.api import make_app
 from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore, EventHook, RaiseHook
 from bridge.config import Config

@@ -16,7 +16,7 @@ sys.path.insert(0, str(HERE / "tests"))
 
 from harness import make_config, running_bridge  # noqa: E402
 
-from alarm_centre.model import Role  # noqa: E402
+from alarm_centre.alerts.model import Role  # noqa: E402
 from alarm_centre.sessions import set_password  # noqa: E402
 from alarm_centre.store.base import PostCommit, Tx  # noqa: E402
 from devices.events import DeviceEvent  # noqa: E402

@@ -29,7 +29,7 @@ from datetime import time as dtime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from alarm_centre.intake import Intake, StoreUnavailable
+from alarm_centre.alerts.intake import Intake, StoreUnavailable
 from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, PostCommit, Tx
 from devices import strict_json
 from devices.events import DEVICE_ID_RE, MAX_EVENT_ID, DeviceEvent

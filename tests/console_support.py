@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 from harness import RunningBridge
 
-from alarm_centre.model import Role
+from alarm_centre.alerts.model import Role
 from alarm_centre.sessions import set_password
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType

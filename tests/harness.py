@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from alarm_centre.model import Role
+from alarm_centre.alerts.model import Role
 from bridge.config import Config, load_config
 from bridge.service import Bridge
 

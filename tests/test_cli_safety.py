@@ -205,7 +205,7 @@ async def test_store_directory_is_0700_and_database_files_0600(tmp_path: Path) -
     old = os.umask(0o022)
     try:
         async with SqliteStore(tmp_path / "data" / "telecare.db") as store:
-            from alarm_centre.model import Role
+            from alarm_centre.alerts.model import Role
 
             await store.add_user("olive", Role.OPERATOR)
             files = sorted((tmp_path / "data").iterdir())

@@ -14,8 +14,8 @@ import pytest
 from console_support import PASSWORD, add_user, console_client, raise_alert
 from harness import RunningBridge, make_config, running_bridge
 
-from alarm_centre.api import require
 from alarm_centre.console import ConsolePage, Safe, add_console_page, escape, page_response
+from alarm_centre.http.api import require
 
 CLI = [sys.executable, "-m", "bridge.cli"]
 

@@ -19,8 +19,8 @@ import pytest
 from console_support import add_user, console_client, raise_alert
 from harness import RunningBridge, eventually, make_config, postgres_database, running_bridge
 
-from alarm_centre.api import STREAM_KEEPALIVE_S
-from alarm_centre.model import Role
+from alarm_centre.alerts.model import Role
+from alarm_centre.http.api import STREAM_KEEPALIVE_S
 from alarm_centre.sessions import set_disabled
 from alarm_centre.store.postgres import PostgresStore
 

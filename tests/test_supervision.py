@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from harness import RunningBridge, eventually
 
-from alarm_centre.intake import GroupCommitter
-from alarm_centre.model import iso
+from alarm_centre.alerts.intake import GroupCommitter
+from alarm_centre.alerts.model import iso
 from alarm_centre.registry import Registry
 from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore

@@ -23,11 +23,11 @@ from typing import Any, Protocol, Self, TypeVar
 
 from pydantic import ValidationError
 
+from alarm_centre.alerts.intake import IngestResult
+from alarm_centre.alerts.lifecycle import Action as LifecycleAction
+from alarm_centre.alerts.lifecycle import AlertState, IllegalTransition, Outcome, Source, next_state
+from alarm_centre.alerts.model import Alert, AlertChange, OutboxItem, Role, TimelineEntry, User
 from alarm_centre.ids import MAX_ROW_ID, row_id
-from alarm_centre.intake import IngestResult
-from alarm_centre.lifecycle import Action as LifecycleAction
-from alarm_centre.lifecycle import AlertState, IllegalTransition, Outcome, Source, next_state
-from alarm_centre.model import Alert, AlertChange, OutboxItem, Role, TimelineEntry, User
 from devices import strict_json
 from devices.events import DeviceEvent
 from devices.registry import Device, Resident, errors_of

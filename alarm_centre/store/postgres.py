@@ -30,8 +30,8 @@ from typing import Any, Self
 
 import asyncpg
 
-from alarm_centre.intake import IngestResult
-from alarm_centre.model import AlertChange
+from alarm_centre.alerts.intake import IngestResult
+from alarm_centre.alerts.model import AlertChange
 from alarm_centre.store.base import AlertStore, InvalidRequest, PostCommit, RetryLater, Row, Tx
 from alarm_centre.store.schema import JsonRepair, all_migrations, statements
 from devices.events import DeviceEvent

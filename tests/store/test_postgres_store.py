@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 from harness import eventually, postgres_database
 
-from alarm_centre.model import AlertChange
+from alarm_centre.alerts.model import AlertChange
 from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.postgres import PostgresStore, translate

@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from alarm_centre.model import AlertChange
+from alarm_centre.alerts.model import AlertChange
 from alarm_centre.store.base import AlertStore
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from harness import eventually
 
+from alarm_centre.alerts.model import OutboxItem
 from alarm_centre.escalation import Escalation, EscalationSettings, PolicyStep
 from alarm_centre.host import HookOrder
-from alarm_centre.model import OutboxItem
 from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore
 from bridge.metrics import BridgeMetrics

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from alarm_centre.lifecycle import AlertState
+from alarm_centre.alerts.lifecycle import AlertState
 
 
 class Role(StrEnum):
