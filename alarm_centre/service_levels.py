@@ -23,7 +23,8 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from alarm_centre.alerts.model import iso
-from alarm_centre.store.base import AlertStore, InvalidRequest, Row
+from alarm_centre.store.base import AlertStore
+from alarm_centre.store.tx import InvalidRequest, Row
 from devices.csv_yaml import safe_cell
 
 THRESHOLDS: tuple[int, ...] = (60, 180)

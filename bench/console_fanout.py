@@ -117,7 +117,7 @@ async def console_run(n: int, events: int, mqtt_url: str) -> tuple[list[float], 
                 sessions = bridge.app[SESSIONS]
                 cookies = []
                 for i in range(n):
-                    await bridge.store.add_user(f"op{i}", Role.OPERATOR)
+                    await bridge.store.users.add(f"op{i}", Role.OPERATOR)
                     token, _ = await sessions.create(User(f"op{i}", Role.OPERATOR), address="127.0.0.1")
                     cookies.append({SESSION_COOKIE: token})
                 readers = Readers()

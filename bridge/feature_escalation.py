@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 from twilio.request_validator import RequestValidator
 
+from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.model import AlertChange, Role, User
 from alarm_centre.escalation import (
     POLICY_SCHEMA,
@@ -186,15 +187,15 @@ class EscalationRunner:
         """Store listener (after commit): note what to stop, call out or measure, and wake the loop."""
         wake = False
         for change in changes:
-            if change.action == "acknowledged":
+            if change.action is AuditAction.ACKNOWLEDGED:
                 self._stop_ids.add(change.alert_id)
                 self._acked_ids.add(change.alert_id)
                 wake = True
-            elif change.action == "resolved":
+            elif change.action is AuditAction.RESOLVED:
                 self._stop_ids.add(change.alert_id)
                 self._resolved_ids.add(change.alert_id)
                 wake = True
-            elif change.action == "raised":
+            elif change.action is AuditAction.RAISED:
                 wake = True
         if wake:
             self._wake.set()

@@ -103,7 +103,7 @@ class Bridge:
                     metrics=self.metrics,
                     client_id=cfg.mqtt.client_id or f"telecare-bridge-{self.node}",
                     shared_group=cfg.mqtt.shared_group,
-                    on_status=self.store.set_devices_online,
+                    on_status=self.store.devices.set_many_online,
                     mqtt5=mqtt5,
                     keepalive=cfg.mqtt.keepalive,
                     max_in_flight=cfg.mqtt.max_in_flight,
@@ -212,7 +212,7 @@ class Bridge:
 
     async def _refresh_gauges(self) -> None:
         try:
-            counts = await self.store.open_alert_counts()
+            counts = await self.store.alerts.open_alert_counts()
         except Exception:
             return
         self.metrics.open_alerts.clear()

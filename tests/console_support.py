@@ -22,7 +22,7 @@ CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 async def add_user(bridge: RunningBridge, name: str, role: str, password: str = PASSWORD) -> str:
-    token: str = await bridge.store.add_user(name, Role(role))
+    token: str = await bridge.store.users.add(name, Role(role))
     await set_password(bridge.store, name, password)
     return token
 

@@ -67,7 +67,7 @@ async def test_raised_once_and_resolved_when_heard(
     clock.now = t0 + 91
     assert await supervisor.sweep() == 1
     assert await open_no_heartbeat(store) == ["u1"]
-    alerts, _ = await store.list_alerts(state="open")
+    alerts, _ = await store.alerts.list_alerts(state="open")
     assert alerts[0].priority == 2 and alerts[0].data["source"] == "system"
     device = await registry.get_device("u1")
     assert device["heartbeat_due_at"] is None and device["last_seen_at"] is None and not device["online"]

@@ -66,7 +66,7 @@ class AlertFeed:
                 if not self._subscribers:
                     break
                 try:
-                    alerts = await self._store.get_alerts(ids[start : start + PAGE])
+                    alerts = await self._store.alerts.get_alerts(ids[start : start + PAGE])
                 except Exception as exc:
                     log.warning("feed could not read %d changed alerts: %s", len(ids[start:]), exc)
                     continue

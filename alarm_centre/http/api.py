@@ -62,14 +62,14 @@ async def bearer_auth(request: web.Request, handler: Callable[[web.Request], Awa
             return json_error(401, "unauthorized", "send Authorization: Bearer <token>")
         token = match.group(1)
         store = request.app[STORE]
-        user = await store.user_for_token(token)
+        user = await store.users.for_token(token)
         if user is None:
             return json_error(401, "unauthorized", "unknown or disabled token")
         request[USER_KEY] = user
 
         async def same_user(started_as: User = user) -> bool:
             try:
-                return await store.user_for_token(token) == started_as
+                return await store.users.for_token(token) == started_as
             except Exception as exc:  # the store is down or closing: end the stream; the client reconnects
                 log.warning("could not check an API token: %s", exc)
                 return False
@@ -132,7 +132,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     require(request, "alerts:read")
     state = request.query.get("state", "open")
     limit = query_int(request, "limit", 100, 1, 1000)
-    alerts, cursor = await request.app[STORE].list_alerts(
+    alerts, cursor = await request.app[STORE].alerts.list_alerts(
         state=state, limit=limit, cursor=request.query.get("cursor") or None)
     return json_response({"alerts": [a.to_json() for a in alerts], "next_cursor": cursor})
 
@@ -172,7 +172,7 @@ async def resolve(request: web.Request) -> web.Response:
 async def reassign(request: web.Request) -> web.Response:
     user = require(request, "alerts:reassign")
     body = validated(ReassignBody, await read_json(request))
-    alert = await request.app[STORE].reassign(alert_key(request), to=body.to, actor=user.name,
+    alert = await request.app[STORE].alerts.reassign(alert_key(request), to=body.to, actor=user.name,
                                               source=source_of(request))
     return json_response(alert.to_json())
 
@@ -182,7 +182,7 @@ async def reassign(request: web.Request) -> web.Response:
 async def add_note(request: web.Request) -> web.Response:
     user = require(request, "alerts:handle")
     body = validated(NoteBody, await read_json(request))
-    await request.app[STORE].add_note(alert_key(request), note=body.note, actor=user.name,
+    await request.app[STORE].alerts.add_note(alert_key(request), note=body.note, actor=user.name,
                                       source=source_of(request))
     return json_response({"ok": True}, status=201)
 

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from alarm_centre.alerts.lifecycle import IllegalTransition
-from alarm_centre.store.base import Conflict, InvalidRequest, NotFound
+from alarm_centre.store.tx import Conflict, InvalidRequest, NotFound
 from devices import strict_json
 
 log = logging.getLogger(__name__)
