@@ -1,7 +1,8 @@
 """HTTP API v1 on aiohttp: alerts, the live stream, health and metrics (the registry: registry_api.py).
 
-Errors are always JSON ``{"error": str, "detail": ...}`` with the right status; never a stack trace.
-API clients authenticate with ``Authorization: Bearer <token>``.
+Errors are always JSON ``{"error": str, "detail": ...}`` with the right status, never a stack trace
+(``errors.py``); input is read by one rule per kind (``inputs.py``); the description is built from the
+routes (``openapi.py``). API clients authenticate with ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
