@@ -27,9 +27,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from alarm_centre.alerts.audit import AuditAction
+from alarm_centre.alerts.lifecycle import Source
+from alarm_centre.alerts.model import iso
 from alarm_centre.ids import row_id
-from alarm_centre.lifecycle import Source
-from alarm_centre.model import iso
 from alarm_centre.responders import (
     E164_RE,
     Responder,
@@ -40,7 +41,8 @@ from alarm_centre.responders import (
     supervisor_call,
     supervisor_sms,
 )
-from alarm_centre.store.base import AlertStore, InvalidRequest, PostCommit, Row, Tx
+from alarm_centre.store.base import AlertStore
+from alarm_centre.store.tx import InvalidRequest, PostCommit, Row, Tx
 from devices import strict_json
 from devices.events import DeviceEvent
 from devices.vocabulary import PRIORITIES
@@ -285,8 +287,8 @@ class Escalation:
                 raised_at + float(step["after_s"]),
                 now,
             )
-        await self.store.log_action(
-            tx, post, alert, "escalation_scheduled", "system", Source.SYSTEM, {"steps": steps}, now
+        await self.store.alerts.log_action(
+            tx, post, alert, AuditAction.ESCALATION_SCHEDULED, "system", Source.SYSTEM, {"steps": steps}, now
         )
 
     # -- stopping --------------------------------------------------------------------------------
@@ -332,11 +334,11 @@ class Escalation:
             now,
         )
         if cancelled:
-            await self.store.log_action(
+            await self.store.alerts.log_action(
                 tx,
                 post,
                 alert,
-                "escalation_stopped",
+                AuditAction.ESCALATION_STOPPED,
                 "system",
                 Source.SYSTEM,
                 {"cancelled": cancelled, "reason": reason},
@@ -400,16 +402,16 @@ class Escalation:
             await tx.execute(
                 "UPDATE alerts SET data = ?, updated_at = ? WHERE id = ?", _j(data), now, alert["id"]
             )
-            await self.store.log_action(
-                tx, post, alert, "escalation_highlight", "system", Source.SYSTEM, detail, now
+            await self.store.alerts.log_action(
+                tx, post, alert, AuditAction.ESCALATION_HIGHLIGHT, "system", Source.SYSTEM, detail, now
             )
             return "done", "highlighted"
         if not self.settings.twilio_enabled:
-            await self.store.log_action(
+            await self.store.alerts.log_action(
                 tx,
                 post,
                 alert,
-                "escalation_skipped",
+                AuditAction.ESCALATION_SKIPPED,
                 "system",
                 Source.SYSTEM,
                 {**detail, "reason": "twilio is disabled"},
@@ -422,11 +424,11 @@ class Escalation:
                 if number not in numbers:
                     numbers.append(number)
         if not numbers:
-            await self.store.log_action(
+            await self.store.alerts.log_action(
                 tx,
                 post,
                 alert,
-                "escalation_skipped",
+                AuditAction.ESCALATION_SKIPPED,
                 "system",
                 Source.SYSTEM,
                 {**detail, "reason": "no supervisor numbers configured"},
@@ -444,11 +446,11 @@ class Escalation:
             await self._add_notification(
                 tx, alert, step["id"], "supervisor", None, "", channel, number, body, now
             )
-        await self.store.log_action(
+        await self.store.alerts.log_action(
             tx,
             post,
             alert,
-            "escalation_notify",
+            AuditAction.ESCALATION_NOTIFY,
             "system",
             Source.SYSTEM,
             {**detail, "channel": channel, "to": numbers},
@@ -537,15 +539,17 @@ class Escalation:
             if row is not None:
                 responders, skipped = read_responders(row["data"])
         if not self.settings.twilio_enabled:
-            state, action, reason = "unavailable", "responder_callout_unavailable", "twilio is disabled"
+            state, action, reason = (
+                "unavailable", AuditAction.RESPONDER_CALLOUT_UNAVAILABLE, "twilio is disabled"
+            )
         elif not responders:
             state, action, reason = (
                 "exhausted",
-                "no_responders",
+                AuditAction.NO_RESPONDERS,
                 "the resident has no responder with a phone number",
             )
         else:
-            state, action, reason = "active", "responder_callout_started", ""
+            state, action, reason = "active", AuditAction.RESPONDER_CALLOUT_STARTED, ""
         await tx.execute(
             "INSERT INTO escalation_callouts (alert_id, responders, position, state, started_at, updated_at) "
             "VALUES (?, ?, 0, ?, ?, ?) ON CONFLICT (alert_id) DO NOTHING",
@@ -558,7 +562,7 @@ class Escalation:
         detail: dict[str, Any] = {"responders": [r.name for r in responders], "skipped": skipped}
         if reason:
             detail["reason"] = reason
-        await self.store.log_action(tx, post, alert, action, "system", Source.SYSTEM, detail, now)
+        await self.store.alerts.log_action(tx, post, alert, action, "system", Source.SYSTEM, detail, now)
         if state == "active":
             await self._add_responder_step(tx, alert["id"], 0, "contact", now)
 
@@ -590,11 +594,11 @@ class Escalation:
             return "cancelled", "the call-out has moved on"
         if step["action"] == "advance":
             who = responders[index]
-            await self.store.log_action(
+            await self.store.alerts.log_action(
                 tx,
                 post,
                 alert,
-                "responder_no_answer",
+                AuditAction.RESPONDER_NO_ANSWER,
                 "system",
                 Source.SYSTEM,
                 {
@@ -627,11 +631,11 @@ class Escalation:
         await self._add_responder_step(
             tx, int(alert["id"]), index, "advance", now + self.settings.responder_wait_s
         )
-        await self.store.log_action(
+        await self.store.alerts.log_action(
             tx,
             post,
             alert,
-            "responder_contacted",
+            AuditAction.RESPONDER_CONTACTED,
             "system",
             Source.SYSTEM,
             {"index": index + 1, "of": len(responders), "name": who.name, "phone": who.phone},
@@ -666,11 +670,11 @@ class Escalation:
             now,
             alert["id"],
         )
-        await self.store.log_action(
+        await self.store.alerts.log_action(
             tx,
             post,
             alert,
-            "responders_exhausted",
+            AuditAction.RESPONDERS_EXHAUSTED,
             "system",
             Source.SYSTEM,
             {"contacted": len(responders), "reason": "no responder accepted; supervisors alerted"},
@@ -754,8 +758,9 @@ class Escalation:
             detail["digits"] = digits
         out = ReplyOutcome(alert_id=str(alert["id"]), name=name)
         if note["purpose"] != "responder":
-            await self.store.log_action(
-                tx, post, alert, "supervisor_replied", f"supervisor:{note['to_number']}", source, detail, now
+            await self.store.alerts.log_action(
+                tx, post, alert, AuditAction.SUPERVISOR_REPLIED, f"supervisor:{note['to_number']}", source,
+                detail, now,
             )
             out.recorded = "supervisor"
             return out
@@ -765,11 +770,11 @@ class Escalation:
         if reply == "accept":
             if callout is None or callout["state"] not in ("active", "exhausted"):
                 holder = callout["accepted_by"] if callout is not None else None
-                await self.store.log_action(
+                await self.store.alerts.log_action(
                     tx,
                     post,
                     alert,
-                    "responder_replied",
+                    AuditAction.RESPONDER_REPLIED,
                     actor,
                     source,
                     {**detail, "note": f"already accepted by {holder}"},
@@ -798,11 +803,15 @@ class Escalation:
                 f"accepted by {name}",
                 alert["id"],
             )
-            await self.store.log_action(tx, post, alert, "responder_accepted", actor, source, detail, now)
+            await self.store.alerts.log_action(
+                tx, post, alert, AuditAction.RESPONDER_ACCEPTED, actor, source, detail, now
+            )
             out.recorded = "accepted"
             return out
         if reply == "decline":
-            await self.store.log_action(tx, post, alert, "responder_declined", actor, source, detail, now)
+            await self.store.alerts.log_action(
+                tx, post, alert, AuditAction.RESPONDER_DECLINED, actor, source, detail, now
+            )
             out.recorded = "declined"
             if (
                 callout is not None
@@ -827,11 +836,11 @@ class Escalation:
                 )
                 await self._advance(tx, post, alert, callout, responders, int(index), now)
             return out
-        await self.store.log_action(
+        await self.store.alerts.log_action(
             tx,
             post,
             alert,
-            "responder_replied",
+            AuditAction.RESPONDER_REPLIED,
             actor,
             source,
             {**detail, "note": "reply not understood"},
@@ -962,11 +971,11 @@ class Escalation:
             )
             alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", int(notification.alert_id))
             if alert is not None:
-                await self.store.log_action(
+                await self.store.alerts.log_action(
                     tx,
                     post,
                     alert,
-                    "notification_sent",
+                    AuditAction.NOTIFICATION_SENT,
                     "system",
                     Source.SYSTEM,
                     self._detail(notification, sid=sid, status=status),
@@ -1011,8 +1020,8 @@ class Escalation:
                     retry_at=iso(retry_at),
                     gave_up=retry_at is None,
                 )
-                await self.store.log_action(
-                    tx, post, alert, "notification_failed", "system", Source.SYSTEM, detail, now
+                await self.store.alerts.log_action(
+                    tx, post, alert, AuditAction.NOTIFICATION_FAILED, "system", Source.SYSTEM, detail, now
                 )
 
         await self.store.transaction(work)
@@ -1078,11 +1087,11 @@ class Escalation:
                 await tx.execute(
                     "UPDATE notifications SET state = 'delivered' WHERE id = ? AND state = 'sent'", row["id"]
                 )
-            await self.store.log_action(
+            await self.store.alerts.log_action(
                 tx,
                 post,
                 alert,
-                "notification_failed" if failed else "notification_status",
+                AuditAction.NOTIFICATION_FAILED if failed else AuditAction.NOTIFICATION_STATUS,
                 "twilio",
                 Source.SMS if row["channel"] == "sms" else Source.VOICE,
                 detail,

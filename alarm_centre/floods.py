@@ -22,11 +22,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from alarm_centre.alerts.audit import AuditAction
+from alarm_centre.alerts.lifecycle import Source
+from alarm_centre.alerts.model import iso
 from alarm_centre.host import HookOrder
 from alarm_centre.ids import row_id
-from alarm_centre.lifecycle import Source
-from alarm_centre.model import iso
-from alarm_centre.store.base import AlertStore, PostCommit, Row, Tx, alert_from_row
+from alarm_centre.store.alerts import alert_from_row
+from alarm_centre.store.base import AlertStore
+from alarm_centre.store.tx import PostCommit, Row, Tx
 from devices import strict_json
 from devices.events import DeviceEvent
 from devices.vocabulary import CLEARS, EventType, Priority, is_help, priority_of
@@ -145,8 +148,9 @@ class FloodGrouper:
         for member in grouped:
             await self._attach(tx, member, incident_id)
             if member["id"] != alert["id"]:  # its raise is already on its way to the console
-                await self.store.log_action(tx, post, member, "grouped", "system", Source.SYSTEM,
-                                            {"incident_id": str(incident_id)}, raised_at)
+                await self.store.alerts.log_action(
+                    tx, post, member, AuditAction.GROUPED, "system", Source.SYSTEM,
+                    {"incident_id": str(incident_id)}, raised_at)
 
     async def on_event(self, tx: Tx, post: PostCommit, ev: DeviceEvent, device: Row | None,
                        alert_id: int | None) -> None:

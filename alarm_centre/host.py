@@ -16,9 +16,9 @@ if TYPE_CHECKING:
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
-    from alarm_centre.feed import AlertFeed
-    from alarm_centre.intake import GroupCommitter
-    from alarm_centre.model import OutboxItem
+    from alarm_centre.alerts.feed import AlertFeed
+    from alarm_centre.alerts.intake import GroupCommitter
+    from alarm_centre.alerts.model import OutboxItem
     from alarm_centre.store.base import AlertStore, EventHook, RaiseHook
 
 #: A long-running coroutine function the bridge runs in its TaskGroup until shutdown.

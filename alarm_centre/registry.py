@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from alarm_centre.alerts.lifecycle import Outcome, Source
+from alarm_centre.alerts.model import iso
 from alarm_centre.host import HookOrder
-from alarm_centre.lifecycle import Outcome, Source
-from alarm_centre.model import iso
-from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
+from alarm_centre.store.base import AlertStore
+from alarm_centre.store.tx import Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
 from devices import strict_json
 from devices.csv_yaml import Batch, RowError
 from devices.events import DeviceEvent
@@ -750,7 +751,7 @@ class Registry:
         for alert in await tx.fetchall(
             "SELECT * FROM alerts WHERE device_id = ? AND test = 1 AND state = 'raised'", visit["device_id"]
         ):
-            await self.store.system_resolve(
+            await self.store.alerts.system_resolve(
                 tx, post, alert, Outcome.TEST, f"commissioning visit {visit['id']} {reason}", now
             )
         await self._log(
@@ -813,7 +814,7 @@ class Registry:
             version = int(row["config_version"]) + 1
             now = self.clock()
             await self._supersede_configs(tx, device_id, version, now)
-            cmd_id = await self.store.add_command(
+            cmd_id = await self.store.outbox.add_command(
                 tx,
                 post,
                 row["channel"],
@@ -1045,7 +1046,7 @@ class Registry:
             await tx.execute("UPDATE devices SET heartbeat_due_at = ? WHERE id = ?", current, ev.device_id)
             alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", alert_id)
             if alert is not None and alert["state"] == "raised":
-                await self.store.system_resolve(
+                await self.store.alerts.system_resolve(
                     tx,
                     post,
                     alert,

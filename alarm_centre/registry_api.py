@@ -14,8 +14,10 @@ from typing import Any, Protocol
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from alarm_centre.api import json_error, json_response, path_name, read_json, require, source_of, validated
-from alarm_centre.openapi import Body, operation, query
+from alarm_centre.http.api import require, source_of
+from alarm_centre.http.errors import json_error, json_response
+from alarm_centre.http.inputs import path_name, read_json, validated
+from alarm_centre.http.openapi import Body, operation, query
 from alarm_centre.registry import Registry
 from devices.csv_yaml import MalformedFile, parse_csv, parse_yaml, to_csv, to_yaml
 from devices.registry import Device, Resident, UnitSettings, errors_of, merge

@@ -21,7 +21,7 @@ from alarm_centre.console import ConsolePage, Safe, add_console_page, escape, pa
 from alarm_centre.console.pages import require_page
 from alarm_centre.registry import Registry
 from alarm_centre.registry_api import REGISTRY
-from alarm_centre.store.base import NotFound
+from alarm_centre.store.tx import NotFound
 from devices.events import DEVICE_ID_RE
 
 PAGE = ConsolePage("/console/installations", "Installations", "devices:read", 60)

@@ -22,8 +22,9 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from alarm_centre.model import iso
-from alarm_centre.store.base import AlertStore, InvalidRequest, Row
+from alarm_centre.alerts.model import iso
+from alarm_centre.store.base import AlertStore
+from alarm_centre.store.tx import InvalidRequest, Row
 from devices.csv_yaml import safe_cell
 
 THRESHOLDS: tuple[int, ...] = (60, 180)

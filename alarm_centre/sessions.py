@@ -19,8 +19,10 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from alarm_centre.model import Role, User
-from alarm_centre.store.base import AlertStore, NotFound, PostCommit, Tx, hash_token
+from alarm_centre.alerts.model import Role, User
+from alarm_centre.store.base import AlertStore
+from alarm_centre.store.tx import NotFound, PostCommit, Tx
+from alarm_centre.store.users import hash_token
 
 log = logging.getLogger(__name__)
 _HASHER = PasswordHasher()
@@ -58,7 +60,7 @@ async def set_password(store: AlertStore, name: str, password: str) -> None:
         if changed != 1:
             raise NotFound(f"no user {name!r}")
         await tx.execute("DELETE FROM console_sessions WHERE user_name = ?", name)
-        await store.record_access_change(tx, post, name)
+        await store.users.record_access_change(tx, post, name)
 
     await store.transaction(work)
 
@@ -72,7 +74,7 @@ async def set_disabled(store: AlertStore, name: str, disabled: bool) -> None:
             raise NotFound(f"no user {name!r}")
         if disabled:
             await tx.execute("DELETE FROM console_sessions WHERE user_name = ?", name)
-        await store.record_access_change(tx, post, name)
+        await store.users.record_access_change(tx, post, name)
 
     await store.transaction(work)
 
@@ -206,7 +208,7 @@ class SessionStore:
             row = await tx.fetchone("SELECT user_name FROM console_sessions WHERE token_hash = ?", key)
             await tx.execute("DELETE FROM console_sessions WHERE token_hash = ?", key)
             if row is not None:
-                await self._store.record_access_change(tx, post, str(row["user_name"]))
+                await self._store.users.record_access_change(tx, post, str(row["user_name"]))
 
         await self._store.transaction(work)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from alarm_centre.intake import Intake
+from alarm_centre.alerts.intake import Intake
 from alarm_centre.registry import Registry
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType

@@ -34,7 +34,8 @@ from devices.numbers import whole_number
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from alarm_centre.store.base import AlertStore, PostCommit, Tx
+    from alarm_centre.store.base import AlertStore
+    from alarm_centre.store.tx import PostCommit, Tx
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"

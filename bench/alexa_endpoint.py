@@ -194,8 +194,9 @@ async def main(args: argparse.Namespace) -> int:
             async with Bridge(config) as bridge:
                 serving = asyncio.create_task(bridge.serve(), name="bench-bridge")
                 try:
-                    await bridge.store.upsert_resident("res-bench", "Bench Resident")
-                    await bridge.store.upsert_device("unit-bench", "gsm_unit", resident_id="res-bench")
+                    await bridge.store.devices.upsert_resident("res-bench", "Bench Resident")
+                    await bridge.store.devices.upsert_device("unit-bench", "gsm_unit",
+                                                             resident_id="res-bench")
                     await bridge.app[_voice_key()].link_echo("echo-bench", ECHO_ID, "res-bench")
                     alexa_url = bridge.http_url + "/alexa"
                     # warm up: the first request downloads and validates the chain; later ones use the cache
@@ -222,7 +223,7 @@ async def main(args: argparse.Namespace) -> int:
                                 args.seconds,
                             )
                             worst = max(worst, p99)
-                    alerts, _ = await bridge.store.list_alerts(state="open")
+                    alerts, _ = await bridge.store.alerts.list_alerts(state="open")
                     print(
                         f"open alerts after the run: {len(alerts)} (every trigger joined the one help alert)"
                     )

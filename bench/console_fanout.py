@@ -33,9 +33,9 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from alarm_centre.alerts.model import AlertChange, Role, User
 from alarm_centre.cancellation import stop
 from alarm_centre.console.signin import SESSION_COOKIE, SESSIONS
-from alarm_centre.model import AlertChange, Role, User
 from bridge.config import load_config
 from bridge.service import Bridge
 from simulators.unit import SimulatedUnit
@@ -118,7 +118,7 @@ async def console_run(n: int, events: int, mqtt_url: str) -> tuple[list[float], 
                 sessions = bridge.app[SESSIONS]
                 cookies = []
                 for i in range(n):
-                    await bridge.store.add_user(f"op{i}", Role.OPERATOR)
+                    await bridge.store.users.add(f"op{i}", Role.OPERATOR)
                     token, _ = await sessions.create(User(f"op{i}", Role.OPERATOR), address="127.0.0.1")
                     cookies.append({SESSION_COOKIE: token})
                 readers = Readers()
@@ -217,7 +217,7 @@ async def main() -> None:
     args = parser.parse_args()
     # Streams still open when a run's bridge shuts down end with write errors; they are not results.
     logging.basicConfig(level=logging.ERROR)
-    logging.getLogger("alarm_centre.api").setLevel(logging.CRITICAL)
+    logging.getLogger("alarm_centre.http").setLevel(logging.CRITICAL)
     counts = [int(x) for x in args.streams.split(",") if x]
     broker = args.mqtt_url or "embedded amqtt"
     print(f"console fan-out: {args.events} alerts per run, SQLite store, broker {broker}")

@@ -160,14 +160,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
             bridge = await extras.enter_async_context(Bridge(serial.config if serial else config))
             if serial is not None:
                 await serial.register(bridge.store)
-            unit_ids = await seed_demo(bridge.store, args.units)
+            unit_ids = await seed_demo(bridge.store.devices, args.units)
             passwords: dict[str, str] = {}
             if bridge.credentials is not None:  # each demo unit signs in with a password of its own
                 for unit_id in unit_ids:
                     passwords[unit_id] = await bridge.credentials.issue(unit_id, actor="demo", source="cli")
-            from alarm_centre.model import Role
+            from alarm_centre.alerts.model import Role
 
-            token = await bridge.store.add_user("demo-operator", Role.OPERATOR)
+            token = await bridge.store.users.add("demo-operator", Role.OPERATOR)
             import secrets
 
             from alarm_centre.sessions import set_password
@@ -280,7 +280,7 @@ def _issue_passwords(config: Config, device_ids: list[str], *, register: bool) -
                     async with store.read() as tx:
                         known = await tx.fetchone("SELECT id FROM devices WHERE id = ?", device_id)
                     if known is None:
-                        await store.upsert_device(device_id, "gsm_unit")
+                        await store.devices.upsert_device(device_id, "gsm_unit")
                 passwords[device_id] = await credentials.issue(device_id, actor="simulate", source="cli")
             return passwords
 

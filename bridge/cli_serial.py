@@ -37,11 +37,13 @@ class SerialDemo:
 
     async def register(self, store: AlertStore) -> None:
         resident, name, unit_id = SERIAL_RESIDENT
-        await store.upsert_resident(resident, name)
-        await store.upsert_device(unit_id, "serial_unit", resident_id=resident, channel="serial")
+        await store.devices.upsert_resident(resident, name)
+        await store.devices.upsert_device(unit_id, "serial_unit", resident_id=resident, channel="serial")
         resident, name, unit_id = GSM_RESIDENT
-        await store.upsert_resident(resident, name)
-        await store.upsert_device(unit_id, "gsm_unit", resident_id=resident, channel="sms", phone=GSM_NUMBER)
+        await store.devices.upsert_resident(resident, name)
+        await store.devices.upsert_device(
+            unit_id, "gsm_unit", resident_id=resident, channel="sms", phone=GSM_NUMBER
+        )
 
     def describe(self) -> str:
         return (f"  serial      unit {SERIAL_RESIDENT[2]} on {self.unit.path}; "

@@ -47,9 +47,9 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> None:
-    from alarm_centre.model import Role
+    from alarm_centre.alerts.model import Role
     from alarm_centre.sessions import set_password
-    from alarm_centre.store.base import Conflict
+    from alarm_centre.store.tx import Conflict
 
     try:
         role = Role(args.role)
@@ -59,7 +59,7 @@ def cmd_add(args: argparse.Namespace) -> None:
     password = _read_password(args) if args.password_stdin else None
 
     async def work(store: Any) -> str:
-        token: str = await store.add_user(args.name, role, replace=args.replace)
+        token: str = await store.users.add(args.name, role, replace=args.replace)
         if password is not None:
             await set_password(store, args.name, password)
         return token
@@ -78,7 +78,7 @@ def cmd_add(args: argparse.Namespace) -> None:
 
 def cmd_passwd(args: argparse.Namespace) -> None:
     from alarm_centre.sessions import set_password
-    from alarm_centre.store.base import NotFound
+    from alarm_centre.store.tx import NotFound
 
     password = _read_password(args)
     try:
@@ -91,7 +91,7 @@ def cmd_passwd(args: argparse.Namespace) -> None:
 def _cmd_disable(disabled: bool) -> Callable[[argparse.Namespace], None]:
     def command(args: argparse.Namespace) -> None:
         from alarm_centre.sessions import set_disabled
-        from alarm_centre.store.base import NotFound
+        from alarm_centre.store.tx import NotFound
 
         try:
             _with_store(args, lambda store: set_disabled(store, args.name, disabled))

@@ -50,12 +50,12 @@ def _fail(message: str) -> None:
 
 
 def cmd_link(args: argparse.Namespace) -> None:
-    from alarm_centre.store.base import Conflict, InvalidRequest
+    from alarm_centre.store.tx import Conflict, InvalidRequest
     from skills.voice import LinkError, VoiceService
 
     async def work(service: VoiceService) -> dict[str, Any]:
         if args.resident_name:
-            await service.store.upsert_resident(args.resident, args.resident_name)
+            await service.store.devices.upsert_resident(args.resident, args.resident_name)
         return await service.link_echo(
             args.device_id, args.alexa_device_id, args.resident, args.alexa_user_id
         )

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from alarm_centre.registry import Registry
-from alarm_centre.store.base import Conflict
+from alarm_centre.store.tx import Conflict
 
 if TYPE_CHECKING:
     from bridge.config import CredentialsConfig

@@ -24,7 +24,8 @@ from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 from twilio.request_validator import RequestValidator
 
-from alarm_centre.api import USER_KEY, json_error, json_response, read_json, require
+from alarm_centre.alerts.audit import AuditAction
+from alarm_centre.alerts.model import AlertChange, Role, User
 from alarm_centre.escalation import (
     POLICY_SCHEMA,
     Escalation,
@@ -34,10 +35,12 @@ from alarm_centre.escalation import (
     parse_steps,
 )
 from alarm_centre.host import HookOrder
+from alarm_centre.http.api import USER_KEY, require
+from alarm_centre.http.errors import json_error, json_response
+from alarm_centre.http.inputs import read_json
+from alarm_centre.http.openapi import Body, operation, query
 from alarm_centre.ids import row_id
-from alarm_centre.model import AlertChange, Role, User
 from alarm_centre.notify import DeliveryFailed, Notifier
-from alarm_centre.openapi import Body, operation, query
 from alarm_centre.service_levels import (
     THRESHOLDS,
     ServiceLevelReport,
@@ -186,15 +189,15 @@ class EscalationRunner:
         """Store listener (after commit): note what to stop, call out or measure, and wake the loop."""
         wake = False
         for change in changes:
-            if change.action == "acknowledged":
+            if change.action is AuditAction.ACKNOWLEDGED:
                 self._stop_ids.add(change.alert_id)
                 self._acked_ids.add(change.alert_id)
                 wake = True
-            elif change.action == "resolved":
+            elif change.action is AuditAction.RESOLVED:
                 self._stop_ids.add(change.alert_id)
                 self._resolved_ids.add(change.alert_id)
                 wake = True
-            elif change.action == "raised":
+            elif change.action is AuditAction.RAISED:
                 wake = True
         if wake:
             self._wake.set()

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from alarm_centre.api import json_error, json_response, path_id, query_int, require
 from alarm_centre.floods import FloodGrouper, FloodRules
-from alarm_centre.openapi import operation, query
+from alarm_centre.http.api import require
+from alarm_centre.http.errors import json_error, json_response
+from alarm_centre.http.inputs import path_id, query_int
+from alarm_centre.http.openapi import operation, query
 
 if TYPE_CHECKING:
     from bridge.host import FeatureHost

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import re
-import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from alarm_centre.model import OutboxItem
+from alarm_centre.alerts.model import OutboxItem
 from alarm_centre.store.base import AlertStore
 from bridge.gsm_modem import AtCommandError, GsmModem
 from bridge.metrics import BridgeMetrics
@@ -177,13 +176,8 @@ class SerialFeature:
     async def _finish(self, item: OutboxItem, result: dict[str, Any]) -> None:
         """Close the outbox item; if the store cannot record it now, the command is sent again later
         (same ``cmd_id``), which units treat as one command."""
-
-        async def work(tx: Any, post: Any) -> None:
-            await tx.execute("UPDATE outbox SET done_at = ?, result = ? WHERE id = ? AND done_at IS NULL",
-                             time.time(), json.dumps(result), item.id)
-
         try:
-            await self.store.transaction(work)
+            await self.store.outbox.finish(item, result)
         except Exception as exc:
             log.warning("SMS command %s sent but not recorded as done (%s); it will be sent again",
                         item.cmd_id, exc)

@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from alarm_centre.api import json_response, path_name, read_json, require, validated
-from alarm_centre.openapi import operation
+from alarm_centre.http.api import require
+from alarm_centre.http.errors import json_response
+from alarm_centre.http.inputs import path_name, read_json, validated
+from alarm_centre.http.openapi import operation
 from skills.endpoint import AlexaEndpoint
 from skills.verification import AlexaVerifier
 from skills.voice import LinkError, VoiceService

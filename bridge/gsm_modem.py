@@ -27,8 +27,8 @@ from typing import Any, Self
 
 import serial
 
+from alarm_centre.alerts.intake import Intake, StoreUnavailable
 from alarm_centre.cancellation import cancel_requests, stop
-from alarm_centre.intake import Intake, StoreUnavailable
 from bridge.serial_transport import Backoff, LinkLost, SerialLink
 from devices.events import DeviceEvent
 from devices.gsm_at import (

@@ -22,8 +22,8 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from alarm_centre.alerts.intake import BatchIntake, IngestResult, StoreUnavailable
 from alarm_centre.cancellation import cancel_requests, honour_cancellation
-from alarm_centre.intake import BatchIntake, IngestResult, StoreUnavailable
 from bridge.metrics import BridgeMetrics
 from devices.events import DeviceEvent
 from devices.mqtt_codec import Rejected, RejectReason, Topics, decode_event, encode_ack, peek_event_id

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from alarm_centre.model import OutboxItem
+from alarm_centre.alerts.model import OutboxItem
 from alarm_centre.store.base import AlertStore
 from bridge.metrics import BridgeMetrics
 from devices.mqtt_codec import encode_command
@@ -57,7 +57,7 @@ class OutboxDispatcher:
                     await self._wake.wait()
             self._wake.clear()
             try:
-                items = await self._store.claim_outbox(now=self._clock())
+                items = await self._store.outbox.claim(now=self._clock())
             except Exception as exc:
                 log.warning("outbox not readable now: %s", exc)
                 continue
@@ -69,7 +69,7 @@ class OutboxDispatcher:
     async def _perform(self, item: OutboxItem) -> None:
         cmd = str(item.payload.get("cmd"))
         try:
-            void = await self._store.outbox_void_reason(item)
+            void = await self._store.outbox.void_reason(item)
         except Exception as exc:  # cannot check now: the lease brings the item back for a later try
             log.warning("command %s to %s not checked, so not sent now: %s", cmd, item.target, exc)
             return
@@ -90,7 +90,7 @@ class OutboxDispatcher:
         if error:
             log.warning("command %s to %s not sent (attempt %d): %s", cmd, item.target, item.attempts, error)
         try:
-            await self._store.outbox_sent(item, error=error)
+            await self._store.outbox.sent(item, error=error)
         except Exception as exc:
             log.warning("could not record command attempt %s: %s", item.cmd_id, exc)
 

@@ -7,7 +7,7 @@ write that only partly completes (its PR #36): our writer registers for writabil
 are left over and removes the registration as soon as it fires, so a partial write waits, never spins.
 
 :class:`SerialTransport` decodes frames with :mod:`devices.serial_frame`, hands events to an
-:class:`~alarm_centre.intake.Intake`, and answers ACK only after ``submit`` returns accepted or
+:class:`~alarm_centre.alerts.intake.Intake`, and answers ACK only after ``submit`` returns accepted or
 duplicate, NAK (with the reason) for bad frames and rejected events, and nothing at all when the store
 is unavailable (the unit retries). When the port vanishes (USB unplug) it reopens it with jittered
 exponential backoff.
@@ -27,8 +27,8 @@ from typing import Any, Self
 
 import serial
 
+from alarm_centre.alerts.intake import Intake, StoreUnavailable
 from alarm_centre.cancellation import stop
-from alarm_centre.intake import Intake, StoreUnavailable
 from devices.serial_frame import (
     AckFrame,
     CommandFrame,

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Self
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from alarm_centre.api import ON_SCRAPE, make_app
-from alarm_centre.feed import AlertFeed
+from alarm_centre.alerts.feed import AlertFeed
+from alarm_centre.alerts.intake import GroupCommitter
+from alarm_centre.alerts.model import OutboxItem
 from alarm_centre.host import HookOrder, Loop, OutboxSender, ReadinessCheck
-from alarm_centre.intake import GroupCommitter
-from alarm_centre.model import OutboxItem
+from alarm_centre.http.api import ON_SCRAPE, make_app
 from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore, EventHook, RaiseHook
 from bridge.config import Config
@@ -105,7 +105,7 @@ class Bridge:
                     metrics=self.metrics,
                     client_id=cfg.mqtt.client_id or f"telecare-bridge-{self.node}",
                     shared_group=cfg.mqtt.shared_group,
-                    on_status=self.store.set_devices_online,
+                    on_status=self.store.devices.set_many_online,
                     mqtt5=mqtt5,
                     keepalive=cfg.mqtt.keepalive,
                     max_in_flight=cfg.mqtt.max_in_flight,
@@ -215,7 +215,7 @@ class Bridge:
     async def _refresh_gauges(self) -> None:
         """The open-alert gauge, from the store, on each /metrics scrape (never a scrape behind)."""
         try:
-            counts = await self.store.open_alert_counts()
+            counts = await self.store.alerts.open_alert_counts()
         except Exception:
             return
         self.metrics.open_alerts.clear()

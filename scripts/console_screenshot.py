@@ -16,9 +16,9 @@ sys.path.insert(0, str(HERE / "tests"))
 
 from harness import make_config, running_bridge  # noqa: E402
 
-from alarm_centre.model import Role  # noqa: E402
+from alarm_centre.alerts.model import Role  # noqa: E402
 from alarm_centre.sessions import set_password  # noqa: E402
-from alarm_centre.store.base import PostCommit, Tx  # noqa: E402
+from alarm_centre.store.tx import PostCommit, Tx  # noqa: E402
 from devices.events import DeviceEvent  # noqa: E402
 from devices.vocabulary import EventType  # noqa: E402
 from simulators.fleet import seed_demo  # noqa: E402
@@ -37,8 +37,8 @@ PASSWORD = "screenshot-password"
 async def main(out: Path) -> None:
     async with running_bridge(make_config(Path(tempfile.mkdtemp()))) as running:
         store, intake = running.store, running.bridge.intake
-        await seed_demo(store)
-        await store.upsert_device(
+        await seed_demo(store.devices)
+        await store.devices.upsert_device(
             "echo-ada", "alexa", resident_id="res-ada", alexa_device_id="amzn1.ask.device.ADA"
         )
 
@@ -69,7 +69,7 @@ async def main(out: Path) -> None:
             result = await intake.submit(event)
             raised[device] = result.alert_id
         for name in ("olive", "oscar"):
-            await store.add_user(name, Role.OPERATOR)
+            await store.users.add(name, Role.OPERATOR)
         for name in ("olive", "oscar"):
             await set_password(store, name, PASSWORD)
         await store.acknowledge(raised["unit-bill"], actor="oscar", source="console")

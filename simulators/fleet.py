@@ -73,7 +73,7 @@ DEMO_DETAILS: dict[str, dict[str, object]] = {
 }
 
 class DemoRegistry(Protocol):
-    """The store calls the demo seeds through (``AlertStore`` has them; they validate what they store)."""
+    """What the demo seeds register through (``store.devices`` has them; they validate what they store)."""
 
     async def upsert_resident(
         self, resident_id: str, name: str, data: dict[str, Any] | None = None

@@ -19,8 +19,8 @@ from ask_sdk_core.skill import CustomSkill
 from ask_sdk_model.request_envelope import RequestEnvelope
 from prometheus_client import CollectorRegistry, Counter
 
-from alarm_centre.api import json_response
-from alarm_centre.openapi import Body, operation
+from alarm_centre.http.errors import json_response
+from alarm_centre.http.openapi import Body, operation
 from devices import strict_json
 from skills.handlers import build_skill
 from skills.verification import AlexaRequestRejected, AlexaVerifier, RequestTooLarge

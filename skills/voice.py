@@ -29,8 +29,9 @@ from datetime import time as dtime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from alarm_centre.intake import Intake, StoreUnavailable
-from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, PostCommit, Tx
+from alarm_centre.alerts.intake import Intake, StoreUnavailable
+from alarm_centre.store.base import AlertStore
+from alarm_centre.store.tx import Conflict, InvalidRequest, PostCommit, Tx
 from devices import strict_json
 from devices.events import DEVICE_ID_RE, MAX_EVENT_ID, DeviceEvent
 from devices.vocabulary import EventType
@@ -226,7 +227,7 @@ class VoiceService:
             device_id = echo.device_id if echo else caller.unlinked_device_id
             resident_id = echo.resident_id if echo else None
             async with self.store.read() as tx:
-                already_open = await self.store.open_alert(tx, help_key(device_id, resident_id))
+                already_open = await self.store.alerts.open_alert(tx, help_key(device_id, resident_id))
             event = DeviceEvent(
                 device_id=device_id,
                 event_id=caller.event_id,
@@ -257,7 +258,8 @@ class VoiceService:
             echo = await self._echo_or_log(caller)
             device_id = echo.device_id if echo else caller.unlinked_device_id
             async with self.store.read() as tx:
-                row = await self.store.open_alert(tx, help_key(device_id, echo.resident_id if echo else None))
+                key = help_key(device_id, echo.resident_id if echo else None)
+                row = await self.store.alerts.open_alert(tx, key)
         except Exception as exc:
             log.error("help status could not be read: %s", exc)
             return VoiceResult("status", "unavailable")

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 from harness import RunningBridge
 
-from alarm_centre.model import Role
+from alarm_centre.alerts.model import Role
 from alarm_centre.sessions import set_password
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType
@@ -22,7 +22,7 @@ CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 async def add_user(bridge: RunningBridge, name: str, role: str, password: str = PASSWORD) -> str:
-    token: str = await bridge.store.add_user(name, Role(role))
+    token: str = await bridge.store.users.add(name, Role(role))
     await set_password(bridge.store, name, password)
     return token
 

@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from alarm_centre.alerts.model import Role
 from alarm_centre.cancellation import stop
-from alarm_centre.model import Role
 from bridge.config import Config, load_config
 from bridge.service import Bridge
 
@@ -104,13 +104,13 @@ class RunningBridge:
         async with self.store.read() as tx:
             known = await tx.fetchone("SELECT id FROM devices WHERE id = ?", device_id)
         if known is None:
-            await self.store.upsert_device(device_id, "gsm_unit")
+            await self.store.devices.upsert_device(device_id, "gsm_unit")
         password = await credentials.issue(device_id, actor="test", source="system")
         return {"username": device_id, "password": password}
 
     async def token(self, name: str, role: str = "operator") -> str:
         if name not in self.tokens:
-            self.tokens[name] = await self.bridge.store.add_user(name, Role(role))
+            self.tokens[name] = await self.bridge.store.users.add(name, Role(role))
         return self.tokens[name]
 
     async def call(

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from alarm_centre.intake import IngestResult, StoreUnavailable
+from alarm_centre.alerts.intake import IngestResult, StoreUnavailable
 from devices.events import DeviceEvent
 from devices.vocabulary import BRIDGE_ONLY, NO_ALERT
 

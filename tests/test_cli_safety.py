@@ -205,9 +205,9 @@ async def test_store_directory_is_0700_and_database_files_0600(tmp_path: Path) -
     old = os.umask(0o022)
     try:
         async with SqliteStore(tmp_path / "data" / "telecare.db") as store:
-            from alarm_centre.model import Role
+            from alarm_centre.alerts.model import Role
 
-            await store.add_user("olive", Role.OPERATOR)
+            await store.users.add("olive", Role.OPERATOR)
             files = sorted((tmp_path / "data").iterdir())
             assert [f.name for f in files] == ["telecare.db", "telecare.db-shm", "telecare.db-wal"]
             assert mode(tmp_path / "data") == 0o700
@@ -280,7 +280,7 @@ def test_users_add_refuses_an_existing_name_unless_replace(tmp_path: Path) -> No
 
     async def valid(t: str) -> bool:
         async with SqliteStore(tmp_path / "cli.db") as store:
-            return await store.user_for_token(t) is not None
+            return await store.users.for_token(t) is not None
 
     assert asyncio.run(valid(token)), "the refused add left the first token working"
     replaced = run_cli("users", "add", "olive", "--role", "admin", "--replace", cwd=tmp_path, **env)

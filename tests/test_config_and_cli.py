@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alarm_centre.lifecycle import Action, AlertState, IllegalTransition, next_state
+from alarm_centre.alerts.lifecycle import Action, AlertState, IllegalTransition, next_state
 from bridge.config import ConfigError, load_config
 
 CLI = [sys.executable, "-m", "bridge.cli"]

@@ -71,13 +71,13 @@ async def test_live_queue_keyboard_and_a_second_operator(browser: Any, bridge: R
 
     await add_user(bridge, "olive", "operator")
     await add_user(bridge, "oscar", "operator")
-    await bridge.store.upsert_resident("r-ada", EVIL_NAME, {
+    await bridge.store.devices.upsert_resident("r-ada", EVIL_NAME, {
         "address": "4 Mill Lane, Leeds LS1 4AB", "key_safe": "code 1942, left of door",
         "medical_notes": "MS; uses a wheelchair", "language": "cy",
         "responders": [{"name": "Carl (neighbour)", "phone": "+447700900001"},
                        {"name": "Bea (daughter)", "phone": "+447700900002"}],
     })
-    await bridge.store.upsert_device("unit-ada", "gsm_unit", resident_id="r-ada")
+    await bridge.store.devices.upsert_device("unit-ada", "gsm_unit", resident_id="r-ada")
     olive = await signed_in_page(browser, bridge, "olive")
     oscar = await signed_in_page(browser, bridge, "oscar")
 
@@ -160,10 +160,10 @@ async def test_test_alarms_hand_over_and_sign_out(browser: Any,
     from playwright.async_api import expect
 
     await add_user(embedded_bridge, "sue", "supervisor")
-    await embedded_bridge.store.upsert_device("unit-t", "gsm_unit")
+    await embedded_bridge.store.devices.upsert_device("unit-t", "gsm_unit")
     from datetime import UTC, datetime
 
-    from alarm_centre.store.base import PostCommit, Tx
+    from alarm_centre.store.tx import PostCommit, Tx
     from devices.events import DeviceEvent
     from devices.vocabulary import EventType
 
@@ -307,13 +307,13 @@ async def test_installations_page_shows_names_kinds_and_local_times(browser: Any
 
     from playwright.async_api import expect
 
-    from alarm_centre.store.base import PostCommit, Tx
+    from alarm_centre.store.tx import PostCommit, Tx
 
     b = embedded_bridge
     await add_user(b, "ian", "installer")
-    await b.store.upsert_resident("res-ada", "Ada Lovelace", {"language": "en-GB"})
-    await b.store.upsert_device("unit-ada", "gsm_unit", resident_id="res-ada")
-    await b.store.upsert_device("echo-ada", "alexa", resident_id="res-ada",
+    await b.store.devices.upsert_resident("res-ada", "Ada Lovelace", {"language": "en-GB"})
+    await b.store.devices.upsert_device("unit-ada", "gsm_unit", resident_id="res-ada")
+    await b.store.devices.upsert_device("echo-ada", "alexa", resident_id="res-ada",
                                 alexa_device_id="amzn1.ask.device.A")
     seen = datetime(2026, 11, 29, 22, 45, 10, tzinfo=UTC)
 

@@ -15,9 +15,9 @@ from clock import SteppedClock
 from console_support import PASSWORD, add_user, console_client, raise_alert
 from harness import RunningBridge, make_config, running_bridge
 
-from alarm_centre.api import require
 from alarm_centre.console import ConsolePage, Safe, add_console_page, escape, page_response
 from alarm_centre.console.signin import SESSIONS
+from alarm_centre.http.api import require
 
 CLI = [sys.executable, "-m", "bridge.cli"]
 
@@ -148,9 +148,9 @@ async def test_second_operator_cannot_take_a_held_alert(console_bridge: RunningB
 
 async def test_script_in_names_and_notes_is_never_markup(console_bridge: RunningBridge) -> None:
     evil = "<script>alert('x')</script>"
-    await console_bridge.store.upsert_resident("r-evil", evil,
+    await console_bridge.store.devices.upsert_resident("r-evil", evil,
                                                {"medical_notes": "<img src=x onerror=alert(1)>"})
-    await console_bridge.store.upsert_device("unit-evil", "gsm_unit", resident_id="r-evil")
+    await console_bridge.store.devices.upsert_device("unit-evil", "gsm_unit", resident_id="r-evil")
     alert_id = await raise_alert(console_bridge, "unit-evil")
     await add_user(console_bridge, "o<b>'\"", "operator")
     async with console_client(console_bridge) as client:

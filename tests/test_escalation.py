@@ -133,7 +133,7 @@ async def test_restart_mid_escalation_neither_loses_nor_repeats(tmp_path: Path, 
 async def test_test_alerts_never_escalate(tmp_path: Path, twilio: TwilioServer) -> None:
     clock = SteppedClock()
     async with running_bridge(twilio_config(tmp_path, twilio), clock=clock) as bridge:
-        await bridge.store.upsert_device("unit-esc-4", "gsm_unit")
+        await bridge.store.devices.upsert_device("unit-esc-4", "gsm_unit")
 
         async def test_mode(tx: object, post: object) -> None:
             await tx.execute("UPDATE devices SET test_mode_until = ? WHERE id = ?",  # type: ignore[attr-defined]

@@ -39,7 +39,7 @@ async def resolve_sent(bridge: RunningBridge, device_id: str) -> str:
                          json.dumps({"responders": RESPONDERS, "address": "3 Acacia Avenue"}))
 
     await bridge.store.transaction(stored_before_validation)
-    await bridge.store.upsert_device(device_id, "gsm_unit", resident_id="res-" + device_id)
+    await bridge.store.devices.upsert_device(device_id, "gsm_unit", resident_id="res-" + device_id)
     alert_id = await raise_alert(bridge, device_id)
     status, _ = await bridge.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge", user="olive")
     assert status == 200

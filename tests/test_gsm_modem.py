@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from serial_support import MemoryIntake, eventually, within
 
-from alarm_centre.intake import IngestResult
+from alarm_centre.alerts.intake import IngestResult
 from bridge.gsm_modem import AtCommandError, GsmModem
 from devices.events import DeviceEvent
 from simulators.gsm_modem import SimulatedModem

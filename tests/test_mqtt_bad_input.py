@@ -91,7 +91,7 @@ async def test_far_past_timestamp_is_stored_and_flagged(bridge: RunningBridge) -
 
 
 async def test_unregistered_unit_still_raises_a_flagged_alert(bridge: RunningBridge) -> None:
-    await bridge.store.upsert_device("unit-known", "gsm_unit")
+    await bridge.store.devices.upsert_device("unit-known", "gsm_unit")
     async with unit_for(bridge, "unit-stranger") as stranger, unit_for(bridge, "unit-known") as known:
         a = await stranger.send("pendant", timeout=20)
         b = await known.send("pendant", timeout=20)

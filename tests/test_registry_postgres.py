@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from harness import postgres_database
 
-from alarm_centre.intake import GroupCommitter
+from alarm_centre.alerts.intake import GroupCommitter
 from alarm_centre.registry import Registry
 from alarm_centre.store import open_store
 from alarm_centre.supervision import HeartbeatSupervisor

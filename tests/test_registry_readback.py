@@ -19,7 +19,8 @@ import yaml
 from harness import RunningBridge
 
 from alarm_centre.store import open_store
-from alarm_centre.store.base import AlertStore, InvalidRequest, PostCommit, Tx
+from alarm_centre.store.base import AlertStore
+from alarm_centre.store.tx import InvalidRequest, PostCommit, Tx
 from devices.registry import Resident
 from simulators.fleet import DEMO_DETAILS, DEMO_RESIDENTS, seed_demo
 
@@ -94,7 +95,7 @@ async def read_everything_back(b: RunningBridge, residents: dict[str, str]) -> N
 
 
 async def test_the_demo_fleet_reads_back_through_every_route_and_command(bridge: RunningBridge) -> None:
-    units = await seed_demo(bridge.store)
+    units = await seed_demo(bridge.store.devices)
     assert units == [u for _, _, u in DEMO_RESIDENTS]
     expected = {r: str(DEMO_DETAILS[r]["language"]) for r, _, _ in DEMO_RESIDENTS}
     await read_everything_back(bridge, expected)
@@ -105,20 +106,20 @@ async def test_the_demo_fleet_reads_back_through_every_route_and_command(bridge:
 
 async def test_language_names_as_the_demo_wrote_them_are_stored_as_tags(bridge: RunningBridge) -> None:
     """The issue's own data: the store takes the names and keeps the tags the reads accept."""
-    await bridge.store.upsert_resident("res-eng", "Ada", {"language": "English"})
-    await bridge.store.upsert_resident("res-cym", "Karen", {"language": "Welsh"})
+    await bridge.store.devices.upsert_resident("res-eng", "Ada", {"language": "English"})
+    await bridge.store.devices.upsert_resident("res-cym", "Karen", {"language": "Welsh"})
     await read_everything_back(bridge, {"res-eng": "en", "res-cym": "cy"})
 
 
 async def test_every_write_path_refuses_a_language_it_could_not_read(
         bridge: RunningBridge, tmp_path: Any) -> None:
     with pytest.raises(InvalidRequest, match="language"):
-        await bridge.store.upsert_resident("res-x", "Xena", {"language": "Klingon"})
+        await bridge.store.devices.upsert_resident("res-x", "Xena", {"language": "Klingon"})
     with pytest.raises(InvalidRequest, match="responders"):
-        await bridge.store.upsert_resident(
+        await bridge.store.devices.upsert_resident(
             "res-x", "Xena", {"responders": [{"name": "Bea", "phone": "07700 900002"}]})
     with pytest.raises(InvalidRequest, match="kind"):
-        await bridge.store.upsert_device("unit-x", "toaster")
+        await bridge.store.devices.upsert_device("unit-x", "toaster")
 
     status, body = await installer(bridge, "POST", "/api/v1/residents",
                                    {"id": "res-api", "name": "Api", "language": "Klingon"})

@@ -88,8 +88,8 @@ async def test_serial_pendant_is_stored_acked_and_called_back(tmp_path: Path) ->
     link = tmp_path / "unit"
     async with SimulatedSerialUnit("serial-unit-1", link=str(link), retry_interval=0.5) as unit, \
             running_bridge(serial_config(tmp_path, unit=link)) as running:
-        await running.store.upsert_resident("res-1", "Ann Example")
-        await running.store.upsert_device("serial-unit-1", "serial_unit", resident_id="res-1",
+        await running.store.devices.upsert_resident("res-1", "Ann Example")
+        await running.store.devices.upsert_device("serial-unit-1", "serial_unit", resident_id="res-1",
                                           channel="serial")
         (transport,) = feature(running).transports
         await within(transport.wait_connected())
@@ -113,7 +113,7 @@ async def test_serial_pendant_is_stored_acked_and_called_back(tmp_path: Path) ->
                        for e in entries)
 
         await eventually(result_on_timeline)
-        assert await running.store.pending_outbox() == 0
+        assert await running.store.outbox.pending() == 0
 
         text = await metrics_text(running)
         assert f'telecare_serial_link_up{{port="{link}"}} 1.0' in text
@@ -185,9 +185,9 @@ async def test_sms_alarm_from_a_registered_number_and_a_stranger(tmp_path: Path)
     link = tmp_path / "modem"
     async with SimulatedModem(link=str(link)) as modem, \
             running_bridge(serial_config(tmp_path, modem=link)) as running:
-        await running.store.upsert_resident("res-2", "Bob Example")
-        await running.store.upsert_device("gsm-unit-1", "gsm_unit", resident_id="res-2", channel="sms",
-                                          phone=UNIT_NUMBER)
+        await running.store.devices.upsert_resident("res-2", "Bob Example")
+        await running.store.devices.upsert_device("gsm-unit-1", "gsm_unit", resident_id="res-2",
+                                                  channel="sms", phone=UNIT_NUMBER)
         gsm = feature(running).modem
         assert gsm is not None
         await within(gsm.wait_ready())
@@ -230,7 +230,7 @@ async def test_restart_while_sms_wait_on_the_modem_stores_each_once(tmp_path: Pa
         async with running_bridge(config) as first:
             for n in (1, 2, 3):
                 # channel mqtt: no command SMS is being typed into the modem when the bridge stops
-                await first.store.upsert_device(f"gsm-{n}", "gsm_unit", channel="mqtt",
+                await first.store.devices.upsert_device(f"gsm-{n}", "gsm_unit", channel="mqtt",
                                                 phone=f"+44770090010{n}")
             first_gsm = feature(first).modem
             assert first_gsm is not None
@@ -274,7 +274,7 @@ async def test_restart_while_sms_wait_on_the_modem_stores_each_once(tmp_path: Pa
 
 
 async def _pending_zero(running: RunningBridge) -> bool:
-    return bool(await running.store.pending_outbox() == 0)
+    return bool(await running.store.outbox.pending() == 0)
 
 
 async def test_a_modem_left_in_sms_text_entry_is_recovered(tmp_path: Path) -> None:

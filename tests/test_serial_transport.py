@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from serial_support import MemoryIntake, eventually, within
 
-from alarm_centre.intake import IngestResult
+from alarm_centre.alerts.intake import IngestResult
 from bridge.serial_transport import LinkDown, SerialTransport
 from devices.events import DeviceEvent
 from devices.serial_frame import AckFrame, NakFrame, crc16

@@ -19,8 +19,8 @@ import pytest
 from console_support import add_user, console_client, raise_alert
 from harness import RunningBridge, eventually, make_config, postgres_database, running_bridge
 
-from alarm_centre.api import STREAM_KEEPALIVE_S
-from alarm_centre.model import Role
+from alarm_centre.alerts.model import Role
+from alarm_centre.http.api import STREAM_KEEPALIVE_S
 from alarm_centre.sessions import set_disabled
 from alarm_centre.store.postgres import PostgresStore
 
@@ -88,10 +88,10 @@ async def test_disabling_a_user_ends_their_bearer_and_cookie_streams(bridge: Run
 
 
 async def test_a_new_role_ends_the_stream(bridge: RunningBridge) -> None:
-    token = await bridge.store.add_user("sue", Role.SUPERVISOR)
+    token = await bridge.store.users.add("sue", Role.SUPERVISOR)
     async with aiohttp.ClientSession() as http:
         stream = await open_stream(http, bridge, token)
-        await bridge.store.add_user("sue", Role.OPERATOR)  # a new role (and a new token)
+        await bridge.store.users.add("sue", Role.OPERATOR)  # a new role (and a new token)
         await read_until_expired(stream)
         stream.close()
 
@@ -99,7 +99,7 @@ async def test_a_new_role_ends_the_stream(bridge: RunningBridge) -> None:
 async def test_disabling_from_the_cli_ends_the_stream_of_a_running_bridge(
         bridge: RunningBridge, tmp_path: Path) -> None:
     """``telecare-bridge users disable`` is another process on the same SQLite file."""
-    token = await bridge.store.add_user("olga", Role.OPERATOR)
+    token = await bridge.store.users.add("olga", Role.OPERATOR)
     env = {**os.environ, "TELECARE_STORE__URL": str(tmp_path / "bridge.db")}
     async with aiohttp.ClientSession() as http:
         stream = await open_stream(http, bridge, token)
@@ -115,7 +115,7 @@ async def test_on_postgresql_a_change_made_elsewhere_ends_the_stream(tmp_path: P
     """Another node (or the CLI) disables the user; the NOTIFY reaches this node's stream."""
     async with (postgres_database() as url,
                 running_bridge(make_config(tmp_path, TELECARE_STORE__URL=url)) as running):
-        token = await running.store.add_user("olive", Role.OPERATOR)
+        token = await running.store.users.add("olive", Role.OPERATOR)
         async with aiohttp.ClientSession() as http:
             stream = await open_stream(http, running, token)
             async with PostgresStore(url, listen=False) as elsewhere:

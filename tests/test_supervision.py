@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from harness import RunningBridge, eventually
 
-from alarm_centre.intake import GroupCommitter
-from alarm_centre.model import iso
+from alarm_centre.alerts.intake import GroupCommitter
+from alarm_centre.alerts.model import iso
 from alarm_centre.registry import Registry
 from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore
@@ -67,7 +67,7 @@ async def test_raised_once_and_resolved_when_heard(
     clock.now = t0 + 91
     assert await supervisor.sweep() == 1
     assert await open_no_heartbeat(store) == ["u1"]
-    alerts, _ = await store.list_alerts(state="open")
+    alerts, _ = await store.alerts.list_alerts(state="open")
     assert alerts[0].priority == 2 and alerts[0].data["source"] == "system"
     device = await registry.get_device("u1")
     assert device["heartbeat_due_at"] is None and device["last_seen_at"] is None and not device["online"]

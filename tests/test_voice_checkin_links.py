@@ -145,7 +145,7 @@ async def test_check_in_is_recorded_through_alexa(voice: RunningBridge, signer: 
 
 
 async def test_missed_check_in_raises_inactivity_once_per_day(voice: RunningBridge) -> None:
-    await voice.store.upsert_resident("res-bob", "Bob Example")
+    await voice.store.devices.upsert_resident("res-bob", "Bob Example")
     clock = Clock(london(27, 8))
     service = VoiceService(voice.store, voice.bridge.intake, clock=clock)
     await service.link_echo("echo-bob", "amzn1.ask.device.BOB", "res-bob")
@@ -291,8 +291,8 @@ async def test_simulate_alexa_cli_end_to_end(
             **voice_env(Path(info["test_ca"]), info["origin"]),
         )
         async with running_bridge(config) as running:
-            await running.store.upsert_resident(RESIDENT, "Ann")
-            await running.store.upsert_device("unit-ann", "gsm_unit", resident_id=RESIDENT)
+            await running.store.devices.upsert_resident(RESIDENT, "Ann")
+            await running.store.devices.upsert_device("unit-ann", "gsm_unit", resident_id=RESIDENT)
             await VoiceService(running.store).link_echo("echo-ann", ECHO_ID, RESIDENT)
             code, out, err = await run_cli(
                 "simulate",

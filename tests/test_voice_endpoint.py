@@ -25,7 +25,7 @@ from test_voice_support import (  # noqa: F401  (fixtures)
     voice,
 )
 
-from alarm_centre.intake import StoreUnavailable
+from alarm_centre.alerts.intake import StoreUnavailable
 from simulators.alexa import RequestSigner, encode, intent_request, launch_request, post_utterance
 from simulators.unit import SimulatedUnit
 from skills import handlers

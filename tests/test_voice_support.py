@@ -67,8 +67,8 @@ async def voice(
         **voice_env(root, cert_server.origin),
     )
     async with running_bridge(config) as running:
-        await running.store.upsert_resident(RESIDENT, "Ann Example")
-        await running.store.upsert_device(UNIT, "gsm_unit", resident_id=RESIDENT)
+        await running.store.devices.upsert_resident(RESIDENT, "Ann Example")
+        await running.store.devices.upsert_device(UNIT, "gsm_unit", resident_id=RESIDENT)
         status, body = await running.call(
             "POST",
             "/api/v1/alexa-links",

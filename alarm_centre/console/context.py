@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from alarm_centre.model import iso
+from alarm_centre.alerts.model import iso
 from alarm_centre.store.base import AlertStore
 
 Row = Mapping[str, Any]

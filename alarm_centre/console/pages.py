@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from alarm_centre.api import USER_KEY, require
+from alarm_centre.alerts.model import User
 from alarm_centre.console.templates import Safe, escape, render
-from alarm_centre.model import User
+from alarm_centre.http.api import USER_KEY, require
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -48,7 +48,7 @@ def add_console_page(app: web.Application, page: ConsolePage, handler: Handler |
     """Add ``page`` to the navigation and, when given, route ``GET page.path`` to ``handler``.
 
     Works whether or not the console feature has started yet. The handler must check rights itself
-    (``alarm_centre.api.require(request, page.right)``); the session middleware has already set the user.
+    (``alarm_centre.http.api.require(request, page.right)``); the session middleware has already set the user.
     """
     if CONSOLE_PAGES not in app:
         app[CONSOLE_PAGES] = []

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from alarm_centre.api import STORE, alert_key, json_response, require
+from alarm_centre.alerts.lifecycle import Outcome
+from alarm_centre.alerts.model import ROLE_RIGHTS
+from alarm_centre.alerts.model import iso as iso_time
 from alarm_centre.console.context import alert_context, resident_names
 from alarm_centre.console.pages import nav_for, page_response, require_page
 from alarm_centre.console.signin import (
@@ -23,9 +25,8 @@ from alarm_centre.console.signin import (
     session_auth,
 )
 from alarm_centre.console.templates import render
-from alarm_centre.lifecycle import Outcome
-from alarm_centre.model import ROLE_RIGHTS
-from alarm_centre.model import iso as iso_time
+from alarm_centre.http.api import STORE, alert_key, require
+from alarm_centre.http.errors import json_response
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: Outcome codes offered in the resolve dialog, with the words operators see.

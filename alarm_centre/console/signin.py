@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from alarm_centre.api import STORE, STREAM_CHECK, USER_KEY, VIA_CONSOLE, json_error, json_response
+from alarm_centre.alerts.model import User
 from alarm_centre.console.pages import PAGE_HEADERS
 from alarm_centre.console.templates import render
-from alarm_centre.model import User
+from alarm_centre.http.api import STORE, STREAM_CHECK, USER_KEY, VIA_CONSOLE
+from alarm_centre.http.errors import json_error, json_response
 from alarm_centre.sessions import Session, SessionStore, SignInThrottle, check_login
 
 SESSION_COOKIE = "tc_session"

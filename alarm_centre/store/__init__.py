@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, NotFound
+from alarm_centre.store.base import AlertStore
+from alarm_centre.store.tx import Conflict, InvalidRequest, NotFound
 
 __all__ = ["AlertStore", "Conflict", "InvalidRequest", "NotFound", "open_store", "sqlite_path"]
 

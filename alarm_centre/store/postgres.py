@@ -24,17 +24,19 @@ import contextvars
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Self
 
 import asyncpg
 
+from alarm_centre.alerts.audit import AuditAction
+from alarm_centre.alerts.intake import IngestResult
+from alarm_centre.alerts.model import AlertChange
 from alarm_centre.cancellation import stop
-from alarm_centre.intake import IngestResult
-from alarm_centre.model import AlertChange
-from alarm_centre.store.base import AlertStore, InvalidRequest, PostCommit, RetryLater, Row, Tx
+from alarm_centre.store.base import AlertStore
 from alarm_centre.store.schema import JsonRepair, all_migrations, statements
+from alarm_centre.store.tx import InvalidRequest, PostCommit, RetryLater, Row, T, Tx, Work
 from devices.events import DeviceEvent
 
 log = logging.getLogger(__name__)
@@ -252,10 +254,10 @@ class PostgresStore(AlertStore):
     def skip_locked(self) -> str:
         return " FOR UPDATE SKIP LOCKED"
 
-    async def transaction(self, work: Callable[[Tx, PostCommit], Awaitable[Any]]) -> Any:
+    async def transaction(self, work: Work[T]) -> T:
         """As :meth:`AlertStore.transaction`, plus a NOTIFY that commits with the transaction."""
 
-        async def notifying(tx: Tx, post: PostCommit) -> Any:
+        async def notifying(tx: Tx, post: PostCommit) -> T:
             result = await work(tx, post)
             if post.changes or post.outbox or post.users:
                 for payload in _encode_changes(self.origin, post.changes, post.outbox, sorted(post.users)):
@@ -284,15 +286,16 @@ class PostgresStore(AlertStore):
                 results[n] = result
         return results
 
-    async def _apply_event(self, tx: Tx, post: PostCommit, ev: DeviceEvent) -> IngestResult:
+    async def claim_unit(self, tx: Tx, device_id: str) -> None:
+        """Hold the unit's advisory lock for the transaction, so two nodes never store events of one unit
+        at once: wait for it on a retry, otherwise raise :class:`DeviceBusy` (the event is retried)."""
         if _wait_for_device.get():
-            await tx.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", DEVICE_LOCK_SPACE, ev.device_id)
+            await tx.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", DEVICE_LOCK_SPACE, device_id)
         else:
             row = await tx.fetchone("SELECT pg_try_advisory_xact_lock(?, hashtext(?)) AS ok",
-                                    DEVICE_LOCK_SPACE, ev.device_id)
+                                    DEVICE_LOCK_SPACE, device_id)
             if row is None or not row["ok"]:
-                raise DeviceBusy(ev.device_id)
-        return await super()._apply_event(tx, post, ev)
+                raise DeviceBusy(device_id)
 
     async def follow_access_changes(self) -> None:
         """Access changes arrive by NOTIFY (from every node and from ``telecare-bridge users``)."""
@@ -345,7 +348,7 @@ class PostgresStore(AlertStore):
             if message.get("o") == self.origin:
                 return  # our own commit: _after_commit already told our listeners
             post = PostCommit()
-            post.changes = [AlertChange(str(a), str(b), int(c), str(d))
+            post.changes = [AlertChange(str(a), AuditAction(str(b)), int(c), str(d))
                             for a, b, c, d in message.get("c", [])]
             post.outbox = bool(message.get("w"))
             post.users = {str(name) for name in message.get("u", [])}

@@ -19,8 +19,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Self
 
-from alarm_centre.store.base import AlertStore, Row
+from alarm_centre.store.base import AlertStore
 from alarm_centre.store.schema import JsonRepair, all_migrations, statements
+from alarm_centre.store.tx import Row
 
 
 class _SqliteTx:

@@ -1,7 +1,8 @@
 """HTTP API v1 on aiohttp: alerts, the live stream, health and metrics (the registry: registry_api.py).
 
-Errors are always JSON ``{"error": str, "detail": ...}`` with the right status; never a stack trace.
-API clients authenticate with ``Authorization: Bearer <token>``.
+Errors are always JSON ``{"error": str, "detail": ...}`` with the right status, never a stack trace
+(``errors.py``); input is read by one rule per kind (``inputs.py``); the description is built from the
+routes (``openapi.py``). API clients authenticate with ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -10,22 +11,28 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from alarm_centre.feed import ACCESS_CHANGED, AlertFeed
-from alarm_centre.ids import row_id
-from alarm_centre.lifecycle import OPERATOR_OUTCOMES, IllegalTransition, Source
-from alarm_centre.model import User
-from alarm_centre.openapi import describe, operation, outcome_guide, query, ref
-from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, NotFound
+from alarm_centre.alerts.feed import ACCESS_CHANGED, AlertFeed
+from alarm_centre.alerts.lifecycle import OPERATOR_OUTCOMES, Source
+from alarm_centre.alerts.model import User
+from alarm_centre.http.errors import (
+    BODY_TIMEOUT,
+    ON_ERROR,
+    body_in_time,
+    errors_as_json,
+    json_error,
+    json_response,
+    json_safety_headers,
+)
+from alarm_centre.http.inputs import path_id, query_int, read_json, validated
+from alarm_centre.http.openapi import describe, operation, outcome_guide, query, ref
+from alarm_centre.store.base import AlertStore
 from devices import strict_json
-from devices.events import DEVICE_ID_RE
-from devices.numbers import whole_number
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +40,6 @@ STORE: web.AppKey[AlertStore] = web.AppKey("store", AlertStore)
 FEED: web.AppKey[AlertFeed] = web.AppKey("feed", AlertFeed)
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
 READINESS: web.AppKey[Callable[[], Awaitable[list[str]]]] = web.AppKey("readiness")
-ON_ERROR: web.AppKey[Callable[[int], None]] = web.AppKey("on_error")
 #: Brings gauges read from the store up to date before /metrics answers (the scrape is their clock).
 ON_SCRAPE: web.AppKey[Callable[[], Awaitable[None]]] = web.AppKey("on_scrape")
 USER_KEY: web.RequestKey[User] = web.RequestKey("user", User)
@@ -45,120 +51,6 @@ STREAM_CHECK: web.RequestKey[Callable[[], Awaitable[bool]]] = web.RequestKey("st
 #: Paths that need no bearer token (the console and webhooks authenticate their own way).
 PUBLIC_PREFIXES = ("/healthz", "/metrics", "/api/v1/openapi.json", "/alexa", "/twilio/", "/console",
                    "/static/", "/login", "/logout")
-
-
-def json_response(
-    body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    """A JSON answer, always strict RFC 8259 JSON: a non-finite number is written as ``null``, never as
-    ``NaN``, so one bad value can never make a whole answer unreadable to a browser."""
-    return web.json_response(body, status=status, headers=headers, dumps=strict_json.safe_dumps)
-
-
-def json_error(status: int, error: str, detail: Any = None) -> web.Response:
-    return json_response({"error": error, "detail": detail}, status=status)
-
-
-@web.middleware
-async def errors_as_json(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                         ) -> web.StreamResponse:
-    """Turn every failure into a JSON error with the right status."""
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        if exc.content_type == "application/json" and exc.text:
-            response = web.Response(status=exc.status, text=exc.text, content_type="application/json")
-        else:
-            reason = {404: "not found", 405: "method not allowed", 413: "request body too large"}.get(
-                exc.status, exc.reason.lower())
-            detail: dict[str, Any] = {"path": request.path}
-            if isinstance(exc, web.HTTPMethodNotAllowed):
-                detail["allowed"] = sorted(exc.allowed_methods)
-            response = json_error(exc.status, reason, detail)
-        if "Allow" in exc.headers:  # a 405 names the methods the path does serve (RFC 9110 15.5.6)
-            response.headers["Allow"] = exc.headers["Allow"]
-    except NotFound as exc:
-        response = json_error(404, "not found", str(exc))
-    except Conflict as exc:
-        response = json_error(409, "conflict", {"message": str(exc), "holder": exc.holder})
-    except IllegalTransition as exc:
-        response = json_error(409, "illegal transition", {"message": str(exc), "state": exc.state.value})
-    except InvalidRequest as exc:
-        response = json_error(422, "invalid request", str(exc))
-    except asyncio.CancelledError:
-        raise
-    except ConnectionResetError:
-        # The client hung up while we answered: normal for streams and impatient clients, not a fault
-        # of ours, so no ERROR and no 500 in the metrics. The response can no longer be delivered.
-        log.debug("client hung up during %s %s", request.method, request.path)
-        return web.Response(status=499)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        response = json_error(500, "internal error", "the bridge logged the details")
-    if response.status >= 400:
-        on_error = request.app.get(ON_ERROR)
-        if on_error is not None:
-            on_error(response.status)
-    return response
-
-
-#: Set by make_app: seconds a request's body has to arrive in full (``http.body_timeout_s``).
-BODY_TIMEOUT: web.AppKey[float] = web.AppKey("body_timeout", float)
-
-
-class SlowBody(Exception):
-    """A request's body did not arrive within ``http.body_timeout_s``."""
-
-
-@web.middleware
-async def body_in_time(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                       ) -> web.StreamResponse:
-    """A request's body must arrive within ``http.body_timeout_s``: a client that trickles it is answered
-    408 and its connection closed, so it cannot hold a connection (and a handler) open for long.
-
-    The handler reads the body as usual; when the time is up and the body is still arriving, its read
-    fails with :class:`SlowBody`, and whatever the handler made of that, the answer is the 408.
-    """
-    if not request.body_exists:
-        return await handler(request)
-    limit = request.app[BODY_TIMEOUT]
-    too_slow: list[bool] = []
-
-    def cut_off() -> None:
-        if not request.content.is_eof():
-            too_slow.append(True)
-            request.content.set_exception(SlowBody())
-
-    timer = asyncio.get_running_loop().call_later(limit, cut_off)
-    try:
-        response = await handler(request)
-    except SlowBody:
-        response = None
-    except Exception:
-        if not too_slow:
-            raise
-        response = None
-    finally:
-        timer.cancel()
-    if not too_slow and response is not None:
-        return response
-    log.info("closed a connection whose request body was slow: %s %s", request.method, request.path)
-    if response is None or not response.prepared:
-        response = json_error(408, "request timeout", f"the body did not arrive within {limit:g} s")
-        response.force_close()
-        await response.prepare(request)
-        await response.write_eof()
-    request.protocol.force_close()  # and no lingering read of the rest of the body
-    return response
-
-
-async def json_safety_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Every response: no MIME sniffing. JSON answers (alerts, residents, tokens): never cached."""
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    if response.content_type == "application/json":
-        response.headers.setdefault("Cache-Control", "no-store")
 
 
 @web.middleware
@@ -173,14 +65,14 @@ async def bearer_auth(request: web.Request, handler: Callable[[web.Request], Awa
             return json_error(401, "unauthorized", "send Authorization: Bearer <token>")
         token = match.group(1)
         store = request.app[STORE]
-        user = await store.user_for_token(token)
+        user = await store.users.for_token(token)
         if user is None:
             return json_error(401, "unauthorized", "unknown or disabled token")
         request[USER_KEY] = user
 
         async def same_user(started_as: User = user) -> bool:
             try:
-                return await store.user_for_token(token) == started_as
+                return await store.users.for_token(token) == started_as
             except Exception as exc:  # the store is down or closing: end the stream; the client reconnects
                 log.warning("could not check an API token: %s", exc)
                 return False
@@ -202,72 +94,8 @@ def require(request: web.Request, right: str) -> User:
     return user
 
 
-def _json_exception(kind: type[web.HTTPException], error: str, detail: Any) -> web.HTTPException:
-    return kind(text=json.dumps({"error": error, "detail": detail}), content_type="application/json")
-
-
-def path_id(request: web.Request, name: str, what: str) -> int:
-    """The row id in path segment ``name`` (ASCII digits, 1 to 2**63-1); a JSON 404 naming ``what`` if not."""
-    raw = request.match_info[name]
-    key = row_id(raw)
-    if key is None:
-        raise _json_exception(web.HTTPNotFound, "not found", f"no {what} {raw[:40]!r}")
-    return key
-
-
-def path_name(request: web.Request, name: str, what: str) -> str:
-    """The device or resident id in path segment ``name`` (the device-id rule: 1-64 of ``A-Za-z0-9._-``);
-    a JSON 404 naming ``what`` if it breaks the rule (no such row can exist)."""
-    raw = request.match_info[name]
-    if DEVICE_ID_RE.fullmatch(raw) is None:
-        raise _json_exception(web.HTTPNotFound, "not found", f"no {what} {raw[:64]!r}")
-    return raw
-
-
-def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    """Query parameter ``name`` as a whole number from ``low`` to ``high`` (``default`` when absent);
-    a JSON 422 naming the parameter otherwise."""
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    value = whole_number(raw, low=low, high=high)
-    if value is None:
-        raise _json_exception(web.HTTPUnprocessableEntity, "invalid request",
-                              f"{name} must be a whole number from {low} to {high}")
-    return value
-
-
 def source_of(request: web.Request) -> str:
     return Source.CONSOLE if request.get(VIA_CONSOLE) else Source.API
-
-
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object, or a 400/415 naming what is wrong."""
-    if request.content_type != "application/json":
-        raise web.HTTPUnsupportedMediaType(
-            text=json.dumps({"error": "unsupported media type", "detail": "send application/json"}),
-            content_type="application/json")
-    try:
-        body = strict_json.loads(await request.read())
-    except strict_json.JSONRefused as exc:
-        raise web.HTTPBadRequest(text=json.dumps({"error": "malformed JSON", "detail": exc.message}),
-                                 content_type="application/json") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "malformed JSON", "detail": "expected an object"}),
-                                 content_type="application/json")
-    return body
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def validated(model: type[M], body: dict[str, Any]) -> M:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        detail = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
-        raise web.HTTPUnprocessableEntity(text=json.dumps({"error": "invalid request", "detail": detail}),
-                                          content_type="application/json") from None
 
 
 class ResolveBody(BaseModel):
@@ -307,7 +135,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     require(request, "alerts:read")
     state = request.query.get("state", "open")
     limit = query_int(request, "limit", 100, 1, 1000)
-    alerts, cursor = await request.app[STORE].list_alerts(
+    alerts, cursor = await request.app[STORE].alerts.list_alerts(
         state=state, limit=limit, cursor=request.query.get("cursor") or None)
     return json_response({"alerts": [a.to_json() for a in alerts], "next_cursor": cursor})
 
@@ -347,7 +175,7 @@ async def resolve(request: web.Request) -> web.Response:
 async def reassign(request: web.Request) -> web.Response:
     user = require(request, "alerts:reassign")
     body = validated(ReassignBody, await read_json(request))
-    alert = await request.app[STORE].reassign(alert_key(request), to=body.to, actor=user.name,
+    alert = await request.app[STORE].alerts.reassign(alert_key(request), to=body.to, actor=user.name,
                                               source=source_of(request))
     return json_response(alert.to_json())
 
@@ -357,7 +185,7 @@ async def reassign(request: web.Request) -> web.Response:
 async def add_note(request: web.Request) -> web.Response:
     user = require(request, "alerts:handle")
     body = validated(NoteBody, await read_json(request))
-    await request.app[STORE].add_note(alert_key(request), note=body.note, actor=user.name,
+    await request.app[STORE].alerts.add_note(alert_key(request), note=body.note, actor=user.name,
                                       source=source_of(request))
     return json_response({"ok": True}, status=201)
 

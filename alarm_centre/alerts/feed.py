@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from alarm_centre.model import AlertChange
+from alarm_centre.alerts.model import AlertChange
 from alarm_centre.store.base import AlertStore
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class AlertFeed:
                 if not self._subscribers:
                     break
                 try:
-                    alerts = await self._store.get_alerts(ids[start : start + PAGE])
+                    alerts = await self._store.alerts.get_alerts(ids[start : start + PAGE])
                 except Exception as exc:
                     log.warning("feed could not read %d changed alerts: %s", len(ids[start:]), exc)
                     continue

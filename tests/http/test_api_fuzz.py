@@ -31,7 +31,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from alarm_centre.openapi import describe
+from alarm_centre.http.openapi import describe
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType
 

@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 import pytest
 from harness import eventually, postgres_database
 
-from alarm_centre.model import AlertChange
+from alarm_centre.alerts.model import AlertChange
 from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore
+from alarm_centre.store.ingest import Ingest
 from alarm_centre.store.postgres import PostgresStore, translate
 from alarm_centre.store.schema import all_migrations
 from devices.events import DeviceEvent
@@ -69,9 +70,9 @@ async def test_ingest_duplicate_and_join(store: AlertStore) -> None:
     assert again[0].result == "duplicate" and again[0].alert_id == first[0].alert_id
     alert, timeline = await store.get_alert(str(first[0].alert_id))
     assert alert.repeat_count == 1 and [t.action for t in timeline][:2] == ["raised", "repeat"]
-    alerts, cursor = await store.list_alerts(state="open", limit=1)
+    alerts, cursor = await store.alerts.list_alerts(state="open", limit=1)
     assert alerts[0].id == first[0].alert_id and cursor is not None
-    more, _ = await store.list_alerts(state="open", limit=10, cursor=cursor)
+    more, _ = await store.alerts.list_alerts(state="open", limit=10, cursor=cursor)
     assert [a.type for a in more] == ["low_battery"]
     assert await store.event_count() == 3
 
@@ -83,12 +84,12 @@ async def test_lifecycle_and_outbox_claims(store: AlertStore) -> None:
     resolved = await store.resolve(str(result.alert_id), outcome="resident_ok", note=None, actor="alice",
                                    source="api")
     assert resolved.state == "resolved"
-    await store.upsert_device("u4", "gsm_unit")
+    await store.devices.upsert_device("u4", "gsm_unit")
     await store.ingest([event("u4", "pendant")])
-    claimed = await store.claim_outbox()
+    claimed = await store.outbox.claim()
     assert [item.payload["cmd"] for item in claimed] == ["call_centre"]
-    assert await store.claim_outbox() == [], "a claimed item is leased, not handed out again"
-    assert await store.pending_outbox() == 1
+    assert await store.outbox.claim() == [], "a claimed item is leased, not handed out again"
+    assert await store.outbox.pending() == 1
     await store.probe_write()
 
 
@@ -106,9 +107,9 @@ async def test_migrations_are_safe_from_two_nodes_at_once(pg_url: str) -> None:
 async def test_two_nodes_never_claim_the_same_outbox_item(pg_url: str) -> None:
     async with PostgresStore(pg_url) as a, PostgresStore(pg_url) as b:
         for n in range(60):
-            await a.upsert_device(f"c{n}", "gsm_unit")
+            await a.devices.upsert_device(f"c{n}", "gsm_unit")
         await a.ingest([event(f"c{n}", "pendant") for n in range(60)])
-        claims = await asyncio.gather(*(node.claim_outbox(limit=7) for node in (a, b) for _ in range(6)))
+        claims = await asyncio.gather(*(node.outbox.claim(limit=7) for node in (a, b) for _ in range(6)))
         ids = [item.id for claim in claims for item in claim]
         assert len(ids) == len(set(ids)) == 60, "every item claimed, none twice"
 
@@ -152,16 +153,16 @@ async def test_a_poisoned_event_is_rejected_and_its_batch_is_kept(store: AlertSt
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault injection: one event's handling raises. The batch is retried event by event, so the
     others are stored and only that one is rejected; nothing half-done of it remains."""
-    real = AlertStore._event_effect
+    real = Ingest._event_effect
 
-    async def faulty(self: AlertStore, tx, post, ev, device, test, now):  # type: ignore[no-untyped-def]
+    async def faulty(self: Ingest, tx, post, ev, device, test, now):  # type: ignore[no-untyped-def]
         if ev.device_id == "poison":
             await tx.execute("INSERT INTO alert_log (alert_id, at, action, actor, source) "
                              "VALUES (0, 0, 'half-done', 'x', 'x')")
             raise RuntimeError("injected")
         return await real(self, tx, post, ev, device, test, now)
 
-    monkeypatch.setattr(AlertStore, "_event_effect", faulty)
+    monkeypatch.setattr(Ingest, "_event_effect", faulty)
     batch = [event("good-1"), event("poison"), event("good-2")]
     results = await store.ingest(batch)
     assert [r.result for r in results] == ["accepted", "rejected", "accepted"]

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from alarm_centre.lifecycle import AlertState
+from alarm_centre.alerts.audit import AuditAction
+from alarm_centre.alerts.lifecycle import AlertState
 
 
 class Role(StrEnum):
@@ -136,7 +137,7 @@ class AlertChange:
     """Published after a commit that changed an alert: the console streams and metrics listen."""
 
     alert_id: str
-    action: str
+    action: AuditAction
     priority: int
     state: str
 

@@ -19,8 +19,8 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from alarm_centre.lifecycle import OPERATOR_OUTCOMES, OUTCOME_MEANINGS, AlertState, Outcome
-from alarm_centre.model import ROLE_RIGHTS
+from alarm_centre.alerts.lifecycle import OPERATOR_OUTCOMES, OUTCOME_MEANINGS, AlertState, Outcome
+from alarm_centre.alerts.model import ROLE_RIGHTS
 from devices.events import DEVICE_ID_RE
 from devices.vocabulary import PRIORITIES
 
@@ -61,7 +61,7 @@ class Body:
 @dataclass(frozen=True, slots=True)
 class Operation:
     summary: str
-    #: The right the caller's role needs (alarm_centre/model.py); None for a public route.
+    #: The right the caller's role needs (alarm_centre/alerts/model.py); None for a public route.
     right: str | None
     body: Body | None = None
     query: tuple[dict[str, Any], ...] = ()

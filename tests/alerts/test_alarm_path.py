@@ -35,8 +35,8 @@ async def timeline_actions(bridge: RunningBridge, alert_id: str) -> list[str]:
 
 
 async def test_pendant_is_stored_acked_and_called_back(bridge: RunningBridge) -> None:
-    await bridge.store.upsert_resident("res-1", "Ada")
-    await bridge.store.upsert_device("unit-1", "gsm_unit", resident_id="res-1")
+    await bridge.store.devices.upsert_resident("res-1", "Ada")
+    await bridge.store.devices.upsert_device("unit-1", "gsm_unit", resident_id="res-1")
     async with unit_for(bridge, "unit-1") as unit:
         ack = await unit.send("pendant", event_id="ev-1", timeout=20)
         assert ack["result"] == "accepted"
@@ -191,7 +191,7 @@ async def test_mains_restored_resolves_mains_fail_and_heartbeat_raises_nothing(b
 async def test_will_message_marks_unit_offline(bridge: RunningBridge) -> None:
     import aiomqtt
 
-    await bridge.store.upsert_device("unit-6", "gsm_unit")
+    await bridge.store.devices.upsert_device("unit-6", "gsm_unit")
     host, port = bridge.broker
     topics = bridge.bridge.config.topic_root
 

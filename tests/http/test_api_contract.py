@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from harness import RunningBridge
 
-from alarm_centre.lifecycle import OPERATOR_OUTCOMES, Outcome
+from alarm_centre.alerts.lifecycle import OPERATOR_OUTCOMES, Outcome
 
 #: Writes that take no body: claiming an alert, issuing a unit's MQTT password.
 BODILESS = {
@@ -149,14 +149,14 @@ async def test_other_answers_are_not_sniffed(embedded_bridge: RunningBridge) -> 
 
 
 def test_operating_guide_lists_every_outcome_code() -> None:
-    guide = (Path(__file__).parent.parent / "docs" / "operating.md").read_text()
+    guide = (Path(__file__).parents[2] / "docs" / "operating.md").read_text()
     for code in Outcome:
         assert f"`{code.value}`" in guide, f"docs/operating.md does not explain outcome {code.value}"
 
 
 async def test_the_right_each_operation_names_is_the_one_it_checks(embedded_bridge: RunningBridge) -> None:
     """x-right in the description and require() in the handler agree, for every role."""
-    from alarm_centre.model import ROLE_RIGHTS, Role
+    from alarm_centre.alerts.model import ROLE_RIGHTS, Role
 
     spec = await served_spec(embedded_bridge)
     filled = {"alert_id": "1", "incident_id": "1", "device_id": "unit-z", "resident_id": "res-z",

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from harness import eventually
 
+from alarm_centre.alerts.model import OutboxItem
 from alarm_centre.cancellation import stop
 from alarm_centre.escalation import Escalation, EscalationSettings, PolicyStep
 from alarm_centre.host import HookOrder
-from alarm_centre.model import OutboxItem
 from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore
 from bridge.metrics import BridgeMetrics
@@ -89,7 +89,7 @@ def count_claims(store: AlertStore, after_claim: Callable[[list[OutboxItem]], Aw
                  ) -> list[int]:
     """Count the dispatcher's claim passes (and optionally act right after one, before any send)."""
     passes = [0]
-    real = store.claim_outbox
+    real = store.outbox.claim
 
     async def claim(**kwargs: Any) -> list[OutboxItem]:
         items = await real(**kwargs)
@@ -98,7 +98,7 @@ def count_claims(store: AlertStore, after_claim: Callable[[list[OutboxItem]], Aw
         passes[0] += 1
         return items
 
-    store.claim_outbox = claim  # type: ignore[method-assign]
+    store.outbox.claim = claim  # type: ignore[method-assign]
     return passes
 
 
@@ -123,7 +123,7 @@ async def operator_resolves(store: AlertStore, alert_id: str) -> None:
 
 
 async def test_no_call_centre_retry_goes_out_after_the_alert_is_resolved(store: AlertStore) -> None:
-    await store.upsert_device("unit-r", "gsm_unit")
+    await store.devices.upsert_device("unit-r", "gsm_unit")
     [result] = await store.ingest([event("unit-r", "pendant")])
     assert result.alert_id is not None
     clock, unit = Clock(), Unit()
@@ -136,7 +136,7 @@ async def test_no_call_centre_retry_goes_out_after_the_alert_is_resolved(store: 
         assert [i.payload["cmd"] for i in unit.sent] == ["call_centre", "call_centre"]
 
         await operator_resolves(store, result.alert_id)
-        assert await store.pending_outbox() == 0, "resolving closes the alert's pending commands"
+        assert await store.outbox.pending() == 0, "resolving closes the alert's pending commands"
         clock.offset += 3600  # every retry that was still to come is now due
         dispatcher.wake()
         await two_more_passes(passes)
@@ -151,7 +151,7 @@ async def test_no_call_centre_retry_goes_out_after_the_alert_is_resolved(store: 
 
 
 async def test_a_command_claimed_before_the_resolve_is_not_sent_after_it(store: AlertStore) -> None:
-    await store.upsert_device("unit-s", "gsm_unit")
+    await store.devices.upsert_device("unit-s", "gsm_unit")
     [result] = await store.ingest([event("unit-s", "pendant")])
     assert result.alert_id is not None
     alert_id = result.alert_id
@@ -164,7 +164,7 @@ async def test_a_command_claimed_before_the_resolve_is_not_sent_after_it(store: 
     clock, unit = Clock(), Unit()
     async with running_outbox(store, clock, unit) as (_, metrics):
         await two_more_passes(passes)
-        assert await store.pending_outbox() == 0
+        assert await store.outbox.pending() == 0
     assert unit.sent == []
     assert metrics.commands.labels("call_centre", "cancelled")._value.get() == 1
     assert "commands_cancelled" in [a for a, _ in await actions(store, alert_id)]
@@ -172,7 +172,7 @@ async def test_a_command_claimed_before_the_resolve_is_not_sent_after_it(store: 
 
 async def test_a_left_over_command_of_a_resolved_alert_is_closed_not_claimed(store: AlertStore) -> None:
     """Rows queued before this fix (or by any future path) are caught at claim time too."""
-    await store.upsert_device("unit-t", "gsm_unit")
+    await store.devices.upsert_device("unit-t", "gsm_unit")
     [result] = await store.ingest([event("unit-t", "pendant")])
     assert result.alert_id is not None
     await operator_resolves(store, result.alert_id)
@@ -181,9 +181,9 @@ async def test_a_left_over_command_of_a_resolved_alert_is_closed_not_claimed(sto
         await tx.execute("UPDATE outbox SET done_at = NULL WHERE alert_id = ?", int(result.alert_id or 0))
 
     await store.transaction(reopen)
-    assert await store.pending_outbox() == 1
-    assert await store.claim_outbox(now=time.time() + 3600) == []
-    assert await store.pending_outbox() == 0
+    assert await store.outbox.pending() == 1
+    assert await store.outbox.claim(now=time.time() + 3600) == []
+    assert await store.outbox.pending() == 0
 
 
 async def escalating(store: AlertStore) -> Escalation:

@@ -105,7 +105,7 @@ async def test_policy_priorities_1_to_3_are_written(embedded_bridge: RunningBrid
 
 
 async def test_store_refuses_a_policy_for_priority_4(embedded_bridge: RunningBridge) -> None:
-    from alarm_centre.store.base import InvalidRequest
+    from alarm_centre.store.tx import InvalidRequest
 
     routes = embedded_bridge.bridge.app.router.routes()  # reach the feature's Escalation
     handler = next(r.handler for r in routes if getattr(r.handler, "__name__", "") == "put_policy")

@@ -1,0 +1,1 @@
+"""Alerts: the model, the lifecycle table, intake from transports and the change feed."""

@@ -1,0 +1,53 @@
+"""The audit vocabulary: every action an alert's timeline records (``alert_log.action``).
+
+One closed set, written by the store and the features through ``log_action`` and compared by listeners
+(``AlertChange.action``). The values are what is stored and what the console and API show, so they never
+change; a new kind of timeline entry is a new member here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AuditAction(StrEnum):
+    """What happened to an alert, as its timeline says it."""
+
+    # intake: what device events did
+    RAISED = "raised"
+    REPEAT = "repeat"
+    CALL_CONNECTED = "call_connected"
+    RESIDENT_CANCELLED = "resident_cancelled"
+    GROUPED = "grouped"
+    # operators
+    ACKNOWLEDGED = "acknowledged"
+    REASSIGNED = "reassigned"
+    NOTE = "note"
+    RESOLVED = "resolved"
+    # device commands (the outbox)
+    NO_UNIT_TO_CALL = "no_unit_to_call"
+    COMMAND_SENT = "command_sent"
+    COMMAND_FAILED = "command_failed"
+    CMD_RESULT = "cmd_result"
+    COMMANDS_CANCELLED = "commands_cancelled"
+    # escalation policy
+    ESCALATION_SCHEDULED = "escalation_scheduled"
+    ESCALATION_HIGHLIGHT = "escalation_highlight"
+    ESCALATION_NOTIFY = "escalation_notify"
+    ESCALATION_SKIPPED = "escalation_skipped"
+    ESCALATION_STOPPED = "escalation_stopped"
+    # notifications (SMS, calls)
+    NOTIFICATION_SENT = "notification_sent"
+    NOTIFICATION_STATUS = "notification_status"
+    NOTIFICATION_FAILED = "notification_failed"
+    SUPERVISOR_REPLIED = "supervisor_replied"
+    # responder call-out
+    RESPONDER_CALLOUT_STARTED = "responder_callout_started"
+    RESPONDER_CALLOUT_UNAVAILABLE = "responder_callout_unavailable"
+    NO_RESPONDERS = "no_responders"
+    RESPONDER_CONTACTED = "responder_contacted"
+    RESPONDER_NO_ANSWER = "responder_no_answer"
+    RESPONDER_REPLIED = "responder_replied"
+    RESPONDER_ACCEPTED = "responder_accepted"
+    RESPONDER_DECLINED = "responder_declined"
+    RESPONDERS_EXHAUSTED = "responders_exhausted"

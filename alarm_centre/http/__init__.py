@@ -1,0 +1,1 @@
+"""The HTTP layer: the REST API, its error answers and the API description."""

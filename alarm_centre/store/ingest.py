@@ -1,0 +1,338 @@
+"""Intake in the store: what each device event does, in one transaction per batch.
+
+An event is recorded under its idempotency key ``(device_id, event_id)``; a new one raises an alert, joins
+the open one, clears one, or confirms a command, and the features' hooks run in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from alarm_centre.alerts.audit import AuditAction
+from alarm_centre.alerts.intake import IngestResult
+from alarm_centre.alerts.lifecycle import Outcome, Source
+from alarm_centre.store.tx import EventFailed, PostCommit, RetryLater, Row, Tx
+from alarm_centre.store.tx import dumps as _j
+from alarm_centre.store.tx import now as _now
+from devices.events import DeviceEvent
+from devices.vocabulary import CLEARS, EventType, Priority, is_help, priority_of
+
+if TYPE_CHECKING:
+    from alarm_centre.store.base import AlertStore
+
+log = logging.getLogger(__name__)
+
+UNIT_KINDS = ("gsm_unit", "ip_unit", "serial_unit")
+CLOCK_SKEW_LIMIT_S = 300.0
+
+
+class Ingest:
+    """Device events into alerts (``store.intake``)."""
+
+    def __init__(self, store: AlertStore) -> None:
+        self._store = store
+
+    async def store(self, events: Sequence[DeviceEvent]) -> list[IngestResult]:
+        """Store a batch of device events in one transaction; one result per event, in order.
+
+        The batch is tried whole first. Should one event fail, the batch is stored again with a
+        savepoint around each event, so the poisoned one is rejected and the rest are kept. (Savepoints
+        cost PostgreSQL two round trips per event, so they are only paid for when needed.)
+        """
+
+        async def whole(tx: Tx, post: PostCommit) -> list[IngestResult]:
+            results = []
+            for event in events:
+                try:
+                    results.append(await self.apply_event(tx, post, event))
+                except Exception as exc:
+                    raise EventFailed from exc  # rolls the batch back; see one_by_one
+            return results
+
+        async def one_by_one(tx: Tx, post: PostCommit) -> list[IngestResult]:
+            results = []
+            for n, event in enumerate(events):
+                savepoint = f"ev{n}"
+                await tx.savepoint(savepoint)
+                try:
+                    results.append(await self.apply_event(tx, post, event))
+                    await tx.release(savepoint)
+                except Exception as exc:  # one poisoned event must not block its batch
+                    if isinstance(exc, RetryLater):
+                        log.info("event %s/%s must wait: %s", event.device_id, event.event_id, exc)
+                    else:
+                        log.exception("event %s/%s could not be stored", event.device_id, event.event_id)
+                    await tx.rollback_to(savepoint)
+                    await tx.release(savepoint)
+                    results.append(IngestResult("rejected", error=f"internal error: {type(exc).__name__}"))
+            return results
+
+        try:
+            result: list[IngestResult] = await self._store.transaction(whole)
+        except EventFailed:
+            result = await self._store.transaction(one_by_one)
+        return result
+
+    async def apply_event(self, tx: Tx, post: PostCommit, ev: DeviceEvent) -> IngestResult:
+        await self._store.claim_unit(tx, ev.device_id)
+        received = ev.received_at.timestamp()
+        # Record the event and learn whether it is new in one statement (the idempotency key).
+        stored = await tx.fetchone(
+            "INSERT INTO events (device_id, event_id, type, ts, received_at, source, test, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, event_id) DO NOTHING RETURNING event_id",
+            ev.device_id,
+            ev.event_id,
+            ev.type.value,
+            ev.ts.timestamp() if ev.ts else None,
+            received,
+            ev.source,
+            int(ev.test),
+            _j(ev.data),
+        )
+        if stored is None:
+            seen = await tx.fetchone(
+                "SELECT alert_id FROM events WHERE device_id = ? AND event_id = ?", ev.device_id, ev.event_id
+            )
+            alert_id = seen["alert_id"] if seen is not None else None
+            return IngestResult("duplicate", alert_id=None if alert_id is None else str(alert_id))
+        now = _now()
+        device = await tx.fetchone("SELECT * FROM devices WHERE id = ?", ev.device_id)
+        registered = device is not None and device["status"] == "active"
+        in_test_mode = bool(
+            registered
+            and device is not None
+            and device["test_mode_until"]
+            and device["test_mode_until"] > received
+        )
+        test = ev.test and in_test_mode
+        if registered:
+            await tx.execute(
+                "UPDATE devices SET last_seen_at = ?, online = 1 WHERE id = ?", received, ev.device_id
+            )
+        alert_id = await self._event_effect(tx, post, ev, device if registered else None, test, now)
+        for hook in self._store.event_hooks:
+            await hook(tx, post, ev, device if registered else None, alert_id)
+        if alert_id is not None:
+            await tx.execute(
+                "UPDATE events SET alert_id = ? WHERE device_id = ? AND event_id = ?",
+                alert_id,
+                ev.device_id,
+                ev.event_id,
+            )
+        return IngestResult("accepted", alert_id=None if alert_id is None else str(alert_id))
+
+    async def _event_effect(
+        self, tx: Tx, post: PostCommit, ev: DeviceEvent, device: Row | None, test: bool, now: float
+    ) -> int | None:
+        """What one new event does to alerts and the outbox; returns the alert it belongs to."""
+        source = _source_of(ev)
+        actor = f"device:{ev.device_id}"
+        resident_id = device["resident_id"] if device is not None else None
+        if ev.type is EventType.HEARTBEAT:
+            cleared = await self._store.alerts.open_alert(tx, f"device:{ev.device_id}:no_heartbeat")
+            if cleared is not None:
+                await self._store.alerts.system_resolve(
+                    tx, post, cleared, Outcome.CLEARED_BY_DEVICE, "heartbeat resumed", now
+                )
+            return None
+        if ev.type is EventType.CMD_RESULT:
+            return await self._command_result(tx, post, ev, actor, source, now)
+        if ev.type in (EventType.CALL_CONNECTED, EventType.CANCEL):
+            target = await self._store.alerts.open_alert(tx, _help_key(ev.device_id, resident_id))
+            if target is None:
+                return None
+            action = (
+                AuditAction.CALL_CONNECTED if ev.type is EventType.CALL_CONNECTED
+                else AuditAction.RESIDENT_CANCELLED
+            )
+            await self._store.alerts.log_action(
+                tx, post, target, action, actor, source, {"event_id": ev.event_id, **ev.data}, now
+            )
+            return int(target["id"])
+        cleared_type = CLEARS.get(ev.type)
+        if cleared_type is not None:
+            target = await self._store.alerts.open_alert(tx, f"device:{ev.device_id}:{cleared_type.value}")
+            if target is None:
+                return None
+            await self._store.alerts.system_resolve(
+                tx, post, target, Outcome.CLEARED_BY_DEVICE, ev.type.value, now, actor=actor, source=source
+            )
+            return int(target["id"])
+        priority = priority_of(ev.type)
+        if priority is None:
+            return None
+        return await self._raise_or_join(tx, post, ev, device, resident_id, priority, test, now)
+
+    async def _raise_or_join(
+        self,
+        tx: Tx,
+        post: PostCommit,
+        ev: DeviceEvent,
+        device: Row | None,
+        resident_id: str | None,
+        priority: Priority,
+        test: bool,
+        now: float,
+    ) -> int:
+        source = _source_of(ev)
+        actor = f"device:{ev.device_id}"
+        key = (
+            _help_key(ev.device_id, resident_id)
+            if is_help(ev.type)
+            else f"device:{ev.device_id}:{ev.type.value}"
+        )
+        detail: dict[str, Any] = {"event_id": ev.event_id, "type": ev.type.value}
+        if ev.data:
+            detail["data"] = ev.data
+        skew = ev.clock_skew_s
+        clock_skew = skew is not None and abs(skew) > CLOCK_SKEW_LIMIT_S
+        data: dict[str, Any] = {"source": ev.source}
+        if ev.ts is not None:
+            data["device_ts"] = ev.ts.timestamp()
+        if clock_skew:
+            data["clock_skew_s"] = round(skew or 0.0, 1)
+        if ev.test and not test:
+            data["test_flag_ignored"] = "the unit is not in test mode, so this is handled as real"
+        if ev.unregistered_hint:
+            data["unregistered_hint"] = ev.unregistered_hint
+        if ev.data:
+            data["event_data"] = ev.data
+        unregistered = device is None
+        row = await tx.fetchone(
+            "INSERT INTO alerts (device_id, resident_id, type, priority, state, open_key, raised_at, "
+            "repeat_count, test, unregistered, clock_skew, data, updated_at) "
+            "VALUES (?, ?, ?, ?, 'raised', ?, ?, 0, ?, ?, ?, ?, ?) "
+            # One open alert per key: a repeat conflicts and joins the open alert below.
+            "ON CONFLICT (open_key) DO NOTHING RETURNING *",
+            ev.device_id,
+            resident_id,
+            ev.type.value,
+            int(priority),
+            key,
+            ev.received_at.timestamp(),
+            int(test),
+            int(unregistered),
+            int(clock_skew),
+            _j(data),
+            now,
+        )
+        if row is None:
+            open_alert = await self._store.alerts.open_alert(tx, key)
+            assert open_alert is not None, "the conflicting open alert is visible to this transaction"
+            await tx.execute(
+                "UPDATE alerts SET repeat_count = repeat_count + 1, updated_at = ? WHERE id = ?",
+                now,
+                open_alert["id"],
+            )
+            await self._store.alerts.log_action(
+                tx, post, open_alert, AuditAction.REPEAT, actor, source, detail, now
+            )
+            return int(open_alert["id"])
+        await self._store.alerts.log_action(
+            tx,
+            post,
+            row,
+            AuditAction.RAISED,
+            f"device:{ev.device_id}",
+            source,
+            {**detail, "unregistered": unregistered, "test": test},
+            now,
+        )
+        for hook in self._store.raise_hooks:
+            await hook(tx, post, row, ev)
+        if is_help(ev.type) and not test:
+            await self._command_call_centre(tx, post, row, ev, device, resident_id, now)
+        return int(row["id"])
+
+    async def _command_call_centre(
+        self,
+        tx: Tx,
+        post: PostCommit,
+        alert: Row,
+        ev: DeviceEvent,
+        device: Row | None,
+        resident_id: str | None,
+        now: float,
+    ) -> None:
+        """Ask the resident's unit to open a speech call to the centre (sent from the outbox)."""
+        target: Row | None = None
+        if device is not None and device["kind"] in UNIT_KINDS:
+            target = device
+        elif resident_id is not None:
+            target = await tx.fetchone(
+                "SELECT * FROM devices WHERE resident_id = ? AND status = 'active' AND kind IN (?, ?, ?) "
+                "ORDER BY created_at LIMIT 1",
+                resident_id,
+                *UNIT_KINDS,
+            )
+        if target is not None:
+            await self._store.outbox.add_command(
+                tx,
+                post,
+                target["channel"],
+                target["id"],
+                "call_centre",
+                {"alert_id": str(alert["id"])},
+                int(alert["id"]),
+                now,
+            )
+        elif device is None and ev.source == "mqtt":
+            # An unregistered unit still gets its call back: it spoke to us over MQTT, so it can hear us.
+            await self._store.outbox.add_command(
+                tx,
+                post,
+                "mqtt",
+                ev.device_id,
+                "call_centre",
+                {"alert_id": str(alert["id"])},
+                int(alert["id"]),
+                now,
+            )
+        else:
+            await self._store.alerts.log_action(
+                tx,
+                post,
+                alert,
+                AuditAction.NO_UNIT_TO_CALL,
+                "system",
+                Source.SYSTEM,
+                {"reason": "no registered unit for this resident; call the resident back"},
+                now,
+            )
+
+    async def _command_result(
+        self, tx: Tx, post: PostCommit, ev: DeviceEvent, actor: str, source: str, now: float
+    ) -> int | None:
+        cmd_id = ev.data.get("cmd_id")
+        if not isinstance(cmd_id, str):
+            return None
+        item = await self._store.outbox.confirm(tx, ev.device_id, cmd_id, ev.data, now)
+        if item is None or item["alert_id"] is None:
+            return None
+        alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", item["alert_id"])
+        if alert is None:
+            return None
+        command = json.loads(item["payload"]).get("cmd")
+        await self._store.alerts.log_action(
+            tx,
+            post,
+            alert,
+            AuditAction.CMD_RESULT,
+            actor,
+            source,
+            {"cmd": command, **{k: v for k, v in ev.data.items()}},
+            now,
+        )
+        return int(alert["id"])
+
+
+def _help_key(device_id: str, resident_id: str | None) -> str:
+    """Help alerts collapse per resident when we know them, else per device."""
+    return f"resident:{resident_id}:help" if resident_id else f"device:{device_id}:help"
+
+
+def _source_of(ev: DeviceEvent) -> str:
+    return {"voice": Source.VOICE, "sms": Source.SMS, "system": Source.SYSTEM}.get(ev.source, Source.DEVICE)

@@ -1,0 +1,250 @@
+"""The outbox: side effects produced inside a commit (device commands) and performed after it.
+
+Items are added in the transaction that decided them, claimed with a lease by the senders, checked just
+before sending (never after their alert is resolved), and closed by the unit's ``cmd_result``, by the
+transport, by a resolve, or after too many attempts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from alarm_centre.alerts.audit import AuditAction
+from alarm_centre.alerts.lifecycle import Source
+from alarm_centre.alerts.model import OutboxItem
+from alarm_centre.store.tx import PostCommit, Row, Tx
+from alarm_centre.store.tx import dumps as _j
+from alarm_centre.store.tx import now as _now
+
+if TYPE_CHECKING:
+    from alarm_centre.store.base import AlertStore
+
+log = logging.getLogger(__name__)
+
+COMMAND_RETRY_S = (15.0, 30.0, 60.0, 120.0, 300.0)
+COMMAND_MAX_ATTEMPTS = 8
+
+
+class Outbox:
+    """The outbox table's one home (``store.outbox``)."""
+
+    def __init__(self, store: AlertStore) -> None:
+        self._store = store
+
+    async def add_command(
+        self,
+        tx: Tx,
+        post: PostCommit,
+        channel: str,
+        device_id: str,
+        cmd: str,
+        args: dict[str, Any],
+        alert_id: int | None,
+        now: float,
+    ) -> str:
+        """Queue a command to a unit in the transaction that decided it; returns its ``cmd_id``."""
+        cmd_id = "c" + secrets.token_hex(8)
+        await tx.execute(
+            "INSERT INTO outbox (kind, channel, target, alert_id, cmd_id, payload, created_at, "
+            "next_attempt_at) VALUES ('device_command', ?, ?, ?, ?, ?, ?, ?)",
+            channel,
+            device_id,
+            alert_id,
+            cmd_id,
+            _j({"cmd": cmd, "args": args}),
+            now,
+            now,
+        )
+        post.outbox = True
+        return cmd_id
+
+    async def claim(
+        self, *, limit: int = 100, lease_s: float = 15.0, now: float | None = None
+    ) -> list[OutboxItem]:
+        """Take due outbox items, pushing their next attempt out by a lease so no one else takes them.
+
+        An item whose alert is already resolved is closed here instead of handed out (resolving
+        cancels them too; this catches any left behind).
+        """
+
+        async def work(tx: Tx, post: PostCommit) -> list[OutboxItem]:
+            at = _now() if now is None else now
+            rows = await tx.fetchall(
+                "SELECT * FROM outbox WHERE done_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?"
+                + self._store.skip_locked(),
+                at,
+                limit,
+            )
+            resolved = await self._resolved_among(tx, [r["alert_id"] for r in rows])
+            items = []
+            for r in rows:
+                if r["alert_id"] is not None and int(r["alert_id"]) in resolved:
+                    await tx.execute(
+                        "UPDATE outbox SET done_at = ?, last_error = ? WHERE id = ?",
+                        at,
+                        "cancelled: alert resolved",
+                        r["id"],
+                    )
+                    continue
+                attempts = int(r["attempts"]) + 1
+                if attempts > COMMAND_MAX_ATTEMPTS:
+                    await tx.execute(
+                        "UPDATE outbox SET done_at = ?, last_error = ? WHERE id = ?",
+                        at,
+                        "gave up: no cmd_result after retries",
+                        r["id"],
+                    )
+                    if r["alert_id"] is not None:
+                        alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", r["alert_id"])
+                        if alert is not None:
+                            await self._store.alerts.log_action(
+                                tx,
+                                post,
+                                alert,
+                                AuditAction.COMMAND_FAILED,
+                                "system",
+                                Source.SYSTEM,
+                                {
+                                    "cmd_id": r["cmd_id"],
+                                    "target": r["target"],
+                                    "reason": "the unit never confirmed the command",
+                                },
+                                at,
+                            )
+                    continue
+                delay = COMMAND_RETRY_S[min(attempts - 1, len(COMMAND_RETRY_S) - 1)]
+                await tx.execute(
+                    "UPDATE outbox SET attempts = ?, next_attempt_at = ? WHERE id = ?",
+                    attempts,
+                    at + max(delay, lease_s),
+                    r["id"],
+                )
+                items.append(
+                    OutboxItem(
+                        id=int(r["id"]),
+                        kind=r["kind"],
+                        channel=r["channel"],
+                        target=r["target"],
+                        alert_id=None if r["alert_id"] is None else str(r["alert_id"]),
+                        cmd_id=r["cmd_id"],
+                        payload=json.loads(r["payload"]),
+                        attempts=attempts,
+                    )
+                )
+            return items
+
+        result: list[OutboxItem] = await self._store.transaction(work)
+        return result
+
+    async def _resolved_among(self, tx: Tx, alert_ids: Sequence[Any]) -> set[int]:
+        keys = sorted({int(a) for a in alert_ids if a is not None})
+        if not keys:
+            return set()
+        marks = ", ".join("?" for _ in keys)
+        rows = await tx.fetchall(f"SELECT id FROM alerts WHERE state = 'resolved' AND id IN ({marks})", *keys)
+        return {int(r["id"]) for r in rows}
+
+    async def void_reason(self, item: OutboxItem) -> str | None:
+        """Why a claimed item must not be sent now (closed meanwhile, its alert resolved), or None.
+
+        The sender asks just before sending, so a command claimed before a resolve never goes out
+        after it.
+        """
+        async with self._store.read() as tx:
+            row = await tx.fetchone("SELECT done_at, last_error FROM outbox WHERE id = ?", item.id)
+            if row is None:
+                return "the item is gone"
+            if row["done_at"] is not None:
+                return str(row["last_error"] or "the item is already done")
+            if item.alert_id is not None and await self._resolved_among(tx, [item.alert_id]):
+                return "cancelled: alert resolved"
+        return None
+
+    async def sent(self, item: OutboxItem, *, error: str | None = None) -> None:
+        """Record one attempt at an outbox item on its alert's timeline."""
+        if item.alert_id is None:
+            if error:
+                log.warning("outbox item %s failed: %s", item.id, error)
+            return
+
+        async def work(tx: Tx, post: PostCommit) -> None:
+            alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", int(item.alert_id or 0))
+            if error is not None:
+                await tx.execute("UPDATE outbox SET last_error = ? WHERE id = ?", error, item.id)
+            if alert is None:
+                return
+            detail = {
+                "cmd": item.payload.get("cmd"),
+                "cmd_id": item.cmd_id,
+                "target": item.target,
+                "attempt": item.attempts,
+            }
+            if error:
+                detail["error"] = error
+            await self._store.alerts.log_action(
+                tx,
+                post,
+                alert,
+                AuditAction.COMMAND_FAILED if error else AuditAction.COMMAND_SENT,
+                "system",
+                Source.SYSTEM,
+                detail,
+                _now(),
+            )
+
+        await self._store.transaction(work)
+
+    async def pending(self) -> int:
+        async with self._store.read() as tx:
+            row = await tx.fetchone("SELECT COUNT(*) AS n FROM outbox WHERE done_at IS NULL")
+        return int(row["n"]) if row else 0
+
+    async def confirm(
+        self, tx: Tx, device_id: str, cmd_id: str, result: dict[str, Any], now: float
+    ) -> Row | None:
+        """A unit's ``cmd_result`` for one of its commands: close the item with the result (in the
+        event's transaction); returns the item, or None if the unit has no such command."""
+        item = await tx.fetchone("SELECT * FROM outbox WHERE cmd_id = ? AND target = ?", cmd_id, device_id)
+        if item is None:
+            return None
+        await tx.execute(
+            "UPDATE outbox SET done_at = ?, result = ? WHERE id = ? AND done_at IS NULL",
+            now,
+            _j(result),
+            item["id"],
+        )
+        return item
+
+    async def finish(self, item: OutboxItem, result: dict[str, Any]) -> None:
+        """Close a sent item with what the transport learnt (for transports with no ``cmd_result``,
+        such as SMS)."""
+
+        async def work(tx: Tx, post: PostCommit) -> None:
+            await tx.execute(
+                "UPDATE outbox SET done_at = ?, result = ? WHERE id = ? AND done_at IS NULL",
+                _now(),
+                _j(result),
+                item.id,
+            )
+
+        await self._store.transaction(work)
+
+    async def cancel_for_alert(self, tx: Tx, alert_id: Any, reason: str, now: float) -> list[Row]:
+        """Close an alert's pending items (it was resolved), in that transaction; returns them."""
+        commands = await tx.fetchall(
+            "SELECT id, cmd_id, target, payload FROM outbox WHERE alert_id = ? AND done_at IS NULL "
+            "ORDER BY id",
+            alert_id,
+        )
+        if commands:
+            await tx.execute(
+                "UPDATE outbox SET done_at = ?, last_error = ? WHERE alert_id = ? AND done_at IS NULL",
+                now,
+                f"cancelled: {reason}",
+                alert_id,
+            )
+        return commands

@@ -1,0 +1,76 @@
+"""The store's small transaction interface, shared by the backends, the repositories and the features.
+
+A backend supplies :class:`Tx`; work runs as ``work(tx, post)`` inside ``store.transaction(work)`` and
+collects in :class:`PostCommit` what listeners hear of once the transaction has committed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from alarm_centre.alerts.model import AlertChange
+from devices import strict_json
+
+Row = Mapping[str, Any]
+T = TypeVar("T")
+
+
+class Tx(Protocol):
+    """One open transaction. SQL uses ``?`` placeholders; backends translate."""
+
+    async def execute(self, sql: str, *args: Any) -> int: ...
+    async def fetchone(self, sql: str, *args: Any) -> Row | None: ...
+    async def fetchall(self, sql: str, *args: Any) -> list[Row]: ...
+    async def savepoint(self, name: str) -> None: ...
+    async def release(self, name: str) -> None: ...
+    async def rollback_to(self, name: str) -> None: ...
+
+
+class PostCommit:
+    """What a transaction changed, delivered to listeners once it has committed."""
+
+    def __init__(self) -> None:
+        self.changes: list[AlertChange] = []
+        self.outbox = False
+        #: Users whose access changed (signed out, disabled, new role, password or token).
+        self.users: set[str] = set()
+
+
+#: The work of one write transaction.
+Work = Callable[[Tx, PostCommit], Awaitable[T]]
+
+
+class NotFound(LookupError):
+    """No such alert (or user, or device)."""
+
+
+class Conflict(Exception):
+    """The alert is held by someone else, or the request clashes with existing state."""
+
+    def __init__(self, message: str, *, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class RetryLater(RuntimeError):
+    """An event that cannot be stored just now but can be in a moment (another node holds its unit)."""
+
+
+class InvalidRequest(ValueError):
+    """A request the store refuses on its content (an unknown outcome code, say)."""
+
+
+class EventFailed(Exception):
+    """One event of a batch failed while it was tried whole (the batch is then stored event by event)."""
+
+
+def now() -> float:
+    """The store's clock: seconds since the epoch."""
+    return time.time()
+
+
+def dumps(value: Any) -> str:
+    """A JSON column value: strict JSON (never ``NaN``), anything unknown written as its ``str``."""
+    return strict_json.safe_dumps(value, default=str)
