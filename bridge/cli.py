@@ -256,7 +256,7 @@ def _self_command() -> str:
 
 # -- simulate ------------------------------------------------------------------------------------
 def _broker_of(args: argparse.Namespace, config: Config) -> tuple[str, int]:
-    from bridge.mqtt_link import BrokerAddress
+    from bridge.transports.mqtt import BrokerAddress
 
     url = args.url or config.mqtt.url or f"mqtt://127.0.0.1:{config.mqtt.embedded_port}"
     address = BrokerAddress.from_url(url)

@@ -109,7 +109,7 @@ async def check_broker(config: Config, timeout: float) -> Check:
     """Connect to ``mqtt.url`` (with its user, password and TLS); the embedded broker is only reported."""
     import aiomqtt
 
-    from bridge.mqtt_link import BrokerAddress
+    from bridge.transports.mqtt import BrokerAddress
 
     if not config.mqtt.url:
         port = config.mqtt.embedded_port

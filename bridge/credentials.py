@@ -11,7 +11,8 @@ the whole tree and everyone else pattern rules with ``%u`` (the username is the 
     pattern write telecare/v1/%u/status
 
 :func:`broker_acl` is the one definition of those rules: :func:`render_acl` writes it as Mosquitto's
-``acl_file`` and the embedded broker (``bridge/embedded_broker.py``) enforces it with :func:`acl_allows`.
+``acl_file`` and the embedded broker (``bridge/transports/embedded_broker.py``) enforces it with
+:func:`acl_allows`.
 
 Files are replaced atomically, then ``credentials.reload_command`` (e.g. ``systemctl reload mosquitto``)
 makes the broker read them again. A retired unit's line disappears, so it can no longer connect.

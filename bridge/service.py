@@ -11,7 +11,6 @@ Shutdown (cancel, SIGINT, SIGTERM) stops intake first, then the transports, then
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import sys
@@ -32,12 +31,12 @@ from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore, EventHook, RaiseHook
 from bridge.config import Config
 from bridge.credentials import CredentialManager
-from bridge.embedded_broker import EmbeddedBroker
 from bridge.features import FEATURES
 from bridge.host import FeatureHost
 from bridge.metrics import BridgeMetrics
-from bridge.mqtt_link import BrokerAddress, MqttLink
 from bridge.outbox import OutboxDispatcher, mqtt_payload
+from bridge.transports.embedded_broker import EmbeddedBroker
+from bridge.transports.mqtt import BrokerAddress, MqttLink
 from devices.mqtt_codec import Topics
 
 log = logging.getLogger(__name__)
@@ -211,17 +210,16 @@ class Bridge:
         return problems
 
     async def _refresh_gauges(self) -> None:
-        try:
-            counts = await self.store.open_alert_counts()
-        except Exception:
-            return
+        counts = await self.store.open_alert_counts()
         self.metrics.open_alerts.clear()
         for (priority, state), n in counts.items():
             self.metrics.open_alerts.labels(str(priority), state).set(n)
 
     async def _gauge_loop(self) -> None:
+        """Refresh the open-alert gauges every 2 s; a store that cannot answer is logged and counted
+        (``telecare_loop_errors_total{loop="gauges"}``) and the loop tries again."""
         while True:
-            with contextlib.suppress(Exception):
+            with self.metrics.loop_round("gauges"):
                 await self._refresh_gauges()
             await asyncio.sleep(2)
 
