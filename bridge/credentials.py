@@ -73,6 +73,16 @@ def render_password_file(entries: list[tuple[str, str]]) -> str:
     return "".join(f"{user}:{hashed}\n" for user, hashed in entries)
 
 
+def read_password_file(text: str) -> dict[str, str]:
+    """The ``user:hash`` lines of a Mosquitto password file, by user; blank and ``#`` lines are skipped."""
+    hashes = {}
+    for line in text.splitlines():
+        user, sep, hashed = line.strip().partition(":")
+        if sep and user and not user.startswith("#"):
+            hashes[user] = hashed
+    return hashes
+
+
 #: What a unit (username = device id) may do, on its own topics only: publish its events, its
 #: priority-1 alarms (wire contract v1.1) and its will; read the bridge's acks and commands to it.
 UNIT_PUBLISHES = ("event", "alarm", "status")
