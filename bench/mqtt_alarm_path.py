@@ -29,7 +29,7 @@ from pathlib import Path
 
 import aiomqtt
 
-from bridge.mqtt_link import NO_DELAY
+from bridge.transports.mqtt import NO_DELAY
 from devices.mqtt_codec import Topics, encode_event
 
 HERE = Path(__file__).resolve().parent

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alarm_centre.alerts.intake import IngestResult
-from bridge.serial_transport import SerialLink, SerialTransport
+from bridge.transports.serial import SerialLink, SerialTransport
 from devices.events import DeviceEvent
 from devices.serial_frame import AckFrame, encode_event
 from simulators.serial_unit import PtyPort, SimulatedSerialUnit

@@ -11,7 +11,8 @@ the whole tree and everyone else pattern rules with ``%u`` (the username is the 
     pattern write telecare/v1/%u/status
 
 :func:`broker_acl` is the one definition of those rules: :func:`render_acl` writes it as Mosquitto's
-``acl_file`` and the embedded broker (``bridge/embedded_broker.py``) enforces it with :func:`acl_allows`.
+``acl_file`` and the embedded broker (``bridge/transports/embedded_broker.py``) enforces it with
+:func:`acl_allows`.
 
 Files are replaced atomically, then ``credentials.reload_command`` (e.g. ``systemctl reload mosquitto``)
 makes the broker read them again. A retired unit's line disappears, so it can no longer connect.
@@ -70,6 +71,16 @@ def new_password() -> str:
 def render_password_file(entries: list[tuple[str, str]]) -> str:
     """``user:hash`` lines; users are device ids (no ``:``), so no escaping is needed."""
     return "".join(f"{user}:{hashed}\n" for user, hashed in entries)
+
+
+def read_password_file(text: str) -> dict[str, str]:
+    """The ``user:hash`` lines of a Mosquitto password file, by user; blank and ``#`` lines are skipped."""
+    hashes = {}
+    for line in text.splitlines():
+        user, sep, hashed = line.strip().partition(":")
+        if sep and user and not user.startswith("#"):
+            hashes[user] = hashed
+    return hashes
 
 
 #: What a unit (username = device id) may do, on its own topics only: publish its events, its

@@ -1,12 +1,13 @@
 """Serial feature: directly attached units (``serial:``) and a GSM modem (``gsm:``) wired into the bridge.
 
-- One :class:`~bridge.serial_transport.SerialTransport` per ``serial.units`` entry and one
-  :class:`~bridge.gsm_modem.GsmModem` when ``gsm.port`` is set, all feeding ``host.intake``.
+- One :class:`~bridge.transports.serial.SerialTransport` per ``serial.units`` entry and one
+  :class:`~bridge.transports.gsm.GsmModem` when ``gsm.port`` is set, all feeding ``host.intake``.
 - Outbox channel ``serial``: a command goes to the line that has heard from the device (with a single
   configured line, to that line). Channel ``sms``: the command is texted to the device's ``phone`` in the
-  format of :func:`sms_command_text`; the item counts as done once the network accepted the SMS (units do
-  not confirm commands by SMS).
-- SMS senders are matched to ``devices.phone`` (E.164) after :func:`number_candidates` normalisation.
+  format of :func:`devices.sms_alarm.sms_command_text`; the item counts as done once the network
+  accepted the SMS (units do not confirm commands by SMS).
+- SMS senders are matched to ``devices.phone`` (E.164) after :func:`devices.sms_alarm.number_candidates`
+  normalisation.
 - ``/metrics``: link, modem and outcome gauges and counters; ``/healthz``: a configured serial port that is
   down, or a configured modem that is not ready or not registered, makes the bridge not ready (503).
 """
@@ -14,11 +15,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import math
-import re
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -28,48 +26,17 @@ from aiohttp import web
 
 from alarm_centre.alerts.model import OutboxItem
 from alarm_centre.store.base import AlertStore
-from bridge.gsm_modem import AtCommandError, GsmModem
 from bridge.metrics import BridgeMetrics
-from bridge.serial_transport import SerialTransport
+from bridge.transports.gsm import AtCommandError, GsmModem
+from bridge.transports.serial import SerialTransport
+from devices.sms_alarm import number_candidates, sms_command_text
 
 if TYPE_CHECKING:
     from bridge.host import FeatureHost
 
 log = logging.getLogger(__name__)
 
-#: Longest SMS command text: one single-part GSM 7-bit message.
-SMS_MAX_CHARS = 160
-_DIGITS = re.compile(r"\d+")
-
-
 # --- phone numbers ----------------------------------------------------------------------------------
-
-
-def number_candidates(sender: str, country_code: str = "44") -> list[str]:
-    """The forms under which ``sender`` may be registered, E.164 first; empty for non-numbers.
-
-    ``+447700900123`` and ``00447700900123`` are international; ``07700900123`` is national (a single
-    leading 0) and gets ``+<country_code>``; ``447700900123`` (digits starting with the country code,
-    long enough for a full number, as modems report international numbers without their ``+``) gets a
-    ``+``. Spaces, dashes, dots and brackets are ignored. The sender as written is tried too, for
-    devices registered before numbers were checked.
-    """
-    raw = sender.strip()
-    compact = re.sub(r"[\s().-]", "", raw)
-    candidates: list[str] = []
-    if compact.startswith("+") and compact[1:].isdigit():
-        candidates.append(compact)
-    elif compact.isdigit():
-        if compact.startswith("00") and len(compact) > 8:
-            candidates.append("+" + compact[2:])
-        elif compact.startswith("0") and len(compact) > 6:
-            candidates.append(f"+{country_code}{compact[1:]}")
-        elif compact.startswith(country_code) and len(compact) >= len(country_code) + 9:
-            candidates.append("+" + compact)
-    for extra in (compact, raw):
-        if extra and extra not in candidates and _DIGITS.search(extra):
-            candidates.append(extra)
-    return candidates
 
 
 async def device_for_number(store: AlertStore, sender: str, country_code: str = "44") -> str | None:
@@ -92,21 +59,6 @@ async def phone_of(store: AlertStore, device_id: str) -> str | None:
     async with store.read() as tx:
         row = await tx.fetchone("SELECT phone FROM devices WHERE id = ?", device_id)
     return None if row is None or not row["phone"] else str(row["phone"])
-
-
-# --- commands by SMS ---------------------------------------------------------------------------------
-
-
-def sms_command_text(cmd_id: str, cmd: str, args: dict[str, Any] | None) -> str:
-    """``TC1 CMD <cmd_id> <cmd>[ <args as compact JSON>]``, ASCII only (see docs/serial-and-gsm.md).
-
-    Raises ValueError when the text would not fit one SMS (160 characters)."""
-    text = f"TC1 CMD {cmd_id} {cmd}"
-    if args:
-        text += " " + json.dumps(args, separators=(",", ":"), ensure_ascii=True, sort_keys=True)
-    if len(text) > SMS_MAX_CHARS:
-        raise ValueError(f"command text is {len(text)} characters; one SMS holds {SMS_MAX_CHARS}")
-    return text
 
 
 # --- the feature -------------------------------------------------------------------------------------
@@ -218,8 +170,9 @@ class SerialFeature:
             m.modem_registered.labels(modem.port).set(1 if registered and modem.ready else 0)
 
     async def gauge_loop(self) -> None:
+        """Refresh the line and modem gauges every 2 s; a failure is logged, counted and survived."""
         while True:
-            with contextlib.suppress(Exception):
+            with self.metrics.loop_round("serial-gauges"):
                 self.refresh_gauges()
             await asyncio.sleep(2)
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+log = logging.getLogger(__name__)
 
 
 class BridgeMetrics:
@@ -109,3 +115,28 @@ class BridgeMetrics:
         self.sms_sent = Counter(
             "telecare_sms_sent", "SMS commands sent to units, by result", ["result"], registry=self.registry
         )
+        self.loop_errors = Counter(
+            "telecare_loop_errors",
+            "Rounds of a background loop that failed and were survived, by loop",
+            ["loop"],
+            registry=self.registry,
+        )
+        self._last_loop_error: dict[str, str] = {}
+
+    @contextlib.contextmanager
+    def loop_round(self, loop: str) -> Iterator[None]:
+        """One round of the safety loop ``loop``: an error is counted in ``telecare_loop_errors_total``,
+        logged (with its traceback when it differs from the loop's last one, so a lasting fault does not
+        flood the log) and the loop goes on. Cancellation is not an error and passes through."""
+        try:
+            yield
+        except Exception as exc:
+            self.loop_errors.labels(loop).inc()
+            said = f"{type(exc).__name__}: {exc}"
+            if self._last_loop_error.get(loop) == said:
+                log.warning("%s: failed again (%s); trying again next round", loop, said)
+            else:
+                log.exception("%s: failed; trying again next round", loop)
+            self._last_loop_error[loop] = said
+        else:
+            self._last_loop_error.pop(loop, None)

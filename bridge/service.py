@@ -32,12 +32,12 @@ from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore, EventHook, RaiseHook
 from bridge.config import Config
 from bridge.credentials import CredentialManager
-from bridge.embedded_broker import EmbeddedBroker
 from bridge.features import FEATURES
 from bridge.host import FeatureHost
 from bridge.metrics import BridgeMetrics
-from bridge.mqtt_link import BrokerAddress, MqttLink
 from bridge.outbox import OutboxDispatcher, mqtt_payload
+from bridge.transports.embedded_broker import EmbeddedBroker
+from bridge.transports.mqtt import BrokerAddress, MqttLink
 from devices.mqtt_codec import Topics
 
 log = logging.getLogger(__name__)
@@ -213,10 +213,12 @@ class Bridge:
         return problems
 
     async def _refresh_gauges(self) -> None:
-        """The open-alert gauge, from the store, on each /metrics scrape (never a scrape behind)."""
-        try:
+        """The open-alert gauge, from the store, on each /metrics scrape (never a scrape behind); a
+        store that cannot answer is logged and counted (``telecare_loop_errors_total{loop="gauges"}``)."""
+        counts = None
+        with self.metrics.loop_round("gauges"):
             counts = await self.store.alerts.open_alert_counts()
-        except Exception:
+        if counts is None:
             return
         self.metrics.open_alerts.clear()
         for (priority, state), n in counts.items():

@@ -218,6 +218,14 @@ def peek_event_id(payload: bytes) -> str | None:
         return None
 
 
+def decode_status(payload: bytes) -> bool | None:
+    """A unit's ``status`` (will) message: ``online`` -> True, ``offline`` -> False, anything else None.
+
+    The bare word and the JSON string (``"online"``) are both read; surrounding whitespace is ignored."""
+    text = payload.decode("utf-8", "replace").strip().strip('"')
+    return {"online": True, "offline": False}.get(text)
+
+
 def encode_ack(
     event_id: str | None, result: AckResult, *, alert_id: str | None = None, error: str | None = None
 ) -> bytes:

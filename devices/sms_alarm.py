@@ -12,14 +12,19 @@ Units send short texts. Recognised, case and accents ignored, extra words allowe
 :func:`parse_sms_alarm` returns an :class:`SmsAlarm` or None; :func:`looks_like_help` says whether any
 text reads as a call for help (HELP, SOS, EMERGENCY, FALLEN, HILFE, AU SECOURS ...), so that an SMS
 from an unknown number is never silently dropped.
+
+The other wire rules of SMS live here too: :func:`number_candidates` (the forms a sender's number may be
+registered under, E.164 first) and :func:`sms_command_text` (a command texted to a unit).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
 from devices.vocabulary import CONTACT_ID, EventType
 
@@ -152,3 +157,53 @@ def device_id_for_sender(sender: str) -> str:
         return f"sms-{digits}"[:64]
     word = re.sub(r"[^A-Za-z0-9._-]", "", normalise(sender).replace(" ", "-"))
     return f"sms-{word or 'unknown'}"[:64]
+
+
+# --- sender numbers ----------------------------------------------------------------------------------
+
+_DIGITS = re.compile(r"\d+")
+
+
+def number_candidates(sender: str, country_code: str = "44") -> list[str]:
+    """The forms under which ``sender`` may be registered, E.164 first; empty for non-numbers.
+
+    ``+447700900123`` and ``00447700900123`` are international; ``07700900123`` is national (a single
+    leading 0) and gets ``+<country_code>``; ``447700900123`` (digits starting with the country code,
+    long enough for a full number, as modems report international numbers without their ``+``) gets a
+    ``+``. Spaces, dashes, dots and brackets are ignored. The sender as written is tried too, for
+    devices registered before numbers were checked.
+    """
+    raw = sender.strip()
+    compact = re.sub(r"[\s().-]", "", raw)
+    candidates: list[str] = []
+    if compact.startswith("+") and compact[1:].isdigit():
+        candidates.append(compact)
+    elif compact.isdigit():
+        if compact.startswith("00") and len(compact) > 8:
+            candidates.append("+" + compact[2:])
+        elif compact.startswith("0") and len(compact) > 6:
+            candidates.append(f"+{country_code}{compact[1:]}")
+        elif compact.startswith(country_code) and len(compact) >= len(country_code) + 9:
+            candidates.append("+" + compact)
+    for extra in (compact, raw):
+        if extra and extra not in candidates and _DIGITS.search(extra):
+            candidates.append(extra)
+    return candidates
+
+
+# --- commands by SMS ---------------------------------------------------------------------------------
+
+#: Longest SMS command text: one single-part GSM 7-bit message.
+SMS_MAX_CHARS = 160
+
+
+def sms_command_text(cmd_id: str, cmd: str, args: dict[str, Any] | None) -> str:
+    """``TC1 CMD <cmd_id> <cmd>[ <args as compact JSON>]``, ASCII only (see docs/serial-and-gsm.md).
+
+    Raises ValueError when the text would not fit one SMS (160 characters)."""
+    text = f"TC1 CMD {cmd_id} {cmd}"
+    if args:
+        text += " " + json.dumps(args, separators=(",", ":"), ensure_ascii=True, sort_keys=True)
+    if len(text) > SMS_MAX_CHARS:
+        raise ValueError(f"command text is {len(text)} characters; one SMS holds {SMS_MAX_CHARS}")
+    return text

@@ -10,8 +10,8 @@ Nothing here is trusted by the bridge unless its config names this CA's root PEM
         reply = await post_utterance(url, "trigger help", device_id=..., user_id=..., skill_id=...,
                                      signer=signer)
 
-The utterance-to-intent step uses :mod:`skills.matcher` (pure, no I/O) so the simulator and the skill agree on
-the interaction model.
+The utterance-to-intent step uses :mod:`simulators.alexa_matcher` (pure, no I/O) so the simulator and the
+skill agree on the interaction model.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from skills.matcher import LAUNCH, UtteranceMatcher
+from simulators.alexa_matcher import LAUNCH, UtteranceMatcher
 
 ALEXA_SAN = "echo-api.amazon.com"
 KEY_SIZE = 2048

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from skills.matcher import FALLBACK, LAUNCH, LOCALES, UtteranceMatcher, load_model, normalise
+from simulators.alexa_matcher import FALLBACK, LAUNCH, LOCALES, UtteranceMatcher, load_model, normalise
 
 ISSUE_EXAMPLES = [
     ("trigger help", "TriggerHelpIntent"),

@@ -13,7 +13,7 @@ from ask_sdk_core.utils import is_intent_name, is_request_type
 from ask_sdk_model import RequestEnvelope, Response
 
 from simulators.alexa import encode, intent_request, launch_request, session_ended_request
-from skills.matcher import BUILT_IN_PHRASES, LOCALES, load_model, normalise
+from simulators.alexa_matcher import BUILT_IN_PHRASES, LOCALES, load_model, normalise
 
 CUSTOM_INTENTS = {"TriggerHelpIntent", "CancelHelpIntent", "HelpStatusIntent", "CheckInIntent"}
 REQUIRED_BUILT_INS = {

@@ -150,7 +150,7 @@ class RacingBrokerClient:
 async def test_the_bridge_mqtt_link_stops_when_a_subscribe_is_confirmed_at_the_cancellation() -> None:
     """Without the check the link would go on to serve, and the bridge's shutdown would wait forever."""
     from bridge.metrics import BridgeMetrics
-    from bridge.mqtt_link import BrokerAddress, MqttLink
+    from bridge.transports.mqtt import BrokerAddress, MqttLink
     from devices.mqtt_codec import Topics
 
     client = RacingBrokerClient()

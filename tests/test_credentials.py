@@ -37,6 +37,7 @@ from bridge.credentials import (
     broker_acl,
     check_mosquitto_hash,
     mosquitto_hash,
+    read_password_file,
     render_acl,
     render_password_file,
     write_atomically,
@@ -74,6 +75,8 @@ def test_acl_confines_units_to_their_own_topics() -> None:
     assert "pattern read telecare/v1/%u/ack\n" in acl and "pattern read telecare/v1/%u/cmd\n" in acl
     assert "#" not in acl.split("pattern", 1)[1]  # no wildcard for units
     assert render_password_file([("a", "$7$x"), ("b", "$7$y")]) == "a:$7$x\nb:$7$y\n"
+    text = "# units\n" + render_password_file([("a", "$7$x"), ("b", "$7$y")]) + "\n  \nnocolon\n"
+    assert read_password_file(text) == {"a": "$7$x", "b": "$7$y"}
 
 
 def test_one_rule_set_decides_like_the_mosquitto_file() -> None:

@@ -15,6 +15,7 @@ from devices.mqtt_codec import (
     decode_ack,
     decode_command,
     decode_event,
+    decode_status,
     encode_ack,
     encode_command,
     encode_event,
@@ -149,3 +150,12 @@ def test_dots_are_fine_beside_other_characters(device_id: str) -> None:
 def test_dot_segments_are_not_device_ids(topic: str) -> None:
     with pytest.raises(Rejected):
         Topics().parse(topic)
+
+
+@pytest.mark.parametrize(
+    ("payload", "online"),
+    [(b"online", True), (b"offline", False), (b'"online"', True), (b" offline\n", False),
+     (b"ONLINE", None), (b"", None), (b"\xff\xfe", None), (b'{"status": "online"}', None)],
+)
+def test_status_will_message(payload: bytes, online: bool | None) -> None:
+    assert decode_status(payload) is online

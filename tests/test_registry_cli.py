@@ -38,7 +38,7 @@ def cli_env(embedded_bridge: RunningBridge, tmp_path: Path, monkeypatch: pytest.
 
 
 def _main(argv: tuple[str, ...]) -> tuple[int, str, str]:
-    from bridge.cli import main
+    from bridge.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
@@ -212,7 +212,7 @@ async def test_commission_checklist_confirms_presses_as_they_arrive(embedded_bri
 def test_progress_bar_draws_on_a_terminal_only() -> None:
     import io
 
-    from bridge.cli_registry import ProgressBar
+    from bridge.cli.registry import ProgressBar
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -35,7 +35,7 @@ def cli_env(bridge: RunningBridge, monkeypatch: pytest.MonkeyPatch, tmp_path: An
 
 
 def _main(argv: tuple[str, ...]) -> tuple[int, str, str]:
-    from bridge.cli import main
+    from bridge.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     code = 0

@@ -175,7 +175,7 @@ def test_modem_numbers_follow_the_number_rule(number: str) -> None:
 
 def test_cli_settings_take_only_ascii_numbers() -> None:
     """``--set heartbeat_interval_s=³`` stays text (the settings model then names the field), not a crash."""
-    from bridge.cli_registry import _settings
+    from bridge.cli.registry import _settings
 
     assert _settings(["heartbeat_interval_s=\u00b3", "heartbeat_grace_s=-5", "x=120"]) == {
         "heartbeat_interval_s": "\u00b3", "heartbeat_grace_s": -5, "x": 120}

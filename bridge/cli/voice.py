@@ -19,6 +19,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bridge.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    config_path,
+    fail,
+    load,
+    open_cli_store,
+    run_until_signal,
+)
+
 DEFAULT_CA_DIR = "data/alexa-test-ca"
 DEFAULT_CA_PORT = 18443
 DEFAULT_TEST_SKILL_ID = "amzn1.ask.skill.00000000-0000-0000-0000-000000000000"
@@ -32,21 +42,15 @@ INFO_FILE = "simulator.json"
 
 # -- store commands --------------------------------------------------------------------------------
 def _with_voice(args: argparse.Namespace, work: Any) -> Any:
-    from bridge.cli import _config_path, _load, open_cli_store
     from skills.voice import VoiceService
 
-    config = _load(args)
+    config = load(args)
 
     async def main() -> Any:
-        async with open_cli_store(config, _config_path(args.config)) as store:
+        async with open_cli_store(config, config_path(args.config)) as store:
             return await work(VoiceService(store))
 
     return asyncio.run(main())
-
-
-def _fail(message: str) -> None:
-    print(f"telecare-bridge: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def cmd_link(args: argparse.Namespace) -> None:
@@ -64,18 +68,18 @@ def cmd_link(args: argparse.Namespace) -> None:
         link = _with_voice(args, work)
     except LinkError as exc:
         flag = {"resident_id": "--resident"}.get(exc.field, "--" + exc.field.replace("_", "-"))
-        _fail(f"{flag}: {exc.message}")
+        fail(f"{flag}: {exc.message}", EXIT_USAGE)
     except Conflict as exc:
-        _fail(str(exc))
+        fail(str(exc), EXIT_FAILED)
     except InvalidRequest as exc:  # the resident's id or name breaks the registry's rules
-        _fail(f"invalid: {exc}")
+        fail(f"invalid: {exc}", EXIT_USAGE)
     print(f"linked Echo {link['device_id']} to resident {link['resident_id']}")
     print(f"  alexa_device_id {link['alexa_device_id']}")
 
 
 def cmd_unlink(args: argparse.Namespace) -> None:
     if not _with_voice(args, lambda service: service.unlink_echo(args.device_id)):
-        _fail(f"no Echo link with --device-id {args.device_id}")
+        fail(f"no Echo link with --device-id {args.device_id}", EXIT_FAILED)
     print(f"unlinked Echo {args.device_id}")
 
 
@@ -96,12 +100,12 @@ def cmd_check_in(args: argparse.Namespace) -> None:
         return await service.set_check_in_schedule(args.resident, args.deadline, args.timezone)
 
     if not args.off and not args.deadline:
-        _fail("--deadline HH:MM is required (or --off)")
+        fail("--deadline HH:MM is required (or --off)", EXIT_USAGE)
     try:
         result = _with_voice(args, work)
     except LinkError as exc:
         flag = {"resident_id": "--resident"}.get(exc.field, "--" + exc.field)
-        _fail(f"{flag}: {exc.message}")
+        fail(f"{flag}: {exc.message}", EXIT_USAGE)
     if args.off:
         print(f"daily check-in for {args.resident} {'removed' if result else 'was not set'}")
         return
@@ -123,10 +127,10 @@ class CaFolder:
         try:
             loaded: dict[str, Any] = json.loads(self.file(INFO_FILE).read_text())
         except FileNotFoundError:
-            _fail(
-                f"no test CA in {self.path}: run 'telecare-bridge simulate alexa-ca --out {self.path}' first"
+            fail(
+                f"no test CA in {self.path}: run 'telecare-bridge simulate alexa-ca --out {self.path}' first",
+                EXIT_USAGE,
             )
-            raise
         return loaded
 
     def usable(self) -> bool:
@@ -196,8 +200,6 @@ def cmd_simulate_alexa_ca(args: argparse.Namespace) -> None:
 
     from aiohttp import web
 
-    from bridge.cli import _run_until_signal
-
     folder = CaFolder(Path(args.out))
     if args.new or not folder.usable():
         folder.create(args.host)
@@ -231,18 +233,17 @@ def cmd_simulate_alexa_ca(args: argparse.Namespace) -> None:
             await runner.cleanup()
 
     try:
-        _run_until_signal(main)
+        run_until_signal(main)
     except OSError as exc:
-        _fail(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}")
+        fail(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", EXIT_FAILED)
 
 
 def cmd_simulate_alexa(args: argparse.Namespace) -> None:
     import aiohttp
 
-    from bridge.cli import _load
     from simulators.alexa import AlexaEndpointError, build_for_utterance, post_envelope
 
-    config = _load(args)
+    config = load(args)
     skill_id = args.skill_id or config.alexa.skill_id or DEFAULT_TEST_SKILL_ID
     url = args.url or f"http://{config.http.host}:{config.http.port}/alexa"
     signer = CaFolder(Path(args.ca_dir)).signer()
@@ -255,10 +256,10 @@ def cmd_simulate_alexa(args: argparse.Namespace) -> None:
         reply = asyncio.run(post_envelope(url, envelope, signer=signer))
     except AlexaEndpointError as exc:
         print(f"the bridge refused it: HTTP {exc.status} {exc.body[:300]}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(EXIT_FAILED) from None
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         print(f"cannot reach {url}: {exc!r} (is the bridge running with alexa.enabled?)", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(EXIT_FAILED) from None
     response = reply.get("response", {})
     ssml = (response.get("outputSpeech") or {}).get("ssml", "")
     print(f"Alexa says: {re.sub(r'<[^>]+>', '', ssml) or '(nothing)'}", flush=True)

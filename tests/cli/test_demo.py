@@ -17,7 +17,7 @@ import pytest
 from harness import eventually
 
 CLI = [sys.executable, "-m", "bridge.cli"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:

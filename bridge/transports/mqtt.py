@@ -26,7 +26,15 @@ from alarm_centre.alerts.intake import BatchIntake, IngestResult, StoreUnavailab
 from alarm_centre.cancellation import cancel_requests, honour_cancellation
 from bridge.metrics import BridgeMetrics
 from devices.events import DeviceEvent
-from devices.mqtt_codec import Rejected, RejectReason, Topics, decode_event, encode_ack, peek_event_id
+from devices.mqtt_codec import (
+    Rejected,
+    RejectReason,
+    Topics,
+    decode_event,
+    decode_status,
+    encode_ack,
+    peek_event_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +45,7 @@ READ_BATCH = 500
 #: Acks are small and latency matters: switch off Nagle's algorithm (it adds up to 40 ms per ack).
 NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 #: aiomqtt warns on every publish while many are pending -- normal under load, not news for the operator.
-_PAHO_LOG = logging.getLogger("bridge.mqtt_link.client")
+_PAHO_LOG = logging.getLogger("bridge.transports.mqtt.client")
 _PAHO_LOG.setLevel(logging.ERROR)
 
 
@@ -219,7 +227,7 @@ class MqttLink:
                 except Rejected as exc:
                     acks.append((device_id, self._rejection(device_id, payload, exc)))
             elif kind == "status":
-                status = _parse_status(payload)
+                status = decode_status(payload)
                 if status is None:
                     self._metrics.rejects.labels(RejectReason.STATUS.value, "mqtt").inc()
                 else:
@@ -312,9 +320,3 @@ class _Budget:
 
 
 _NOTIFIERS: set[asyncio.Future[None]] = set()
-
-
-def _parse_status(payload: bytes) -> bool | None:
-    """``online`` -> True, ``offline`` -> False, anything else None."""
-    text = payload.decode("utf-8", "replace").strip().strip('"')
-    return {"online": True, "offline": False}.get(text)

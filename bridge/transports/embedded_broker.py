@@ -42,7 +42,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.utils import gen_client_id
 
-from bridge.credentials import AclRule, acl_allows, broker_acl, check_mosquitto_hash
+from bridge.credentials import AclRule, acl_allows, broker_acl, check_mosquitto_hash, read_password_file
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,8 @@ class BrokerAccess:
             self._hashes, self._file_stamp = {}, None
             return self._hashes
         if text is not None:
-            hashes = {}
-            for line in text.splitlines():
-                user, sep, hashed = line.strip().partition(":")
-                if sep and user and not user.startswith("#") and user != self.bridge_username:
-                    hashes[user] = hashed
+            hashes = read_password_file(text)
+            hashes.pop(self.bridge_username, None)  # the bridge signs in with its own password, not a unit's
             self._hashes, self._file_stamp, self._missing_logged = hashes, stamp, False
             log.info("embedded broker: %d unit credential(s) read from %s", len(hashes), path)
         return self._hashes

@@ -59,7 +59,7 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
 
 
 def test_shipped_config_is_valid_and_documents_every_key() -> None:
-    shipped = Path(__file__).parent.parent / "config.yaml"
+    shipped = Path(__file__).resolve().parents[2] / "config.yaml"
     config = load_config(shipped, environ={})
     text = shipped.read_text()
     for section, model in config.model_dump().items():

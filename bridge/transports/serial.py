@@ -16,7 +16,6 @@ exponential backoff.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -143,11 +142,15 @@ class SerialLink:
         if self.closed:
             return
         self.closed = True
-        with contextlib.suppress(Exception):
+        try:
             self._loop.remove_reader(self._fd)
             self._loop.remove_writer(self._fd)
-        with contextlib.suppress(Exception):
+        except (OSError, RuntimeError, ValueError) as exc:  # the loop is closed, or the fd already gone
+            log.debug("serial: unwatching the closed link: %r", exc)
+        try:
             self._port.close()
+        except OSError as exc:  # pyserial's SerialException is an OSError
+            log.warning("serial: closing the port failed: %s", exc)
         for fut in self._waiters:  # wake readers and writers so they see the link is closed
             if not fut.done():
                 fut.set_result(None)

@@ -1,6 +1,6 @@
 """GSM modem driver: SMS alarms in, confirmation SMS out, signal and registration for /metrics.
 
-Same I/O approach as the serial transport (:class:`bridge.serial_transport.SerialLink`: pyserial opens
+Same I/O approach as the serial transport (:class:`bridge.transports.serial.SerialLink`: pyserial opens
 the port, we drive its descriptor with add_reader/add_writer, so there is no write spin).
 
 One session: open the port, initialise (``AT``, ``ATE0``, ``AT+CMEE=1``, ``AT+CMGF=1``, ``AT+CPMS``,
@@ -29,7 +29,7 @@ import serial
 
 from alarm_centre.alerts.intake import Intake, StoreUnavailable
 from alarm_centre.cancellation import cancel_requests, stop
-from bridge.serial_transport import Backoff, LinkLost, SerialLink
+from bridge.transports.serial import Backoff, LinkLost, SerialLink
 from devices.events import DeviceEvent
 from devices.gsm_at import (
     AtStream,

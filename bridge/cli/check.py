@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridge.cli.common import EXIT_FAILED, config_path, describe_store, load
 from bridge.config import Config
 from bridge.redaction import redact
 
@@ -33,16 +34,6 @@ class Check:
 
     def line(self) -> str:
         return f"{'ok  ' if self.ok else 'FAIL'}  {self.name:<7} {self.detail}"
-
-
-def describe_store(url: str) -> str:
-    """The store as people should see it: ``SQLite /abs/file.db`` or ``PostgreSQL <url without password>``."""
-    from alarm_centre.store import sqlite_path
-
-    path = sqlite_path(url)
-    if path is None:
-        return f"PostgreSQL {redact(url)}"
-    return f"SQLite {Path(path).absolute()}"
 
 
 async def check_store(url: str, timeout: float) -> Check:
@@ -109,7 +100,7 @@ async def check_broker(config: Config, timeout: float) -> Check:
     """Connect to ``mqtt.url`` (with its user, password and TLS); the embedded broker is only reported."""
     import aiomqtt
 
-    from bridge.mqtt_link import BrokerAddress
+    from bridge.transports.mqtt import BrokerAddress
 
     if not config.mqtt.url:
         port = config.mqtt.embedded_port
@@ -153,10 +144,8 @@ def _reason(exc: BaseException) -> str:
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
-    from bridge.cli import _config_path, _load
-
-    config = _load(args)
-    print(f"configuration valid ({_config_path(args.config) or 'built-in defaults'}); secrets shown as ***")
+    config = load(args)
+    print(f"configuration valid ({config_path(args.config) or 'built-in defaults'}); secrets shown as ***")
     print(json.dumps(redact(config.model_dump(mode="json")), indent=2))
 
     async def reach() -> list[Check]:
@@ -169,7 +158,7 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     failed = [c.name for c in checks if not c.ok]
     if failed:
         print(f"telecare-bridge: check-config: cannot reach the {' and the '.join(failed)}", file=sys.stderr)
-        raise SystemExit(1)
+        raise SystemExit(EXIT_FAILED)
     print("configuration OK")
 
 

@@ -10,7 +10,7 @@ import pytest
 from serial_support import MemoryIntake, eventually, within
 
 from alarm_centre.alerts.intake import IngestResult
-from bridge.serial_transport import LinkDown, SerialTransport
+from bridge.transports.serial import LinkDown, SerialTransport
 from devices.events import DeviceEvent
 from devices.serial_frame import AckFrame, NakFrame, crc16
 from simulators.serial_unit import SimulatedSerialUnit

@@ -9,16 +9,16 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from bridge.cli.common import EXIT_FAILED, EXIT_USAGE, config_path, fail, load, open_cli_store
+
 T = TypeVar("T")
 
 
 def _with_store(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) -> T:
-    from bridge.cli import _config_path, _load, open_cli_store
-
-    config = _load(args)
+    config = load(args)
 
     async def main() -> T:
-        async with open_cli_store(config, _config_path(args.config)) as store:
+        async with open_cli_store(config, config_path(args.config)) as store:
             return await work(store)
 
     return asyncio.run(main())
@@ -32,18 +32,13 @@ def _read_password(args: argparse.Namespace) -> str:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         if not sys.stdin.isatty():
-            _fail("no terminal to ask for a password; pipe it in with --password-stdin")
+            fail("no terminal to ask for a password; pipe it in with --password-stdin", EXIT_USAGE)
         password = getpass.getpass("New password: ")
         if getpass.getpass("Again: ") != password:
-            _fail("the two passwords differ")
+            fail("the two passwords differ", EXIT_USAGE)
     if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        _fail(f"a password has {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters")
+        fail(f"a password has {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters", EXIT_USAGE)
     return password
-
-
-def _fail(message: str, code: int = 2) -> None:
-    print(f"telecare-bridge: {message}", file=sys.stderr)
-    raise SystemExit(code)
 
 
 def cmd_add(args: argparse.Namespace) -> None:
@@ -54,7 +49,7 @@ def cmd_add(args: argparse.Namespace) -> None:
     try:
         role = Role(args.role)
     except ValueError:
-        _fail(f"--role must be one of {', '.join(r.value for r in Role)}")
+        fail(f"--role must be one of {', '.join(r.value for r in Role)}", EXIT_USAGE)
         return
     password = _read_password(args) if args.password_stdin else None
 
@@ -67,9 +62,9 @@ def cmd_add(args: argparse.Namespace) -> None:
     try:
         token = _with_store(args, work)
     except Conflict:
-        _fail(f"user {args.name!r} already exists; to give them a new role and a new API token (the old "
+        fail(f"user {args.name!r} already exists; to give them a new role and a new API token (the old "
               f"one stops working) add --replace, or set a password with: telecare-bridge users passwd "
-              f"{args.name}", 1)
+              f"{args.name}", EXIT_FAILED)
     done = "replaced: new role and API token" if args.replace else "created"
     extra = " with a console password" if password is not None else ""
     print(f"user {args.name} ({role.value}) {done}{extra}; API token:")
@@ -84,7 +79,8 @@ def cmd_passwd(args: argparse.Namespace) -> None:
     try:
         _with_store(args, lambda store: set_password(store, args.name, password))
     except NotFound:
-        _fail(f"no user {args.name!r}; create it with: telecare-bridge users add {args.name} --role ROLE", 1)
+        fail(f"no user {args.name!r}; create it with: telecare-bridge users add {args.name} --role ROLE",
+             EXIT_FAILED)
     print(f"console password set for {args.name}; their open sessions were ended")
 
 
@@ -96,7 +92,7 @@ def _cmd_disable(disabled: bool) -> Callable[[argparse.Namespace], None]:
         try:
             _with_store(args, lambda store: set_disabled(store, args.name, disabled))
         except NotFound:
-            _fail(f"no user {args.name!r}", 1)
+            fail(f"no user {args.name!r}", EXIT_FAILED)
         what = "disabled (API token and console sessions stop working)" if disabled else "enabled"
         print(f"user {args.name} {what}")
 

@@ -1,109 +1,33 @@
-"""``telecare-bridge``: run the bridge, a demo, manage users, and drive the simulators."""
+"""``telecare-bridge``: the parser and ``main``; run the bridge, a demo, and drive the simulators."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import shlex
-import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bridge.config import Config, ConfigError, load_config
-
-if TYPE_CHECKING:
-    from alarm_centre.store.base import AlertStore
-
-log = logging.getLogger("telecare")
-
-DEFAULT_CONFIG = "config.yaml"
-
-
-def _config_path(arg: str | None) -> str | None:
-    if arg:
-        return arg
-    env = os.environ.get("TELECARE_CONFIG")
-    if env:
-        return env
-    return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None
-
-
-def _load(args: argparse.Namespace) -> Config:
-    path = _config_path(args.config)
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(f"telecare-bridge: configuration error in {path or 'defaults/environment'}:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        raise SystemExit(2) from None
-    logging.basicConfig(
-        level=config.log.level,
-        format=f"%(asctime)s %(levelname)-7s [{config.node_name}] %(name)s: %(message)s",
-    )
-    return config
-
-
-@contextlib.asynccontextmanager
-async def open_cli_store(config: Config, config_file: str | None) -> AsyncIterator[AlertStore]:
-    """The configured store for a CLI command, named on stderr (stdout stays the command's own output).
-
-    A SQLite file that does not exist yet is created, and that is said plainly: a command started in
-    the wrong directory without ``--config`` would otherwise work on a new, empty store in silence.
-    """
-    from alarm_centre.store import open_store
-
-    _name_store(config, config_file)
-    async with open_store(config.store.url) as store:
-        yield store
-
-
-def _name_store(config: Config, config_file: str | None) -> None:
-    from alarm_centre.store import sqlite_path
-    from bridge.cli_check import describe_store
-
-    path = sqlite_path(config.store.url)
-    if path is not None and not Path(path).exists():
-        hint = "" if config_file else "; no config file was found here: give --config FILE"
-        print(f"telecare-bridge: store {describe_store(config.store.url)} did not exist: "
-              f"creating a new, empty one{hint}", file=sys.stderr)
-    else:
-        print(f"telecare-bridge: store {describe_store(config.store.url)}", file=sys.stderr)
-
-
-def _run_until_signal(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run ``main`` and cancel it cleanly on SIGINT or SIGTERM."""
-
-    async def runner() -> None:
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        assert task is not None
-        signalled: list[str] = []
-
-        def stop(sig: signal.Signals) -> None:
-            signalled.append(sig.name)
-            task.cancel()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop, sig)
-        try:
-            await main()
-        except asyncio.CancelledError:
-            if not signalled:
-                raise
-            log.info("stopped by %s", signalled[0])  # a command that simply finished says nothing
-
-    asyncio.run(runner())
+from bridge.cli.common import (
+    DEFAULT_CONFIG,
+    EXIT_FAILED,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    describe_store,
+    fail,
+    load,
+    run_until_signal,
+)
+from bridge.config import Config
 
 
 # -- run / demo ----------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> None:
-    config = _load(args)
+    config = load(args)
 
     async def main() -> None:
         from bridge.service import Bridge
@@ -112,11 +36,10 @@ def cmd_run(args: argparse.Namespace) -> None:
             _print_banner(bridge, config)
             await bridge.serve()
 
-    _run_until_signal(main)
+    run_until_signal(main)
 
 
 def _print_banner(bridge: Any, config: Config) -> None:
-    from bridge.cli_check import describe_store
     from bridge.redaction import redact
 
     broker = redact(bridge.broker.url if bridge.broker else config.mqtt.url)
@@ -145,7 +68,7 @@ def _fleet_config(config: Config) -> Config:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    config = _fleet_config(_load(args))
+    config = _fleet_config(load(args))
 
     async def main() -> None:
         from bridge.service import Bridge
@@ -154,7 +77,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         async with contextlib.AsyncExitStack() as extras:
             serial = None
             if args.with_serial:
-                from bridge.cli_serial import serial_demo
+                from bridge.cli.serial_demo import serial_demo
 
                 serial = await extras.enter_async_context(serial_demo(config))
             bridge = await extras.enter_async_context(Bridge(serial.config if serial else config))
@@ -211,7 +134,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
                 if serial is not None:
                     tg.create_task(serial.run(args.every), name="serial-demo")
 
-    _run_until_signal(main)
+    run_until_signal(main)
 
 
 #: The demo's sign-in, written to the data directory as shell variables a terminal can source.
@@ -256,7 +179,7 @@ def _self_command() -> str:
 
 # -- simulate ------------------------------------------------------------------------------------
 def _broker_of(args: argparse.Namespace, config: Config) -> tuple[str, int]:
-    from bridge.mqtt_link import BrokerAddress
+    from bridge.transports.mqtt import BrokerAddress
 
     url = args.url or config.mqtt.url or f"mqtt://127.0.0.1:{config.mqtt.embedded_port}"
     address = BrokerAddress.from_url(url)
@@ -273,7 +196,7 @@ def _issue_passwords(config: Config, device_ids: list[str], *, register: bool) -
         async with open_store(config.store.url) as store:
             credentials = make_credentials(config, make_registry(config, store))
             if credentials is None:
-                raise SystemExit("telecare-bridge: credentials.enabled is false: no passwords to issue")
+                fail("credentials.enabled is false: no passwords to issue", EXIT_USAGE)
             passwords = {}
             for device_id in device_ids:
                 if register:
@@ -287,7 +210,7 @@ def _issue_passwords(config: Config, device_ids: list[str], *, register: bool) -
     try:
         return asyncio.run(main())
     except (Conflict, ValueError) as exc:
-        raise SystemExit(f"telecare-bridge: cannot issue a broker password: {exc}") from None
+        fail(f"cannot issue a broker password: {exc}", EXIT_FAILED)
 
 
 def _unit_password(args: argparse.Namespace, config: Config) -> str | None:
@@ -300,7 +223,7 @@ def _unit_password(args: argparse.Namespace, config: Config) -> str | None:
 def cmd_simulate_unit(args: argparse.Namespace) -> None:
     from simulators.unit import SimulatedUnit, summarise
 
-    config = _load(args)
+    config = load(args)
     host, port = _broker_of(args, config)
     password = _unit_password(args, config)
 
@@ -333,28 +256,28 @@ def cmd_simulate_unit(args: argparse.Namespace) -> None:
                     seen = len(unit.log.commands)
 
     try:
-        _run_until_signal(main)
+        run_until_signal(main)
     except TimeoutError:
         print(f"telecare-bridge: no ack within {args.timeout:g}s: is the bridge running?", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(EXIT_FAILED) from None
     except ConnectionError as exc:  # e.g. the broker refused the unit's credentials
         print(exc, file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(EXIT_FAILED) from None
     if rejected:
         reason = rejected[0].get("error") or "no reason given"
         print(f"telecare-bridge: the bridge rejected {len(rejected)} of {args.count} event(s): {reason}",
               file=sys.stderr)
-        raise SystemExit(3)
+        raise SystemExit(EXIT_REJECTED)
 
 
 def cmd_simulate_fleet(args: argparse.Namespace) -> None:
     from simulators.fleet import run_fleet
 
-    config = _load(args)
+    config = load(args)
     host, port = _broker_of(args, config)
     ids = [f"{args.prefix}{n:04d}" for n in range(args.units)]
     passwords = _issue_passwords(_fleet_config(config), ids, register=True) if args.issue_credentials else {}
-    _run_until_signal(
+    run_until_signal(
         lambda: run_fleet(
             ids, host=host, port=port, topic_root=config.topic_root, every_s=args.every, passwords=passwords
         )
@@ -409,11 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    from bridge import cli_check, cli_registry, cli_users
+    from bridge.cli import check, registry, users
 
-    cli_check.register(sub, common)  # check-config
-    cli_users.register(sub, common)  # users add|passwd|disable|enable|list
-    cli_registry.register(sub, common)  # residents, devices, link, commission, import, export
+    check.register(sub, common)  # check-config
+    users.register(sub, common)  # users add|passwd|disable|enable|list
+    registry.register(sub, common)  # residents, devices, link, commission, import, export
 
     simulate = sub.add_parser("simulate", help="stand-ins for real devices").add_subparsers(
         dest="simulate_command", metavar="DEVICE", required=True
@@ -460,16 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_simulate_fleet)
 
-    from bridge import cli_voice
+    from bridge.cli import voice
 
-    cli_voice.register(sub, common, simulate)  # alexa link|unlink|links|check-in; simulate alexa|alexa-ca
+    voice.register(sub, common, simulate)  # alexa link|unlink|links|check-in; simulate alexa|alexa-ca
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     args.func(args)
-
-
-if __name__ == "__main__":
-    main()

@@ -14,9 +14,10 @@ from serial_support import within
 
 from alarm_centre.host import HookOrder
 from bridge.config import Config
-from bridge.feature_serial import SERIAL, SerialFeature, number_candidates, sms_command_text
+from bridge.feature_serial import SERIAL, SerialFeature
 from devices.events import DeviceEvent
 from devices.serial_frame import AckFrame, encode_event
+from devices.sms_alarm import number_candidates, sms_command_text
 from simulators.gsm_modem import SimulatedModem
 from simulators.serial_unit import SimulatedSerialUnit
 

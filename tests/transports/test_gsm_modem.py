@@ -10,7 +10,7 @@ import pytest
 from serial_support import MemoryIntake, eventually, within
 
 from alarm_centre.alerts.intake import IngestResult
-from bridge.gsm_modem import AtCommandError, GsmModem
+from bridge.transports.gsm import AtCommandError, GsmModem
 from devices.events import DeviceEvent
 from simulators.gsm_modem import SimulatedModem
 

@@ -18,15 +18,11 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from bridge.cli.common import EXIT_FAILED, EXIT_USAGE, config_path, fail, load, open_cli_store
 from devices.numbers import whole_number
 
 T = TypeVar("T")
 SOURCE = "cli"
-
-
-def _fail(message: str, code: int = 1) -> None:
-    print(f"telecare-bridge: {message}", file=sys.stderr)
-    raise SystemExit(code)
 
 
 def _actor() -> str:
@@ -36,24 +32,22 @@ def _actor() -> str:
 def _with_registry(args: argparse.Namespace, work: Callable[[Any, Any], Awaitable[T]]) -> T:
     """Run ``work(registry, config)`` on the configured store; store refusals become one clear line."""
     from alarm_centre.store import Conflict, InvalidRequest, NotFound
-    from bridge.cli import _config_path, _load, open_cli_store
     from bridge.feature_registry import make_registry
 
-    config = _load(args)
+    config = load(args)
 
     async def main() -> T:
-        async with open_cli_store(config, _config_path(args.config)) as store:
+        async with open_cli_store(config, config_path(args.config)) as store:
             return await work(make_registry(config, store), config)
 
     try:
         return asyncio.run(main())
     except NotFound as exc:
-        _fail(str(exc))
+        fail(str(exc), EXIT_FAILED)
     except Conflict as exc:
-        _fail(f"refused: {exc}")
-    except InvalidRequest as exc:
-        _fail(f"invalid: {exc}")
-    raise AssertionError("unreachable")
+        fail(f"refused: {exc}", EXIT_FAILED)
+    except InvalidRequest as exc:  # also a reference to a record that is not there ("no resident 'x'")
+        fail(f"invalid: {exc}", EXIT_FAILED)
 
 
 def _validated(model: Any, data: dict[str, Any]) -> Any:
@@ -64,7 +58,7 @@ def _validated(model: Any, data: dict[str, Any]) -> Any:
     except ValidationError as exc:
         for err in errors_of(exc):
             print(f"telecare-bridge: {err['field']}: {err['message']}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -104,7 +98,7 @@ def _responders(values: list[str] | None) -> list[dict[str, str]] | None:
     for value in values:
         name, sep, phone = value.rpartition("=")
         if not sep:
-            _fail(f"--responder {value!r}: write it as 'Name=+447700900123'", 2)
+            fail(f"--responder {value!r}: write it as 'Name=+447700900123'", EXIT_USAGE)
         out.append({"name": name.strip(), "phone": phone.strip()})
     return out
 
@@ -199,7 +193,7 @@ def _peripherals(values: list[str] | None) -> list[dict[str, str]] | None:
     try:
         return _split_peripherals(";".join(values))
     except ValueError as exc:
-        _fail(f"--peripheral: {exc}", 2)
+        fail(f"--peripheral: {exc}", EXIT_USAGE)
         raise
 
 
@@ -329,14 +323,14 @@ def _credentials(reg: Any, config: Any) -> Any:
     try:
         return make_credentials(config, reg)
     except ValueError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), EXIT_USAGE)
 
 
 def cmd_devices_credential(args: argparse.Namespace) -> None:
     async def work(reg: Any, config: Any) -> tuple[str, str]:
         credentials = _credentials(reg, config)
         if credentials is None:
-            _fail("credentials.enabled is false: this bridge does not manage broker passwords", 2)
+            fail("credentials.enabled is false: this bridge does not manage broker passwords", EXIT_USAGE)
         return await credentials.issue(args.id, actor=_actor(), source=SOURCE), config.topic_root
 
     password, root = _with_registry(args, work)
@@ -352,7 +346,7 @@ def _settings(values: list[str]) -> dict[str, Any]:
     for item in values:
         key, sep, raw = item.partition("=")
         if not sep:
-            _fail(f"--set {item!r}: write it as key=value", 2)
+            fail(f"--set {item!r}: write it as key=value", EXIT_USAGE)
         value: Any = raw
         if key == "centre_numbers":
             value = [v.strip() for v in raw.split(",") if v.strip()]
@@ -399,7 +393,7 @@ def cmd_devices_configure(args: argparse.Namespace) -> None:
 # -- link ----------------------------------------------------------------------------------------
 def cmd_link(args: argparse.Namespace) -> None:
     if args.resident is None and not args.unlink:
-        _fail("give a RESIDENT, or --unlink", 2)
+        fail("give a RESIDENT, or --unlink", EXIT_USAGE)
     resident = None if args.unlink else args.resident
     body = _with_registry(args, lambda reg, _: reg.link(args.device, resident, actor=_actor(), source=SOURCE))
     print(f"device {body['id']} is now " + (f"linked to resident {resident}" if resident else "unlinked"))
@@ -446,15 +440,15 @@ def cmd_import(args: argparse.Namespace) -> None:
 
     fmt = _guess_format(args.file, args.format)
     if fmt == "csv" and args.kind is None:
-        _fail("a CSV file holds one kind: give --kind residents or --kind devices", 2)
+        fail("a CSV file holds one kind: give --kind residents or --kind devices", EXIT_USAGE)
     try:
         text = Path(args.file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"cannot read {args.file}: {exc}", 2)
+        fail(f"cannot read {args.file}: {exc}", EXIT_USAGE)
     try:
         batch = parse_csv(text, args.kind) if fmt == "csv" else parse_yaml(text)
     except MalformedFile as exc:
-        _fail(f"{args.file}: {exc}", 1)
+        fail(f"{args.file}: {exc}", EXIT_FAILED)
         return
     bar = ProgressBar("checking" if args.dry_run else "importing", "rows")
     report = _with_registry(
@@ -478,7 +472,7 @@ def cmd_import(args: argparse.Namespace) -> None:
         if n
     )
     if report.errors:
-        _fail(f"{len(report.errors)} bad row(s); nothing imported", 1)
+        fail(f"{len(report.errors)} bad row(s); nothing imported", EXIT_FAILED)
     if args.dry_run:
         print(f"dry run: the file is good ({summary or 'nothing to do'}); nothing imported")
     else:
@@ -489,7 +483,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from devices.csv_yaml import to_csv, to_yaml
 
     if args.format == "csv" and args.kind is None:
-        _fail("CSV holds one kind: give --kind residents or --kind devices", 2)
+        fail("CSV holds one kind: give --kind residents or --kind devices", EXIT_USAGE)
     residents, devices = _with_registry(args, lambda reg, _: reg.export())
     if args.format == "yaml":
         sys.stdout.write(to_yaml(residents, devices))
@@ -520,7 +514,7 @@ def cmd_commission_start(args: argparse.Namespace) -> None:
     async def work(reg: Any, config: Any) -> dict[str, Any]:
         minutes = args.minutes or config.registry.commissioning_minutes
         if minutes > config.registry.max_commissioning_minutes:
-            _fail(f"--minutes: at most {config.registry.max_commissioning_minutes:g}", 2)
+            fail(f"--minutes: at most {config.registry.max_commissioning_minutes:g}", EXIT_USAGE)
         visit = await reg.start_visit(
             args.device, installer=_actor(), minutes=minutes, peripherals=args.peripheral
         )

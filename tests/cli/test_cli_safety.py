@@ -21,7 +21,7 @@ from harness import MOSQUITTO_HOST, MOSQUITTO_PORT, free_port, need_service, pos
 from alarm_centre.store.sqlite import SqliteStore
 from bridge.redaction import redact
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "bridge.cli"]
 SECRETS = ("pg-secret-1", "mq-secret-2", "tw-secret-3", "br-secret-4")
 
