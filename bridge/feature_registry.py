@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from alarm_centre.registry import Registry
+from alarm_centre.registry.service import Registry
 from alarm_centre.store.base import AlertStore
 from bridge.credentials import CredentialManager
 
@@ -41,9 +41,9 @@ def make_credentials(config: Config, registry: Registry) -> CredentialManager | 
 
 
 async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
-    from alarm_centre.registry_api import RegistryOptions, add_registry_routes  # aiohttp: not for the CLI
-    from alarm_centre.registry_console import add_installer_pages
-    from alarm_centre.supervision import HeartbeatSupervisor
+    from alarm_centre.registry.pages import add_installer_pages
+    from alarm_centre.registry.routes import RegistryOptions, add_registry_routes  # aiohttp: not for the CLI
+    from alarm_centre.registry.supervision import HeartbeatSupervisor
 
     config = host.config
     registry = make_registry(config, host.store)

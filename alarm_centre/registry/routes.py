@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alarm_centre.api import json_error, json_response, path_name, read_json, require, source_of, validated
 from alarm_centre.openapi import Body, operation, query
-from alarm_centre.registry import Registry
+from alarm_centre.registry.service import Registry
 from devices.csv_yaml import MalformedFile, parse_csv, parse_yaml, to_csv, to_yaml
 from devices.registry import Device, Resident, UnitSettings, errors_of, merge
 

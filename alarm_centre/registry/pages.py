@@ -19,8 +19,8 @@ from aiohttp import web
 
 from alarm_centre.console import ConsolePage, Safe, add_console_page, escape, page_response
 from alarm_centre.console.pages import require_page
-from alarm_centre.registry import Registry
-from alarm_centre.registry_api import REGISTRY
+from alarm_centre.registry.routes import REGISTRY
+from alarm_centre.registry.service import Registry
 from alarm_centre.store.base import NotFound
 from devices.events import DEVICE_ID_RE
 

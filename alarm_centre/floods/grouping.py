@@ -18,86 +18,33 @@ and the list of units, so a ``fall`` raised in the middle of the flood is still 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
+from alarm_centre.floods.model import (
+    LINE_UNITS,
+    FloodRules,
+    Incident,
+    IncidentFilter,
+    IncidentState,
+)
 from alarm_centre.host import HookOrder
 from alarm_centre.ids import row_id
 from alarm_centre.lifecycle import Source
-from alarm_centre.model import iso
 from alarm_centre.store.base import AlertStore, PostCommit, Row, Tx, alert_from_row
 from devices import strict_json
 from devices.events import DeviceEvent
-from devices.vocabulary import CLEARS, EventType, Priority, is_help, priority_of
+from devices.vocabulary import CLEARS, Priority, is_help
 
-#: Technical types grouped by default.
-DEFAULT_TYPES = tuple(t.value for t in EventType if priority_of(t) is Priority.TECHNICAL)
-#: Units listed on an incident line in the queue (the incident itself lists them all).
-LINE_UNITS = 20
-
-
-def check_types(types: Iterable[str]) -> list[str]:
-    """Event types that may be grouped: known alert types, never a help type. Raises ValueError."""
-    checked = []
-    for name in types:
-        try:
-            event_type = EventType(name)
-        except ValueError:
-            raise ValueError(f"unknown event type {name!r}") from None
-        if is_help(event_type):
-            raise ValueError(f"{name!r} is a help type; help alerts are never grouped")
-        if priority_of(event_type) is None:
-            raise ValueError(f"{name!r} raises no alert, so there is nothing to group")
-        checked.append(event_type.value)
-    return checked
-
-
-@dataclass(frozen=True, slots=True)
-class FloodRules:
-    """``threshold`` alerts of one type within ``window_s`` seconds make an incident."""
-
-    threshold: int = 20
-    window_s: float = 60.0
-    types: frozenset[str] = frozenset(DEFAULT_TYPES)
-
-    def __post_init__(self) -> None:
-        if self.threshold < 2:
-            raise ValueError("threshold must be at least 2")
-        check_types(self.types)
-
-
-@dataclass(frozen=True, slots=True)
-class Incident:
-    id: str
-    type: str
-    priority: int
-    state: str
-    opened_at: float
-    closed_at: float | None
-    closed_reason: str | None
-    count: int
-    open_count: int
-    last_raised_at: float | None
-    units: list[str] = field(default_factory=list)
-
-    def to_json(self, *, units_limit: int | None = None) -> dict[str, Any]:
-        units = self.units if units_limit is None else self.units[:units_limit]
-        return {
-            "kind": "incident", "id": self.id, "type": self.type, "priority": self.priority,
-            "state": self.state, "opened_at": iso(self.opened_at), "closed_at": iso(self.closed_at),
-            "closed_reason": self.closed_reason, "count": self.count, "open_count": self.open_count,
-            "last_raised_at": iso(self.last_raised_at), "units": units,
-            "units_truncated": len(units) < len(self.units),
-        }
-
-
+_OPEN, _CLOSED = IncidentState.OPEN.value, IncidentState.CLOSED.value
 _COUNTS = ("SELECT COUNT(*) AS n, SUM(CASE WHEN state <> 'resolved' THEN 1 ELSE 0 END) AS open_n, "
            "MAX(raised_at) AS last_at FROM alerts WHERE incident_id = ?")
 
 
 class FloodGrouper:
-    """Groups alarm floods into incidents; install its hooks on the store with :meth:`install`."""
+    """Groups alarm floods into incidents; install its hooks on the store with :meth:`install`.
+
+    Every SQL statement of the floods feature is in this class.
+    """
 
     def __init__(self, store: AlertStore, rules: FloodRules | None = None) -> None:
         self.store = store
@@ -131,8 +78,9 @@ class FloodGrouper:
         if row is None or int(row["n"]) < self.rules.threshold:
             return
         created = await tx.fetchone(
-            "INSERT INTO incidents (type, priority, state, open_key, opened_at) VALUES (?, ?, 'open', ?, ?) "
-            "ON CONFLICT (open_key) DO NOTHING RETURNING id", kind, int(alert["priority"]), key, raised_at)
+            "INSERT INTO incidents (type, priority, state, open_key, opened_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (open_key) DO NOTHING RETURNING id", kind, int(alert["priority"]), _OPEN,
+            key, raised_at)
         if created is None:  # another node opened it a moment ago
             incident = await tx.fetchone("SELECT id FROM incidents WHERE open_key = ?", key)
             if incident is not None:
@@ -173,8 +121,9 @@ class FloodGrouper:
         return still_open is None
 
     async def _close(self, tx: Tx, incident_id: int, now: float, reason: str) -> None:
-        await tx.execute("UPDATE incidents SET state = 'closed', open_key = NULL, closed_at = ?, "
-                         "closed_reason = ? WHERE id = ? AND state = 'open'", now, reason, incident_id)
+        await tx.execute("UPDATE incidents SET state = ?, open_key = NULL, closed_at = ?, "
+                         "closed_reason = ? WHERE id = ? AND state = ?", _CLOSED, now, reason,
+                         incident_id, _OPEN)
 
     # -- reading ---------------------------------------------------------------------------------
     async def _incident(self, tx: Tx, row: Row, units_limit: int | None) -> Incident:
@@ -193,13 +142,15 @@ class FloodGrouper:
             last_raised_at=counts["last_at"] if counts else None, units=units,
         )
 
-    async def list_incidents(self, *, state: str = "open", limit: int = 100,
+    async def list_incidents(self, *, state: str = IncidentFilter.OPEN, limit: int = 100,
                              units_limit: int = LINE_UNITS) -> list[Incident]:
         """Incidents, newest first (``state``: open, closed or all)."""
-        if state not in ("open", "closed", "all"):
-            raise ValueError("state must be open, closed or all")
-        where = "" if state == "all" else " WHERE state = ?"
-        args: list[Any] = [] if state == "all" else [state]
+        try:
+            which = IncidentFilter(state)
+        except ValueError:
+            raise ValueError("state must be open, closed or all") from None
+        where = "" if which is IncidentFilter.ALL else " WHERE state = ?"
+        args: list[Any] = [] if which is IncidentFilter.ALL else [which.value]
         async with self.store.read() as tx:
             rows = await tx.fetchall(
                 f"SELECT * FROM incidents{where} ORDER BY opened_at DESC, id DESC LIMIT ?", *args, limit)
@@ -219,11 +170,12 @@ class FloodGrouper:
         in priority then age order."""
         async with self.store.read() as tx:
             rows = await tx.fetchall(
-                "SELECT a.* FROM alerts a LEFT JOIN incidents i ON i.id = a.incident_id AND i.state = 'open' "
+                "SELECT a.* FROM alerts a LEFT JOIN incidents i ON i.id = a.incident_id AND i.state = ? "
                 "WHERE a.state IN ('raised', 'acknowledged') AND i.id IS NULL "
-                "ORDER BY a.priority, a.raised_at, a.id LIMIT ?", limit)
+                "ORDER BY a.priority, a.raised_at, a.id LIMIT ?", _OPEN, limit)
             incidents = [await self._incident(tx, r, LINE_UNITS) for r in await tx.fetchall(
-                "SELECT * FROM incidents WHERE state = 'open' ORDER BY opened_at, id LIMIT ?", limit)]
+                "SELECT * FROM incidents WHERE state = ? ORDER BY opened_at, id LIMIT ?", _OPEN,
+                limit)]
         lines: list[tuple[tuple[int, float, int], dict[str, Any]]] = []
         for r in rows:
             lines.append(((int(r["priority"]), float(r["raised_at"]), 0),

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from alarm_centre.intake import Intake
-from alarm_centre.registry import Registry
+from alarm_centre.registry.service import Registry
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType
 
