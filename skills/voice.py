@@ -31,6 +31,8 @@ from datetime import time as dtime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from prometheus_client import CollectorRegistry, Counter
+
 from alarm_centre.intake import Intake, StoreUnavailable
 from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, PostCommit, Tx
 from devices import strict_json
@@ -172,11 +174,22 @@ class VoiceService:
     """Voice work against the store and the intake; one per bridge."""
 
     def __init__(
-        self, store: AlertStore, intake: Intake | None = None, *, clock: Callable[[], float] = time.time
+        self,
+        store: AlertStore,
+        intake: Intake | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self.store = store
         self.intake = intake
         self._clock = clock
+        #: Failed missed-check-in sweeps (exported on ``/metrics`` when ``metrics_registry`` is given).
+        self.check_in_sweep_failures = Counter(
+            "telecare_voice_check_in_sweep_failures_total",
+            "Missed check-in sweeps that failed (logged with the traceback; tried again on the next pass)",
+            registry=metrics_registry,
+        )
 
     # -- lookups --
     async def find_echo(self, alexa_device_id: str) -> EchoLink | None:
@@ -477,7 +490,8 @@ class VoiceService:
         return alerted
 
     async def run_check_in_loop(self, poll_s: float) -> None:
-        """Check for missed check-ins every ``poll_s`` seconds, forever."""
+        """Check for missed check-ins every ``poll_s`` seconds, forever; a failing sweep is logged with its
+        traceback, counted, and tried again."""
         while True:
             try:
                 missed = await self.raise_missed_check_ins()
@@ -485,8 +499,9 @@ class VoiceService:
                     log.warning("missed daily check-in: inactivity alert for %s", ", ".join(missed))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                log.error("check-in sweep failed (will retry): %s", exc)
+            except Exception:
+                self.check_in_sweep_failures.inc()
+                log.exception("missed check-in sweep failed; trying again in %g s", poll_s)
             await asyncio.sleep(poll_s)
 
 
