@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from alarm_centre.floods import store as sql
 from alarm_centre.floods.model import (
     LINE_UNITS,
     FloodRules,
@@ -35,15 +36,11 @@ from devices import strict_json
 from devices.events import DeviceEvent
 from devices.vocabulary import CLEARS, Priority, is_help
 
-_OPEN, _CLOSED = IncidentState.OPEN.value, IncidentState.CLOSED.value
-_COUNTS = ("SELECT COUNT(*) AS n, SUM(CASE WHEN state <> 'resolved' THEN 1 ELSE 0 END) AS open_n, "
-           "MAX(raised_at) AS last_at FROM alerts WHERE incident_id = ?")
-
 
 class FloodGrouper:
     """Groups alarm floods into incidents; install its hooks on the store with :meth:`install`.
 
-    Every SQL statement of the floods feature is in this class.
+    Its SQL is in ``store.py``.
     """
 
     def __init__(self, store: AlertStore, rules: FloodRules | None = None) -> None:
@@ -64,33 +61,24 @@ class FloodGrouper:
             return
         key = f"flood:{kind}"
         raised_at = float(alert["raised_at"])
-        incident = await tx.fetchone("SELECT id FROM incidents WHERE open_key = ?", key)
-        if incident is not None and await self._all_closed(tx, int(incident["id"])):
-            await self._close(tx, int(incident["id"]), raised_at, "all alerts closed")
+        incident = await sql.open_incident(tx, key)
+        if incident is not None and await sql.all_closed(tx, int(incident["id"])):
+            await sql.close(tx, int(incident["id"]), raised_at, "all alerts closed")
             incident = None
         if incident is not None:
             await self._attach(tx, alert, int(incident["id"]))
             return
         since = raised_at - self.rules.window_s
-        row = await tx.fetchone(
-            "SELECT COUNT(*) AS n FROM alerts WHERE type = ? AND raised_at >= ? AND incident_id IS NULL "
-            "AND state <> 'resolved' AND test = 0", kind, since)
-        if row is None or int(row["n"]) < self.rules.threshold:
+        if await sql.groupable_count(tx, kind, since) < self.rules.threshold:
             return
-        created = await tx.fetchone(
-            "INSERT INTO incidents (type, priority, state, open_key, opened_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (open_key) DO NOTHING RETURNING id", kind, int(alert["priority"]), _OPEN,
-            key, raised_at)
+        created = await sql.create_incident(tx, kind, int(alert["priority"]), key, raised_at)
         if created is None:  # another node opened it a moment ago
-            incident = await tx.fetchone("SELECT id FROM incidents WHERE open_key = ?", key)
+            incident = await sql.open_incident(tx, key)
             if incident is not None:
                 await self._attach(tx, alert, int(incident["id"]))
             return
-        incident_id = int(created["id"])
-        grouped = await tx.fetchall(
-            "SELECT * FROM alerts WHERE type = ? AND raised_at >= ? AND incident_id IS NULL "
-            "AND state <> 'resolved' AND test = 0 ORDER BY id", kind, since)
-        for member in grouped:
+        incident_id = created
+        for member in await sql.groupable_alerts(tx, kind, since):
             await self._attach(tx, member, incident_id)
             if member["id"] != alert["id"]:  # its raise is already on its way to the console
                 await self.store.log_action(tx, post, member, "grouped", "system", Source.SYSTEM,
@@ -101,39 +89,22 @@ class FloodGrouper:
         """``mains_restored`` (or any clearing event) resolved an alert: close its incident when empty."""
         if alert_id is None or ev.type not in CLEARS:
             return
-        row = await tx.fetchone("SELECT incident_id FROM alerts WHERE id = ?", alert_id)
-        if row is None or row["incident_id"] is None:
+        incident_id = await sql.incident_of(tx, alert_id)
+        if incident_id is None:
             return
-        incident_id = int(row["incident_id"])
-        if await self._all_closed(tx, incident_id):
-            await self._close(tx, incident_id, ev.received_at.timestamp(),
-                              f"all units reported {ev.type.value}")
+        if await sql.all_closed(tx, incident_id):
+            await sql.close(tx, incident_id, ev.received_at.timestamp(),
+                            f"all units reported {ev.type.value}")
 
     async def _attach(self, tx: Tx, alert: Row, incident_id: int) -> None:
         data = json.loads(alert["data"] or "{}")
         data["incident_id"] = str(incident_id)
-        await tx.execute("UPDATE alerts SET incident_id = ?, data = ? WHERE id = ?", incident_id,
-                         strict_json.safe_dumps(data, default=str), alert["id"])
-
-    async def _all_closed(self, tx: Tx, incident_id: int) -> bool:
-        still_open = await tx.fetchone(
-            "SELECT id FROM alerts WHERE incident_id = ? AND state <> 'resolved' LIMIT 1", incident_id)
-        return still_open is None
-
-    async def _close(self, tx: Tx, incident_id: int, now: float, reason: str) -> None:
-        await tx.execute("UPDATE incidents SET state = ?, open_key = NULL, closed_at = ?, "
-                         "closed_reason = ? WHERE id = ? AND state = ?", _CLOSED, now, reason,
-                         incident_id, _OPEN)
+        await sql.attach(tx, alert["id"], incident_id, strict_json.safe_dumps(data, default=str))
 
     # -- reading ---------------------------------------------------------------------------------
     async def _incident(self, tx: Tx, row: Row, units_limit: int | None) -> Incident:
-        counts = await tx.fetchone(_COUNTS, row["id"])
-        sql = "SELECT device_id FROM alerts WHERE incident_id = ? ORDER BY id"
-        args: list[Any] = [row["id"]]
-        if units_limit is not None:
-            sql += " LIMIT ?"
-            args.append(units_limit + 1)
-        units = [r["device_id"] for r in await tx.fetchall(sql, *args)]
+        counts = await sql.counts(tx, row["id"])
+        units = await sql.units(tx, row["id"], None if units_limit is None else units_limit + 1)
         return Incident(
             id=str(row["id"]), type=row["type"], priority=int(row["priority"]), state=row["state"],
             opened_at=float(row["opened_at"]), closed_at=row["closed_at"], closed_reason=row["closed_reason"],
@@ -149,11 +120,9 @@ class FloodGrouper:
             which = IncidentFilter(state)
         except ValueError:
             raise ValueError("state must be open, closed or all") from None
-        where = "" if which is IncidentFilter.ALL else " WHERE state = ?"
-        args: list[Any] = [] if which is IncidentFilter.ALL else [which.value]
+        only = None if which is IncidentFilter.ALL else IncidentState(which.value)
         async with self.store.read() as tx:
-            rows = await tx.fetchall(
-                f"SELECT * FROM incidents{where} ORDER BY opened_at DESC, id DESC LIMIT ?", *args, limit)
+            rows = await sql.incidents(tx, only, limit)
             return [await self._incident(tx, r, units_limit) for r in rows]
 
     async def get_incident(self, incident_id: str) -> Incident | None:
@@ -162,20 +131,15 @@ class FloodGrouper:
         if key is None:
             return None
         async with self.store.read() as tx:
-            row = await tx.fetchone("SELECT * FROM incidents WHERE id = ?", key)
+            row = await sql.incident(tx, key)
             return None if row is None else await self._incident(tx, row, None)
 
     async def queue(self, *, limit: int = 100) -> list[dict[str, Any]]:
         """The operator's queue: open alerts not in an open incident, plus one line per open incident,
         in priority then age order."""
         async with self.store.read() as tx:
-            rows = await tx.fetchall(
-                "SELECT a.* FROM alerts a LEFT JOIN incidents i ON i.id = a.incident_id AND i.state = ? "
-                "WHERE a.state IN ('raised', 'acknowledged') AND i.id IS NULL "
-                "ORDER BY a.priority, a.raised_at, a.id LIMIT ?", _OPEN, limit)
-            incidents = [await self._incident(tx, r, LINE_UNITS) for r in await tx.fetchall(
-                "SELECT * FROM incidents WHERE state = ? ORDER BY opened_at, id LIMIT ?", _OPEN,
-                limit)]
+            rows = await sql.ungrouped_open_alerts(tx, limit)
+            incidents = [await self._incident(tx, r, LINE_UNITS) for r in await sql.open_incidents(tx, limit)]
         lines: list[tuple[tuple[int, float, int], dict[str, Any]]] = []
         for r in rows:
             lines.append(((int(r["priority"]), float(r["raised_at"]), 0),

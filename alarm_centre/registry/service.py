@@ -168,6 +168,11 @@ class Registry:
             n = await sql.active_device_counts(tx)
         return [(Resident.from_row(r), n.get(r["id"], 0)) for r in rows]
 
+    async def resident_names(self) -> dict[str, str]:
+        """Every resident's name by id (the console shows people by name)."""
+        async with self.store.read() as tx:
+            return await sql.resident_names(tx)
+
     # -- devices ---------------------------------------------------------------------------------
     async def _device_row(self, tx: Tx, device_id: str) -> Row:
         row = await sql.device(tx, device_id)

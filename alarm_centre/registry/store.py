@@ -54,6 +54,11 @@ async def residents(tx: Tx) -> list[Row]:
     return await tx.fetchall("SELECT * FROM residents ORDER BY id")
 
 
+async def resident_names(tx: Tx) -> dict[str, str]:
+    rows = await tx.fetchall("SELECT id, name FROM residents")
+    return {str(r["id"]): str(r["name"]) for r in rows}
+
+
 async def active_device_counts(tx: Tx) -> dict[str, int]:
     """How many active devices each resident has."""
     rows = await tx.fetchall(
