@@ -240,7 +240,7 @@ def _short(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def _voice_key() -> Any:
-    from bridge.feature_voice import VOICE
+    from skills.routes import VOICE
 
     return VOICE
 

@@ -29,9 +29,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alarm_centre.alerts.intake import GroupCommitter
-from alarm_centre.registry import Registry
+from alarm_centre.registry.service import Registry
+from alarm_centre.registry.supervision import HeartbeatSupervisor
 from alarm_centre.store import open_store
-from alarm_centre.supervision import HeartbeatSupervisor
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType
 

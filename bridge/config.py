@@ -386,7 +386,7 @@ class FloodsConfig(Section):
     @field_validator("types")
     @classmethod
     def _types(cls, value: list[str]) -> list[str]:
-        from alarm_centre.floods import check_types
+        from alarm_centre.floods.model import check_types
 
         return check_types(value)
 

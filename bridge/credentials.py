@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from alarm_centre.registry import Registry
+from alarm_centre.registry.service import Registry
 from alarm_centre.store.tx import Conflict
 
 if TYPE_CHECKING:

@@ -1,15 +1,16 @@
-"""Installers' feature: registry API routes, the store hook, heartbeat supervision and broker credentials."""
+"""Installers' feature: registry API routes, the store hook, heartbeat supervision and broker credentials.
+
+The feature lives in ``alarm_centre/registry/``; this only plugs it into the bridge (and builds the
+registry and the credential manager the CLI uses too).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from alarm_centre.registry import Registry
+from alarm_centre.registry.service import Registry
 from alarm_centre.store.base import AlertStore
 from bridge.credentials import CredentialManager
 
@@ -41,9 +42,9 @@ def make_credentials(config: Config, registry: Registry) -> CredentialManager | 
 
 
 async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
-    from alarm_centre.registry_api import RegistryOptions, add_registry_routes  # aiohttp: not for the CLI
-    from alarm_centre.registry_console import add_installer_pages
-    from alarm_centre.supervision import HeartbeatSupervisor
+    from alarm_centre.registry.pages import add_installer_pages
+    from alarm_centre.registry.routes import RegistryOptions, add_registry_routes  # aiohttp: not for the CLI
+    from alarm_centre.registry.supervision import CommissioningTimeouts, HeartbeatSupervisor, SweepFailures
 
     config = host.config
     registry = make_registry(config, host.store)
@@ -64,20 +65,12 @@ async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
     )
     add_installer_pages(host.app)  # console pages; shown once the console feature is on
     hb = config.heartbeats
+    failures = SweepFailures(host.metrics_registry)
     if hb.enabled:
         supervisor = HeartbeatSupervisor(
-            registry, host.intake, check_every_s=hb.check_every_s, batch=hb.batch
+            registry, host.intake, check_every_s=hb.check_every_s, batch=hb.batch, failures=failures
         )
         host.add_loop("heartbeat-supervision", supervisor.run)
     else:
-        host.add_loop("commissioning-timeouts", _visit_expiry(registry))
-
-
-def _visit_expiry(registry: Registry) -> Callable[[], Coroutine[Any, Any, None]]:
-    async def loop() -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                await registry.expire_visits()
-            await asyncio.sleep(5)
-
-    return loop
+        timeouts = CommissioningTimeouts(registry, check_every_s=5.0, failures=failures)
+        host.add_loop("commissioning-timeouts", timeouts.run)

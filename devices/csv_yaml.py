@@ -2,7 +2,7 @@
 
 Every bad row is reported with its line number (CSV: the physical line the record starts on; YAML: the
 line of the list item), the field and the reason, so an installer can fix a whole file in one pass.
-Parsing never touches the store; :func:`alarm_centre.registry.Registry.import_batch` checks references
+Parsing never touches the store; :func:`alarm_centre.registry.service.Registry.import_batch` checks references
 and existing ids and writes nothing when any row is bad.
 
 CSV has one file per kind, with a header row. List cells use ``;`` between items:

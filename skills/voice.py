@@ -1,4 +1,4 @@
-"""Store-side work for the voice path: Echo links, help by voice, status, cancel, and daily check-ins.
+"""The voice service: Echo links, help by voice, status, cancel, and daily check-ins.
 
 Everything here is async and runs *before* the (synchronous) ask-sdk-core handlers: the endpoint picks
 the work from the request type and intent, awaits it, and hands the :class:`VoiceResult` to the skill as
@@ -12,6 +12,8 @@ Alexa device ids are longer than the 64-character device-id rule, so an Echo is 
 ``alexa`` with our own id, carrying the Alexa id in ``devices.alexa_device_id`` (unique). An unlinked
 Echo speaks as ``alexa-<sha256(deviceId)[:16]>`` and its alerts carry the Alexa ids as an
 ``unregistered_hint``.
+
+The SQL is in :mod:`skills.voice_store`; this module decides, that one stores.
 """
 
 from __future__ import annotations
@@ -29,16 +31,18 @@ from datetime import time as dtime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from prometheus_client import CollectorRegistry, Counter
+
 from alarm_centre.alerts.intake import Intake, StoreUnavailable
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.tx import Conflict, InvalidRequest, PostCommit, Tx
 from devices import strict_json
 from devices.events import DEVICE_ID_RE, MAX_EVENT_ID, DeviceEvent
 from devices.vocabulary import EventType
+from skills import voice_store
 
 log = logging.getLogger(__name__)
 
-ALEXA_KIND = "alexa"
 UNIT_KINDS = ("gsm_unit", "ip_unit", "serial_unit")
 ALEXA_ID_RE = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
 DEADLINE_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
@@ -171,11 +175,22 @@ class VoiceService:
     """Voice work against the store and the intake; one per bridge."""
 
     def __init__(
-        self, store: AlertStore, intake: Intake | None = None, *, clock: Callable[[], float] = time.time
+        self,
+        store: AlertStore,
+        intake: Intake | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self.store = store
         self.intake = intake
         self._clock = clock
+        #: Failed missed-check-in sweeps (exported on ``/metrics`` when ``metrics_registry`` is given).
+        self.check_in_sweep_failures = Counter(
+            "telecare_voice_check_in_sweep_failures_total",
+            "Missed check-in sweeps that failed (logged with the traceback; tried again on the next pass)",
+            registry=metrics_registry,
+        )
 
     # -- lookups --
     async def find_echo(self, alexa_device_id: str) -> EchoLink | None:
@@ -183,24 +198,12 @@ class VoiceService:
         if not alexa_device_id:
             return None
         async with self.store.read() as tx:
-            row = await tx.fetchone(
-                "SELECT id, resident_id, alexa_device_id FROM devices "
-                "WHERE alexa_device_id = ? AND kind = ? AND status = 'active'",
-                alexa_device_id,
-                ALEXA_KIND,
-            )
+            row = await voice_store.echo_by_alexa_id(tx, alexa_device_id)
             if row is None:
                 return None
-            has_unit = False
-            if row["resident_id"] is not None:
-                unit = await tx.fetchone(
-                    "SELECT id FROM devices WHERE resident_id = ? AND status = 'active' "
-                    "AND kind IN (?, ?, ?) "
-                    "LIMIT 1",
-                    row["resident_id"],
-                    *UNIT_KINDS,
-                )
-                has_unit = unit is not None
+            has_unit = row["resident_id"] is not None and await voice_store.resident_has_unit(
+                tx, row["resident_id"], UNIT_KINDS
+            )
         return EchoLink(row["id"], row["alexa_device_id"], row["resident_id"], has_unit)
 
     async def _echo_or_log(self, caller: Caller) -> EchoLink | None:
@@ -301,9 +304,8 @@ class VoiceService:
             now = self._clock()
 
             async def work(tx: Tx, post: PostCommit) -> None:
-                await tx.execute(
-                    "INSERT INTO voice_checkins (resident_id, device_id, alexa_device_id, request_id, at) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
+                await voice_store.record_check_in(
+                    tx,
                     resident_id,
                     echo.device_id if echo else None,
                     caller.alexa_device_id[:255],
@@ -323,7 +325,7 @@ class VoiceService:
 
     @staticmethod
     async def _satisfy_deadline(tx: Tx, resident_id: str, now: float) -> None:
-        row = await tx.fetchone("SELECT * FROM checkin_schedules WHERE resident_id = ?", resident_id)
+        row = await voice_store.schedule(tx, resident_id)
         if row is None:
             return
         tz, deadline = ZoneInfo(row["timezone"]), parse_deadline(row["deadline"])
@@ -331,11 +333,7 @@ class VoiceService:
         if now <= deadline_on(today, deadline, tz):
             tomorrow = deadline_on(today + timedelta(days=1), deadline, tz)
             if float(row["next_due_at"]) < tomorrow:
-                await tx.execute(
-                    "UPDATE checkin_schedules SET next_due_at = ? WHERE resident_id = ?",
-                    tomorrow,
-                    resident_id,
-                )
+                await voice_store.set_next_due(tx, resident_id, tomorrow)
 
     # -- installers: links --
     async def link_echo(
@@ -354,31 +352,19 @@ class VoiceService:
         now = self._clock()
 
         async def work(tx: Tx, post: PostCommit) -> dict[str, Any]:
-            if await tx.fetchone("SELECT id FROM residents WHERE id = ?", resident_id) is None:
+            if not await voice_store.resident_exists(tx, resident_id):
                 raise LinkError("resident_id", f"no resident {resident_id[:64]!r}; create the resident first")
-            existing = await tx.fetchone("SELECT * FROM devices WHERE id = ?", device_id)
-            if existing is not None and existing["kind"] != ALEXA_KIND:
+            existing = await voice_store.device(tx, device_id)
+            if existing is not None and existing["kind"] != voice_store.ALEXA_KIND:
                 raise Conflict(f"device {device_id} is a {existing['kind']}, not an Echo")
-            other = await tx.fetchone(
-                "SELECT id FROM devices WHERE alexa_device_id = ? AND id <> ?", alexa_device_id, device_id
-            )
+            other = await voice_store.device_with_alexa_id(tx, alexa_device_id, device_id)
             if other is not None:
                 raise Conflict(f"that Alexa device is already linked as device {other['id']}")
             data = json.loads(existing["data"] or "{}") if existing is not None else {}
             if alexa_user_id is not None:
                 data["alexa_user_id"] = alexa_user_id
-            await tx.execute(
-                "INSERT INTO devices "
-                "(id, kind, resident_id, channel, alexa_device_id, status, data, created_at) "
-                "VALUES (?, ?, ?, 'mqtt', ?, 'active', ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "resident_id = excluded.resident_id, alexa_device_id = excluded.alexa_device_id, "
-                "status = 'active', data = excluded.data",
-                device_id,
-                ALEXA_KIND,
-                resident_id,
-                alexa_device_id,
-                strict_json.safe_dumps(data),
-                now,
+            await voice_store.save_echo(
+                tx, device_id, resident_id, alexa_device_id, strict_json.safe_dumps(data), now
             )
             return {
                 "device_id": device_id,
@@ -397,23 +383,13 @@ class VoiceService:
         """
 
         async def work(tx: Tx, post: PostCommit) -> int:
-            return await tx.execute(
-                "UPDATE devices SET alexa_device_id = NULL, resident_id = NULL "
-                "WHERE id = ? AND kind = ? AND alexa_device_id IS NOT NULL",
-                device_id,
-                ALEXA_KIND,
-            )
+            return await voice_store.clear_echo(tx, device_id)
 
         return bool(await self.store.transaction(work))
 
     async def list_links(self) -> list[dict[str, Any]]:
         async with self.store.read() as tx:
-            rows = await tx.fetchall(
-                "SELECT id, alexa_device_id, resident_id, data, last_seen_at FROM devices "
-                "WHERE kind = ? AND alexa_device_id IS NOT NULL "
-                "ORDER BY id",
-                ALEXA_KIND,
-            )
+            rows = await voice_store.echo_links(tx)
         return [
             {
                 "device_id": r["id"],
@@ -435,28 +411,12 @@ class VoiceService:
 
         async def work(tx: Tx, post: PostCommit) -> dict[str, Any]:
             nonlocal next_due
-            if await tx.fetchone("SELECT id FROM residents WHERE id = ?", resident_id) is None:
+            if not await voice_store.resident_exists(tx, resident_id):
                 raise LinkError("resident_id", f"no resident {resident_id[:64]!r}")
             day = local_day(next_due, tz)
-            done = await tx.fetchone(
-                "SELECT id FROM voice_checkins WHERE resident_id = ? AND at >= ? AND at <= ? LIMIT 1",
-                resident_id,
-                day_start(day, tz),
-                next_due,
-            )
-            if done is not None:  # already checked in for that day
-                next_due = deadline_on(day + timedelta(days=1), at, tz)
-            await tx.execute(
-                "INSERT INTO checkin_schedules (resident_id, deadline, timezone, next_due_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (resident_id) DO UPDATE SET "
-                "deadline = excluded.deadline, timezone = excluded.timezone, "
-                "next_due_at = excluded.next_due_at, updated_at = excluded.updated_at",
-                resident_id,
-                at.strftime("%H:%M"),
-                timezone,
-                next_due,
-                now,
-            )
+            if await voice_store.checked_in_between(tx, resident_id, day_start(day, tz), next_due):
+                next_due = deadline_on(day + timedelta(days=1), at, tz)  # already checked in for that day
+            await voice_store.save_schedule(tx, resident_id, at.strftime("%H:%M"), timezone, next_due, now)
             return {
                 "resident_id": resident_id,
                 "deadline": at.strftime("%H:%M"),
@@ -469,17 +429,13 @@ class VoiceService:
 
     async def clear_check_in_schedule(self, resident_id: str) -> bool:
         async def work(tx: Tx, post: PostCommit) -> int:
-            return await tx.execute("DELETE FROM checkin_schedules WHERE resident_id = ?", resident_id)
+            return await voice_store.delete_schedule(tx, resident_id)
 
         return bool(await self.store.transaction(work))
 
     async def list_check_in_schedules(self) -> list[dict[str, Any]]:
         async with self.store.read() as tx:
-            rows = await tx.fetchall(
-                "SELECT resident_id, deadline, timezone, next_due_at, last_missed_at "
-                "FROM checkin_schedules ORDER BY resident_id"
-            )
-        return [dict(r) for r in rows]
+            return await voice_store.schedules(tx)
 
     async def raise_missed_check_ins(self, now: float | None = None) -> list[str]:
         """Raise one ``inactivity`` alert per resident whose deadline passed without a check-in.
@@ -490,11 +446,7 @@ class VoiceService:
         """
         at = self._clock() if now is None else now
         async with self.store.read() as tx:
-            due = await tx.fetchall(
-                "SELECT * FROM checkin_schedules WHERE next_due_at <= ? ORDER BY next_due_at LIMIT ?",
-                at,
-                DUE_BATCH,
-            )
+            due = await voice_store.due_schedules(tx, at, DUE_BATCH)
         alerted: list[str] = []
         for row in due:
             resident_id = row["resident_id"]
@@ -502,19 +454,9 @@ class VoiceService:
             missed_at = float(row["next_due_at"])
             day = local_day(missed_at, tz)
             async with self.store.read() as tx:
-                done = await tx.fetchone(
-                    "SELECT id FROM voice_checkins WHERE resident_id = ? AND at >= ? AND at <= ? LIMIT 1",
-                    resident_id,
-                    day_start(day, tz),
-                    missed_at,
-                )
-                device = await tx.fetchone(
-                    "SELECT id FROM devices WHERE resident_id = ? AND status = 'active' "
-                    "ORDER BY CASE WHEN kind = ? THEN 0 ELSE 1 END, created_at LIMIT 1",
-                    resident_id,
-                    ALEXA_KIND,
-                )
-            if done is None:
+                done = await voice_store.checked_in_between(tx, resident_id, day_start(day, tz), missed_at)
+                device = await voice_store.resident_first_device(tx, resident_id)
+            if not done:
                 device_id = device["id"] if device is not None else f"checkin.{resident_id}"[:64]
                 event = DeviceEvent(
                     device_id=device_id,
@@ -542,23 +484,16 @@ class VoiceService:
                 rid: str = resident_id,
                 old: float = missed_at,
                 new: float = following,
-                missed: bool = done is None,
+                missed: bool = not done,
             ) -> None:
-                await tx.execute(
-                    "UPDATE checkin_schedules SET next_due_at = ?, last_missed_at = CASE WHEN ? = 1 THEN ? "
-                    "ELSE last_missed_at END WHERE resident_id = ? AND next_due_at = ?",
-                    new,
-                    int(missed),
-                    old,
-                    rid,
-                    old,
-                )
+                await voice_store.advance_schedule(tx, rid, old, new, missed=missed)
 
             await self.store.transaction(advance)
         return alerted
 
     async def run_check_in_loop(self, poll_s: float) -> None:
-        """Check for missed check-ins every ``poll_s`` seconds, forever."""
+        """Check for missed check-ins every ``poll_s`` seconds, forever; a failing sweep is logged with its
+        traceback, counted, and tried again."""
         while True:
             try:
                 missed = await self.raise_missed_check_ins()
@@ -566,8 +501,9 @@ class VoiceService:
                     log.warning("missed daily check-in: inactivity alert for %s", ", ".join(missed))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                log.error("check-in sweep failed (will retry): %s", exc)
+            except Exception:
+                self.check_in_sweep_failures.inc()
+                log.exception("missed check-in sweep failed; trying again in %g s", poll_s)
             await asyncio.sleep(poll_s)
 
 

@@ -4,7 +4,7 @@ Every input path refuses ``NaN``/``Infinity``, numbers that overflow (``1e999``)
 deep nesting with its own clear refusal; every answer parses with a strict parser; a migration makes
 rows stored before the fix readable.
 """
-# ruff: noqa: F811  (pytest fixtures imported from test_voice_support are used as parameters)
+# ruff: noqa: F811  (pytest fixtures imported from voice_support are used as parameters)
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from harness import RunningBridge, eventually, make_config, postgres_database, running_bridge
-from test_voice_support import (  # noqa: F401  (fixtures)
+from voice_support import (  # noqa: F401  (fixtures)
     ECHO_ID,
     SKILL_ID,
     USER_ID,

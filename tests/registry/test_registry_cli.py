@@ -24,7 +24,7 @@ def env_for(b: RunningBridge) -> dict[str, str]:
         "TELECARE_STORE__URL": b.bridge.config.store.url,
         "TELECARE_LOG__LEVEL": "WARNING",
         "TELECARE_CONFIG": "",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
 
 

@@ -19,8 +19,7 @@ from aiohttp import web
 
 from alarm_centre.console import ConsolePage, Safe, add_console_page, escape, page_response
 from alarm_centre.console.pages import require_page
-from alarm_centre.registry import Registry
-from alarm_centre.registry_api import REGISTRY
+from alarm_centre.registry.routes import REGISTRY
 from alarm_centre.store.tx import NotFound
 from devices.events import DEVICE_ID_RE
 
@@ -79,18 +78,12 @@ def _resident(resident_id: str | None, names: Mapping[str, str]) -> Safe:
     return Safe(f'{escape(name)}<br><span class="sub">{escape(resident_id)}</span>')
 
 
-async def _resident_names(registry: Registry) -> dict[str, str]:
-    async with registry.store.read() as tx:
-        rows = await tx.fetchall("SELECT id, name FROM residents")
-    return {str(r["id"]): str(r["name"]) for r in rows}
-
-
 async def installations(request: web.Request) -> web.StreamResponse:
     require_page(request, "devices:read")
     registry = request.app[REGISTRY]
     status = request.query.get("status", "active")
     devices = await registry.list_devices(status=status)
-    names = await _resident_names(registry)
+    names = await registry.resident_names()
     rows = [
         [
             Safe(f'<a href="{escape(PAGE.path + "/" + d["id"])}" class="device-id">{escape(d["id"])}</a>'),
@@ -147,7 +140,7 @@ async def installation(request: web.Request) -> web.StreamResponse:
         return page_response(
             request, title="Not found", status=404, body=Safe(f"<h1>No device {escape(device_id)}</h1>")
         )
-    names = await _resident_names(registry)
+    names = await registry.resident_names()
     parts = [
         '<div class="page">',
         f'<p class="page-sub"><a href="{escape(PAGE.path)}">← All installations</a></p>',

@@ -18,7 +18,7 @@ from alarm_centre.http.api import require, source_of
 from alarm_centre.http.errors import json_error, json_response
 from alarm_centre.http.inputs import path_name, read_json, validated
 from alarm_centre.http.openapi import Body, operation, query
-from alarm_centre.registry import Registry
+from alarm_centre.registry.service import Registry
 from devices.csv_yaml import MalformedFile, parse_csv, parse_yaml, to_csv, to_yaml
 from devices.registry import Device, Resident, UnitSettings, errors_of, merge
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from harness import make_config, running_bridge
 
-from alarm_centre.floods import FloodGrouper, FloodRules
+from alarm_centre.floods.grouping import FloodGrouper
+from alarm_centre.floods.model import FloodRules
 from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore
 from bridge.config import ConfigError, load_config

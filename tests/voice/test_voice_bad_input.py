@@ -1,5 +1,5 @@
 """Every bad-input case from issue 3 through the real HTTP route: the right status, and no alert raised."""
-# ruff: noqa: F811  (pytest fixtures imported from test_voice_support are used as parameters)
+# ruff: noqa: F811  (pytest fixtures imported from voice_support are used as parameters)
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from harness import RunningBridge
-from test_voice_support import (  # noqa: F401  (fixtures)
+from voice_support import (  # noqa: F401  (fixtures)
     ECHO_ID,
     SKILL_ID,
     USER_ID,

@@ -1,8 +1,8 @@
-"""The installers' registry on the store: residents, devices, links, commissioning visits, heartbeat
-supervision state, remote configuration versions and per-device credentials.
+"""The installers' registry: residents, devices, links, commissioning visits, heartbeat supervision
+state, remote configuration versions and per-device credentials.
 
-All SQL for these lives here, written against the store's portable ``Tx`` (``?`` placeholders,
-ON CONFLICT, no SQLite-only functions). Changes go through ``store.transaction`` and are written to
+The SQL is in ``store.py``, the visit states in ``commissioning.py``, the configuration states in
+``config.py``; this module decides. Changes go through ``store.transaction`` and are written to
 ``registry_log`` (who, when, from where). :meth:`Registry.on_event` is the store event hook that
 keeps heartbeat deadlines, records commissioning test presses and applied configuration versions.
 """
@@ -18,6 +18,16 @@ from typing import Any
 from alarm_centre.alerts.lifecycle import Outcome, Source
 from alarm_centre.alerts.model import iso
 from alarm_centre.host import HookOrder
+from alarm_centre.registry import store as sql
+from alarm_centre.registry.commissioning import (
+    VisitAction,
+    checklist_for,
+    match_press,
+    next_state,
+    state_of,
+    summary_of,
+)
+from alarm_centre.registry.config import config_state
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.tx import Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
 from devices import strict_json
@@ -96,21 +106,11 @@ class Registry:
     async def _log(
         self, tx: Tx, actor: str, source: str, action: str, subject: str, detail: dict[str, Any], now: float
     ) -> None:
-        await tx.execute(
-            "INSERT INTO registry_log (at, actor, source, action, subject, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            now,
-            actor,
-            str(source),
-            action,
-            subject,
-            _j(detail),
-        )
+        await sql.log_change(tx, now, actor, str(source), action, subject, _j(detail))
 
     async def history(self, subject: str, limit: int = 100) -> list[dict[str, Any]]:
         async with self.store.read() as tx:
-            rows = await tx.fetchall(
-                "SELECT * FROM registry_log WHERE subject = ? ORDER BY id DESC LIMIT ?", subject, limit
-            )
+            rows = await sql.history(tx, subject, limit)
         return [
             {
                 "at": iso(r["at"]),
@@ -124,29 +124,23 @@ class Registry:
 
     # -- residents -------------------------------------------------------------------------------
     async def _resident_row(self, tx: Tx, resident_id: str) -> Row:
-        row = await tx.fetchone("SELECT * FROM residents WHERE id = ?", resident_id)
+        row = await sql.resident(tx, resident_id)
         if row is None:
             raise NotFound(f"no resident {resident_id[:64]!r}")
         return row
 
     async def _write_resident(self, tx: Tx, r: Resident, *, create: bool, now: float) -> None:
         if create:
-            await tx.execute(
-                "INSERT INTO residents (id, name, data, created_at) VALUES (?, ?, ?, ?)",
-                r.id,
-                r.name,
-                _j(r.data()),
-                now,
-            )
+            await sql.insert_resident(tx, r, _j(r.data()), now)
         else:
             # Keep keys other features put in residents.data (escalation state, console notes, ...).
             row = await self._resident_row(tx, r.id)
             data = {**json.loads(row["data"] or "{}"), **r.data()}
-            await tx.execute("UPDATE residents SET name = ?, data = ? WHERE id = ?", r.name, _j(data), r.id)
+            await sql.update_resident(tx, r, _j(data))
 
     async def create_resident(self, r: Resident, *, actor: str, source: str) -> Resident:
         async def work(tx: Tx, post: PostCommit) -> None:
-            if await tx.fetchone("SELECT id FROM residents WHERE id = ?", r.id) is not None:
+            if await sql.resident_exists(tx, r.id):
                 raise Conflict(f"resident {r.id!r} is already registered; edit it instead")
             now = self.clock()
             await self._write_resident(tx, r, create=True, now=now)
@@ -171,17 +165,18 @@ class Registry:
     async def list_residents(self) -> list[tuple[Resident, int]]:
         """Every resident with the number of active devices linked to them."""
         async with self.store.read() as tx:
-            rows = await tx.fetchall("SELECT * FROM residents ORDER BY id")
-            counts = await tx.fetchall(
-                "SELECT resident_id, COUNT(*) AS n FROM devices WHERE status = 'active' "
-                "AND resident_id IS NOT NULL GROUP BY resident_id"
-            )
-        n = {c["resident_id"]: int(c["n"]) for c in counts}
+            rows = await sql.residents(tx)
+            n = await sql.active_device_counts(tx)
         return [(Resident.from_row(r), n.get(r["id"], 0)) for r in rows]
+
+    async def resident_names(self) -> dict[str, str]:
+        """Every resident's name by id (the console shows people by name)."""
+        async with self.store.read() as tx:
+            return await sql.resident_names(tx)
 
     # -- devices ---------------------------------------------------------------------------------
     async def _device_row(self, tx: Tx, device_id: str) -> Row:
-        row = await tx.fetchone("SELECT * FROM devices WHERE id = ?", device_id)
+        row = await sql.device(tx, device_id)
         if row is None:
             raise NotFound(f"no device {device_id[:64]!r}")
         return row
@@ -194,14 +189,14 @@ class Registry:
         if (
             d.resident_id is not None
             and d.resident_id not in known_residents
-            and await tx.fetchone("SELECT id FROM residents WHERE id = ?", d.resident_id) is None
+            and not await sql.resident_exists(tx, d.resident_id)
         ):
             problems.append(("resident_id", f"no resident {d.resident_id!r}; register the resident first"))
-        for column in ("phone", "imei", "alexa_device_id"):
+        for column in sql.ADDRESS_COLUMNS:
             value = getattr(d, column)
             if value is None:
                 continue
-            other = await tx.fetchone(f"SELECT id FROM devices WHERE {column} = ? AND id <> ?", value, d.id)
+            other = await sql.device_with_address(tx, column, value, d.id)
             if other is not None:
                 problems.append((column, f"{value} is already used by device {other['id']!r}"))
         return problems
@@ -222,23 +217,7 @@ class Registry:
         )
 
     async def _insert_device(self, tx: Tx, d: Device, now: float) -> None:
-        await tx.execute(
-            "INSERT INTO devices (id, kind, resident_id, channel, phone, imei, alexa_device_id, "
-            "heartbeat_interval_s, heartbeat_grace_s, heartbeat_due_at, data, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            d.id,
-            d.kind.value,
-            d.resident_id,
-            d.channel,
-            d.phone,
-            d.imei,
-            d.alexa_device_id,
-            d.heartbeat_interval_s,
-            d.heartbeat_grace_s,
-            self._due(d, now),
-            _j(d.data()),
-            now,
-        )
+        await sql.insert_device(tx, d, self._due(d, now), _j(d.data()), now)
 
     async def _update_device(self, tx: Tx, d: Device, row: Row, now: float) -> None:
         data = {**json.loads(row["data"] or "{}"), **d.data()}
@@ -248,26 +227,11 @@ class Registry:
             row["heartbeat_grace_s"],
         ) and due is not None:
             due = self._due(d, row["last_seen_at"] or now)
-        await tx.execute(
-            "UPDATE devices SET kind = ?, resident_id = ?, channel = ?, phone = ?, imei = ?, "
-            "alexa_device_id = ?, "
-            "heartbeat_interval_s = ?, heartbeat_grace_s = ?, heartbeat_due_at = ?, data = ? WHERE id = ?",
-            d.kind.value,
-            d.resident_id,
-            d.channel,
-            d.phone,
-            d.imei,
-            d.alexa_device_id,
-            d.heartbeat_interval_s,
-            d.heartbeat_grace_s,
-            due,
-            _j(data),
-            d.id,
-        )
+        await sql.update_device(tx, d, due, _j(data))
 
     async def create_device(self, d: Device, *, actor: str, source: str) -> dict[str, Any]:
         async def work(tx: Tx, post: PostCommit) -> None:
-            existing = await tx.fetchone("SELECT status FROM devices WHERE id = ?", d.id)
+            existing = await sql.device(tx, d.id)
             if existing is not None:
                 state = "a retired device" if existing["status"] == "retired" else "already registered"
                 raise Conflict(f"device {d.id!r} is {state}; device ids are never reused")
@@ -311,11 +275,8 @@ class Registry:
     async def get_device(self, device_id: str) -> dict[str, Any]:
         async with self.store.read() as tx:
             row = await self._device_row(tx, device_id)
-            cred = await tx.fetchone(
-                "SELECT issued_at FROM device_credentials WHERE device_id = ? AND revoked_at IS NULL",
-                device_id,
-            )
-        return self.device_json(row, credential=cred is not None)
+            credential = await sql.has_credential(tx, device_id)
+        return self.device_json(row, credential=credential)
 
     def device_json(self, row: Row, *, credential: bool | None = None) -> dict[str, Any]:
         out: dict[str, Any] = Device.from_row(row).model_dump(mode="json")
@@ -351,16 +312,8 @@ class Registry:
     ) -> list[dict[str, Any]]:
         if status not in ("active", "retired", "all"):
             raise InvalidRequest("status must be active, retired or all")
-        sql = "SELECT * FROM devices WHERE 1 = 1"
-        args: list[Any] = []
-        if status != "all":
-            sql += " AND status = ?"
-            args.append(status)
-        if resident_id is not None:
-            sql += " AND resident_id = ?"
-            args.append(resident_id)
         async with self.store.read() as tx:
-            rows = await tx.fetchall(sql + " ORDER BY id", *args)
+            rows = await sql.devices(tx, status=None if status == "all" else status, resident_id=resident_id)
         return [self.device_json(r) for r in rows]
 
     async def link(
@@ -369,18 +322,18 @@ class Registry:
         """Link a device (unit or Alexa device) to a resident, or unlink it with ``None``."""
 
         async def work(tx: Tx, post: PostCommit) -> None:
-            row = await tx.fetchone("SELECT * FROM devices WHERE id = ?", device_id)
+            row = await sql.device(tx, device_id)
             if row is None:
                 raise InvalidRequest(f"device_id: no device {device_id[:64]!r}")
             if row["status"] != "active":
                 raise Conflict(f"device {device_id!r} is retired; it cannot be linked")
             if (
                 resident_id is not None
-                and await tx.fetchone("SELECT id FROM residents WHERE id = ?", resident_id) is None
+                and not await sql.resident_exists(tx, resident_id)
             ):
                 raise InvalidRequest(f"resident_id: no resident {resident_id[:64]!r}")
             now = self.clock()
-            await tx.execute("UPDATE devices SET resident_id = ? WHERE id = ?", resident_id, device_id)
+            await sql.link(tx, device_id, resident_id)
             await self._log(
                 tx,
                 actor,
@@ -401,12 +354,7 @@ class Registry:
             row = await self._device_row(tx, device_id)
             if row["status"] == "retired":
                 raise Conflict(f"device {device_id!r} is already retired")
-            open_alerts = await tx.fetchall(
-                "SELECT id, type, state FROM alerts WHERE device_id = ? "
-                "AND state IN ('raised', 'acknowledged') "
-                "ORDER BY id",
-                device_id,
-            )
+            open_alerts = await sql.open_alerts_of(tx, device_id)
             if open_alerts:
                 listed = ", ".join(f"{a['id']} ({a['type']}, {a['state']})" for a in open_alerts)
                 raise Conflict(
@@ -415,26 +363,13 @@ class Registry:
                 )
             now = self.clock()
             data = json.loads(row["data"] or "{}")
-            data["retired_addresses"] = {k: row[k] for k in ("phone", "imei", "alexa_device_id") if row[k]}
+            data["retired_addresses"] = {k: row[k] for k in sql.ADDRESS_COLUMNS if row[k]}
             data["retired_reason"] = reason
-            await tx.execute(
-                "UPDATE devices SET status = 'retired', retired_at = ?, heartbeat_due_at = NULL, "
-                "test_mode_until = NULL, phone = NULL, imei = NULL, alexa_device_id = NULL, data = ? "
-                "WHERE id = ?",
-                now,
-                _j(data),
-                device_id,
-            )
-            await tx.execute(
-                "UPDATE device_credentials SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL",
-                now,
-                device_id,
-            )
+            await sql.retire(tx, device_id, _j(data), now)
+            await sql.revoke_credential(tx, device_id, now)
             await self._supersede_configs(tx, device_id, None, now)
-            for visit in await tx.fetchall(
-                "SELECT * FROM commissioning_visits WHERE device_id = ? AND finished_at IS NULL", device_id
-            ):
-                await self._close_visit(tx, post, visit, "device retired", actor, now)
+            for visit in await sql.visits_in_progress(tx, device_id):
+                await self._close_visit(tx, post, visit, VisitAction.RETIRE_DEVICE, actor, now)
             await self._log(
                 tx, actor, source, "device_retired", f"device:{device_id}", {"reason": reason}, now
             )
@@ -472,7 +407,7 @@ class Registry:
             batch_residents = [r.id for _, r in batch.residents]
             for line, r in batch.residents:
                 tick()
-                exists = await tx.fetchone("SELECT id FROM residents WHERE id = ?", r.id) is not None
+                exists = await sql.resident_exists(tx, r.id)
                 if exists and not update:
                     report.errors.append(
                         RowError(
@@ -489,7 +424,7 @@ class Registry:
             seen: dict[tuple[str, str], int] = {}
             for line, d in batch.devices:
                 tick()
-                row = await tx.fetchone("SELECT * FROM devices WHERE id = ?", d.id)
+                row = await sql.device(tx, d.id)
                 if row is not None and (not update or row["status"] != "active"):
                     why = (
                         "retired" if row["status"] != "active" else "already registered (import with update)"
@@ -497,7 +432,7 @@ class Registry:
                     report.errors.append(RowError(line, "id", f"device {d.id!r} is {why}", "devices"))
                     continue
                 bad = False
-                for column in ("phone", "imei", "alexa_device_id"):
+                for column in sql.ADDRESS_COLUMNS:
                     value = getattr(d, column)
                     if value is not None and (column, value) in seen:
                         report.errors.append(
@@ -540,13 +475,8 @@ class Registry:
 
     async def export(self) -> tuple[list[Resident], list[Device]]:
         async with self.store.read() as tx:
-            residents = [
-                Resident.from_row(r) for r in await tx.fetchall("SELECT * FROM residents ORDER BY id")
-            ]
-            devices = [
-                Device.from_row(r)
-                for r in await tx.fetchall("SELECT * FROM devices WHERE status = 'active' ORDER BY id")
-            ]
+            residents = [Resident.from_row(r) for r in await sql.residents(tx)]
+            devices = [Device.from_row(r) for r in await sql.devices(tx, status="active", resident_id=None)]
         return residents, devices
 
     # -- commissioning ---------------------------------------------------------------------------
@@ -559,64 +489,28 @@ class Registry:
             row = await self._device_row(tx, device_id)
             if row["status"] != "active" or row["kind"] not in UNIT_KIND_VALUES:
                 raise Conflict(f"device {device_id!r} is not an active unit; only units are commissioned")
-            if (
-                await tx.fetchone(
-                    "SELECT id FROM commissioning_visits WHERE device_id = ? AND finished_at IS NULL",
-                    device_id,
-                )
-                is not None
-            ):
+            if await sql.visit_in_progress(tx, device_id) is not None:
                 raise Conflict(f"device {device_id!r} is already in test mode; finish that visit first")
             device = Device.from_row(row)
             chosen = [p for p in device.peripherals if not peripherals or p.id in peripherals]
             unknown = sorted(set(peripherals or ()) - {p.id for p in device.peripherals})
             if unknown:
                 raise InvalidRequest(f"peripherals: {device_id} has no peripheral {', '.join(unknown)}")
-            checklist = [
-                {
-                    "peripheral_id": p.id,
-                    "type": p.type.value,
-                    "location": p.location,
-                    "event": p.event_type.value,
-                    "confirmed_at": None,
-                    "event_id": None,
-                    "alert_id": None,
-                }
-                for p in chosen
-            ] or [
-                {
-                    "peripheral_id": None,
-                    "type": "unit_button",
-                    "location": "",
-                    "event": EventType.PENDANT.value,
-                    "confirmed_at": None,
-                    "event_id": None,
-                    "alert_id": None,
-                }
-            ]
+            checklist = checklist_for(chosen)
             now = self.clock()
             ends = now + minutes * 60
-            visit = await tx.fetchone(
-                "INSERT INTO commissioning_visits (device_id, installer, started_at, ends_at, checklist) "
-                "VALUES (?, ?, ?, ?, ?) RETURNING id",
-                device_id,
-                installer,
-                now,
-                ends,
-                _j(checklist),
-            )
-            assert visit is not None
-            await tx.execute("UPDATE devices SET test_mode_until = ? WHERE id = ?", ends, device_id)
+            visit_id = await sql.insert_visit(tx, device_id, installer, now, ends, _j(checklist))
+            await sql.set_test_mode(tx, device_id, ends)
             await self._log(
                 tx,
                 installer,
                 Source.API,
                 "test_mode_started",
                 f"device:{device_id}",
-                {"visit_id": visit["id"], "until": iso(ends)},
+                {"visit_id": visit_id, "until": iso(ends)},
                 now,
             )
-            return int(visit["id"])
+            return visit_id
 
         visit_id: int = await self.store.transaction(work)
         return await self.visit(device_id, visit_id)
@@ -624,20 +518,10 @@ class Registry:
     async def visit(self, device_id: str, visit_id: int | None = None) -> dict[str, Any]:
         """A visit's progress (the latest visit of the device by default)."""
         async with self.store.read() as tx:
-            if visit_id is None:
-                row = await tx.fetchone(
-                    "SELECT * FROM commissioning_visits WHERE device_id = ? ORDER BY id DESC LIMIT 1",
-                    device_id,
-                )
-            else:
-                row = await tx.fetchone(
-                    "SELECT * FROM commissioning_visits WHERE id = ? AND device_id = ?", visit_id, device_id
-                )
+            row = await sql.visit(tx, device_id, visit_id)
             if row is None:
                 raise NotFound(f"no commissioning visit for device {device_id[:64]!r}")
-            checks = await tx.fetchall(
-                "SELECT * FROM commissioning_checks WHERE visit_id = ? ORDER BY at", row["id"]
-            )
+            checks = await sql.visit_checks(tx, int(row["id"]))
         return self._visit_json(row, checks)
 
     def _visit_json(self, row: Row, checks: Sequence[Row]) -> dict[str, Any]:
@@ -676,12 +560,10 @@ class Registry:
         """End test mode now and store the visit's summary."""
 
         async def work(tx: Tx, post: PostCommit) -> int:
-            visit = await tx.fetchone(
-                "SELECT * FROM commissioning_visits WHERE device_id = ? AND finished_at IS NULL", device_id
-            )
+            visit = await sql.visit_in_progress(tx, device_id)
             if visit is None:
                 raise Conflict(f"device {device_id[:64]!r} has no visit in progress")
-            await self._close_visit(tx, post, visit, "finished", actor, self.clock(), note=note)
+            await self._close_visit(tx, post, visit, VisitAction.FINISH, actor, self.clock(), note=note)
             return int(visit["id"])
 
         visit_id: int = await self.store.transaction(work)
@@ -690,24 +572,14 @@ class Registry:
     async def expire_visits(self) -> int:
         """Close visits whose test mode has timed out (test mode itself ends by its deadline)."""
         async with self.store.read() as tx:  # most sweeps find none: no write transaction for them
-            if (
-                await tx.fetchone(
-                    "SELECT id FROM commissioning_visits WHERE finished_at IS NULL AND ends_at <= ? LIMIT 1",
-                    self.clock(),
-                )
-                is None
-            ):
+            if not await sql.any_visit_timed_out(tx, self.clock()):
                 return 0
 
         async def work(tx: Tx, post: PostCommit) -> int:
             now = self.clock()
-            rows = await tx.fetchall(
-                "SELECT * FROM commissioning_visits WHERE finished_at IS NULL AND ends_at <= ? "
-                "ORDER BY ends_at LIMIT 100",
-                now,
-            )
+            rows = await sql.visits_timed_out(tx, now, 100)
             for visit in rows:
-                await self._close_visit(tx, post, visit, "timed out", "system", now)
+                await self._close_visit(tx, post, visit, VisitAction.TIME_OUT, "system", now)
             return len(rows)
 
         n: int = await self.store.transaction(work)
@@ -718,39 +590,20 @@ class Registry:
         tx: Tx,
         post: PostCommit,
         visit: Row,
-        reason: str,
+        action: VisitAction,
         actor: str,
         now: float,
         *,
         note: str | None = None,
     ) -> None:
+        """End a visit in progress by ``action``: its summary stored, test mode off, test alerts resolved."""
+        reason = next_state(state_of(visit), action)
         checklist = json.loads(visit["checklist"])
-        checks = await tx.fetchall("SELECT * FROM commissioning_checks WHERE visit_id = ?", visit["id"])
-        summary = {
-            "reason": reason,
-            "duration_s": round(now - visit["started_at"], 1),
-            "confirmed": [i["peripheral_id"] or i["type"] for i in checklist if i["confirmed_at"]],
-            "missing": [i["peripheral_id"] or i["type"] for i in checklist if not i["confirmed_at"]],
-            "test_events": len(checks),
-        }
-        summary["passed"] = not summary["missing"]
-        await tx.execute(
-            "UPDATE commissioning_visits SET finished_at = ?, finish_reason = ?, note = ?, summary = ? "
-            "WHERE id = ? AND finished_at IS NULL",
-            now,
-            reason,
-            note,
-            _j(summary),
-            visit["id"],
-        )
-        await tx.execute(
-            "UPDATE devices SET test_mode_until = NULL WHERE id = ? AND test_mode_until <= ?",
-            visit["device_id"],
-            visit["ends_at"],
-        )
-        for alert in await tx.fetchall(
-            "SELECT * FROM alerts WHERE device_id = ? AND test = 1 AND state = 'raised'", visit["device_id"]
-        ):
+        checks = await sql.visit_checks(tx, int(visit["id"]))
+        summary = summary_of(visit, checklist, len(checks), reason, now)
+        await sql.close_visit(tx, int(visit["id"]), now, reason.value, note, _j(summary))
+        await sql.end_test_mode(tx, visit["device_id"], visit["ends_at"])
+        for alert in await sql.raised_test_alerts(tx, visit["device_id"]):
             await self.store.alerts.system_resolve(
                 tx, post, alert, Outcome.TEST, f"commissioning visit {visit['id']} {reason}", now
             )
@@ -765,32 +618,21 @@ class Registry:
         )
 
     async def _record_test(self, tx: Tx, ev: DeviceEvent, alert_id: int | None) -> None:
-        visit = await tx.fetchone(
-            "SELECT * FROM commissioning_visits WHERE device_id = ? AND finished_at IS NULL", ev.device_id
-        )
+        visit = await sql.visit_in_progress(tx, ev.device_id)
         if visit is None:
             return
         checklist = json.loads(visit["checklist"])
         wanted = ev.data.get("peripheral") or ev.data.get("peripheral_id")
-        match = next(
-            (i for i in checklist if not i["confirmed_at"] and wanted and i["peripheral_id"] == wanted), None
-        )
-        if match is None and not wanted:
-            match = next(
-                (i for i in checklist if not i["confirmed_at"] and i["event"] == ev.type.value), None
-            )
+        match = match_press(checklist, ev.type.value, wanted)
         at = ev.received_at.timestamp()
         if match is not None:
             match.update(
                 confirmed_at=at, event_id=ev.event_id, alert_id=None if alert_id is None else str(alert_id)
             )
-            await tx.execute(
-                "UPDATE commissioning_visits SET checklist = ? WHERE id = ?", _j(checklist), visit["id"]
-            )
-        await tx.execute(
-            "INSERT INTO commissioning_checks (visit_id, event_id, type, peripheral_id, alert_id, at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (visit_id, event_id) DO NOTHING",
-            visit["id"],
+            await sql.save_checklist(tx, int(visit["id"]), _j(checklist))
+        await sql.record_check(
+            tx,
+            int(visit["id"]),
             ev.event_id,
             ev.type.value,
             match["peripheral_id"] if match else wanted,
@@ -824,17 +666,7 @@ class Registry:
                 None,
                 now,
             )
-            await tx.execute(
-                "INSERT INTO device_configs (device_id, version, settings, requested_by, requested_at, "
-                "cmd_id) VALUES (?, ?, ?, ?, ?, ?)",
-                device_id,
-                version,
-                _j(values),
-                actor,
-                now,
-                cmd_id,
-            )
-            await tx.execute("UPDATE devices SET config_version = ? WHERE id = ?", version, device_id)
+            await sql.insert_config(tx, device_id, version, _j(values), actor, now, cmd_id)
             await self._log(
                 tx,
                 actor,
@@ -849,50 +681,20 @@ class Registry:
         return await self.config_status(device_id)
 
     async def _supersede_configs(self, tx: Tx, device_id: str, version: int | None, now: float) -> None:
-        pending = await tx.fetchall(
-            "SELECT version, cmd_id FROM device_configs WHERE device_id = ? "
-            "AND applied_at IS NULL AND superseded_at IS NULL",
-            device_id,
-        )
-        for p in pending:
-            await tx.execute(
-                "UPDATE device_configs SET superseded_at = ? WHERE device_id = ? AND version = ?",
-                now,
-                device_id,
-                p["version"],
-            )
+        for p in await sql.pending_configs(tx, device_id):
             why = f"superseded by version {version}" if version else "device retired"
-            await tx.execute(
-                "UPDATE outbox SET done_at = ?, last_error = ? WHERE cmd_id = ? AND done_at IS NULL",
-                now,
-                why,
-                p["cmd_id"],
-            )
+            await sql.supersede_config(tx, device_id, p["version"], p["cmd_id"], why, now)
 
     async def config_status(self, device_id: str) -> dict[str, Any]:
         async with self.store.read() as tx:
             row = await self._device_row(tx, device_id)
-            versions = await tx.fetchall(
-                "SELECT c.*, o.attempts, o.last_error, o.done_at AS outbox_done_at FROM device_configs c "
-                "LEFT JOIN outbox o ON o.cmd_id = c.cmd_id WHERE c.device_id = ? "
-                "ORDER BY c.version DESC LIMIT 20",
-                device_id,
-            )
+            versions = await sql.config_history(tx, device_id, 20)
         history = []
         for v in versions:
-            state = (
-                "applied"
-                if v["applied_at"]
-                else "superseded"
-                if v["superseded_at"]
-                else "failed"
-                if v["outbox_done_at"]
-                else "pending"
-            )
             history.append(
                 {
                     "version": int(v["version"]),
-                    "state": state,
+                    "state": config_state(v).value,
                     "settings": json.loads(v["settings"]),
                     "requested_by": v["requested_by"],
                     "requested_at": iso(v["requested_at"]),
@@ -913,9 +715,7 @@ class Registry:
         cmd_id = ev.data.get("cmd_id")
         if not isinstance(cmd_id, str):
             return
-        config = await tx.fetchone(
-            "SELECT * FROM device_configs WHERE cmd_id = ? AND device_id = ?", cmd_id, ev.device_id
-        )
+        config = await sql.config_by_command(tx, ev.device_id, cmd_id)
         if config is None or config["applied_at"] is not None:
             return
         now = ev.received_at.timestamp()
@@ -931,12 +731,6 @@ class Registry:
             )
             return
         version = int(config["version"])
-        await tx.execute(
-            "UPDATE device_configs SET applied_at = ? WHERE device_id = ? AND version = ?",
-            now,
-            ev.device_id,
-            version,
-        )
         settings = json.loads(config["settings"])
         interval = settings.get("heartbeat_interval_s", device["heartbeat_interval_s"])
         due = device["heartbeat_due_at"]
@@ -945,15 +739,7 @@ class Registry:
                 self.default_grace_s if device["heartbeat_grace_s"] is None else device["heartbeat_grace_s"]
             )
             due = now + interval + grace
-        await tx.execute(
-            "UPDATE devices SET config_applied_version = ?, heartbeat_interval_s = ?, heartbeat_due_at = ? "
-            "WHERE id = ? AND config_applied_version < ?",
-            version,
-            interval,
-            due,
-            ev.device_id,
-            version,
-        )
+        await sql.apply_config(tx, ev.device_id, version, interval, due, now)
         await self._log(
             tx,
             f"device:{ev.device_id}",
@@ -971,16 +757,7 @@ class Registry:
             if row["status"] != "active" or row["kind"] not in UNIT_KIND_VALUES:
                 raise Conflict(f"device {device_id!r} is not an active unit; only units get MQTT credentials")
             now = self.clock()
-            await tx.execute(
-                "INSERT INTO device_credentials (device_id, password_hash, issued_at, issued_by) "
-                "VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (device_id) DO UPDATE SET password_hash = excluded.password_hash, "
-                "issued_at = excluded.issued_at, issued_by = excluded.issued_by, revoked_at = NULL",
-                device_id,
-                password_hash,
-                now,
-                actor,
-            )
+            await sql.save_credential(tx, device_id, password_hash, actor, now)
             await self._log(tx, actor, source, "credential_issued", f"device:{device_id}", {}, now)
 
         await self.store.transaction(work)
@@ -988,23 +765,14 @@ class Registry:
     async def active_credentials(self) -> list[tuple[str, str]]:
         """``(device_id, mosquitto hash)`` of every active unit that holds a credential."""
         async with self.store.read() as tx:
-            rows = await tx.fetchall(
-                "SELECT c.device_id, c.password_hash FROM device_credentials c "
-                "JOIN devices d ON d.id = c.device_id "
-                "WHERE c.revoked_at IS NULL AND d.status = 'active' ORDER BY c.device_id"
-            )
+            rows = await sql.active_credentials(tx)
         return [(r["device_id"], r["password_hash"]) for r in rows]
 
     # -- heartbeat supervision -------------------------------------------------------------------
     async def due_heartbeats(self, now: float, limit: int) -> list[Row]:
         """Units whose heartbeat deadline has passed, oldest first (an index range scan)."""
         async with self.store.read() as tx:
-            return await tx.fetchall(
-                "SELECT id, heartbeat_due_at, last_seen_at FROM devices WHERE heartbeat_due_at <= ? "
-                "ORDER BY heartbeat_due_at LIMIT ?",
-                now,
-                limit,
-            )
+            return await sql.due_heartbeats(tx, now, limit)
 
     # -- the store event hook --------------------------------------------------------------------
     async def on_event(
@@ -1019,11 +787,7 @@ class Registry:
             return
         received = ev.received_at.timestamp()
         if device["kind"] in UNIT_KIND_VALUES:  # anything from the unit proves it is alive
-            await tx.execute(
-                "UPDATE devices SET heartbeat_due_at = ? WHERE id = ?",
-                self._due(device, received),
-                ev.device_id,
-            )
+            await sql.set_heartbeat_due(tx, ev.device_id, self._due(device, received))
         if ev.type is EventType.CMD_RESULT:
             await self._config_result(tx, ev, device)
         if ev.test and device["test_mode_until"] and device["test_mode_until"] > received:
@@ -1033,18 +797,13 @@ class Registry:
         self, tx: Tx, post: PostCommit, ev: DeviceEvent, device: Row, alert_id: int | None
     ) -> None:
         # The core marks every stored event as "seen"; a silent unit was not seen, so put that back.
-        await tx.execute(
-            "UPDATE devices SET last_seen_at = ?, online = ?, heartbeat_due_at = NULL WHERE id = ?",
-            device["last_seen_at"],
-            device["online"],
-            ev.device_id,
-        )
+        await sql.unsee(tx, ev.device_id, device["last_seen_at"], device["online"])
         due = ev.data.get("due_at")
         current = device["heartbeat_due_at"]
         if alert_id is not None and isinstance(due, (int, float)) and current is not None and current > due:
             # A heartbeat arrived between the sweep and this commit: the alarm is already void.
-            await tx.execute("UPDATE devices SET heartbeat_due_at = ? WHERE id = ?", current, ev.device_id)
-            alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", alert_id)
+            await sql.set_heartbeat_due(tx, ev.device_id, current)
+            alert = await sql.alert(tx, alert_id)
             if alert is not None and alert["state"] == "raised":
                 await self.store.alerts.system_resolve(
                     tx,

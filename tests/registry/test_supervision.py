@@ -12,10 +12,10 @@ from harness import RunningBridge, eventually
 
 from alarm_centre.alerts.intake import GroupCommitter
 from alarm_centre.alerts.model import iso
-from alarm_centre.registry import Registry
+from alarm_centre.registry.service import Registry
+from alarm_centre.registry.supervision import HeartbeatSupervisor
 from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore
-from alarm_centre.supervision import HeartbeatSupervisor
 from devices.events import DeviceEvent
 from devices.registry import Device
 from devices.vocabulary import EventType

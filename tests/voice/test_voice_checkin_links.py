@@ -1,5 +1,5 @@
 """Echo links and check-in schedules (API and CLI), daily check-ins, and the simulator CLI end to end."""
-# ruff: noqa: F811  (pytest fixtures imported from test_voice_support are used as parameters)
+# ruff: noqa: F811  (pytest fixtures imported from voice_support are used as parameters)
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from harness import RunningBridge, eventually, free_port, make_config, reachable, running_bridge
-from test_voice_support import (  # noqa: F401  (fixtures)
+from voice_support import (  # noqa: F401  (fixtures)
     ECHO_ID,
     RESIDENT,
     SKILL_ID,

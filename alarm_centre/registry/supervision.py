@@ -7,25 +7,64 @@ whose deadline has passed -- a range scan that costs nothing when no unit is lat
 accepts that type from). The event id is derived from the missed deadline, so a crash and a re-run
 collapse into one alert; the hook clears the deadline in the same transaction, so it is raised ONCE.
 The core resolves the alert when a heartbeat arrives, and the hook then arms a new deadline.
-Sweeps also close commissioning visits whose test mode has timed out.
+Sweeps also close commissioning visits whose test mode has timed out (:class:`CommissioningTimeouts`
+does that alone when heartbeat supervision is off).
+
+A sweep that fails is logged with its traceback, counted in ``telecare_registry_sweep_failures_total``
+(by ``sweep``: ``heartbeats``, ``commissioning_timeouts``) and tried again on the next pass: a loop that
+keeps people safe never fails silently, and never stops.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from prometheus_client import CollectorRegistry, Counter
+
 from alarm_centre.alerts.intake import Intake
-from alarm_centre.registry import Registry
+from alarm_centre.registry.service import Registry
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType
 
 log = logging.getLogger(__name__)
+
+
+#: The sweeps whose failures are counted.
+SWEEPS = ("heartbeats", "commissioning_timeouts")
+
+
+class SweepFailures:
+    """Failed sweeps, by sweep, for ``/metrics`` (``metrics_registry`` None: counted, not exported)."""
+
+    def __init__(self, metrics_registry: CollectorRegistry | None = None) -> None:
+        self.counter = Counter(
+            "telecare_registry_sweep_failures_total",
+            "Registry sweeps that failed (logged with the traceback; tried again on the next pass)",
+            ["sweep"],
+            registry=metrics_registry,
+        )
+        for sweep in SWEEPS:  # exported at 0 from the start, so an alert rule sees the first failure
+            self.counter.labels(sweep)
+        #: The same counts, for tests and benches that run without ``/metrics``.
+        self.counts: dict[str, int] = {}
+
+    def count(self, sweep: str) -> None:
+        self.counter.labels(sweep).inc()
+        self.counts[sweep] = self.counts.get(sweep, 0) + 1
+
+
+async def close_timed_out_visits(registry: Registry, failures: SweepFailures) -> None:
+    """Close commissioning visits whose test mode has timed out; a failure is logged, counted, survived."""
+    try:
+        await registry.expire_visits()
+    except Exception:
+        failures.count("commissioning_timeouts")
+        log.exception("closing timed-out commissioning visits failed; trying again on the next sweep")
 
 
 @dataclass
@@ -48,8 +87,10 @@ class HeartbeatSupervisor:
         check_every_s: float = 5.0,
         batch: int = 1000,
         clock: Callable[[], float] | None = None,
+        failures: SweepFailures | None = None,
     ) -> None:
         self._registry = registry
+        self.failures = failures or SweepFailures()
         self._intake = intake
         self._every = check_every_s
         self._batch = batch
@@ -84,8 +125,7 @@ class HeartbeatSupervisor:
                     log.error("no_heartbeat for %s was refused: %s", event.device_id, result.error)
             if len(late) < self._batch or not any(r.result == "accepted" for r in results):
                 break
-        with contextlib.suppress(Exception):
-            await self._registry.expire_visits()
+        await close_timed_out_visits(self._registry, self.failures)
         spent = time.perf_counter() - started
         self.stats.sweeps += 1
         self.stats.raised += raised
@@ -104,5 +144,23 @@ class HeartbeatSupervisor:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("heartbeat sweep failed; retrying")
+                self.failures.count("heartbeats")
+                log.exception("heartbeat sweep failed; trying again in %g s", self._every)
+            await asyncio.sleep(self._every)
+
+
+class CommissioningTimeouts:
+    """Closes timed-out commissioning visits every ``check_every_s`` when heartbeat supervision is off."""
+
+    def __init__(
+        self, registry: Registry, *, check_every_s: float = 5.0, failures: SweepFailures | None = None
+    ) -> None:
+        self._registry = registry
+        self._every = check_every_s
+        self.failures = failures or SweepFailures()
+
+    async def run(self) -> None:
+        """Sweep until cancelled; a failing sweep is logged with its traceback, counted and retried."""
+        while True:
+            await close_timed_out_visits(self._registry, self.failures)
             await asyncio.sleep(self._every)

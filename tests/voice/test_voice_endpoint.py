@@ -1,5 +1,5 @@
 """POST /alexa end to end: signed requests from the simulator, the real store, the unit on real Mosquitto."""
-# ruff: noqa: F811  (pytest fixtures imported from test_voice_support are used as parameters)
+# ruff: noqa: F811  (pytest fixtures imported from voice_support are used as parameters)
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 from typing import Any
 
 from harness import RunningBridge, eventually
-from test_voice_support import (  # noqa: F401  (fixtures)
+from voice_support import (  # noqa: F401  (fixtures)
     ECHO_ID,
     RESIDENT,
     SKILL_ID,

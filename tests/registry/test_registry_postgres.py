@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from harness import postgres_database
 
 from alarm_centre.alerts.intake import GroupCommitter
-from alarm_centre.registry import Registry
+from alarm_centre.registry.service import Registry
+from alarm_centre.registry.supervision import HeartbeatSupervisor
 from alarm_centre.store import open_store
-from alarm_centre.supervision import HeartbeatSupervisor
 from devices.csv_yaml import parse_yaml
 from devices.events import DeviceEvent
 from devices.registry import Device, Resident, UnitSettings

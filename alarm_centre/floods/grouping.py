@@ -1,0 +1,155 @@
+"""Alarm floods: many units reporting the same technical alarm at once become one incident.
+
+After a power cut thousands of units report ``mains_fail`` within seconds. Each still gets its own
+stored, acknowledged alert (promise 1), but once ``threshold`` alerts of one type were raised within
+``window_s`` they are grouped into an *incident*: one line in the operator's queue with a live count
+and the list of units, so a ``fall`` raised in the middle of the flood is still the top line.
+
+- Help types (priority 1) are never grouped: the rules refuse them, and the hook checks again.
+- Grouping runs in the ingest transaction (a raise hook, ``HookOrder.FLOODS``); the alert row gets
+  ``incident_id`` and its ``data.incident_id`` shows it in the API.
+- ``mains_restored`` resolves the unit's ``mains_fail`` (the core does that); the event hook then
+  closes the incident once none of its alerts is open. An incident whose alerts were all closed some
+  other way is closed when the next alert of its type would have joined it.
+- Counts are computed when read, never kept on the incident row: several nodes grouping at once
+  would otherwise all queue on that one row.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from alarm_centre.alerts.audit import AuditAction
+from alarm_centre.alerts.lifecycle import Source
+from alarm_centre.floods import store as sql
+from alarm_centre.floods.model import (
+    LINE_UNITS,
+    FloodRules,
+    Incident,
+    IncidentFilter,
+    IncidentState,
+)
+from alarm_centre.host import HookOrder
+from alarm_centre.ids import row_id
+from alarm_centre.store.alerts import alert_from_row
+from alarm_centre.store.base import AlertStore
+from alarm_centre.store.tx import PostCommit, Row, Tx
+from devices import strict_json
+from devices.events import DeviceEvent
+from devices.vocabulary import CLEARS, Priority, is_help
+
+
+class FloodGrouper:
+    """Groups alarm floods into incidents; install its hooks on the store with :meth:`install`.
+
+    Its SQL is in ``store.py``.
+    """
+
+    def __init__(self, store: AlertStore, rules: FloodRules | None = None) -> None:
+        self.store = store
+        self.rules = rules or FloodRules()
+
+    def install(self) -> None:
+        self.store.add_raise_hook(self.on_raise, HookOrder.FLOODS)
+        self.store.add_event_hook(self.on_event, HookOrder.FLOODS)
+
+    # -- hooks (in the ingest transaction) -------------------------------------------------------
+    async def on_raise(self, tx: Tx, post: PostCommit, alert: Row, event: DeviceEvent) -> None:
+        """A new alert: join the open incident of its type, or open one when the flood threshold is met."""
+        kind = str(alert["type"])
+        if int(alert["priority"]) <= Priority.EMERGENCY or is_help(event.type):
+            return  # never group help away
+        if kind not in self.rules.types or alert["test"]:
+            return
+        key = f"flood:{kind}"
+        raised_at = float(alert["raised_at"])
+        incident = await sql.open_incident(tx, key)
+        if incident is not None and await sql.all_closed(tx, int(incident["id"])):
+            await sql.close(tx, int(incident["id"]), raised_at, "all alerts closed")
+            incident = None
+        if incident is not None:
+            await self._attach(tx, alert, int(incident["id"]))
+            return
+        since = raised_at - self.rules.window_s
+        if await sql.groupable_count(tx, kind, since) < self.rules.threshold:
+            return
+        created = await sql.create_incident(tx, kind, int(alert["priority"]), key, raised_at)
+        if created is None:  # another node opened it a moment ago
+            incident = await sql.open_incident(tx, key)
+            if incident is not None:
+                await self._attach(tx, alert, int(incident["id"]))
+            return
+        incident_id = created
+        for member in await sql.groupable_alerts(tx, kind, since):
+            await self._attach(tx, member, incident_id)
+            if member["id"] != alert["id"]:  # its raise is already on its way to the console
+                await self.store.alerts.log_action(
+                    tx, post, member, AuditAction.GROUPED, "system", Source.SYSTEM,
+                    {"incident_id": str(incident_id)}, raised_at)
+
+    async def on_event(self, tx: Tx, post: PostCommit, ev: DeviceEvent, device: Row | None,
+                       alert_id: int | None) -> None:
+        """``mains_restored`` (or any clearing event) resolved an alert: close its incident when empty."""
+        if alert_id is None or ev.type not in CLEARS:
+            return
+        incident_id = await sql.incident_of(tx, alert_id)
+        if incident_id is None:
+            return
+        if await sql.all_closed(tx, incident_id):
+            await sql.close(tx, incident_id, ev.received_at.timestamp(),
+                            f"all units reported {ev.type.value}")
+
+    async def _attach(self, tx: Tx, alert: Row, incident_id: int) -> None:
+        data = json.loads(alert["data"] or "{}")
+        data["incident_id"] = str(incident_id)
+        await sql.attach(tx, alert["id"], incident_id, strict_json.safe_dumps(data, default=str))
+
+    # -- reading ---------------------------------------------------------------------------------
+    async def _incident(self, tx: Tx, row: Row, units_limit: int | None) -> Incident:
+        counts = await sql.counts(tx, row["id"])
+        units = await sql.units(tx, row["id"], None if units_limit is None else units_limit + 1)
+        return Incident(
+            id=str(row["id"]), type=row["type"], priority=int(row["priority"]), state=row["state"],
+            opened_at=float(row["opened_at"]), closed_at=row["closed_at"], closed_reason=row["closed_reason"],
+            count=int(counts["n"] or 0) if counts else 0,
+            open_count=int(counts["open_n"] or 0) if counts else 0,
+            last_raised_at=counts["last_at"] if counts else None, units=units,
+        )
+
+    async def list_incidents(self, *, state: str = IncidentFilter.OPEN, limit: int = 100,
+                             units_limit: int = LINE_UNITS) -> list[Incident]:
+        """Incidents, newest first (``state``: open, closed or all)."""
+        try:
+            which = IncidentFilter(state)
+        except ValueError:
+            raise ValueError("state must be open, closed or all") from None
+        only = None if which is IncidentFilter.ALL else IncidentState(which.value)
+        async with self.store.read() as tx:
+            rows = await sql.incidents(tx, only, limit)
+            return [await self._incident(tx, r, units_limit) for r in rows]
+
+    async def get_incident(self, incident_id: str) -> Incident | None:
+        """One incident with every unit in it."""
+        key = row_id(incident_id)
+        if key is None:
+            return None
+        async with self.store.read() as tx:
+            row = await sql.incident(tx, key)
+            return None if row is None else await self._incident(tx, row, None)
+
+    async def queue(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The operator's queue: open alerts not in an open incident, plus one line per open incident,
+        in priority then age order."""
+        async with self.store.read() as tx:
+            rows = await sql.ungrouped_open_alerts(tx, limit)
+            incidents = [await self._incident(tx, r, LINE_UNITS) for r in await sql.open_incidents(tx, limit)]
+        lines: list[tuple[tuple[int, float, int], dict[str, Any]]] = []
+        for r in rows:
+            lines.append(((int(r["priority"]), float(r["raised_at"]), 0),
+                          {"kind": "alert", **alert_from_row(r).to_json()}))
+        for inc in incidents:
+            if inc.open_count:
+                lines.append(((inc.priority, inc.opened_at, 1), inc.to_json(units_limit=LINE_UNITS)))
+        lines.sort(key=lambda line: line[0])
+        return [line for _, line in lines[:limit]]
