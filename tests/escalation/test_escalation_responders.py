@@ -12,7 +12,7 @@ import pytest
 from escalation_support import actions, raise_alert, timeline, twilio_config
 from harness import RunningBridge, eventually, running_bridge
 
-from alarm_centre.responders import read_responders
+from alarm_centre.escalation.responders import read_responders
 from simulators.twilio_server import TwilioServer
 
 ANNA, BEN, CARA = "+447700900101", "+447700900102", "+447700900103"

@@ -1,8 +1,9 @@
 """Escalation: per-priority policies, each alert's snapshotted due steps, responder call-outs, notifications.
 
-Everything here is store logic (no aiohttp, no twilio): the bridge's escalation runner calls it.
+Everything here is store logic (no aiohttp, no twilio): the escalation runner calls it. Steps,
+notifications and call-outs change state only as the tables in :mod:`alarm_centre.escalation.states` allow.
 
-- A **policy** is a list of steps per priority (``after_s``, ``action`` = highlight | sms | call, ``to``).
+- A **policy** (:mod:`alarm_centre.escalation.policy`) is a list of steps per priority.
   Policies live in the store (``escalation_policies``); config provides them and an admin may edit them.
 - When an alert is raised, :meth:`Escalation.on_raise` (a store raise hook, ``HookOrder.ESCALATION``)
   copies the policy of its priority into ``escalation_steps`` in the same transaction: a later policy
@@ -25,13 +26,10 @@ import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from alarm_centre.ids import row_id
-from alarm_centre.lifecycle import Source
-from alarm_centre.model import iso
-from alarm_centre.responders import (
-    E164_RE,
+from alarm_centre.escalation.policy import SUPERVISORS, PolicyStep
+from alarm_centre.escalation.responders import (
     Responder,
     describe,
     read_responders,
@@ -40,6 +38,24 @@ from alarm_centre.responders import (
     supervisor_call,
     supervisor_sms,
 )
+from alarm_centre.escalation.states import (
+    CALLOUTS,
+    NOTIFICATIONS,
+    STEPS,
+    CalloutState,
+    Channel,
+    NotificationState,
+    PolicySource,
+    Purpose,
+    ResponderAction,
+    StepAction,
+    StepKind,
+    StepState,
+    marks,
+)
+from alarm_centre.ids import row_id
+from alarm_centre.lifecycle import AlertState, Outcome, Source
+from alarm_centre.model import iso
 from alarm_centre.store.base import AlertStore, InvalidRequest, PostCommit, Row, Tx
 from devices import strict_json
 from devices.events import DeviceEvent
@@ -47,89 +63,12 @@ from devices.vocabulary import PRIORITIES
 
 log = logging.getLogger(__name__)
 
-StepAction = Literal["highlight", "sms", "call"]
-STEP_ACTIONS: tuple[str, ...] = ("highlight", "sms", "call")
-SUPERVISORS = "supervisors"
 CALLOUT_LOOKBACK_S = 24 * 3600.0
-MAX_STEPS = 20
+STEPS_PER_PASS = 100
 
 
 def _j(value: Any) -> str:
     return strict_json.safe_dumps(value, default=str)
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyStep:
-    """One step of a policy: ``after_s`` seconds after the alert was raised, do ``action`` to ``to``."""
-
-    after_s: float
-    action: str
-    to: tuple[str, ...] = (SUPERVISORS,)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"after_s": self.after_s, "action": self.action, "to": list(self.to)}
-
-
-#: The body of ``PUT /api/v1/escalation/policies/{priority}``, as :func:`parse_steps` checks it.
-POLICY_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["steps"],
-    "additionalProperties": False,
-    "properties": {
-        "steps": {
-            "type": "array",
-            "maxItems": MAX_STEPS,
-            "items": {
-                "type": "object",
-                "required": ["after_s", "action"],
-                "additionalProperties": False,
-                "properties": {
-                    "after_s": {"type": "number", "minimum": 0, "maximum": 86400,
-                                "description": "seconds after the alert was raised"},
-                    "action": {"type": "string", "enum": list(STEP_ACTIONS)},
-                    "to": {
-                        "description": f"{SUPERVISORS!r} (the default) or E.164 numbers",
-                        "oneOf": [
-                            {"type": "string", "const": SUPERVISORS},
-                            {"type": "string", "pattern": f"^{E164_RE.pattern}$"},
-                            {"type": "array", "minItems": 1, "items": {"type": "string", "anyOf": [
-                                {"const": SUPERVISORS}, {"pattern": f"^{E164_RE.pattern}$"}]}},
-                        ],
-                    },
-                },
-            },
-        }
-    },
-}
-
-
-def parse_steps(raw: Any) -> list[PolicyStep]:
-    """Validate a policy from JSON (``[{"after_s", "action", "to"?}, ...]``); InvalidRequest if bad."""
-    if not isinstance(raw, list):
-        raise InvalidRequest("steps must be a list")
-    if len(raw) > MAX_STEPS:
-        raise InvalidRequest(f"at most {MAX_STEPS} steps")
-    steps = []
-    for n, item in enumerate(raw):
-        if not isinstance(item, dict) or set(item) - {"after_s", "action", "to"}:
-            raise InvalidRequest(f"steps[{n}] must be an object with after_s, action and optional to")
-        after = item.get("after_s")
-        if isinstance(after, bool) or not isinstance(after, int | float) or not 0 <= after <= 86400:
-            raise InvalidRequest(f"steps[{n}].after_s must be a number of seconds from 0 to 86400")
-        action = item.get("action")
-        if action not in STEP_ACTIONS:
-            raise InvalidRequest(f"steps[{n}].action must be one of {', '.join(STEP_ACTIONS)}")
-        to = item.get("to", [SUPERVISORS])
-        if isinstance(to, str):
-            to = [to]
-        if (
-            not isinstance(to, list)
-            or not to
-            or not all(isinstance(t, str) and (t == SUPERVISORS or E164_RE.fullmatch(t)) for t in to)
-        ):
-            raise InvalidRequest(f"steps[{n}].to must be 'supervisors' or a list of E.164 numbers")
-        steps.append(PolicyStep(float(after), str(action), tuple(to)))
-    return sorted(steps, key=lambda s: s.after_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +90,8 @@ class Notification:
 
     id: int
     alert_id: str
-    purpose: str  # "supervisor" | "responder"
-    channel: str  # "sms" | "call"
+    purpose: Purpose
+    channel: Channel
     to: str
     name: str
     body: str
@@ -192,21 +131,23 @@ class Escalation:
         async def work(tx: Tx, post: PostCommit) -> None:
             now = time.time()
             rows = await tx.fetchall("SELECT priority, source FROM escalation_policies")
-            edited = {int(r["priority"]) for r in rows if r["source"] != "config"}
+            edited = {int(r["priority"]) for r in rows if r["source"] != PolicySource.CONFIG}
             for r in rows:
-                if r["source"] == "config" and int(r["priority"]) not in policies:
+                if r["source"] == PolicySource.CONFIG and int(r["priority"]) not in policies:
                     await tx.execute("DELETE FROM escalation_policies WHERE priority = ?", r["priority"])
             for priority, steps in policies.items():
                 if priority in edited:
                     continue
                 await tx.execute(
                     "INSERT INTO escalation_policies (priority, steps, source, updated_at, updated_by) "
-                    "VALUES (?, ?, 'config', ?, 'config') ON CONFLICT (priority) DO UPDATE SET "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (priority) DO UPDATE SET "
                     "steps = excluded.steps, source = excluded.source, updated_at = excluded.updated_at, "
                     "updated_by = excluded.updated_by",
                     int(priority),
                     _j([s.to_json() for s in steps]),
+                    PolicySource.CONFIG,
                     now,
+                    PolicySource.CONFIG.value,
                 )
 
         await self.store.transaction(work)
@@ -234,11 +175,12 @@ class Escalation:
         async def work(tx: Tx, post: PostCommit) -> None:
             await tx.execute(
                 "INSERT INTO escalation_policies (priority, steps, source, updated_at, updated_by) "
-                "VALUES (?, ?, 'api', ?, ?) ON CONFLICT (priority) DO UPDATE SET "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (priority) DO UPDATE SET "
                 "steps = excluded.steps, source = excluded.source, updated_at = excluded.updated_at, "
                 "updated_by = excluded.updated_by",
                 priority,
                 _j([s.to_json() for s in steps]),
+                PolicySource.API,
                 time.time(),
                 actor,
             )
@@ -274,8 +216,9 @@ class Escalation:
         for seq, step in enumerate(steps):
             await tx.execute(
                 "INSERT INTO escalation_steps (alert_id, kind, seq, action, target, due_at, created_at) "
-                "VALUES (?, 'policy', ?, ?, ?, ?, ?) ON CONFLICT (alert_id, kind, seq, action) DO NOTHING",
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id, kind, seq, action) DO NOTHING",
                 alert["id"],
+                StepKind.POLICY,
                 seq,
                 step["action"],
                 _j(step),
@@ -298,7 +241,7 @@ class Escalation:
             total = 0
             for alert_id in ids:
                 alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", alert_id)
-                if alert is None or alert["state"] == "raised":
+                if alert is None or alert["state"] == AlertState.RAISED:
                     continue
                 total += await self._cancel_policy(tx, post, alert, now)
             return total
@@ -312,21 +255,9 @@ class Escalation:
             if alert["acknowledged_by"]
             else f"{alert['state']} ({alert['outcome'] or 'no outcome'})"
         )
-        cancelled = await tx.execute(
-            "UPDATE escalation_steps SET state = 'cancelled', done_at = ?, result = ? "
-            "WHERE alert_id = ? AND kind = 'policy' AND state = 'pending'",
-            now,
-            reason,
-            alert["id"],
-        )
-        cancelled += await tx.execute(
-            "UPDATE notifications SET state = 'cancelled', updated_at = ?, last_error = ? "
-            "WHERE alert_id = ? AND purpose = 'supervisor' AND state = 'pending' "
-            "AND (lease_until IS NULL OR lease_until <= ?)",
-            now,
-            reason,
-            alert["id"],
-            now,
+        cancelled = await self._cancel_steps(tx, alert["id"], StepKind.POLICY, reason, now)
+        cancelled += await self._cancel_notifications(
+            tx, alert["id"], Purpose.SUPERVISOR, reason, now, unclaimed_at=now
         )
         if cancelled:
             await self.store.log_action(
@@ -341,20 +272,127 @@ class Escalation:
             )
         return cancelled
 
+    # -- state changes, each guarded by its table --------------------------------------------------
+    async def _cancel_steps(
+        self, tx: Tx, alert_id: int, kind: StepKind, reason: str, now: float, *, seq: int | None = None
+    ) -> int:
+        """Cancel an alert's pending steps of one kind (one ``seq`` only, if given); returns how many."""
+        sources = STEPS.sources(StepState.CANCELLED)
+        sql = (
+            "UPDATE escalation_steps SET state = ?, done_at = ?, result = ? "
+            f"WHERE alert_id = ? AND kind = ? AND state IN ({marks(sources)})"
+        )
+        args: list[Any] = [StepState.CANCELLED, now, reason, alert_id, kind, *sources]
+        if seq is not None:
+            sql += " AND seq = ?"
+            args.append(seq)
+        changed: int = await tx.execute(sql, *args)
+        return changed
+
+    async def _cancel_notifications(
+        self,
+        tx: Tx,
+        alert_id: int,
+        purpose: Purpose,
+        reason: str,
+        now: float,
+        *,
+        responder_index: int | None = None,
+        unclaimed_at: float | None = None,
+    ) -> int:
+        """Cancel an alert's pending notifications for ``purpose`` (of one responder, or only those not
+        under a live lease at ``unclaimed_at``, if given); returns how many."""
+        sources = NOTIFICATIONS.sources(NotificationState.CANCELLED)
+        sql = (
+            "UPDATE notifications SET state = ?, updated_at = ?, last_error = ? "
+            f"WHERE alert_id = ? AND purpose = ? AND state IN ({marks(sources)})"
+        )
+        args: list[Any] = [NotificationState.CANCELLED, now, reason, alert_id, purpose, *sources]
+        if responder_index is not None:
+            sql += " AND responder_index = ?"
+            args.append(responder_index)
+        if unclaimed_at is not None:
+            sql += " AND (lease_until IS NULL OR lease_until <= ?)"
+            args.append(unclaimed_at)
+        changed: int = await tx.execute(sql, *args)
+        return changed
+
+    async def _move_notification(
+        self,
+        tx: Tx,
+        note_id: int,
+        target: NotificationState,
+        now: float | None,
+        *,
+        last_error: str | None = None,
+        release: bool = False,
+        due_at: float | None = None,
+    ) -> int:
+        """Move one notification to ``target`` if its table allows it from the state it is in."""
+        sources = NOTIFICATIONS.sources(target)
+        sets = ["state = ?"]
+        args: list[Any] = [target]
+        for column, value in (("updated_at", now), ("last_error", last_error), ("due_at", due_at)):
+            if value is not None:
+                sets.append(f"{column} = ?")
+                args.append(value)
+        if release:
+            sets.append("lease_until = NULL")
+        changed: int = await tx.execute(
+            f"UPDATE notifications SET {', '.join(sets)} WHERE id = ? AND state IN ({marks(sources)})",
+            *args,
+            note_id,
+            *sources,
+        )
+        return changed
+
+    async def _move_callout(
+        self,
+        tx: Tx,
+        alert_id: int,
+        target: CalloutState,
+        now: float,
+        *,
+        position: int | None = None,
+        accepted_by: str | None = None,
+    ) -> int:
+        """Move a call-out to ``target`` if its table allows it from the state it is in."""
+        sources = CALLOUTS.sources(target)
+        sets = ["state = ?", "updated_at = ?"]
+        args: list[Any] = [target, now]
+        if position is not None:
+            sets.append("position = ?")
+            args.append(position)
+        if accepted_by is not None:
+            sets.append("accepted_by = ?")
+            args.append(accepted_by)
+        changed: int = await tx.execute(
+            f"UPDATE escalation_callouts SET {', '.join(sets)} WHERE alert_id = ? "
+            f"AND state IN ({marks(sources)})",
+            *args,
+            alert_id,
+            *sources,
+        )
+        return changed
+
     # -- due steps -------------------------------------------------------------------------------
-    async def run_due_steps(self, *, now: float | None = None, limit: int = 100) -> int:
+    async def run_due_steps(self, *, now: float | None = None, limit: int = STEPS_PER_PASS) -> int:
         """Perform every due step once, in one transaction; returns how many steps were taken."""
 
         async def work(tx: Tx, post: PostCommit) -> int:
             at = time.time() if now is None else now
             rows = await tx.fetchall(
-                "SELECT * FROM escalation_steps WHERE state = 'pending' AND due_at <= ? "
+                "SELECT * FROM escalation_steps WHERE state = ? AND due_at <= ? "
                 "ORDER BY due_at, id LIMIT ?" + self.store.skip_locked(),
+                StepState.PENDING,
                 at,
                 limit,
             )
             for step in rows:
                 state, result = await self._perform_step(tx, post, step, at)
+                # The row was taken as pending; performing it may have cancelled it with its policy,
+                # and the step's own result is what its timeline entry says.
+                STEPS.check(StepState(step["state"]), state)
                 await tx.execute(
                     "UPDATE escalation_steps SET state = ?, done_at = ?, result = ? WHERE id = ?",
                     state,
@@ -367,22 +405,24 @@ class Escalation:
         taken: int = await self.store.transaction(work)
         return taken
 
-    async def _perform_step(self, tx: Tx, post: PostCommit, step: Row, now: float) -> tuple[str, str]:
+    async def _perform_step(
+        self, tx: Tx, post: PostCommit, step: Row, now: float
+    ) -> tuple[StepState, str]:
         alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", step["alert_id"])
         if alert is None:
-            return "cancelled", "alert is gone"
-        if step["kind"] == "policy":
-            if alert["state"] != "raised":
+            return StepState.CANCELLED, "alert is gone"
+        if step["kind"] == StepKind.POLICY:
+            if alert["state"] != AlertState.RAISED:
                 await self._cancel_policy(tx, post, alert, now)
-                return "cancelled", f"alert is {alert['state']}"
+                return StepState.CANCELLED, f"alert is {alert['state']}"
             return await self._policy_step(tx, post, alert, step, now)
-        if step["kind"] == "responder":
+        if step["kind"] == StepKind.RESPONDER:
             return await self._responder_step(tx, post, alert, step, now)
-        return "failed", f"unknown step kind {step['kind']!r}"
+        return StepState.FAILED, f"unknown step kind {step['kind']!r}"
 
     async def _policy_step(
         self, tx: Tx, post: PostCommit, alert: Row, step: Row, now: float
-    ) -> tuple[str, str]:
+    ) -> tuple[StepState, str]:
         spec = json.loads(step["target"])
         waited = now - float(alert["raised_at"])
         detail: dict[str, Any] = {
@@ -391,7 +431,7 @@ class Escalation:
             "after_s": spec.get("after_s"),
             "waited_s": round(waited, 1),
         }
-        if step["action"] == "highlight":
+        if step["action"] == StepAction.HIGHLIGHT:
             data = json.loads(alert["data"] or "{}")
             data["escalation"] = {"highlight": True, "level": int(step["seq"]) + 1, "since": iso(now)}
             await tx.execute(
@@ -400,7 +440,7 @@ class Escalation:
             await self.store.log_action(
                 tx, post, alert, "escalation_highlight", "system", Source.SYSTEM, detail, now
             )
-            return "done", "highlighted"
+            return StepState.DONE, "highlighted"
         if not self.settings.twilio_enabled:
             await self.store.log_action(
                 tx,
@@ -412,7 +452,7 @@ class Escalation:
                 {**detail, "reason": "twilio is disabled"},
                 now,
             )
-            return "skipped", "twilio is disabled"
+            return StepState.SKIPPED, "twilio is disabled"
         numbers: list[str] = []
         for target in spec.get("to") or [SUPERVISORS]:
             for number in self.settings.supervisor_numbers if target == SUPERVISORS else (target,):
@@ -429,17 +469,17 @@ class Escalation:
                 {**detail, "reason": "no supervisor numbers configured"},
                 now,
             )
-            return "skipped", "no numbers"
+            return StepState.SKIPPED, "no numbers"
         text = describe(alert["type"], *(await self._resident_bits(tx, alert)))
-        channel = "sms" if step["action"] == "sms" else "call"
+        channel = Channel.SMS if step["action"] == StepAction.SMS else Channel.CALL
         body = (
             supervisor_sms(text, str(alert["id"]), waited)
-            if channel == "sms"
+            if channel is Channel.SMS
             else supervisor_call(text, waited)
         )
         for number in numbers:
             await self._add_notification(
-                tx, alert, step["id"], "supervisor", None, "", channel, number, body, now
+                tx, alert, step["id"], Purpose.SUPERVISOR, None, "", channel, number, body, now
             )
         await self.store.log_action(
             tx,
@@ -448,10 +488,10 @@ class Escalation:
             "escalation_notify",
             "system",
             Source.SYSTEM,
-            {**detail, "channel": channel, "to": numbers},
+            {**detail, "channel": channel.value, "to": numbers},
             now,
         )
-        return "done", f"{channel} to {len(numbers)}"
+        return StepState.DONE, f"{channel.value} to {len(numbers)}"
 
     async def _resident_bits(self, tx: Tx, alert: Row) -> tuple[str | None, str | None]:
         if not alert["resident_id"]:
@@ -471,10 +511,10 @@ class Escalation:
         tx: Tx,
         alert: Row,
         step_id: int | None,
-        purpose: str,
+        purpose: Purpose,
         index: int | None,
         name: str,
-        channel: str,
+        channel: Channel,
         number: str,
         body: str,
         now: float,
@@ -509,11 +549,11 @@ class Escalation:
         async def work(tx: Tx, post: PostCommit) -> list[str]:
             now = time.time()
             sql = (
-                "SELECT * FROM alerts WHERE outcome = 'responder_sent' AND state = 'resolved' AND test = 0 "
+                "SELECT * FROM alerts WHERE outcome = ? AND state = ? AND test = 0 "
                 "AND resolved_at >= ? AND NOT EXISTS (SELECT 1 FROM escalation_callouts c "
                 "WHERE c.alert_id = alerts.id)"
             )
-            args: list[Any] = [now - CALLOUT_LOOKBACK_S]
+            args: list[Any] = [Outcome.RESPONDER_SENT, AlertState.RESOLVED, now - CALLOUT_LOOKBACK_S]
             if ids is not None:
                 sql += f" AND id IN ({', '.join('?' for _ in ids)})"
                 args += ids
@@ -533,16 +573,21 @@ class Escalation:
             row = await tx.fetchone("SELECT data FROM residents WHERE id = ?", alert["resident_id"])
             if row is not None:
                 responders, skipped = read_responders(row["data"])
+        state: CalloutState
         if not self.settings.twilio_enabled:
-            state, action, reason = "unavailable", "responder_callout_unavailable", "twilio is disabled"
+            state, action, reason = (
+                CalloutState.UNAVAILABLE,
+                "responder_callout_unavailable",
+                "twilio is disabled",
+            )
         elif not responders:
             state, action, reason = (
-                "exhausted",
+                CalloutState.EXHAUSTED,
                 "no_responders",
                 "the resident has no responder with a phone number",
             )
         else:
-            state, action, reason = "active", "responder_callout_started", ""
+            state, action, reason = CalloutState.ACTIVE, "responder_callout_started", ""
         await tx.execute(
             "INSERT INTO escalation_callouts (alert_id, responders, position, state, started_at, updated_at) "
             "VALUES (?, ?, 0, ?, ?, ?) ON CONFLICT (alert_id) DO NOTHING",
@@ -556,16 +601,17 @@ class Escalation:
         if reason:
             detail["reason"] = reason
         await self.store.log_action(tx, post, alert, action, "system", Source.SYSTEM, detail, now)
-        if state == "active":
-            await self._add_responder_step(tx, alert["id"], 0, "contact", now)
+        if state is CalloutState.ACTIVE:
+            await self._add_responder_step(tx, alert["id"], 0, ResponderAction.CONTACT, now)
 
     async def _add_responder_step(
-        self, tx: Tx, alert_id: int, index: int, action: str, due_at: float
+        self, tx: Tx, alert_id: int, index: int, action: ResponderAction, due_at: float
     ) -> None:
         await tx.execute(
             "INSERT INTO escalation_steps (alert_id, kind, seq, action, target, due_at, created_at) "
-            "VALUES (?, 'responder', ?, ?, '{}', ?, ?) ON CONFLICT (alert_id, kind, seq, action) DO NOTHING",
+            "VALUES (?, ?, ?, ?, '{}', ?, ?) ON CONFLICT (alert_id, kind, seq, action) DO NOTHING",
             alert_id,
+            StepKind.RESPONDER,
             index,
             action,
             due_at,
@@ -580,12 +626,12 @@ class Escalation:
 
     async def _responder_step(
         self, tx: Tx, post: PostCommit, alert: Row, step: Row, now: float
-    ) -> tuple[str, str]:
+    ) -> tuple[StepState, str]:
         callout, responders = await self._callout(tx, int(alert["id"]))
         index = int(step["seq"])
-        if callout is None or callout["state"] != "active" or int(callout["position"]) != index:
-            return "cancelled", "the call-out has moved on"
-        if step["action"] == "advance":
+        if callout is None or callout["state"] != CalloutState.ACTIVE or int(callout["position"]) != index:
+            return StepState.CANCELLED, "the call-out has moved on"
+        if step["action"] == ResponderAction.ADVANCE:
             who = responders[index]
             await self.store.log_action(
                 tx,
@@ -603,26 +649,35 @@ class Escalation:
                 now,
             )
             await self._advance(tx, post, alert, callout, responders, index, now)
-            return "done", "moved on"
+            return StepState.DONE, "moved on"
         who = responders[index]
         text = describe(alert["type"], *(await self._resident_bits(tx, alert)))
         await self._add_notification(
             tx,
             alert,
             step["id"],
-            "responder",
+            Purpose.RESPONDER,
             index,
             who.name,
-            "sms",
+            Channel.SMS,
             who.phone,
             responder_sms(text, str(alert["id"])),
             now,
         )
         await self._add_notification(
-            tx, alert, step["id"], "responder", index, who.name, "call", who.phone, responder_call(text), now
+            tx,
+            alert,
+            step["id"],
+            Purpose.RESPONDER,
+            index,
+            who.name,
+            Channel.CALL,
+            who.phone,
+            responder_call(text),
+            now,
         )
         await self._add_responder_step(
-            tx, int(alert["id"]), index, "advance", now + self.settings.responder_wait_s
+            tx, int(alert["id"]), index, ResponderAction.ADVANCE, now + self.settings.responder_wait_s
         )
         await self.store.log_action(
             tx,
@@ -634,7 +689,7 @@ class Escalation:
             {"index": index + 1, "of": len(responders), "name": who.name, "phone": who.phone},
             now,
         )
-        return "done", f"contacting {who.name}"
+        return StepState.DONE, f"contacting {who.name}"
 
     async def _advance(
         self,
@@ -654,15 +709,9 @@ class Escalation:
                 now,
                 alert["id"],
             )
-            await self._add_responder_step(tx, int(alert["id"]), nxt, "contact", now)
+            await self._add_responder_step(tx, int(alert["id"]), nxt, ResponderAction.CONTACT, now)
             return
-        await tx.execute(
-            "UPDATE escalation_callouts SET position = ?, state = 'exhausted', updated_at = ? "
-            "WHERE alert_id = ?",
-            nxt,
-            now,
-            alert["id"],
-        )
+        await self._move_callout(tx, alert["id"], CalloutState.EXHAUSTED, now, position=nxt)
         await self.store.log_action(
             tx,
             post,
@@ -685,10 +734,10 @@ class Escalation:
                     tx,
                     alert,
                     None,
-                    "supervisor",
+                    Purpose.SUPERVISOR,
                     None,
                     "",
-                    "sms",
+                    Channel.SMS,
                     number,
                     f"Telecare: no responder accepted alert {alert['id']} ({text}). Please arrange help.",
                     now,
@@ -700,9 +749,10 @@ class Escalation:
 
         async def work(tx: Tx, post: PostCommit) -> ReplyOutcome:
             row = await tx.fetchone(
-                "SELECT * FROM notifications WHERE to_number = ? AND state <> 'pending' "
+                "SELECT * FROM notifications WHERE to_number = ? AND state <> ? "
                 "ORDER BY id DESC LIMIT 1",
                 from_number,
+                NotificationState.PENDING,
             )
             if row is None:
                 return ReplyOutcome()
@@ -750,7 +800,7 @@ class Escalation:
         if digits is not None:
             detail["digits"] = digits
         out = ReplyOutcome(alert_id=str(alert["id"]), name=name)
-        if note["purpose"] != "responder":
+        if note["purpose"] != Purpose.RESPONDER:
             await self.store.log_action(
                 tx, post, alert, "supervisor_replied", f"supervisor:{note['to_number']}", source, detail, now
             )
@@ -760,7 +810,7 @@ class Escalation:
         callout, responders = await self._callout(tx, int(alert["id"]))
         index = note["responder_index"]
         if reply == "accept":
-            if callout is None or callout["state"] not in ("active", "exhausted"):
+            if callout is None or not CALLOUTS.allows(CalloutState(callout["state"]), CalloutState.ACCEPTED):
                 holder = callout["accepted_by"] if callout is not None else None
                 await self.store.log_action(
                     tx,
@@ -774,27 +824,9 @@ class Escalation:
                 )
                 out.recorded = "late"
                 return out
-            await tx.execute(
-                "UPDATE escalation_callouts SET state = 'accepted', accepted_by = ?, updated_at = ? "
-                "WHERE alert_id = ?",
-                name,
-                now,
-                alert["id"],
-            )
-            await tx.execute(
-                "UPDATE escalation_steps SET state = 'cancelled', done_at = ?, result = ? "
-                "WHERE alert_id = ? AND kind = 'responder' AND state = 'pending'",
-                now,
-                f"accepted by {name}",
-                alert["id"],
-            )
-            await tx.execute(
-                "UPDATE notifications SET state = 'cancelled', updated_at = ?, last_error = ? "
-                "WHERE alert_id = ? AND purpose = 'responder' AND state = 'pending'",
-                now,
-                f"accepted by {name}",
-                alert["id"],
-            )
+            await self._move_callout(tx, alert["id"], CalloutState.ACCEPTED, now, accepted_by=name)
+            await self._cancel_steps(tx, alert["id"], StepKind.RESPONDER, f"accepted by {name}", now)
+            await self._cancel_notifications(tx, alert["id"], Purpose.RESPONDER, f"accepted by {name}", now)
             await self.store.log_action(tx, post, alert, "responder_accepted", actor, source, detail, now)
             out.recorded = "accepted"
             return out
@@ -803,24 +835,13 @@ class Escalation:
             out.recorded = "declined"
             if (
                 callout is not None
-                and callout["state"] == "active"
+                and callout["state"] == CalloutState.ACTIVE
                 and index is not None
                 and int(callout["position"]) == int(index)
             ):
-                await tx.execute(
-                    "UPDATE escalation_steps SET state = 'cancelled', done_at = ?, result = 'declined' "
-                    "WHERE alert_id = ? AND kind = 'responder' AND seq = ? AND state = 'pending'",
-                    now,
-                    alert["id"],
-                    index,
-                )
-                await tx.execute(
-                    "UPDATE notifications SET state = 'cancelled', updated_at = ?, last_error = 'declined' "
-                    "WHERE alert_id = ? AND purpose = 'responder' AND responder_index = ? "
-                    "AND state = 'pending'",
-                    now,
-                    alert["id"],
-                    index,
+                await self._cancel_steps(tx, alert["id"], StepKind.RESPONDER, "declined", now, seq=int(index))
+                await self._cancel_notifications(
+                    tx, alert["id"], Purpose.RESPONDER, "declined", now, responder_index=int(index)
                 )
                 await self._advance(tx, post, alert, callout, responders, int(index), now)
             return out
@@ -844,9 +865,10 @@ class Escalation:
         async def work(tx: Tx, post: PostCommit) -> list[Notification]:
             now = time.time()
             rows = await tx.fetchall(
-                "SELECT * FROM notifications WHERE state = 'pending' AND due_at <= ? "
+                "SELECT * FROM notifications WHERE state = ? AND due_at <= ? "
                 "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due_at, id LIMIT ?"
                 + self.store.skip_locked(),
+                NotificationState.PENDING,
                 now,
                 now,
                 limit,
@@ -855,22 +877,19 @@ class Escalation:
             for r in rows:
                 reason = await self._irrelevant(tx, r)
                 if reason is not None:
-                    await tx.execute(
-                        "UPDATE notifications SET state = 'cancelled', last_error = ?, "
-                        "updated_at = ? WHERE id = ?",
-                        reason,
-                        now,
-                        r["id"],
+                    await self._move_notification(
+                        tx, r["id"], NotificationState.CANCELLED, now, last_error=reason
                     )
                     continue
                 changed = await tx.execute(
                     "UPDATE notifications SET attempts = attempts + 1, lease_until = ?, claimed_by = ?, "
-                    "updated_at = ? WHERE id = ? AND state = 'pending' "
+                    "updated_at = ? WHERE id = ? AND state = ? "
                     "AND (lease_until IS NULL OR lease_until <= ?)",
                     now + self.settings.lease_s,
                     self.settings.node,
                     now,
                     r["id"],
+                    NotificationState.PENDING,
                     now,
                 )
                 if changed != 1:
@@ -879,8 +898,8 @@ class Escalation:
                     Notification(
                         int(r["id"]),
                         str(r["alert_id"]),
-                        r["purpose"],
-                        r["channel"],
+                        Purpose(r["purpose"]),
+                        Channel(r["channel"]),
                         r["to_number"],
                         r["name"],
                         r["body"],
@@ -893,19 +912,19 @@ class Escalation:
         return result
 
     async def _irrelevant(self, tx: Tx, note: Row) -> str | None:
-        if note["purpose"] == "supervisor" and note["step_id"] is not None:
+        if note["purpose"] == Purpose.SUPERVISOR and note["step_id"] is not None:
             alert = await tx.fetchone(
                 "SELECT state, acknowledged_by FROM alerts WHERE id = ?", note["alert_id"]
             )
             if alert is None:
                 return "the alert is gone"
-            if alert["state"] != "raised":
+            if alert["state"] != AlertState.RAISED:
                 return f"the alert was {alert['state']}"
-        if note["purpose"] == "responder":
+        if note["purpose"] == Purpose.RESPONDER:
             callout = await tx.fetchone(
                 "SELECT state, position FROM escalation_callouts WHERE alert_id = ?", note["alert_id"]
             )
-            if callout is None or callout["state"] != "active":
+            if callout is None or callout["state"] != CalloutState.ACTIVE:
                 return "the call-out is over"
         return None
 
@@ -918,16 +937,13 @@ class Escalation:
             row = await tx.fetchone("SELECT * FROM notifications WHERE id = ?", notification.id)
             if row is None:
                 return "the notification is gone"
-            if row["state"] != "pending":
+            if row["state"] != NotificationState.PENDING:
                 return f"the notification is {row['state']} ({row['last_error'] or 'no reason'})"
             reason = await self._irrelevant(tx, row)
             if reason is not None:
-                await tx.execute(
-                    "UPDATE notifications SET state = 'cancelled', last_error = ?, lease_until = NULL, "
-                    "updated_at = ? WHERE id = ? AND state = 'pending'",
-                    reason,
-                    time.time(),
-                    notification.id,
+                await self._move_notification(
+                    tx, notification.id, NotificationState.CANCELLED, time.time(), last_error=reason,
+                    release=True,
                 )
             return reason
 
@@ -940,8 +956,9 @@ class Escalation:
         async def work(tx: Tx, post: PostCommit) -> None:
             await tx.execute(
                 "UPDATE notifications SET lease_until = NULL, attempts = attempts - 1 "
-                "WHERE id = ? AND state = 'pending'",
+                "WHERE id = ? AND state = ?",
                 notification.id,
+                NotificationState.PENDING,
             )
 
         await self.store.transaction(work)
@@ -949,13 +966,16 @@ class Escalation:
     async def notification_sent(self, notification: Notification, *, sid: str, status: str) -> None:
         async def work(tx: Tx, post: PostCommit) -> None:
             now = time.time()
+            sources = NOTIFICATIONS.sources(NotificationState.SENT)
             await tx.execute(
-                "UPDATE notifications SET state = 'sent', sid = ?, status = ?, lease_until = NULL, "
-                "last_error = NULL, updated_at = ? WHERE id = ?",
+                "UPDATE notifications SET state = ?, sid = ?, status = ?, lease_until = NULL, "
+                f"last_error = NULL, updated_at = ? WHERE id = ? AND state IN ({marks(sources)})",
+                NotificationState.SENT,
                 sid,
                 status,
                 now,
                 notification.id,
+                *sources,
             )
             alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", int(notification.alert_id))
             if alert is not None:
@@ -991,12 +1011,8 @@ class Escalation:
                     notification.id,
                 )
             else:
-                await tx.execute(
-                    "UPDATE notifications SET state = 'failed', lease_until = NULL, last_error = ?, "
-                    "updated_at = ? WHERE id = ?",
-                    error,
-                    now,
-                    notification.id,
+                await self._move_notification(
+                    tx, notification.id, NotificationState.FAILED, now, last_error=error, release=True
                 )
             alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", int(notification.alert_id))
             if alert is not None:
@@ -1056,32 +1072,25 @@ class Escalation:
                 relevant = await self._irrelevant(tx, row) is None
                 if relevant and int(row["attempts"]) < self.settings.max_attempts:
                     retry_at = now + self._retry_delay(int(row["attempts"]))
-                    await tx.execute(
-                        "UPDATE notifications SET state = 'pending', due_at = ?, lease_until = NULL, "
-                        "last_error = ? WHERE id = ?",
-                        retry_at,
-                        f"status {status}",
-                        row["id"],
+                    await self._move_notification(
+                        tx, row["id"], NotificationState.PENDING, None, last_error=f"status {status}",
+                        release=True, due_at=retry_at,
                     )
                     detail["retry_at"] = iso(retry_at)
                 else:
-                    await tx.execute(
-                        "UPDATE notifications SET state = 'failed', last_error = ? WHERE id = ?",
-                        f"status {status}",
-                        row["id"],
+                    await self._move_notification(
+                        tx, row["id"], NotificationState.FAILED, None, last_error=f"status {status}"
                     )
                     detail["gave_up"] = True
             else:
-                await tx.execute(
-                    "UPDATE notifications SET state = 'delivered' WHERE id = ? AND state = 'sent'", row["id"]
-                )
+                await self._move_notification(tx, row["id"], NotificationState.DELIVERED, None)
             await self.store.log_action(
                 tx,
                 post,
                 alert,
                 "notification_failed" if failed else "notification_status",
                 "twilio",
-                Source.SMS if row["channel"] == "sms" else Source.VOICE,
+                Source.SMS if row["channel"] == Channel.SMS else Source.VOICE,
                 detail,
                 now,
             )
@@ -1093,14 +1102,22 @@ class Escalation:
     async def pending_counts(self) -> dict[str, int]:
         """Pending steps and notifications, for metrics."""
         async with self.store.read() as tx:
-            steps = await tx.fetchone("SELECT COUNT(*) AS n FROM escalation_steps WHERE state = 'pending'")
-            notes = await tx.fetchone("SELECT COUNT(*) AS n FROM notifications WHERE state = 'pending'")
+            steps = await tx.fetchone(
+                "SELECT COUNT(*) AS n FROM escalation_steps WHERE state = ?", StepState.PENDING
+            )
+            notes = await tx.fetchone(
+                "SELECT COUNT(*) AS n FROM notifications WHERE state = ?", NotificationState.PENDING
+            )
         return {"steps": int(steps["n"]) if steps else 0, "notifications": int(notes["n"]) if notes else 0}
 
     async def next_due(self) -> float | None:
         """When the earliest pending step or notification falls due."""
         async with self.store.read() as tx:
-            a = await tx.fetchone("SELECT MIN(due_at) AS t FROM escalation_steps WHERE state = 'pending'")
-            b = await tx.fetchone("SELECT MIN(due_at) AS t FROM notifications WHERE state = 'pending'")
+            a = await tx.fetchone(
+                "SELECT MIN(due_at) AS t FROM escalation_steps WHERE state = ?", StepState.PENDING
+            )
+            b = await tx.fetchone(
+                "SELECT MIN(due_at) AS t FROM notifications WHERE state = ?", NotificationState.PENDING
+            )
         times = [float(r["t"]) for r in (a, b) if r is not None and r["t"] is not None]
         return min(times) if times else None
