@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from alarm_centre.escalation import store as sql
 from alarm_centre.escalation.policy import SUPERVISORS, PolicyStep
 from alarm_centre.escalation.responders import (
     Responder,
@@ -40,8 +41,6 @@ from alarm_centre.escalation.responders import (
 )
 from alarm_centre.escalation.states import (
     CALLOUTS,
-    NOTIFICATIONS,
-    STEPS,
     CalloutState,
     Channel,
     NotificationState,
@@ -51,10 +50,9 @@ from alarm_centre.escalation.states import (
     StepAction,
     StepKind,
     StepState,
-    marks,
 )
 from alarm_centre.ids import row_id
-from alarm_centre.lifecycle import AlertState, Outcome, Source
+from alarm_centre.lifecycle import AlertState, Source
 from alarm_centre.model import iso
 from alarm_centre.store.base import AlertStore, InvalidRequest, PostCommit, Row, Tx
 from devices import strict_json
@@ -130,19 +128,16 @@ class Escalation:
 
         async def work(tx: Tx, post: PostCommit) -> None:
             now = time.time()
-            rows = await tx.fetchall("SELECT priority, source FROM escalation_policies")
+            rows = await sql.policy_sources(tx)
             edited = {int(r["priority"]) for r in rows if r["source"] != PolicySource.CONFIG}
             for r in rows:
                 if r["source"] == PolicySource.CONFIG and int(r["priority"]) not in policies:
-                    await tx.execute("DELETE FROM escalation_policies WHERE priority = ?", r["priority"])
+                    await sql.delete_policy(tx, int(r["priority"]))
             for priority, steps in policies.items():
                 if priority in edited:
                     continue
-                await tx.execute(
-                    "INSERT INTO escalation_policies (priority, steps, source, updated_at, updated_by) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (priority) DO UPDATE SET "
-                    "steps = excluded.steps, source = excluded.source, updated_at = excluded.updated_at, "
-                    "updated_by = excluded.updated_by",
+                await sql.put_policy(
+                    tx,
                     int(priority),
                     _j([s.to_json() for s in steps]),
                     PolicySource.CONFIG,
@@ -155,7 +150,7 @@ class Escalation:
     async def policies(self) -> dict[int, dict[str, Any]]:
         """The policies now in force, by priority."""
         async with self.store.read() as tx:
-            rows = await tx.fetchall("SELECT * FROM escalation_policies ORDER BY priority")
+            rows = await sql.all_policies(tx)
         return {
             int(r["priority"]): {
                 "priority": int(r["priority"]),
@@ -173,16 +168,8 @@ class Escalation:
             raise InvalidRequest(f"priority must be one of {', '.join(map(str, PRIORITIES))}")
 
         async def work(tx: Tx, post: PostCommit) -> None:
-            await tx.execute(
-                "INSERT INTO escalation_policies (priority, steps, source, updated_at, updated_by) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (priority) DO UPDATE SET "
-                "steps = excluded.steps, source = excluded.source, updated_at = excluded.updated_at, "
-                "updated_by = excluded.updated_by",
-                priority,
-                _j([s.to_json() for s in steps]),
-                PolicySource.API,
-                time.time(),
-                actor,
+            await sql.put_policy(
+                tx, priority, _j([s.to_json() for s in steps]), PolicySource.API, time.time(), actor
             )
 
         await self.store.transaction(work)
@@ -191,7 +178,7 @@ class Escalation:
         """Drop an edited policy so the configured one applies again (after :meth:`sync_policies`)."""
 
         async def work(tx: Tx, post: PostCommit) -> None:
-            await tx.execute("DELETE FROM escalation_policies WHERE priority = ?", priority)
+            await sql.delete_policy(tx, priority)
 
         await self.store.transaction(work)
 
@@ -200,8 +187,8 @@ class Escalation:
         """The policy steps for a priority, read once per transaction (a storm raises thousands in one)."""
         known = self._policies_seen.setdefault(tx, {})
         if priority not in known:
-            row = await tx.fetchone("SELECT steps FROM escalation_policies WHERE priority = ?", priority)
-            known[priority] = json.loads(row["steps"]) if row is not None else []
+            text = await sql.policy_steps(tx, priority)
+            known[priority] = json.loads(text) if text is not None else []
         return known[priority]
 
     async def on_raise(self, tx: Tx, post: PostCommit, alert: Row, event: DeviceEvent) -> None:
@@ -214,13 +201,12 @@ class Escalation:
         now = time.time()
         raised_at = float(alert["raised_at"])
         for seq, step in enumerate(steps):
-            await tx.execute(
-                "INSERT INTO escalation_steps (alert_id, kind, seq, action, target, due_at, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id, kind, seq, action) DO NOTHING",
+            await sql.add_step(
+                tx,
                 alert["id"],
                 StepKind.POLICY,
                 seq,
-                step["action"],
+                StepAction(step["action"]),
                 _j(step),
                 raised_at + float(step["after_s"]),
                 now,
@@ -240,7 +226,7 @@ class Escalation:
             now = time.time()
             total = 0
             for alert_id in ids:
-                alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", alert_id)
+                alert = await sql.alert(tx, alert_id)
                 if alert is None or alert["state"] == AlertState.RAISED:
                     continue
                 total += await self._cancel_policy(tx, post, alert, now)
@@ -255,8 +241,8 @@ class Escalation:
             if alert["acknowledged_by"]
             else f"{alert['state']} ({alert['outcome'] or 'no outcome'})"
         )
-        cancelled = await self._cancel_steps(tx, alert["id"], StepKind.POLICY, reason, now)
-        cancelled += await self._cancel_notifications(
+        cancelled = await sql.cancel_steps(tx, alert["id"], StepKind.POLICY, reason, now)
+        cancelled += await sql.cancel_notifications(
             tx, alert["id"], Purpose.SUPERVISOR, reason, now, unclaimed_at=now
         )
         if cancelled:
@@ -272,143 +258,23 @@ class Escalation:
             )
         return cancelled
 
-    # -- state changes, each guarded by its table --------------------------------------------------
-    async def _cancel_steps(
-        self, tx: Tx, alert_id: int, kind: StepKind, reason: str, now: float, *, seq: int | None = None
-    ) -> int:
-        """Cancel an alert's pending steps of one kind (one ``seq`` only, if given); returns how many."""
-        sources = STEPS.sources(StepState.CANCELLED)
-        sql = (
-            "UPDATE escalation_steps SET state = ?, done_at = ?, result = ? "
-            f"WHERE alert_id = ? AND kind = ? AND state IN ({marks(sources)})"
-        )
-        args: list[Any] = [StepState.CANCELLED, now, reason, alert_id, kind, *sources]
-        if seq is not None:
-            sql += " AND seq = ?"
-            args.append(seq)
-        changed: int = await tx.execute(sql, *args)
-        return changed
-
-    async def _cancel_notifications(
-        self,
-        tx: Tx,
-        alert_id: int,
-        purpose: Purpose,
-        reason: str,
-        now: float,
-        *,
-        responder_index: int | None = None,
-        unclaimed_at: float | None = None,
-    ) -> int:
-        """Cancel an alert's pending notifications for ``purpose`` (of one responder, or only those not
-        under a live lease at ``unclaimed_at``, if given); returns how many."""
-        sources = NOTIFICATIONS.sources(NotificationState.CANCELLED)
-        sql = (
-            "UPDATE notifications SET state = ?, updated_at = ?, last_error = ? "
-            f"WHERE alert_id = ? AND purpose = ? AND state IN ({marks(sources)})"
-        )
-        args: list[Any] = [NotificationState.CANCELLED, now, reason, alert_id, purpose, *sources]
-        if responder_index is not None:
-            sql += " AND responder_index = ?"
-            args.append(responder_index)
-        if unclaimed_at is not None:
-            sql += " AND (lease_until IS NULL OR lease_until <= ?)"
-            args.append(unclaimed_at)
-        changed: int = await tx.execute(sql, *args)
-        return changed
-
-    async def _move_notification(
-        self,
-        tx: Tx,
-        note_id: int,
-        target: NotificationState,
-        now: float | None,
-        *,
-        last_error: str | None = None,
-        release: bool = False,
-        due_at: float | None = None,
-    ) -> int:
-        """Move one notification to ``target`` if its table allows it from the state it is in."""
-        sources = NOTIFICATIONS.sources(target)
-        sets = ["state = ?"]
-        args: list[Any] = [target]
-        for column, value in (("updated_at", now), ("last_error", last_error), ("due_at", due_at)):
-            if value is not None:
-                sets.append(f"{column} = ?")
-                args.append(value)
-        if release:
-            sets.append("lease_until = NULL")
-        changed: int = await tx.execute(
-            f"UPDATE notifications SET {', '.join(sets)} WHERE id = ? AND state IN ({marks(sources)})",
-            *args,
-            note_id,
-            *sources,
-        )
-        return changed
-
-    async def _move_callout(
-        self,
-        tx: Tx,
-        alert_id: int,
-        target: CalloutState,
-        now: float,
-        *,
-        position: int | None = None,
-        accepted_by: str | None = None,
-    ) -> int:
-        """Move a call-out to ``target`` if its table allows it from the state it is in."""
-        sources = CALLOUTS.sources(target)
-        sets = ["state = ?", "updated_at = ?"]
-        args: list[Any] = [target, now]
-        if position is not None:
-            sets.append("position = ?")
-            args.append(position)
-        if accepted_by is not None:
-            sets.append("accepted_by = ?")
-            args.append(accepted_by)
-        changed: int = await tx.execute(
-            f"UPDATE escalation_callouts SET {', '.join(sets)} WHERE alert_id = ? "
-            f"AND state IN ({marks(sources)})",
-            *args,
-            alert_id,
-            *sources,
-        )
-        return changed
-
     # -- due steps -------------------------------------------------------------------------------
     async def run_due_steps(self, *, now: float | None = None, limit: int = STEPS_PER_PASS) -> int:
         """Perform every due step once, in one transaction; returns how many steps were taken."""
 
         async def work(tx: Tx, post: PostCommit) -> int:
             at = time.time() if now is None else now
-            rows = await tx.fetchall(
-                "SELECT * FROM escalation_steps WHERE state = ? AND due_at <= ? "
-                "ORDER BY due_at, id LIMIT ?" + self.store.skip_locked(),
-                StepState.PENDING,
-                at,
-                limit,
-            )
+            rows = await sql.due_steps(tx, at, limit, self.store.skip_locked())
             for step in rows:
                 state, result = await self._perform_step(tx, post, step, at)
-                # The row was taken as pending; performing it may have cancelled it with its policy,
-                # and the step's own result is what its timeline entry says.
-                STEPS.check(StepState(step["state"]), state)
-                await tx.execute(
-                    "UPDATE escalation_steps SET state = ?, done_at = ?, result = ? WHERE id = ?",
-                    state,
-                    at,
-                    result,
-                    step["id"],
-                )
+                await sql.finish_step(tx, step, state, at, result)
             return len(rows)
 
         taken: int = await self.store.transaction(work)
         return taken
 
-    async def _perform_step(
-        self, tx: Tx, post: PostCommit, step: Row, now: float
-    ) -> tuple[StepState, str]:
-        alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", step["alert_id"])
+    async def _perform_step(self, tx: Tx, post: PostCommit, step: Row, now: float) -> tuple[StepState, str]:
+        alert = await sql.alert(tx, int(step["alert_id"]))
         if alert is None:
             return StepState.CANCELLED, "alert is gone"
         if step["kind"] == StepKind.POLICY:
@@ -434,9 +300,7 @@ class Escalation:
         if step["action"] == StepAction.HIGHLIGHT:
             data = json.loads(alert["data"] or "{}")
             data["escalation"] = {"highlight": True, "level": int(step["seq"]) + 1, "since": iso(now)}
-            await tx.execute(
-                "UPDATE alerts SET data = ?, updated_at = ? WHERE id = ?", _j(data), now, alert["id"]
-            )
+            await sql.set_alert_data(tx, alert["id"], _j(data), now)
             await self.store.log_action(
                 tx, post, alert, "escalation_highlight", "system", Source.SYSTEM, detail, now
             )
@@ -496,7 +360,7 @@ class Escalation:
     async def _resident_bits(self, tx: Tx, alert: Row) -> tuple[str | None, str | None]:
         if not alert["resident_id"]:
             return None, None
-        row = await tx.fetchone("SELECT name, data FROM residents WHERE id = ?", alert["resident_id"])
+        row = await sql.resident(tx, alert["resident_id"])
         if row is None:
             return None, None
         try:
@@ -519,21 +383,7 @@ class Escalation:
         body: str,
         now: float,
     ) -> None:
-        await tx.execute(
-            "INSERT INTO notifications (alert_id, step_id, purpose, responder_index, name, channel, "
-            "to_number, body, due_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            alert["id"],
-            step_id,
-            purpose,
-            index,
-            name,
-            channel,
-            number,
-            body,
-            now,
-            now,
-            now,
-        )
+        await sql.add_notification(tx, alert["id"], step_id, purpose, index, name, channel, number, body, now)
 
     # -- responder call-outs ---------------------------------------------------------------------
     async def start_callouts(self, alert_ids: Iterable[str] | None = None) -> list[str]:
@@ -548,17 +398,8 @@ class Escalation:
 
         async def work(tx: Tx, post: PostCommit) -> list[str]:
             now = time.time()
-            sql = (
-                "SELECT * FROM alerts WHERE outcome = ? AND state = ? AND test = 0 "
-                "AND resolved_at >= ? AND NOT EXISTS (SELECT 1 FROM escalation_callouts c "
-                "WHERE c.alert_id = alerts.id)"
-            )
-            args: list[Any] = [Outcome.RESPONDER_SENT, AlertState.RESOLVED, now - CALLOUT_LOOKBACK_S]
-            if ids is not None:
-                sql += f" AND id IN ({', '.join('?' for _ in ids)})"
-                args += ids
             started = []
-            for alert in await tx.fetchall(sql + " ORDER BY id", *args):
+            for alert in await sql.sent_for_responders_without_callout(tx, now - CALLOUT_LOOKBACK_S, ids):
                 await self._start_callout(tx, post, alert, now)
                 started.append(str(alert["id"]))
             return started
@@ -570,7 +411,7 @@ class Escalation:
         responders: list[Responder] = []
         skipped = 0
         if alert["resident_id"]:
-            row = await tx.fetchone("SELECT data FROM residents WHERE id = ?", alert["resident_id"])
+            row = await sql.resident(tx, alert["resident_id"])
             if row is not None:
                 responders, skipped = read_responders(row["data"])
         state: CalloutState
@@ -588,15 +429,7 @@ class Escalation:
             )
         else:
             state, action, reason = CalloutState.ACTIVE, "responder_callout_started", ""
-        await tx.execute(
-            "INSERT INTO escalation_callouts (alert_id, responders, position, state, started_at, updated_at) "
-            "VALUES (?, ?, 0, ?, ?, ?) ON CONFLICT (alert_id) DO NOTHING",
-            alert["id"],
-            _j([r.to_json() for r in responders]),
-            state,
-            now,
-            now,
-        )
+        await sql.add_callout(tx, alert["id"], _j([r.to_json() for r in responders]), state, now)
         detail: dict[str, Any] = {"responders": [r.name for r in responders], "skipped": skipped}
         if reason:
             detail["reason"] = reason
@@ -607,19 +440,10 @@ class Escalation:
     async def _add_responder_step(
         self, tx: Tx, alert_id: int, index: int, action: ResponderAction, due_at: float
     ) -> None:
-        await tx.execute(
-            "INSERT INTO escalation_steps (alert_id, kind, seq, action, target, due_at, created_at) "
-            "VALUES (?, ?, ?, ?, '{}', ?, ?) ON CONFLICT (alert_id, kind, seq, action) DO NOTHING",
-            alert_id,
-            StepKind.RESPONDER,
-            index,
-            action,
-            due_at,
-            time.time(),
-        )
+        await sql.add_step(tx, alert_id, StepKind.RESPONDER, index, action, "{}", due_at, time.time())
 
     async def _callout(self, tx: Tx, alert_id: int) -> tuple[Row | None, list[Responder]]:
-        row = await tx.fetchone("SELECT * FROM escalation_callouts WHERE alert_id = ?", alert_id)
+        row = await sql.callout(tx, alert_id)
         if row is None:
             return None, []
         return row, [Responder(r["name"], r["phone"]) for r in json.loads(row["responders"])]
@@ -703,15 +527,10 @@ class Escalation:
     ) -> None:
         nxt = index + 1
         if nxt < len(responders):
-            await tx.execute(
-                "UPDATE escalation_callouts SET position = ?, updated_at = ? WHERE alert_id = ?",
-                nxt,
-                now,
-                alert["id"],
-            )
+            await sql.set_callout_position(tx, alert["id"], nxt, now)
             await self._add_responder_step(tx, int(alert["id"]), nxt, ResponderAction.CONTACT, now)
             return
-        await self._move_callout(tx, alert["id"], CalloutState.EXHAUSTED, now, position=nxt)
+        await sql.move_callout(tx, alert["id"], CalloutState.EXHAUSTED, now, position=nxt)
         await self.store.log_action(
             tx,
             post,
@@ -724,9 +543,7 @@ class Escalation:
         )
         data = json.loads(alert["data"] or "{}")
         data["escalation"] = {"highlight": True, "level": "responders_exhausted", "since": iso(now)}
-        await tx.execute(
-            "UPDATE alerts SET data = ?, updated_at = ? WHERE id = ?", _j(data), now, alert["id"]
-        )
+        await sql.set_alert_data(tx, alert["id"], _j(data), now)
         if self.settings.twilio_enabled:
             text = describe(alert["type"], *(await self._resident_bits(tx, alert)))
             for number in self.settings.supervisor_numbers:
@@ -748,12 +565,7 @@ class Escalation:
         """A text (``via`` sms) from ``from_number``: the newest call-out that contacted that number."""
 
         async def work(tx: Tx, post: PostCommit) -> ReplyOutcome:
-            row = await tx.fetchone(
-                "SELECT * FROM notifications WHERE to_number = ? AND state <> ? "
-                "ORDER BY id DESC LIMIT 1",
-                from_number,
-                NotificationState.PENDING,
-            )
+            row = await sql.last_contact_of(tx, from_number)
             if row is None:
                 return ReplyOutcome()
             return await self._answer(tx, post, row, reply, via, ref)
@@ -765,7 +577,7 @@ class Escalation:
         """Keys pressed on a call we placed."""
 
         async def work(tx: Tx, post: PostCommit) -> ReplyOutcome:
-            row = await tx.fetchone("SELECT * FROM notifications WHERE sid = ?", call_sid)
+            row = await sql.notification_by_sid(tx, call_sid)
             if row is None:
                 return ReplyOutcome()
             return await self._answer(tx, post, row, reply, "voice", call_sid, digits=digits)
@@ -785,7 +597,7 @@ class Escalation:
         digits: str | None = None,
     ) -> ReplyOutcome:
         now = time.time()
-        alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", note["alert_id"])
+        alert = await sql.alert(tx, int(note["alert_id"]))
         if alert is None:
             return ReplyOutcome()
         source = Source.SMS if via == "sms" else Source.VOICE
@@ -824,9 +636,9 @@ class Escalation:
                 )
                 out.recorded = "late"
                 return out
-            await self._move_callout(tx, alert["id"], CalloutState.ACCEPTED, now, accepted_by=name)
-            await self._cancel_steps(tx, alert["id"], StepKind.RESPONDER, f"accepted by {name}", now)
-            await self._cancel_notifications(tx, alert["id"], Purpose.RESPONDER, f"accepted by {name}", now)
+            await sql.move_callout(tx, alert["id"], CalloutState.ACCEPTED, now, accepted_by=name)
+            await sql.cancel_steps(tx, alert["id"], StepKind.RESPONDER, f"accepted by {name}", now)
+            await sql.cancel_notifications(tx, alert["id"], Purpose.RESPONDER, f"accepted by {name}", now)
             await self.store.log_action(tx, post, alert, "responder_accepted", actor, source, detail, now)
             out.recorded = "accepted"
             return out
@@ -839,8 +651,8 @@ class Escalation:
                 and index is not None
                 and int(callout["position"]) == int(index)
             ):
-                await self._cancel_steps(tx, alert["id"], StepKind.RESPONDER, "declined", now, seq=int(index))
-                await self._cancel_notifications(
+                await sql.cancel_steps(tx, alert["id"], StepKind.RESPONDER, "declined", now, seq=int(index))
+                await sql.cancel_notifications(
                     tx, alert["id"], Purpose.RESPONDER, "declined", now, responder_index=int(index)
                 )
                 await self._advance(tx, post, alert, callout, responders, int(index), now)
@@ -864,33 +676,17 @@ class Escalation:
 
         async def work(tx: Tx, post: PostCommit) -> list[Notification]:
             now = time.time()
-            rows = await tx.fetchall(
-                "SELECT * FROM notifications WHERE state = ? AND due_at <= ? "
-                "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due_at, id LIMIT ?"
-                + self.store.skip_locked(),
-                NotificationState.PENDING,
-                now,
-                now,
-                limit,
-            )
+            rows = await sql.due_notifications(tx, now, limit, self.store.skip_locked())
             taken = []
             for r in rows:
                 reason = await self._irrelevant(tx, r)
                 if reason is not None:
-                    await self._move_notification(
+                    await sql.move_notification(
                         tx, r["id"], NotificationState.CANCELLED, now, last_error=reason
                     )
                     continue
-                changed = await tx.execute(
-                    "UPDATE notifications SET attempts = attempts + 1, lease_until = ?, claimed_by = ?, "
-                    "updated_at = ? WHERE id = ? AND state = ? "
-                    "AND (lease_until IS NULL OR lease_until <= ?)",
-                    now + self.settings.lease_s,
-                    self.settings.node,
-                    now,
-                    r["id"],
-                    NotificationState.PENDING,
-                    now,
+                changed = await sql.lease_notification(
+                    tx, r["id"], now + self.settings.lease_s, self.settings.node, now
                 )
                 if changed != 1:
                     continue
@@ -913,17 +709,13 @@ class Escalation:
 
     async def _irrelevant(self, tx: Tx, note: Row) -> str | None:
         if note["purpose"] == Purpose.SUPERVISOR and note["step_id"] is not None:
-            alert = await tx.fetchone(
-                "SELECT state, acknowledged_by FROM alerts WHERE id = ?", note["alert_id"]
-            )
+            alert = await sql.alert_state(tx, int(note["alert_id"]))
             if alert is None:
                 return "the alert is gone"
             if alert["state"] != AlertState.RAISED:
                 return f"the alert was {alert['state']}"
         if note["purpose"] == Purpose.RESPONDER:
-            callout = await tx.fetchone(
-                "SELECT state, position FROM escalation_callouts WHERE alert_id = ?", note["alert_id"]
-            )
+            callout = await sql.callout(tx, int(note["alert_id"]))
             if callout is None or callout["state"] != CalloutState.ACTIVE:
                 return "the call-out is over"
         return None
@@ -934,15 +726,19 @@ class Escalation:
         """
 
         async def work(tx: Tx, post: PostCommit) -> str | None:
-            row = await tx.fetchone("SELECT * FROM notifications WHERE id = ?", notification.id)
+            row = await sql.notification(tx, notification.id)
             if row is None:
                 return "the notification is gone"
             if row["state"] != NotificationState.PENDING:
                 return f"the notification is {row['state']} ({row['last_error'] or 'no reason'})"
             reason = await self._irrelevant(tx, row)
             if reason is not None:
-                await self._move_notification(
-                    tx, notification.id, NotificationState.CANCELLED, time.time(), last_error=reason,
+                await sql.move_notification(
+                    tx,
+                    notification.id,
+                    NotificationState.CANCELLED,
+                    time.time(),
+                    last_error=reason,
                     release=True,
                 )
             return reason
@@ -954,30 +750,15 @@ class Escalation:
         """Give back a claim that was never tried (shutdown before sending)."""
 
         async def work(tx: Tx, post: PostCommit) -> None:
-            await tx.execute(
-                "UPDATE notifications SET lease_until = NULL, attempts = attempts - 1 "
-                "WHERE id = ? AND state = ?",
-                notification.id,
-                NotificationState.PENDING,
-            )
+            await sql.give_back(tx, notification.id)
 
         await self.store.transaction(work)
 
     async def notification_sent(self, notification: Notification, *, sid: str, status: str) -> None:
         async def work(tx: Tx, post: PostCommit) -> None:
             now = time.time()
-            sources = NOTIFICATIONS.sources(NotificationState.SENT)
-            await tx.execute(
-                "UPDATE notifications SET state = ?, sid = ?, status = ?, lease_until = NULL, "
-                f"last_error = NULL, updated_at = ? WHERE id = ? AND state IN ({marks(sources)})",
-                NotificationState.SENT,
-                sid,
-                status,
-                now,
-                notification.id,
-                *sources,
-            )
-            alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", int(notification.alert_id))
+            await sql.record_sent(tx, notification.id, sid, status, now)
+            alert = await sql.alert(tx, int(notification.alert_id))
             if alert is not None:
                 await self.store.log_action(
                     tx,
@@ -1002,19 +783,12 @@ class Escalation:
             retry_at = None
             if retryable and notification.attempts < self.settings.max_attempts:
                 retry_at = now + self._retry_delay(notification.attempts)
-                await tx.execute(
-                    "UPDATE notifications SET due_at = ?, lease_until = NULL, last_error = ?, "
-                    "updated_at = ? WHERE id = ?",
-                    retry_at,
-                    error,
-                    now,
-                    notification.id,
-                )
+                await sql.retry_later(tx, notification.id, retry_at, error, now)
             else:
-                await self._move_notification(
+                await sql.move_notification(
                     tx, notification.id, NotificationState.FAILED, now, last_error=error, release=True
                 )
-            alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", int(notification.alert_id))
+            alert = await sql.alert(tx, int(notification.alert_id))
             if alert is not None:
                 detail = self._detail(
                     notification,
@@ -1047,14 +821,12 @@ class Escalation:
         """A status callback; a failed delivery is retried while attempts remain. Returns the alert id."""
 
         async def work(tx: Tx, post: PostCommit) -> str | None:
-            row = await tx.fetchone("SELECT * FROM notifications WHERE sid = ?", sid)
+            row = await sql.notification_by_sid(tx, sid)
             if row is None:
                 return None
             now = time.time()
-            await tx.execute(
-                "UPDATE notifications SET status = ?, updated_at = ? WHERE id = ?", status, now, row["id"]
-            )
-            alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", row["alert_id"])
+            await sql.set_status(tx, row["id"], status, now)
+            alert = await sql.alert(tx, int(row["alert_id"]))
             if alert is None or not final:
                 return None if alert is None else str(alert["id"])
             detail: dict[str, Any] = {
@@ -1072,18 +844,23 @@ class Escalation:
                 relevant = await self._irrelevant(tx, row) is None
                 if relevant and int(row["attempts"]) < self.settings.max_attempts:
                     retry_at = now + self._retry_delay(int(row["attempts"]))
-                    await self._move_notification(
-                        tx, row["id"], NotificationState.PENDING, None, last_error=f"status {status}",
-                        release=True, due_at=retry_at,
+                    await sql.move_notification(
+                        tx,
+                        row["id"],
+                        NotificationState.PENDING,
+                        None,
+                        last_error=f"status {status}",
+                        release=True,
+                        due_at=retry_at,
                     )
                     detail["retry_at"] = iso(retry_at)
                 else:
-                    await self._move_notification(
+                    await sql.move_notification(
                         tx, row["id"], NotificationState.FAILED, None, last_error=f"status {status}"
                     )
                     detail["gave_up"] = True
             else:
-                await self._move_notification(tx, row["id"], NotificationState.DELIVERED, None)
+                await sql.move_notification(tx, row["id"], NotificationState.DELIVERED, None)
             await self.store.log_action(
                 tx,
                 post,
@@ -1102,22 +879,9 @@ class Escalation:
     async def pending_counts(self) -> dict[str, int]:
         """Pending steps and notifications, for metrics."""
         async with self.store.read() as tx:
-            steps = await tx.fetchone(
-                "SELECT COUNT(*) AS n FROM escalation_steps WHERE state = ?", StepState.PENDING
-            )
-            notes = await tx.fetchone(
-                "SELECT COUNT(*) AS n FROM notifications WHERE state = ?", NotificationState.PENDING
-            )
-        return {"steps": int(steps["n"]) if steps else 0, "notifications": int(notes["n"]) if notes else 0}
+            return await sql.pending_counts(tx)
 
     async def next_due(self) -> float | None:
         """When the earliest pending step or notification falls due."""
         async with self.store.read() as tx:
-            a = await tx.fetchone(
-                "SELECT MIN(due_at) AS t FROM escalation_steps WHERE state = ?", StepState.PENDING
-            )
-            b = await tx.fetchone(
-                "SELECT MIN(due_at) AS t FROM notifications WHERE state = ?", NotificationState.PENDING
-            )
-        times = [float(r["t"]) for r in (a, b) if r is not None and r["t"] is not None]
-        return min(times) if times else None
+            return await sql.next_due(tx)

@@ -55,4 +55,3 @@ class EscalationMetrics:
             ["route", "result"],
             registry=registry,
         )
-

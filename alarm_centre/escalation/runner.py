@@ -210,4 +210,3 @@ class EscalationRunner:
             return
         self.metrics.notifications.labels(note.channel, note.purpose, "sent").inc()
         await self.escalation.notification_sent(note, sid=sent.sid, status=sent.status)
-

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from alarm_centre.api import USER_KEY, json_error, json_response, read_json, require
+from alarm_centre.escalation import store as sql
 from alarm_centre.escalation.engine import Escalation
 from alarm_centre.escalation.policy import POLICY_SCHEMA, PolicyStep, parse_steps
 from alarm_centre.ids import row_id
@@ -210,16 +211,8 @@ async def window_tallies(
 
 
 async def _rows(store: AlertStore, lo: float, hi: float, priorities: Sequence[int]) -> list[Row]:
-    marks = ", ".join("?" for _ in priorities)
     async with store.read() as tx:
-        return await tx.fetchall(
-            "SELECT priority, raised_at, acknowledged_at, acknowledged_by, resolved_at FROM alerts "
-            f"WHERE raised_at >= ? AND raised_at < ? AND test = 0 AND priority IN ({marks}) "
-            "ORDER BY raised_at",
-            lo,
-            hi,
-            *priorities,
-        )
+        return await sql.raised_between(tx, lo, hi, priorities)
 
 
 async def acknowledge_delays(store: AlertStore, alert_ids: Iterable[str]) -> list[tuple[int, float]]:
@@ -228,11 +221,7 @@ async def acknowledge_delays(store: AlertStore, alert_ids: Iterable[str]) -> lis
     if not ids:
         return []
     async with store.read() as tx:
-        rows = await tx.fetchall(
-            "SELECT priority, raised_at, acknowledged_at, test FROM alerts "
-            f"WHERE id IN ({', '.join('?' for _ in ids)})",
-            *ids,
-        )
+        rows = await sql.acknowledgements(tx, ids)
     return [
         (int(row["priority"]), max(0.0, float(row["acknowledged_at"]) - float(row["raised_at"])))
         for row in rows

@@ -159,6 +159,7 @@ CALLOUTS: StateTable[CalloutState] = StateTable(
     },
 )
 
-def marks(states: tuple[StrEnum, ...]) -> str:
-    """``?, ?, ...``: one placeholder per state, for ``state IN (...)``."""
-    return ", ".join("?" for _ in states)
+
+def marks(values: tuple[object, ...]) -> str:
+    """``?, ?, ...``: one placeholder per value, for ``column IN (...)``."""
+    return ", ".join("?" for _ in values)

@@ -32,6 +32,7 @@ from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
+from alarm_centre.escalation import store as sql
 from alarm_centre.escalation.engine import Escalation
 from alarm_centre.escalation.metrics import EscalationMetrics
 from alarm_centre.openapi import Body, operation
@@ -240,10 +241,7 @@ class StoredReplayGuard:
         stored = self._key(key)
 
         async def work(tx: Tx, post: PostCommit) -> int:
-            await tx.execute("DELETE FROM webhook_replays WHERE expires_at <= ?", now)
-            return await tx.execute(
-                "INSERT INTO webhook_replays (replay_key, expires_at) VALUES (?, ?) "
-                "ON CONFLICT (replay_key) DO NOTHING", stored, now + self._window)
+            return await sql.claim_replay(tx, stored, now, now + self._window)
 
         if await self._store.transaction(work) != 1:
             raise WebhookRejected("replayed", "this webhook was already received", status=403)
@@ -253,7 +251,7 @@ class StoredReplayGuard:
         stored = self._key(key)
 
         async def work(tx: Tx, post: PostCommit) -> None:
-            await tx.execute("DELETE FROM webhook_replays WHERE replay_key = ?", stored)
+            await sql.forget_replay(tx, stored)
 
         await self._store.transaction(work)
 
