@@ -510,7 +510,7 @@ class TwilioRoutes:
             try:
                 await self.guard.release(key)
             except Exception as exc:  # the store is failing too: Twilio's retry is refused as a replay
-                log.warning("could not release twilio webhook %s for a retry: %s", key, exc)
+                log.warning("could not release twilio webhook %s for a retry: %s", key, exc, exc_info=True)
             self.metrics.webhooks.labels(route, "error").inc()
             raise
         self.metrics.webhooks.labels(route, "ok").inc()
