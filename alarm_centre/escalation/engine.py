@@ -46,6 +46,7 @@ from alarm_centre.escalation.states import (
     NotificationState,
     PolicySource,
     Purpose,
+    ReplyResult,
     ResponderAction,
     StepAction,
     StepKind,
@@ -101,7 +102,7 @@ class ReplyOutcome:
     """What an inbound reply or key press did, for the webhook's answer."""
 
     alert_id: str | None = None
-    recorded: str = "ignored"  # accepted | declined | unreadable | late | ignored
+    recorded: ReplyResult = ReplyResult.IGNORED
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -616,7 +617,7 @@ class Escalation:
             await self.store.log_action(
                 tx, post, alert, "supervisor_replied", f"supervisor:{note['to_number']}", source, detail, now
             )
-            out.recorded = "supervisor"
+            out.recorded = ReplyResult.SUPERVISOR
             return out
         actor = f"responder:{name}"
         callout, responders = await self._callout(tx, int(alert["id"]))
@@ -634,17 +635,17 @@ class Escalation:
                     {**detail, "note": f"already accepted by {holder}"},
                     now,
                 )
-                out.recorded = "late"
+                out.recorded = ReplyResult.LATE
                 return out
             await sql.move_callout(tx, alert["id"], CalloutState.ACCEPTED, now, accepted_by=name)
             await sql.cancel_steps(tx, alert["id"], StepKind.RESPONDER, f"accepted by {name}", now)
             await sql.cancel_notifications(tx, alert["id"], Purpose.RESPONDER, f"accepted by {name}", now)
             await self.store.log_action(tx, post, alert, "responder_accepted", actor, source, detail, now)
-            out.recorded = "accepted"
+            out.recorded = ReplyResult.ACCEPTED
             return out
         if reply == "decline":
             await self.store.log_action(tx, post, alert, "responder_declined", actor, source, detail, now)
-            out.recorded = "declined"
+            out.recorded = ReplyResult.DECLINED
             if (
                 callout is not None
                 and callout["state"] == CalloutState.ACTIVE
@@ -667,7 +668,7 @@ class Escalation:
             {**detail, "note": "reply not understood"},
             now,
         )
-        out.recorded = "unreadable"
+        out.recorded = ReplyResult.UNREADABLE
         return out
 
     # -- notifications ---------------------------------------------------------------------------

@@ -57,6 +57,17 @@ class PolicySource(StrEnum):
     API = "api"
 
 
+class ReplyResult(StrEnum):
+    """What an inbound text or key press did (it decides the answer Twilio reads back)."""
+
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    UNREADABLE = "unreadable"
+    LATE = "late"
+    SUPERVISOR = "supervisor"
+    IGNORED = "ignored"
+
+
 class StepState(StrEnum):
     PENDING = "pending"
     DONE = "done"

@@ -35,6 +35,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from alarm_centre.escalation import store as sql
 from alarm_centre.escalation.engine import Escalation
 from alarm_centre.escalation.metrics import EscalationMetrics
+from alarm_centre.escalation.states import ReplyResult
 from alarm_centre.openapi import Body, operation
 from devices.numbers import whole_number
 
@@ -435,23 +436,23 @@ def twiml_response(twiml: str) -> web.Response:
     return web.Response(text=twiml, content_type="application/xml")
 
 
-SMS_ANSWERS: dict[str, str | None] = {
-    "accepted": "Thank you, you have accepted. The control centre has been told.",
-    "declined": "Thank you. The control centre will contact someone else.",
-    "unreadable": "Sorry, we did not understand. Reply YES to accept or NO to decline.",
-    "late": "Thank you. Someone else has already accepted this call-out.",
-    "supervisor": "Noted on the alert's timeline.",
-    "ignored": None,
+SMS_ANSWERS: dict[ReplyResult, str | None] = {
+    ReplyResult.ACCEPTED: "Thank you, you have accepted. The control centre has been told.",
+    ReplyResult.DECLINED: "Thank you. The control centre will contact someone else.",
+    ReplyResult.UNREADABLE: "Sorry, we did not understand. Reply YES to accept or NO to decline.",
+    ReplyResult.LATE: "Thank you. Someone else has already accepted this call-out.",
+    ReplyResult.SUPERVISOR: "Noted on the alert's timeline.",
+    ReplyResult.IGNORED: None,
 }
 #: What a call hears after pressing a key, by what the key press did. A call the bridge does not know
 #: (or whose alert is gone) hears a neutral goodbye: nothing was accepted, so nothing may say it was.
-VOICE_ANSWERS: dict[str, str] = {
-    "accepted": "Thank you. You have accepted this alert and the control centre has been told.",
-    "declined": "Thank you. The control centre will contact someone else.",
-    "unreadable": "Sorry, that key was not recognised. The control centre will contact you again.",
-    "late": "Thank you. Someone else has already accepted this call-out.",
-    "supervisor": "Thank you. Your answer is noted on the alert.",
-    "ignored": "Thank you. Goodbye.",
+VOICE_ANSWERS: dict[ReplyResult, str] = {
+    ReplyResult.ACCEPTED: "Thank you. You have accepted this alert and the control centre has been told.",
+    ReplyResult.DECLINED: "Thank you. The control centre will contact someone else.",
+    ReplyResult.UNREADABLE: "Sorry, that key was not recognised. The control centre will contact you again.",
+    ReplyResult.LATE: "Thank you. Someone else has already accepted this call-out.",
+    ReplyResult.SUPERVISOR: "Thank you. Your answer is noted on the alert.",
+    ReplyResult.IGNORED: "Thank you. Goodbye.",
 }
 
 
@@ -535,7 +536,7 @@ class TwilioRoutes:
             outcome = await self.escalation.on_reply(
                 from_number=value.from_number, reply=value.reply.value, via="sms", ref=value.message_sid
             )
-            return twiml_response(sms_reply_twiml(SMS_ANSWERS.get(outcome.recorded)))
+            return twiml_response(sms_reply_twiml(SMS_ANSWERS[outcome.recorded]))
 
         return await self._guarded("sms", request, act, value.replay_key)
 
@@ -549,7 +550,7 @@ class TwilioRoutes:
             outcome = await self.escalation.on_digits(
                 call_sid=value.call_sid, reply=value.reply.value, digits=value.digits
             )
-            spoken = VOICE_ANSWERS.get(outcome.recorded, VOICE_ANSWERS["ignored"])
+            spoken = VOICE_ANSWERS[outcome.recorded]
             return twiml_response(voice_say_twiml(spoken, language=self.language))
 
         return await self._guarded("voice", request, act, value.replay_key)

@@ -146,3 +146,10 @@ async def _force_state(store: AlertStore, note_id: int, state: NotificationState
         await tx.execute("UPDATE notifications SET state = ? WHERE id = ?", state, note_id)
 
     await store.transaction(work)
+
+
+def test_every_reply_result_has_an_sms_and_a_spoken_answer() -> None:
+    from alarm_centre.escalation.states import ReplyResult
+    from alarm_centre.escalation.twilio import SMS_ANSWERS, VOICE_ANSWERS
+
+    assert set(SMS_ANSWERS) == set(ReplyResult) == set(VOICE_ANSWERS)
