@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from alarm_centre.escalation.policy import PolicyStep, parse_steps
+from devices.numbers import whole_number
 from devices.vocabulary import PRIORITIES
 
 ENV_PREFIX = "TELECARE_"
@@ -208,29 +210,11 @@ class TwilioConfig(Section):
         return self
 
 
-class EscalationStepConfig(Section):
-    #: Seconds after the alert was raised.
-    after_s: float = Field(ge=0, le=86400)
-    action: Literal["highlight", "sms", "call"]
-    #: "supervisors" (twilio.supervisor_numbers) and/or E.164 numbers.
-    to: list[str] = Field(default_factory=lambda: ["supervisors"], min_length=1)
-
-    @field_validator("to")
-    @classmethod
-    def _targets(cls, value: list[str]) -> list[str]:
-        for target in value:
-            if target != "supervisors" and not re.fullmatch(E164_PATTERN, target):
-                raise ValueError(f"must be 'supervisors' or E.164 numbers, not {target!r}")
-        return value
-
-
-def _default_policies() -> dict[int, list[EscalationStepConfig]]:
-    def step(after: float, action: str) -> EscalationStepConfig:
-        return EscalationStepConfig.model_validate({"after_s": after, "action": action})
-
+def _default_policies() -> dict[int, list[PolicyStep]]:
     return {
-        1: [step(30, "highlight"), step(60, "sms"), step(120, "call")],
-        2: [step(60, "highlight"), step(180, "sms")],
+        1: parse_steps([{"after_s": 30, "action": "highlight"}, {"after_s": 60, "action": "sms"},
+                        {"after_s": 120, "action": "call"}]),
+        2: parse_steps([{"after_s": 60, "action": "highlight"}, {"after_s": 180, "action": "sms"}]),
         3: [],
     }
 
@@ -239,8 +223,9 @@ class EscalationConfig(Section):
     """Escalation of unacknowledged alerts and responder call-outs (see docs/escalation.md)."""
 
     enabled: bool = True
-    #: Steps per priority; snapshotted onto each alert when it is raised.
-    policies: dict[int, list[EscalationStepConfig]] = Field(default_factory=_default_policies)
+    #: Steps per priority; snapshotted onto each alert when it is raised. Each step is checked by
+    #: :func:`alarm_centre.escalation.policy.parse_steps`, the same check as the policy API.
+    policies: dict[int, list[PolicyStep]] = Field(default_factory=_default_policies)
     #: Seconds a responder has to accept (YES / key 1) before the next one is contacted.
     responder_wait_s: float = Field(120.0, gt=0, le=3600)
     #: Delays before retrying a failed SMS or call, one per attempt (the last repeats).
@@ -254,14 +239,21 @@ class EscalationConfig(Section):
     #: Time zone of the service-level days.
     timezone: str = "UTC"
 
-    @field_validator("policies")
+    @field_validator("policies", mode="before")
     @classmethod
-    def _priorities(
-        cls, value: dict[int, list[EscalationStepConfig]]
-    ) -> dict[int, list[EscalationStepConfig]]:
-        if any(p not in PRIORITIES for p in value):
-            raise ValueError(f"alert priorities are {', '.join(map(str, PRIORITIES))}")
-        return value
+    def _policies(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        checked: dict[Any, list[PolicyStep]] = {}
+        for priority, steps in value.items():
+            number = priority if isinstance(priority, int) else whole_number(str(priority))
+            if number not in PRIORITIES:
+                raise ValueError(f"alert priorities are {', '.join(map(str, PRIORITIES))}")
+            try:
+                checked[number] = parse_steps(list(steps) if isinstance(steps, tuple) else steps)
+            except ValueError as exc:
+                raise ValueError(f"priority {number}: {exc}") from None
+        return checked
 
     @field_validator("timezone")
     @classmethod

@@ -10,8 +10,8 @@ from typing import Any
 from clock import SteppedClock
 from harness import RunningBridge, eventually, make_config
 
+from alarm_centre.escalation.runner import ESCALATION_RUNNER
 from bridge.config import Config
-from bridge.feature_escalation import ESCALATION_RUNNER
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType
 from simulators.twilio_server import TwilioServer

@@ -21,7 +21,9 @@ from harness import eventually
 
 from alarm_centre.alerts.model import OutboxItem
 from alarm_centre.cancellation import stop
-from alarm_centre.escalation import Escalation, EscalationSettings, PolicyStep
+from alarm_centre.escalation.engine import Escalation, EscalationSettings
+from alarm_centre.escalation.policy import PolicyStep
+from alarm_centre.escalation.states import StepAction
 from alarm_centre.host import HookOrder
 from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore
@@ -190,8 +192,8 @@ async def escalating(store: AlertStore) -> Escalation:
     escalation = Escalation(store, EscalationSettings(supervisor_numbers=(SUPERVISOR,), twilio_enabled=True))
     store.add_raise_hook(escalation.on_raise, HookOrder.ESCALATION)
     await escalation.sync_policies({
-        1: [PolicyStep(0, "sms"), PolicyStep(600, "call")],
-        3: [PolicyStep(300, "sms")],
+        1: [PolicyStep(0, StepAction.SMS), PolicyStep(600, StepAction.CALL)],
+        3: [PolicyStep(300, StepAction.SMS)],
     })
     return escalation
 
@@ -237,8 +239,9 @@ async def test_the_notifier_does_not_send_a_claimed_notification_of_a_resolved_a
     """The real runner and Twilio client against the local Twilio stand-in: nothing reaches it."""
     from prometheus_client import CollectorRegistry
 
-    from alarm_centre.notify import Notifier
-    from bridge.feature_escalation import EscalationMetrics, EscalationRunner
+    from alarm_centre.escalation.metrics import EscalationMetrics
+    from alarm_centre.escalation.notify import Notifier
+    from alarm_centre.escalation.runner import EscalationRunner
     from simulators.twilio_server import TwilioServer
 
     escalation = await escalating(store)

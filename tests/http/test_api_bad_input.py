@@ -141,14 +141,14 @@ async def test_nul_in_text_is_422(any_store_bridge: RunningBridge, method: str, 
 
 @pytest.mark.parametrize("code", ["99999999999999999999", "\u0663", "+5", " 5", "1_0", "\u00b3"])
 def test_twilio_error_codes_follow_the_number_rule(code: str) -> None:
-    from alarm_centre.twilio_webhooks import WebhookRejected, parse_status
+    from alarm_centre.escalation.twilio import WebhookRejected, parse_status
 
     with pytest.raises(WebhookRejected, match="ErrorCode"):
         parse_status({"CallSid": "CA" + "0" * 32, "CallStatus": "failed", "ErrorCode": code})
 
 
 def test_twilio_error_code_is_read() -> None:
-    from alarm_centre.twilio_webhooks import parse_status
+    from alarm_centre.escalation.twilio import parse_status
 
     status = parse_status({"CallSid": "CA" + "0" * 32, "CallStatus": "failed", "ErrorCode": "30008"})
     assert status.error_code == 30008

@@ -1,8 +1,9 @@
 """Escalation: per-priority policies, each alert's snapshotted due steps, responder call-outs, notifications.
 
-Everything here is store logic (no aiohttp, no twilio): the bridge's escalation runner calls it.
+Everything here is store logic (no aiohttp, no twilio): the escalation runner calls it. Steps,
+notifications and call-outs change state only as the tables in :mod:`alarm_centre.escalation.states` allow.
 
-- A **policy** is a list of steps per priority (``after_s``, ``action`` = highlight | sms | call, ``to``).
+- A **policy** (:mod:`alarm_centre.escalation.policy`) is a list of steps per priority.
   Policies live in the store (``escalation_policies``); config provides them and an admin may edit them.
 - When an alert is raised, :meth:`Escalation.on_raise` (a store raise hook, ``HookOrder.ESCALATION``)
   copies the policy of its priority into ``escalation_steps`` in the same transaction: a later policy
@@ -25,14 +26,14 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from alarm_centre.alerts.audit import AuditAction
-from alarm_centre.alerts.lifecycle import Source
+from alarm_centre.alerts.lifecycle import AlertState, Source
 from alarm_centre.alerts.model import iso
-from alarm_centre.ids import row_id
-from alarm_centre.responders import (
-    E164_RE,
+from alarm_centre.escalation import store as sql
+from alarm_centre.escalation.policy import SUPERVISORS, PolicyStep
+from alarm_centre.escalation.responders import (
     Responder,
     describe,
     read_responders,
@@ -41,6 +42,20 @@ from alarm_centre.responders import (
     supervisor_call,
     supervisor_sms,
 )
+from alarm_centre.escalation.states import (
+    CALLOUTS,
+    CalloutState,
+    Channel,
+    NotificationState,
+    PolicySource,
+    Purpose,
+    ReplyResult,
+    ResponderAction,
+    StepAction,
+    StepKind,
+    StepState,
+)
+from alarm_centre.ids import row_id
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.tx import InvalidRequest, PostCommit, Row, Tx
 from devices import strict_json
@@ -49,89 +64,12 @@ from devices.vocabulary import PRIORITIES
 
 log = logging.getLogger(__name__)
 
-StepAction = Literal["highlight", "sms", "call"]
-STEP_ACTIONS: tuple[str, ...] = ("highlight", "sms", "call")
-SUPERVISORS = "supervisors"
 CALLOUT_LOOKBACK_S = 24 * 3600.0
-MAX_STEPS = 20
+STEPS_PER_PASS = 100
 
 
 def _j(value: Any) -> str:
     return strict_json.safe_dumps(value, default=str)
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyStep:
-    """One step of a policy: ``after_s`` seconds after the alert was raised, do ``action`` to ``to``."""
-
-    after_s: float
-    action: str
-    to: tuple[str, ...] = (SUPERVISORS,)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"after_s": self.after_s, "action": self.action, "to": list(self.to)}
-
-
-#: The body of ``PUT /api/v1/escalation/policies/{priority}``, as :func:`parse_steps` checks it.
-POLICY_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["steps"],
-    "additionalProperties": False,
-    "properties": {
-        "steps": {
-            "type": "array",
-            "maxItems": MAX_STEPS,
-            "items": {
-                "type": "object",
-                "required": ["after_s", "action"],
-                "additionalProperties": False,
-                "properties": {
-                    "after_s": {"type": "number", "minimum": 0, "maximum": 86400,
-                                "description": "seconds after the alert was raised"},
-                    "action": {"type": "string", "enum": list(STEP_ACTIONS)},
-                    "to": {
-                        "description": f"{SUPERVISORS!r} (the default) or E.164 numbers",
-                        "oneOf": [
-                            {"type": "string", "const": SUPERVISORS},
-                            {"type": "string", "pattern": f"^{E164_RE.pattern}$"},
-                            {"type": "array", "minItems": 1, "items": {"type": "string", "anyOf": [
-                                {"const": SUPERVISORS}, {"pattern": f"^{E164_RE.pattern}$"}]}},
-                        ],
-                    },
-                },
-            },
-        }
-    },
-}
-
-
-def parse_steps(raw: Any) -> list[PolicyStep]:
-    """Validate a policy from JSON (``[{"after_s", "action", "to"?}, ...]``); InvalidRequest if bad."""
-    if not isinstance(raw, list):
-        raise InvalidRequest("steps must be a list")
-    if len(raw) > MAX_STEPS:
-        raise InvalidRequest(f"at most {MAX_STEPS} steps")
-    steps = []
-    for n, item in enumerate(raw):
-        if not isinstance(item, dict) or set(item) - {"after_s", "action", "to"}:
-            raise InvalidRequest(f"steps[{n}] must be an object with after_s, action and optional to")
-        after = item.get("after_s")
-        if isinstance(after, bool) or not isinstance(after, int | float) or not 0 <= after <= 86400:
-            raise InvalidRequest(f"steps[{n}].after_s must be a number of seconds from 0 to 86400")
-        action = item.get("action")
-        if action not in STEP_ACTIONS:
-            raise InvalidRequest(f"steps[{n}].action must be one of {', '.join(STEP_ACTIONS)}")
-        to = item.get("to", [SUPERVISORS])
-        if isinstance(to, str):
-            to = [to]
-        if (
-            not isinstance(to, list)
-            or not to
-            or not all(isinstance(t, str) and (t == SUPERVISORS or E164_RE.fullmatch(t)) for t in to)
-        ):
-            raise InvalidRequest(f"steps[{n}].to must be 'supervisors' or a list of E.164 numbers")
-        steps.append(PolicyStep(float(after), str(action), tuple(to)))
-    return sorted(steps, key=lambda s: s.after_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +91,8 @@ class Notification:
 
     id: int
     alert_id: str
-    purpose: str  # "supervisor" | "responder"
-    channel: str  # "sms" | "call"
+    purpose: Purpose
+    channel: Channel
     to: str
     name: str
     body: str
@@ -166,7 +104,7 @@ class ReplyOutcome:
     """What an inbound reply or key press did, for the webhook's answer."""
 
     alert_id: str | None = None
-    recorded: str = "ignored"  # accepted | declined | unreadable | late | ignored
+    recorded: ReplyResult = ReplyResult.IGNORED
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -195,23 +133,22 @@ class Escalation:
         """Write the configured policies into the store, except where an admin edited one through the API."""
 
         async def work(tx: Tx, post: PostCommit) -> None:
-            now = self.clock()
-            rows = await tx.fetchall("SELECT priority, source FROM escalation_policies")
-            edited = {int(r["priority"]) for r in rows if r["source"] != "config"}
+            now = time.time()
+            rows = await sql.policy_sources(tx)
+            edited = {int(r["priority"]) for r in rows if r["source"] != PolicySource.CONFIG}
             for r in rows:
-                if r["source"] == "config" and int(r["priority"]) not in policies:
-                    await tx.execute("DELETE FROM escalation_policies WHERE priority = ?", r["priority"])
+                if r["source"] == PolicySource.CONFIG and int(r["priority"]) not in policies:
+                    await sql.delete_policy(tx, int(r["priority"]))
             for priority, steps in policies.items():
                 if priority in edited:
                     continue
-                await tx.execute(
-                    "INSERT INTO escalation_policies (priority, steps, source, updated_at, updated_by) "
-                    "VALUES (?, ?, 'config', ?, 'config') ON CONFLICT (priority) DO UPDATE SET "
-                    "steps = excluded.steps, source = excluded.source, updated_at = excluded.updated_at, "
-                    "updated_by = excluded.updated_by",
+                await sql.put_policy(
+                    tx,
                     int(priority),
                     _j([s.to_json() for s in steps]),
+                    PolicySource.CONFIG,
                     now,
+                    PolicySource.CONFIG.value,
                 )
 
         await self.store.transaction(work)
@@ -219,7 +156,7 @@ class Escalation:
     async def policies(self) -> dict[int, dict[str, Any]]:
         """The policies now in force, by priority."""
         async with self.store.read() as tx:
-            rows = await tx.fetchall("SELECT * FROM escalation_policies ORDER BY priority")
+            rows = await sql.all_policies(tx)
         return {
             int(r["priority"]): {
                 "priority": int(r["priority"]),
@@ -237,15 +174,8 @@ class Escalation:
             raise InvalidRequest(f"priority must be one of {', '.join(map(str, PRIORITIES))}")
 
         async def work(tx: Tx, post: PostCommit) -> None:
-            await tx.execute(
-                "INSERT INTO escalation_policies (priority, steps, source, updated_at, updated_by) "
-                "VALUES (?, ?, 'api', ?, ?) ON CONFLICT (priority) DO UPDATE SET "
-                "steps = excluded.steps, source = excluded.source, updated_at = excluded.updated_at, "
-                "updated_by = excluded.updated_by",
-                priority,
-                _j([s.to_json() for s in steps]),
-                self.clock(),
-                actor,
+            await sql.put_policy(
+                tx, priority, _j([s.to_json() for s in steps]), PolicySource.API, self.clock(), actor
             )
 
         await self.store.transaction(work)
@@ -254,7 +184,7 @@ class Escalation:
         """Drop an edited policy so the configured one applies again (after :meth:`sync_policies`)."""
 
         async def work(tx: Tx, post: PostCommit) -> None:
-            await tx.execute("DELETE FROM escalation_policies WHERE priority = ?", priority)
+            await sql.delete_policy(tx, priority)
 
         await self.store.transaction(work)
 
@@ -263,8 +193,8 @@ class Escalation:
         """The policy steps for a priority, read once per transaction (a storm raises thousands in one)."""
         known = self._policies_seen.setdefault(tx, {})
         if priority not in known:
-            row = await tx.fetchone("SELECT steps FROM escalation_policies WHERE priority = ?", priority)
-            known[priority] = json.loads(row["steps"]) if row is not None else []
+            text = await sql.policy_steps(tx, priority)
+            known[priority] = json.loads(text) if text is not None else []
         return known[priority]
 
     async def on_raise(self, tx: Tx, post: PostCommit, alert: Row, event: DeviceEvent) -> None:
@@ -277,12 +207,12 @@ class Escalation:
         now = self.clock()
         raised_at = float(alert["raised_at"])
         for seq, step in enumerate(steps):
-            await tx.execute(
-                "INSERT INTO escalation_steps (alert_id, kind, seq, action, target, due_at, created_at) "
-                "VALUES (?, 'policy', ?, ?, ?, ?, ?) ON CONFLICT (alert_id, kind, seq, action) DO NOTHING",
+            await sql.add_step(
+                tx,
                 alert["id"],
+                StepKind.POLICY,
                 seq,
-                step["action"],
+                StepAction(step["action"]),
                 _j(step),
                 raised_at + float(step["after_s"]),
                 now,
@@ -302,8 +232,8 @@ class Escalation:
             now = self.clock()
             total = 0
             for alert_id in ids:
-                alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", alert_id)
-                if alert is None or alert["state"] == "raised":
+                alert = await sql.alert(tx, alert_id)
+                if alert is None or alert["state"] == AlertState.RAISED:
                     continue
                 total += await self._cancel_policy(tx, post, alert, now)
             return total
@@ -317,21 +247,9 @@ class Escalation:
             if alert["acknowledged_by"]
             else f"{alert['state']} ({alert['outcome'] or 'no outcome'})"
         )
-        cancelled = await tx.execute(
-            "UPDATE escalation_steps SET state = 'cancelled', done_at = ?, result = ? "
-            "WHERE alert_id = ? AND kind = 'policy' AND state = 'pending'",
-            now,
-            reason,
-            alert["id"],
-        )
-        cancelled += await tx.execute(
-            "UPDATE notifications SET state = 'cancelled', updated_at = ?, last_error = ? "
-            "WHERE alert_id = ? AND purpose = 'supervisor' AND state = 'pending' "
-            "AND (lease_until IS NULL OR lease_until <= ?)",
-            now,
-            reason,
-            alert["id"],
-            now,
+        cancelled = await sql.cancel_steps(tx, alert["id"], StepKind.POLICY, reason, now)
+        cancelled += await sql.cancel_notifications(
+            tx, alert["id"], Purpose.SUPERVISOR, reason, now, unclaimed_at=now
         )
         if cancelled:
             await self.store.alerts.log_action(
@@ -347,47 +265,36 @@ class Escalation:
         return cancelled
 
     # -- due steps -------------------------------------------------------------------------------
-    async def run_due_steps(self, *, now: float | None = None, limit: int = 100) -> int:
+    async def run_due_steps(self, *, now: float | None = None, limit: int = STEPS_PER_PASS) -> int:
         """Perform every due step once, in one transaction; returns how many steps were taken."""
 
         async def work(tx: Tx, post: PostCommit) -> int:
-            at = self.clock() if now is None else now
-            rows = await tx.fetchall(
-                "SELECT * FROM escalation_steps WHERE state = 'pending' AND due_at <= ? "
-                "ORDER BY due_at, id LIMIT ?" + self.store.skip_locked(),
-                at,
-                limit,
-            )
+            at = time.time() if now is None else now
+            rows = await sql.due_steps(tx, at, limit, self.store.skip_locked())
             for step in rows:
                 state, result = await self._perform_step(tx, post, step, at)
-                await tx.execute(
-                    "UPDATE escalation_steps SET state = ?, done_at = ?, result = ? WHERE id = ?",
-                    state,
-                    at,
-                    result,
-                    step["id"],
-                )
+                await sql.finish_step(tx, step, state, at, result)
             return len(rows)
 
         taken: int = await self.store.transaction(work)
         return taken
 
-    async def _perform_step(self, tx: Tx, post: PostCommit, step: Row, now: float) -> tuple[str, str]:
-        alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", step["alert_id"])
+    async def _perform_step(self, tx: Tx, post: PostCommit, step: Row, now: float) -> tuple[StepState, str]:
+        alert = await sql.alert(tx, int(step["alert_id"]))
         if alert is None:
-            return "cancelled", "alert is gone"
-        if step["kind"] == "policy":
-            if alert["state"] != "raised":
+            return StepState.CANCELLED, "alert is gone"
+        if step["kind"] == StepKind.POLICY:
+            if alert["state"] != AlertState.RAISED:
                 await self._cancel_policy(tx, post, alert, now)
-                return "cancelled", f"alert is {alert['state']}"
+                return StepState.CANCELLED, f"alert is {alert['state']}"
             return await self._policy_step(tx, post, alert, step, now)
-        if step["kind"] == "responder":
+        if step["kind"] == StepKind.RESPONDER:
             return await self._responder_step(tx, post, alert, step, now)
-        return "failed", f"unknown step kind {step['kind']!r}"
+        return StepState.FAILED, f"unknown step kind {step['kind']!r}"
 
     async def _policy_step(
         self, tx: Tx, post: PostCommit, alert: Row, step: Row, now: float
-    ) -> tuple[str, str]:
+    ) -> tuple[StepState, str]:
         spec = json.loads(step["target"])
         waited = now - float(alert["raised_at"])
         detail: dict[str, Any] = {
@@ -396,16 +303,14 @@ class Escalation:
             "after_s": spec.get("after_s"),
             "waited_s": round(waited, 1),
         }
-        if step["action"] == "highlight":
+        if step["action"] == StepAction.HIGHLIGHT:
             data = json.loads(alert["data"] or "{}")
             data["escalation"] = {"highlight": True, "level": int(step["seq"]) + 1, "since": iso(now)}
-            await tx.execute(
-                "UPDATE alerts SET data = ?, updated_at = ? WHERE id = ?", _j(data), now, alert["id"]
-            )
+            await sql.set_alert_data(tx, alert["id"], _j(data), now)
             await self.store.alerts.log_action(
                 tx, post, alert, AuditAction.ESCALATION_HIGHLIGHT, "system", Source.SYSTEM, detail, now
             )
-            return "done", "highlighted"
+            return StepState.DONE, "highlighted"
         if not self.settings.twilio_enabled:
             await self.store.alerts.log_action(
                 tx,
@@ -417,7 +322,7 @@ class Escalation:
                 {**detail, "reason": "twilio is disabled"},
                 now,
             )
-            return "skipped", "twilio is disabled"
+            return StepState.SKIPPED, "twilio is disabled"
         numbers: list[str] = []
         for target in spec.get("to") or [SUPERVISORS]:
             for number in self.settings.supervisor_numbers if target == SUPERVISORS else (target,):
@@ -434,17 +339,17 @@ class Escalation:
                 {**detail, "reason": "no supervisor numbers configured"},
                 now,
             )
-            return "skipped", "no numbers"
+            return StepState.SKIPPED, "no numbers"
         text = describe(alert["type"], *(await self._resident_bits(tx, alert)))
-        channel = "sms" if step["action"] == "sms" else "call"
+        channel = Channel.SMS if step["action"] == StepAction.SMS else Channel.CALL
         body = (
             supervisor_sms(text, str(alert["id"]), waited)
-            if channel == "sms"
+            if channel is Channel.SMS
             else supervisor_call(text, waited)
         )
         for number in numbers:
             await self._add_notification(
-                tx, alert, step["id"], "supervisor", None, "", channel, number, body, now
+                tx, alert, step["id"], Purpose.SUPERVISOR, None, "", channel, number, body, now
             )
         await self.store.alerts.log_action(
             tx,
@@ -453,15 +358,15 @@ class Escalation:
             AuditAction.ESCALATION_NOTIFY,
             "system",
             Source.SYSTEM,
-            {**detail, "channel": channel, "to": numbers},
+            {**detail, "channel": channel.value, "to": numbers},
             now,
         )
-        return "done", f"{channel} to {len(numbers)}"
+        return StepState.DONE, f"{channel.value} to {len(numbers)}"
 
     async def _resident_bits(self, tx: Tx, alert: Row) -> tuple[str | None, str | None]:
         if not alert["resident_id"]:
             return None, None
-        row = await tx.fetchone("SELECT name, data FROM residents WHERE id = ?", alert["resident_id"])
+        row = await sql.resident(tx, alert["resident_id"])
         if row is None:
             return None, None
         try:
@@ -476,29 +381,15 @@ class Escalation:
         tx: Tx,
         alert: Row,
         step_id: int | None,
-        purpose: str,
+        purpose: Purpose,
         index: int | None,
         name: str,
-        channel: str,
+        channel: Channel,
         number: str,
         body: str,
         now: float,
     ) -> None:
-        await tx.execute(
-            "INSERT INTO notifications (alert_id, step_id, purpose, responder_index, name, channel, "
-            "to_number, body, due_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            alert["id"],
-            step_id,
-            purpose,
-            index,
-            name,
-            channel,
-            number,
-            body,
-            now,
-            now,
-            now,
-        )
+        await sql.add_notification(tx, alert["id"], step_id, purpose, index, name, channel, number, body, now)
 
     # -- responder call-outs ---------------------------------------------------------------------
     async def start_callouts(self, alert_ids: Iterable[str] | None = None) -> list[str]:
@@ -512,18 +403,9 @@ class Escalation:
             return []
 
         async def work(tx: Tx, post: PostCommit) -> list[str]:
-            now = self.clock()
-            sql = (
-                "SELECT * FROM alerts WHERE outcome = 'responder_sent' AND state = 'resolved' AND test = 0 "
-                "AND resolved_at >= ? AND NOT EXISTS (SELECT 1 FROM escalation_callouts c "
-                "WHERE c.alert_id = alerts.id)"
-            )
-            args: list[Any] = [now - CALLOUT_LOOKBACK_S]
-            if ids is not None:
-                sql += f" AND id IN ({', '.join('?' for _ in ids)})"
-                args += ids
+            now = time.time()
             started = []
-            for alert in await tx.fetchall(sql + " ORDER BY id", *args):
+            for alert in await sql.sent_for_responders_without_callout(tx, now - CALLOUT_LOOKBACK_S, ids):
                 await self._start_callout(tx, post, alert, now)
                 started.append(str(alert["id"]))
             return started
@@ -535,64 +417,51 @@ class Escalation:
         responders: list[Responder] = []
         skipped = 0
         if alert["resident_id"]:
-            row = await tx.fetchone("SELECT data FROM residents WHERE id = ?", alert["resident_id"])
+            row = await sql.resident(tx, alert["resident_id"])
             if row is not None:
                 responders, skipped = read_responders(row["data"])
+        state: CalloutState
         if not self.settings.twilio_enabled:
             state, action, reason = (
-                "unavailable", AuditAction.RESPONDER_CALLOUT_UNAVAILABLE, "twilio is disabled"
+                CalloutState.UNAVAILABLE,
+                AuditAction.RESPONDER_CALLOUT_UNAVAILABLE,
+                "twilio is disabled",
             )
         elif not responders:
             state, action, reason = (
-                "exhausted",
+                CalloutState.EXHAUSTED,
                 AuditAction.NO_RESPONDERS,
                 "the resident has no responder with a phone number",
             )
         else:
-            state, action, reason = "active", AuditAction.RESPONDER_CALLOUT_STARTED, ""
-        await tx.execute(
-            "INSERT INTO escalation_callouts (alert_id, responders, position, state, started_at, updated_at) "
-            "VALUES (?, ?, 0, ?, ?, ?) ON CONFLICT (alert_id) DO NOTHING",
-            alert["id"],
-            _j([r.to_json() for r in responders]),
-            state,
-            now,
-            now,
-        )
+            state, action, reason = CalloutState.ACTIVE, AuditAction.RESPONDER_CALLOUT_STARTED, ""
+        await sql.add_callout(tx, alert["id"], _j([r.to_json() for r in responders]), state, now)
         detail: dict[str, Any] = {"responders": [r.name for r in responders], "skipped": skipped}
         if reason:
             detail["reason"] = reason
         await self.store.alerts.log_action(tx, post, alert, action, "system", Source.SYSTEM, detail, now)
-        if state == "active":
-            await self._add_responder_step(tx, alert["id"], 0, "contact", now)
+        if state is CalloutState.ACTIVE:
+            await self._add_responder_step(tx, alert["id"], 0, ResponderAction.CONTACT, now)
 
     async def _add_responder_step(
-        self, tx: Tx, alert_id: int, index: int, action: str, due_at: float
+        self, tx: Tx, alert_id: int, index: int, action: ResponderAction, due_at: float
     ) -> None:
-        await tx.execute(
-            "INSERT INTO escalation_steps (alert_id, kind, seq, action, target, due_at, created_at) "
-            "VALUES (?, 'responder', ?, ?, '{}', ?, ?) ON CONFLICT (alert_id, kind, seq, action) DO NOTHING",
-            alert_id,
-            index,
-            action,
-            due_at,
-            self.clock(),
-        )
+        await sql.add_step(tx, alert_id, StepKind.RESPONDER, index, action, "{}", due_at, self.clock())
 
     async def _callout(self, tx: Tx, alert_id: int) -> tuple[Row | None, list[Responder]]:
-        row = await tx.fetchone("SELECT * FROM escalation_callouts WHERE alert_id = ?", alert_id)
+        row = await sql.callout(tx, alert_id)
         if row is None:
             return None, []
         return row, [Responder(r["name"], r["phone"]) for r in json.loads(row["responders"])]
 
     async def _responder_step(
         self, tx: Tx, post: PostCommit, alert: Row, step: Row, now: float
-    ) -> tuple[str, str]:
+    ) -> tuple[StepState, str]:
         callout, responders = await self._callout(tx, int(alert["id"]))
         index = int(step["seq"])
-        if callout is None or callout["state"] != "active" or int(callout["position"]) != index:
-            return "cancelled", "the call-out has moved on"
-        if step["action"] == "advance":
+        if callout is None or callout["state"] != CalloutState.ACTIVE or int(callout["position"]) != index:
+            return StepState.CANCELLED, "the call-out has moved on"
+        if step["action"] == ResponderAction.ADVANCE:
             who = responders[index]
             await self.store.alerts.log_action(
                 tx,
@@ -610,26 +479,35 @@ class Escalation:
                 now,
             )
             await self._advance(tx, post, alert, callout, responders, index, now)
-            return "done", "moved on"
+            return StepState.DONE, "moved on"
         who = responders[index]
         text = describe(alert["type"], *(await self._resident_bits(tx, alert)))
         await self._add_notification(
             tx,
             alert,
             step["id"],
-            "responder",
+            Purpose.RESPONDER,
             index,
             who.name,
-            "sms",
+            Channel.SMS,
             who.phone,
             responder_sms(text, str(alert["id"])),
             now,
         )
         await self._add_notification(
-            tx, alert, step["id"], "responder", index, who.name, "call", who.phone, responder_call(text), now
+            tx,
+            alert,
+            step["id"],
+            Purpose.RESPONDER,
+            index,
+            who.name,
+            Channel.CALL,
+            who.phone,
+            responder_call(text),
+            now,
         )
         await self._add_responder_step(
-            tx, int(alert["id"]), index, "advance", now + self.settings.responder_wait_s
+            tx, int(alert["id"]), index, ResponderAction.ADVANCE, now + self.settings.responder_wait_s
         )
         await self.store.alerts.log_action(
             tx,
@@ -641,7 +519,7 @@ class Escalation:
             {"index": index + 1, "of": len(responders), "name": who.name, "phone": who.phone},
             now,
         )
-        return "done", f"contacting {who.name}"
+        return StepState.DONE, f"contacting {who.name}"
 
     async def _advance(
         self,
@@ -655,21 +533,10 @@ class Escalation:
     ) -> None:
         nxt = index + 1
         if nxt < len(responders):
-            await tx.execute(
-                "UPDATE escalation_callouts SET position = ?, updated_at = ? WHERE alert_id = ?",
-                nxt,
-                now,
-                alert["id"],
-            )
-            await self._add_responder_step(tx, int(alert["id"]), nxt, "contact", now)
+            await sql.set_callout_position(tx, alert["id"], nxt, now)
+            await self._add_responder_step(tx, int(alert["id"]), nxt, ResponderAction.CONTACT, now)
             return
-        await tx.execute(
-            "UPDATE escalation_callouts SET position = ?, state = 'exhausted', updated_at = ? "
-            "WHERE alert_id = ?",
-            nxt,
-            now,
-            alert["id"],
-        )
+        await sql.move_callout(tx, alert["id"], CalloutState.EXHAUSTED, now, position=nxt)
         await self.store.alerts.log_action(
             tx,
             post,
@@ -682,9 +549,7 @@ class Escalation:
         )
         data = json.loads(alert["data"] or "{}")
         data["escalation"] = {"highlight": True, "level": "responders_exhausted", "since": iso(now)}
-        await tx.execute(
-            "UPDATE alerts SET data = ?, updated_at = ? WHERE id = ?", _j(data), now, alert["id"]
-        )
+        await sql.set_alert_data(tx, alert["id"], _j(data), now)
         if self.settings.twilio_enabled:
             text = describe(alert["type"], *(await self._resident_bits(tx, alert)))
             for number in self.settings.supervisor_numbers:
@@ -692,10 +557,10 @@ class Escalation:
                     tx,
                     alert,
                     None,
-                    "supervisor",
+                    Purpose.SUPERVISOR,
                     None,
                     "",
-                    "sms",
+                    Channel.SMS,
                     number,
                     f"Telecare: no responder accepted alert {alert['id']} ({text}). Please arrange help.",
                     now,
@@ -706,11 +571,7 @@ class Escalation:
         """A text (``via`` sms) from ``from_number``: the newest call-out that contacted that number."""
 
         async def work(tx: Tx, post: PostCommit) -> ReplyOutcome:
-            row = await tx.fetchone(
-                "SELECT * FROM notifications WHERE to_number = ? AND state <> 'pending' "
-                "ORDER BY id DESC LIMIT 1",
-                from_number,
-            )
+            row = await sql.last_contact_of(tx, from_number)
             if row is None:
                 return ReplyOutcome()
             return await self._answer(tx, post, row, reply, via, ref)
@@ -722,7 +583,7 @@ class Escalation:
         """Keys pressed on a call we placed."""
 
         async def work(tx: Tx, post: PostCommit) -> ReplyOutcome:
-            row = await tx.fetchone("SELECT * FROM notifications WHERE sid = ?", call_sid)
+            row = await sql.notification_by_sid(tx, call_sid)
             if row is None:
                 return ReplyOutcome()
             return await self._answer(tx, post, row, reply, "voice", call_sid, digits=digits)
@@ -741,8 +602,8 @@ class Escalation:
         *,
         digits: str | None = None,
     ) -> ReplyOutcome:
-        now = self.clock()
-        alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", note["alert_id"])
+        now = time.time()
+        alert = await sql.alert(tx, int(note["alert_id"]))
         if alert is None:
             return ReplyOutcome()
         source = Source.SMS if via == "sms" else Source.VOICE
@@ -757,18 +618,24 @@ class Escalation:
         if digits is not None:
             detail["digits"] = digits
         out = ReplyOutcome(alert_id=str(alert["id"]), name=name)
-        if note["purpose"] != "responder":
+        if note["purpose"] != Purpose.RESPONDER:
             await self.store.alerts.log_action(
-                tx, post, alert, AuditAction.SUPERVISOR_REPLIED, f"supervisor:{note['to_number']}", source,
-                detail, now,
+                tx,
+                post,
+                alert,
+                AuditAction.SUPERVISOR_REPLIED,
+                f"supervisor:{note['to_number']}",
+                source,
+                detail,
+                now,
             )
-            out.recorded = "supervisor"
+            out.recorded = ReplyResult.SUPERVISOR
             return out
         actor = f"responder:{name}"
         callout, responders = await self._callout(tx, int(alert["id"]))
         index = note["responder_index"]
         if reply == "accept":
-            if callout is None or callout["state"] not in ("active", "exhausted"):
+            if callout is None or not CALLOUTS.allows(CalloutState(callout["state"]), CalloutState.ACCEPTED):
                 holder = callout["accepted_by"] if callout is not None else None
                 await self.store.alerts.log_action(
                     tx,
@@ -780,59 +647,30 @@ class Escalation:
                     {**detail, "note": f"already accepted by {holder}"},
                     now,
                 )
-                out.recorded = "late"
+                out.recorded = ReplyResult.LATE
                 return out
-            await tx.execute(
-                "UPDATE escalation_callouts SET state = 'accepted', accepted_by = ?, updated_at = ? "
-                "WHERE alert_id = ?",
-                name,
-                now,
-                alert["id"],
-            )
-            await tx.execute(
-                "UPDATE escalation_steps SET state = 'cancelled', done_at = ?, result = ? "
-                "WHERE alert_id = ? AND kind = 'responder' AND state = 'pending'",
-                now,
-                f"accepted by {name}",
-                alert["id"],
-            )
-            await tx.execute(
-                "UPDATE notifications SET state = 'cancelled', updated_at = ?, last_error = ? "
-                "WHERE alert_id = ? AND purpose = 'responder' AND state = 'pending'",
-                now,
-                f"accepted by {name}",
-                alert["id"],
-            )
+            await sql.move_callout(tx, alert["id"], CalloutState.ACCEPTED, now, accepted_by=name)
+            await sql.cancel_steps(tx, alert["id"], StepKind.RESPONDER, f"accepted by {name}", now)
+            await sql.cancel_notifications(tx, alert["id"], Purpose.RESPONDER, f"accepted by {name}", now)
             await self.store.alerts.log_action(
                 tx, post, alert, AuditAction.RESPONDER_ACCEPTED, actor, source, detail, now
             )
-            out.recorded = "accepted"
+            out.recorded = ReplyResult.ACCEPTED
             return out
         if reply == "decline":
             await self.store.alerts.log_action(
                 tx, post, alert, AuditAction.RESPONDER_DECLINED, actor, source, detail, now
             )
-            out.recorded = "declined"
+            out.recorded = ReplyResult.DECLINED
             if (
                 callout is not None
-                and callout["state"] == "active"
+                and callout["state"] == CalloutState.ACTIVE
                 and index is not None
                 and int(callout["position"]) == int(index)
             ):
-                await tx.execute(
-                    "UPDATE escalation_steps SET state = 'cancelled', done_at = ?, result = 'declined' "
-                    "WHERE alert_id = ? AND kind = 'responder' AND seq = ? AND state = 'pending'",
-                    now,
-                    alert["id"],
-                    index,
-                )
-                await tx.execute(
-                    "UPDATE notifications SET state = 'cancelled', updated_at = ?, last_error = 'declined' "
-                    "WHERE alert_id = ? AND purpose = 'responder' AND responder_index = ? "
-                    "AND state = 'pending'",
-                    now,
-                    alert["id"],
-                    index,
+                await sql.cancel_steps(tx, alert["id"], StepKind.RESPONDER, "declined", now, seq=int(index))
+                await sql.cancel_notifications(
+                    tx, alert["id"], Purpose.RESPONDER, "declined", now, responder_index=int(index)
                 )
                 await self._advance(tx, post, alert, callout, responders, int(index), now)
             return out
@@ -846,7 +684,7 @@ class Escalation:
             {**detail, "note": "reply not understood"},
             now,
         )
-        out.recorded = "unreadable"
+        out.recorded = ReplyResult.UNREADABLE
         return out
 
     # -- notifications ---------------------------------------------------------------------------
@@ -854,36 +692,18 @@ class Escalation:
         """Take due notifications under a lease; ones that no longer matter are cancelled and recorded."""
 
         async def work(tx: Tx, post: PostCommit) -> list[Notification]:
-            now = self.clock()
-            rows = await tx.fetchall(
-                "SELECT * FROM notifications WHERE state = 'pending' AND due_at <= ? "
-                "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due_at, id LIMIT ?"
-                + self.store.skip_locked(),
-                now,
-                now,
-                limit,
-            )
+            now = time.time()
+            rows = await sql.due_notifications(tx, now, limit, self.store.skip_locked())
             taken = []
             for r in rows:
                 reason = await self._irrelevant(tx, r)
                 if reason is not None:
-                    await tx.execute(
-                        "UPDATE notifications SET state = 'cancelled', last_error = ?, "
-                        "updated_at = ? WHERE id = ?",
-                        reason,
-                        now,
-                        r["id"],
+                    await sql.move_notification(
+                        tx, r["id"], NotificationState.CANCELLED, now, last_error=reason
                     )
                     continue
-                changed = await tx.execute(
-                    "UPDATE notifications SET attempts = attempts + 1, lease_until = ?, claimed_by = ?, "
-                    "updated_at = ? WHERE id = ? AND state = 'pending' "
-                    "AND (lease_until IS NULL OR lease_until <= ?)",
-                    now + self.settings.lease_s,
-                    self.settings.node,
-                    now,
-                    r["id"],
-                    now,
+                changed = await sql.lease_notification(
+                    tx, r["id"], now + self.settings.lease_s, self.settings.node, now
                 )
                 if changed != 1:
                     continue
@@ -891,8 +711,8 @@ class Escalation:
                     Notification(
                         int(r["id"]),
                         str(r["alert_id"]),
-                        r["purpose"],
-                        r["channel"],
+                        Purpose(r["purpose"]),
+                        Channel(r["channel"]),
                         r["to_number"],
                         r["name"],
                         r["body"],
@@ -905,19 +725,15 @@ class Escalation:
         return result
 
     async def _irrelevant(self, tx: Tx, note: Row) -> str | None:
-        if note["purpose"] == "supervisor" and note["step_id"] is not None:
-            alert = await tx.fetchone(
-                "SELECT state, acknowledged_by FROM alerts WHERE id = ?", note["alert_id"]
-            )
+        if note["purpose"] == Purpose.SUPERVISOR and note["step_id"] is not None:
+            alert = await sql.alert_state(tx, int(note["alert_id"]))
             if alert is None:
                 return "the alert is gone"
-            if alert["state"] != "raised":
+            if alert["state"] != AlertState.RAISED:
                 return f"the alert was {alert['state']}"
-        if note["purpose"] == "responder":
-            callout = await tx.fetchone(
-                "SELECT state, position FROM escalation_callouts WHERE alert_id = ?", note["alert_id"]
-            )
-            if callout is None or callout["state"] != "active":
+        if note["purpose"] == Purpose.RESPONDER:
+            callout = await sql.callout(tx, int(note["alert_id"]))
+            if callout is None or callout["state"] != CalloutState.ACTIVE:
                 return "the call-out is over"
         return None
 
@@ -927,19 +743,20 @@ class Escalation:
         """
 
         async def work(tx: Tx, post: PostCommit) -> str | None:
-            row = await tx.fetchone("SELECT * FROM notifications WHERE id = ?", notification.id)
+            row = await sql.notification(tx, notification.id)
             if row is None:
                 return "the notification is gone"
-            if row["state"] != "pending":
+            if row["state"] != NotificationState.PENDING:
                 return f"the notification is {row['state']} ({row['last_error'] or 'no reason'})"
             reason = await self._irrelevant(tx, row)
             if reason is not None:
-                await tx.execute(
-                    "UPDATE notifications SET state = 'cancelled', last_error = ?, lease_until = NULL, "
-                    "updated_at = ? WHERE id = ? AND state = 'pending'",
-                    reason,
-                    time.time(),
+                await sql.move_notification(
+                    tx,
                     notification.id,
+                    NotificationState.CANCELLED,
+                    self.clock(),
+                    last_error=reason,
+                    release=True,
                 )
             return reason
 
@@ -950,26 +767,15 @@ class Escalation:
         """Give back a claim that was never tried (shutdown before sending)."""
 
         async def work(tx: Tx, post: PostCommit) -> None:
-            await tx.execute(
-                "UPDATE notifications SET lease_until = NULL, attempts = attempts - 1 "
-                "WHERE id = ? AND state = 'pending'",
-                notification.id,
-            )
+            await sql.give_back(tx, notification.id)
 
         await self.store.transaction(work)
 
     async def notification_sent(self, notification: Notification, *, sid: str, status: str) -> None:
         async def work(tx: Tx, post: PostCommit) -> None:
-            now = self.clock()
-            await tx.execute(
-                "UPDATE notifications SET state = 'sent', sid = ?, status = ?, lease_until = NULL, "
-                "last_error = NULL, updated_at = ? WHERE id = ?",
-                sid,
-                status,
-                now,
-                notification.id,
-            )
-            alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", int(notification.alert_id))
+            now = time.time()
+            await sql.record_sent(tx, notification.id, sid, status, now)
+            alert = await sql.alert(tx, int(notification.alert_id))
             if alert is not None:
                 await self.store.alerts.log_action(
                     tx,
@@ -994,23 +800,12 @@ class Escalation:
             retry_at = None
             if retryable and notification.attempts < self.settings.max_attempts:
                 retry_at = now + self._retry_delay(notification.attempts)
-                await tx.execute(
-                    "UPDATE notifications SET due_at = ?, lease_until = NULL, last_error = ?, "
-                    "updated_at = ? WHERE id = ?",
-                    retry_at,
-                    error,
-                    now,
-                    notification.id,
-                )
+                await sql.retry_later(tx, notification.id, retry_at, error, now)
             else:
-                await tx.execute(
-                    "UPDATE notifications SET state = 'failed', lease_until = NULL, last_error = ?, "
-                    "updated_at = ? WHERE id = ?",
-                    error,
-                    now,
-                    notification.id,
+                await sql.move_notification(
+                    tx, notification.id, NotificationState.FAILED, now, last_error=error, release=True
                 )
-            alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", int(notification.alert_id))
+            alert = await sql.alert(tx, int(notification.alert_id))
             if alert is not None:
                 detail = self._detail(
                     notification,
@@ -1043,14 +838,12 @@ class Escalation:
         """A status callback; a failed delivery is retried while attempts remain. Returns the alert id."""
 
         async def work(tx: Tx, post: PostCommit) -> str | None:
-            row = await tx.fetchone("SELECT * FROM notifications WHERE sid = ?", sid)
+            row = await sql.notification_by_sid(tx, sid)
             if row is None:
                 return None
-            now = self.clock()
-            await tx.execute(
-                "UPDATE notifications SET status = ?, updated_at = ? WHERE id = ?", status, now, row["id"]
-            )
-            alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", row["alert_id"])
+            now = time.time()
+            await sql.set_status(tx, row["id"], status, now)
+            alert = await sql.alert(tx, int(row["alert_id"]))
             if alert is None or not final:
                 return None if alert is None else str(alert["id"])
             detail: dict[str, Any] = {
@@ -1068,32 +861,30 @@ class Escalation:
                 relevant = await self._irrelevant(tx, row) is None
                 if relevant and int(row["attempts"]) < self.settings.max_attempts:
                     retry_at = now + self._retry_delay(int(row["attempts"]))
-                    await tx.execute(
-                        "UPDATE notifications SET state = 'pending', due_at = ?, lease_until = NULL, "
-                        "last_error = ? WHERE id = ?",
-                        retry_at,
-                        f"status {status}",
+                    await sql.move_notification(
+                        tx,
                         row["id"],
+                        NotificationState.PENDING,
+                        None,
+                        last_error=f"status {status}",
+                        release=True,
+                        due_at=retry_at,
                     )
                     detail["retry_at"] = iso(retry_at)
                 else:
-                    await tx.execute(
-                        "UPDATE notifications SET state = 'failed', last_error = ? WHERE id = ?",
-                        f"status {status}",
-                        row["id"],
+                    await sql.move_notification(
+                        tx, row["id"], NotificationState.FAILED, None, last_error=f"status {status}"
                     )
                     detail["gave_up"] = True
             else:
-                await tx.execute(
-                    "UPDATE notifications SET state = 'delivered' WHERE id = ? AND state = 'sent'", row["id"]
-                )
+                await sql.move_notification(tx, row["id"], NotificationState.DELIVERED, None)
             await self.store.alerts.log_action(
                 tx,
                 post,
                 alert,
                 AuditAction.NOTIFICATION_FAILED if failed else AuditAction.NOTIFICATION_STATUS,
                 "twilio",
-                Source.SMS if row["channel"] == "sms" else Source.VOICE,
+                Source.SMS if row["channel"] == Channel.SMS else Source.VOICE,
                 detail,
                 now,
             )
@@ -1105,14 +896,9 @@ class Escalation:
     async def pending_counts(self) -> dict[str, int]:
         """Pending steps and notifications, for metrics."""
         async with self.store.read() as tx:
-            steps = await tx.fetchone("SELECT COUNT(*) AS n FROM escalation_steps WHERE state = 'pending'")
-            notes = await tx.fetchone("SELECT COUNT(*) AS n FROM notifications WHERE state = 'pending'")
-        return {"steps": int(steps["n"]) if steps else 0, "notifications": int(notes["n"]) if notes else 0}
+            return await sql.pending_counts(tx)
 
     async def next_due(self) -> float | None:
         """When the earliest pending step or notification falls due."""
         async with self.store.read() as tx:
-            a = await tx.fetchone("SELECT MIN(due_at) AS t FROM escalation_steps WHERE state = 'pending'")
-            b = await tx.fetchone("SELECT MIN(due_at) AS t FROM notifications WHERE state = 'pending'")
-        times = [float(r["t"]) for r in (a, b) if r is not None and r["t"] is not None]
-        return min(times) if times else None
+            return await sql.next_due(tx)

@@ -12,8 +12,8 @@ import pytest
 from aiohttp import ClientSession, web
 from twilio.request_validator import RequestValidator
 
-from alarm_centre.notify import Notifier
-from alarm_centre.twilio_webhooks import (
+from alarm_centre.escalation.notify import Notifier
+from alarm_centre.escalation.twilio import (
     DeliveryStatus,
     GatherInput,
     InboundSms,

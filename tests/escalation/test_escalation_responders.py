@@ -13,7 +13,7 @@ from clock import SteppedClock
 from escalation_support import actions, advance, raise_alert, timeline, twilio_config
 from harness import RunningBridge, eventually, running_bridge
 
-from alarm_centre.responders import read_responders
+from alarm_centre.escalation.responders import read_responders
 from simulators.twilio_server import TwilioServer
 
 ANNA, BEN, CARA = "+447700900101", "+447700900102", "+447700900103"

@@ -10,8 +10,8 @@ import pytest
 from escalation_support import twilio_config
 from harness import postgres_database, running_bridge
 
+from alarm_centre.escalation.twilio import StoredReplayGuard, WebhookRejected
 from alarm_centre.store import open_store
-from alarm_centre.twilio_webhooks import StoredReplayGuard, WebhookRejected
 from bridge.config import Config
 from simulators.twilio_server import TwilioServer, new_sid
 

@@ -1,9 +1,10 @@
 """Inbound Twilio webhooks: check they come from Twilio, refuse replays, and turn them into small values.
 
 The core is free of aiohttp: :func:`verify_signature`, the ``parse_*`` functions and :class:`ReplayGuard`
-work on plain mappings of form fields. At the end, :func:`read_verified_form` and
-:func:`read_verified_webhook` are the thin aiohttp edge for the routes ``/twilio/sms``, ``/twilio/voice``
-and ``/twilio/status``.
+work on plain mappings of form fields. After them, :func:`read_verified_form` and
+:func:`read_verified_webhook` are the thin aiohttp edge, and :class:`TwilioRoutes` serves the routes
+``/twilio/sms``, ``/twilio/voice`` and ``/twilio/status`` on them, answering from what the escalation
+recorded.
 
 Twilio signs each webhook with ``X-Twilio-Signature``: an HMAC of the full URL it requested and the sorted
 form fields, keyed with the account's auth token. The URL is the *public* one Twilio was given (for example
@@ -17,18 +18,25 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from aiohttp import web
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
+from alarm_centre.escalation import store as sql
+from alarm_centre.escalation.engine import Escalation
+from alarm_centre.escalation.metrics import EscalationMetrics
+from alarm_centre.escalation.states import ReplyResult
+from alarm_centre.http.openapi import Body, operation
 from devices.numbers import whole_number
 
 if TYPE_CHECKING:
@@ -36,6 +44,8 @@ if TYPE_CHECKING:
 
     from alarm_centre.store.base import AlertStore
     from alarm_centre.store.tx import PostCommit, Tx
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
@@ -235,10 +245,7 @@ class StoredReplayGuard:
         stored = self._key(key)
 
         async def work(tx: Tx, post: PostCommit) -> int:
-            await tx.execute("DELETE FROM webhook_replays WHERE expires_at <= ?", now)
-            return await tx.execute(
-                "INSERT INTO webhook_replays (replay_key, expires_at) VALUES (?, ?) "
-                "ON CONFLICT (replay_key) DO NOTHING", stored, now + self._window)
+            return await sql.claim_replay(tx, stored, now, now + self._window)
 
         if await self._store.transaction(work) != 1:
             raise WebhookRejected("replayed", "this webhook was already received", status=403)
@@ -248,7 +255,7 @@ class StoredReplayGuard:
         stored = self._key(key)
 
         async def work(tx: Tx, post: PostCommit) -> None:
-            await tx.execute("DELETE FROM webhook_replays WHERE replay_key = ?", stored)
+            await sql.forget_replay(tx, stored)
 
         await self._store.transaction(work)
 
@@ -368,8 +375,6 @@ T = TypeVar("T", InboundSms, GatherInput, DeliveryStatus)
 
 def http_error(exc: WebhookRejected) -> web.HTTPException:
     """The aiohttp error for a rejected webhook, with a JSON ``{"error", "detail"}`` body."""
-    from aiohttp import web
-
     classes: dict[int, type[web.HTTPException]] = {
         400: web.HTTPBadRequest,
         403: web.HTTPForbidden,
@@ -431,9 +436,151 @@ async def read_verified_webhook(
 
 def twiml_response(twiml: str) -> web.Response:
     """An aiohttp response carrying TwiML."""
-    from aiohttp import web
-
     return web.Response(text=twiml, content_type="application/xml")
+
+
+SMS_ANSWERS: dict[ReplyResult, str | None] = {
+    ReplyResult.ACCEPTED: "Thank you, you have accepted. The control centre has been told.",
+    ReplyResult.DECLINED: "Thank you. The control centre will contact someone else.",
+    ReplyResult.UNREADABLE: "Sorry, we did not understand. Reply YES to accept or NO to decline.",
+    ReplyResult.LATE: "Thank you. Someone else has already accepted this call-out.",
+    ReplyResult.SUPERVISOR: "Noted on the alert's timeline.",
+    ReplyResult.IGNORED: None,
+}
+#: What a call hears after pressing a key, by what the key press did. A call the bridge does not know
+#: (or whose alert is gone) hears a neutral goodbye: nothing was accepted, so nothing may say it was.
+VOICE_ANSWERS: dict[ReplyResult, str] = {
+    ReplyResult.ACCEPTED: "Thank you. You have accepted this alert and the control centre has been told.",
+    ReplyResult.DECLINED: "Thank you. The control centre will contact someone else.",
+    ReplyResult.UNREADABLE: "Sorry, that key was not recognised. The control centre will contact you again.",
+    ReplyResult.LATE: "Thank you. Someone else has already accepted this call-out.",
+    ReplyResult.SUPERVISOR: "Thank you. Your answer is noted on the alert.",
+    ReplyResult.IGNORED: "Thank you. Goodbye.",
+}
+
+
+_FORM = ("application/x-www-form-urlencoded",)
+_TWILIO_SIGNED = "Twilio's X-Twilio-Signature header (HMAC-SHA1 with the account's auth token)"
+_TWILIO_ERRORS = {
+    400: "a field Twilio always sends is missing or malformed",
+    403: "no valid signature, or a replay",
+    404: "Twilio is not enabled on this bridge",
+}
+
+
+def _form(*fields: str) -> Body:
+    """A Twilio webhook's form fields (all text)."""
+    return Body({"type": "object", "properties": {f: {"type": "string"} for f in fields}}, media_types=_FORM)
+
+
+# --- the routes ----------------------------------------------------------------------------------
+class TwilioRoutes:
+    """``/twilio/sms``, ``/twilio/voice`` and ``/twilio/status`` (404 while Twilio is disabled)."""
+
+    def __init__(
+        self,
+        escalation: Escalation,
+        metrics: EscalationMetrics,
+        public_url: Callable[[], str],
+        *,
+        enabled: bool,
+        auth_token: str,
+        language: str,
+        replay_window: float,
+    ) -> None:
+        self.enabled = enabled
+        self.language = language
+        self.validator = RequestValidator(auth_token) if enabled else None
+        self.guard = StoredReplayGuard(escalation.store, window=replay_window)
+        self.escalation = escalation
+        self.metrics = metrics
+        self.public_url = public_url
+
+    def _check(self) -> RequestValidator:
+        if not self.enabled or self.validator is None:
+            raise web.HTTPNotFound()
+        return self.validator
+
+    async def _guarded(
+        self,
+        route: str,
+        request: web.Request,
+        act: Callable[[], Awaitable[web.Response]],
+        key: tuple[str, ...],
+    ) -> web.Response:
+        try:
+            response = await act()
+        except BaseException:
+            try:
+                await self.guard.release(key)
+            except Exception as exc:  # the store is failing too: Twilio's retry is refused as a replay
+                log.warning("could not release twilio webhook %s for a retry: %s", key, exc, exc_info=True)
+            self.metrics.webhooks.labels(route, "error").inc()
+            raise
+        self.metrics.webhooks.labels(route, "ok").inc()
+        return response
+
+    async def _read(self, route: str, request: web.Request, parse: Callable[[Mapping[str, str]], Any]) -> Any:
+        validator = self._check()
+        try:
+            return await read_verified_webhook(request, validator, self.public_url(), parse, self.guard)
+        except web.HTTPException as exc:
+            self.metrics.webhooks.labels(route, f"refused_{exc.status}").inc()
+            log.warning("twilio webhook %s refused (%s): %s", route, exc.status, exc.text)
+            raise
+
+    @operation("Twilio: an SMS reply from a supervisor or responder (YES / NO)", right=None,
+               body=_form("From", "To", "Body", "MessageSid", "AccountSid"),
+               answer_types=("application/xml",), signed=_TWILIO_SIGNED, errors=_TWILIO_ERRORS)
+    async def sms(self, request: web.Request) -> web.Response:
+        value = await self._read("sms", request, parse_inbound_sms)
+
+        async def act() -> web.Response:
+            outcome = await self.escalation.on_reply(
+                from_number=value.from_number, reply=value.reply.value, via="sms", ref=value.message_sid
+            )
+            return twiml_response(sms_reply_twiml(SMS_ANSWERS[outcome.recorded]))
+
+        return await self._guarded("sms", request, act, value.replay_key)
+
+    @operation("Twilio: keys pressed on a call-out (1 accept, 2 decline)", right=None,
+               body=_form("CallSid", "Digits", "From", "To", "Direction", "AccountSid"),
+               answer_types=("application/xml",), signed=_TWILIO_SIGNED, errors=_TWILIO_ERRORS)
+    async def voice(self, request: web.Request) -> web.Response:
+        value = await self._read("voice", request, parse_gather)
+
+        async def act() -> web.Response:
+            outcome = await self.escalation.on_digits(
+                call_sid=value.call_sid, reply=value.reply.value, digits=value.digits
+            )
+            spoken = VOICE_ANSWERS[outcome.recorded]
+            return twiml_response(voice_say_twiml(spoken, language=self.language))
+
+        return await self._guarded("voice", request, act, value.replay_key)
+
+    @operation("Twilio: delivery status of an SMS or call", right=None,
+               body=_form("MessageSid", "MessageStatus", "SmsStatus", "CallSid", "CallStatus", "ErrorCode",
+                               "To", "AccountSid"),
+               answer_types=("application/xml",), signed=_TWILIO_SIGNED, errors=_TWILIO_ERRORS)
+    async def status(self, request: web.Request) -> web.Response:
+        value = await self._read("status", request, parse_status)
+
+        async def act() -> web.Response:
+            await self.escalation.on_status(
+                sid=value.sid,
+                status=value.status,
+                failed=value.failed,
+                final=value.final,
+                error_code=value.error_code,
+            )
+            return twiml_response("<Response/>")
+
+        return await self._guarded("status", request, act, value.replay_key)
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/twilio/sms", self.sms)
+        app.router.add_post("/twilio/voice", self.voice)
+        app.router.add_post("/twilio/status", self.status)
 
 
 __all__ = [
@@ -443,6 +590,7 @@ __all__ = [
     "ReplayGuard",
     "Reply",
     "StoredReplayGuard",
+    "TwilioRoutes",
     "WebhookRejected",
     "http_error",
     "parse_digits",

@@ -14,7 +14,7 @@ import pytest
 from escalation_support import raise_alert, twilio_config
 from harness import RunningBridge, eventually, running_bridge
 
-from alarm_centre.service_levels import Tally, build_report, classify
+from alarm_centre.escalation.service_levels import Tally, build_report, classify
 
 
 def test_classify_each_case() -> None:

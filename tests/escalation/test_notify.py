@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from alarm_centre.notify import DeliveryFailed, Notifier, SentMessage, build_call_twiml
+from alarm_centre.escalation.notify import DeliveryFailed, Notifier, SentMessage, build_call_twiml
 from simulators.twilio_server import TwilioServer
 
 OUR_NUMBER = "+441632960000"
