@@ -133,7 +133,7 @@ class Escalation:
         """Write the configured policies into the store, except where an admin edited one through the API."""
 
         async def work(tx: Tx, post: PostCommit) -> None:
-            now = time.time()
+            now = self.clock()
             rows = await sql.policy_sources(tx)
             edited = {int(r["priority"]) for r in rows if r["source"] != PolicySource.CONFIG}
             for r in rows:
@@ -269,7 +269,7 @@ class Escalation:
         """Perform every due step once, in one transaction; returns how many steps were taken."""
 
         async def work(tx: Tx, post: PostCommit) -> int:
-            at = time.time() if now is None else now
+            at = self.clock() if now is None else now
             rows = await sql.due_steps(tx, at, limit, self.store.skip_locked())
             for step in rows:
                 state, result = await self._perform_step(tx, post, step, at)
@@ -403,7 +403,7 @@ class Escalation:
             return []
 
         async def work(tx: Tx, post: PostCommit) -> list[str]:
-            now = time.time()
+            now = self.clock()
             started = []
             for alert in await sql.sent_for_responders_without_callout(tx, now - CALLOUT_LOOKBACK_S, ids):
                 await self._start_callout(tx, post, alert, now)
@@ -602,7 +602,7 @@ class Escalation:
         *,
         digits: str | None = None,
     ) -> ReplyOutcome:
-        now = time.time()
+        now = self.clock()
         alert = await sql.alert(tx, int(note["alert_id"]))
         if alert is None:
             return ReplyOutcome()
@@ -692,7 +692,7 @@ class Escalation:
         """Take due notifications under a lease; ones that no longer matter are cancelled and recorded."""
 
         async def work(tx: Tx, post: PostCommit) -> list[Notification]:
-            now = time.time()
+            now = self.clock()
             rows = await sql.due_notifications(tx, now, limit, self.store.skip_locked())
             taken = []
             for r in rows:
@@ -773,7 +773,7 @@ class Escalation:
 
     async def notification_sent(self, notification: Notification, *, sid: str, status: str) -> None:
         async def work(tx: Tx, post: PostCommit) -> None:
-            now = time.time()
+            now = self.clock()
             await sql.record_sent(tx, notification.id, sid, status, now)
             alert = await sql.alert(tx, int(notification.alert_id))
             if alert is not None:
@@ -841,7 +841,7 @@ class Escalation:
             row = await sql.notification_by_sid(tx, sid)
             if row is None:
                 return None
-            now = time.time()
+            now = self.clock()
             await sql.set_status(tx, row["id"], status, now)
             alert = await sql.alert(tx, int(row["alert_id"]))
             if alert is None or not final:
