@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from alarm_centre.alerts.feed import AlertFeed
     from alarm_centre.alerts.intake import GroupCommitter
     from alarm_centre.alerts.model import OutboxItem
-    from alarm_centre.store.base import AlertStore, EventHook, RaiseHook
+    from alarm_centre.store.base import AlertStore
+from alarm_centre.store.tx import EventHook, RaiseHook
 
 #: A long-running coroutine function the bridge runs in its TaskGroup until shutdown.
 Loop = Callable[[], Coroutine[Any, Any, None]]

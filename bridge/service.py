@@ -29,7 +29,8 @@ from alarm_centre.alerts.model import OutboxItem
 from alarm_centre.host import HookOrder, Loop, OutboxSender, ReadinessCheck
 from alarm_centre.http.api import ON_SCRAPE, make_app
 from alarm_centre.store import open_store
-from alarm_centre.store.base import AlertStore, EventHook, RaiseHook
+from alarm_centre.store.base import AlertStore
+from alarm_centre.store.tx import EventHook, RaiseHook
 from bridge.config import Config
 from bridge.credentials import CredentialManager
 from bridge.features import FEATURES

@@ -8,19 +8,26 @@ import binascii
 import json
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.lifecycle import Action as LifecycleAction
 from alarm_centre.alerts.lifecycle import AlertState, IllegalTransition, Outcome, Source, next_state
-from alarm_centre.alerts.model import Alert, AlertChange, Role, TimelineEntry, User
+from alarm_centre.alerts.model import Alert, Role, TimelineEntry, User
 from alarm_centre.ids import MAX_ROW_ID, row_id
-from alarm_centre.store.tx import Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
+from alarm_centre.store.outbox import Outbox
+from alarm_centre.store.tx import (
+    Conflict,
+    Database,
+    InvalidRequest,
+    NotFound,
+    PostCommit,
+    Row,
+    Tx,
+    log_action,
+)
 from alarm_centre.store.tx import dumps as _j
 from alarm_centre.store.tx import now as _now
-
-if TYPE_CHECKING:
-    from alarm_centre.store.base import AlertStore
 
 STATE_FILTERS: dict[str, tuple[str, ...]] = {
     "open": ("raised", "acknowledged"),
@@ -76,34 +83,12 @@ def decode_cursor(cursor: str) -> tuple[int, float, int]:
 class Alerts:
     """The alerts and their timeline (``store.alerts``)."""
 
-    def __init__(self, store: AlertStore) -> None:
+    def __init__(self, store: Database, outbox: Outbox) -> None:
         self._store = store
+        self._outbox = outbox
 
-    async def log_action(  # an audit record: who, when, from where
-        self,
-        tx: Tx,
-        post: PostCommit,
-        alert: Row,
-        action: AuditAction,
-        actor: str,
-        source: str,
-        detail: dict[str, Any],
-        now: float,
-        *,
-        state: str | None = None,
-    ) -> None:
-        await tx.execute(
-            "INSERT INTO alert_log (alert_id, at, action, actor, source, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            alert["id"],
-            now,
-            action.value,
-            actor,
-            str(source),
-            _j(detail),
-        )
-        post.changes.append(
-            AlertChange(str(alert["id"]), action, int(alert["priority"]), state or alert["state"])
-        )
+    #: An audit record: who, when, from where (:func:`alarm_centre.store.tx.log_action`).
+    log_action = staticmethod(log_action)
 
     async def system_resolve(
         self,
@@ -150,7 +135,7 @@ class Alerts:
         not touched: they start *after* a ``responder_sent`` resolution.
         """
         reason = "alert resolved"
-        commands = await self._store.outbox.cancel_for_alert(tx, alert["id"], reason, now)
+        commands = await self._outbox.cancel_for_alert(tx, alert["id"], reason, now)
         if commands:
             await self.log_action(
                 tx,

@@ -29,10 +29,11 @@ from alarm_centre.store.outbox import Outbox
 from alarm_centre.store.tx import (
     Conflict,
     EventFailed,
+    EventHook,
     InvalidRequest,
     NotFound,
     PostCommit,
-    Row,
+    RaiseHook,
     T,
     Tx,
     Work,
@@ -49,8 +50,6 @@ AccessListener = Callable[[Sequence[str]], None]
 #: How often a store without a notification channel (SQLite) looks for access changes that another
 #: process (``telecare-bridge users disable``) committed. PostgreSQL delivers them by NOTIFY instead.
 ACCESS_POLL_S = 0.25
-RaiseHook = Callable[["Tx", "PostCommit", Row, DeviceEvent], Awaitable[None]]
-EventHook = Callable[["Tx", "PostCommit", DeviceEvent, "Row | None", "int | None"], Awaitable[None]]
 
 
 class AlertStore:
@@ -70,9 +69,9 @@ class AlertStore:
         self.event_hooks: tuple[EventHook, ...] = ()
         self._raise_hooks: list[tuple[int, int, RaiseHook]] = []
         self._event_hooks: list[tuple[int, int, EventHook]] = []
-        self.intake = Ingest(self)
-        self.alerts = Alerts(self)
         self.outbox = Outbox(self)
+        self.alerts = Alerts(self, self.outbox)
+        self.intake = Ingest(self, self.alerts, self.outbox)
         self.users = Users(self)
         self.devices = Devices(self)
 

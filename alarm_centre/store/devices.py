@@ -4,23 +4,20 @@ what is stored always reads back) and the units' online status from their MQTT w
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from alarm_centre.store.tx import InvalidRequest, PostCommit, Tx
+from alarm_centre.store.tx import Database, InvalidRequest, PostCommit, Tx
 from alarm_centre.store.tx import dumps as _j
 from alarm_centre.store.tx import now as _now
 from devices.registry import Device, Resident, errors_of
-
-if TYPE_CHECKING:
-    from alarm_centre.store.base import AlertStore
 
 
 class Devices:
     """The devices' and residents' store side (``store.devices``); the registry: ``alarm_centre.registry``."""
 
-    def __init__(self, store: AlertStore) -> None:
+    def __init__(self, store: Database) -> None:
         self._store = store
 
     async def upsert_device(

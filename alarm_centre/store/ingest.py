@@ -9,19 +9,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.intake import IngestResult
 from alarm_centre.alerts.lifecycle import Outcome, Source
-from alarm_centre.store.tx import EventFailed, PostCommit, RetryLater, Row, Tx
+from alarm_centre.store.alerts import Alerts
+from alarm_centre.store.outbox import Outbox
+from alarm_centre.store.tx import Database, EventFailed, EventHook, PostCommit, RaiseHook, RetryLater, Row, Tx
 from alarm_centre.store.tx import dumps as _j
 from alarm_centre.store.tx import now as _now
 from devices.events import DeviceEvent
 from devices.vocabulary import CLEARS, EventType, Priority, is_help, priority_of
-
-if TYPE_CHECKING:
-    from alarm_centre.store.base import AlertStore
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +28,23 @@ UNIT_KINDS = ("gsm_unit", "ip_unit", "serial_unit")
 CLOCK_SKEW_LIMIT_S = 300.0
 
 
+class IngestDatabase(Database, Protocol):
+    """What storing events needs of the store beyond transactions: the per-unit claim and the hooks."""
+
+    @property
+    def raise_hooks(self) -> tuple[RaiseHook, ...]: ...
+    @property
+    def event_hooks(self) -> tuple[EventHook, ...]: ...
+    async def claim_unit(self, tx: Tx, device_id: str) -> None: ...
+
+
 class Ingest:
     """Device events into alerts (``store.intake``)."""
 
-    def __init__(self, store: AlertStore) -> None:
+    def __init__(self, store: IngestDatabase, alerts: Alerts, outbox: Outbox) -> None:
         self._store = store
+        self._alerts = alerts
+        self._outbox = outbox
 
     async def store(self, events: Sequence[DeviceEvent]) -> list[IngestResult]:
         """Store a batch of device events in one transaction; one result per event, in order.
@@ -132,32 +143,32 @@ class Ingest:
         actor = f"device:{ev.device_id}"
         resident_id = device["resident_id"] if device is not None else None
         if ev.type is EventType.HEARTBEAT:
-            cleared = await self._store.alerts.open_alert(tx, f"device:{ev.device_id}:no_heartbeat")
+            cleared = await self._alerts.open_alert(tx, f"device:{ev.device_id}:no_heartbeat")
             if cleared is not None:
-                await self._store.alerts.system_resolve(
+                await self._alerts.system_resolve(
                     tx, post, cleared, Outcome.CLEARED_BY_DEVICE, "heartbeat resumed", now
                 )
             return None
         if ev.type is EventType.CMD_RESULT:
             return await self._command_result(tx, post, ev, actor, source, now)
         if ev.type in (EventType.CALL_CONNECTED, EventType.CANCEL):
-            target = await self._store.alerts.open_alert(tx, _help_key(ev.device_id, resident_id))
+            target = await self._alerts.open_alert(tx, _help_key(ev.device_id, resident_id))
             if target is None:
                 return None
             action = (
                 AuditAction.CALL_CONNECTED if ev.type is EventType.CALL_CONNECTED
                 else AuditAction.RESIDENT_CANCELLED
             )
-            await self._store.alerts.log_action(
+            await self._alerts.log_action(
                 tx, post, target, action, actor, source, {"event_id": ev.event_id, **ev.data}, now
             )
             return int(target["id"])
         cleared_type = CLEARS.get(ev.type)
         if cleared_type is not None:
-            target = await self._store.alerts.open_alert(tx, f"device:{ev.device_id}:{cleared_type.value}")
+            target = await self._alerts.open_alert(tx, f"device:{ev.device_id}:{cleared_type.value}")
             if target is None:
                 return None
-            await self._store.alerts.system_resolve(
+            await self._alerts.system_resolve(
                 tx, post, target, Outcome.CLEARED_BY_DEVICE, ev.type.value, now, actor=actor, source=source
             )
             return int(target["id"])
@@ -220,18 +231,18 @@ class Ingest:
             now,
         )
         if row is None:
-            open_alert = await self._store.alerts.open_alert(tx, key)
+            open_alert = await self._alerts.open_alert(tx, key)
             assert open_alert is not None, "the conflicting open alert is visible to this transaction"
             await tx.execute(
                 "UPDATE alerts SET repeat_count = repeat_count + 1, updated_at = ? WHERE id = ?",
                 now,
                 open_alert["id"],
             )
-            await self._store.alerts.log_action(
+            await self._alerts.log_action(
                 tx, post, open_alert, AuditAction.REPEAT, actor, source, detail, now
             )
             return int(open_alert["id"])
-        await self._store.alerts.log_action(
+        await self._alerts.log_action(
             tx,
             post,
             row,
@@ -269,7 +280,7 @@ class Ingest:
                 *UNIT_KINDS,
             )
         if target is not None:
-            await self._store.outbox.add_command(
+            await self._outbox.add_command(
                 tx,
                 post,
                 target["channel"],
@@ -281,7 +292,7 @@ class Ingest:
             )
         elif device is None and ev.source == "mqtt":
             # An unregistered unit still gets its call back: it spoke to us over MQTT, so it can hear us.
-            await self._store.outbox.add_command(
+            await self._outbox.add_command(
                 tx,
                 post,
                 "mqtt",
@@ -292,7 +303,7 @@ class Ingest:
                 now,
             )
         else:
-            await self._store.alerts.log_action(
+            await self._alerts.log_action(
                 tx,
                 post,
                 alert,
@@ -309,14 +320,14 @@ class Ingest:
         cmd_id = ev.data.get("cmd_id")
         if not isinstance(cmd_id, str):
             return None
-        item = await self._store.outbox.confirm(tx, ev.device_id, cmd_id, ev.data, now)
+        item = await self._outbox.confirm(tx, ev.device_id, cmd_id, ev.data, now)
         if item is None or item["alert_id"] is None:
             return None
         alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", item["alert_id"])
         if alert is None:
             return None
         command = json.loads(item["payload"]).get("cmd")
-        await self._store.alerts.log_action(
+        await self._alerts.log_action(
             tx,
             post,
             alert,

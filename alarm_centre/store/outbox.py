@@ -11,17 +11,14 @@ import json
 import logging
 import secrets
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.lifecycle import Source
 from alarm_centre.alerts.model import OutboxItem
-from alarm_centre.store.tx import PostCommit, Row, Tx
+from alarm_centre.store.tx import Database, PostCommit, Row, Tx, log_action
 from alarm_centre.store.tx import dumps as _j
 from alarm_centre.store.tx import now as _now
-
-if TYPE_CHECKING:
-    from alarm_centre.store.base import AlertStore
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +29,7 @@ COMMAND_MAX_ATTEMPTS = 8
 class Outbox:
     """The outbox table's one home (``store.outbox``)."""
 
-    def __init__(self, store: AlertStore) -> None:
+    def __init__(self, store: Database) -> None:
         self._store = store
 
     async def add_command(
@@ -101,7 +98,7 @@ class Outbox:
                     if r["alert_id"] is not None:
                         alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", r["alert_id"])
                         if alert is not None:
-                            await self._store.alerts.log_action(
+                            await log_action(
                                 tx,
                                 post,
                                 alert,
@@ -185,7 +182,7 @@ class Outbox:
             }
             if error:
                 detail["error"] = error
-            await self._store.alerts.log_action(
+            await log_action(
                 tx,
                 post,
                 alert,

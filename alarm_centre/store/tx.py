@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
+from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.model import AlertChange
 from devices import strict_json
+from devices.events import DeviceEvent
 
 Row = Mapping[str, Any]
 T = TypeVar("T")
@@ -40,6 +43,48 @@ class PostCommit:
 
 #: The work of one write transaction.
 Work = Callable[[Tx, PostCommit], Awaitable[T]]
+#: Run in the ingest transaction after a new alert row is inserted (escalation snapshot, flood grouping).
+RaiseHook = Callable[[Tx, PostCommit, Row, DeviceEvent], Awaitable[None]]
+#: Run in the ingest transaction after each newly stored event, with its unit and the alert it joined.
+EventHook = Callable[[Tx, PostCommit, DeviceEvent, "Row | None", "int | None"], Awaitable[None]]
+
+
+class Database(Protocol):
+    """What a repository needs of the store it belongs to: write transactions and reads.
+
+    Repositories take this (and the repositories they use) rather than the whole ``AlertStore``, so the
+    store composes them and nothing imports back up.
+    """
+
+    async def transaction(self, work: Work[T]) -> T: ...
+    def read(self) -> AbstractAsyncContextManager[Tx]: ...
+    def skip_locked(self) -> str: ...
+
+
+async def log_action(  # an audit record: who, when, from where
+    tx: Tx,
+    post: PostCommit,
+    alert: Row,
+    action: AuditAction,
+    actor: str,
+    source: str,
+    detail: dict[str, Any],
+    now: float,
+    *,
+    state: str | None = None,
+) -> None:
+    """Write one timeline entry of ``alert`` and tell listeners of the change after the commit."""
+    await tx.execute(
+        "INSERT INTO alert_log (alert_id, at, action, actor, source, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        alert["id"],
+        now,
+        action.value,
+        actor,
+        str(source),
+        dumps(detail),
+    )
+    change = AlertChange(str(alert["id"]), action, int(alert["priority"]), state or alert["state"])
+    post.changes.append(change)
 
 
 class NotFound(LookupError):

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import TYPE_CHECKING
 
 from alarm_centre.alerts.model import Role, User
-from alarm_centre.store.tx import Conflict, PostCommit, Tx
+from alarm_centre.store.tx import Conflict, Database, PostCommit, Tx
 from alarm_centre.store.tx import now as _now
-
-if TYPE_CHECKING:
-    from alarm_centre.store.base import AlertStore
 
 #: Access-change rows are kept this long (a node that was down longer re-reads nothing it needs:
 #: its streams ended with it).
@@ -27,7 +23,7 @@ def hash_token(token: str) -> str:
 class Users:
     """The users table's store side (``store.users``); passwords and sessions: ``alarm_centre.sessions``."""
 
-    def __init__(self, store: AlertStore) -> None:
+    def __init__(self, store: Database) -> None:
         self._store = store
 
     async def add(self, name: str, role: Role, *, replace: bool = True) -> str:

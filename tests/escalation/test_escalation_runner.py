@@ -6,7 +6,6 @@ wrapped in ``suppress(Exception)`` before).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
 
@@ -14,6 +13,7 @@ import pytest
 from harness import eventually
 from prometheus_client import CollectorRegistry
 
+from alarm_centre.cancellation import stop
 from alarm_centre.escalation.engine import Escalation, EscalationSettings
 from alarm_centre.escalation.metrics import EscalationMetrics
 from alarm_centre.escalation.runner import EscalationRunner
@@ -67,9 +67,7 @@ async def test_loop_failures_are_logged_counted_and_survived(
 
             await eventually(three_ticks)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop(task)
     assert task.cancelled(), "only cancellation ends the loop"
     assert errors(metrics, "callout_sweep") == 1
     failures = [r for r in caplog.records if r.exc_info is not None]

@@ -95,7 +95,8 @@ async def test_commissioning_timeouts_keep_going_after_failures(
     loop = CommissioningTimeouts(registry, check_every_s=0, failures=SweepFailures(metrics))
     task = asyncio.create_task(loop.run())
     try:
-        await asyncio.wait_for(third.wait(), 30)
+        async with asyncio.timeout(30):
+            await third.wait()
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -120,7 +121,8 @@ async def test_a_failing_heartbeat_sweep_is_counted_and_retried(
     )
     task = asyncio.create_task(supervisor.run())
     try:
-        await asyncio.wait_for(second.wait(), 30)
+        async with asyncio.timeout(30):
+            await second.wait()
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -35,7 +35,8 @@ async def test_a_failing_check_in_sweep_is_counted_and_retried(
         monkeypatch.setattr(service, "raise_missed_check_ins", flaky)
         task = asyncio.create_task(service.run_check_in_loop(0))
         try:
-            await asyncio.wait_for(third.wait(), 30)
+            async with asyncio.timeout(30):
+                await third.wait()
         finally:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
