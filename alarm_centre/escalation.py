@@ -31,7 +31,6 @@ from alarm_centre.ids import row_id
 from alarm_centre.lifecycle import Source
 from alarm_centre.model import iso
 from alarm_centre.responders import (
-    E164_RE,
     Responder,
     describe,
     read_responders,
@@ -41,8 +40,9 @@ from alarm_centre.responders import (
     supervisor_sms,
 )
 from alarm_centre.store.base import AlertStore, InvalidRequest, PostCommit, Row, Tx
-from devices import strict_json
 from devices.events import DeviceEvent
+from devices.phone import E164_RE, is_e164
+from devices.strict_json import column_text as _j
 from devices.vocabulary import PRIORITIES
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,6 @@ STEP_ACTIONS: tuple[str, ...] = ("highlight", "sms", "call")
 SUPERVISORS = "supervisors"
 CALLOUT_LOOKBACK_S = 24 * 3600.0
 MAX_STEPS = 20
-
-
-def _j(value: Any) -> str:
-    return strict_json.safe_dumps(value, default=str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +121,7 @@ def parse_steps(raw: Any) -> list[PolicyStep]:
         if (
             not isinstance(to, list)
             or not to
-            or not all(isinstance(t, str) and (t == SUPERVISORS or E164_RE.fullmatch(t)) for t in to)
+            or not all(isinstance(t, str) and (t == SUPERVISORS or is_e164(t)) for t in to)
         ):
             raise InvalidRequest(f"steps[{n}].to must be 'supervisors' or a list of E.164 numbers")
         steps.append(PolicyStep(float(after), str(action), tuple(to)))

@@ -165,7 +165,7 @@ class FloodGrouper:
         data = json.loads(alert["data"] or "{}")
         data["incident_id"] = str(incident_id)
         await tx.execute("UPDATE alerts SET incident_id = ?, data = ? WHERE id = ?", incident_id,
-                         strict_json.safe_dumps(data, default=str), alert["id"])
+                         strict_json.column_text(data), alert["id"])
 
     async def _all_closed(self, tx: Tx, incident_id: int) -> bool:
         still_open = await tx.fetchone(

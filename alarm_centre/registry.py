@@ -19,10 +19,10 @@ from alarm_centre.host import HookOrder
 from alarm_centre.lifecycle import Outcome, Source
 from alarm_centre.model import iso
 from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
-from devices import strict_json
 from devices.csv_yaml import Batch, RowError
 from devices.events import DeviceEvent
 from devices.registry import UNIT_KINDS, Device, DeviceKind, Resident, UnitSettings
+from devices.strict_json import column_text as _j
 from devices.vocabulary import EventType
 
 DEVICE_COLUMNS = (
@@ -35,11 +35,6 @@ DEVICE_COLUMNS = (
     "heartbeat_interval_s",
     "heartbeat_grace_s",
 )
-UNIT_KIND_VALUES = tuple(k.value for k in UNIT_KINDS)
-
-
-def _j(value: Any) -> str:
-    return strict_json.safe_dumps(value, default=str)
 
 
 class ImportAborted(Conflict):
@@ -207,7 +202,7 @@ class Registry:
 
     def _due(self, d: Device | Row, since: float) -> float | None:
         kind = d.kind if isinstance(d, Device) else d["kind"]
-        if kind not in UNIT_KIND_VALUES:
+        if kind not in UNIT_KINDS:
             return None
         interval = d.heartbeat_interval_s if isinstance(d, Device) else d["heartbeat_interval_s"]
         grace = d.heartbeat_grace_s if isinstance(d, Device) else d["heartbeat_grace_s"]
@@ -334,7 +329,7 @@ class Registry:
                 },
             }
         )
-        if row["kind"] in UNIT_KIND_VALUES and (row["heartbeat_interval_s"] or row["channel"] == "mqtt"):
+        if row["kind"] in UNIT_KINDS and (row["heartbeat_interval_s"] or row["channel"] == "mqtt"):
             out["effective_heartbeat"] = {
                 "interval_s": row["heartbeat_interval_s"] or self.default_interval_s,
                 "grace_s": self.default_grace_s
@@ -556,7 +551,7 @@ class Registry:
 
         async def work(tx: Tx, post: PostCommit) -> int:
             row = await self._device_row(tx, device_id)
-            if row["status"] != "active" or row["kind"] not in UNIT_KIND_VALUES:
+            if row["status"] != "active" or row["kind"] not in UNIT_KINDS:
                 raise Conflict(f"device {device_id!r} is not an active unit; only units are commissioned")
             if (
                 await tx.fetchone(
@@ -808,7 +803,7 @@ class Registry:
 
         async def work(tx: Tx, post: PostCommit) -> None:
             row = await self._device_row(tx, device_id)
-            if row["status"] != "active" or row["kind"] not in UNIT_KIND_VALUES:
+            if row["status"] != "active" or row["kind"] not in UNIT_KINDS:
                 raise Conflict(f"device {device_id!r} is not an active unit; only units take settings")
             version = int(row["config_version"]) + 1
             now = self.clock()
@@ -967,7 +962,7 @@ class Registry:
     async def store_credential(self, device_id: str, password_hash: str, *, actor: str, source: str) -> None:
         async def work(tx: Tx, post: PostCommit) -> None:
             row = await self._device_row(tx, device_id)
-            if row["status"] != "active" or row["kind"] not in UNIT_KIND_VALUES:
+            if row["status"] != "active" or row["kind"] not in UNIT_KINDS:
                 raise Conflict(f"device {device_id!r} is not an active unit; only units get MQTT credentials")
             now = self.clock()
             await tx.execute(
@@ -1017,7 +1012,7 @@ class Registry:
                 await self._no_heartbeat_raised(tx, post, ev, device, alert_id)
             return
         received = ev.received_at.timestamp()
-        if device["kind"] in UNIT_KIND_VALUES:  # anything from the unit proves it is alive
+        if device["kind"] in UNIT_KINDS:  # anything from the unit proves it is alive
             await tx.execute(
                 "UPDATE devices SET heartbeat_due_at = ? WHERE id = ?",
                 self._due(device, received),

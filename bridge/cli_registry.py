@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from devices.numbers import whole_number
+from devices.registry import DeviceKind
 
 T = TypeVar("T")
 SOURCE = "cli"
@@ -604,7 +605,7 @@ def _resident_options(p: argparse.ArgumentParser, *, required_name: bool) -> Non
 
 
 def _device_options(p: argparse.ArgumentParser, *, required_kind: bool) -> None:
-    p.add_argument("--kind", required=required_kind, choices=["gsm_unit", "ip_unit", "serial_unit", "alexa"])
+    p.add_argument("--kind", required=required_kind, choices=[k.value for k in DeviceKind])
     p.add_argument("--resident", help="link to this resident id")
     p.add_argument(
         "--channel", choices=["mqtt", "serial", "sms"], help="how commands reach it (default mqtt)"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from devices.phone import is_e164
 from devices.vocabulary import PRIORITIES
 
 ENV_PREFIX = "TELECARE_"
@@ -147,9 +147,6 @@ class AlexaConfig(Section):
         return self
 
 
-E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
-
-
 class TwilioConfig(Section):
     """SMS and voice calls through Twilio, and its webhooks /twilio/* (see docs/twilio.md)."""
 
@@ -186,7 +183,7 @@ class TwilioConfig(Section):
     @field_validator("supervisor_numbers")
     @classmethod
     def _numbers(cls, value: list[str]) -> list[str]:
-        bad = [n for n in value if not re.fullmatch(E164_PATTERN, n)]
+        bad = [n for n in value if not is_e164(n)]
         if bad:
             raise ValueError(f"must be E.164 numbers like +447700900123, not {bad[0]!r}")
         return value
@@ -203,7 +200,7 @@ class TwilioConfig(Section):
         if self.enabled:
             if not self.account_sid or not self.auth_token:
                 raise ValueError("account_sid and auth_token are required when twilio.enabled is true")
-            if not re.fullmatch(E164_PATTERN, self.from_number):
+            if not is_e164(self.from_number):
                 raise ValueError("from_number must be an E.164 number when twilio.enabled is true")
         return self
 
@@ -219,7 +216,7 @@ class EscalationStepConfig(Section):
     @classmethod
     def _targets(cls, value: list[str]) -> list[str]:
         for target in value:
-            if target != "supervisors" and not re.fullmatch(E164_PATTERN, target):
+            if target != "supervisors" and not is_e164(target):
                 raise ValueError(f"must be 'supervisors' or E.164 numbers, not {target!r}")
         return value
 

@@ -33,12 +33,13 @@ from alarm_centre.intake import Intake, StoreUnavailable
 from alarm_centre.store.base import AlertStore, Conflict, InvalidRequest, PostCommit, Tx
 from devices import strict_json
 from devices.events import DEVICE_ID_RE, MAX_EVENT_ID, DeviceEvent
-from devices.vocabulary import EventType
+from devices.registry import UNIT_KINDS
+from devices.strict_json import dig
+from devices.vocabulary import EventType, help_key
 
 log = logging.getLogger(__name__)
 
 ALEXA_KIND = "alexa"
-UNIT_KINDS = ("gsm_unit", "ip_unit", "serial_unit")
 ALEXA_ID_RE = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
 DEADLINE_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 DUE_BATCH = 500
@@ -65,10 +66,10 @@ class Caller:
 
     @classmethod
     def from_envelope(cls, envelope: Mapping[str, Any]) -> Caller:
-        system = _dig(envelope, "context", "System") or {}
-        device = _dig(system, "device", "deviceId")
-        user = _dig(system, "user", "userId") or _dig(envelope, "session", "user", "userId")
-        request_id = _dig(envelope, "request", "requestId")
+        system = dig(envelope, "context", "System") or {}
+        device = dig(system, "device", "deviceId")
+        user = dig(system, "user", "userId") or dig(envelope, "session", "user", "userId")
+        request_id = dig(envelope, "request", "requestId")
         return cls(
             alexa_device_id=device if isinstance(device, str) else "",
             alexa_user_id=user if isinstance(user, str) else "",
@@ -121,11 +122,6 @@ class VoiceResult:
 
 
 NO_WORK = VoiceResult("none", "none")
-
-
-def help_key(device_id: str, resident_id: str | None) -> str:
-    """The open_key of a help alert; the same rule as the store's (per resident, else per device)."""
-    return f"resident:{resident_id}:help" if resident_id else f"device:{device_id}:help"
 
 
 # -- check-in schedule arithmetic (pure) -----------------------------------------------------------
@@ -194,7 +190,7 @@ class VoiceService:
             if row["resident_id"] is not None:
                 unit = await tx.fetchone(
                     "SELECT id FROM devices WHERE resident_id = ? AND status = 'active' "
-                    "AND kind IN (?, ?, ?) "
+                    f"AND kind IN ({', '.join('?' * len(UNIT_KINDS))}) "
                     "LIMIT 1",
                     row["resident_id"],
                     *UNIT_KINDS,
@@ -567,11 +563,3 @@ class VoiceService:
             except Exception as exc:
                 log.error("check-in sweep failed (will retry): %s", exc)
             await asyncio.sleep(poll_s)
-
-
-def _dig(data: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(data, Mapping):
-            return None
-        data = data.get(key)
-    return data

@@ -28,16 +28,14 @@ from alarm_centre.intake import IngestResult
 from alarm_centre.lifecycle import Action as LifecycleAction
 from alarm_centre.lifecycle import AlertState, IllegalTransition, Outcome, Source, next_state
 from alarm_centre.model import Alert, AlertChange, OutboxItem, Role, TimelineEntry, User
-from devices import strict_json
 from devices.events import DeviceEvent
-from devices.registry import Device, Resident, errors_of
-from devices.vocabulary import CLEARS, EventType, Priority, is_help, priority_of
+from devices.registry import UNIT_KINDS, Device, Resident, errors_of
+from devices.strict_json import column_text as _j
+from devices.vocabulary import CLEARS, EventType, Priority, help_key, is_help, priority_of
 
 log = logging.getLogger(__name__)
 
 Row = Mapping[str, Any]
-UNIT_KINDS = ("gsm_unit", "ip_unit", "serial_unit")
-CLOCK_SKEW_LIMIT_S = 300.0
 COMMAND_RETRY_S = (15.0, 30.0, 60.0, 120.0, 300.0)
 COMMAND_MAX_ATTEMPTS = 8
 
@@ -94,10 +92,6 @@ def hash_token(token: str) -> str:
 
 def _now() -> float:
     return time.time()
-
-
-def _j(value: Any) -> str:
-    return strict_json.safe_dumps(value, default=str)
 
 
 def alert_from_row(row: Row) -> Alert:
@@ -405,7 +399,7 @@ class AlertStore:
         if ev.type is EventType.CMD_RESULT:
             return await self._command_result(tx, post, ev, actor, source, now)
         if ev.type in (EventType.CALL_CONNECTED, EventType.CANCEL):
-            target = await self.open_alert(tx, _help_key(ev.device_id, resident_id))
+            target = await self.open_alert(tx, help_key(ev.device_id, resident_id))
             if target is None:
                 return None
             action = "call_connected" if ev.type is EventType.CALL_CONNECTED else "resident_cancelled"
@@ -441,7 +435,7 @@ class AlertStore:
         source = _source_of(ev)
         actor = f"device:{ev.device_id}"
         key = (
-            _help_key(ev.device_id, resident_id)
+            help_key(ev.device_id, resident_id)
             if is_help(ev.type)
             else f"device:{ev.device_id}:{ev.type.value}"
         )
@@ -449,7 +443,7 @@ class AlertStore:
         if ev.data:
             detail["data"] = ev.data
         skew = ev.clock_skew_s
-        clock_skew = skew is not None and abs(skew) > CLOCK_SKEW_LIMIT_S
+        clock_skew = ev.clock_skewed
         data: dict[str, Any] = {"source": ev.source}
         if ev.ts is not None:
             data["device_ts"] = ev.ts.timestamp()
@@ -522,7 +516,8 @@ class AlertStore:
             target = device
         elif resident_id is not None:
             target = await tx.fetchone(
-                "SELECT * FROM devices WHERE resident_id = ? AND status = 'active' AND kind IN (?, ?, ?) "
+                "SELECT * FROM devices WHERE resident_id = ? AND status = 'active' "
+                f"AND kind IN ({', '.join('?' * len(UNIT_KINDS))}) "
                 "ORDER BY created_at LIMIT 1",
                 resident_id,
                 *UNIT_KINDS,
@@ -1250,11 +1245,6 @@ def _valid(model: type[_Record], fields: dict[str, Any]) -> _Record:
         raise InvalidRequest(
             f"{what}: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors_of(exc))
         ) from None
-
-
-def _help_key(device_id: str, resident_id: str | None) -> str:
-    """Help alerts collapse per resident when we know them, else per device."""
-    return f"resident:{resident_id}:help" if resident_id else f"device:{device_id}:help"
 
 
 def _source_of(ev: DeviceEvent) -> str:
