@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import subprocess
 import time
@@ -27,6 +28,47 @@ from harness import (
 
 #: Fixture modules every test may use.
 pytest_plugins = ["alexa_ca"]
+
+#: What gives away that a test needs an outside service, for the marker of that service: words in the
+#: code of the test or of a fixture it uses, and the value of a parametrized fixture (``store_url``
+#: ``postgres``, ``secured`` ``mosquitto``). ``-m "not postgres"`` then deselects every such test.
+SERVICE_WORDS: dict[str, tuple[str, ...]] = {
+    "postgres": ("postgres_database(", "asyncpg.connect("),
+    "mosquitto": ("MOSQUITTO_PORT", 'which("mosquitto'),
+    "browser": ("chromium",),
+}
+
+
+def _code(func: Any) -> str:
+    try:
+        return inspect.getsource(func)
+    except (OSError, TypeError):
+        return ""
+
+
+def services_needed(item: pytest.Item) -> set[str]:
+    """The markers of the outside services ``item`` needs (see :data:`SERVICE_WORDS`)."""
+    params: dict[str, Any] = getattr(getattr(item, "callspec", None), "params", {})
+    codes = [_code(getattr(item, "function", None))]
+    fixtures = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    for name in getattr(item, "fixturenames", ()):
+        if name in params:  # a parametrized fixture needs the service its value names, if any
+            codes.append(str(params[name]))
+            continue
+        codes.extend(_code(definition.func) for definition in fixtures.get(name, ()))
+    return {
+        marker
+        for marker, words in SERVICE_WORDS.items()
+        if any(word in code or code == marker for code in codes for word in words)
+    }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs PostgreSQL, Mosquitto or Chromium, however it reaches it, so the
+    declared markers select and deselect the right tests (a hand-written mark is easy to forget)."""
+    for item in items:
+        for marker in sorted(services_needed(item) - {m.name for m in item.iter_markers()}):
+            item.add_marker(getattr(pytest.mark, marker))
 
 
 @pytest.fixture
