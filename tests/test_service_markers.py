@@ -12,6 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import conftest
+import pytest
+
 TESTS = Path(__file__).resolve().parent
 
 
@@ -29,6 +32,7 @@ def collected(*args: str) -> list[str]:
     return [line for line in done.stdout.splitlines() if "::" in line]
 
 
+@pytest.mark.slow  # collects in a pytest of its own
 def test_not_postgres_leaves_out_every_test_that_reaches_postgresql() -> None:
     files = ["tests/test_alarm_path.py", "tests/test_registry_postgres.py", "tests/test_api_bad_input.py"]
     kept = collected("-m", "not postgres", *files)
@@ -39,8 +43,17 @@ def test_not_postgres_leaves_out_every_test_that_reaches_postgresql() -> None:
     assert chosen and all("[postgres" in t or "test_registry_postgres" in t for t in chosen), chosen
 
 
+@pytest.mark.slow
 def test_mosquitto_marks_the_tests_on_a_real_mosquitto_only() -> None:
     chosen = collected("-m", "mosquitto", "tests/test_credentials.py", "tests/test_api.py")
     assert "tests/test_credentials.py::test_units_publish_only_as_themselves" in chosen  # its own broker
     assert any(t.endswith("[mosquitto]") for t in chosen)
     assert not [t for t in chosen if "[embedded]" in t or "test_api.py" in t], chosen
+
+
+def test_every_slow_entry_names_a_test_that_exists() -> None:
+    """A renamed or deleted test must leave :data:`conftest.SLOW` too, or the mark silently stops."""
+    for entry in conftest.SLOW:
+        module, name = entry.split("::")
+        (path,) = TESTS.rglob(f"{module}.py")
+        assert f"def {name}(" in path.read_text(encoding="utf-8"), entry
