@@ -25,7 +25,7 @@ from alarm_centre.api import json_response, path_name, read_json, require, valid
 from alarm_centre.openapi import operation
 from skills.endpoint import AlexaEndpoint
 from skills.verification import AlexaVerifier
-from skills.voice import LinkError, VoiceService
+from skills.voice import ALEXA_ID_RE, DEADLINE_RE, LinkError, VoiceService
 
 if TYPE_CHECKING:
     from bridge.host import FeatureHost
@@ -38,14 +38,14 @@ VOICE: web.AppKey[VoiceService] = web.AppKey("voice", VoiceService)
 class LinkBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     device_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    alexa_device_id: str = Field(pattern=r"^[\x21-\x7e]{1,255}$")
+    alexa_device_id: str = Field(pattern=f"^{ALEXA_ID_RE.pattern}$")
     resident_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    alexa_user_id: str | None = Field(None, pattern=r"^[\x21-\x7e]{1,255}$")
+    alexa_user_id: str | None = Field(None, pattern=f"^{ALEXA_ID_RE.pattern}$")
 
 
 class ScheduleBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    deadline: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    deadline: str = Field(pattern=f"^{DEADLINE_RE.pattern}$")
     timezone: str = Field(min_length=1, max_length=64)
 
 
