@@ -34,9 +34,9 @@ import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
-from alarm_centre.cancellation import stop
 from bridge.config import load_config
 from bridge.service import Bridge
+from devices.cancellation import stop
 from simulators.alexa import CertChainServer, TestCertificateAuthority
 
 SKILL_ID = "amzn1.ask.skill.bench-0000"

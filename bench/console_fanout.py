@@ -34,10 +34,10 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alarm_centre.alerts.model import AlertChange, Role, User
-from alarm_centre.cancellation import stop
 from alarm_centre.console.signin import SESSION_COOKIE, SESSIONS
 from bridge.config import load_config
 from bridge.service import Bridge
+from devices.cancellation import stop
 from simulators.unit import SimulatedUnit
 
 

@@ -37,7 +37,7 @@ import aiohttp
 import aiomqtt
 import asyncpg
 
-from alarm_centre.cancellation import cancel_requests, honour_cancellation
+from devices.cancellation import cancel_requests, honour_cancellation
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")

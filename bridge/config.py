@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from alarm_centre.escalation.policy import PolicyStep, parse_steps
 from devices.numbers import whole_number
+from devices.phone import is_e164
 from devices.vocabulary import PRIORITIES
 
 ENV_PREFIX = "TELECARE_"
@@ -149,9 +149,6 @@ class AlexaConfig(Section):
         return self
 
 
-E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
-
-
 class TwilioConfig(Section):
     """SMS and voice calls through Twilio, and its webhooks /twilio/* (see docs/twilio.md)."""
 
@@ -188,7 +185,7 @@ class TwilioConfig(Section):
     @field_validator("supervisor_numbers")
     @classmethod
     def _numbers(cls, value: list[str]) -> list[str]:
-        bad = [n for n in value if not re.fullmatch(E164_PATTERN, n)]
+        bad = [n for n in value if not is_e164(n)]
         if bad:
             raise ValueError(f"must be E.164 numbers like +447700900123, not {bad[0]!r}")
         return value
@@ -205,7 +202,7 @@ class TwilioConfig(Section):
         if self.enabled:
             if not self.account_sid or not self.auth_token:
                 raise ValueError("account_sid and auth_token are required when twilio.enabled is true")
-            if not re.fullmatch(E164_PATTERN, self.from_number):
+            if not is_e164(self.from_number):
                 raise ValueError("from_number must be an E.164 number when twilio.enabled is true")
         return self
 

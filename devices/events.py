@@ -14,6 +14,9 @@ from devices.vocabulary import EventType
 DEVICE_ID_RE = re.compile(r"(?!\.{1,2}\Z)[A-Za-z0-9._-]{1,64}")
 DEVICE_ID_RULE = "1-64 characters of A-Za-z0-9._-, and not . or .."
 MAX_EVENT_ID = 64
+#: A device clock more than this many seconds off ours, either way, flags its alert ``clock_skew``
+#: (the event's own time is kept beside ours; alerts are always timed by the bridge's clock).
+CLOCK_SKEW_LIMIT_S = 300.0
 
 
 class InvalidIdentifier(ValueError):
@@ -68,3 +71,9 @@ class DeviceEvent:
         if self.ts is None:
             return None
         return (self.ts - self.received_at).total_seconds()
+
+    @property
+    def clock_skewed(self) -> bool:
+        """Whether the device clock is more than :data:`CLOCK_SKEW_LIMIT_S` off ours."""
+        skew = self.clock_skew_s
+        return skew is not None and abs(skew) > CLOCK_SKEW_LIMIT_S

@@ -18,7 +18,6 @@ from devices.events import DeviceEvent, InvalidIdentifier, check_device_id, chec
 from devices.vocabulary import BRIDGE_ONLY, parse_event_type
 
 MAX_PAYLOAD = 4096
-SKEW_LIMIT_S = 300.0
 
 AckResult = Literal["accepted", "duplicate", "rejected"]
 

@@ -16,9 +16,9 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from devices.events import DEVICE_ID_RULE, device_id_ok
+from devices.phone import check_e164
 from devices.vocabulary import EventType
 
-E164_RE = re.compile(r"\+[1-9][0-9]{6,14}")
 IMEI_RE = re.compile(r"[0-9]{15}")
 LANGUAGE_RE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 LANGUAGE_RULE = "must be a language tag like en-GB or cy, or a language name like English or Welsh"
@@ -65,7 +65,13 @@ class DeviceKind(StrEnum):
     ALEXA = "alexa"
 
 
-UNIT_KINDS = frozenset({DeviceKind.GSM_UNIT, DeviceKind.IP_UNIT, DeviceKind.SERIAL_UNIT})
+#: The kinds that are telecare units (everything but an Echo): the only home of this rule. Plain
+#: strings in a fixed order, so a stored ``kind`` compares equal and SQL ``IN (...)`` lists bind them.
+UNIT_KINDS: tuple[str, ...] = (
+    DeviceKind.GSM_UNIT.value,
+    DeviceKind.IP_UNIT.value,
+    DeviceKind.SERIAL_UNIT.value,
+)
 
 
 class PeripheralType(StrEnum):
@@ -103,16 +109,6 @@ PERIPHERAL_EVENT: dict[PeripheralType, EventType] = {
 def check_id(value: str) -> str:
     if not device_id_ok(value):
         raise ValueError(f"id {ID_RULE}")
-    return value
-
-
-def check_e164(value: str) -> str:
-    """A phone number in E.164 form (+ then 7-15 digits, no spaces); raises ValueError otherwise."""
-    if not isinstance(value, str) or not E164_RE.fullmatch(value):
-        raise ValueError(
-            f"{str(value)[:30]!r} is not an E.164 number (like +447700900123: '+', country code, "
-            "digits, no spaces)"
-        )
     return value
 
 

@@ -18,7 +18,7 @@ import enum
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 #: Deepest nesting of arrays and objects accepted. Real payloads nest a handful of levels; the limit
@@ -167,6 +167,22 @@ def safe_dumps(value: Any, *, default: Callable[[Any], Any] | None = None, **opt
         return dumps(value, default=default, **options)
     except ValueError:
         return dumps(finite(value), default=default, **options)
+
+
+def column_text(value: Any) -> str:
+    """A stored JSON column's text: :func:`safe_dumps`, anything JSON has no type for written as its
+    ``str`` (a datetime, an enum member). The one rule every store module writes ``data`` columns by."""
+    return safe_dumps(value, default=str)
+
+
+def dig(document: Any, *keys: str) -> Any:
+    """The value at ``keys`` inside decoded JSON, or None where a key is missing or a level is not an
+    object (``dig(envelope, "context", "System", "device", "deviceId")``)."""
+    for key in keys:
+        if not isinstance(document, Mapping):
+            return None
+        document = document.get(key)
+    return document
 
 
 def _has_non_finite(value: Any) -> bool:

@@ -119,6 +119,13 @@ def is_help(event_type: EventType) -> bool:
     return PRIORITY.get(event_type) is Priority.EMERGENCY
 
 
+def help_key(device_id: str, resident_id: str | None) -> str:
+    """The key a help alert stays open under: per resident when the device is linked to one, else per
+    device. Help from a pendant and from the resident's Echo joins one alert; every path that looks for
+    or raises an open help alert uses this key."""
+    return f"resident:{resident_id}:help" if resident_id else f"device:{device_id}:help"
+
+
 def parse_event_type(value: str) -> EventType | None:
     """The EventType for a wire string, or None when the vocabulary has no such type."""
     try:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
+from devices.cancellation import stop
 from devices.gsm_at import decode_ucs2, encode_ucs2
-from simulators.cancellation import stop
 from simulators.serial_unit import PtyPort
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Self
 
+from devices.cancellation import stop
 from devices.serial_frame import (
     AckFrame,
     CommandFrame,
@@ -32,7 +33,6 @@ from devices.serial_frame import (
     NeedData,
     encode_event,
 )
-from simulators.cancellation import stop
 
 
 class PtyPort:

@@ -17,7 +17,6 @@ import binascii
 import contextlib
 import json
 import logging
-import re
 import secrets
 import signal
 import xml.etree.ElementTree as ET
@@ -30,12 +29,13 @@ from typing import Any, Self
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from twilio.request_validator import RequestValidator
 
+from devices.phone import is_e164
+
 log = logging.getLogger(__name__)
 
 API_VERSION = "2010-04-01"
 DEMO_ACCOUNT_SID = "AC" + "0" * 32
 DEMO_AUTH_TOKEN = "demo-auth-token"
-E164_RE = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
 def new_sid(prefix: str) -> str:
@@ -564,7 +564,7 @@ def _answer_json(answer: WebhookResponse) -> dict[str, Any]:
 def _check_numbers(to: str, from_: str) -> tuple[int, str] | None:
     if not to:
         return (21604, "A 'To' phone number is required.")
-    if not E164_RE.fullmatch(to):
+    if not is_e164(to):
         return (21211, f"The 'To' number {to} is not a valid phone number.")
     if not from_:
         return (21603, "A 'From' phone number is required.")

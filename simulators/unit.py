@@ -20,8 +20,8 @@ from typing import Any, Self
 
 import aiomqtt
 
+from devices.cancellation import cancel_requests, honour_cancellation, stop
 from devices.mqtt_codec import Topics, decode_ack, decode_command, encode_event
-from simulators.cancellation import cancel_requests, honour_cancellation, stop
 
 log = logging.getLogger(__name__)
 

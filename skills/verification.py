@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from devices import strict_json
+from devices.strict_json import dig
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +294,8 @@ class AlexaVerifier:
         found = [
             app_id
             for app_id in (
-                _dig(envelope, "context", "System", "application", "applicationId"),
-                _dig(envelope, "session", "application", "applicationId"),
+                dig(envelope, "context", "System", "application", "applicationId"),
+                dig(envelope, "session", "application", "applicationId"),
             )
             if app_id is not None
         ]
@@ -305,7 +306,7 @@ class AlexaVerifier:
 
     def check_timestamp(self, envelope: Mapping[str, Any], now: datetime) -> None:
         """``request.timestamp`` (ISO 8601) must be within the tolerance of ``now``, either way."""
-        raw = _dig(envelope, "request", "timestamp")
+        raw = dig(envelope, "request", "timestamp")
         if not isinstance(raw, str):
             raise VerificationFailed("request.timestamp is missing")
         try:
@@ -417,11 +418,3 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
         if key.lower() == lowered:
             return candidate
     return None
-
-
-def _dig(data: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(data, Mapping):
-            return None
-        data = data.get(key)
-    return data

@@ -38,12 +38,13 @@ from alarm_centre.store.base import AlertStore
 from alarm_centre.store.tx import Conflict, InvalidRequest, PostCommit, Tx
 from devices import strict_json
 from devices.events import DEVICE_ID_RE, MAX_EVENT_ID, DeviceEvent
-from devices.vocabulary import EventType
+from devices.registry import UNIT_KINDS
+from devices.strict_json import dig
+from devices.vocabulary import EventType, help_key
 from skills import voice_store
 
 log = logging.getLogger(__name__)
 
-UNIT_KINDS = ("gsm_unit", "ip_unit", "serial_unit")
 ALEXA_ID_RE = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
 DEADLINE_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 DUE_BATCH = 500
@@ -70,10 +71,10 @@ class Caller:
 
     @classmethod
     def from_envelope(cls, envelope: Mapping[str, Any]) -> Caller:
-        system = _dig(envelope, "context", "System") or {}
-        device = _dig(system, "device", "deviceId")
-        user = _dig(system, "user", "userId") or _dig(envelope, "session", "user", "userId")
-        request_id = _dig(envelope, "request", "requestId")
+        system = dig(envelope, "context", "System") or {}
+        device = dig(system, "device", "deviceId")
+        user = dig(system, "user", "userId") or dig(envelope, "session", "user", "userId")
+        request_id = dig(envelope, "request", "requestId")
         return cls(
             alexa_device_id=device if isinstance(device, str) else "",
             alexa_user_id=user if isinstance(user, str) else "",
@@ -126,11 +127,6 @@ class VoiceResult:
 
 
 NO_WORK = VoiceResult("none", "none")
-
-
-def help_key(device_id: str, resident_id: str | None) -> str:
-    """The open_key of a help alert; the same rule as the store's (per resident, else per device)."""
-    return f"resident:{resident_id}:help" if resident_id else f"device:{device_id}:help"
 
 
 # -- check-in schedule arithmetic (pure) -----------------------------------------------------------
@@ -505,11 +501,3 @@ class VoiceService:
                 self.check_in_sweep_failures.inc()
                 log.exception("missed check-in sweep failed; trying again in %g s", poll_s)
             await asyncio.sleep(poll_s)
-
-
-def _dig(data: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(data, Mapping):
-            return None
-        data = data.get(key)
-    return data

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from alarm_centre.registry.store import device as device
+from alarm_centre.registry.store import resident_exists as resident_exists
 from alarm_centre.store.tx import Row, Tx
 
 #: The device kind of an Echo (its Alexa id is in ``devices.alexa_device_id``).
@@ -37,14 +39,6 @@ async def resident_has_unit(tx: Tx, resident_id: str, unit_kinds: Iterable[str])
         *kinds,
     )
     return unit is not None
-
-
-async def resident_exists(tx: Tx, resident_id: str) -> bool:
-    return await tx.fetchone("SELECT id FROM residents WHERE id = ?", resident_id) is not None
-
-
-async def device(tx: Tx, device_id: str) -> Row | None:
-    return await tx.fetchone("SELECT * FROM devices WHERE id = ?", device_id)
 
 
 async def device_with_alexa_id(tx: Tx, alexa_device_id: str, other_than: str) -> Row | None:

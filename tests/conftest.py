@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import subprocess
 import time
@@ -27,6 +28,66 @@ from harness import (
 
 #: Fixture modules every test may use.
 pytest_plugins = ["alexa_ca"]
+
+#: What gives away that a test needs an outside service, for the marker of that service: words in the
+#: code of the test or of a fixture it uses, and the value of a parametrized fixture (``store_url``
+#: ``postgres``, ``secured`` ``mosquitto``). ``-m "not postgres"`` then deselects every such test.
+SERVICE_WORDS: dict[str, tuple[str, ...]] = {
+    "postgres": ("postgres_database(", "asyncpg.connect("),
+    "mosquitto": ("MOSQUITTO_PORT", 'which("mosquitto'),
+    "browser": ("chromium",),
+}
+
+
+#: Tests measured at 5 s or more on the 2-core CI-sized machine (``pytest --durations``), beyond the
+#: ones marked where they are written; ``-m "not slow"`` is the quick run. Keyed by file basename and
+#: test name, which stay the same when test files move between folders.
+SLOW = {
+    "test_codec_properties::test_yaml_rows",  # 17 s
+    "test_multinode::test_two_node_processes_one_killed_mid_fleet",  # 8 s
+    "test_console_browser::test_live_queue_keyboard_and_a_second_operator",  # 8 s
+    "test_console_http::test_sessions_expire_and_end",  # 6 s
+    "test_demo::test_demo_fleet_signs_in_and_strangers_are_refused",  # 5 s
+    "test_escalation::test_restart_mid_escalation_neither_loses_nor_repeats",  # 5 s
+    "test_cli_safety::test_users_add_refuses_an_existing_name_unless_replace",  # 5 s
+    "test_supervision::test_supervised_unit_over_mosquitto",  # 5 s
+}
+
+
+def _code(func: Any) -> str:
+    try:
+        return inspect.getsource(func)
+    except (OSError, TypeError):
+        return ""
+
+
+def services_needed(item: pytest.Item) -> set[str]:
+    """The markers of the outside services ``item`` needs (see :data:`SERVICE_WORDS`)."""
+    params: dict[str, Any] = getattr(getattr(item, "callspec", None), "params", {})
+    codes = [_code(getattr(item, "function", None))]
+    fixtures = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    for name in getattr(item, "fixturenames", ()):
+        if name in params:  # a parametrized fixture needs the service its value names, if any
+            codes.append(str(params[name]))
+            continue
+        codes.extend(_code(definition.func) for definition in fixtures.get(name, ()))
+    return {
+        marker
+        for marker, words in SERVICE_WORDS.items()
+        if any(word in code or code == marker for code in codes for word in words)
+    }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs PostgreSQL, Mosquitto or Chromium, however it reaches it, so the
+    declared markers select and deselect the right tests (a hand-written mark is easy to forget), and
+    the tests in :data:`SLOW`."""
+    for item in items:
+        needed = services_needed(item)
+        if f"{item.path.stem}::{getattr(item, 'originalname', item.name)}" in SLOW:
+            needed.add("slow")
+        for marker in sorted(needed - {m.name for m in item.iter_markers()}):
+            item.add_marker(getattr(pytest.mark, marker))
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ import aiohttp
 import pytest
 
 from alarm_centre.alerts.model import Role
-from alarm_centre.cancellation import stop
 from bridge.config import Config, load_config
 from bridge.service import Bridge
+from devices.cancellation import stop
 
 MOSQUITTO_HOST = os.environ.get("TEST_MOSQUITTO_HOST", "127.0.0.1")
 MOSQUITTO_PORT = int(os.environ.get("TEST_MOSQUITTO_PORT", "1883"))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from alarm_centre.cancellation import stop
+from devices.cancellation import stop
 from simulators.unit import SimulatedUnit
 
 

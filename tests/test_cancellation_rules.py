@@ -3,7 +3,7 @@
 A static walk (``ast``) refuses, in project code, tests and benches:
 
 - ``suppress(...)`` naming ``CancelledError`` or ``BaseException`` (to stop a task you own, use
-  ``alarm_centre.cancellation.stop`` / ``simulators.cancellation.stop``, which catch nothing);
+  ``devices.cancellation.stop`` / ``devices.cancellation.stop``, which catch nothing);
 - ``except CancelledError`` / ``except BaseException`` / bare ``except:`` whose body never raises;
 - ``asyncio.wait_for``, which on Python 3.11 returns the result and loses a cancellation that lands
   with it (CPython gh-86296); use ``async with asyncio.timeout(...)``.

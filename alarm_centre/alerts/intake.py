@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, Self
 
-from alarm_centre.cancellation import stop
+from devices.cancellation import stop
 from devices.events import DeviceEvent
 
 log = logging.getLogger(__name__)

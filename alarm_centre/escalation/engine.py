@@ -56,20 +56,17 @@ from alarm_centre.escalation.states import (
     StepState,
 )
 from alarm_centre.ids import row_id
+from alarm_centre.store.alerts import alert_row
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.tx import InvalidRequest, PostCommit, Row, Tx
-from devices import strict_json
 from devices.events import DeviceEvent
+from devices.strict_json import column_text as _j
 from devices.vocabulary import PRIORITIES
 
 log = logging.getLogger(__name__)
 
 CALLOUT_LOOKBACK_S = 24 * 3600.0
 STEPS_PER_PASS = 100
-
-
-def _j(value: Any) -> str:
-    return strict_json.safe_dumps(value, default=str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +229,7 @@ class Escalation:
             now = self.clock()
             total = 0
             for alert_id in ids:
-                alert = await sql.alert(tx, alert_id)
+                alert = await alert_row(tx, alert_id)
                 if alert is None or alert["state"] == AlertState.RAISED:
                     continue
                 total += await self._cancel_policy(tx, post, alert, now)
@@ -280,7 +277,7 @@ class Escalation:
         return taken
 
     async def _perform_step(self, tx: Tx, post: PostCommit, step: Row, now: float) -> tuple[StepState, str]:
-        alert = await sql.alert(tx, int(step["alert_id"]))
+        alert = await alert_row(tx, int(step["alert_id"]))
         if alert is None:
             return StepState.CANCELLED, "alert is gone"
         if step["kind"] == StepKind.POLICY:
@@ -603,7 +600,7 @@ class Escalation:
         digits: str | None = None,
     ) -> ReplyOutcome:
         now = self.clock()
-        alert = await sql.alert(tx, int(note["alert_id"]))
+        alert = await alert_row(tx, int(note["alert_id"]))
         if alert is None:
             return ReplyOutcome()
         source = Source.SMS if via == "sms" else Source.VOICE
@@ -775,7 +772,7 @@ class Escalation:
         async def work(tx: Tx, post: PostCommit) -> None:
             now = self.clock()
             await sql.record_sent(tx, notification.id, sid, status, now)
-            alert = await sql.alert(tx, int(notification.alert_id))
+            alert = await alert_row(tx, int(notification.alert_id))
             if alert is not None:
                 await self.store.alerts.log_action(
                     tx,
@@ -805,7 +802,7 @@ class Escalation:
                 await sql.move_notification(
                     tx, notification.id, NotificationState.FAILED, now, last_error=error, release=True
                 )
-            alert = await sql.alert(tx, int(notification.alert_id))
+            alert = await alert_row(tx, int(notification.alert_id))
             if alert is not None:
                 detail = self._detail(
                     notification,
@@ -843,7 +840,7 @@ class Escalation:
                 return None
             now = self.clock()
             await sql.set_status(tx, row["id"], status, now)
-            alert = await sql.alert(tx, int(row["alert_id"]))
+            alert = await alert_row(tx, int(row["alert_id"]))
             if alert is None or not final:
                 return None if alert is None else str(alert["id"])
             detail: dict[str, Any] = {

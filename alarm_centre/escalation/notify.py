@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Self
@@ -24,9 +23,10 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
+from devices.phone import is_e164
+
 log = logging.getLogger(__name__)
 
-E164_RE = re.compile(r"\+[1-9][0-9]{1,14}")
 MAX_SMS_BODY = 1600  # Twilio's limit for one message body
 MAX_SAY_TEXT = 4096  # Twilio's limit for one <Say>
 
@@ -133,7 +133,7 @@ class Notifier:
     ) -> None:
         if not account_sid or not auth_token:
             raise ValueError("twilio account_sid and auth_token are required")
-        if not E164_RE.fullmatch(from_number):
+        if not is_e164(from_number):
             raise ValueError(
                 f"twilio from_number must be an E.164 number like +441234567890, not {from_number!r}"
             )
@@ -217,7 +217,7 @@ class Notifier:
 
     @staticmethod
     def _check_to(kind: DeliveryKind, to: str) -> None:
-        if not E164_RE.fullmatch(to):
+        if not is_e164(to):
             raise DeliveryFailed(
                 f"{to!r} is not an E.164 phone number", retryable=False, kind=kind, to=to, code=21211
             )

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from alarm_centre.escalation.responders import E164_RE
 from alarm_centre.escalation.states import StepAction
 from alarm_centre.store.tx import InvalidRequest
+from devices.phone import E164_RE, is_e164
 
 SUPERVISORS = "supervisors"
 MAX_STEPS = 20
@@ -90,7 +90,7 @@ def parse_steps(raw: Any) -> list[PolicyStep]:
         if (
             not isinstance(to, list)
             or not to
-            or not all(isinstance(t, str) and (t == SUPERVISORS or E164_RE.fullmatch(t)) for t in to)
+            or not all(isinstance(t, str) and (t == SUPERVISORS or is_e164(t)) for t in to)
         ):
             raise InvalidRequest(f"steps[{n}].to must be 'supervisors' or a list of E.164 numbers")
         steps.append(PolicyStep(float(after), StepAction(action), tuple(to)))

@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-E164_RE = re.compile(r"\+[1-9][0-9]{6,14}")
+from devices.phone import is_e164
+
 MAX_RESPONDERS = 10
 
 
@@ -47,7 +48,7 @@ def read_responders(data: Any) -> tuple[list[Responder], int]:
             skipped += 1
             continue
         phone = re.sub(r"[\s()-]", "", phone)
-        if not E164_RE.fullmatch(phone) or any(r.phone == phone for r in found):
+        if not is_e164(phone) or any(r.phone == phone for r in found):
             skipped += 1
             continue
         label = name.strip()[:80] if isinstance(name, str) and name.strip() else phone

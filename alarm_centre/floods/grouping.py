@@ -103,7 +103,7 @@ class FloodGrouper:
     async def _attach(self, tx: Tx, alert: Row, incident_id: int) -> None:
         data = json.loads(alert["data"] or "{}")
         data["incident_id"] = str(incident_id)
-        await sql.attach(tx, alert["id"], incident_id, strict_json.safe_dumps(data, default=str))
+        await sql.attach(tx, alert["id"], incident_id, strict_json.column_text(data))
 
     # -- reading ---------------------------------------------------------------------------------
     async def _incident(self, tx: Tx, row: Row, units_limit: int | None) -> Incident:

@@ -28,12 +28,13 @@ from alarm_centre.registry.commissioning import (
     summary_of,
 )
 from alarm_centre.registry.config import config_state
+from alarm_centre.store.alerts import alert_row
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.tx import Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
-from devices import strict_json
 from devices.csv_yaml import Batch, RowError
 from devices.events import DeviceEvent
 from devices.registry import UNIT_KINDS, Device, DeviceKind, Resident, UnitSettings
+from devices.strict_json import column_text as _j
 from devices.vocabulary import EventType
 
 DEVICE_COLUMNS = (
@@ -46,11 +47,6 @@ DEVICE_COLUMNS = (
     "heartbeat_interval_s",
     "heartbeat_grace_s",
 )
-UNIT_KIND_VALUES = tuple(k.value for k in UNIT_KINDS)
-
-
-def _j(value: Any) -> str:
-    return strict_json.safe_dumps(value, default=str)
 
 
 class ImportAborted(Conflict):
@@ -203,7 +199,7 @@ class Registry:
 
     def _due(self, d: Device | Row, since: float) -> float | None:
         kind = d.kind if isinstance(d, Device) else d["kind"]
-        if kind not in UNIT_KIND_VALUES:
+        if kind not in UNIT_KINDS:
             return None
         interval = d.heartbeat_interval_s if isinstance(d, Device) else d["heartbeat_interval_s"]
         grace = d.heartbeat_grace_s if isinstance(d, Device) else d["heartbeat_grace_s"]
@@ -296,7 +292,7 @@ class Registry:
                 },
             }
         )
-        if row["kind"] in UNIT_KIND_VALUES and (row["heartbeat_interval_s"] or row["channel"] == "mqtt"):
+        if row["kind"] in UNIT_KINDS and (row["heartbeat_interval_s"] or row["channel"] == "mqtt"):
             out["effective_heartbeat"] = {
                 "interval_s": row["heartbeat_interval_s"] or self.default_interval_s,
                 "grace_s": self.default_grace_s
@@ -487,7 +483,7 @@ class Registry:
 
         async def work(tx: Tx, post: PostCommit) -> int:
             row = await self._device_row(tx, device_id)
-            if row["status"] != "active" or row["kind"] not in UNIT_KIND_VALUES:
+            if row["status"] != "active" or row["kind"] not in UNIT_KINDS:
                 raise Conflict(f"device {device_id!r} is not an active unit; only units are commissioned")
             if await sql.visit_in_progress(tx, device_id) is not None:
                 raise Conflict(f"device {device_id!r} is already in test mode; finish that visit first")
@@ -651,7 +647,7 @@ class Registry:
 
         async def work(tx: Tx, post: PostCommit) -> None:
             row = await self._device_row(tx, device_id)
-            if row["status"] != "active" or row["kind"] not in UNIT_KIND_VALUES:
+            if row["status"] != "active" or row["kind"] not in UNIT_KINDS:
                 raise Conflict(f"device {device_id!r} is not an active unit; only units take settings")
             version = int(row["config_version"]) + 1
             now = self.clock()
@@ -754,7 +750,7 @@ class Registry:
     async def store_credential(self, device_id: str, password_hash: str, *, actor: str, source: str) -> None:
         async def work(tx: Tx, post: PostCommit) -> None:
             row = await self._device_row(tx, device_id)
-            if row["status"] != "active" or row["kind"] not in UNIT_KIND_VALUES:
+            if row["status"] != "active" or row["kind"] not in UNIT_KINDS:
                 raise Conflict(f"device {device_id!r} is not an active unit; only units get MQTT credentials")
             now = self.clock()
             await sql.save_credential(tx, device_id, password_hash, actor, now)
@@ -786,7 +782,7 @@ class Registry:
                 await self._no_heartbeat_raised(tx, post, ev, device, alert_id)
             return
         received = ev.received_at.timestamp()
-        if device["kind"] in UNIT_KIND_VALUES:  # anything from the unit proves it is alive
+        if device["kind"] in UNIT_KINDS:  # anything from the unit proves it is alive
             await sql.set_heartbeat_due(tx, ev.device_id, self._due(device, received))
         if ev.type is EventType.CMD_RESULT:
             await self._config_result(tx, ev, device)
@@ -803,7 +799,7 @@ class Registry:
         if alert_id is not None and isinstance(due, (int, float)) and current is not None and current > due:
             # A heartbeat arrived between the sweep and this commit: the alarm is already void.
             await sql.set_heartbeat_due(tx, ev.device_id, current)
-            alert = await sql.alert(tx, alert_id)
+            alert = await alert_row(tx, alert_id)
             if alert is not None and alert["state"] == "raised":
                 await self.store.alerts.system_resolve(
                     tx,

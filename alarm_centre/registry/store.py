@@ -419,6 +419,3 @@ async def unsee(tx: Tx, device_id: str, last_seen_at: Any, online: Any) -> None:
         device_id,
     )
 
-
-async def alert(tx: Tx, alert_id: int) -> Row | None:
-    return await tx.fetchone("SELECT * FROM alerts WHERE id = ?", alert_id)

@@ -80,6 +80,11 @@ def decode_cursor(cursor: str) -> tuple[int, float, int]:
     return priority, float(raised_at), alert_id
 
 
+async def alert_row(tx: Tx, alert_id: int) -> Row | None:
+    """One alert's row, as stored (``None`` if there is none)."""
+    return await tx.fetchone("SELECT * FROM alerts WHERE id = ?", alert_id)
+
+
 class Alerts:
     """The alerts and their timeline (``store.alerts``)."""
 

@@ -20,12 +20,11 @@ from alarm_centre.store.tx import Database, EventFailed, EventHook, PostCommit, 
 from alarm_centre.store.tx import dumps as _j
 from alarm_centre.store.tx import now as _now
 from devices.events import DeviceEvent
-from devices.vocabulary import CLEARS, EventType, Priority, is_help, priority_of
+from devices.registry import UNIT_KINDS
+from devices.vocabulary import CLEARS, EventType, Priority, help_key, is_help, priority_of
 
 log = logging.getLogger(__name__)
 
-UNIT_KINDS = ("gsm_unit", "ip_unit", "serial_unit")
-CLOCK_SKEW_LIMIT_S = 300.0
 
 
 class IngestDatabase(Database, Protocol):
@@ -152,7 +151,7 @@ class Ingest:
         if ev.type is EventType.CMD_RESULT:
             return await self._command_result(tx, post, ev, actor, source, now)
         if ev.type in (EventType.CALL_CONNECTED, EventType.CANCEL):
-            target = await self._alerts.open_alert(tx, _help_key(ev.device_id, resident_id))
+            target = await self._alerts.open_alert(tx, help_key(ev.device_id, resident_id))
             if target is None:
                 return None
             action = (
@@ -191,7 +190,7 @@ class Ingest:
         source = _source_of(ev)
         actor = f"device:{ev.device_id}"
         key = (
-            _help_key(ev.device_id, resident_id)
+            help_key(ev.device_id, resident_id)
             if is_help(ev.type)
             else f"device:{ev.device_id}:{ev.type.value}"
         )
@@ -199,7 +198,7 @@ class Ingest:
         if ev.data:
             detail["data"] = ev.data
         skew = ev.clock_skew_s
-        clock_skew = skew is not None and abs(skew) > CLOCK_SKEW_LIMIT_S
+        clock_skew = ev.clock_skewed
         data: dict[str, Any] = {"source": ev.source}
         if ev.ts is not None:
             data["device_ts"] = ev.ts.timestamp()
@@ -274,8 +273,8 @@ class Ingest:
             target = device
         elif resident_id is not None:
             target = await tx.fetchone(
-                "SELECT * FROM devices WHERE resident_id = ? AND status = 'active' AND kind IN (?, ?, ?) "
-                "ORDER BY created_at LIMIT 1",
+                "SELECT * FROM devices WHERE resident_id = ? AND status = 'active' "
+                f"AND kind IN ({', '.join('?' for _ in UNIT_KINDS)}) ORDER BY created_at LIMIT 1",
                 resident_id,
                 *UNIT_KINDS,
             )
@@ -338,11 +337,6 @@ class Ingest:
             now,
         )
         return int(alert["id"])
-
-
-def _help_key(device_id: str, resident_id: str | None) -> str:
-    """Help alerts collapse per resident when we know them, else per device."""
-    return f"resident:{resident_id}:help" if resident_id else f"device:{device_id}:help"
 
 
 def _source_of(ev: DeviceEvent) -> str:

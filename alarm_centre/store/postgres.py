@@ -33,10 +33,10 @@ import asyncpg
 from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.intake import IngestResult
 from alarm_centre.alerts.model import AlertChange
-from alarm_centre.cancellation import stop
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.schema import JsonRepair, all_migrations, statements
 from alarm_centre.store.tx import InvalidRequest, PostCommit, RetryLater, Row, T, Tx, Work
+from devices.cancellation import stop
 from devices.events import DeviceEvent
 
 log = logging.getLogger(__name__)

@@ -118,4 +118,4 @@ def now() -> float:
 
 def dumps(value: Any) -> str:
     """A JSON column value: strict JSON (never ``NaN``), anything unknown written as its ``str``."""
-    return strict_json.safe_dumps(value, default=str)
+    return strict_json.column_text(value)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from bridge.cli.common import EXIT_FAILED, EXIT_USAGE, config_path, fail, load, open_cli_store
 from devices.numbers import whole_number
+from devices.registry import DeviceKind
 
 T = TypeVar("T")
 SOURCE = "cli"
@@ -598,7 +599,7 @@ def _resident_options(p: argparse.ArgumentParser, *, required_name: bool) -> Non
 
 
 def _device_options(p: argparse.ArgumentParser, *, required_kind: bool) -> None:
-    p.add_argument("--kind", required=required_kind, choices=["gsm_unit", "ip_unit", "serial_unit", "alexa"])
+    p.add_argument("--kind", required=required_kind, choices=[k.value for k in DeviceKind])
     p.add_argument("--resident", help="link to this resident id")
     p.add_argument(
         "--channel", choices=["mqtt", "serial", "sms"], help="how commands reach it (default mqtt)"

@@ -28,8 +28,8 @@ from typing import Any, Self
 import serial
 
 from alarm_centre.alerts.intake import Intake, StoreUnavailable
-from alarm_centre.cancellation import cancel_requests, stop
 from bridge.transports.serial import Backoff, LinkLost, SerialLink
+from devices.cancellation import cancel_requests, stop
 from devices.events import DeviceEvent
 from devices.gsm_at import (
     AtStream,

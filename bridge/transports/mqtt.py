@@ -23,8 +23,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from alarm_centre.alerts.intake import BatchIntake, IngestResult, StoreUnavailable
-from alarm_centre.cancellation import cancel_requests, honour_cancellation
 from bridge.metrics import BridgeMetrics
+from devices.cancellation import cancel_requests, honour_cancellation
 from devices.events import DeviceEvent
 from devices.mqtt_codec import (
     Rejected,

@@ -27,7 +27,7 @@ from typing import Any, Self
 import serial
 
 from alarm_centre.alerts.intake import Intake, StoreUnavailable
-from alarm_centre.cancellation import stop
+from devices.cancellation import stop
 from devices.serial_frame import (
     AckFrame,
     CommandFrame,

@@ -20,7 +20,6 @@ import pytest
 from harness import eventually
 
 from alarm_centre.alerts.model import OutboxItem
-from alarm_centre.cancellation import stop
 from alarm_centre.escalation.engine import Escalation, EscalationSettings
 from alarm_centre.escalation.policy import PolicyStep
 from alarm_centre.escalation.states import StepAction
@@ -29,6 +28,7 @@ from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore
 from bridge.metrics import BridgeMetrics
 from bridge.outbox import OutboxDispatcher
+from devices.cancellation import stop
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType
 

@@ -13,12 +13,12 @@ import pytest
 from harness import eventually
 from prometheus_client import CollectorRegistry
 
-from alarm_centre.cancellation import stop
 from alarm_centre.escalation.engine import Escalation, EscalationSettings
 from alarm_centre.escalation.metrics import EscalationMetrics
 from alarm_centre.escalation.runner import EscalationRunner
 from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore
+from devices.cancellation import stop
 
 
 @pytest.fixture

@@ -11,6 +11,9 @@ under a caller that waits for it to stop (a hung shutdown, a hung test):
   the *caller* that arrives while it waits. :func:`stop` waits without catching anything.
 
 docs/design-notes.md states the rule; tests/test_cancellation_rules.py refuses new breaches of it.
+
+It lives in ``devices/`` (the one room every other may import) so the bridge, the alarm centre and the
+simulators share one copy. It is no codec: codecs still never import asyncio.
 """
 
 from __future__ import annotations

@@ -1,0 +1,38 @@
+"""Phone numbers in E.164 form: the one rule for every number the service stores, texts or calls.
+
+E.164 (ITU-T) writes a number as ``+``, a country code that never starts with 0, and the national
+number: at most 15 digits in all, no spaces. The shortest numbers in service have 7 digits with their
+country code (a 3-digit code and a 4-digit local number in the smallest numbering plans, Niue's +683
+for one), so the rule is ``+`` then 7 to 15 digits, the first not 0.
+
+Seven, not one: a looser ``+[1-9][0-9]{1,14}`` once guarded sending and the Twilio simulator while the
+registry and the configuration refused anything under 7 digits, so ``+4412`` passed one check and
+failed another. A fragment like that never rings anyone; it is refused wherever a number comes in
+(registry, configuration, escalation policies) and again before sending, with the same rule. Every
+number in the tests, the demo and the docs (``+447700900123`` and the like) keeps it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TypeGuard
+
+#: The rule as a pattern: ``+``, a non-zero digit, 6 to 14 more (use ``fullmatch``; JSON Schema
+#: users anchor it as ``^...$``).
+E164_RE = re.compile(r"\+[1-9][0-9]{6,14}")
+E164_EXAMPLE = "+447700900123"
+
+
+def is_e164(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a string holding one E.164 number and nothing else."""
+    return isinstance(value, str) and E164_RE.fullmatch(value) is not None
+
+
+def check_e164(value: object) -> str:
+    """``value`` when it is an E.164 number; raises ValueError naming the rule otherwise."""
+    if not is_e164(value):
+        raise ValueError(
+            f"{str(value)[:30]!r} is not an E.164 number (like {E164_EXAMPLE}: '+', country code, "
+            "digits, no spaces)"
+        )
+    return value
