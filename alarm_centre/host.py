@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from alarm_centre.alerts.intake import GroupCommitter
     from alarm_centre.alerts.model import OutboxItem
     from alarm_centre.store.base import AlertStore
-from alarm_centre.store.tx import EventHook, RaiseHook
+from alarm_centre.store.tx import EventHook, RaiseHook, ResolveHook
 
 #: A long-running coroutine function the bridge runs in its TaskGroup until shutdown.
 Loop = Callable[[], Coroutine[Any, Any, None]]
@@ -82,6 +82,9 @@ class Host(Protocol):
 
     def add_event_hook(self, hook: EventHook, order: HookOrder) -> None:
         """Call ``hook`` in the ingest transaction after each newly stored event, at ``order``."""
+
+    def add_resolve_hook(self, hook: ResolveHook, order: HookOrder) -> None:
+        """Call ``hook`` in the resolving transaction of every alert: stop the feature's side effects."""
 
     def add_outbox_channel(self, name: str, send: OutboxSender) -> None:
         """Deliver outbox commands addressed to channel ``name`` with ``send``."""

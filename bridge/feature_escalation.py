@@ -58,6 +58,7 @@ async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
         return
     await escalation.sync_policies(cfg.policies)
     host.add_raise_hook(escalation.on_raise, HookOrder.ESCALATION)
+    host.add_resolve_hook(escalation.on_resolve, HookOrder.ESCALATION)
     notifier: Notifier | None = None
     if tw.enabled:
         notifier = await stack.enter_async_context(

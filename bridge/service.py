@@ -30,7 +30,7 @@ from alarm_centre.host import HookOrder, Loop, OutboxSender, ReadinessCheck
 from alarm_centre.http.api import ON_SCRAPE, make_app
 from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore
-from alarm_centre.store.tx import EventHook, RaiseHook
+from alarm_centre.store.tx import EventHook, RaiseHook, ResolveHook
 from bridge.config import Config
 from bridge.credentials import CredentialManager
 from bridge.features import FEATURES
@@ -185,6 +185,9 @@ class Bridge:
 
     def add_event_hook(self, hook: EventHook, order: HookOrder) -> None:
         self.store.add_event_hook(hook, order)
+
+    def add_resolve_hook(self, hook: ResolveHook, order: HookOrder) -> None:
+        self.store.add_resolve_hook(hook, order)
 
     def add_outbox_channel(self, name: str, send: OutboxSender) -> None:
         self.outbox.add_channel(name, send)

@@ -262,6 +262,31 @@ class Escalation:
         return cancelled
 
     # -- due steps -------------------------------------------------------------------------------
+    async def on_resolve(self, tx: Tx, post: PostCommit, alert: Row, now: float) -> None:
+        """A resolve hook: a resolved alert escalates no further. Its pending policy steps and supervisor
+        notifications are cancelled in the resolving transaction, and its timeline says so. Responder
+        call-outs are not touched: they start *after* a ``responder_sent`` resolution."""
+        reason = "alert resolved"
+        steps = await sql.cancel_steps(tx, alert["id"], StepKind.POLICY, reason, now)
+        notifications = await sql.cancel_notifications(tx, alert["id"], Purpose.SUPERVISOR, reason, now)
+        if steps or notifications:
+            await self.store.alerts.log_action(
+                tx,
+                post,
+                alert,
+                AuditAction.ESCALATION_STOPPED,
+                "system",
+                Source.SYSTEM,
+                {
+                    "cancelled": steps + notifications,
+                    "escalation_steps": steps,
+                    "notifications": notifications,
+                    "reason": "the alert was resolved",
+                },
+                now,
+                state="resolved",
+            )
+
     async def run_due_steps(self, *, now: float | None = None, limit: int = STEPS_PER_PASS) -> int:
         """Perform every due step once, in one transaction; returns how many steps were taken."""
 

@@ -22,6 +22,7 @@ from alarm_centre.store.tx import (
     InvalidRequest,
     NotFound,
     PostCommit,
+    ResolveHook,
     Row,
     Tx,
     log_action,
@@ -91,6 +92,8 @@ class Alerts:
     def __init__(self, store: Database, outbox: Outbox) -> None:
         self._store = store
         self._outbox = outbox
+        #: Run in the resolving transaction, in HookOrder (set by ``AlertStore.add_resolve_hook``).
+        self.resolve_hooks: tuple[ResolveHook, ...] = ()
 
     #: An audit record: who, when, from where (:func:`alarm_centre.store.tx.log_action`).
     log_action = staticmethod(log_action)
@@ -132,8 +135,9 @@ class Alerts:
 
     async def stop_side_effects(self, tx: Tx, post: PostCommit, alert: Row, now: float) -> None:
         """A resolved alert sends nothing more: in the resolving transaction, cancel its pending
-        device commands (``call_centre`` retries, ``announce``...), its escalation steps and its
-        supervisor notifications, and say on its timeline what was cancelled.
+        device commands (``call_centre`` retries, ``announce``...) and say on its timeline what was
+        cancelled; then the features' resolve hooks stop theirs (escalation: its pending steps and
+        supervisor notifications).
 
         Every path that resolves an alert (operator, system, device clearing, commissioning) goes
         through :meth:`resolve` or :meth:`system_resolve`, which call this. Responder call-outs are
@@ -163,37 +167,8 @@ class Alerts:
                 now,
                 state="resolved",
             )
-        steps = await tx.execute(
-            "UPDATE escalation_steps SET state = 'cancelled', done_at = ?, result = ? "
-            "WHERE alert_id = ? AND kind = 'policy' AND state = 'pending'",
-            now,
-            reason,
-            alert["id"],
-        )
-        notifications = await tx.execute(
-            "UPDATE notifications SET state = 'cancelled', updated_at = ?, last_error = ?, "
-            "lease_until = NULL WHERE alert_id = ? AND purpose = 'supervisor' AND state = 'pending'",
-            now,
-            reason,
-            alert["id"],
-        )
-        if steps or notifications:
-            await self.log_action(
-                tx,
-                post,
-                alert,
-                AuditAction.ESCALATION_STOPPED,
-                "system",
-                Source.SYSTEM,
-                {
-                    "cancelled": steps + notifications,
-                    "escalation_steps": steps,
-                    "notifications": notifications,
-                    "reason": "the alert was resolved",
-                },
-                now,
-                state="resolved",
-            )
+        for hook in self.resolve_hooks:  # features' own side effects (escalation), in HookOrder
+            await hook(tx, post, alert, now)
 
     async def open_alert(self, tx: Tx, key: str) -> Row | None:
         return await tx.fetchone("SELECT * FROM alerts WHERE open_key = ?", key)

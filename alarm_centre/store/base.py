@@ -34,6 +34,7 @@ from alarm_centre.store.tx import (
     NotFound,
     PostCommit,
     RaiseHook,
+    ResolveHook,
     T,
     Tx,
     Work,
@@ -69,6 +70,7 @@ class AlertStore:
         self.event_hooks: tuple[EventHook, ...] = ()
         self._raise_hooks: list[tuple[int, int, RaiseHook]] = []
         self._event_hooks: list[tuple[int, int, EventHook]] = []
+        self._resolve_hooks: list[tuple[int, int, ResolveHook]] = []
         self.outbox = Outbox(self)
         self.alerts = Alerts(self, self.outbox)
         self.intake = Ingest(self, self.alerts, self.outbox)
@@ -105,6 +107,13 @@ class AlertStore:
         if hook not in self.raise_hooks:
             self._raise_hooks.append((order, len(self._raise_hooks), hook))
             self.raise_hooks = tuple(h for _, _, h in sorted(self._raise_hooks, key=lambda t: t[:2]))
+
+    def add_resolve_hook(self, hook: ResolveHook, order: int) -> None:
+        """Run ``hook`` in the resolving transaction of every alert, lowest ``order`` first."""
+        if hook not in self.alerts.resolve_hooks:
+            self._resolve_hooks.append((order, len(self._resolve_hooks), hook))
+            ordered = sorted(self._resolve_hooks, key=lambda t: t[:2])
+            self.alerts.resolve_hooks = tuple(h for _, _, h in ordered)
 
     def add_event_hook(self, hook: EventHook, order: int) -> None:
         """Run ``hook`` after each newly stored event, lowest ``order`` first; the same hook once."""

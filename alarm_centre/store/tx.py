@@ -48,6 +48,9 @@ RaiseHook = Callable[[Tx, PostCommit, Row, DeviceEvent], Awaitable[None]]
 #: Run in the ingest transaction after each newly stored event, with its unit and the alert it joined.
 EventHook = Callable[[Tx, PostCommit, DeviceEvent, "Row | None", "int | None"], Awaitable[None]]
 
+#: Run in the resolving transaction after an alert is resolved: a feature stops its own side effects.
+ResolveHook = Callable[[Tx, PostCommit, Row, float], Awaitable[None]]
+
 
 class Database(Protocol):
     """What a repository needs of the store it belongs to: write transactions and reads.

@@ -191,6 +191,7 @@ async def test_a_left_over_command_of_a_resolved_alert_is_closed_not_claimed(sto
 async def escalating(store: AlertStore) -> Escalation:
     escalation = Escalation(store, EscalationSettings(supervisor_numbers=(SUPERVISOR,), twilio_enabled=True))
     store.add_raise_hook(escalation.on_raise, HookOrder.ESCALATION)
+    store.add_resolve_hook(escalation.on_resolve, HookOrder.ESCALATION)
     await escalation.sync_policies({
         1: [PolicyStep(0, StepAction.SMS), PolicyStep(600, StepAction.CALL)],
         3: [PolicyStep(300, StepAction.SMS)],

@@ -102,6 +102,7 @@ async def store(store_url: str) -> AsyncIterator[AlertStore]:
 async def escalating(store: AlertStore) -> Escalation:
     escalation = Escalation(store, EscalationSettings(supervisor_numbers=(SUPERVISOR,), twilio_enabled=True))
     store.add_raise_hook(escalation.on_raise, HookOrder.ESCALATION)
+    store.add_resolve_hook(escalation.on_resolve, HookOrder.ESCALATION)
     await escalation.sync_policies({1: [PolicyStep(0, StepAction.SMS)]})
     return escalation
 
