@@ -82,8 +82,15 @@ async def set_disabled(store: AlertStore, name: str, disabled: bool) -> None:
 async def list_users(store: AlertStore) -> list[dict[str, Any]]:
     async with store.read() as tx:
         rows = await tx.fetchall("SELECT name, role, disabled, password_hash FROM users ORDER BY name")
-    return [{"name": r["name"], "role": r["role"], "disabled": bool(r["disabled"]),
-             "password": r["password_hash"] is not None} for r in rows]
+    return [
+        {
+            "name": r["name"],
+            "role": r["role"],
+            "disabled": bool(r["disabled"]),
+            "password": r["password_hash"] is not None,
+        }
+        for r in rows
+    ]
 
 
 async def check_login(store: AlertStore, name: str, password: str) -> User | None:
@@ -141,7 +148,14 @@ class SessionStore:
             await tx.execute(
                 "INSERT INTO console_sessions (token_hash, user_name, csrf, address, created_at, "
                 "last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                hash_token(token), user.name, csrf, address[:64], now, now, expires)
+                hash_token(token),
+                user.name,
+                csrf,
+                address[:64],
+                now,
+                now,
+                expires,
+            )
 
         await self._store.transaction(work)
         return token, Session(user, csrf, expires, now + self.idle_timeout_s)
@@ -155,7 +169,9 @@ class SessionStore:
         async with self._store.read() as tx:
             row = await tx.fetchone(
                 "SELECT s.csrf, s.expires_at, s.last_seen_at, u.name, u.role, u.disabled "
-                "FROM console_sessions s JOIN users u ON u.name = s.user_name WHERE s.token_hash = ?", key)
+                "FROM console_sessions s JOIN users u ON u.name = s.user_name WHERE s.token_hash = ?",
+                key,
+            )
         if row is None or row["disabled"]:
             return None
         if now >= row["expires_at"] or now >= row["last_seen_at"] + self.idle_timeout_s:
@@ -166,12 +182,17 @@ class SessionStore:
             last_seen = now
 
             async def touch(tx: Tx, post: PostCommit) -> None:
-                await tx.execute("UPDATE console_sessions SET last_seen_at = ? WHERE token_hash = ?",
-                                 now, key)
+                await tx.execute(
+                    "UPDATE console_sessions SET last_seen_at = ? WHERE token_hash = ?", now, key
+                )
 
             await self._store.transaction(touch)
-        return Session(User(row["name"], Role(row["role"])), row["csrf"], float(row["expires_at"]),
-                       last_seen + self.idle_timeout_s)
+        return Session(
+            User(row["name"], Role(row["role"])),
+            row["csrf"],
+            float(row["expires_at"]),
+            last_seen + self.idle_timeout_s,
+        )
 
     async def live_user(self, token: str) -> User | None:
         """For long-lived streams: the session's user now, or None (signed out, expired, disabled).
@@ -183,7 +204,9 @@ class SessionStore:
             async with self._store.read() as tx:
                 row = await tx.fetchone(
                     "SELECT s.expires_at, s.last_seen_at, u.name, u.role, u.disabled FROM console_sessions s "
-                    "JOIN users u ON u.name = s.user_name WHERE s.token_hash = ?", key)
+                    "JOIN users u ON u.name = s.user_name WHERE s.token_hash = ?",
+                    key,
+                )
         except Exception as exc:  # the store is down or closing: end the stream; the console reconnects
             log.warning("could not check a console session: %s", exc)
             return None
@@ -194,8 +217,9 @@ class SessionStore:
         if now - float(row["last_seen_at"]) >= TOUCH_EVERY_S:
 
             async def touch(tx: Tx, post: PostCommit) -> None:
-                await tx.execute("UPDATE console_sessions SET last_seen_at = ? WHERE token_hash = ?",
-                                 now, key)
+                await tx.execute(
+                    "UPDATE console_sessions SET last_seen_at = ? WHERE token_hash = ?", now, key
+                )
 
             await self._store.transaction(touch)
         return User(row["name"], Role(row["role"]))
@@ -238,8 +262,16 @@ class SignInThrottle:
       the same on every node.
     """
 
-    def __init__(self, store: AlertStore, *, per_name: int, per_address: int, window_s: float,
-                 max_delay_s: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: AlertStore,
+        *,
+        per_name: int,
+        per_address: int,
+        window_s: float,
+        max_delay_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
         self.per_name = per_name
         self.per_address = per_address
@@ -261,7 +293,11 @@ class SignInThrottle:
             rows = await tx.fetchall(
                 "SELECT failure_key, failures, last_failed_at FROM sign_in_failures "
                 "WHERE failure_key IN (?, ?, ?) AND last_failed_at > ?",
-                name_key, addr_key, pair_key, now - self.window_s)
+                name_key,
+                addr_key,
+                pair_key,
+                now - self.window_s,
+            )
         found = {r["failure_key"]: (int(r["failures"]), float(r["last_failed_at"])) for r in rows}
         retry_after = 0.0
         for key, limit in ((addr_key, self.per_address), (pair_key, self.per_name)):
@@ -287,7 +323,11 @@ class SignInThrottle:
                     "ON CONFLICT (failure_key) DO UPDATE SET "
                     "failures = CASE WHEN sign_in_failures.last_failed_at > ? "
                     "THEN sign_in_failures.failures + 1 ELSE 1 END, last_failed_at = ?",
-                    key, now, stale, now)
+                    key,
+                    now,
+                    stale,
+                    now,
+                )
             await tx.execute("DELETE FROM sign_in_failures WHERE last_failed_at <= ?", stale)
 
         await self._store.transaction(work)

@@ -195,8 +195,9 @@ async def main(args: argparse.Namespace) -> int:
                 serving = asyncio.create_task(bridge.serve(), name="bench-bridge")
                 try:
                     await bridge.store.devices.upsert_resident("res-bench", "Bench Resident")
-                    await bridge.store.devices.upsert_device("unit-bench", "gsm_unit",
-                                                             resident_id="res-bench")
+                    await bridge.store.devices.upsert_device(
+                        "unit-bench", "gsm_unit", resident_id="res-bench"
+                    )
                     await bridge.app[_voice_key()].link_echo("echo-bench", ECHO_ID, "res-bench")
                     alexa_url = bridge.http_url + "/alexa"
                     # warm up: the first request downloads and validates the chain; later ones use the cache

@@ -89,18 +89,24 @@ class Readers:
 def summary(latencies_ms: list[float]) -> str:
     ordered = sorted(latencies_ms)
     p = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return (f"p50 {statistics.median(ordered):7.1f}  p99 {p(0.99):7.1f}  max {ordered[-1]:7.1f} ms"
-            f"  (n={len(ordered)})")
+    return (
+        f"p50 {statistics.median(ordered):7.1f}  p99 {p(0.99):7.1f}  max {ordered[-1]:7.1f} ms"
+        f"  (n={len(ordered)})"
+    )
 
 
 async def console_run(n: int, events: int, mqtt_url: str) -> tuple[list[float], list[float], list[float]]:
     with tempfile.TemporaryDirectory() as tmp:
-        env = {"TELECARE_STORE__URL": f"{tmp}/bench.db", "TELECARE_HTTP__PORT": "0",
-               "TELECARE_MQTT__EMBEDDED_PORT": "0", "TELECARE_MQTT__URL": mqtt_url,
-               "TELECARE_TOPIC_ROOT": f"bench{int(time.time() * 1000) % 10**9}",
-               "TELECARE_LOG__LEVEL": "WARNING",
-               # The bench's simulated units sign in anonymously (the embedded broker's demo mode).
-               "TELECARE_MQTT__EMBEDDED_ALLOW_ANONYMOUS": "true"}
+        env = {
+            "TELECARE_STORE__URL": f"{tmp}/bench.db",
+            "TELECARE_HTTP__PORT": "0",
+            "TELECARE_MQTT__EMBEDDED_PORT": "0",
+            "TELECARE_MQTT__URL": mqtt_url,
+            "TELECARE_TOPIC_ROOT": f"bench{int(time.time() * 1000) % 10**9}",
+            "TELECARE_LOG__LEVEL": "WARNING",
+            # The bench's simulated units sign in anonymously (the embedded broker's demo mode).
+            "TELECARE_MQTT__EMBEDDED_ALLOW_ANONYMOUS": "true",
+        }
         config = load_config(None, environ=env)
         async with Bridge(config) as bridge:
             serve = asyncio.create_task(bridge.serve())
@@ -131,9 +137,14 @@ async def console_run(n: int, events: int, mqtt_url: str) -> tuple[list[float], 
                     last: list[float] = []
                     end_to_end: list[float] = []
                     async with contextlib.AsyncExitStack() as units:
-                        fleet = [await units.enter_async_context(SimulatedUnit(
-                            f"bench-{e}", host=host, port=port, topic_root=config.topic_root))
-                            for e in range(events)]
+                        fleet = [
+                            await units.enter_async_context(
+                                SimulatedUnit(
+                                    f"bench-{e}", host=host, port=port, topic_root=config.topic_root
+                                )
+                            )
+                            for e in range(events)
+                        ]
                         for unit in fleet:
                             pressed = time.perf_counter()
                             ack = await unit.send("pendant", timeout=20)
@@ -208,10 +219,12 @@ async def baseline_run(n: int, events: int) -> tuple[list[float], list[float]]:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--streams", default="1,50,200",
-                        help="comma-separated stream counts (default 1,50,200)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--streams", default="1,50,200", help="comma-separated stream counts (default 1,50,200)"
+    )
     parser.add_argument("--events", type=int, default=20, help="events per stream count (default 20)")
     parser.add_argument("--mqtt-url", default="", help="broker URL (default: the embedded broker)")
     args = parser.parse_args()

@@ -76,8 +76,10 @@ async def raw_round_trip(n: int) -> None:
 
 async def serial_path(n: int, window: int) -> None:
     intake = DictIntake()
-    async with SimulatedSerialUnit("bench-unit", retry_interval=5.0) as unit, \
-            SerialTransport(unit.path, intake=intake, baudrate=115200) as transport:
+    async with (
+        SimulatedSerialUnit("bench-unit", retry_interval=5.0) as unit,
+        SerialTransport(unit.path, intake=intake, baudrate=115200) as transport,
+    ):
         async with asyncio.timeout(10):
             await transport.wait_connected()
         await unit.raise_event("heartbeat")  # warm up

@@ -85,8 +85,10 @@ class Console:
             self.seen.setdefault(line["device_id"], now)
 
     async def run(self) -> None:
-        async with aiohttp.ClientSession() as session, session.get(self.base + "/api/v1/stream",
-                                                                   headers=self.headers) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.base + "/api/v1/stream", headers=self.headers) as resp,
+        ):
             self.connected.set()
             event = ""
             async for raw in resp.content:
@@ -97,39 +99,76 @@ class Console:
                     now = time.perf_counter()
                     if event == "resync":
                         self.resyncs += 1
-                        async with session.get(self.base + "/api/v1/queue?limit=50",
-                                               headers=self.headers) as q:
+                        async with session.get(
+                            self.base + "/api/v1/queue?limit=50", headers=self.headers
+                        ) as q:
                             for line in (await q.json())["lines"]:
                                 self._note(line, time.perf_counter())
                     else:
                         self._note(json.loads(text[5:]), now)
 
 
-async def storm(label: str, env: dict[str, str], nodes: list[str], broker_port: int, *, units: int,
-                falls: int, count_stored: Any) -> dict[str, Any]:
+async def storm(
+    label: str,
+    env: dict[str, str],
+    nodes: list[str],
+    broker_port: int,
+    *,
+    units: int,
+    falls: int,
+    count_stored: Any,
+) -> dict[str, Any]:
     topic_root = f"storm{uuid.uuid4().hex[:6]}"
     ports = {node: free_port() for node in nodes}
     tmp = Path(tempfile.mkdtemp(prefix="storm-"))
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def node_env(node: str) -> dict[str, str]:
-        return {**os.environ, **env, "TELECARE_TOPIC_ROOT": topic_root,
-                "TELECARE_HTTP__PORT": str(ports[node]),
-                "TELECARE_NODE_ID": node, "TELECARE_MQTT__URL": f"mqtt://127.0.0.1:{broker_port}",
-                "TELECARE_MQTT__CLIENT_ID": f"{node}-{topic_root}", "TELECARE_LOG__LEVEL": "WARNING",
-                "PYTHONPATH": str(ROOT)}
+        return {
+            **os.environ,
+            **env,
+            "TELECARE_TOPIC_ROOT": topic_root,
+            "TELECARE_HTTP__PORT": str(ports[node]),
+            "TELECARE_NODE_ID": node,
+            "TELECARE_MQTT__URL": f"mqtt://127.0.0.1:{broker_port}",
+            "TELECARE_MQTT__CLIENT_ID": f"{node}-{topic_root}",
+            "TELECARE_LOG__LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+        }
 
     try:
         for node in nodes:
             log = (tmp / f"{node}.log").open("wb")
             procs[node] = subprocess.Popen(  # noqa: ASYNC220 -- a bench, started once
-                [sys.executable, "-m", "bridge.cli", "run"], env=node_env(node),
-                                           stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+                [sys.executable, "-m", "bridge.cli", "run"],
+                env=node_env(node),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=tmp,
+            )
         for node in nodes:
             await wait_ready(ports[node])
-        token = subprocess.run([sys.executable, "-m", "bridge.cli", "users", "add", "bench-op", "--role",  # noqa: ASYNC221
-                                "operator"], env=node_env(nodes[0]), cwd=tmp, capture_output=True, text=True,
-                               check=True).stdout.strip().splitlines()[-1]
+        token = (
+            subprocess.run(  # noqa: ASYNC221 -- a bench, once before the storm
+                [
+                    sys.executable,
+                    "-m",
+                    "bridge.cli",
+                    "users",
+                    "add",
+                    "bench-op",
+                    "--role",
+                    "operator",
+                ],
+                env=node_env(nodes[0]),
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         device_ids = [f"s{n:05d}" for n in range(units)]
         fall_ids = set(random.sample(device_ids, falls))
         plan = {d: ("fall" if d in fall_ids else "mains_fail") for d in device_ids}
@@ -143,8 +182,9 @@ async def storm(label: str, env: dict[str, str], nodes: list[str], broker_port: 
         results: dict[str, str] = {}
         all_acked = asyncio.Event()
 
-        async with aiomqtt.Client("127.0.0.1", broker_port, identifier=f"acks-{topic_root}",
-                                  max_queued_incoming_messages=0) as ack_client:
+        async with aiomqtt.Client(
+            "127.0.0.1", broker_port, identifier=f"acks-{topic_root}", max_queued_incoming_messages=0
+        ) as ack_client:
             await ack_client.subscribe(f"{topic_root}/v1/+/ack", qos=1)
 
             async def read_acks() -> None:
@@ -165,8 +205,9 @@ async def storm(label: str, env: dict[str, str], nodes: list[str], broker_port: 
             async def sender(k: int, mine: list[str]) -> None:
                 nonlocal attempts
                 cancels = cancel_requests()
-                async with aiomqtt.Client("127.0.0.1", broker_port, identifier=f"units-{k}-{topic_root}",
-                                          max_inflight_messages=1000) as client:
+                async with aiomqtt.Client(
+                    "127.0.0.1", broker_port, identifier=f"units-{k}-{topic_root}", max_inflight_messages=1000
+                ) as client:
                     pending = list(mine)
                     first = True
                     rounds = 0
@@ -205,9 +246,15 @@ async def storm(label: str, env: dict[str, str], nodes: list[str], broker_port: 
         stored, alerts = await count_stored(topic_root, device_ids)
         fall_latency = [console.seen[d] - fall_sent[d] for d in fall_sent if d in console.seen]
         return {
-            "setup": label, "units": units, "acked": len(acked), "all acked in s": round(acked_in, 2),
-            "lost": units - stored, "duplicated": alerts - units, "unacked": units - len(acked),
-            "publishes": attempts, "falls on console": f"{len(fall_latency)}/{len(fall_sent)}",
+            "setup": label,
+            "units": units,
+            "acked": len(acked),
+            "all acked in s": round(acked_in, 2),
+            "lost": units - stored,
+            "duplicated": alerts - units,
+            "unacked": units - len(acked),
+            "publishes": attempts,
+            "falls on console": f"{len(fall_latency)}/{len(fall_sent)}",
             "fall to console max s": round(max(fall_latency), 3) if fall_latency else None,
             "console resyncs": console.resyncs,
             "peak MB": {node: round(peak_rss_mb(p.pid), 1) for node, p in procs.items()},
@@ -226,8 +273,10 @@ async def storm(label: str, env: dict[str, str], nodes: list[str], broker_port: 
 def start_mosquitto() -> tuple[subprocess.Popen[bytes], int, Path]:
     port = free_port()
     conf = Path(tempfile.mkdtemp(prefix="storm-mq-")) / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "max_queued_messages 1000000\nmax_inflight_messages 1000\nmax_connections -1\n")
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 1000000\nmax_inflight_messages 1000\nmax_connections -1\n"
+    )
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
@@ -258,8 +307,17 @@ async def main() -> None:
                 finally:
                     conn.close()
 
-            rows.append(await storm("1 node, SQLite", {"TELECARE_STORE__URL": str(db)}, ["node-1"], port,
-                                    units=args.units, falls=args.falls, count_stored=count_sqlite))
+            rows.append(
+                await storm(
+                    "1 node, SQLite",
+                    {"TELECARE_STORE__URL": str(db)},
+                    ["node-1"],
+                    port,
+                    units=args.units,
+                    falls=args.falls,
+                    count_stored=count_sqlite,
+                )
+            )
         if args.only in (None, "postgres"):
             name = f"storm_{uuid.uuid4().hex[:10]}"
             admin = await asyncpg.connect(PG_ADMIN)
@@ -276,9 +334,17 @@ async def main() -> None:
                 return int(stored), int(alerts)
 
             try:
-                rows.append(await storm("2 nodes, PostgreSQL", {
-                    "TELECARE_STORE__URL": url, "TELECARE_MQTT__SHARED_GROUP": "bridge"},
-                    ["node-1", "node-2"], port, units=args.units, falls=args.falls, count_stored=count_pg))
+                rows.append(
+                    await storm(
+                        "2 nodes, PostgreSQL",
+                        {"TELECARE_STORE__URL": url, "TELECARE_MQTT__SHARED_GROUP": "bridge"},
+                        ["node-1", "node-2"],
+                        port,
+                        units=args.units,
+                        falls=args.falls,
+                        count_stored=count_pg,
+                    )
+                )
             finally:
                 await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
                 await admin.close()

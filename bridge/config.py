@@ -209,8 +209,13 @@ class TwilioConfig(Section):
 
 def _default_policies() -> dict[int, list[PolicyStep]]:
     return {
-        1: parse_steps([{"after_s": 30, "action": "highlight"}, {"after_s": 60, "action": "sms"},
-                        {"after_s": 120, "action": "call"}]),
+        1: parse_steps(
+            [
+                {"after_s": 30, "action": "highlight"},
+                {"after_s": 60, "action": "sms"},
+                {"after_s": 120, "action": "call"},
+            ]
+        ),
         2: parse_steps([{"after_s": 60, "action": "highlight"}, {"after_s": 180, "action": "sms"}]),
         3: [],
     }
@@ -369,8 +374,9 @@ class FloodsConfig(Section):
     #: The window, in seconds, the threshold is counted over.
     window_s: float = Field(60.0, gt=0, le=86400)
     #: Event types that may be grouped (technical or urgent types only; help types are refused).
-    types: list[str] = Field(default_factory=lambda: ["low_battery", "mains_fail", "tamper", "sensor_fault",
-                                                      "radio_jamming"])
+    types: list[str] = Field(
+        default_factory=lambda: ["low_battery", "mains_fail", "tamper", "sensor_fault", "radio_jamming"]
+    )
 
     @field_validator("types")
     @classmethod
@@ -418,7 +424,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], tuple[st
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name == "TELECARE_CONFIG":
             continue
-        path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__") if part)
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part)
         if not path:
             continue
         try:
@@ -513,4 +519,3 @@ def _anchor_paths(config: Config, base: Path, from_env: set[tuple[str, ...]]) ->
             continue
         anchor = Path.cwd() if (section_name, key) in from_env else base
         setattr(section, key, os.path.normpath(anchor / value))
-

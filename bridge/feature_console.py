@@ -17,11 +17,15 @@ def console_settings(host: FeatureHost) -> ConsoleSettings:
     if secure is None:
         secure = host.config.http.public_url.startswith("https://")
     return ConsoleSettings(
-        session_ttl_s=cfg.session_ttl_s, idle_timeout_s=cfg.idle_timeout_s, secure_cookies=secure,
+        session_ttl_s=cfg.session_ttl_s,
+        idle_timeout_s=cfg.idle_timeout_s,
+        secure_cookies=secure,
         login_max_failures=cfg.login_max_failures,
         login_max_failures_per_address=cfg.login_max_failures_per_address,
-        login_window_s=cfg.login_window_s, login_max_delay_s=cfg.login_max_delay_s,
-        trusted_proxies=tuple(host.config.http.trusted_proxies), sound=cfg.sound,
+        login_window_s=cfg.login_window_s,
+        login_max_delay_s=cfg.login_max_delay_s,
+        trusted_proxies=tuple(host.config.http.trusted_proxies),
+        sound=cfg.sound,
     )
 
 

@@ -21,10 +21,15 @@ log = logging.getLogger(__name__)
 
 async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
     cfg = host.config.floods
-    grouper = FloodGrouper(host.store, FloodRules(threshold=cfg.threshold, window_s=cfg.window_s,
-                                                    types=frozenset(cfg.types)))
+    grouper = FloodGrouper(
+        host.store, FloodRules(threshold=cfg.threshold, window_s=cfg.window_s, types=frozenset(cfg.types))
+    )
     if cfg.enabled:
         grouper.install()
-        log.info("alarm floods: %d or more of one type within %.0f s become an incident (%s)", cfg.threshold,
-                 cfg.window_s, ", ".join(sorted(cfg.types)))
+        log.info(
+            "alarm floods: %d or more of one type within %.0f s become an incident (%s)",
+            cfg.threshold,
+            cfg.window_s,
+            ", ".join(sorted(cfg.types)),
+        )
     add_routes(host.app, grouper)

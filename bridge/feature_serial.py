@@ -80,8 +80,9 @@ class SerialFeature:
         cmd = str(item.payload.get("cmd"))
         args = item.payload.get("args")
         try:
-            await transport.send_command(device_id, item.cmd_id or str(item.id), cmd,
-                                         args if isinstance(args, dict) else None)
+            await transport.send_command(
+                device_id, item.cmd_id or str(item.id), cmd, args if isinstance(args, dict) else None
+            )
         except ValueError as exc:  # cannot be framed (bad id or args): retrying will not help
             raise ConnectionError(f"command cannot be framed for the serial line: {exc}") from exc
 
@@ -90,8 +91,10 @@ class SerialFeature:
         if not serving and len(self.transports) == 1:
             serving = self.transports  # one line: every serial unit is on it
         if not serving:
-            raise ConnectionError(f"no serial line has heard from {device_id} since the bridge started; "
-                                  "retrying when the unit next sends")
+            raise ConnectionError(
+                f"no serial line has heard from {device_id} since the bridge started; "
+                "retrying when the unit next sends"
+            )
         return next((t for t in serving if t.connected), serving[0])
 
     # outbox channel "sms"
@@ -107,8 +110,11 @@ class SerialFeature:
             raise ConnectionError(f"device {device_id} has no phone number to text")
         args = item.payload.get("args")
         try:
-            text = sms_command_text(item.cmd_id or str(item.id), str(item.payload.get("cmd")),
-                                    args if isinstance(args, dict) else None)
+            text = sms_command_text(
+                item.cmd_id or str(item.id),
+                str(item.payload.get("cmd")),
+                args if isinstance(args, dict) else None,
+            )
         except ValueError as exc:
             await self._finish(item, {"error": str(exc)})
             self.metrics.sms_sent.labels("too_long").inc()
@@ -131,8 +137,9 @@ class SerialFeature:
         try:
             await self.store.outbox.finish(item, result)
         except Exception as exc:
-            log.warning("SMS command %s sent but not recorded as done (%s); it will be sent again",
-                        item.cmd_id, exc)
+            log.warning(
+                "SMS command %s sent but not recorded as done (%s); it will be sent again", item.cmd_id, exc
+            )
 
     async def resolve_sender(self, sender: str) -> str | None:
         return await device_for_number(self.store, sender, self.country_code)
@@ -153,8 +160,10 @@ class SerialFeature:
             elif modem.registration is None:
                 problems.append(f"GSM modem on {modem.port}: network registration not read yet")
             elif not modem.registration.registered:
-                problems.append(f"GSM modem on {modem.port} is not registered on a network "
-                                f"({modem.registration.description})")
+                problems.append(
+                    f"GSM modem on {modem.port} is not registered on a network "
+                    f"({modem.registration.description})"
+                )
         return problems
 
     def refresh_gauges(self) -> None:
@@ -199,28 +208,41 @@ async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
     serial_cfg, gsm_cfg = host.config.serial, host.config.gsm
     ports = [u.port for u in serial_cfg.units]
     if gsm_cfg.port and gsm_cfg.port in ports:
-        raise RuntimeError(f"gsm.port {gsm_cfg.port} is also listed in serial.units; "
-                           "a port serves one of them")
+        raise RuntimeError(
+            f"gsm.port {gsm_cfg.port} is also listed in serial.units; a port serves one of them"
+        )
     metrics = host.metrics
     feature = SerialFeature(host.store, metrics, country_code=gsm_cfg.country_code)
     host.app[SERIAL] = feature
     for unit in serial_cfg.units:
         port = unit.port
         transport = SerialTransport(
-            port, intake=host.intake, baudrate=unit.baudrate, rtscts=unit.rtscts, xonxoff=unit.xonxoff,
-            on_outcome=_frame_counter(metrics, port), on_link=_link_gauge(metrics, port),
+            port,
+            intake=host.intake,
+            baudrate=unit.baudrate,
+            rtscts=unit.rtscts,
+            xonxoff=unit.xonxoff,
+            on_outcome=_frame_counter(metrics, port),
+            on_link=_link_gauge(metrics, port),
             on_ack_latency=metrics.ack_latency.labels("serial").observe,
         )
         metrics.serial_link_up.labels(port).set(0)
         feature.transports.append(await stack.enter_async_context(transport))
     if gsm_cfg.port:
-        feature.modem = await stack.enter_async_context(GsmModem(
-            gsm_cfg.port, intake=host.intake, resolve_sender=feature.resolve_sender,
-            baudrate=gsm_cfg.baudrate, rtscts=gsm_cfg.rtscts, xonxoff=gsm_cfg.xonxoff,
-            command_timeout=gsm_cfg.command_timeout_s, poll_interval=gsm_cfg.poll_interval_s,
-            on_outcome=lambda outcome: metrics.sms_messages.labels(outcome).inc(),
-            on_status=lambda _modem: feature.refresh_gauges(),
-        ))
+        feature.modem = await stack.enter_async_context(
+            GsmModem(
+                gsm_cfg.port,
+                intake=host.intake,
+                resolve_sender=feature.resolve_sender,
+                baudrate=gsm_cfg.baudrate,
+                rtscts=gsm_cfg.rtscts,
+                xonxoff=gsm_cfg.xonxoff,
+                command_timeout=gsm_cfg.command_timeout_s,
+                poll_interval=gsm_cfg.poll_interval_s,
+                on_outcome=lambda outcome: metrics.sms_messages.labels(outcome).inc(),
+                on_status=lambda _modem: feature.refresh_gauges(),
+            )
+        )
     if feature.transports:
         host.add_outbox_channel("serial", feature.send_serial)
     if feature.modem is not None:

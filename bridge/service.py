@@ -129,8 +129,13 @@ class Bridge:
                 await start_feature(self, stack)
             # keepalive_timeout closes a connection that has no request in progress -- fresh, between
             # requests, or still trickling its headers -- after http.idle_timeout_s.
-            self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
-                                         keepalive_timeout=cfg.http.idle_timeout_s)
+            self._runner = web.AppRunner(
+                app,
+                access_log=None,
+                handle_signals=False,
+                shutdown_timeout=1.0,
+                keepalive_timeout=cfg.http.idle_timeout_s,
+            )
             await self._runner.setup()
             stack.push_async_callback(self._runner.cleanup)
             site = web.TCPSite(self._runner, cfg.http.host, cfg.http.port)
@@ -258,5 +263,6 @@ def _bound_port(site: web.TCPSite, configured: int) -> int:
 
 
 if TYPE_CHECKING:  # the bridge is the host its features are started with (checked by mypy)
+
     def _is_a_host(bridge: Bridge) -> FeatureHost:
         return bridge

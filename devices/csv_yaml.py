@@ -240,7 +240,9 @@ class StrictLoader(yaml.SafeLoader):
         try:
             if self._depth > MAX_DEPTH:
                 raise yaml.composer.ComposerError(
-                    None, None, f"nested deeper than {MAX_DEPTH} levels",
+                    None,
+                    None,
+                    f"nested deeper than {MAX_DEPTH} levels",
                     self.peek_event().start_mark,  # type: ignore[no-untyped-call]
                 )
             return super().compose_node(parent, index)

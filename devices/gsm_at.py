@@ -117,19 +117,45 @@ AtEvent = (
     NeedData | Prompt | FinalResult | InfoLine | Unsolicited | NewMessage | RegistrationUpdate | SmsRecord
 )
 
-RESTART_BANNERS = frozenset({"RDY", "SMS Ready", "Call Ready", "+CFUN: 1", "+CPIN: READY", "START",
-                             "+QIND: SMS DONE", "PB DONE"})
-CMS_ERRORS = {300: "ME failure", 302: "operation not allowed", 304: "invalid PDU mode parameter",
-              305: "invalid text mode parameter", 310: "SIM not inserted", 311: "SIM PIN required",
-              313: "SIM failure", 314: "SIM busy", 320: "memory failure", 321: "invalid memory index",
-              322: "memory full", 330: "SMSC address unknown", 331: "no network service",
-              332: "network timeout", 500: "unknown error"}
-CME_ERRORS = {3: "operation not allowed", 4: "operation not supported", 10: "SIM not inserted",
-              11: "SIM PIN required", 13: "SIM failure", 14: "SIM busy", 30: "no network service",
-              100: "unknown"}
+RESTART_BANNERS = frozenset(
+    {"RDY", "SMS Ready", "Call Ready", "+CFUN: 1", "+CPIN: READY", "START", "+QIND: SMS DONE", "PB DONE"}
+)
+CMS_ERRORS = {
+    300: "ME failure",
+    302: "operation not allowed",
+    304: "invalid PDU mode parameter",
+    305: "invalid text mode parameter",
+    310: "SIM not inserted",
+    311: "SIM PIN required",
+    313: "SIM failure",
+    314: "SIM busy",
+    320: "memory failure",
+    321: "invalid memory index",
+    322: "memory full",
+    330: "SMSC address unknown",
+    331: "no network service",
+    332: "network timeout",
+    500: "unknown error",
+}
+CME_ERRORS = {
+    3: "operation not allowed",
+    4: "operation not supported",
+    10: "SIM not inserted",
+    11: "SIM PIN required",
+    13: "SIM failure",
+    14: "SIM busy",
+    30: "no network service",
+    100: "unknown",
+}
 
-_FINAL_WORDS = {"OK": True, "ERROR": False, "NO CARRIER": False, "BUSY": False, "NO ANSWER": False,
-                "NO DIALTONE": False}
+_FINAL_WORDS = {
+    "OK": True,
+    "ERROR": False,
+    "NO CARRIER": False,
+    "BUSY": False,
+    "NO ANSWER": False,
+    "NO DIALTONE": False,
+}
 _ERR_RE = re.compile(r"\+(CME|CMS) ERROR: *(.*)")
 _CMTI_RE = re.compile(r'\+CMTI: *"([^"]*)", *(\d+)')
 _CREG_URC_RE = re.compile(r"\+CREG: *(\d+)(?:, *\"?[0-9A-Fa-f]*\"?, *\"?[0-9A-Fa-f]*\"?.*)?")
@@ -270,7 +296,7 @@ class AtStream:
             return None
         i = m.start()
         line = bytes(buf[:i])
-        if buf[i:i + 2] == b"\r\n":
+        if buf[i : i + 2] == b"\r\n":
             del buf[: i + 2]
         else:
             self._skip_lf = buf[i] == 0x0D
@@ -415,8 +441,14 @@ class SignalQuality:
         return -113 + 2 * self.rssi
 
 
-REG_STATES = {0: "not registered", 1: "registered, home", 2: "searching", 3: "denied", 4: "unknown",
-              5: "registered, roaming"}
+REG_STATES = {
+    0: "not registered",
+    1: "registered, home",
+    2: "searching",
+    3: "denied",
+    4: "unknown",
+    5: "registered, roaming",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,7 +471,7 @@ class Registration:
 def _info(lines: list[str], prefix: str) -> list[str]:
     for line in lines:
         if line.startswith(prefix):
-            return split_fields(line[len(prefix):])
+            return split_fields(line[len(prefix) :])
     raise ValueError(f"no {prefix} line in the answer")
 
 

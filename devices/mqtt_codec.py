@@ -132,7 +132,8 @@ def decode_event(
     """Decode an event payload sent by ``device_id``. Raises Rejected with the reason."""
     if len(payload) > MAX_PAYLOAD:
         raise Rejected(
-            f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD}", code=RejectReason.SIZE,
+            f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD}",
+            code=RejectReason.SIZE,
             device_id=device_id,
         )
     try:
@@ -142,7 +143,8 @@ def decode_event(
         raise Rejected(reason, code=JSON_REFUSALS[exc.code], device_id=device_id) from None
     if not isinstance(body, dict):
         raise Rejected(
-            f"payload must be a JSON object, not {type(body).__name__}", code=RejectReason.SHAPE,
+            f"payload must be a JSON object, not {type(body).__name__}",
+            code=RejectReason.SHAPE,
             device_id=device_id,
         )
     raw_id = body.get("event_id")

@@ -156,7 +156,12 @@ def format_ts(ts: datetime) -> str:
 
 
 def encode_event(
-    device_id: str, event_id: str, event_type: str, *, ts: datetime | None = None, test: bool = False,
+    device_id: str,
+    event_id: str,
+    event_type: str,
+    *,
+    ts: datetime | None = None,
+    test: bool = False,
     data: dict[str, Any] | None = None,
 ) -> bytes:
     """A ``TC1`` event line (used by units and simulators)."""
@@ -248,8 +253,16 @@ def _decode_event(fields: list[str], raw: bytes, received_at: datetime) -> Event
         data = _json_object(",".join(fields[6:]), "data") if len(fields) > 6 else {}
     except _Bad as exc:
         raise bad(exc.reason) from None  # the checksum was good: resending it unchanged cannot help
-    event = DeviceEvent(device_id=device_id, event_id=event_id, type=event_type, received_at=received_at,
-                        ts=ts, test=fields[5] == "1", data=data, source="serial")
+    event = DeviceEvent(
+        device_id=device_id,
+        event_id=event_id,
+        type=event_type,
+        received_at=received_at,
+        ts=ts,
+        test=fields[5] == "1",
+        data=data,
+        source="serial",
+    )
     return EventFrame(event, raw)
 
 
@@ -324,10 +337,10 @@ class FrameDecoder:
 
     def _decode_line(self, raw: bytes, received_at: datetime | None) -> Frame | Malformed:
         star = raw.rfind(b"*")
-        if star < 0 or not _CRC_RE.fullmatch(raw[star + 1:]):
+        if star < 0 or not _CRC_RE.fullmatch(raw[star + 1 :]):
             return Malformed("missing checksum", raw)
         body = raw[1:star]
-        if crc16(body) != int(raw[star + 1:], 16):
+        if crc16(body) != int(raw[star + 1 :], 16):
             return Malformed("checksum mismatch", raw)
         try:
             text = body.decode("ascii")

@@ -72,6 +72,7 @@ DEMO_DETAILS: dict[str, dict[str, object]] = {
     },
 }
 
+
 class DemoRegistry(Protocol):
     """What the demo seeds register through (``store.devices`` has them; they validate what they store)."""
 

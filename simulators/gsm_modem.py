@@ -138,14 +138,14 @@ class SimulatedModem:
                     end = re.search(rb"[\x1a\x1b]", buf)
                     if end is None:
                         break
-                    text, key, buf = buf[: end.start()], buf[end.start():end.start() + 1], buf[end.end():]
+                    text, key, buf = buf[: end.start()], buf[end.start() : end.start() + 1], buf[end.end() :]
                     await self._finish_cmgs(text.decode("utf-8", "replace"), send=key == b"\x1a")
                     continue
                 buf = buf.replace(b"\x1b", b"")  # like a real modem: ESC outside text entry is nothing
                 m = re.search(rb"[\r\n]", buf)
                 if m is None:
                     break
-                line, buf = buf[: m.start()].decode("utf-8", "replace"), buf[m.end():]
+                line, buf = buf[: m.start()].decode("utf-8", "replace"), buf[m.end() :]
                 if not line.strip():
                     continue
                 if self.silent:

@@ -130,8 +130,14 @@ class PtyPort:
 class SimulatedSerialUnit:
     """A unit on a pty; an async context manager."""
 
-    def __init__(self, device_id: str, *, link: str | None = None, retry_interval: float = 1.0,
-                 answer_commands: bool = True) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        link: str | None = None,
+        retry_interval: float = 1.0,
+        answer_commands: bool = True,
+    ) -> None:
         self.device_id = device_id
         self.port = PtyPort(link=link)
         self.retry_interval = retry_interval
@@ -189,13 +195,19 @@ class SimulatedSerialUnit:
         return f"{self.device_id}-{int(time.time())}-{next(self._ids)}"
 
     async def raise_event(
-        self, event_type: str, *, event_id: str | None = None, test: bool = False,
-        data: dict[str, Any] | None = None, ts: datetime | None = None,
+        self,
+        event_type: str,
+        *,
+        event_id: str | None = None,
+        test: bool = False,
+        data: dict[str, Any] | None = None,
+        ts: datetime | None = None,
     ) -> AckFrame | NakFrame:
         """Send one event and retransmit it until the bridge answers it by event id."""
         event_id = event_id or self.next_event_id()
-        frame = encode_event(self.device_id, event_id, event_type, ts=ts or datetime.now(UTC), test=test,
-                             data=data)
+        frame = encode_event(
+            self.device_id, event_id, event_type, ts=ts or datetime.now(UTC), test=test, data=data
+        )
         fut: asyncio.Future[AckFrame | NakFrame] = asyncio.get_running_loop().create_future()
         self._waiting[event_id] = fut
         try:
@@ -206,8 +218,9 @@ class SimulatedSerialUnit:
                     self.frames_sent += 1
                 garbled: asyncio.Future[Any] = asyncio.ensure_future(self._garbled.wait())
                 try:
-                    await asyncio.wait({fut, garbled}, timeout=self.retry_interval,
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        {fut, garbled}, timeout=self.retry_interval, return_when=asyncio.FIRST_COMPLETED
+                    )
                 finally:
                     garbled.cancel()
                 if fut.done():
@@ -235,8 +248,11 @@ class SimulatedSerialUnit:
                 elif isinstance(out, CommandFrame):
                     self.commands.append(out)
                     if self.answer_commands and out.device_id == self.device_id:
-                        task = asyncio.create_task(self.raise_event(
-                            "cmd_result", data={"cmd_id": out.cmd_id, "cmd": out.cmd, "result": "ok"}))
+                        task = asyncio.create_task(
+                            self.raise_event(
+                                "cmd_result", data={"cmd_id": out.cmd_id, "cmd": out.cmd, "result": "ok"}
+                            )
+                        )
                         self._tasks.add(task)
                         task.add_done_callback(self._tasks.discard)
                 elif isinstance(out, Malformed):

@@ -91,14 +91,27 @@ class AlexaEndpoint:
         return body
 
     @operation(
-        "Alexa skill requests (the skill's endpoint)", right=None, signed=ALEXA_SIGNED,
-        body=Body({"type": "object", "required": ["version", "request"], "properties": {
-            "version": {"type": "string"}, "session": {"type": "object"}, "context": {"type": "object"},
-            "request": {"type": "object", "required": ["type", "requestId", "timestamp"]}}}),
+        "Alexa skill requests (the skill's endpoint)",
+        right=None,
+        signed=ALEXA_SIGNED,
+        body=Body(
+            {
+                "type": "object",
+                "required": ["version", "request"],
+                "properties": {
+                    "version": {"type": "string"},
+                    "session": {"type": "object"},
+                    "context": {"type": "object"},
+                    "request": {"type": "object", "required": ["type", "requestId", "timestamp"]},
+                },
+            }
+        ),
         answer={"type": "object"},
-        errors={400: "a failed signature, certificate, timestamp or skill-id check, or a malformed envelope",
-                413: "the body is over alexa.max_body_bytes",
-                503: "Amazon's certificate chain could not be fetched"},
+        errors={
+            400: "a failed signature, certificate, timestamp or skill-id check, or a malformed envelope",
+            413: "the body is over alexa.max_body_bytes",
+            503: "Amazon's certificate chain could not be fetched",
+        },
     )
     async def handle(self, request: web.Request) -> web.Response:
         try:

@@ -145,8 +145,15 @@ def private_mosquitto(tmp_path: Path) -> Iterator[Callable[[], Any]]:
 
 
 #: Test modules whose ``bridge``/``store_url`` tests run on both stores; elsewhere SQLite only (cheap).
-BOTH_STORES = {"test_alarm_path", "test_postgres_store", "test_floods", "test_resolve_side_effects",
-               "test_registry_readback", "test_escalation_states", "test_escalation_runner"}
+BOTH_STORES = {
+    "test_alarm_path",
+    "test_postgres_store",
+    "test_floods",
+    "test_resolve_side_effects",
+    "test_registry_readback",
+    "test_escalation_states",
+    "test_escalation_runner",
+}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

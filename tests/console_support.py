@@ -48,15 +48,24 @@ class ConsoleClient:
             self.csrf = me["csrf"]
         return resp
 
-    async def call(self, method: str, path: str, *, json: Any = None, csrf: str | bool | None = True,
-                   data: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        csrf: str | bool | None = True,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         hdrs = dict(headers or {})
         if csrf is True:
             hdrs["X-CSRF-Token"] = self.csrf
         elif isinstance(csrf, str):
             hdrs["X-CSRF-Token"] = csrf
-        async with self.http.request(method, self.bridge.url + path, json=json, data=data, headers=hdrs,
-                                     allow_redirects=False) as resp:
+        async with self.http.request(
+            method, self.bridge.url + path, json=json, data=data, headers=hdrs, allow_redirects=False
+        ) as resp:
             text = await resp.text()
             try:
                 return resp.status, await resp.json(content_type=None)
@@ -65,8 +74,9 @@ class ConsoleClient:
 
 
 @asynccontextmanager
-async def console_client(bridge: RunningBridge, name: str | None = None, role: str = "operator"
-                         ) -> AsyncIterator[ConsoleClient]:
+async def console_client(
+    bridge: RunningBridge, name: str | None = None, role: str = "operator"
+) -> AsyncIterator[ConsoleClient]:
     """A client; signed in as ``name`` (created with ``role``) when a name is given."""
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         client = ConsoleClient(bridge, session)
@@ -79,7 +89,9 @@ async def console_client(bridge: RunningBridge, name: str | None = None, role: s
 
 async def raise_alert(bridge: RunningBridge, device_id: str, event_type: str = "pendant") -> str:
     result = await bridge.bridge.intake.submit(
-        DeviceEvent(device_id, f"{device_id}-{uuid.uuid4().hex[:10]}", EventType(event_type),
-                    datetime.now(UTC)))
+        DeviceEvent(
+            device_id, f"{device_id}-{uuid.uuid4().hex[:10]}", EventType(event_type), datetime.now(UTC)
+        )
+    )
     assert result.alert_id is not None
     return result.alert_id

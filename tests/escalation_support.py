@@ -27,8 +27,9 @@ SHORT_POLICY = {
 }
 
 
-def twilio_config(tmp_path: Path, twilio: TwilioServer | None, *, policies: Any = None,
-                  **extra: str) -> Config:
+def twilio_config(
+    tmp_path: Path, twilio: TwilioServer | None, *, policies: Any = None, **extra: str
+) -> Config:
     """A bridge config on the embedded broker with Twilio pointed at the local server (or disabled)."""
     env: dict[str, str] = {
         "TELECARE_ESCALATION__POLICIES": json.dumps(SHORT_POLICY if policies is None else policies),
@@ -49,12 +50,15 @@ def twilio_config(tmp_path: Path, twilio: TwilioServer | None, *, policies: Any 
     return make_config(tmp_path, **(env | extra))
 
 
-async def raise_alert(bridge: RunningBridge, device_id: str, event_type: str = "pendant",
-                      *, test: bool = False) -> str:
+async def raise_alert(
+    bridge: RunningBridge, device_id: str, event_type: str = "pendant", *, test: bool = False
+) -> str:
     now = datetime.now(UTC)
     result = await bridge.bridge.intake.submit(
-        DeviceEvent(device_id, f"{device_id}-{event_type}-{now.timestamp()}", EventType(event_type), now,
-                    test=test))
+        DeviceEvent(
+            device_id, f"{device_id}-{event_type}-{now.timestamp()}", EventType(event_type), now, test=test
+        )
+    )
     assert result.alert_id is not None, result
     return result.alert_id
 

@@ -51,9 +51,7 @@ class MemoryIntake:
             await self.stored.wait_for(lambda: len(self.events) >= count)
 
 
-async def eventually(
-    check: Callable[[], bool], *, timeout: float = 10.0, step: float = 0.02
-) -> None:
+async def eventually(check: Callable[[], bool], *, timeout: float = 10.0, step: float = 0.02) -> None:
     """Poll ``check`` until it is true; fail the test after ``timeout`` seconds."""
     async with asyncio.timeout(timeout):
         while not check():

@@ -110,8 +110,11 @@ def breaches() -> list[tuple[str, str, int, str]]:
 
 def test_nothing_swallows_a_cancellation() -> None:
     found = breaches()
-    unexplained = [f"{path}:{line} in {scope}(): {rule}" for path, scope, line, rule in found
-                   if (path, scope, rule) not in ALLOWED]
+    unexplained = [
+        f"{path}:{line} in {scope}(): {rule}"
+        for path, scope, line, rule in found
+        if (path, scope, rule) not in ALLOWED
+    ]
     assert not unexplained, (
         "these places can swallow asyncio.CancelledError (see docs/design-notes.md, 'Cancellation'):\n"
         + "\n".join(unexplained)
@@ -122,7 +125,7 @@ def test_nothing_swallows_a_cancellation() -> None:
 
 def test_the_check_sees_each_kind_of_breach() -> None:
     """The walk itself: each refused form is found, and the forms that propagate are not."""
-    source = '''
+    source = """
 async def swallowing(task):
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -151,7 +154,7 @@ async def propagating(task):
         raise
     except Exception:
         pass
-'''
+"""
     visitor = Breaches()
     visitor.visit(ast.parse(source))
     assert [(scope, rule) for scope, _, rule in visitor.found] == [

@@ -179,8 +179,7 @@ def test_serial_frame_codec(chunks: list[bytes]) -> None:
 @CODEC
 @given(
     st.lists(
-        st.binary(max_size=60)
-        | st.sampled_from(AT_LINES),
+        st.binary(max_size=60) | st.sampled_from(AT_LINES),
         max_size=8,
     ),
     st.sampled_from(["IRA", "GSM", "UCS2"]),
@@ -253,7 +252,8 @@ def alexa_bodies(draw: st.DrawFn) -> bytes:
             "type": "IntentRequest",
             "requestId": draw(json_values),
             "timestamp": draw(st.sampled_from(["2026-05-01T00:00:00Z", "0001-01-01T00:00:00", "x", None]))
-            if draw(st.booleans()) else draw(json_values),
+            if draw(st.booleans())
+            else draw(json_values),
         },
     }
     return json.dumps(envelope).encode()

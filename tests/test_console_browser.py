@@ -22,9 +22,16 @@ from simulators.unit import SimulatedUnit
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-EVIL_NAME = "Ada <img src=x onerror=\"window.__pwned=1\">"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+EVIL_NAME = 'Ada <img src=x onerror="window.__pwned=1">'
 EVIL_NOTE = "<script>window.__pwned=2</script> rang her, she is fine"
 
 
@@ -45,9 +52,13 @@ async def browser() -> AsyncIterator[Any]:
             await chromium.close()
 
 
-async def signed_in_page(browser: Any, bridge: RunningBridge, name: str,
-                         prepare: Callable[[Any], Awaitable[None]] | None = None,
-                         **context_options: Any) -> Any:
+async def signed_in_page(
+    browser: Any,
+    bridge: RunningBridge,
+    name: str,
+    prepare: Callable[[Any], Awaitable[None]] | None = None,
+    **context_options: Any,
+) -> Any:
     """A page signed in as ``name`` at 1400 x 900; ``prepare(page)`` runs before the first request."""
     context = await browser.new_context(viewport={"width": 1400, "height": 900}, **context_options)
     page = await context.new_page()
@@ -71,12 +82,20 @@ async def test_live_queue_keyboard_and_a_second_operator(browser: Any, bridge: R
 
     await add_user(bridge, "olive", "operator")
     await add_user(bridge, "oscar", "operator")
-    await bridge.store.devices.upsert_resident("r-ada", EVIL_NAME, {
-        "address": "4 Mill Lane, Leeds LS1 4AB", "key_safe": "code 1942, left of door",
-        "medical_notes": "MS; uses a wheelchair", "language": "cy",
-        "responders": [{"name": "Carl (neighbour)", "phone": "+447700900001"},
-                       {"name": "Bea (daughter)", "phone": "+447700900002"}],
-    })
+    await bridge.store.devices.upsert_resident(
+        "r-ada",
+        EVIL_NAME,
+        {
+            "address": "4 Mill Lane, Leeds LS1 4AB",
+            "key_safe": "code 1942, left of door",
+            "medical_notes": "MS; uses a wheelchair",
+            "language": "cy",
+            "responders": [
+                {"name": "Carl (neighbour)", "phone": "+447700900001"},
+                {"name": "Bea (daughter)", "phone": "+447700900002"},
+            ],
+        },
+    )
     await bridge.store.devices.upsert_device("unit-ada", "gsm_unit", resident_id="r-ada")
     olive = await signed_in_page(browser, bridge, "olive")
     oscar = await signed_in_page(browser, bridge, "oscar")
@@ -103,8 +122,9 @@ async def test_live_queue_keyboard_and_a_second_operator(browser: Any, bridge: R
 
         await olive.keyboard.press("a")
         await expect(row).to_contain_text("Acknowledged by olive")
-        await expect(oscar.locator(f"#alert-{alert_id}")).to_contain_text("Acknowledged by olive",
-                                                                          timeout=5000)
+        await expect(oscar.locator(f"#alert-{alert_id}")).to_contain_text(
+            "Acknowledged by olive", timeout=5000
+        )
 
         await olive.keyboard.press("n")
         await olive.fill("#note-text", EVIL_NOTE)
@@ -126,8 +146,9 @@ async def test_live_queue_keyboard_and_a_second_operator(browser: Any, bridge: R
         assert page.js_errors == []
 
 
-async def test_installer_sees_alerts_but_cannot_acknowledge(browser: Any,
-                                                             embedded_bridge: RunningBridge) -> None:
+async def test_installer_sees_alerts_but_cannot_acknowledge(
+    browser: Any, embedded_bridge: RunningBridge
+) -> None:
     from playwright.async_api import expect
 
     await add_user(embedded_bridge, "ian", "installer")
@@ -148,15 +169,16 @@ async def test_installer_sees_alerts_but_cannot_acknowledge(browser: Any,
             const r = await fetch(`/api/v1/alerts/${id}/acknowledge`, {method: 'POST',
                 headers: {[me.csrf_header]: me.csrf}});
             return r.status;
-        }""", alert_id)
+        }""",
+        alert_id,
+    )
     assert status == 403
     alert, _ = await embedded_bridge.store.get_alert(alert_id)
     assert alert.state == "raised"
     assert page.js_errors == []
 
 
-async def test_test_alarms_hand_over_and_sign_out(browser: Any,
-                                                                  embedded_bridge: RunningBridge) -> None:
+async def test_test_alarms_hand_over_and_sign_out(browser: Any, embedded_bridge: RunningBridge) -> None:
     from playwright.async_api import expect
 
     await add_user(embedded_bridge, "sue", "supervisor")
@@ -173,14 +195,16 @@ async def test_test_alarms_hand_over_and_sign_out(browser: Any,
     await embedded_bridge.store.transaction(test_mode)
     page = await signed_in_page(browser, embedded_bridge, "sue")
     result = await embedded_bridge.bridge.intake.submit(
-        DeviceEvent("unit-t", "t-1", EventType.PENDANT, datetime.now(UTC), test=True))
+        DeviceEvent("unit-t", "t-1", EventType.PENDANT, datetime.now(UTC), test=True)
+    )
     row = page.locator(f"#alert-{result.alert_id}")
     await expect(row).to_contain_text("TEST")
     assert "is-test" in (await row.get_attribute("class") or "")
     await expect(page.locator("#announcer")).to_contain_text("New test alert")
     await expect(row.locator(".prio")).to_have_text("TEST")  # never shown as a P1 emergency
     real = await embedded_bridge.bridge.intake.submit(
-        DeviceEvent("unit-r", "r-1", EventType.LOW_BATTERY, datetime.now(UTC)))
+        DeviceEvent("unit-r", "r-1", EventType.LOW_BATTERY, datetime.now(UTC))
+    )
     await expect(page.locator(f"#alert-{real.alert_id}")).to_be_visible()
     order = await page.locator(".q-item").evaluate_all("items => items.map(i => i.id)")
     assert order.index(f"alert-{real.alert_id}") < order.index(f"alert-{result.alert_id}"), order
@@ -202,7 +226,8 @@ async def test_test_alarms_hand_over_and_sign_out(browser: Any,
 
 
 async def test_an_alert_the_queue_cannot_draw_is_an_error_row_and_the_rest_still_show(
-        browser: Any, embedded_bridge: RunningBridge) -> None:
+    browser: Any, embedded_bridge: RunningBridge
+) -> None:
     """Issue item 1: one alert the console cannot draw used to blank the whole queue."""
     from playwright.async_api import expect
 
@@ -250,7 +275,8 @@ async def test_an_alert_the_queue_cannot_draw_is_an_error_row_and_the_rest_still
 
 
 async def test_note_dialog_says_how_to_submit_and_enter_adds_the_note(
-        browser: Any, embedded_bridge: RunningBridge) -> None:
+    browser: Any, embedded_bridge: RunningBridge
+) -> None:
     from playwright.async_api import expect
 
     b = embedded_bridge
@@ -278,8 +304,9 @@ async def test_note_dialog_says_how_to_submit_and_enter_adds_the_note(
     assert page.js_errors == []
 
 
-async def test_an_unregistered_unit_id_is_shown_whole_at_1400_px(browser: Any,
-                                                                  embedded_bridge: RunningBridge) -> None:
+async def test_an_unregistered_unit_id_is_shown_whole_at_1400_px(
+    browser: Any, embedded_bridge: RunningBridge
+) -> None:
     from playwright.async_api import expect
 
     b = embedded_bridge
@@ -292,16 +319,17 @@ async def test_an_unregistered_unit_id_is_shown_whole_at_1400_px(browser: Any,
     await expect(who).to_have_text("Unit " + long_id)
     assert await page.evaluate("() => window.innerWidth") == 1400
     fits = await who.evaluate(
-        "n => n.scrollWidth <= n.clientWidth && getComputedStyle(n).textOverflow !== 'ellipsis'")
-    assert fits, await who.evaluate(
-        "n => [n.scrollWidth, n.clientWidth, getComputedStyle(n).textOverflow]")
+        "n => n.scrollWidth <= n.clientWidth && getComputedStyle(n).textOverflow !== 'ellipsis'"
+    )
+    assert fits, await who.evaluate("n => [n.scrollWidth, n.clientWidth, getComputedStyle(n).textOverflow]")
     box, row = await who.bounding_box(), await page.locator(f"#alert-{alert_id}").bounding_box()
     assert box is not None and row is not None and box["x"] + box["width"] <= row["x"] + row["width"]
     assert page.js_errors == []
 
 
-async def test_installations_page_shows_names_kinds_and_local_times(browser: Any,
-                                                                      embedded_bridge: RunningBridge) -> None:
+async def test_installations_page_shows_names_kinds_and_local_times(
+    browser: Any, embedded_bridge: RunningBridge
+) -> None:
     from datetime import UTC, datetime
     from zoneinfo import ZoneInfo
 
@@ -313,13 +341,15 @@ async def test_installations_page_shows_names_kinds_and_local_times(browser: Any
     await add_user(b, "ian", "installer")
     await b.store.devices.upsert_resident("res-ada", "Ada Lovelace", {"language": "en-GB"})
     await b.store.devices.upsert_device("unit-ada", "gsm_unit", resident_id="res-ada")
-    await b.store.devices.upsert_device("echo-ada", "alexa", resident_id="res-ada",
-                                alexa_device_id="amzn1.ask.device.A")
+    await b.store.devices.upsert_device(
+        "echo-ada", "alexa", resident_id="res-ada", alexa_device_id="amzn1.ask.device.A"
+    )
     seen = datetime(2026, 11, 29, 22, 45, 10, tzinfo=UTC)
 
     async def last_seen(tx: Tx, post: PostCommit) -> None:
-        await tx.execute("UPDATE devices SET last_seen_at = ?, online = 1 WHERE id = 'unit-ada'",
-                         seen.timestamp())
+        await tx.execute(
+            "UPDATE devices SET last_seen_at = ?, online = 1 WHERE id = 'unit-ada'", seen.timestamp()
+        )
 
     await b.store.transaction(last_seen)
     page = await signed_in_page(browser, b, "ian", timezone_id="Asia/Kolkata")
@@ -339,8 +369,9 @@ async def test_installations_page_shows_names_kinds_and_local_times(browser: Any
     assert "UTC" in (await stamp.get_attribute("title") or "")
     body = await page.locator("main").inner_text()
     assert "res-ada" in body and "T22:45:10" not in body  # the id is there for the CLI; no ISO strings
-    styled = await table.evaluate("t => [getComputedStyle(t).borderCollapse, "
-                                  "getComputedStyle(t.querySelector('th')).textTransform]")
+    styled = await table.evaluate(
+        "t => [getComputedStyle(t).borderCollapse, getComputedStyle(t.querySelector('th')).textTransform]"
+    )
     assert styled == ["collapse", "uppercase"], styled
     await page.click('a[href="/console/installations/unit-ada"]')
     await expect(page.locator("h1")).to_contain_text("GSM unit")

@@ -25,14 +25,18 @@ CLI = [sys.executable, "-m", "bridge.cli"]
 @pytest.fixture
 async def console_bridge(tmp_path: Path) -> AsyncIterator[RunningBridge]:
     """A bridge on its embedded broker with a tight sign-in limit (the HTTP tests need no Mosquitto)."""
-    config = make_config(tmp_path, TELECARE_CONSOLE__LOGIN_MAX_FAILURES="3",
-                         TELECARE_CONSOLE__LOGIN_MAX_FAILURES_PER_ADDRESS="6")
+    config = make_config(
+        tmp_path,
+        TELECARE_CONSOLE__LOGIN_MAX_FAILURES="3",
+        TELECARE_CONSOLE__LOGIN_MAX_FAILURES_PER_ADDRESS="6",
+    )
     async with running_bridge(config) as running:
         yield running
 
 
 async def test_sign_in_sets_a_strict_httponly_cookie_and_wrong_password_does_not(
-        console_bridge: RunningBridge) -> None:
+    console_bridge: RunningBridge,
+) -> None:
     await add_user(console_bridge, "olive", "operator")
     async with console_client(console_bridge) as client:
         resp = await client.login("olive", "not the password")
@@ -68,8 +72,9 @@ async def test_state_changes_need_the_csrf_header(console_bridge: RunningBridge)
         assert status == 403 and "CSRF" in body["detail"]
         status, body = await client.call("POST", path, csrf="x" * 43)
         assert status == 403
-        status, body = await client.call("POST", f"/api/v1/alerts/{alert_id}/notes", json={"note": "hi"},
-                                         csrf=None)
+        status, body = await client.call(
+            "POST", f"/api/v1/alerts/{alert_id}/notes", json={"note": "hi"}, csrf=None
+        )
         assert status == 403
         status, body = await client.call("POST", "/logout", csrf=None)
         assert status == 403
@@ -90,8 +95,10 @@ async def test_state_changes_need_the_csrf_header(console_bridge: RunningBridge)
 async def test_sign_in_form_needs_its_csrf_cookie(console_bridge: RunningBridge) -> None:
     await add_user(console_bridge, "olive", "operator")
     form = {"name": "olive", "password": PASSWORD, "csrf": "forged"}
-    async with (aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
-                http.post(console_bridge.url + "/login", allow_redirects=False, data=form) as resp):
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
+        http.post(console_bridge.url + "/login", allow_redirects=False, data=form) as resp,
+    ):
         assert resp.status == 403
         assert "tc_session" not in resp.cookies
 
@@ -113,14 +120,18 @@ async def test_every_action_by_every_role(console_bridge: RunningBridge, role: s
         assert me["role"] == role and ("alerts:handle" in me["rights"]) == ("acknowledge" in ALLOWED[role])
         results = {
             "acknowledge": await client.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge"),
-            "note": await client.call("POST", f"/api/v1/alerts/{alert_id}/notes",
-                                      json={"note": "called her"}),
-            "resolve": await client.call("POST", f"/api/v1/alerts/{alert_id}/resolve",
-                                         json={"outcome": "resident_ok"}),
-            "create_device": await client.call("POST", "/api/v1/devices",
-                                               json={"id": f"dev-{role}", "kind": "gsm_unit"}),
-            "create_resident": await client.call("POST", "/api/v1/residents",
-                                                 json={"id": f"res-{role}", "name": "Ada"}),
+            "note": await client.call(
+                "POST", f"/api/v1/alerts/{alert_id}/notes", json={"note": "called her"}
+            ),
+            "resolve": await client.call(
+                "POST", f"/api/v1/alerts/{alert_id}/resolve", json={"outcome": "resident_ok"}
+            ),
+            "create_device": await client.call(
+                "POST", "/api/v1/devices", json={"id": f"dev-{role}", "kind": "gsm_unit"}
+            ),
+            "create_resident": await client.call(
+                "POST", "/api/v1/residents", json={"id": f"res-{role}", "name": "Ada"}
+            ),
         }
         for action, (status, body) in results.items():
             if action in ALLOWED[role]:
@@ -136,20 +147,24 @@ async def test_every_action_by_every_role(console_bridge: RunningBridge, role: s
 
 async def test_second_operator_cannot_take_a_held_alert(console_bridge: RunningBridge) -> None:
     alert_id = await raise_alert(console_bridge, "unit-held")
-    async with (console_client(console_bridge, "olive") as first,
-                console_client(console_bridge, "oscar") as second):
+    async with (
+        console_client(console_bridge, "olive") as first,
+        console_client(console_bridge, "oscar") as second,
+    ):
         assert (await first.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge"))[0] == 200
         status, body = await second.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge")
         assert status == 409 and body["detail"]["holder"] == "olive"
-        status, body = await second.call("POST", f"/api/v1/alerts/{alert_id}/resolve",
-                                         json={"outcome": "resident_ok"})
+        status, body = await second.call(
+            "POST", f"/api/v1/alerts/{alert_id}/resolve", json={"outcome": "resident_ok"}
+        )
         assert status == 409
 
 
 async def test_script_in_names_and_notes_is_never_markup(console_bridge: RunningBridge) -> None:
     evil = "<script>alert('x')</script>"
-    await console_bridge.store.devices.upsert_resident("r-evil", evil,
-                                               {"medical_notes": "<img src=x onerror=alert(1)>"})
+    await console_bridge.store.devices.upsert_resident(
+        "r-evil", evil, {"medical_notes": "<img src=x onerror=alert(1)>"}
+    )
     await console_bridge.store.devices.upsert_device("unit-evil", "gsm_unit", resident_id="r-evil")
     alert_id = await raise_alert(console_bridge, "unit-evil")
     await add_user(console_bridge, "o<b>'\"", "operator")
@@ -168,8 +183,9 @@ async def test_script_in_names_and_notes_is_never_markup(console_bridge: Running
     async with console_client(console_bridge) as client:
         async with client.http.get(console_bridge.url + "/login") as page:
             csrf = page.cookies["tc_login"].value
-        async with client.http.post(console_bridge.url + "/login", data={"name": evil, "password": "x",
-                                                                          "csrf": csrf}) as resp:
+        async with client.http.post(
+            console_bridge.url + "/login", data={"name": evil, "password": "x", "csrf": csrf}
+        ) as resp:
             html = await resp.text()
         assert resp.status == 401 and "&lt;script&gt;" in html and "<script>alert" not in html
     assert escape(evil) == "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;"
@@ -222,8 +238,10 @@ async def test_sessions_expire_and_end(tmp_path: Path) -> None:
 
 
 async def test_stream_works_with_the_session(console_bridge: RunningBridge) -> None:
-    async with (console_client(console_bridge, "olive") as client,
-                client.http.get(console_bridge.url + "/api/v1/stream") as stream):
+    async with (
+        console_client(console_bridge, "olive") as client,
+        client.http.get(console_bridge.url + "/api/v1/stream") as stream,
+    ):
         assert stream.status == 200 and stream.content_type == "text/event-stream"
         await stream.content.readline()
         alert_id = await raise_alert(console_bridge, "unit-live")
@@ -246,9 +264,11 @@ async def test_features_add_pages_to_the_nav(tmp_path: Path, monkeypatch: pytest
         add_console_page(b.app, page, service_levels)
 
     monkeypatch.setattr(bridge.service, "FEATURES", [add_page, *bridge.service.FEATURES])
-    async with (running_bridge(make_config(tmp_path)) as running,
-                console_client(running, "sue", "supervisor") as sue,
-                console_client(running, "olive") as olive):
+    async with (
+        running_bridge(make_config(tmp_path)) as running,
+        console_client(running, "sue", "supervisor") as sue,
+        console_client(running, "olive") as olive,
+    ):
         _, html = await sue.call("GET", "/console")
         assert 'href="/console/service-levels"' in html
         status, html = await sue.call("GET", "/console/service-levels")
@@ -262,8 +282,16 @@ def test_cli_sets_passwords_and_prints_the_token_last(tmp_path: Path) -> None:
     env = {**os.environ, "TELECARE_STORE__URL": str(tmp_path / "cli.db")}
 
     def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*CLI, "users", *args], input=stdin, cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=60, check=False)
+        return subprocess.run(
+            [*CLI, "users", *args],
+            input=stdin,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     result = cli("add", "olive", "--role", "operator", "--password-stdin", stdin=PASSWORD + "\n")
     assert result.returncode == 0, result.stderr

@@ -116,11 +116,15 @@ def test_cmgr_multi_line_body() -> None:
 
 
 def test_cmgl_lists_several_with_indexes() -> None:
-    data = (b'\r\n+CMGL: 1,"REC UNREAD","+441",,"26/05/01,12:00:00+04"\r\nALARM PENDANT'
-            b'\r\n+CMGL: 4,"REC READ","+442",,"26/05/01,12:01:00+04",145,11\r\nLOW BATTERY\r\n\r\nOK\r\n')
+    data = (
+        b'\r\n+CMGL: 1,"REC UNREAD","+441",,"26/05/01,12:00:00+04"\r\nALARM PENDANT'
+        b'\r\n+CMGL: 4,"REC READ","+442",,"26/05/01,12:01:00+04",145,11\r\nLOW BATTERY\r\n\r\nOK\r\n'
+    )
     out = events(data)
     assert [(r.index, r.sender, r.text) for r in out[:2]] == [  # type: ignore[union-attr]
-        (1, "+441", "ALARM PENDANT"), (4, "+442", "LOW BATTERY")]
+        (1, "+441", "ALARM PENDANT"),
+        (4, "+442", "LOW BATTERY"),
+    ]
     assert out[2] == FinalResult("OK", True, "OK") and len(out) == 3
 
 
@@ -130,8 +134,10 @@ def test_empty_cmgl() -> None:
 
 def test_ucs2_charset_decodes_sender_and_body() -> None:
     text = "Hilfe! Ich bin gestürzt 😢"
-    data = (f'\r\n+CMGR: "REC UNREAD","{encode_ucs2("+447700900123")}",,"26/05/01,12:00:00+04"\r\n'
-            f"{encode_ucs2(text)}\r\n\r\nOK\r\n").encode()
+    data = (
+        f'\r\n+CMGR: "REC UNREAD","{encode_ucs2("+447700900123")}",,"26/05/01,12:00:00+04"\r\n'
+        f"{encode_ucs2(text)}\r\n\r\nOK\r\n"
+    ).encode()
     record, final = events(data, charset="UCS2")
     assert isinstance(record, SmsRecord) and record.text == text and record.sender == "+447700900123"
     assert final == FinalResult("OK", True, "OK")
@@ -151,15 +157,19 @@ def test_ucs2_empty_body() -> None:
 
 def test_ira_charset_with_ucs2_dcs_is_hex_decoded() -> None:
     body = encode_ucs2("Zoë fell — help")
-    data = (f'\r\n+CMGR: "REC UNREAD","+44",,"26/05/01,12:00:00+04",145,4,0,8,"+44778",145,15\r\n'
-            f"{body}\r\n\r\nOK\r\n").encode()
+    data = (
+        f'\r\n+CMGR: "REC UNREAD","+44",,"26/05/01,12:00:00+04",145,4,0,8,"+44778",145,15\r\n'
+        f"{body}\r\n\r\nOK\r\n"
+    ).encode()
     record = events(data)[0]
     assert isinstance(record, SmsRecord) and record.dcs == 8 and record.text == "Zoë fell — help"
 
 
 def test_ira_body_that_is_hex_but_gsm7_stays_text() -> None:
-    data = (b'\r\n+CMGR: "REC UNREAD","+44",,"26/05/01,12:00:00+04",145,4,0,0,"+44778",145,4\r\n'
-            b"CAFE\r\n\r\nOK\r\n")
+    data = (
+        b'\r\n+CMGR: "REC UNREAD","+44",,"26/05/01,12:00:00+04",145,4,0,0,"+44778",145,4\r\n'
+        b"CAFE\r\n\r\nOK\r\n"
+    )
     record = events(data)[0]
     assert isinstance(record, SmsRecord) and record.text == "CAFE"
 
@@ -195,7 +205,7 @@ def test_csq_and_creg_parsing() -> None:
     assert SignalQuality(21, 99).dbm == -71
     assert SignalQuality(99, 99).dbm is None
     assert parse_creg(["+CREG: 0,1"]) == Registration(1)
-    assert parse_creg(["+CREG: 2,5,\"00A1\",\"1B2C\""]) == Registration(5, "00A1", "1B2C")
+    assert parse_creg(['+CREG: 2,5,"00A1","1B2C"']) == Registration(5, "00A1", "1B2C")
     assert parse_creg(["+CREG: 0,3"]).registered is False
     roaming = parse_creg(["+CREG: 0,5"])
     assert roaming.registered and roaming.description.endswith("roaming")
@@ -212,7 +222,11 @@ def test_scts() -> None:
 
 def test_split_fields_respects_quotes() -> None:
     assert split_fields(' "REC READ","+44",,"26/05/01,12:00:00+04"') == [
-        "REC READ", "+44", "", "26/05/01,12:00:00+04"]
+        "REC READ",
+        "+44",
+        "",
+        "26/05/01,12:00:00+04",
+    ]
 
 
 def test_command_builders() -> None:

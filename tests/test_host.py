@@ -17,8 +17,12 @@ from devices.vocabulary import EventType
 
 
 def event(device_id: str, kind: str) -> DeviceEvent:
-    return DeviceEvent(device_id=device_id, event_id=uuid.uuid4().hex[:16], type=EventType(kind),
-                       received_at=datetime.now(UTC))
+    return DeviceEvent(
+        device_id=device_id,
+        event_id=uuid.uuid4().hex[:16],
+        type=EventType(kind),
+        received_at=datetime.now(UTC),
+    )
 
 
 async def test_hooks_run_by_order_not_by_when_they_were_added(tmp_path: Path) -> None:
@@ -28,6 +32,7 @@ async def test_hooks_run_by_order_not_by_when_they_were_added(tmp_path: Path) ->
     def hook(into: list[str], name: str) -> Any:
         async def run(*_: object) -> None:
             into.append(name)
+
         return run
 
     async with open_store(f"sqlite:///{tmp_path / 'hooks.db'}") as store:

@@ -154,8 +154,16 @@ def test_dot_segments_are_not_device_ids(topic: str) -> None:
 
 @pytest.mark.parametrize(
     ("payload", "online"),
-    [(b"online", True), (b"offline", False), (b'"online"', True), (b" offline\n", False),
-     (b"ONLINE", None), (b"", None), (b"\xff\xfe", None), (b'{"status": "online"}', None)],
+    [
+        (b"online", True),
+        (b"offline", False),
+        (b'"online"', True),
+        (b" offline\n", False),
+        (b"ONLINE", None),
+        (b"", None),
+        (b"\xff\xfe", None),
+        (b'{"status": "online"}', None),
+    ],
 )
 def test_status_will_message(payload: bytes, online: bool | None) -> None:
     assert decode_status(payload) is online

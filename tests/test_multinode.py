@@ -44,23 +44,37 @@ async def test_embedded_broker_refuses_a_shared_group(tmp_path: Path) -> None:
 
 
 async def test_a_change_on_one_node_reaches_the_console_stream_of_another(
-        tmp_path: Path, mosquitto: tuple[str, int], topic_root: str) -> None:
+    tmp_path: Path, mosquitto: tuple[str, int], topic_root: str
+) -> None:
     host, port = mosquitto
     async with postgres_database() as url:
         common = {"TELECARE_STORE__URL": url, "TELECARE_MQTT__SHARED_GROUP": f"g{uuid.uuid4().hex[:6]}"}
-        a_cfg = make_config(tmp_path / "a", mqtt_url=f"mqtt://{host}:{port}", topic_root=topic_root,
-                            TELECARE_NODE_ID="node-a", **common)
-        b_cfg = make_config(tmp_path / "b", mqtt_url=f"mqtt://{host}:{port}", topic_root=topic_root,
-                            TELECARE_NODE_ID="node-b", **common)
+        a_cfg = make_config(
+            tmp_path / "a",
+            mqtt_url=f"mqtt://{host}:{port}",
+            topic_root=topic_root,
+            TELECARE_NODE_ID="node-a",
+            **common,
+        )
+        b_cfg = make_config(
+            tmp_path / "b",
+            mqtt_url=f"mqtt://{host}:{port}",
+            topic_root=topic_root,
+            TELECARE_NODE_ID="node-b",
+            **common,
+        )
         async with running_bridge(a_cfg) as a, running_bridge(b_cfg) as b:
             token = await b.token("watcher")
             seen: list[dict[str, Any]] = []
-            async with aiohttp.ClientSession() as session, session.get(
-                    b.url + "/api/v1/stream", headers={"Authorization": f"Bearer {token}"}) as resp:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(b.url + "/api/v1/stream", headers={"Authorization": f"Bearer {token}"}) as resp,
+            ):
                 assert resp.status == 200
                 await resp.content.readline()
-                result = await a.bridge.intake.submit(DeviceEvent(
-                    "fan-out-1", "e1", EventType.FALL, datetime.now(UTC)))
+                result = await a.bridge.intake.submit(
+                    DeviceEvent("fan-out-1", "e1", EventType.FALL, datetime.now(UTC))
+                )
                 async with asyncio.timeout(10):
                     async for raw in resp.content:
                         line = raw.decode().strip()
@@ -75,8 +89,9 @@ async def test_a_change_on_one_node_reaches_the_console_stream_of_another(
 
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "bridge.cli", "run"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "run"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 async def _ready(port: int) -> bool:
@@ -89,30 +104,44 @@ async def _ready(port: int) -> bool:
 async def _events_received(port: int) -> float:
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as resp:
         text = await resp.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("telecare_events_received_total{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("telecare_events_received_total{")
+    )
 
 
 STEPS = 3
-ESCALATION = ("{1: [{after_s: 1, action: highlight}, {after_s: 3, action: highlight},"
-              " {after_s: 6, action: highlight}]}")
+ESCALATION = (
+    "{1: [{after_s: 1, action: highlight}, {after_s: 3, action: highlight}, {after_s: 6, action: highlight}]}"
+)
 
 
-async def test_two_node_processes_one_killed_mid_fleet(tmp_path: Path, mosquitto: tuple[str, int],
-                                                       topic_root: str) -> None:
+async def test_two_node_processes_one_killed_mid_fleet(
+    tmp_path: Path, mosquitto: tuple[str, int], topic_root: str
+) -> None:
     host, port = mosquitto
     async with postgres_database() as url:
         group = f"g{uuid.uuid4().hex[:6]}"
         ports = {"node-a": free_port(), "node-b": free_port()}
 
         def env_for(node: str) -> dict[str, str]:
-            return {**os.environ, "TELECARE_STORE__URL": url, "TELECARE_MQTT__URL": f"mqtt://{host}:{port}",
-                    "TELECARE_TOPIC_ROOT": topic_root, "TELECARE_HTTP__PORT": str(ports[node]),
-                    "TELECARE_NODE_ID": node, "TELECARE_MQTT__SHARED_GROUP": group,
-                    "TELECARE_MQTT__CLIENT_ID": f"{node}-{group}", "TELECARE_MQTT__RECONNECT_MAX_S": "1",
-                    "TELECARE_OUTBOX__POLL_S": "0.2", "TELECARE_FLOODS__ENABLED": "false",
-                    # Steps that fall due while node A is dead; each must fire exactly once.
-                    "TELECARE_ESCALATION__POLICIES": ESCALATION, "TELECARE_ESCALATION__POLL_S": "0.2"}
+            return {
+                **os.environ,
+                "TELECARE_STORE__URL": url,
+                "TELECARE_MQTT__URL": f"mqtt://{host}:{port}",
+                "TELECARE_TOPIC_ROOT": topic_root,
+                "TELECARE_HTTP__PORT": str(ports[node]),
+                "TELECARE_NODE_ID": node,
+                "TELECARE_MQTT__SHARED_GROUP": group,
+                "TELECARE_MQTT__CLIENT_ID": f"{node}-{group}",
+                "TELECARE_MQTT__RECONNECT_MAX_S": "1",
+                "TELECARE_OUTBOX__POLL_S": "0.2",
+                "TELECARE_FLOODS__ENABLED": "false",
+                # Steps that fall due while node A is dead; each must fire exactly once.
+                "TELECARE_ESCALATION__POLICIES": ESCALATION,
+                "TELECARE_ESCALATION__POLL_S": "0.2",
+            }
 
         logs = {node: tmp_path / f"{node}.log" for node in ports}
         procs = {node: _start(env_for(node), logs[node]) for node in ports}
@@ -127,8 +156,14 @@ async def test_two_node_processes_one_killed_mid_fleet(tmp_path: Path, mosquitto
 
             async def unit_life(n: int) -> None:
                 device_id = f"mn-{n:02d}"
-                async with SimulatedUnit(device_id, host=host, port=port, topic_root=topic_root,
-                                         retry_initial_s=0.5, retry_max_s=1.5) as unit:
+                async with SimulatedUnit(
+                    device_id,
+                    host=host,
+                    port=port,
+                    topic_root=topic_root,
+                    retry_initial_s=0.5,
+                    retry_max_s=1.5,
+                ) as unit:
                     units.append(unit)
                     for i in range(EVENTS_PER_UNIT):
                         event_id = f"{device_id}-{i}"
@@ -145,6 +180,7 @@ async def test_two_node_processes_one_killed_mid_fleet(tmp_path: Path, mosquitto
                 """Every event acked, every outbox command at its unit, every unit's answer acked."""
                 conn = await asyncpg.connect(url)
                 try:
+
                     async def all_answered() -> bool:
                         if len(acks) < UNITS * EVENTS_PER_UNIT:
                             return False
@@ -180,7 +216,8 @@ async def test_two_node_processes_one_killed_mid_fleet(tmp_path: Path, mosquitto
             conn = await asyncpg.connect(url)
             try:
                 rows = await conn.fetch(
-                    "SELECT device_id, event_id, alert_id FROM events WHERE event_id LIKE 'mn-%'")
+                    "SELECT device_id, event_id, alert_id FROM events WHERE event_id LIKE 'mn-%'"
+                )
                 stored = {(r["device_id"], r["event_id"]): r["alert_id"] for r in rows}
                 assert set(stored) == sent and len(rows) == len(sent), "every event stored exactly once"
                 for key, ack in acks.items():
@@ -201,7 +238,8 @@ async def test_two_node_processes_one_killed_mid_fleet(tmp_path: Path, mosquitto
                 await eventually(steps_done, timeout=30)
                 highlights = await conn.fetch(
                     "SELECT a.id, COUNT(l.id) AS n FROM alerts a LEFT JOIN alert_log l ON l.alert_id = a.id "
-                    "AND l.action = 'escalation_highlight' WHERE a.priority = 1 GROUP BY a.id")
+                    "AND l.action = 'escalation_highlight' WHERE a.priority = 1 GROUP BY a.id"
+                )
             finally:
                 await conn.close()
             assert highlights and {r["n"] for r in highlights} == {STEPS}, "each escalation step fired once"

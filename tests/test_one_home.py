@@ -246,10 +246,14 @@ def test_every_consumer_applies_the_same_e164_rule(number: str, ok: bool, why: s
         "twilio.supervisor_numbers": accepts(
             lambda: TwilioConfig.model_validate({"supervisor_numbers": [number]})
         ),
-        "twilio.from_number": accepts(lambda: TwilioConfig.model_validate(
-            {"enabled": True, "account_sid": "AC1", "auth_token": "t", "from_number": number})),
+        "twilio.from_number": accepts(
+            lambda: TwilioConfig.model_validate(
+                {"enabled": True, "account_sid": "AC1", "auth_token": "t", "from_number": number}
+            )
+        ),
         "escalation step (config)": accepts(
-            lambda: EscalationConfig.model_validate({"policies": {1: [step]}})),
+            lambda: EscalationConfig.model_validate({"policies": {1: [step]}})
+        ),
         "escalation step (API)": accepts(lambda: parse_steps([step])),
         "notifier from_number": accepts(
             lambda: Notifier(account_sid="AC1", auth_token="t", from_number=number)
@@ -258,8 +262,13 @@ def test_every_consumer_applies_the_same_e164_rule(number: str, ok: bool, why: s
     assert verdicts == dict.fromkeys(verdicts, ok), why
     # The registry trims what installers type before the rule, by design (its models strip whitespace),
     # and a unit's empty SIM number means it has none.
-    registry = {"resident responder": accepts(lambda: Resident.model_validate(
-        {"id": "r1", "name": "R", "responders": [{"name": "Tom", "phone": number}]}))}
+    registry = {
+        "resident responder": accepts(
+            lambda: Resident.model_validate(
+                {"id": "r1", "name": "R", "responders": [{"name": "Tom", "phone": number}]}
+            )
+        )
+    }
     if number:
         registry["device SIM"] = accepts(
             lambda: Device.model_validate({"id": "u1", "kind": "gsm_unit", "phone": number})
@@ -291,9 +300,12 @@ async def test_sending_and_the_twilio_simulator_agree_with_the_registry(number: 
                 assert twilio.attempts == []
         url = f"{twilio.base_url}/2010-04-01/Accounts/{twilio.account_sid}/Messages.json"
         auth = {"Authorization": aiohttp.encode_basic_auth(twilio.account_sid, twilio.auth_token)}
-        async with aiohttp.ClientSession() as http, http.post(
-            url, headers=auth, data={"To": number, "From": "+441632960000", "Body": "direct"}
-        ) as answer:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                url, headers=auth, data={"To": number, "From": "+441632960000", "Body": "direct"}
+            ) as answer,
+        ):
             body = await answer.json()
         assert (answer.status < 300) is ok, body
         if not ok:
@@ -315,7 +327,8 @@ def test_help_collapses_per_resident_else_per_device() -> None:
 @pytest.mark.parametrize(
     ("offset_s", "skewed"),
     [
-        (0.0, False), (CLOCK_SKEW_LIMIT_S, False),
+        (0.0, False),
+        (CLOCK_SKEW_LIMIT_S, False),
         (CLOCK_SKEW_LIMIT_S + 1, True),
         (-CLOCK_SKEW_LIMIT_S - 1, True),
     ],

@@ -45,18 +45,23 @@ def test_crc16_arc_check_value() -> None:
 
 # (encoded bytes, what the encoder was asked for) - both directions checked below.
 VECTORS: list[tuple[bytes, bytes]] = [
-    (encode_event("unit-1", "e1", "pendant", ts=TS),
-     sealed(b"TC1,unit-1,e1,pendant,2026-05-01T12:30:05Z,0")),
+    (encode_event("unit-1", "e1", "pendant", ts=TS), sealed(b"TC1,unit-1,e1,pendant,2026-05-01T12:30:05Z,0")),
     (encode_event("unit-1", "e2", "fall", test=True), sealed(b"TC1,unit-1,e2,fall,,1")),
-    (encode_event("unit-1", "e3", "cmd_result", data={"cmd_id": "c1", "result": "ok"}),
-     sealed(b'TC1,unit-1,e3,cmd_result,,0,{"cmd_id":"c1","result":"ok"}')),
+    (
+        encode_event("unit-1", "e3", "cmd_result", data={"cmd_id": "c1", "result": "ok"}),
+        sealed(b'TC1,unit-1,e3,cmd_result,,0,{"cmd_id":"c1","result":"ok"}'),
+    ),
     (encode_ack("unit-1", "e1", "A17"), sealed(b"ACK,unit-1,e1,A17")),
     (encode_ack("unit-1", "hb-9", None), sealed(b"ACK,unit-1,hb-9,-")),
     (encode_nak(None, None, "checksum mismatch"), sealed(b"NAK,-,-,checksum mismatch")),
-    (encode_nak("unit-1", "e4", "unknown event type x, sorry"),
-     sealed(b"NAK,unit-1,e4,unknown event type x, sorry")),
-    (encode_command("unit-1", "c1", "configure", {"heartbeat_s": 600}),
-     sealed(b'CMD,unit-1,c1,configure,{"heartbeat_s":600}')),
+    (
+        encode_nak("unit-1", "e4", "unknown event type x, sorry"),
+        sealed(b"NAK,unit-1,e4,unknown event type x, sorry"),
+    ),
+    (
+        encode_command("unit-1", "c1", "configure", {"heartbeat_s": 600}),
+        sealed(b'CMD,unit-1,c1,configure,{"heartbeat_s":600}'),
+    ),
     (encode_command("unit-1", "c2", "call_centre"), sealed(b"CMD,unit-1,c2,call_centre,")),
 ]
 
@@ -73,7 +78,13 @@ def test_decoding_each_kind() -> None:
     assert isinstance(first, EventFrame)
     ev = first.event
     assert (ev.device_id, ev.event_id, ev.type, ev.ts, ev.test, ev.source) == (
-        "unit-1", "e1", "pendant", TS, False, "serial")
+        "unit-1",
+        "e1",
+        "pendant",
+        TS,
+        False,
+        "serial",
+    )
     assert isinstance(frames[1], EventFrame) and frames[1].event.test and frames[1].event.ts is None
     assert isinstance(frames[2], EventFrame) and frames[2].event.data == {"cmd_id": "c1", "result": "ok"}
     assert frames[3] == AckFrame("unit-1", "e1", "A17")

@@ -34,7 +34,11 @@ def collected(*args: str) -> list[str]:
 
 @pytest.mark.slow  # collects in a pytest of its own
 def test_not_postgres_leaves_out_every_test_that_reaches_postgresql() -> None:
-    files = ["tests/alerts/test_alarm_path.py", "tests/registry/test_registry_postgres.py", "tests/http/test_api_bad_input.py"]
+    files = [
+        "tests/alerts/test_alarm_path.py",
+        "tests/registry/test_registry_postgres.py",
+        "tests/http/test_api_bad_input.py",
+    ]
     kept = collected("-m", "not postgres", *files)
     assert kept and not [t for t in kept if "postgres" in t], kept
     assert any("[sqlite" in t for t in kept if "test_alarm_path" in t)  # the SQLite runs stay
@@ -46,7 +50,9 @@ def test_not_postgres_leaves_out_every_test_that_reaches_postgresql() -> None:
 @pytest.mark.slow
 def test_mosquitto_marks_the_tests_on_a_real_mosquitto_only() -> None:
     chosen = collected("-m", "mosquitto", "tests/registry/test_credentials.py", "tests/http/test_api.py")
-    assert "tests/registry/test_credentials.py::test_units_publish_only_as_themselves" in chosen  # its own broker
+    assert (
+        "tests/registry/test_credentials.py::test_units_publish_only_as_themselves" in chosen
+    )  # its own broker
     assert any(t.endswith("[mosquitto]") for t in chosen)
     assert not [t for t in chosen if "[embedded]" in t or "test_api.py" in t], chosen
 

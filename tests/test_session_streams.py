@@ -41,8 +41,9 @@ async def read_until_expired(stream: aiohttp.ClientResponse) -> float:
                 return time.monotonic() - started
 
 
-async def open_stream(http: aiohttp.ClientSession, bridge: RunningBridge, token: str | None = None
-                      ) -> aiohttp.ClientResponse:
+async def open_stream(
+    http: aiohttp.ClientSession, bridge: RunningBridge, token: str | None = None
+) -> aiohttp.ClientResponse:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     stream = await http.get(bridge.url + "/api/v1/stream", headers=headers)
     assert stream.status == 200
@@ -97,15 +98,22 @@ async def test_a_new_role_ends_the_stream(bridge: RunningBridge) -> None:
 
 
 async def test_disabling_from_the_cli_ends_the_stream_of_a_running_bridge(
-        bridge: RunningBridge, tmp_path: Path) -> None:
+    bridge: RunningBridge, tmp_path: Path
+) -> None:
     """``telecare-bridge users disable`` is another process on the same SQLite file."""
     token = await bridge.store.users.add("olga", Role.OPERATOR)
     env = {**os.environ, "TELECARE_STORE__URL": str(tmp_path / "bridge.db")}
     async with aiohttp.ClientSession() as http:
         stream = await open_stream(http, bridge, token)
         done = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "bridge.cli", "users", "disable", "olga"], env=env,
-            capture_output=True, text=True, timeout=60, check=False)
+            subprocess.run,
+            [sys.executable, "-m", "bridge.cli", "users", "disable", "olga"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         await read_until_expired(stream)
         stream.close()
@@ -113,8 +121,10 @@ async def test_disabling_from_the_cli_ends_the_stream_of_a_running_bridge(
 
 async def test_on_postgresql_a_change_made_elsewhere_ends_the_stream(tmp_path: Path) -> None:
     """Another node (or the CLI) disables the user; the NOTIFY reaches this node's stream."""
-    async with (postgres_database() as url,
-                running_bridge(make_config(tmp_path, TELECARE_STORE__URL=url)) as running):
+    async with (
+        postgres_database() as url,
+        running_bridge(make_config(tmp_path, TELECARE_STORE__URL=url)) as running,
+    ):
         token = await running.store.users.add("olive", Role.OPERATOR)
         async with aiohttp.ClientSession() as http:
             stream = await open_stream(http, running, token)
@@ -124,8 +134,9 @@ async def test_on_postgresql_a_change_made_elsewhere_ends_the_stream(tmp_path: P
             stream.close()
 
 
-async def test_clients_that_hang_up_are_not_errors(bridge: RunningBridge,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+async def test_clients_that_hang_up_are_not_errors(
+    bridge: RunningBridge, caplog: pytest.LogCaptureFixture
+) -> None:
     """Many readers close their streams; the next alert finds them gone: no ERROR, no 500."""
     token = await bridge.token("watcher")
     caplog.set_level(logging.DEBUG)

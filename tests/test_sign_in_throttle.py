@@ -17,16 +17,19 @@ from alarm_centre.store import open_store
 from bridge.config import ConfigError, load_config
 
 #: Small limits so the tests are short; a proxy on loopback (the test client) is trusted.
-LIMITS = {"TELECARE_CONSOLE__LOGIN_MAX_FAILURES": "3",
-          "TELECARE_CONSOLE__LOGIN_MAX_FAILURES_PER_ADDRESS": "6",
-          "TELECARE_CONSOLE__LOGIN_MAX_DELAY_S": "0.3",
-          "TELECARE_HTTP__TRUSTED_PROXIES": '["127.0.0.1"]'}
+LIMITS = {
+    "TELECARE_CONSOLE__LOGIN_MAX_FAILURES": "3",
+    "TELECARE_CONSOLE__LOGIN_MAX_FAILURES_PER_ADDRESS": "6",
+    "TELECARE_CONSOLE__LOGIN_MAX_DELAY_S": "0.3",
+    "TELECARE_HTTP__TRUSTED_PROXIES": '["127.0.0.1"]',
+}
 STRANGER = "203.0.113.9"
 OFFICE = "198.51.100.7"
 
 
-async def sign_in(bridge: RunningBridge, name: str, password: str, *, via: str | None = None
-                  ) -> aiohttp.ClientResponse:
+async def sign_in(
+    bridge: RunningBridge, name: str, password: str, *, via: str | None = None
+) -> aiohttp.ClientResponse:
     """POST /login as a browser would (form, then its CSRF cookie), from ``via`` behind the proxy."""
     headers = {"X-Forwarded-For": via} if via else {}
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
@@ -34,8 +37,9 @@ async def sign_in(bridge: RunningBridge, name: str, password: str, *, via: str |
             csrf = CSRF_FIELD.search(await page.text())
         assert csrf is not None
         form = {"name": name, "password": password, "csrf": csrf.group(1)}
-        async with http.post(bridge.url + "/login", data=form, headers=headers,
-                             allow_redirects=False) as resp:
+        async with http.post(
+            bridge.url + "/login", data=form, headers=headers, allow_redirects=False
+        ) as resp:
             await resp.read()
             return resp
 
@@ -108,8 +112,10 @@ async def test_the_counts_survive_a_restart(tmp_path: Path) -> None:
 async def test_the_counts_are_shared_by_nodes_on_postgresql(tmp_path: Path) -> None:
     async with postgres_database() as url:
         limits = {**LIMITS, "TELECARE_STORE__URL": url}
-        async with (running_bridge(make_config(tmp_path / "a", **limits)) as a,
-                    running_bridge(make_config(tmp_path / "b", **limits)) as b):
+        async with (
+            running_bridge(make_config(tmp_path / "a", **limits)) as a,
+            running_bridge(make_config(tmp_path / "b", **limits)) as b,
+        ):
             freeze_clock(a)
             freeze_clock(b)
             await add_user(a, "olive", "operator")
@@ -121,8 +127,9 @@ async def test_the_counts_are_shared_by_nodes_on_postgresql(tmp_path: Path) -> N
 async def test_backoff_delay_and_window_on_an_injected_clock(tmp_path: Path) -> None:
     now = [1000.0]
     async with open_store(str(tmp_path / "t.db")) as store:
-        throttle = SignInThrottle(store, per_name=3, per_address=100, window_s=300, max_delay_s=2.0,
-                                  clock=lambda: now[0])
+        throttle = SignInThrottle(
+            store, per_name=3, per_address=100, window_s=300, max_delay_s=2.0, clock=lambda: now[0]
+        )
         for _ in range(2):
             await throttle.failed("olive", STRANGER)
         pace = await throttle.pace("olive", STRANGER)
@@ -145,16 +152,19 @@ async def test_backoff_delay_and_window_on_an_injected_clock(tmp_path: Path) -> 
         assert (await throttle.pace("olive", STRANGER)).delay == 0
 
 
-@pytest.mark.parametrize(("peer", "header", "client"), [
-    ("127.0.0.1", [], "127.0.0.1"),
-    ("127.0.0.1", ["203.0.113.9"], "203.0.113.9"),
-    ("127.0.0.1", ["6.6.6.6, 203.0.113.9"], "203.0.113.9"),          # the client's own claim is left of it
-    ("127.0.0.1", ["203.0.113.9, 10.0.0.2"], "203.0.113.9"),         # a second trusted hop is skipped
-    ("127.0.0.1", ["203.0.113.9", "10.0.0.2"], "203.0.113.9"),       # repeated headers read as one list
-    ("127.0.0.1", ["junk, 10.0.0.2"], "10.0.0.2"),                   # a non-address stops the walk
-    ("192.0.2.50", ["203.0.113.9"], "192.0.2.50"),                   # an untrusted peer is the client
-    (None, ["203.0.113.9"], "unknown"),
-])
+@pytest.mark.parametrize(
+    ("peer", "header", "client"),
+    [
+        ("127.0.0.1", [], "127.0.0.1"),
+        ("127.0.0.1", ["203.0.113.9"], "203.0.113.9"),
+        ("127.0.0.1", ["6.6.6.6, 203.0.113.9"], "203.0.113.9"),  # the client's own claim is left of it
+        ("127.0.0.1", ["203.0.113.9, 10.0.0.2"], "203.0.113.9"),  # a second trusted hop is skipped
+        ("127.0.0.1", ["203.0.113.9", "10.0.0.2"], "203.0.113.9"),  # repeated headers read as one list
+        ("127.0.0.1", ["junk, 10.0.0.2"], "10.0.0.2"),  # a non-address stops the walk
+        ("192.0.2.50", ["203.0.113.9"], "192.0.2.50"),  # an untrusted peer is the client
+        (None, ["203.0.113.9"], "unknown"),
+    ],
+)
 def test_forwarded_client(peer: str | None, header: list[str], client: str) -> None:
     trusted = trusted_networks(["127.0.0.1", "10.0.0.0/24"])
     assert forwarded_client(peer, header, trusted) == client

@@ -95,14 +95,17 @@ def test_sms_event_id_is_stable_and_valid() -> None:
     assert check_event_id(a) == a
 
 
-@pytest.mark.parametrize(("sender", "expected"), [
-    ("+447700900123", "sms-447700900123"),
-    ("+44 7700 900123", "sms-447700900123"),
-    ("07700900123", "sms-07700900123"),
-    ("CareLine", "sms-CARELINE"),
-    ("Ärzte Notruf", "sms-ARZTE-NOTRUF"),
-    ("", "sms-unknown"),
-])
+@pytest.mark.parametrize(
+    ("sender", "expected"),
+    [
+        ("+447700900123", "sms-447700900123"),
+        ("+44 7700 900123", "sms-447700900123"),
+        ("07700900123", "sms-07700900123"),
+        ("CareLine", "sms-CARELINE"),
+        ("Ärzte Notruf", "sms-ARZTE-NOTRUF"),
+        ("", "sms-unknown"),
+    ],
+)
 def test_device_id_for_unregistered_senders(sender: str, expected: str) -> None:
     assert device_id_for_sender(sender) == expected
     assert check_device_id(device_id_for_sender(sender))

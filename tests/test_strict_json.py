@@ -121,8 +121,11 @@ def test_repair_rewrites_only_non_finite_numbers() -> None:
         (b'{"event_id":"n1","type":"pendant","data":{"v":NaN}}', RejectReason.NON_FINITE, "NaN"),
         (b'{"event_id":"n2","type":"pendant","data":{"v":1e999}}', RejectReason.NON_FINITE, "overflows"),
         (b'{"event_id":"n3","type":"pendant","type":"heartbeat"}', RejectReason.DUPLICATE_KEY, "duplicate"),
-        (b'{"event_id":"n4","type":"pendant","data":' + b"[" * 70 + b"]" * 70 + b"}", RejectReason.TOO_DEEP,
-         "nested deeper"),
+        (
+            b'{"event_id":"n4","type":"pendant","data":' + b"[" * 70 + b"]" * 70 + b"}",
+            RejectReason.TOO_DEEP,
+            "nested deeper",
+        ),
         (b"{oops", RejectReason.JSON, "not JSON"),
         (b'{"event_id":"\xff"}', RejectReason.ENCODING, "not UTF-8"),
         (b'{"event_id":"n5","type":"pendant","data":{"v":"x"}}' + b" " * 4100, RejectReason.SIZE, "limit"),
@@ -184,8 +187,13 @@ def test_yaml_import_refuses_deep_nesting_as_malformed() -> None:
 def unit_for(bridge: RunningBridge, device_id: str) -> SimulatedUnit:
     host, port = bridge.broker
     return SimulatedUnit(
-        device_id, host=host, port=port, topic_root=bridge.bridge.config.topic_root,
-        retry_initial_s=0.3, retry_max_s=1.0, answer_commands=False,
+        device_id,
+        host=host,
+        port=port,
+        topic_root=bridge.bridge.config.topic_root,
+        retry_initial_s=0.3,
+        retry_max_s=1.0,
+        answer_commands=False,
     )
 
 
@@ -263,8 +271,12 @@ async def test_api_bodies_refused_with_400(embedded_bridge: RunningBridge, body:
 
 async def test_registry_bodies_refused_with_400(embedded_bridge: RunningBridge) -> None:
     status, answer = await embedded_bridge.call(
-        "POST", "/api/v1/devices", user="ian", role="admin",
-        data=b'{"id":"u1","kind":"gsm_unit","kind":"alexa"}', headers={"Content-Type": "application/json"},
+        "POST",
+        "/api/v1/devices",
+        user="ian",
+        role="admin",
+        data=b'{"id":"u1","kind":"gsm_unit","kind":"alexa"}',
+        headers={"Content-Type": "application/json"},
     )
     assert status == 400 and "duplicate key 'kind'" in answer["detail"]
 
@@ -346,8 +358,10 @@ async def test_migration_repairs_rows_stored_before_the_fix_sqlite(tmp_path: Pat
     async with running_bridge(config) as running:
         await _check_readable(running, alert_id)
     db = sqlite3.connect(config.store.url)
-    stored = {table: [strict_parse(r[0]) for r in db.execute(f"SELECT {column} FROM {table}")]
-              for table, (column, _) in OLD_ROWS.items()}
+    stored = {
+        table: [strict_parse(r[0]) for r in db.execute(f"SELECT {column} FROM {table}")]
+        for table, (column, _) in OLD_ROWS.items()
+    }
     db.close()
     assert stored["events"] == [{"v": None, "w": [None, None], "s": "NaN"}]
     assert stored["outbox"] and all(row == {"cmd": "test", "args": {"t": None}} for row in stored["outbox"])
@@ -373,8 +387,10 @@ async def test_migration_repairs_rows_stored_before_the_fix_postgres(tmp_path: P
             await _check_readable(running, alert_id)
         conn = await asyncpg.connect(url)
         try:
-            stored = {table: [strict_parse(r[0]) for r in await conn.fetch(f"SELECT {column} FROM {table}")]
-                      for table, (column, _) in OLD_ROWS.items()}
+            stored = {
+                table: [strict_parse(r[0]) for r in await conn.fetch(f"SELECT {column} FROM {table}")]
+                for table, (column, _) in OLD_ROWS.items()
+            }
         finally:
             await conn.close()
     assert stored["events"] == [{"v": None, "w": [None, None], "s": "NaN"}]
@@ -400,7 +416,8 @@ def test_every_json_answer_goes_through_the_strict_helper() -> None:
         for folder in ("alarm_centre", "bridge", "skills", "devices")
         for path in sorted((root / folder).rglob("*.py"))
         for number, line in enumerate(path.read_text().splitlines(), 1)
-        if "web.json_response(" in line and "def json_response" not in line
+        if "web.json_response(" in line
+        and "def json_response" not in line
         and not (path.name == "errors.py" and "dumps=strict_json.safe_dumps" in line)
     ]
     assert offenders == []
@@ -426,7 +443,7 @@ async def test_answers_and_stream_stay_strict_for_a_bad_row(embedded_bridge: Run
         async with asyncio.timeout(15):
             while not (line := await stream.content.readline()).startswith(b"data: {"):
                 pass
-    assert strict_parse(line[len(b"data: "):].decode())["data"] == {"v": None, "w": None}
+    assert strict_parse(line[len(b"data: ") :].decode())["data"] == {"v": None, "w": None}
 
 
 def test_csv_import_refuses_non_finite_numbers() -> None:

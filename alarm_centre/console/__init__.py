@@ -32,8 +32,19 @@ from alarm_centre.sessions import SessionStore, SignInThrottle
 from alarm_centre.store.base import AlertStore
 
 __all__ = [
-    "CONSOLE_PAGES", "CSRF_HEADER", "SESSION_COOKIE", "SESSION_KEY", "ConsolePage", "ConsoleSettings", "Safe",
-    "add_console_page", "escape", "page_response", "render", "require_page", "setup_console",
+    "CONSOLE_PAGES",
+    "CSRF_HEADER",
+    "SESSION_COOKIE",
+    "SESSION_KEY",
+    "ConsolePage",
+    "ConsoleSettings",
+    "Safe",
+    "add_console_page",
+    "escape",
+    "page_response",
+    "render",
+    "require_page",
+    "setup_console",
 ]
 
 
@@ -42,9 +53,13 @@ def setup_console(app: web.Application, store: AlertStore, settings: ConsoleSett
     sessions = SessionStore(store, ttl_s=settings.session_ttl_s, idle_timeout_s=settings.idle_timeout_s)
     app[SETTINGS] = settings
     app[SESSIONS] = sessions
-    app[LIMITER] = SignInThrottle(store, per_name=settings.login_max_failures,
-                                  per_address=settings.login_max_failures_per_address,
-                                  window_s=settings.login_window_s, max_delay_s=settings.login_max_delay_s)
+    app[LIMITER] = SignInThrottle(
+        store,
+        per_name=settings.login_max_failures,
+        per_address=settings.login_max_failures_per_address,
+        window_s=settings.login_window_s,
+        max_delay_s=settings.login_max_delay_s,
+    )
     app[TRUSTED_PROXIES] = trusted_networks(settings.trusted_proxies)
     add_console_routes(app)
     return sessions

@@ -74,11 +74,19 @@ def _responders(raw: Any) -> list[dict[str, str | None]]:
             rank = float(n)
             if isinstance(order, (int, float)) and not isinstance(order, bool):
                 rank = float(order)
-            people.append((rank, n, {
-                "name": text(item.get("name")) or text(item.get("label")) or "(no name)",
-                "phone": text(item.get("phone") or item.get("number") or item.get("tel")),
-                "relation": text(item.get("relation") or item.get("relationship") or item.get("role")),
-            }))
+            people.append(
+                (
+                    rank,
+                    n,
+                    {
+                        "name": text(item.get("name")) or text(item.get("label")) or "(no name)",
+                        "phone": text(item.get("phone") or item.get("number") or item.get("tel")),
+                        "relation": text(
+                            item.get("relation") or item.get("relationship") or item.get("role")
+                        ),
+                    },
+                )
+            )
         elif (t := text(item)) is not None:
             people.append((float(n), n, {"name": t, "phone": None, "relation": None}))
     return [p for _, _, p in sorted(people, key=lambda x: (x[0], x[1]))]
@@ -108,12 +116,15 @@ def unit_status(row: Row, heartbeat: Row | None, now: float) -> dict[str, Any]:
     online = row.get("online")
     test_until = row.get("test_mode_until")
     return {
-        "id": text(row.get("id")), "kind": text(row.get("kind")), "status": text(row.get("status")),
+        "id": text(row.get("id")),
+        "kind": text(row.get("kind")),
+        "status": text(row.get("status")),
         "online": None if online is None else bool(online),
         "last_seen": iso(row["last_seen_at"]) if row.get("last_seen_at") else None,
         "last_heartbeat": iso(heartbeat["received_at"]) if heartbeat is not None else None,
         "heartbeat_interval_s": row.get("heartbeat_interval_s"),
-        "battery": battery, "signal": signal,
+        "battery": battery,
+        "signal": signal,
         "test_mode": bool(test_until and float(test_until) > now),
     }
 
@@ -129,9 +140,12 @@ async def alert_context(store: AlertStore, alert_id: str) -> dict[str, Any]:
             row = await tx.fetchone("SELECT * FROM residents WHERE id = ?", alert.resident_id)
             if row is not None:
                 resident = resident_card(row)
-            devices = list(await tx.fetchall(
-                "SELECT * FROM devices WHERE resident_id = ? ORDER BY created_at LIMIT 10",
-                alert.resident_id))
+            devices = list(
+                await tx.fetchall(
+                    "SELECT * FROM devices WHERE resident_id = ? ORDER BY created_at LIMIT 10",
+                    alert.resident_id,
+                )
+            )
         if not any(d["id"] == alert.device_id for d in devices):
             own = await tx.fetchone("SELECT * FROM devices WHERE id = ?", alert.device_id)
             if own is not None:
@@ -140,10 +154,17 @@ async def alert_context(store: AlertStore, alert_id: str) -> dict[str, Any]:
         for device in devices:
             beat = await tx.fetchone(
                 "SELECT received_at, data FROM events WHERE device_id = ? AND type = 'heartbeat' "
-                "ORDER BY received_at DESC LIMIT 1", device["id"])
+                "ORDER BY received_at DESC LIMIT 1",
+                device["id"],
+            )
             units.append(unit_status(device, beat, now))
-    return {"alert_id": alert.id, "device_id": alert.device_id, "unregistered": alert.unregistered,
-            "resident": resident, "units": units}
+    return {
+        "alert_id": alert.id,
+        "device_id": alert.device_id,
+        "unregistered": alert.unregistered,
+        "resident": resident,
+        "units": units,
+    }
 
 
 async def resident_names(store: AlertStore, ids: list[str]) -> dict[str, str]:

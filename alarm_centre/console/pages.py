@@ -20,9 +20,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: Security headers on every console HTML page. No inline script or style: escaping mistakes stay inert.
 PAGE_HEADERS = {
-    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; "
-                                "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
-                                "base-uri 'none'; form-action 'self'"),
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'self'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -77,8 +79,9 @@ def _nav_html(request: web.Request, user: User) -> Safe:
     return Safe("".join(items))
 
 
-def page_response(request: web.Request, *, title: str, body: Safe, scripts: tuple[str, ...] = (),
-                  status: int = 200) -> web.Response:
+def page_response(
+    request: web.Request, *, title: str, body: Safe, scripts: tuple[str, ...] = (), status: int = 200
+) -> web.Response:
     """A full console page: header with navigation, user and sign-out, then ``body`` (already escaped).
 
     ``scripts`` are paths of same-origin JavaScript files (inline script is blocked by the CSP).
@@ -86,7 +89,15 @@ def page_response(request: web.Request, *, title: str, body: Safe, scripts: tupl
     """
     user = request[USER_KEY]
     script_tags = Safe("".join(f'<script src="{escape(s)}" defer></script>' for s in scripts))
-    text = render("layout.html", title=title, nav=_nav_html(request, user), user=user.name,
-                  role=user.role.value, body=body, scripts=script_tags)
-    return web.Response(text=text, content_type="text/html", charset="utf-8", status=status,
-                        headers=PAGE_HEADERS)
+    text = render(
+        "layout.html",
+        title=title,
+        nav=_nav_html(request, user),
+        user=user.name,
+        role=user.role.value,
+        body=body,
+        scripts=script_tags,
+    )
+    return web.Response(
+        text=text, content_type="text/html", charset="utf-8", status=status, headers=PAGE_HEADERS
+    )

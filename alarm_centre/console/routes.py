@@ -45,22 +45,29 @@ OUTCOME_LABELS: dict[str, str] = {
 
 async def queue_page(request: web.Request) -> web.StreamResponse:
     require_page(request, "alerts:read")
-    return page_response(request, title="Alert queue", body=render("queue.html"),
-                         scripts=("/static/console/console.js",))
+    return page_response(
+        request, title="Alert queue", body=render("queue.html"), scripts=("/static/console/console.js",)
+    )
 
 
 async def me(request: web.Request) -> web.Response:
     """Who is signed in, what they may do, and the settings the queue page needs."""
     user = require(request, "alerts:read")
     session = request.get(SESSION_KEY)
-    return json_response({
-        "name": user.name, "role": user.role.value, "rights": sorted(ROLE_RIGHTS[user.role]),
-        "csrf": session.csrf if session else None, "csrf_header": CSRF_HEADER,
-        "expires_at": iso_time(session.expires_at) if session else None,
-        "sound": request.app[SETTINGS].sound,
-        "outcomes": [{"code": str(code), "label": label} for code, label in OUTCOME_LABELS.items()],
-        "pages": [{"path": p.path, "title": p.title} for p in nav_for(request, user)],
-    }, headers={"Cache-Control": "no-store"})
+    return json_response(
+        {
+            "name": user.name,
+            "role": user.role.value,
+            "rights": sorted(ROLE_RIGHTS[user.role]),
+            "csrf": session.csrf if session else None,
+            "csrf_header": CSRF_HEADER,
+            "expires_at": iso_time(session.expires_at) if session else None,
+            "sound": request.app[SETTINGS].sound,
+            "outcomes": [{"code": str(code), "label": label} for code, label in OUTCOME_LABELS.items()],
+            "pages": [{"path": p.path, "title": p.title} for p in nav_for(request, user)],
+        },
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def context(request: web.Request) -> web.Response:
@@ -82,8 +89,10 @@ async def console_root(request: web.Request) -> web.StreamResponse:
 def add_console_routes(app: web.Application) -> None:
     """Mount the console on ``app`` and put the session middleware in front of bearer-token auth."""
     middlewares = app.middlewares
-    position = next((n for n, m in enumerate(middlewares) if getattr(m, "__name__", "") == "bearer_auth"),
-                    len(middlewares))
+    position = next(
+        (n for n, m in enumerate(middlewares) if getattr(m, "__name__", "") == "bearer_auth"),
+        len(middlewares),
+    )
     middlewares.insert(position, session_auth)
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)

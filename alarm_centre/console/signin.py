@@ -103,8 +103,9 @@ def client_address(request: web.Request) -> str:
 
 
 @web.middleware
-async def session_auth(request: web.Request,
-                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def session_auth(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """Authenticate by session cookie (when no Authorization header) and enforce CSRF on unsafe methods."""
     token = request.cookies.get(SESSION_COOKIE)
     if token and "Authorization" not in request.headers:
@@ -120,24 +121,45 @@ async def session_auth(request: web.Request,
 
             request[STREAM_CHECK] = same_user
             if request.method not in SAFE_METHODS and not session.csrf_ok(request.headers.get(CSRF_HEADER)):
-                return json_error(403, "forbidden",
-                                  f"missing or wrong CSRF token: send the {CSRF_HEADER} header")
+                return json_error(
+                    403, "forbidden", f"missing or wrong CSRF token: send the {CSRF_HEADER} header"
+                )
     return await handler(request)
 
 
-def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str, *, path: str,
-                max_age: int) -> None:
-    response.set_cookie(name, value, path=path, max_age=max_age, httponly=True, samesite="Strict",
-                        secure=request.app[SETTINGS].secure_cookies)
+def _set_cookie(
+    request: web.Request, response: web.StreamResponse, name: str, value: str, *, path: str, max_age: int
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        path=path,
+        max_age=max_age,
+        httponly=True,
+        samesite="Strict",
+        secure=request.app[SETTINGS].secure_cookies,
+    )
 
 
-def _login_page(request: web.Request, *, name: str = "", message: str = "", status: int = 200,
-                headers: dict[str, str] | None = None) -> web.Response:
+def _login_page(
+    request: web.Request,
+    *,
+    name: str = "",
+    message: str = "",
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     csrf = secrets.token_urlsafe(24)
-    text = render("login.html", csrf=csrf, name=name, message=message,
-                  message_hidden="" if message else "hidden")
-    response = web.Response(text=text, content_type="text/html", charset="utf-8", status=status,
-                            headers={**PAGE_HEADERS, **(headers or {})})
+    text = render(
+        "login.html", csrf=csrf, name=name, message=message, message_hidden="" if message else "hidden"
+    )
+    response = web.Response(
+        text=text,
+        content_type="text/html",
+        charset="utf-8",
+        status=status,
+        headers={**PAGE_HEADERS, **(headers or {})},
+    )
     _set_cookie(request, response, LOGIN_COOKIE, csrf, path="/login", max_age=3600)
     return response
 
@@ -151,20 +173,29 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 async def login(request: web.Request) -> web.StreamResponse:
     """Check the name and password (throttled per name and per address) and start a session."""
     form = await request.post()
-    name = str(form.get("name", ""))[:MAX_NAME + 1].strip()
+    name = str(form.get("name", ""))[: MAX_NAME + 1].strip()
     password = str(form.get("password", ""))
     presented = str(form.get("csrf", ""))
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
-        return _login_page(request, name=name[:MAX_NAME], status=403,
-                           message="The sign-in form had expired. Please try again.")
+        return _login_page(
+            request,
+            name=name[:MAX_NAME],
+            status=403,
+            message="The sign-in form had expired. Please try again.",
+        )
     address = client_address(request)
     throttle = request.app[LIMITER]
     pace = await throttle.pace(name, address)
     if pace.retry_after > 0:  # this client's own failures, never a stranger's
         wait = math.ceil(pace.retry_after)
-        return _login_page(request, name=name[:MAX_NAME], status=429, headers={"Retry-After": str(wait)},
-                           message=f"Too many failed sign-ins from here. Try again in {wait} seconds.")
+        return _login_page(
+            request,
+            name=name[:MAX_NAME],
+            status=429,
+            headers={"Retry-After": str(wait)},
+            message=f"Too many failed sign-ins from here. Try again in {wait} seconds.",
+        )
     if pace.delay > 0:  # the name is being guessed at: slow every answer, let the right password in
         await asyncio.sleep(pace.delay)
     user = None
@@ -176,8 +207,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     await throttle.succeeded(name, address)
     token, _ = await request.app[SESSIONS].create(user, address=address)
     response = web.HTTPSeeOther("/console")
-    _set_cookie(request, response, SESSION_COOKIE, token, path="/",
-                max_age=int(request.app[SETTINGS].session_ttl_s))
+    _set_cookie(
+        request, response, SESSION_COOKIE, token, path="/", max_age=int(request.app[SETTINGS].session_ttl_s)
+    )
     response.del_cookie(LOGIN_COOKIE, path="/login")
     raise response
 

@@ -47,16 +47,26 @@ POLICY_SCHEMA: dict[str, Any] = {
                 "required": ["after_s", "action"],
                 "additionalProperties": False,
                 "properties": {
-                    "after_s": {"type": "number", "minimum": 0, "maximum": MAX_AFTER_S,
-                                "description": "seconds after the alert was raised"},
+                    "after_s": {
+                        "type": "number",
+                        "minimum": 0,
+                        "maximum": MAX_AFTER_S,
+                        "description": "seconds after the alert was raised",
+                    },
                     "action": {"type": "string", "enum": list(STEP_ACTIONS)},
                     "to": {
                         "description": f"{SUPERVISORS!r} (the default) or E.164 numbers",
                         "oneOf": [
                             {"type": "string", "const": SUPERVISORS},
                             {"type": "string", "pattern": f"^{E164_RE.pattern}$"},
-                            {"type": "array", "minItems": 1, "items": {"type": "string", "anyOf": [
-                                {"const": SUPERVISORS}, {"pattern": f"^{E164_RE.pattern}$"}]}},
+                            {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {
+                                    "type": "string",
+                                    "anyOf": [{"const": SUPERVISORS}, {"pattern": f"^{E164_RE.pattern}$"}],
+                                },
+                            },
                         ],
                     },
                 },

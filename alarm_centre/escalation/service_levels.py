@@ -271,16 +271,24 @@ class ServiceLevelRoutes:
         start = parse_day(request.query.get("from"), end - timedelta(days=6), "from")
         return await service_levels(self.escalation.store, start=start, end=end, tz=self.tz)
 
-    @operation("Service levels: share of P1/P2 alerts acknowledged within 60 s and 180 s",
-               right=SERVICE_LEVEL_RIGHT, query=_REPORT_QUERY, answer_types=("application/json", "text/csv"))
+    @operation(
+        "Service levels: share of P1/P2 alerts acknowledged within 60 s and 180 s",
+        right=SERVICE_LEVEL_RIGHT,
+        query=_REPORT_QUERY,
+        answer_types=("application/json", "text/csv"),
+    )
     async def json_report(self, request: web.Request) -> web.StreamResponse:
         report = await self.report(request)
         if request.query.get("format") == "csv":
             return self._csv(report)
         return json_response(report.to_json())
 
-    @operation("Service levels as CSV", right=SERVICE_LEVEL_RIGHT, query=_REPORT_QUERY[:2],
-               answer_types=("text/csv",))
+    @operation(
+        "Service levels as CSV",
+        right=SERVICE_LEVEL_RIGHT,
+        query=_REPORT_QUERY[:2],
+        answer_types=("text/csv",),
+    )
     async def csv_report(self, request: web.Request) -> web.StreamResponse:
         return self._csv(await self.report(request))
 
@@ -312,13 +320,21 @@ class ServiceLevelRoutes:
         priority = whole_number(raw, low=min(ALERT_PRIORITIES), high=max(ALERT_PRIORITIES))
         if priority is None:
             raise web.HTTPNotFound(
-                text=json.dumps({"error": "not found",
-                                 "detail": f"no priority {raw[:40]!r}; alert priorities are 1, 2 and 3"}),
-                content_type="application/json")
+                text=json.dumps(
+                    {
+                        "error": "not found",
+                        "detail": f"no priority {raw[:40]!r}; alert priorities are 1, 2 and 3",
+                    }
+                ),
+                content_type="application/json",
+            )
         return priority
 
-    @operation("Replace one priority's escalation policy (admins, or roles granted escalation:write)",
-               right=POLICY_WRITE_RIGHT, body=POLICY_SCHEMA)
+    @operation(
+        "Replace one priority's escalation policy (admins, or roles granted escalation:write)",
+        right=POLICY_WRITE_RIGHT,
+        body=POLICY_SCHEMA,
+    )
     async def put_policy(self, request: web.Request) -> web.Response:
         user = self._may_write(request)
         priority = self._priority(request)
@@ -337,9 +353,7 @@ class ServiceLevelRoutes:
         await self.escalation.forget_policy(priority)
         await self.escalation.sync_policies(self.config_policies)
         policies = await self.escalation.policies()
-        return json_response(
-            policies.get(priority, {"priority": priority, "steps": [], "source": "none"})
-        )
+        return json_response(policies.get(priority, {"priority": priority, "steps": [], "source": "none"}))
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v1/service-levels", self.json_report)
@@ -417,4 +431,3 @@ def render_report(report: ServiceLevelReport) -> Any:
         "</section>",
     ]
     return Safe("".join(parts))
-

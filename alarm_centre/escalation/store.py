@@ -69,7 +69,6 @@ async def delete_policy(tx: Tx, priority: int) -> None:
 # -- alerts and residents (read, and an alert's escalation mark) -----------------------------------
 
 
-
 async def alert_state(tx: Tx, alert_id: int) -> Row | None:
     return await tx.fetchone("SELECT state, acknowledged_by FROM alerts WHERE id = ?", alert_id)
 

@@ -229,8 +229,9 @@ class StoredReplayGuard:
     is a replay on every other, and after a restart. Entries expire ``window`` seconds after the claim.
     """
 
-    def __init__(self, store: AlertStore, *, window: float = 3600.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: AlertStore, *, window: float = 3600.0, clock: Callable[[], float] = time.time
+    ) -> None:
         self._store = store
         self._window = window
         self._clock = clock
@@ -529,9 +530,14 @@ class TwilioRoutes:
             log.warning("twilio webhook %s refused (%s): %s", route, exc.status, exc.text)
             raise
 
-    @operation("Twilio: an SMS reply from a supervisor or responder (YES / NO)", right=None,
-               body=_form("From", "To", "Body", "MessageSid", "AccountSid"),
-               answer_types=("application/xml",), signed=_TWILIO_SIGNED, errors=_TWILIO_ERRORS)
+    @operation(
+        "Twilio: an SMS reply from a supervisor or responder (YES / NO)",
+        right=None,
+        body=_form("From", "To", "Body", "MessageSid", "AccountSid"),
+        answer_types=("application/xml",),
+        signed=_TWILIO_SIGNED,
+        errors=_TWILIO_ERRORS,
+    )
     async def sms(self, request: web.Request) -> web.Response:
         value = await self._read("sms", request, parse_inbound_sms)
 
@@ -543,9 +549,14 @@ class TwilioRoutes:
 
         return await self._guarded("sms", request, act, value.replay_key)
 
-    @operation("Twilio: keys pressed on a call-out (1 accept, 2 decline)", right=None,
-               body=_form("CallSid", "Digits", "From", "To", "Direction", "AccountSid"),
-               answer_types=("application/xml",), signed=_TWILIO_SIGNED, errors=_TWILIO_ERRORS)
+    @operation(
+        "Twilio: keys pressed on a call-out (1 accept, 2 decline)",
+        right=None,
+        body=_form("CallSid", "Digits", "From", "To", "Direction", "AccountSid"),
+        answer_types=("application/xml",),
+        signed=_TWILIO_SIGNED,
+        errors=_TWILIO_ERRORS,
+    )
     async def voice(self, request: web.Request) -> web.Response:
         value = await self._read("voice", request, parse_gather)
 
@@ -558,10 +569,23 @@ class TwilioRoutes:
 
         return await self._guarded("voice", request, act, value.replay_key)
 
-    @operation("Twilio: delivery status of an SMS or call", right=None,
-               body=_form("MessageSid", "MessageStatus", "SmsStatus", "CallSid", "CallStatus", "ErrorCode",
-                               "To", "AccountSid"),
-               answer_types=("application/xml",), signed=_TWILIO_SIGNED, errors=_TWILIO_ERRORS)
+    @operation(
+        "Twilio: delivery status of an SMS or call",
+        right=None,
+        body=_form(
+            "MessageSid",
+            "MessageStatus",
+            "SmsStatus",
+            "CallSid",
+            "CallStatus",
+            "ErrorCode",
+            "To",
+            "AccountSid",
+        ),
+        answer_types=("application/xml",),
+        signed=_TWILIO_SIGNED,
+        errors=_TWILIO_ERRORS,
+    )
     async def status(self, request: web.Request) -> web.Response:
         value = await self._read("status", request, parse_status)
 

@@ -85,11 +85,19 @@ class FloodGrouper:
             await self._attach(tx, member, incident_id)
             if member["id"] != alert["id"]:  # its raise is already on its way to the console
                 await self.store.alerts.log_action(
-                    tx, post, member, AuditAction.GROUPED, "system", Source.SYSTEM,
-                    {"incident_id": str(incident_id)}, raised_at)
+                    tx,
+                    post,
+                    member,
+                    AuditAction.GROUPED,
+                    "system",
+                    Source.SYSTEM,
+                    {"incident_id": str(incident_id)},
+                    raised_at,
+                )
 
-    async def on_event(self, tx: Tx, post: PostCommit, ev: DeviceEvent, device: Row | None,
-                       alert_id: int | None) -> None:
+    async def on_event(
+        self, tx: Tx, post: PostCommit, ev: DeviceEvent, device: Row | None, alert_id: int | None
+    ) -> None:
         """``mains_restored`` (or any clearing event) resolved an alert: close its incident when empty."""
         if alert_id is None or ev.type not in CLEARS:
             return
@@ -97,8 +105,9 @@ class FloodGrouper:
         if incident_id is None:
             return
         if await sql.all_closed(tx, incident_id):
-            await sql.close(tx, incident_id, ev.received_at.timestamp(),
-                            f"all units reported {ev.type.value}")
+            await sql.close(
+                tx, incident_id, ev.received_at.timestamp(), f"all units reported {ev.type.value}"
+            )
 
     async def _attach(self, tx: Tx, alert: Row, incident_id: int) -> None:
         data = json.loads(alert["data"] or "{}")
@@ -110,15 +119,22 @@ class FloodGrouper:
         counts = await sql.counts(tx, row["id"])
         units = await sql.units(tx, row["id"], None if units_limit is None else units_limit + 1)
         return Incident(
-            id=str(row["id"]), type=row["type"], priority=int(row["priority"]), state=row["state"],
-            opened_at=float(row["opened_at"]), closed_at=row["closed_at"], closed_reason=row["closed_reason"],
+            id=str(row["id"]),
+            type=row["type"],
+            priority=int(row["priority"]),
+            state=row["state"],
+            opened_at=float(row["opened_at"]),
+            closed_at=row["closed_at"],
+            closed_reason=row["closed_reason"],
             count=int(counts["n"] or 0) if counts else 0,
             open_count=int(counts["open_n"] or 0) if counts else 0,
-            last_raised_at=counts["last_at"] if counts else None, units=units,
+            last_raised_at=counts["last_at"] if counts else None,
+            units=units,
         )
 
-    async def list_incidents(self, *, state: str = IncidentFilter.OPEN, limit: int = 100,
-                             units_limit: int = LINE_UNITS) -> list[Incident]:
+    async def list_incidents(
+        self, *, state: str = IncidentFilter.OPEN, limit: int = 100, units_limit: int = LINE_UNITS
+    ) -> list[Incident]:
         """Incidents, newest first (``state``: open, closed or all)."""
         try:
             which = IncidentFilter(state)
@@ -146,8 +162,12 @@ class FloodGrouper:
             incidents = [await self._incident(tx, r, LINE_UNITS) for r in await sql.open_incidents(tx, limit)]
         lines: list[tuple[tuple[int, float, int], dict[str, Any]]] = []
         for r in rows:
-            lines.append(((int(r["priority"]), float(r["raised_at"]), 0),
-                          {"kind": "alert", **alert_from_row(r).to_json()}))
+            lines.append(
+                (
+                    (int(r["priority"]), float(r["raised_at"]), 0),
+                    {"kind": "alert", **alert_from_row(r).to_json()},
+                )
+            )
         for inc in incidents:
             if inc.open_count:
                 lines.append(((inc.priority, inc.opened_at, 1), inc.to_json(units_limit=LINE_UNITS)))

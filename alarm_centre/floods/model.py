@@ -81,11 +81,17 @@ class Incident:
     def to_json(self, *, units_limit: int | None = None) -> dict[str, Any]:
         units = self.units if units_limit is None else self.units[:units_limit]
         return {
-            "kind": "incident", "id": self.id, "type": self.type, "priority": self.priority,
-            "state": self.state, "opened_at": iso(self.opened_at), "closed_at": iso(self.closed_at),
-            "closed_reason": self.closed_reason, "count": self.count, "open_count": self.open_count,
-            "last_raised_at": iso(self.last_raised_at), "units": units,
+            "kind": "incident",
+            "id": self.id,
+            "type": self.type,
+            "priority": self.priority,
+            "state": self.state,
+            "opened_at": iso(self.opened_at),
+            "closed_at": iso(self.closed_at),
+            "closed_reason": self.closed_reason,
+            "count": self.count,
+            "open_count": self.open_count,
+            "last_raised_at": iso(self.last_raised_at),
+            "units": units,
             "units_truncated": len(units) < len(self.units),
         }
-
-

@@ -25,9 +25,14 @@ FLOODS: web.AppKey[FloodGrouper] = web.AppKey("floods", FloodGrouper)
 _LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "how many")
 
 
-@operation("Incidents (floods of one alarm type), newest first", right="alerts:read", query=(
-    query("state", {"type": "string", "enum": [f.value for f in IncidentFilter], "default": "open"}),
-    _LIMIT))
+@operation(
+    "Incidents (floods of one alarm type), newest first",
+    right="alerts:read",
+    query=(
+        query("state", {"type": "string", "enum": [f.value for f in IncidentFilter], "default": "open"}),
+        _LIMIT,
+    ),
+)
 async def list_incidents(request: web.Request) -> web.Response:
     require(request, "alerts:read")
     state = request.query.get("state", IncidentFilter.OPEN.value)
@@ -48,8 +53,9 @@ async def get_incident(request: web.Request) -> web.Response:
     return json_response(incident.to_json())
 
 
-@operation("The operator's queue: alerts, with each open incident as one line", right="alerts:read",
-           query=(_LIMIT,))
+@operation(
+    "The operator's queue: alerts, with each open incident as one line", right="alerts:read", query=(_LIMIT,)
+)
 async def queue(request: web.Request) -> web.Response:
     require(request, "alerts:read")
     limit = query_int(request, "limit", 100, 1, 1000)

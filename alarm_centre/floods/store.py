@@ -13,11 +13,15 @@ from alarm_centre.store.tx import Row, Tx
 
 _OPEN, _CLOSED = IncidentState.OPEN.value, IncidentState.CLOSED.value
 #: Counts are computed when read, never kept on the incident row (see grouping.py).
-_COUNTS = ("SELECT COUNT(*) AS n, SUM(CASE WHEN state <> 'resolved' THEN 1 ELSE 0 END) AS open_n, "
-           "MAX(raised_at) AS last_at FROM alerts WHERE incident_id = ?")
+_COUNTS = (
+    "SELECT COUNT(*) AS n, SUM(CASE WHEN state <> 'resolved' THEN 1 ELSE 0 END) AS open_n, "
+    "MAX(raised_at) AS last_at FROM alerts WHERE incident_id = ?"
+)
 #: Alerts of one type that may still join a flood: ungrouped, open, not tests, recent.
-_GROUPABLE = ("FROM alerts WHERE type = ? AND raised_at >= ? AND incident_id IS NULL "
-              "AND state <> 'resolved' AND test = 0")
+_GROUPABLE = (
+    "FROM alerts WHERE type = ? AND raised_at >= ? AND incident_id IS NULL "
+    "AND state <> 'resolved' AND test = 0"
+)
 
 
 # -- writing (in the ingest transaction) -----------------------------------------------------------
@@ -39,7 +43,13 @@ async def create_incident(tx: Tx, kind: str, priority: int, key: str, opened_at:
     """Open an incident; None when another node opened the same one a moment ago."""
     row = await tx.fetchone(
         "INSERT INTO incidents (type, priority, state, open_key, opened_at) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (open_key) DO NOTHING RETURNING id", kind, priority, _OPEN, key, opened_at)
+        "ON CONFLICT (open_key) DO NOTHING RETURNING id",
+        kind,
+        priority,
+        _OPEN,
+        key,
+        opened_at,
+    )
     return None if row is None else int(row["id"])
 
 
@@ -54,13 +64,21 @@ async def incident_of(tx: Tx, alert_id: int) -> int | None:
 
 async def all_closed(tx: Tx, incident_id: int) -> bool:
     still_open = await tx.fetchone(
-        "SELECT id FROM alerts WHERE incident_id = ? AND state <> 'resolved' LIMIT 1", incident_id)
+        "SELECT id FROM alerts WHERE incident_id = ? AND state <> 'resolved' LIMIT 1", incident_id
+    )
     return still_open is None
 
 
 async def close(tx: Tx, incident_id: int, now: float, reason: str) -> None:
-    await tx.execute("UPDATE incidents SET state = ?, open_key = NULL, closed_at = ?, "
-                     "closed_reason = ? WHERE id = ? AND state = ?", _CLOSED, now, reason, incident_id, _OPEN)
+    await tx.execute(
+        "UPDATE incidents SET state = ?, open_key = NULL, closed_at = ?, "
+        "closed_reason = ? WHERE id = ? AND state = ?",
+        _CLOSED,
+        now,
+        reason,
+        incident_id,
+        _OPEN,
+    )
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -82,8 +100,8 @@ async def incidents(tx: Tx, state: IncidentState | None, limit: int) -> list[Row
     if state is None:
         return await tx.fetchall("SELECT * FROM incidents ORDER BY opened_at DESC, id DESC LIMIT ?", limit)
     return await tx.fetchall(
-        "SELECT * FROM incidents WHERE state = ? ORDER BY opened_at DESC, id DESC LIMIT ?", state.value,
-        limit)
+        "SELECT * FROM incidents WHERE state = ? ORDER BY opened_at DESC, id DESC LIMIT ?", state.value, limit
+    )
 
 
 async def incident(tx: Tx, incident_id: int) -> Row | None:
@@ -95,9 +113,13 @@ async def ungrouped_open_alerts(tx: Tx, limit: int) -> list[Row]:
     return await tx.fetchall(
         "SELECT a.* FROM alerts a LEFT JOIN incidents i ON i.id = a.incident_id AND i.state = ? "
         "WHERE a.state IN ('raised', 'acknowledged') AND i.id IS NULL "
-        "ORDER BY a.priority, a.raised_at, a.id LIMIT ?", _OPEN, limit)
+        "ORDER BY a.priority, a.raised_at, a.id LIMIT ?",
+        _OPEN,
+        limit,
+    )
 
 
 async def open_incidents(tx: Tx, limit: int) -> list[Row]:
     return await tx.fetchall(
-        "SELECT * FROM incidents WHERE state = ? ORDER BY opened_at, id LIMIT ?", _OPEN, limit)
+        "SELECT * FROM incidents WHERE state = ? ORDER BY opened_at, id LIMIT ?", _OPEN, limit
+    )

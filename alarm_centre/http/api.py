@@ -49,13 +49,23 @@ VIA_CONSOLE: web.RequestKey[bool] = web.RequestKey("via_console", bool)
 #: disabled, new role or token). Asked when the user's access changes and at every keep-alive.
 STREAM_CHECK: web.RequestKey[Callable[[], Awaitable[bool]]] = web.RequestKey("stream_check")
 #: Paths that need no bearer token (the console and webhooks authenticate their own way).
-PUBLIC_PREFIXES = ("/healthz", "/metrics", "/api/v1/openapi.json", "/alexa", "/twilio/", "/console",
-                   "/static/", "/login", "/logout")
+PUBLIC_PREFIXES = (
+    "/healthz",
+    "/metrics",
+    "/api/v1/openapi.json",
+    "/alexa",
+    "/twilio/",
+    "/console",
+    "/static/",
+    "/login",
+    "/logout",
+)
 
 
 @web.middleware
-async def bearer_auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                      ) -> web.StreamResponse:
+async def bearer_auth(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     if request.path.startswith(PUBLIC_PREFIXES) or not request.path.startswith("/api/"):
         return await handler(request)
     if USER_KEY not in request:
@@ -85,12 +95,14 @@ def require(request: web.Request, right: str) -> User:
     """The signed-in user, if they hold ``right``; a JSON 403 otherwise."""
     user: User | None = request.get(USER_KEY)
     if user is None:
-        raise web.HTTPUnauthorized(text=json.dumps({"error": "unauthorized", "detail": None}),
-                                   content_type="application/json")
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": "unauthorized", "detail": None}), content_type="application/json"
+        )
     if not user.can(right):
         raise web.HTTPForbidden(
             text=json.dumps({"error": "forbidden", "detail": f"role {user.role.value} may not {right}"}),
-            content_type="application/json")
+            content_type="application/json",
+        )
     return user
 
 
@@ -101,8 +113,14 @@ def source_of(request: web.Request) -> str:
 class ResolveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # The store judges the code (a 422 listing the codes); the description lists them as an enum.
-    outcome: str = Field(min_length=1, max_length=40, json_schema_extra={
-        "enum": list(OPERATOR_OUTCOMES), "description": "why the alert was resolved:\n" + outcome_guide()})
+    outcome: str = Field(
+        min_length=1,
+        max_length=40,
+        json_schema_extra={
+            "enum": list(OPERATOR_OUTCOMES),
+            "description": "why the alert was resolved:\n" + outcome_guide(),
+        },
+    )
     note: str | None = Field(None, max_length=2000)
 
 
@@ -123,10 +141,19 @@ def alert_key(request: web.Request) -> str:
 
 
 @operation(
-    "Alerts in queue order (priority, then age)", right="alerts:read", answer=ref("AlertPage"),
+    "Alerts in queue order (priority, then age)",
+    right="alerts:read",
+    answer=ref("AlertPage"),
     query=(
-        query("state", {"type": "string", "enum": ["open", "raised", "acknowledged", "resolved", "all"],
-                        "default": "open"}, "open means raised or acknowledged"),
+        query(
+            "state",
+            {
+                "type": "string",
+                "enum": ["open", "raised", "acknowledged", "resolved", "all"],
+                "default": "open",
+            },
+            "open means raised or acknowledged",
+        ),
         query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "page size"),
         query("cursor", {"type": "string"}, "next_cursor from the previous page"),
     ),
@@ -136,57 +163,80 @@ async def list_alerts(request: web.Request) -> web.Response:
     state = request.query.get("state", "open")
     limit = query_int(request, "limit", 100, 1, 1000)
     alerts, cursor = await request.app[STORE].alerts.list_alerts(
-        state=state, limit=limit, cursor=request.query.get("cursor") or None)
+        state=state, limit=limit, cursor=request.query.get("cursor") or None
+    )
     return json_response({"alerts": [a.to_json() for a in alerts], "next_cursor": cursor})
 
 
-@operation("One alert with its timeline", right="alerts:read",
-           answer=ref("AlertWithTimeline"))
+@operation("One alert with its timeline", right="alerts:read", answer=ref("AlertWithTimeline"))
 async def get_alert(request: web.Request) -> web.Response:
     require(request, "alerts:read")
     alert, timeline = await request.app[STORE].get_alert(alert_key(request))
     return json_response({**alert.to_json(), "timeline": [t.to_json() for t in timeline]})
 
 
-@operation("Claim an alert (no body)", right="alerts:handle", answer=ref("Alert"),
-           errors={409: "held by another operator, or already resolved"})
+@operation(
+    "Claim an alert (no body)",
+    right="alerts:handle",
+    answer=ref("Alert"),
+    errors={409: "held by another operator, or already resolved"},
+)
 async def acknowledge(request: web.Request) -> web.Response:
     user = require(request, "alerts:handle")
-    alert = await request.app[STORE].acknowledge(alert_key(request), actor=user.name,
-                                                 source=source_of(request))
+    alert = await request.app[STORE].acknowledge(
+        alert_key(request), actor=user.name, source=source_of(request)
+    )
     return json_response(alert.to_json())
 
 
-@operation("Resolve an acknowledged alert with an outcome code", right="alerts:handle", body=ResolveBody,
-           answer=ref("Alert"), errors={
-               409: "not held by you, or not acknowledged",
-               422: "an unknown outcome code (detail lists the codes), or a field breaks its rule"})
+@operation(
+    "Resolve an acknowledged alert with an outcome code",
+    right="alerts:handle",
+    body=ResolveBody,
+    answer=ref("Alert"),
+    errors={
+        409: "not held by you, or not acknowledged",
+        422: "an unknown outcome code (detail lists the codes), or a field breaks its rule",
+    },
+)
 async def resolve(request: web.Request) -> web.Response:
     user = require(request, "alerts:handle")
     body = validated(ResolveBody, await read_json(request))
-    alert = await request.app[STORE].resolve(alert_key(request), outcome=body.outcome,
-                                             note=body.note, actor=user.name, source=source_of(request))
+    alert = await request.app[STORE].resolve(
+        alert_key(request), outcome=body.outcome, note=body.note, actor=user.name, source=source_of(request)
+    )
     return json_response(alert.to_json())
 
 
-@operation("Hand an alert to another operator", right="alerts:reassign", body=ReassignBody,
-           answer=ref("Alert"),
-           errors={409: "already resolved", 422: "no such operator, or a field breaks its rule"})
+@operation(
+    "Hand an alert to another operator",
+    right="alerts:reassign",
+    body=ReassignBody,
+    answer=ref("Alert"),
+    errors={409: "already resolved", 422: "no such operator, or a field breaks its rule"},
+)
 async def reassign(request: web.Request) -> web.Response:
     user = require(request, "alerts:reassign")
     body = validated(ReassignBody, await read_json(request))
-    alert = await request.app[STORE].alerts.reassign(alert_key(request), to=body.to, actor=user.name,
-                                              source=source_of(request))
+    alert = await request.app[STORE].alerts.reassign(
+        alert_key(request), to=body.to, actor=user.name, source=source_of(request)
+    )
     return json_response(alert.to_json())
 
 
-@operation("Add a note to an alert's timeline", right="alerts:handle", body=NoteBody, status=201,
-           answer={"type": "object", "properties": {"ok": {"const": True}}})
+@operation(
+    "Add a note to an alert's timeline",
+    right="alerts:handle",
+    body=NoteBody,
+    status=201,
+    answer={"type": "object", "properties": {"ok": {"const": True}}},
+)
 async def add_note(request: web.Request) -> web.Response:
     user = require(request, "alerts:handle")
     body = validated(NoteBody, await read_json(request))
-    await request.app[STORE].alerts.add_note(alert_key(request), note=body.note, actor=user.name,
-                                      source=source_of(request))
+    await request.app[STORE].alerts.add_note(
+        alert_key(request), note=body.note, actor=user.name, source=source_of(request)
+    )
     return json_response({"ok": True}, status=201)
 
 
@@ -204,8 +254,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
     """
     user = require(request, "alerts:read")
     check = request.get(STREAM_CHECK)
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                           "X-Accel-Buffering": "no"})
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
     try:
         await response.prepare(request)
         await response.write(b": connected\nretry: 2000\n\n")
@@ -231,14 +282,27 @@ async def stream(request: web.Request) -> web.StreamResponse:
         return response
 
 
-_READINESS = {"type": "object", "required": ["status"], "properties": {
-    "status": {"type": "string", "enum": ["ready", "not ready"]},
-    "problems": {"type": "array", "items": {"type": "string"}}}}
+_READINESS = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "not ready"]},
+        "problems": {"type": "array", "items": {"type": "string"}},
+    },
+}
 
 
-@operation("Ready: subscribed to device events and the store accepts writes", right=None, answer=_READINESS,
-           other={503: {"description": "not ready, with the problems",
-                        "content": {"application/json": {"schema": _READINESS}}}})
+@operation(
+    "Ready: subscribed to device events and the store accepts writes",
+    right=None,
+    answer=_READINESS,
+    other={
+        503: {
+            "description": "not ready, with the problems",
+            "content": {"application/json": {"schema": _READINESS}},
+        }
+    },
+)
 async def healthz(request: web.Request) -> web.Response:
     problems = await request.app[READINESS]()
     if problems:
@@ -274,13 +338,19 @@ def add_api_routes(app: web.Application) -> None:
 
 
 def make_app(
-    store: AlertStore, feed: AlertFeed, registry: CollectorRegistry,
-    readiness: Callable[[], Awaitable[list[str]]], *, max_body_bytes: int = 65536,
-    on_error: Callable[[int], None] | None = None, body_timeout_s: float = 30.0,
+    store: AlertStore,
+    feed: AlertFeed,
+    registry: CollectorRegistry,
+    readiness: Callable[[], Awaitable[list[str]]],
+    *,
+    max_body_bytes: int = 65536,
+    on_error: Callable[[int], None] | None = None,
+    body_timeout_s: float = 30.0,
 ) -> web.Application:
     """The bridge's aiohttp application with the v1 API mounted."""
-    app = web.Application(middlewares=[errors_as_json, body_in_time, bearer_auth],
-                          client_max_size=max_body_bytes)
+    app = web.Application(
+        middlewares=[errors_as_json, body_in_time, bearer_auth], client_max_size=max_body_bytes
+    )
     app[BODY_TIMEOUT] = body_timeout_s
     app[STORE] = store
     app[FEED] = feed

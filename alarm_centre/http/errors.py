@@ -20,9 +20,7 @@ log = logging.getLogger(__name__)
 ON_ERROR: web.AppKey[Callable[[int], None]] = web.AppKey("on_error")
 
 
-def json_response(
-    body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
-) -> web.Response:
+def json_response(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     """A JSON answer, always strict RFC 8259 JSON: a non-finite number is written as ``null``, never as
     ``NaN``, so one bad value can never make a whole answer unreadable to a browser."""
     return web.json_response(body, status=status, headers=headers, dumps=strict_json.safe_dumps)
@@ -33,8 +31,9 @@ def json_error(status: int, error: str, detail: Any = None) -> web.Response:
 
 
 @web.middleware
-async def errors_as_json(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                         ) -> web.StreamResponse:
+async def errors_as_json(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """Turn every failure into a JSON error with the right status."""
     try:
         response = await handler(request)
@@ -45,7 +44,8 @@ async def errors_as_json(request: web.Request, handler: Callable[[web.Request], 
             response = web.Response(status=exc.status, text=exc.text, content_type="application/json")
         else:
             reason = {404: "not found", 405: "method not allowed", 413: "request body too large"}.get(
-                exc.status, exc.reason.lower())
+                exc.status, exc.reason.lower()
+            )
             detail: dict[str, Any] = {"path": request.path}
             if isinstance(exc, web.HTTPMethodNotAllowed):
                 detail["allowed"] = sorted(exc.allowed_methods)
@@ -86,8 +86,9 @@ class SlowBody(Exception):
 
 
 @web.middleware
-async def body_in_time(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                       ) -> web.StreamResponse:
+async def body_in_time(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """A request's body must arrive within ``http.body_timeout_s``: a client that trickles it is answered
     408 and its connection closed, so it cannot hold a connection (and a handler) open for long.
 

@@ -42,8 +42,11 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
         return default
     value = whole_number(raw, low=low, high=high)
     if value is None:
-        raise json_exception(web.HTTPUnprocessableEntity, "invalid request",
-                              f"{name} must be a whole number from {low} to {high}")
+        raise json_exception(
+            web.HTTPUnprocessableEntity,
+            "invalid request",
+            f"{name} must be a whole number from {low} to {high}",
+        )
     return value
 
 
@@ -52,15 +55,20 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(
             text=json.dumps({"error": "unsupported media type", "detail": "send application/json"}),
-            content_type="application/json")
+            content_type="application/json",
+        )
     try:
         body = strict_json.loads(await request.read())
     except strict_json.JSONRefused as exc:
-        raise web.HTTPBadRequest(text=json.dumps({"error": "malformed JSON", "detail": exc.message}),
-                                 content_type="application/json") from None
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "malformed JSON", "detail": exc.message}),
+            content_type="application/json",
+        ) from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "malformed JSON", "detail": "expected an object"}),
-                                 content_type="application/json")
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "malformed JSON", "detail": "expected an object"}),
+            content_type="application/json",
+        )
     return body
 
 
@@ -72,5 +80,6 @@ def validated(model: type[M], body: dict[str, Any]) -> M:
         return model.model_validate(body)
     except ValidationError as exc:
         detail = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
-        raise web.HTTPUnprocessableEntity(text=json.dumps({"error": "invalid request", "detail": detail}),
-                                          content_type="application/json") from None
+        raise web.HTTPUnprocessableEntity(
+            text=json.dumps({"error": "invalid request", "detail": detail}), content_type="application/json"
+        ) from None

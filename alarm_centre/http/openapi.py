@@ -96,8 +96,13 @@ def operation(
 
 def query(name: str, schema: Mapping[str, Any], description: str = "") -> dict[str, Any]:
     """A query parameter for :func:`operation`'s ``query``."""
-    return {"name": name, "in": "query", "required": False, "schema": dict(schema),
-            "description": description}
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": dict(schema),
+        "description": description,
+    }
 
 
 def ref(name: str) -> dict[str, Any]:
@@ -131,8 +136,18 @@ SCHEMAS: dict[str, Any] = {
     "Alert": {
         "type": "object",
         "required": [
-            "id", "device_id", "resident_id", "type", "priority", "state", "raised_at", "acknowledged_by",
-            "outcome", "repeat_count", "test", "unregistered",
+            "id",
+            "device_id",
+            "resident_id",
+            "type",
+            "priority",
+            "state",
+            "raised_at",
+            "acknowledged_by",
+            "outcome",
+            "repeat_count",
+            "test",
+            "unregistered",
         ],
         "properties": {
             "id": {"type": "string"},
@@ -243,8 +258,9 @@ def describe(app: web.Application) -> dict[str, Any]:
         for schema in (op.body.schema if op and op.body else None, op.answer if op else None):
             if isinstance(schema, type) and schema not in models:
                 models.append(schema)
-    refs, generated = models_json_schema([(m, "validation") for m in models],
-                                         ref_template="#/components/schemas/{model}")
+    refs, generated = models_json_schema(
+        [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+    )
     schemas = {**copy.deepcopy(SCHEMAS), **generated.get("$defs", {})}
 
     def resolve(schema: Schema | None, *, partial: bool = False) -> dict[str, Any] | None:
@@ -286,7 +302,7 @@ def describe(app: web.Application) -> dict[str, Any]:
         if op.right is None:
             entry["security"] = []
             if op.signed:
-                entry["description"] = (entry.get("description", "") + f"\n\nAuthenticated by {op.signed}.")
+                entry["description"] = entry.get("description", "") + f"\n\nAuthenticated by {op.signed}."
         else:
             entry["x-right"] = op.right
         if parameters or op.query:
@@ -306,7 +322,7 @@ def describe(app: web.Application) -> dict[str, Any]:
             "title": "Telecare bridge API",
             "version": "1",
             "description": "Alerts, the registry of units and residents, escalation and voice links. "
-            "Errors are JSON `{\"error\": str, \"detail\": ...}`; a method a path does not serve is a 405 "
+            'Errors are JSON `{"error": str, "detail": ...}`; a method a path does not serve is a 405 '
             "with an `Allow` header.\n\nOutcome codes (resolving an alert):\n" + outcome_guide(),
         },
         "components": {

@@ -113,7 +113,13 @@ async def installations(request: web.Request) -> web.StreamResponse:
         + (
             _table(
                 [
-                    "Device", "Kind", "Resident", "Connection", "Last seen", "Heartbeat due", "Test mode",
+                    "Device",
+                    "Kind",
+                    "Resident",
+                    "Connection",
+                    "Last seen",
+                    "Heartbeat due",
+                    "Test mode",
                     "Config",
                 ],
                 rows,

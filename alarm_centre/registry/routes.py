@@ -101,8 +101,13 @@ _STATUS = query("status", {"type": "string", "enum": ["active", "retired", "all"
 
 
 # -- residents -----------------------------------------------------------------------------------
-@operation("Register a resident", right="residents:write", body=Resident, status=201,
-           errors={409: "a resident with this id exists"})
+@operation(
+    "Register a resident",
+    right="residents:write",
+    body=Resident,
+    status=201,
+    errors={409: "a resident with this id exists"},
+)
 async def create_resident(request: web.Request) -> web.Response:
     user = require(request, "residents:write")
     resident = validated(Resident, await read_json(request))
@@ -126,8 +131,7 @@ async def get_resident(request: web.Request) -> web.Response:
     return json_response({**resident.model_dump(mode="json"), "devices": devices})
 
 
-@operation("Change some of a resident's fields", right="residents:write",
-           body=Body(Resident, partial=True))
+@operation("Change some of a resident's fields", right="residents:write", body=Body(Resident, partial=True))
 async def edit_resident(request: web.Request) -> web.Response:
     user = require(request, "residents:write")
     registry = request.app[REGISTRY]
@@ -138,8 +142,13 @@ async def edit_resident(request: web.Request) -> web.Response:
 
 
 # -- devices -------------------------------------------------------------------------------------
-@operation("Register a device", right="devices:write", body=Device, status=201,
-           errors={409: "a device with this id (or address) exists"})
+@operation(
+    "Register a device",
+    right="devices:write",
+    body=Device,
+    status=201,
+    errors={409: "a device with this id (or address) exists"},
+)
 async def create_device(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     device = validated(Device, await read_json(request))
@@ -147,8 +156,11 @@ async def create_device(request: web.Request) -> web.Response:
     return json_response(body, status=201)
 
 
-@operation("Devices, optionally one resident's", right="devices:read", query=(
-    query("resident_id", {"type": "string"}), _STATUS))
+@operation(
+    "Devices, optionally one resident's",
+    right="devices:read",
+    query=(query("resident_id", {"type": "string"}), _STATUS),
+)
 async def list_devices(request: web.Request) -> web.Response:
     require(request, "devices:read")
     devices = await request.app[REGISTRY].list_devices(
@@ -167,8 +179,12 @@ async def get_device(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-@operation("Change some of a device's fields", right="devices:write", body=Body(Device, partial=True),
-           errors={409: "retired, or the new address is another device's"})
+@operation(
+    "Change some of a device's fields",
+    right="devices:write",
+    body=Body(Device, partial=True),
+    errors={409: "retired, or the new address is another device's"},
+)
 async def edit_device(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     registry = request.app[REGISTRY]
@@ -178,8 +194,12 @@ async def edit_device(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-@operation("Retire a device (it stays in the records)", right="devices:write",
-           body=Body(RetireBody, required=False), errors={409: "already retired"})
+@operation(
+    "Retire a device (it stays in the records)",
+    right="devices:write",
+    body=Body(RetireBody, required=False),
+    errors={409: "already retired"},
+)
 async def retire_device(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(RetireBody, await _body(request))
@@ -192,8 +212,9 @@ async def retire_device(request: web.Request) -> web.Response:
     return json_response(result)
 
 
-@operation("Link a device to a resident (or unlink it with resident_id null)", right="devices:write",
-           body=LinkBody)
+@operation(
+    "Link a device to a resident (or unlink it with resident_id null)", right="devices:write", body=LinkBody
+)
 async def link(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(LinkBody, await read_json(request))
@@ -203,8 +224,12 @@ async def link(request: web.Request) -> web.Response:
     return json_response(result)
 
 
-@operation("Issue the device's MQTT password (shown once; no body)", right="devices:write", status=201,
-           errors={409: "this bridge does not manage broker credentials"})
+@operation(
+    "Issue the device's MQTT password (shown once; no body)",
+    right="devices:write",
+    status=201,
+    errors={409: "this bridge does not manage broker credentials"},
+)
 async def issue_credential(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     options = request.app[OPTIONS]
@@ -232,8 +257,13 @@ async def issue_credential(request: web.Request) -> web.Response:
 
 
 # -- remote configuration ------------------------------------------------------------------------
-@operation("Send settings to a unit (applied when it confirms)", right="devices:write", body=ConfigBody,
-           status=202, errors={409: "the device is retired or cannot be configured remotely"})
+@operation(
+    "Send settings to a unit (applied when it confirms)",
+    right="devices:write",
+    body=ConfigBody,
+    status=202,
+    errors={409: "the device is retired or cannot be configured remotely"},
+)
 async def set_config(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(ConfigBody, await read_json(request))
@@ -250,8 +280,13 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 # -- commissioning -------------------------------------------------------------------------------
-@operation("Start a commissioning visit (the unit's alarms are tests meanwhile)", right="devices:write",
-           body=Body(VisitBody, required=False), status=201, errors={409: "a visit is already open"})
+@operation(
+    "Start a commissioning visit (the unit's alarms are tests meanwhile)",
+    right="devices:write",
+    body=Body(VisitBody, required=False),
+    status=201,
+    errors={409: "a visit is already open"},
+)
 async def start_visit(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(VisitBody, await _body(request))
@@ -278,14 +313,16 @@ async def get_visit(request: web.Request) -> web.Response:
     return json_response(await request.app[REGISTRY].visit(_device_id(request)))
 
 
-@operation("Finish the commissioning visit", right="devices:write", body=Body(FinishBody, required=False),
-           errors={409: "no open visit"})
+@operation(
+    "Finish the commissioning visit",
+    right="devices:write",
+    body=Body(FinishBody, required=False),
+    errors={409: "no open visit"},
+)
 async def finish_visit(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     body = validated(FinishBody, await _body(request))
-    visit = await request.app[REGISTRY].finish_visit(
-        _device_id(request), actor=user.name, note=body.note
-    )
+    visit = await request.app[REGISTRY].finish_visit(_device_id(request), actor=user.name, note=body.note)
     return json_response(visit)
 
 
@@ -305,14 +342,25 @@ _KIND = query("kind", {"type": "string", "enum": ["residents", "devices"]}, "whi
 _FLAG = {"type": "string", "enum": ["1", "true", "yes", "0", "false", "no"]}
 
 
-@operation("Import residents and devices from YAML or CSV (installer or admin)", right="devices:write",
-           body=Body({"type": "string"}, media_types=_FILE_TYPES),
-           query=(_FORMAT, _KIND, query("dry_run", _FLAG, "check only"),
-                  query("update", _FLAG, "change existing rows")),
-           description="Needs devices:write and residents:write. The body is the file (text/csv or "
-           "application/yaml).",
-           other={422: {"description": "a malformed file, or a report naming every row's problems",
-                        "content": {"application/json": {"schema": {"type": "object"}}}}})
+@operation(
+    "Import residents and devices from YAML or CSV (installer or admin)",
+    right="devices:write",
+    body=Body({"type": "string"}, media_types=_FILE_TYPES),
+    query=(
+        _FORMAT,
+        _KIND,
+        query("dry_run", _FLAG, "check only"),
+        query("update", _FLAG, "change existing rows"),
+    ),
+    description="Needs devices:write and residents:write. The body is the file (text/csv or "
+    "application/yaml).",
+    other={
+        422: {
+            "description": "a malformed file, or a report naming every row's problems",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
 async def import_registry(request: web.Request) -> web.Response:
     user = require(request, "devices:write")
     require(request, "residents:write")
@@ -335,8 +383,13 @@ async def import_registry(request: web.Request) -> web.Response:
     return json_response(report.to_json(), status=422 if report.errors else 200)
 
 
-@operation("Export residents and devices as YAML or CSV", right="devices:read", answer_types=_FILE_TYPES,
-           query=(_FORMAT, _KIND), description="Needs devices:read and residents:read.")
+@operation(
+    "Export residents and devices as YAML or CSV",
+    right="devices:read",
+    answer_types=_FILE_TYPES,
+    query=(_FORMAT, _KIND),
+    description="Needs devices:read and residents:read.",
+)
 async def export_registry(request: web.Request) -> web.Response:
     require(request, "devices:read")
     require(request, "residents:read")

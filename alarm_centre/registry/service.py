@@ -323,10 +323,7 @@ class Registry:
                 raise InvalidRequest(f"device_id: no device {device_id[:64]!r}")
             if row["status"] != "active":
                 raise Conflict(f"device {device_id!r} is retired; it cannot be linked")
-            if (
-                resident_id is not None
-                and not await sql.resident_exists(tx, resident_id)
-            ):
+            if resident_id is not None and not await sql.resident_exists(tx, resident_id):
                 raise InvalidRequest(f"resident_id: no resident {resident_id[:64]!r}")
             now = self.clock()
             await sql.link(tx, device_id, resident_id)

@@ -270,9 +270,7 @@ async def visits_timed_out(tx: Tx, now: float, limit: int) -> list[Row]:
     )
 
 
-async def close_visit(
-    tx: Tx, visit_id: int, now: float, reason: str, note: str | None, summary: str
-) -> None:
+async def close_visit(tx: Tx, visit_id: int, now: float, reason: str, note: str | None, summary: str) -> None:
     await tx.execute(
         "UPDATE commissioning_visits SET finished_at = ?, finish_reason = ?, note = ?, summary = ? "
         "WHERE id = ? AND finished_at IS NULL",
@@ -418,4 +416,3 @@ async def unsee(tx: Tx, device_id: str, last_seen_at: Any, online: Any) -> None:
         online,
         device_id,
     )
-

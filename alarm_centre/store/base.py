@@ -155,7 +155,8 @@ class AlertStore:
                         rows = []
                     else:
                         rows = await tx.fetchall(
-                            "SELECT id, user_name FROM access_changes WHERE id > ? ORDER BY id", last)
+                            "SELECT id, user_name FROM access_changes WHERE id > ? ORDER BY id", last
+                        )
             except Exception as exc:  # closing or briefly locked: try again next round
                 log.debug("could not read access changes: %s", exc)
                 rows = []
@@ -239,4 +240,3 @@ class AlertStore:
     async def event_count(self) -> int:
         """How many device events are stored."""
         return await self.alerts.event_count()
-

@@ -26,7 +26,6 @@ from devices.vocabulary import CLEARS, EventType, Priority, help_key, is_help, p
 log = logging.getLogger(__name__)
 
 
-
 class IngestDatabase(Database, Protocol):
     """What storing events needs of the store beyond transactions: the per-unit claim and the hooks."""
 
@@ -155,7 +154,8 @@ class Ingest:
             if target is None:
                 return None
             action = (
-                AuditAction.CALL_CONNECTED if ev.type is EventType.CALL_CONNECTED
+                AuditAction.CALL_CONNECTED
+                if ev.type is EventType.CALL_CONNECTED
                 else AuditAction.RESIDENT_CANCELLED
             )
             await self._alerts.log_action(

@@ -56,6 +56,7 @@ _wait_for_device = contextvars.ContextVar("wait_for_device", default=False)
 class DeviceBusy(RetryLater):
     """Another node's open transaction is storing an event of this device; retry after our commit."""
 
+
 _translated: dict[str, str] = {}
 
 
@@ -79,7 +80,7 @@ def translate(sql: str) -> str:
                         continue
                     break
                 end += 1
-            out.append(sql[i:end + 1])
+            out.append(sql[i : end + 1])
             i = end + 1
             continue
         if ch == "-" and sql.startswith("--", i):
@@ -170,8 +171,9 @@ async def _repair_json(conn: Any, repair: JsonRepair) -> None:
             await conn.executemany(f"UPDATE {table} SET {column} = $1 WHERE ctid = $2", fixes)
 
 
-def _encode_changes(origin: str, changes: Sequence[AlertChange], outbox: bool,
-                    users: Sequence[str] = ()) -> list[str]:
+def _encode_changes(
+    origin: str, changes: Sequence[AlertChange], outbox: bool, users: Sequence[str] = ()
+) -> list[str]:
     """Notification payloads (each under the pg_notify limit) for one transaction's changes."""
     payloads: list[str] = []
     chunk: list[list[Any]] = []
@@ -187,8 +189,9 @@ def _encode_changes(origin: str, changes: Sequence[AlertChange], outbox: bool,
     if chunk or outbox:
         payloads.append(json.dumps({"o": origin, "c": chunk, "w": outbox}, separators=(",", ":")))
     for start in range(0, len(users), 50):  # user names are at most 64 characters
-        payloads.append(json.dumps({"o": origin, "c": [], "u": list(users[start:start + 50])},
-                                   separators=(",", ":")))
+        payloads.append(
+            json.dumps({"o": origin, "c": [], "u": list(users[start : start + 50])}, separators=(",", ":"))
+        )
     return payloads
 
 
@@ -271,9 +274,14 @@ class PostgresStore(AlertStore):
         stored in a second transaction that waits its turn."""
         results = list(await super().ingest(events))
         for _ in range(RETRY_ROUNDS):
-            again = sorted((n for n, r in enumerate(results)
-                            if r.result == "rejected" and r.error and r.error.endswith(RETRYABLE)),
-                           key=lambda n: (events[n].device_id, n))
+            again = sorted(
+                (
+                    n
+                    for n, r in enumerate(results)
+                    if r.result == "rejected" and r.error and r.error.endswith(RETRYABLE)
+                ),
+                key=lambda n: (events[n].device_id, n),
+            )
             if not again:
                 break
             log.info("storing %d event(s) after another node's write of the same unit", len(again))
@@ -292,8 +300,9 @@ class PostgresStore(AlertStore):
         if _wait_for_device.get():
             await tx.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", DEVICE_LOCK_SPACE, device_id)
         else:
-            row = await tx.fetchone("SELECT pg_try_advisory_xact_lock(?, hashtext(?)) AS ok",
-                                    DEVICE_LOCK_SPACE, device_id)
+            row = await tx.fetchone(
+                "SELECT pg_try_advisory_xact_lock(?, hashtext(?)) AS ok", DEVICE_LOCK_SPACE, device_id
+            )
             if row is None or not row["ok"]:
                 raise DeviceBusy(device_id)
 
@@ -348,8 +357,10 @@ class PostgresStore(AlertStore):
             if message.get("o") == self.origin:
                 return  # our own commit: _after_commit already told our listeners
             post = PostCommit()
-            post.changes = [AlertChange(str(a), AuditAction(str(b)), int(c), str(d))
-                            for a, b, c, d in message.get("c", [])]
+            post.changes = [
+                AlertChange(str(a), AuditAction(str(b)), int(c), str(d))
+                for a, b, c, d in message.get("c", [])
+            ]
             post.outbox = bool(message.get("w"))
             post.users = {str(name) for name in message.get("u", [])}
         except (ValueError, TypeError) as exc:

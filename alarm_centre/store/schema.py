@@ -22,6 +22,7 @@ from devices import strict_json
 #: The SQL of one migration: the same for every dialect, or one text per dialect.
 MigrationSql = str | Mapping[str, str]
 
+
 @dataclass(frozen=True, slots=True)
 class JsonRepair:
     """A data migration: rewrite the stored JSON text in ``columns`` (``(table, column)`` pairs) that is

@@ -105,8 +105,11 @@ def _name_store(config: Config, config_file: str | None) -> None:
     path = sqlite_path(config.store.url)
     if path is not None and not Path(path).exists():
         hint = "" if config_file else "; no config file was found here: give --config FILE"
-        print(f"telecare-bridge: store {describe_store(config.store.url)} did not exist: "
-              f"creating a new, empty one{hint}", file=sys.stderr)
+        print(
+            f"telecare-bridge: store {describe_store(config.store.url)} did not exist: "
+            f"creating a new, empty one{hint}",
+            file=sys.stderr,
+        )
     else:
         print(f"telecare-bridge: store {describe_store(config.store.url)}", file=sys.stderr)
 

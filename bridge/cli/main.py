@@ -265,8 +265,10 @@ def cmd_simulate_unit(args: argparse.Namespace) -> None:
         raise SystemExit(EXIT_FAILED) from None
     if rejected:
         reason = rejected[0].get("error") or "no reason given"
-        print(f"telecare-bridge: the bridge rejected {len(rejected)} of {args.count} event(s): {reason}",
-              file=sys.stderr)
+        print(
+            f"telecare-bridge: the bridge rejected {len(rejected)} of {args.count} event(s): {reason}",
+            file=sys.stderr,
+        )
         raise SystemExit(EXIT_REJECTED)
 
 
@@ -354,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="broker URL (default: mqtt.url, or the embedded broker)")
     p.add_argument("--heartbeat", type=float, metavar="SECONDS", help="send heartbeats this often")
     p.add_argument(
-        "--timeout", type=float, default=60.0,
+        "--timeout",
+        type=float,
+        default=60.0,
         help="seconds to wait for the broker, and for each ack (default 60); exit status 1 when either "
         "does not come, 3 when the bridge rejects an event",
     )

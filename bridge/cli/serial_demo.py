@@ -46,8 +46,10 @@ class SerialDemo:
         )
 
     def describe(self) -> str:
-        return (f"  serial      unit {SERIAL_RESIDENT[2]} on {self.unit.path}; "
-                f"GSM modem on {self.modem.path} (SMS alarms from {GSM_NUMBER})")
+        return (
+            f"  serial      unit {SERIAL_RESIDENT[2]} on {self.unit.path}; "
+            f"GSM modem on {self.modem.path} (SMS alarms from {GSM_NUMBER})"
+        )
 
     async def run(self, every_s: float) -> None:
         """Until cancelled: a serial event, an SMS alarm, and now and then a stranger's call for help."""
@@ -71,10 +73,14 @@ async def serial_demo(config: Config) -> AsyncIterator[SerialDemo]:
     """Start the simulated unit and modem; yields them with ``config`` pointed at their ptys."""
     with tempfile.TemporaryDirectory(prefix="telecare-demo-") as tmp:
         unit_link, modem_link = str(Path(tmp) / "unit"), str(Path(tmp) / "modem")
-        async with SimulatedSerialUnit(SERIAL_RESIDENT[2], link=unit_link, retry_interval=2.0) as unit, \
-                SimulatedModem(link=modem_link) as modem:
-            demo_config = config.model_copy(update={
-                "serial": SerialConfig(units=[*config.serial.units, SerialUnitConfig(port=unit_link)]),
-                "gsm": config.gsm.model_copy(update={"port": modem_link, "poll_interval_s": 10.0}),
-            })
+        async with (
+            SimulatedSerialUnit(SERIAL_RESIDENT[2], link=unit_link, retry_interval=2.0) as unit,
+            SimulatedModem(link=modem_link) as modem,
+        ):
+            demo_config = config.model_copy(
+                update={
+                    "serial": SerialConfig(units=[*config.serial.units, SerialUnitConfig(port=unit_link)]),
+                    "gsm": config.gsm.model_copy(update={"port": modem_link, "poll_interval_s": 10.0}),
+                }
+            )
             yield SerialDemo(unit, modem, demo_config)

@@ -62,9 +62,12 @@ def cmd_add(args: argparse.Namespace) -> None:
     try:
         token = _with_store(args, work)
     except Conflict:
-        fail(f"user {args.name!r} already exists; to give them a new role and a new API token (the old "
-              f"one stops working) add --replace, or set a password with: telecare-bridge users passwd "
-              f"{args.name}", EXIT_FAILED)
+        fail(
+            f"user {args.name!r} already exists; to give them a new role and a new API token (the old "
+            f"one stops working) add --replace, or set a password with: telecare-bridge users passwd "
+            f"{args.name}",
+            EXIT_FAILED,
+        )
     done = "replaced: new role and API token" if args.replace else "created"
     extra = " with a console password" if password is not None else ""
     print(f"user {args.name} ({role.value}) {done}{extra}; API token:")
@@ -79,8 +82,10 @@ def cmd_passwd(args: argparse.Namespace) -> None:
     try:
         _with_store(args, lambda store: set_password(store, args.name, password))
     except NotFound:
-        fail(f"no user {args.name!r}; create it with: telecare-bridge users add {args.name} --role ROLE",
-             EXIT_FAILED)
+        fail(
+            f"no user {args.name!r}; create it with: telecare-bridge users add {args.name} --role ROLE",
+            EXIT_FAILED,
+        )
     print(f"console password set for {args.name}; their open sessions were ended")
 
 
@@ -105,33 +110,53 @@ def cmd_list(args: argparse.Namespace) -> None:
     users = _with_store(args, list_users)
     print(f"{'NAME':<24} {'ROLE':<11} {'PASSWORD':<9} STATUS")
     for u in users:
-        print(f"{u['name']:<24} {u['role']:<11} {'yes' if u['password'] else 'no':<9} "
-              f"{'disabled' if u['disabled'] else 'active'}")
+        print(
+            f"{u['name']:<24} {u['role']:<11} {'yes' if u['password'] else 'no':<9} "
+            f"{'disabled' if u['disabled'] else 'active'}"
+        )
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``users add|passwd|disable|enable|list`` to the top-level subcommands."""
     users = sub.add_parser(
-        "users", help="manage users, API tokens and console passwords",
+        "users",
+        help="manage users, API tokens and console passwords",
         description="Users sign in to the console with a password and call the API with a token. "
-                    "Roles: operator, supervisor, installer, admin.",
+        "Roles: operator, supervisor, installer, admin.",
     ).add_subparsers(dest="users_command", metavar="ACTION", required=True)
-    p = users.add_parser("add", parents=[common], help="create a user; prints its API token as the last line",
-                         description="Create a user. The API token is printed as the last line. An "
-                                     "existing user is refused unless --replace is given.")
+    p = users.add_parser(
+        "add",
+        parents=[common],
+        help="create a user; prints its API token as the last line",
+        description="Create a user. The API token is printed as the last line. An "
+        "existing user is refused unless --replace is given.",
+    )
     p.add_argument("name")
     p.add_argument("--role", required=True, help="operator, supervisor, installer or admin")
-    p.add_argument("--replace", action="store_true",
-                   help="the user exists: give them this role and a new API token (the old one stops)")
-    p.add_argument("--password-stdin", action="store_true",
-                   help="also set a console password, read as one line from standard input")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="the user exists: give them this role and a new API token (the old one stops)",
+    )
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="also set a console password, read as one line from standard input",
+    )
     p.set_defaults(func=cmd_add)
 
-    p = users.add_parser("passwd", parents=[common], help="set a user's console password",
-                         description="Set a user's console password (argon2-hashed) and end their sessions.")
+    p = users.add_parser(
+        "passwd",
+        parents=[common],
+        help="set a user's console password",
+        description="Set a user's console password (argon2-hashed) and end their sessions.",
+    )
     p.add_argument("name")
-    p.add_argument("--password-stdin", action="store_true",
-                   help="read the password as one line from standard input instead of prompting")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password as one line from standard input instead of prompting",
+    )
     p.set_defaults(func=cmd_passwd)
 
     p = users.add_parser("disable", parents=[common], help="stop a user's token and console sessions")

@@ -133,13 +133,21 @@ class PasswordFilePlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt is unty
         access = _access(self)
         username = session.username
         if not await access.authenticate(username, session.password):
-            log.info("embedded broker refused %s: %s", session.client_id, "bad credentials" if username
-                     else "anonymous clients are not allowed (mqtt.embedded_allow_anonymous)")
+            log.info(
+                "embedded broker refused %s: %s",
+                session.client_id,
+                "bad credentials"
+                if username
+                else "anonymous clients are not allowed (mqtt.embedded_allow_anonymous)",
+            )
             return False
         if session.will_flag and not access.may_publish(username, session.will_topic or ""):
             # As Mosquitto does: the client connects, but its will is never published.
-            log.warning("embedded broker: %s may not publish on its will topic %r: will dropped",
-                        session.client_id, session.will_topic)
+            log.warning(
+                "embedded broker: %s may not publish on its will topic %r: will dropped",
+                session.client_id,
+                session.will_topic,
+            )
             session.will_flag = False
         session.is_anonymous = username is None
         return True
@@ -199,8 +207,16 @@ class _GuardedBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
         # a different user starts afresh rather than inheriting its subscriptions and queued messages.
         if existing is not None and not session.clean_session and existing[0].username == session.username:
             old = existing[0]
-            for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain",
-                         "keep_alive", "username", "password"):
+            for name in (
+                "will_flag",
+                "will_message",
+                "will_topic",
+                "will_qos",
+                "will_retain",
+                "keep_alive",
+                "username",
+                "password",
+            ):
                 setattr(old, name, getattr(session, name))
             session = old
             session.parent = 1
@@ -288,4 +304,3 @@ class EmbeddedBroker:
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
-

@@ -58,8 +58,16 @@ from devices.vocabulary import EventType, is_help
 
 log = logging.getLogger(__name__)
 
-INIT_SEQUENCE = ("AT", "ATE0", "AT+CMEE=1", "AT+CMGF=1", 'AT+CPMS="SM","SM","SM"', "AT+CSDH=1",
-                 "AT+CNMI=2,1,0,0,0", "AT+CREG=1")
+INIT_SEQUENCE = (
+    "AT",
+    "ATE0",
+    "AT+CMEE=1",
+    "AT+CMGF=1",
+    'AT+CPMS="SM","SM","SM"',
+    "AT+CSDH=1",
+    "AT+CNMI=2,1,0,0,0",
+    "AT+CREG=1",
+)
 
 
 class AtCommandError(RuntimeError):
@@ -289,8 +297,9 @@ class GsmModem:
             if self._final.done():
                 raise AtCommandError("AT+CMGS", self._final.result())
             try:
-                lines, _ = await self._exchange(build_sms_text(text, self.charset), self.send_timeout,
-                                                "AT+CMGS")
+                lines, _ = await self._exchange(
+                    build_sms_text(text, self.charset), self.send_timeout, "AT+CMGS"
+                )
                 return parse_cmgs(lines)
             except TimeoutError:
                 await link.write(b"\x1b")  # abandon the message so the modem leaves text entry
@@ -337,8 +346,11 @@ class GsmModem:
             while True:
                 next_index = asyncio.create_task(self._work.get())
                 try:
-                    done, _ = await asyncio.wait({next_index, restarted}, timeout=self.poll_interval,
-                                                 return_when=asyncio.FIRST_COMPLETED)
+                    done, _ = await asyncio.wait(
+                        {next_index, restarted},
+                        timeout=self.poll_interval,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
                 finally:
                     if not next_index.done():
                         next_index.cancel()
@@ -392,14 +404,18 @@ class GsmModem:
             event = await self.event_for(record)
         except Exception:
             # The registry could not answer: keep the SMS on the SIM and try again at the next poll.
-            log.exception("GSM modem: cannot resolve sender %s; SMS %d stays on the SIM",
-                          record.sender, index)
+            log.exception(
+                "GSM modem: cannot resolve sender %s; SMS %d stays on the SIM", record.sender, index
+            )
             self._left_on_sim = True
             return
         if event is None:
             self._count("ignored")
-            log.warning("GSM modem: SMS from %s is not an alarm and not a call for help; deleting: %r",
-                        record.sender, record.text[:160])
+            log.warning(
+                "GSM modem: SMS from %s is not an alarm and not a call for help; deleting: %r",
+                record.sender,
+                record.text[:160],
+            )
         else:
             try:
                 result = await self._intake.submit(event)
@@ -410,8 +426,9 @@ class GsmModem:
                 return
             self._count(result.result)
             if result.result == "rejected":
-                log.warning("GSM modem: SMS %s from %s rejected: %s", event.event_id, record.sender,
-                            result.error)
+                log.warning(
+                    "GSM modem: SMS %s from %s rejected: %s", event.event_id, record.sender, result.error
+                )
         try:
             async with self._lock:
                 await self._exchange(build_cmgd(index), self.command_timeout, f"AT+CMGD={index}")
@@ -428,8 +445,9 @@ class GsmModem:
         device_id = await self._resolve_sender(sender)
         data: dict[str, Any] = {"sender": sender, "text": text}
         if alarm is not None and alarm.contact_id is not None:
-            data.update(contact_id=alarm.contact_id, qualifier=alarm.qualifier, group=alarm.group,
-                        zone=alarm.zone)
+            data.update(
+                contact_id=alarm.contact_id, qualifier=alarm.qualifier, group=alarm.group, zone=alarm.zone
+            )
         hint = None
         if device_id is None:
             helpish = (alarm is not None and is_help(alarm.type)) or looks_like_help(text)

@@ -73,12 +73,26 @@ class SerialLink:
         self.write_timeout = 5.0
 
     @classmethod
-    def open(cls, url: str, *, baudrate: int = 9600, rtscts: bool = False, xonxoff: bool = False,
-             exclusive: bool = True) -> SerialLink:
+    def open(
+        cls,
+        url: str,
+        *,
+        baudrate: int = 9600,
+        rtscts: bool = False,
+        xonxoff: bool = False,
+        exclusive: bool = True,
+    ) -> SerialLink:
         """Open a device path (``/dev/ttyUSB0``, a pty) or a pyserial URL with a file descriptor
         (``socket://host:port``). Raises OSError / serial.SerialException when it cannot."""
-        port = serial.serial_for_url(url, do_not_open=True, baudrate=baudrate, rtscts=rtscts,
-                                     xonxoff=xonxoff, timeout=0, write_timeout=0)
+        port = serial.serial_for_url(
+            url,
+            do_not_open=True,
+            baudrate=baudrate,
+            rtscts=rtscts,
+            xonxoff=xonxoff,
+            timeout=0,
+            write_timeout=0,
+        )
         if exclusive and hasattr(port, "exclusive"):
             port.exclusive = True
         port.open()
@@ -301,14 +315,19 @@ class SerialTransport:
                 if isinstance(outcome, Malformed):
                     self._count("malformed")
                     log.info("serial %s: bad frame (%s): %r", self.port, outcome.reason, outcome.raw[:80])
-                    self._spawn(self._write(link, encode_nak(outcome.device_id, outcome.event_id,
-                                                             outcome.reason)))
+                    self._spawn(
+                        self._write(link, encode_nak(outcome.device_id, outcome.event_id, outcome.reason))
+                    )
                 elif isinstance(outcome, EventFrame):
                     await self._in_flight.acquire()
                     self._spawn(self._handle(link, outcome, arrived))
                 elif isinstance(outcome, NakFrame):
-                    log.warning("serial %s: unit refused a command %s: %s", self.port, outcome.event_id,
-                                outcome.reason)
+                    log.warning(
+                        "serial %s: unit refused a command %s: %s",
+                        self.port,
+                        outcome.event_id,
+                        outcome.reason,
+                    )
                 elif isinstance(outcome, AckFrame | CommandFrame):
                     self._count("malformed")
                     self._spawn(self._write(link, encode_nak(None, None, "units may not send ACK or CMD")))
@@ -332,8 +351,13 @@ class SerialTransport:
             except StoreUnavailable as exc:
                 # Not stored, so not acknowledged: the unit retransmits until we can store it.
                 self._count("store_unavailable")
-                log.warning("serial %s: store unavailable for %s/%s: %s", self.port, event.device_id,
-                            event.event_id, exc)
+                log.warning(
+                    "serial %s: store unavailable for %s/%s: %s",
+                    self.port,
+                    event.device_id,
+                    event.event_id,
+                    exc,
+                )
                 return
             self.devices.add(event.device_id)
             self._count(result.result)
@@ -342,10 +366,10 @@ class SerialTransport:
                 if self._on_ack_latency is not None:
                     self._on_ack_latency(time.perf_counter() - arrived)
             else:
-                await self._write(link, encode_nak(event.device_id, event.event_id,
-                                                   result.error or "rejected"))
+                await self._write(
+                    link, encode_nak(event.device_id, event.event_id, result.error or "rejected")
+                )
         except Exception:
             log.exception("serial %s: failed handling %s/%s", self.port, event.device_id, event.event_id)
         finally:
             self._in_flight.release()
-

@@ -23,8 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def event(device_id: str, kind: str) -> DeviceEvent:
-    return DeviceEvent(device_id=device_id, event_id=uuid.uuid4().hex[:16], type=EventType(kind),
-                       received_at=datetime.now(UTC))
+    return DeviceEvent(
+        device_id=device_id,
+        event_id=uuid.uuid4().hex[:16],
+        type=EventType(kind),
+        received_at=datetime.now(UTC),
+    )
 
 
 @pytest.fixture
@@ -34,7 +38,8 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 
 async def test_timeline_rows_are_audit_actions_with_their_old_values(
-        store: SqliteStore, tmp_path: Path) -> None:
+    store: SqliteStore, tmp_path: Path
+) -> None:
     heard: list[AlertChange] = []
 
     def listen(changes: Sequence[AlertChange]) -> None:
@@ -53,7 +58,14 @@ async def test_timeline_rows_are_audit_actions_with_their_old_values(
 
     _, timeline = await store.get_alert(alert_id)
     assert [t.action for t in timeline] == [
-        "raised", "repeat", "command_sent", "acknowledged", "note", "resolved", "commands_cancelled"]
+        "raised",
+        "repeat",
+        "command_sent",
+        "acknowledged",
+        "note",
+        "resolved",
+        "commands_cancelled",
+    ]
     assert all(type(c.action) is AuditAction for c in heard), "listeners compare enum members"
     with sqlite3.connect(tmp_path / "alerts.db") as db:
         stored = {row[0] for row in db.execute("SELECT DISTINCT action FROM alert_log")}
@@ -67,10 +79,17 @@ def test_no_audit_row_is_written_with_a_free_string() -> None:
     for folder in ("alarm_centre", "bridge", "skills"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text())):
-                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                        and node.func.attr == "log_action" and len(node.args) > 3):
-                    literals = [c for c in ast.walk(node.args[3])
-                                if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "log_action"
+                    and len(node.args) > 3
+                ):
+                    literals = [
+                        c
+                        for c in ast.walk(node.args[3])
+                        if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                    ]
                     if literals:
                         offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []

@@ -36,8 +36,12 @@ SUPERVISOR = "+447700900001"
 
 
 def event(device_id: str, kind: str) -> DeviceEvent:
-    return DeviceEvent(device_id=device_id, event_id=uuid.uuid4().hex[:16], type=EventType(kind),
-                       received_at=datetime.now(UTC))
+    return DeviceEvent(
+        device_id=device_id,
+        event_id=uuid.uuid4().hex[:16],
+        type=EventType(kind),
+        received_at=datetime.now(UTC),
+    )
 
 
 @pytest.fixture
@@ -75,8 +79,9 @@ class Unit:
 
 
 @contextlib.asynccontextmanager
-async def running_outbox(store: AlertStore, clock: Clock, unit: Unit) -> AsyncIterator[
-        tuple[OutboxDispatcher, BridgeMetrics]]:
+async def running_outbox(
+    store: AlertStore, clock: Clock, unit: Unit
+) -> AsyncIterator[tuple[OutboxDispatcher, BridgeMetrics]]:
     metrics = BridgeMetrics("test")
     dispatcher = OutboxDispatcher(store, metrics, poll_s=0.05, clock=clock)
     dispatcher.add_channel("mqtt", unit)
@@ -87,8 +92,9 @@ async def running_outbox(store: AlertStore, clock: Clock, unit: Unit) -> AsyncIt
         await stop(task)
 
 
-def count_claims(store: AlertStore, after_claim: Callable[[list[OutboxItem]], Awaitable[None]] | None = None
-                 ) -> list[int]:
+def count_claims(
+    store: AlertStore, after_claim: Callable[[list[OutboxItem]], Awaitable[None]] | None = None
+) -> list[int]:
     """Count the dispatcher's claim passes (and optionally act right after one, before any send)."""
     passes = [0]
     real = store.outbox.claim
@@ -192,10 +198,12 @@ async def escalating(store: AlertStore) -> Escalation:
     escalation = Escalation(store, EscalationSettings(supervisor_numbers=(SUPERVISOR,), twilio_enabled=True))
     store.add_raise_hook(escalation.on_raise, HookOrder.ESCALATION)
     store.add_resolve_hook(escalation.on_resolve, HookOrder.ESCALATION)
-    await escalation.sync_policies({
-        1: [PolicyStep(0, StepAction.SMS), PolicyStep(600, StepAction.CALL)],
-        3: [PolicyStep(300, StepAction.SMS)],
-    })
+    await escalation.sync_policies(
+        {
+            1: [PolicyStep(0, StepAction.SMS), PolicyStep(600, StepAction.CALL)],
+            3: [PolicyStep(300, StepAction.SMS)],
+        }
+    )
     return escalation
 
 
@@ -203,7 +211,8 @@ async def pending_steps(store: AlertStore, alert_id: str) -> int:
     async with store.read() as tx:
         row = await tx.fetchone(
             "SELECT COUNT(*) AS n FROM escalation_steps WHERE alert_id = ? AND state = 'pending'",
-            int(alert_id))
+            int(alert_id),
+        )
     assert row is not None
     return int(row["n"])
 
@@ -220,7 +229,8 @@ async def test_a_system_resolution_cancels_escalation_in_the_same_transaction(st
 
 
 async def test_a_claimed_supervisor_notification_is_not_sent_once_the_alert_is_resolved(
-        store: AlertStore) -> None:
+    store: AlertStore,
+) -> None:
     escalation = await escalating(store)
     [raised] = await store.ingest([event("unit-n", "pendant")])
     assert raised.alert_id is not None
@@ -236,7 +246,8 @@ async def test_a_claimed_supervisor_notification_is_not_sent_once_the_alert_is_r
 
 
 async def test_the_notifier_does_not_send_a_claimed_notification_of_a_resolved_alert(
-        store: AlertStore) -> None:
+    store: AlertStore,
+) -> None:
     """The real runner and Twilio client against the local Twilio stand-in: nothing reaches it."""
     from prometheus_client import CollectorRegistry
 
@@ -252,9 +263,16 @@ async def test_the_notifier_does_not_send_a_claimed_notification_of_a_resolved_a
     [note] = await escalation.claim_notifications()
     await operator_resolves(store, raised.alert_id)
     metrics = EscalationMetrics(CollectorRegistry())
-    async with TwilioServer() as twilio, Notifier(
-            account_sid=twilio.account_sid, auth_token=twilio.auth_token, from_number="+441632960000",
-            api_base_url=twilio.base_url, request_timeout=3) as notifier:
+    async with (
+        TwilioServer() as twilio,
+        Notifier(
+            account_sid=twilio.account_sid,
+            auth_token=twilio.auth_token,
+            from_number="+441632960000",
+            api_base_url=twilio.base_url,
+            request_timeout=3,
+        ) as notifier,
+    ):
         runner = EscalationRunner(escalation, notifier, metrics, public_url=lambda: "http://127.0.0.1:9")
         await runner.deliver(note)
         assert twilio.attempts == [] and twilio.messages == []

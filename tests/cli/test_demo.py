@@ -59,8 +59,16 @@ class Demo:
 @pytest.fixture
 async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
     proc = await asyncio.create_subprocess_exec(
-        *CLI, "demo", "--units", "3", "--every", "1",
-        cwd=tmp_path, env=cli_env(tmp_path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *CLI,
+        "demo",
+        "--units",
+        "3",
+        "--every",
+        "1",
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     running = Demo(proc)
     try:
@@ -98,24 +106,53 @@ async def test_demo_fleet_signs_in_and_strangers_are_refused(demo: Demo, tmp_pat
     # simulate unit signs in too: a registered unit is issued a password, then its event is acked.
     env = cli_env(tmp_path)
     add = await asyncio.create_subprocess_exec(
-        *CLI, "devices", "add", "unit-sim", "--kind", "gsm_unit", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *CLI,
+        "devices",
+        "add",
+        "unit-sim",
+        "--kind",
+        "gsm_unit",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await add.communicate()
     assert add.returncode == 0, err.decode()
     unit = await asyncio.create_subprocess_exec(
-        *CLI, "simulate", "unit", "--device-id", "unit-sim", "--issue-credential", "--timeout", "30",
-        "--url", f"mqtt://127.0.0.1:{demo.mqtt_port}", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *CLI,
+        "simulate",
+        "unit",
+        "--device-id",
+        "unit-sim",
+        "--issue-credential",
+        "--timeout",
+        "30",
+        "--url",
+        f"mqtt://127.0.0.1:{demo.mqtt_port}",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     async with asyncio.timeout(60):
         out, err = await unit.communicate()
     assert unit.returncode == 0, err.decode()
     assert '"result":"accepted"' in out.decode(), out.decode()
     anonymous = await asyncio.create_subprocess_exec(
-        *CLI, "simulate", "unit", "--device-id", "unit-sim", "--timeout", "3",
-        "--url", f"mqtt://127.0.0.1:{demo.mqtt_port}", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *CLI,
+        "simulate",
+        "unit",
+        "--device-id",
+        "unit-sim",
+        "--timeout",
+        "3",
+        "--url",
+        f"mqtt://127.0.0.1:{demo.mqtt_port}",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     async with asyncio.timeout(60):
         _, err = await anonymous.communicate()

@@ -15,10 +15,14 @@ CLI = [sys.executable, "-m", "bridge.cli"]
 
 
 def run_cli(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "TELECARE_STORE__URL": str(tmp_path / "cli.db"),
-           "TELECARE_CONFIG": str(tmp_path / "none.yaml")}
-    return subprocess.run([*CLI, *args], env=env, cwd=tmp_path, input=stdin, capture_output=True, text=True,
-                          timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TELECARE_STORE__URL": str(tmp_path / "cli.db"),
+        "TELECARE_CONFIG": str(tmp_path / "none.yaml"),
+    }
+    return subprocess.run(
+        [*CLI, *args], env=env, cwd=tmp_path, input=stdin, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_the_codes() -> None:

@@ -136,8 +136,11 @@ async def test_test_alerts_never_escalate(tmp_path: Path, twilio: TwilioServer) 
         await bridge.store.devices.upsert_device("unit-esc-4", "gsm_unit")
 
         async def test_mode(tx: object, post: object) -> None:
-            await tx.execute("UPDATE devices SET test_mode_until = ? WHERE id = ?",  # type: ignore[attr-defined]
-                             4102444800.0, "unit-esc-4")
+            await tx.execute(
+                "UPDATE devices SET test_mode_until = ? WHERE id = ?",  # type: ignore[attr-defined]
+                4102444800.0,
+                "unit-esc-4",
+            )
 
         await bridge.store.transaction(test_mode)
         alert_id = await raise_alert(bridge, "unit-esc-4", test=True)
@@ -170,8 +173,9 @@ async def test_failed_delivery_is_retried_and_shown(tmp_path: Path, twilio: Twil
         assert [a.status for a in twilio.attempts] == [503, 201]
 
         # Twilio later reports the text undelivered: shown, and tried again.
-        answer = await twilio.send_status(message.status_callback or "", message.sid, "undelivered",
-                                          error_code=30003)
+        answer = await twilio.send_status(
+            message.status_callback or "", message.sid, "undelivered", error_code=30003
+        )
         assert answer.status == 200
         async with asyncio.timeout(10):
             again = await twilio.next_message()

@@ -34,17 +34,21 @@ async def twilio() -> AsyncIterator[TwilioServer]:
 async def resolve_sent(bridge: RunningBridge, device_id: str) -> str:
     async def stored_before_validation(tx: Any, post: Any) -> None:
         # The registry refuses a responder without a phone now; a database from before may hold one.
-        await tx.execute("INSERT INTO residents (id, name, data, created_at) VALUES (?, ?, ?, 0)",
-                         "res-" + device_id, "Ada Jones",
-                         json.dumps({"responders": RESPONDERS, "address": "3 Acacia Avenue"}))
+        await tx.execute(
+            "INSERT INTO residents (id, name, data, created_at) VALUES (?, ?, ?, 0)",
+            "res-" + device_id,
+            "Ada Jones",
+            json.dumps({"responders": RESPONDERS, "address": "3 Acacia Avenue"}),
+        )
 
     await bridge.store.transaction(stored_before_validation)
     await bridge.store.devices.upsert_device(device_id, "gsm_unit", resident_id="res-" + device_id)
     alert_id = await raise_alert(bridge, device_id)
     status, _ = await bridge.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge", user="olive")
     assert status == 200
-    status, body = await bridge.call("POST", f"/api/v1/alerts/{alert_id}/resolve", user="olive",
-                                     json={"outcome": "responder_sent"})
+    status, body = await bridge.call(
+        "POST", f"/api/v1/alerts/{alert_id}/resolve", user="olive", json={"outcome": "responder_sent"}
+    )
     assert status == 200, body
     return alert_id
 
@@ -124,8 +128,9 @@ async def test_no_responders_is_recorded(tmp_path: Path, twilio: TwilioServer) -
     async with running_bridge(config) as bridge:
         alert_id = await raise_alert(bridge, "unit-r3")  # unregistered: no resident, no responders
         await bridge.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge", user="olive")
-        await bridge.call("POST", f"/api/v1/alerts/{alert_id}/resolve", user="olive",
-                          json={"outcome": "responder_sent"})
+        await bridge.call(
+            "POST", f"/api/v1/alerts/{alert_id}/resolve", user="olive", json={"outcome": "responder_sent"}
+        )
 
         async def recorded() -> bool:
             return "no_responders" in await actions(bridge, alert_id)
@@ -138,8 +143,10 @@ def test_responders_are_read_defensively() -> None:
     assert read_responders(None) == ([], 0)
     assert read_responders("not json") == ([], 0)
     assert read_responders({"responders": "Anna"}) == ([], 0)
-    found, skipped = read_responders('{"responders": [{"name": "A", "phone": "+44 7700 900101"}, '
-                                     '{"phone": "07700900102"}, 5, {"name": "dup", "phone": "+447700900101"},'
-                                     '{"phone": "+447700900109"}]}')
+    found, skipped = read_responders(
+        '{"responders": [{"name": "A", "phone": "+44 7700 900101"}, '
+        '{"phone": "07700900102"}, 5, {"name": "dup", "phone": "+447700900101"},'
+        '{"phone": "+447700900109"}]}'
+    )
     assert [(r.name, r.phone) for r in found] == [("A", ANNA), ("+447700900109", "+447700900109")]
     assert skipped == 3

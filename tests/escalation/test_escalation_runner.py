@@ -58,10 +58,12 @@ async def test_loop_failures_are_logged_counted_and_survived(
     escalation = Broken(store)
     metrics = EscalationMetrics(CollectorRegistry())
     caplog.set_level(logging.ERROR, logger="alarm_centre.escalation.runner")
-    async with EscalationRunner(escalation, None, metrics, public_url=lambda: "http://127.0.0.1:9",
-                                poll_s=0.01) as runner:
+    async with EscalationRunner(
+        escalation, None, metrics, public_url=lambda: "http://127.0.0.1:9", poll_s=0.01
+    ) as runner:
         task = asyncio.create_task(runner.run())
         try:
+
             async def three_ticks() -> bool:
                 return escalation.ticks >= 3 and errors(metrics, "next_due") >= 3
 
@@ -71,6 +73,9 @@ async def test_loop_failures_are_logged_counted_and_survived(
     assert task.cancelled(), "only cancellation ends the loop"
     assert errors(metrics, "callout_sweep") == 1
     failures = [r for r in caplog.records if r.exc_info is not None]
-    assert any("call-out sweep" in r.getMessage() and "during the sweep" in str(r.exc_info[1])
-               for r in failures if r.exc_info)
+    assert any(
+        "call-out sweep" in r.getMessage() and "during the sweep" in str(r.exc_info[1])
+        for r in failures
+        if r.exc_info
+    )
     assert any("next due" in r.getMessage() for r in failures)

@@ -46,9 +46,14 @@ SUPERVISOR = "+447700900001"
 LEGAL: dict[str, set[tuple[str, str]]] = {
     "steps": {("pending", "done"), ("pending", "skipped"), ("pending", "cancelled"), ("pending", "failed")},
     "notifications": {
-        ("pending", "sent"), ("pending", "failed"), ("pending", "cancelled"),
-        ("sent", "delivered"), ("sent", "pending"), ("sent", "failed"),
-        ("delivered", "pending"), ("delivered", "failed"),
+        ("pending", "sent"),
+        ("pending", "failed"),
+        ("pending", "cancelled"),
+        ("sent", "delivered"),
+        ("sent", "pending"),
+        ("sent", "failed"),
+        ("delivered", "pending"),
+        ("delivered", "failed"),
         ("cancelled", "sent"),
     },
     "callouts": {("active", "exhausted"), ("active", "accepted"), ("exhausted", "accepted")},
@@ -89,8 +94,12 @@ def test_step_actions_are_the_enum_and_checked_once() -> None:
 
 
 def event(device_id: str, kind: str) -> DeviceEvent:
-    return DeviceEvent(device_id=device_id, event_id=uuid.uuid4().hex[:16], type=EventType(kind),
-                       received_at=datetime.now(UTC))
+    return DeviceEvent(
+        device_id=device_id,
+        event_id=uuid.uuid4().hex[:16],
+        type=EventType(kind),
+        received_at=datetime.now(UTC),
+    )
 
 
 @pytest.fixture
@@ -122,12 +131,14 @@ async def test_a_failed_notification_is_not_brought_back_by_a_late_status(store:
     [note] = await escalation.claim_notifications()
     await escalation.notification_sent(note, sid="SM" + "a" * 32, status="queued")
     assert await note_state(store, note.id) == "sent"
-    await escalation.on_status(sid="SM" + "a" * 32, status="delivered", failed=False, final=True,
-                               error_code=None)
+    await escalation.on_status(
+        sid="SM" + "a" * 32, status="delivered", failed=False, final=True, error_code=None
+    )
     assert await note_state(store, note.id) == "delivered"
     await _force_state(store, note.id, NotificationState.FAILED)
-    await escalation.on_status(sid="SM" + "a" * 32, status="undelivered", failed=True, final=True,
-                               error_code=30005)
+    await escalation.on_status(
+        sid="SM" + "a" * 32, status="undelivered", failed=True, final=True, error_code=30005
+    )
     assert await note_state(store, note.id) == "failed", "failed -> pending is not in the table"
     await escalation.notification_sent(note, sid="SM" + "b" * 32, status="queued")
     assert await note_state(store, note.id) == "failed", "failed -> sent is not in the table"

@@ -140,7 +140,6 @@ async def test_api_json_csv_rights_metrics_and_page(bridge: RunningBridge) -> No
     assert runner_refresh > 0
 
 
-
 async def test_supervisors_page_in_the_console(bridge: RunningBridge) -> None:
     from console_support import console_client
 

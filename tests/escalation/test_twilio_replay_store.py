@@ -31,14 +31,21 @@ def config(tmp_path: Path, twilio: TwilioServer, **extra: str) -> Config:
 
 async def post(twilio: TwilioServer, bridge_url: str, route: str, params: dict[str, str]) -> tuple[int, str]:
     """POST a genuinely signed webhook (signed for the public URL) to one node."""
-    answer = await twilio.post_webhook(bridge_url + route, params,
-                                       signature=twilio.sign(PUBLIC + route, params))
+    answer = await twilio.post_webhook(
+        bridge_url + route, params, signature=twilio.sign(PUBLIC + route, params)
+    )
     return answer.status, answer.text
 
 
 def unknown_call(twilio: TwilioServer, digits: str) -> dict[str, str]:
-    return {"AccountSid": twilio.account_sid, "CallSid": new_sid("CA"), "Digits": digits,
-            "Direction": "outbound-api", "From": "+441632960000", "To": "+447700900123"}
+    return {
+        "AccountSid": twilio.account_sid,
+        "CallSid": new_sid("CA"),
+        "Digits": digits,
+        "Direction": "outbound-api",
+        "From": "+441632960000",
+        "To": "+447700900123",
+    }
 
 
 async def test_an_unknown_call_hears_a_neutral_goodbye(tmp_path: Path, twilio: TwilioServer) -> None:
@@ -61,9 +68,11 @@ async def test_a_replay_is_refused_after_a_restart(tmp_path: Path, twilio: Twili
 
 async def test_a_replay_to_another_node_is_refused(tmp_path: Path, twilio: TwilioServer) -> None:
     params = {"AccountSid": twilio.account_sid, "MessageSid": new_sid("SM"), "MessageStatus": "delivered"}
-    async with (postgres_database() as url,
-                running_bridge(config(tmp_path / "a", twilio, TELECARE_STORE__URL=url)) as a,
-                running_bridge(config(tmp_path / "b", twilio, TELECARE_STORE__URL=url)) as b):
+    async with (
+        postgres_database() as url,
+        running_bridge(config(tmp_path / "a", twilio, TELECARE_STORE__URL=url)) as a,
+        running_bridge(config(tmp_path / "b", twilio, TELECARE_STORE__URL=url)) as b,
+    ):
         assert (await post(twilio, a.url, "/twilio/status", params))[0] == 200
         status, text = await post(twilio, b.url, "/twilio/status", params)
         assert status == 403 and "replayed" in text

@@ -65,8 +65,9 @@ class BridgeStub:
 
         app = web.Application()
         app.router.add_post("/twilio/sms", route(parse_inbound_sms, lambda v: sms_reply_twiml("Thank you")))
-        app.router.add_post("/twilio/voice",
-                            route(parse_gather, lambda v: voice_say_twiml(f"You have {v.reply.value}ed.")))
+        app.router.add_post(
+            "/twilio/voice", route(parse_gather, lambda v: voice_say_twiml(f"You have {v.reply.value}ed."))
+        )
         app.router.add_post("/twilio/status", route(parse_status, lambda v: "<Response/>"))
         return app
 

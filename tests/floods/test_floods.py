@@ -24,8 +24,9 @@ from devices.vocabulary import EventType
 
 def event(device_id: str, kind: str, *, at: float | None = None) -> DeviceEvent:
     received = datetime.fromtimestamp(at, UTC) if at is not None else datetime.now(UTC)
-    return DeviceEvent(device_id=device_id, event_id=uuid.uuid4().hex[:16], type=EventType(kind),
-                       received_at=received)
+    return DeviceEvent(
+        device_id=device_id, event_id=uuid.uuid4().hex[:16], type=EventType(kind), received_at=received
+    )
 
 
 @pytest.fixture
@@ -37,14 +38,18 @@ async def grouped_store(store_url: str) -> AsyncIterator[tuple[AlertStore, Flood
 
 
 async def test_flood_becomes_one_incident_and_fall_stays_on_top(
-        grouped_store: tuple[AlertStore, FloodGrouper]) -> None:
+    grouped_store: tuple[AlertStore, FloodGrouper],
+) -> None:
     store, grouper = grouped_store
     # Four arrive in one batch, then the flood goes on; a fall lands in the middle of it.
     first = await store.ingest([event(f"u{n}", "mains_fail") for n in range(4)])
     assert all(r.result == "accepted" for r in first)
     assert await grouper.list_incidents() == [], "below the threshold nothing is grouped"
-    rest = await store.ingest([event(f"u{n}", "mains_fail") for n in range(4, 8)] + [event("u-fall", "fall")]
-                              + [event(f"u{n}", "mains_fail") for n in range(8, 12)])
+    rest = await store.ingest(
+        [event(f"u{n}", "mains_fail") for n in range(4, 8)]
+        + [event("u-fall", "fall")]
+        + [event(f"u{n}", "mains_fail") for n in range(8, 12)]
+    )
     fall_id = rest[4].alert_id
     assert fall_id is not None
 

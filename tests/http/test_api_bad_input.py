@@ -17,8 +17,19 @@ from devices.vocabulary import EventType
 
 #: Texts ``str.isdigit`` or ``int`` accept that are not an id: superscripts, other scripts' digits,
 #: signs, spaces, underscores, and numbers past a signed 64-bit integer.
-NOT_IDS = ["³", "%C2%B2", "%D9%A3", "+7", "%207", "1_0", "0", "99999999999999999999", "9223372036854775808",
-           "-1", "%00"]
+NOT_IDS = [
+    "³",
+    "%C2%B2",
+    "%D9%A3",
+    "+7",
+    "%207",
+    "1_0",
+    "0",
+    "99999999999999999999",
+    "9223372036854775808",
+    "-1",
+    "%00",
+]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -98,7 +109,10 @@ async def test_policy_priorities_outside_1_to_3_are_404(
 
 async def test_policy_priorities_1_to_3_are_written(embedded_bridge: RunningBridge) -> None:
     status, body = await embedded_bridge.call(
-        "PUT", "/api/v1/escalation/policies/3", user="ada", role="admin",
+        "PUT",
+        "/api/v1/escalation/policies/3",
+        user="ada",
+        role="admin",
         json={"steps": [{"after_s": 30, "action": "highlight"}]},
     )
     assert status == 200 and body["priority"] == 3
@@ -131,9 +145,11 @@ def test_config_refuses_a_policy_for_priority_4(tmp_path: Path) -> None:
 async def test_nul_in_text_is_422(any_store_bridge: RunningBridge, method: str, path: str, body: Any) -> None:
     """PostgreSQL text cannot hold U+0000; it is refused as bad input on that store (SQLite stores it)."""
     result = await any_store_bridge.bridge.intake.submit(
-        DeviceEvent("unit-nul", "nul-1", EventType.PENDANT, datetime.now(UTC)))
+        DeviceEvent("unit-nul", "nul-1", EventType.PENDANT, datetime.now(UTC))
+    )
     status, answer = await any_store_bridge.call(
-        method, path.format(alert=result.alert_id), user="ada", role="admin", json=body)
+        method, path.format(alert=result.alert_id), user="ada", role="admin", json=body
+    )
     assert status < 500, answer
     if any_store_bridge.bridge.store.dialect == "postgresql":
         assert status == 422 and "NUL" in answer["detail"], answer
@@ -178,4 +194,7 @@ def test_cli_settings_take_only_ascii_numbers() -> None:
     from bridge.cli.registry import _settings
 
     assert _settings(["heartbeat_interval_s=\u00b3", "heartbeat_grace_s=-5", "x=120"]) == {
-        "heartbeat_interval_s": "\u00b3", "heartbeat_grace_s": -5, "x": 120}
+        "heartbeat_interval_s": "\u00b3",
+        "heartbeat_grace_s": -5,
+        "x": 120,
+    }

@@ -67,8 +67,10 @@ async def test_errors_are_documented_where_they_occur(embedded_bridge: RunningBr
 async def test_outcome_codes_and_priorities_are_enums(embedded_bridge: RunningBridge) -> None:
     spec = await served_spec(embedded_bridge)
     resolve_body = resolve(
-        spec, spec["paths"]["/api/v1/alerts/{alert_id}/resolve"]["post"]["requestBody"]["content"][
-            "application/json"]["schema"]
+        spec,
+        spec["paths"]["/api/v1/alerts/{alert_id}/resolve"]["post"]["requestBody"]["content"][
+            "application/json"
+        ]["schema"],
     )
     outcome = resolve_body["properties"]["outcome"]
     assert outcome["enum"] == list(OPERATOR_OUTCOMES) and "cleared_by_device" not in outcome["enum"]
@@ -79,18 +81,26 @@ async def test_outcome_codes_and_priorities_are_enums(embedded_bridge: RunningBr
     for method in ("put", "delete"):
         params = spec["paths"]["/api/v1/escalation/policies/{priority}"][method]["parameters"]
         assert params[0]["schema"] == {"type": "integer", "enum": [1, 2, 3]}
-    steps = resolve(spec, spec["paths"]["/api/v1/escalation/policies/{priority}"]["put"]["requestBody"][
-        "content"]["application/json"]["schema"])["properties"]["steps"]
+    steps = resolve(
+        spec,
+        spec["paths"]["/api/v1/escalation/policies/{priority}"]["put"]["requestBody"]["content"][
+            "application/json"
+        ]["schema"],
+    )["properties"]["steps"]
     assert steps["items"]["properties"]["action"]["enum"] == ["highlight", "sms", "call"]
-    device = resolve(spec, spec["paths"]["/api/v1/devices"]["post"]["requestBody"]["content"][
-        "application/json"]["schema"])
+    device = resolve(
+        spec, spec["paths"]["/api/v1/devices"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    )
     kinds = resolve(spec, device["properties"]["kind"])["enum"]
     assert kinds == ["gsm_unit", "ip_unit", "serial_unit", "alexa"]
 
 
 async def test_priority_4_policy_is_refused(embedded_bridge: RunningBridge) -> None:
     status, body = await embedded_bridge.call(
-        "PUT", "/api/v1/escalation/policies/4", user="ada", role="admin",
+        "PUT",
+        "/api/v1/escalation/policies/4",
+        user="ada",
+        role="admin",
         json={"steps": [{"after_s": 30, "action": "highlight"}]},
     )
     assert 400 <= status < 500 and body["error"] == "not found"
@@ -159,8 +169,13 @@ async def test_the_right_each_operation_names_is_the_one_it_checks(embedded_brid
     from alarm_centre.alerts.model import ROLE_RIGHTS, Role
 
     spec = await served_spec(embedded_bridge)
-    filled = {"alert_id": "1", "incident_id": "1", "device_id": "unit-z", "resident_id": "res-z",
-              "priority": "3"}
+    filled = {
+        "alert_id": "1",
+        "incident_id": "1",
+        "device_id": "unit-z",
+        "resident_id": "res-z",
+        "priority": "3",
+    }
     checked = 0
     for path, operations in spec["paths"].items():
         url = path.format(**filled)

@@ -55,8 +55,12 @@ class FuzzReport:
 
 def fuzz(spec: dict[str, Any], base_url: str, tokens: dict[str, str]) -> FuzzReport:
     """Run every operation with each role's token; collect failures instead of stopping at the first."""
-    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
-              response_schema_conformance]
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
     schema = schemathesis.openapi.from_dict(spec)
     report = FuzzReport()
     session = requests.Session()
@@ -65,8 +69,14 @@ def fuzz(spec: dict[str, Any], base_url: str, tokens: dict[str, str]) -> FuzzRep
         headers = {"Authorization": f"Bearer {tokens[role]}"}
         examples = POSITIVE_EXAMPLES if mode is GenerationMode.POSITIVE else NEGATIVE_EXAMPLES
 
-        @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=operation.as_strategy(generation_mode=mode))
         def run(case: Any) -> None:
             response = case.call(base_url=base_url, session=session, headers=headers, timeout=15)
@@ -100,10 +110,16 @@ async def seed(bridge: RunningBridge) -> None:
     """Something for the ids to find: a resident, a unit, and an alert (id 1)."""
     resident = {"id": "res-1", "name": "Rose"}
     await bridge.call("POST", "/api/v1/residents", user="seed", role="admin", json=resident)
-    await bridge.call("POST", "/api/v1/devices", user="seed", role="admin",
-                      json={"id": "unit-1", "kind": "gsm_unit", "resident_id": "res-1"})
+    await bridge.call(
+        "POST",
+        "/api/v1/devices",
+        user="seed",
+        role="admin",
+        json={"id": "unit-1", "kind": "gsm_unit", "resident_id": "res-1"},
+    )
     await bridge.bridge.intake.submit(
-        DeviceEvent("unit-1", "fuzz-seed", EventType.PENDANT, datetime.now(UTC)))
+        DeviceEvent("unit-1", "fuzz-seed", EventType.PENDANT, datetime.now(UTC))
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

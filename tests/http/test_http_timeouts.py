@@ -22,8 +22,9 @@ GENEROUS_S = 20.0
 
 @pytest.fixture
 async def bridge(tmp_path: Path) -> AsyncIterator[RunningBridge]:
-    config = make_config(tmp_path, TELECARE_HTTP__IDLE_TIMEOUT_S=str(IDLE_S),
-                         TELECARE_HTTP__BODY_TIMEOUT_S=str(BODY_S))
+    config = make_config(
+        tmp_path, TELECARE_HTTP__IDLE_TIMEOUT_S=str(IDLE_S), TELECARE_HTTP__BODY_TIMEOUT_S=str(BODY_S)
+    )
     async with running_bridge(config) as running:
         yield running
 
@@ -38,8 +39,9 @@ async def closed_by_server(reader: asyncio.StreamReader) -> bytes:
         return await reader.read()
 
 
-async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                  data: bytes) -> tuple[bytes, float]:
+async def trickle(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes
+) -> tuple[bytes, float]:
     """Send ``data`` a byte at a time, pacing each byte by a short wait for the server to answer.
 
     Returns what the server sent once it closed, and how long the trickle had gone on.
@@ -92,8 +94,10 @@ async def test_trickled_headers_are_cut_off(bridge: RunningBridge) -> None:
 async def test_a_trickled_body_is_answered_408_and_closed(bridge: RunningBridge) -> None:
     reader, writer = await connect(bridge)
     body = b"name=olive&password=" + b"p" * 2000
-    head = (b"POST /login HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body))
+    head = (
+        b"POST /login HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
     writer.write(head)
     await writer.drain()
     answer, took = await trickle(reader, writer, body)

@@ -382,7 +382,11 @@ async def test_a_unit_reads_only_its_own_replies(secured: Secured) -> None:
     async with s.client("unit-a", "spy-a") as spy:
         granted = {}
         for topic_filter in (
-            s.topic("unit-b", "ack"), s.topic("unit-b", "cmd"), f"{ROOT}/v1/+/ack", f"{ROOT}/v1/#", own_ack
+            s.topic("unit-b", "ack"),
+            s.topic("unit-b", "cmd"),
+            f"{ROOT}/v1/+/ack",
+            f"{ROOT}/v1/#",
+            own_ack,
         ):
             # Refused in the SUBACK (embedded) or granted and filtered per message (Mosquitto 2).
             granted[topic_filter] = [code.value for code in await spy.subscribe(topic_filter, qos=1)]
@@ -542,7 +546,10 @@ async def test_no_unit_gets_the_bridges_user_name(tmp_path: Path) -> None:
     bridge's rights."""
     async with running_bridge(make_config(tmp_path, **credentials_env(tmp_path))) as b:
         status, _ = await b.call(
-            "POST", "/api/v1/devices", user="ian", role="installer",
+            "POST",
+            "/api/v1/devices",
+            user="ian",
+            role="installer",
             json={"id": "telecare-bridge", "kind": "gsm_unit"},
         )
         assert status == 201

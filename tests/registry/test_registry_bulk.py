@@ -223,7 +223,10 @@ async def test_api_csv_export_defuses_formula_cells(embedded_bridge: RunningBrid
     )
     assert status == 201
     status, _ = await b.call(
-        "POST", "/api/v1/devices", user="ian", role="installer",
+        "POST",
+        "/api/v1/devices",
+        user="ian",
+        role="installer",
         json={"id": "unit-f", "kind": "gsm_unit", "resident_id": "res-f", "phone": "+447700900001"},
     )
     assert status == 201

@@ -112,20 +112,24 @@ async def test_language_names_as_the_demo_wrote_them_are_stored_as_tags(bridge: 
 
 
 async def test_every_write_path_refuses_a_language_it_could_not_read(
-        bridge: RunningBridge, tmp_path: Any) -> None:
+    bridge: RunningBridge, tmp_path: Any
+) -> None:
     with pytest.raises(InvalidRequest, match="language"):
         await bridge.store.devices.upsert_resident("res-x", "Xena", {"language": "Klingon"})
     with pytest.raises(InvalidRequest, match="responders"):
         await bridge.store.devices.upsert_resident(
-            "res-x", "Xena", {"responders": [{"name": "Bea", "phone": "07700 900002"}]})
+            "res-x", "Xena", {"responders": [{"name": "Bea", "phone": "07700 900002"}]}
+        )
     with pytest.raises(InvalidRequest, match="kind"):
         await bridge.store.devices.upsert_device("unit-x", "toaster")
 
-    status, body = await installer(bridge, "POST", "/api/v1/residents",
-                                   {"id": "res-api", "name": "Api", "language": "Klingon"})
+    status, body = await installer(
+        bridge, "POST", "/api/v1/residents", {"id": "res-api", "name": "Api", "language": "Klingon"}
+    )
     assert status == 422 and body["detail"][0]["field"] == "language", body
-    status, body = await installer(bridge, "POST", "/api/v1/residents",
-                                   {"id": "res-api", "name": "Api", "language": "Welsh"})
+    status, body = await installer(
+        bridge, "POST", "/api/v1/residents", {"id": "res-api", "name": "Api", "language": "Welsh"}
+    )
     assert status == 201 and body["language"] == "cy", body
     status, body = await installer(bridge, "PATCH", "/api/v1/residents/res-api", {"language": "tlh-Latn-XX-"})
     assert status == 422 and body["detail"][0]["field"] == "language", body
@@ -137,8 +141,18 @@ async def test_every_write_path_refuses_a_language_it_could_not_read(
     code, out, err = await cli("residents", "show", "res-cli")
     assert code == 0 and "language       en\n" in out
 
-    code, _, err = await cli("alexa", "link", "--device-id", "echo-x", "--alexa-device-id", "amzn1.x",
-                             "--resident", "bad id", "--resident-name", "Ada")
+    code, _, err = await cli(
+        "alexa",
+        "link",
+        "--device-id",
+        "echo-x",
+        "--alexa-device-id",
+        "amzn1.x",
+        "--resident",
+        "bad id",
+        "--resident-name",
+        "Ada",
+    )
     assert code == 2 and "invalid: resident 'bad id'" in err, err
 
     bad = tmp_path / "residents.csv"
@@ -175,13 +189,24 @@ async def test_the_migration_repairs_languages_stored_before(bridge: RunningBrid
     async def old_rows(tx: Tx, post: PostCommit) -> None:
         for resident_id, (language, _) in STORED_BEFORE.items():
             data = {"address": "1 Mill Lane", "language": language}
-            await tx.execute("INSERT INTO residents (id, name, data, created_at) VALUES (?, ?, ?, 0)",
-                             resident_id, resident_id.upper(), json.dumps(data))
+            await tx.execute(
+                "INSERT INTO residents (id, name, data, created_at) VALUES (?, ?, ?, 0)",
+                resident_id,
+                resident_id.upper(),
+                json.dumps(data),
+            )
         await tx.execute("INSERT INTO residents (id, name, data, created_at) VALUES ('r-none', 'N', '{}', 0)")
         await tx.execute(  # responders as the console test used to store them
             "INSERT INTO residents (id, name, data, created_at) VALUES ('r-shaped', 'S', ?, 0)",
-            json.dumps({"language": "Welsh", "responders": [
-                {"name": "Carl", "phone": "+447700900001", "relation": "neighbour", "order": 1}]}))
+            json.dumps(
+                {
+                    "language": "Welsh",
+                    "responders": [
+                        {"name": "Carl", "phone": "+447700900001", "relation": "neighbour", "order": 1}
+                    ],
+                }
+            ),
+        )
         await tx.execute("DELETE FROM schema_version WHERE version = 15")
 
     await bridge.store.transaction(old_rows)

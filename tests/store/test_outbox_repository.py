@@ -24,8 +24,16 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 async def test_finish_closes_the_item_with_its_result_once(store: SqliteStore) -> None:
     await store.devices.upsert_device("gsm-9", "gsm_unit", channel="sms", phone="+447700900009")
-    await store.ingest([DeviceEvent(device_id="gsm-9", event_id=uuid.uuid4().hex[:16], type=EventType.PENDANT,
-                                    received_at=datetime.now(UTC))])
+    await store.ingest(
+        [
+            DeviceEvent(
+                device_id="gsm-9",
+                event_id=uuid.uuid4().hex[:16],
+                type=EventType.PENDANT,
+                received_at=datetime.now(UTC),
+            )
+        ]
+    )
     [item] = await store.outbox.claim()
     assert item.channel == "sms" and item.payload["cmd"] == "call_centre"
 

@@ -23,8 +23,12 @@ from devices.vocabulary import EventType
 
 
 def event(device_id: str, kind: str = "pendant", event_id: str | None = None) -> DeviceEvent:
-    return DeviceEvent(device_id=device_id, event_id=event_id or uuid.uuid4().hex[:16], type=EventType(kind),
-                       received_at=datetime.now(UTC))
+    return DeviceEvent(
+        device_id=device_id,
+        event_id=event_id or uuid.uuid4().hex[:16],
+        type=EventType(kind),
+        received_at=datetime.now(UTC),
+    )
 
 
 @pytest.fixture
@@ -54,16 +58,19 @@ class Heard:
 
 def test_placeholders_translate_outside_quotes() -> None:
     assert translate("SELECT * FROM t WHERE a = ? AND b IN (?, ?)") == (
-        "SELECT * FROM t WHERE a = $1 AND b IN ($2, $3)")
+        "SELECT * FROM t WHERE a = $1 AND b IN ($2, $3)"
+    )
     assert translate("SELECT '?', 'it''s ?', \"odd?col\" FROM t WHERE x = ?") == (
-        "SELECT '?', 'it''s ?', \"odd?col\" FROM t WHERE x = $1")
+        "SELECT '?', 'it''s ?', \"odd?col\" FROM t WHERE x = $1"
+    )
     assert translate("SELECT 1 -- what?\nWHERE y = ?") == "SELECT 1 -- what?\nWHERE y = $1"
     assert translate("SELECT 1") == "SELECT 1"
 
 
 async def test_ingest_duplicate_and_join(store: AlertStore) -> None:
-    first = await store.ingest([event("u1", "pendant", "e1"), event("u1", "fall", "e2"),
-                                event("u2", "low_battery")])
+    first = await store.ingest(
+        [event("u1", "pendant", "e1"), event("u1", "fall", "e2"), event("u2", "low_battery")]
+    )
     assert [r.result for r in first] == ["accepted"] * 3
     assert first[0].alert_id == first[1].alert_id, "a second help event joins the open alert"
     again = await store.ingest([event("u1", "pendant", "e1")])
@@ -81,8 +88,9 @@ async def test_lifecycle_and_outbox_claims(store: AlertStore) -> None:
     [result] = await store.ingest([event("u3", "mains_fail")])
     acked = await store.acknowledge(str(result.alert_id), actor="alice", source="api")
     assert acked.state == "acknowledged"
-    resolved = await store.resolve(str(result.alert_id), outcome="resident_ok", note=None, actor="alice",
-                                   source="api")
+    resolved = await store.resolve(
+        str(result.alert_id), outcome="resident_ok", note=None, actor="alice", source="api"
+    )
     assert resolved.state == "resolved"
     await store.devices.upsert_device("u4", "gsm_unit")
     await store.ingest([event("u4", "pendant")])
@@ -149,16 +157,19 @@ async def test_same_event_on_two_nodes_at_once_is_stored_once(pg_url: str) -> No
         assert await a.event_count() == 50
 
 
-async def test_a_poisoned_event_is_rejected_and_its_batch_is_kept(store: AlertStore,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_poisoned_event_is_rejected_and_its_batch_is_kept(
+    store: AlertStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Fault injection: one event's handling raises. The batch is retried event by event, so the
     others are stored and only that one is rejected; nothing half-done of it remains."""
     real = Ingest._event_effect
 
     async def faulty(self: Ingest, tx, post, ev, device, test, now):  # type: ignore[no-untyped-def]
         if ev.device_id == "poison":
-            await tx.execute("INSERT INTO alert_log (alert_id, at, action, actor, source) "
-                             "VALUES (0, 0, 'half-done', 'x', 'x')")
+            await tx.execute(
+                "INSERT INTO alert_log (alert_id, at, action, actor, source) "
+                "VALUES (0, 0, 'half-done', 'x', 'x')"
+            )
             raise RuntimeError("injected")
         return await real(self, tx, post, ev, device, test, now)
 

@@ -23,8 +23,12 @@ async def resolve(number: str) -> str | None:
 
 
 def driver(modem: SimulatedModem, intake: Any, **kw: Any) -> GsmModem:
-    options: dict[str, Any] = {"command_timeout": 0.5, "poll_interval": 0.3, "reinit_initial": 0.05,
-                               "reinit_max": 0.2}
+    options: dict[str, Any] = {
+        "command_timeout": 0.5,
+        "poll_interval": 0.3,
+        "reinit_initial": 0.05,
+        "reinit_max": 0.2,
+    }
     options.update(kw)
     return GsmModem(modem.path, intake=intake, resolve_sender=resolve, **options)
 
@@ -159,8 +163,7 @@ async def test_silent_modem_times_out_and_recovers(tmp_path: Path) -> None:
 
 
 async def test_send_sms_and_a_cms_error(tmp_path: Path) -> None:
-    async with SimulatedModem(link=str(tmp_path / "modem")) as modem, \
-            driver(modem, MemoryIntake()) as gsm:
+    async with SimulatedModem(link=str(tmp_path / "modem")) as modem, driver(modem, MemoryIntake()) as gsm:
         await within(gsm.wait_ready())
         ref = await within(gsm.send_sms(UNIT_NUMBER, "Alarm received, help is coming"))
         assert ref == 1
@@ -201,8 +204,9 @@ async def test_registry_failure_leaves_the_sms_on_the_sim(tmp_path: Path) -> Non
     async with SimulatedModem(link=str(tmp_path / "modem")) as modem:
         intake = MemoryIntake()
         await modem.deliver(UNIT_NUMBER, "ALARM PENDANT")
-        async with GsmModem(modem.path, intake=intake, resolve_sender=flaky, command_timeout=0.5,
-                            poll_interval=0.2) as gsm:
+        async with GsmModem(
+            modem.path, intake=intake, resolve_sender=flaky, command_timeout=0.5, poll_interval=0.2
+        ) as gsm:
             await within(intake.wait_for(1))
             await eventually(lambda: not modem.storage)
             assert calls >= 2 and gsm.sessions == 1

@@ -29,8 +29,11 @@ def serial_config(tmp_path: Path, *, unit: Path | None = None, modem: Path | Non
     if unit is not None:
         env["TELECARE_SERIAL__UNITS"] = json.dumps([{"port": str(unit), "baudrate": 9600}])
     if modem is not None:
-        env.update(TELECARE_GSM__PORT=str(modem), TELECARE_GSM__POLL_INTERVAL_S="0.3",
-                   TELECARE_GSM__COMMAND_TIMEOUT_S="1")
+        env.update(
+            TELECARE_GSM__PORT=str(modem),
+            TELECARE_GSM__POLL_INTERVAL_S="0.3",
+            TELECARE_GSM__COMMAND_TIMEOUT_S="1",
+        )
     return make_config(tmp_path, **env)
 
 
@@ -65,10 +68,17 @@ def metric_value(text: str, name: str) -> float:
 # --- pure helpers ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("sender", "first"), [
-    ("+447700900123", "+447700900123"), ("07700900123", "+447700900123"), ("447700900123", "+447700900123"),
-    ("00447700900123", "+447700900123"), ("+44 7700 900123", "+447700900123"), ("12345", "12345"),
-])
+@pytest.mark.parametrize(
+    ("sender", "first"),
+    [
+        ("+447700900123", "+447700900123"),
+        ("07700900123", "+447700900123"),
+        ("447700900123", "+447700900123"),
+        ("00447700900123", "+447700900123"),
+        ("+44 7700 900123", "+447700900123"),
+        ("12345", "12345"),
+    ],
+)
 def test_sender_numbers_normalise_to_e164_first(sender: str, first: str) -> None:
     assert number_candidates(sender)[0] == first
 
@@ -87,11 +97,14 @@ def test_alphanumeric_senders_match_nothing_and_commands_fit_one_sms() -> None:
 
 async def test_serial_pendant_is_stored_acked_and_called_back(tmp_path: Path) -> None:
     link = tmp_path / "unit"
-    async with SimulatedSerialUnit("serial-unit-1", link=str(link), retry_interval=0.5) as unit, \
-            running_bridge(serial_config(tmp_path, unit=link)) as running:
+    async with (
+        SimulatedSerialUnit("serial-unit-1", link=str(link), retry_interval=0.5) as unit,
+        running_bridge(serial_config(tmp_path, unit=link)) as running,
+    ):
         await running.store.devices.upsert_resident("res-1", "Ann Example")
-        await running.store.devices.upsert_device("serial-unit-1", "serial_unit", resident_id="res-1",
-                                          channel="serial")
+        await running.store.devices.upsert_device(
+            "serial-unit-1", "serial_unit", resident_id="res-1", channel="serial"
+        )
         (transport,) = feature(running).transports
         await within(transport.wait_connected())
 
@@ -110,8 +123,9 @@ async def test_serial_pendant_is_stored_acked_and_called_back(tmp_path: Path) ->
 
         async def result_on_timeline() -> bool:
             entries = await timeline(running, answer.alert_id or "")
-            return any(e["action"] == "cmd_result" and e["detail"].get("cmd_id") == command.cmd_id
-                       for e in entries)
+            return any(
+                e["action"] == "cmd_result" and e["detail"].get("cmd_id") == command.cmd_id for e in entries
+            )
 
         await eventually(result_on_timeline)
         assert await running.store.outbox.pending() == 0
@@ -125,8 +139,10 @@ async def test_serial_pendant_is_stored_acked_and_called_back(tmp_path: Path) ->
 
 async def test_bad_frames_are_naked_and_the_bridge_keeps_serving(tmp_path: Path) -> None:
     link = tmp_path / "unit"
-    async with SimulatedSerialUnit("serial-unit-2", link=str(link), retry_interval=0.5) as unit, \
-            running_bridge(serial_config(tmp_path, unit=link)) as running:
+    async with (
+        SimulatedSerialUnit("serial-unit-2", link=str(link), retry_interval=0.5) as unit,
+        running_bridge(serial_config(tmp_path, unit=link)) as running,
+    ):
         (transport,) = feature(running).transports
         await within(transport.wait_connected())
         good = encode_event("serial-unit-2", "e-1", "pendant", test=False)
@@ -159,8 +175,10 @@ async def test_a_configured_port_that_is_down_makes_the_bridge_not_ready(tmp_pat
         assert f"GSM modem on {modem_link} is not ready" in problems
         assert f'telecare_serial_link_up{{port="{unit_link}"}} 0.0' in await metrics_text(running)
 
-        async with SimulatedSerialUnit("u", link=str(unit_link)), \
-                SimulatedModem(link=str(modem_link)) as modem:
+        async with (
+            SimulatedSerialUnit("u", link=str(unit_link)),
+            SimulatedModem(link=str(modem_link)) as modem,
+        ):
 
             async def ready() -> bool:
                 return (await running.call("GET", "/healthz", user=None))[0] == 200
@@ -184,11 +202,14 @@ async def test_a_configured_port_that_is_down_makes_the_bridge_not_ready(tmp_pat
 
 async def test_sms_alarm_from_a_registered_number_and_a_stranger(tmp_path: Path) -> None:
     link = tmp_path / "modem"
-    async with SimulatedModem(link=str(link)) as modem, \
-            running_bridge(serial_config(tmp_path, modem=link)) as running:
+    async with (
+        SimulatedModem(link=str(link)) as modem,
+        running_bridge(serial_config(tmp_path, modem=link)) as running,
+    ):
         await running.store.devices.upsert_resident("res-2", "Bob Example")
-        await running.store.devices.upsert_device("gsm-unit-1", "gsm_unit", resident_id="res-2",
-                                                  channel="sms", phone=UNIT_NUMBER)
+        await running.store.devices.upsert_device(
+            "gsm-unit-1", "gsm_unit", resident_id="res-2", channel="sms", phone=UNIT_NUMBER
+        )
         gsm = feature(running).modem
         assert gsm is not None
         await within(gsm.wait_ready())
@@ -231,8 +252,9 @@ async def test_restart_while_sms_wait_on_the_modem_stores_each_once(tmp_path: Pa
         async with running_bridge(config) as first:
             for n in (1, 2, 3):
                 # channel mqtt: no command SMS is being typed into the modem when the bridge stops
-                await first.store.devices.upsert_device(f"gsm-{n}", "gsm_unit", channel="mqtt",
-                                                phone=f"+44770090010{n}")
+                await first.store.devices.upsert_device(
+                    f"gsm-{n}", "gsm_unit", channel="mqtt", phone=f"+44770090010{n}"
+                )
             first_gsm = feature(first).modem
             assert first_gsm is not None
             await within(first_gsm.wait_ready())
@@ -284,7 +306,7 @@ async def test_a_modem_left_in_sms_text_entry_is_recovered(tmp_path: Path) -> No
         # A previous bridge stopped while typing a command SMS: the modem waits for Ctrl-Z or ESC.
         fd = os.open(link, os.O_RDWR | os.O_NOCTTY)
         try:
-            os.write(fd, b'AT+CMGF=1\r')
+            os.write(fd, b"AT+CMGF=1\r")
             await until(lambda: "AT+CMGF=1" in modem.commands)
             os.write(fd, b'AT+CMGS="+447700900001"\r')
             await until(lambda: any(c.startswith("AT+CMGS") for c in modem.commands))

@@ -22,8 +22,10 @@ def sealed(body: bytes) -> bytes:
 
 async def test_event_is_acked_with_its_alert_id_and_stored_once(tmp_path: Path) -> None:
     intake = MemoryIntake()
-    async with SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty"), retry_interval=0.5) as unit, \
-            SerialTransport(unit.path, intake=intake) as transport:
+    async with (
+        SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty"), retry_interval=0.5) as unit,
+        SerialTransport(unit.path, intake=intake) as transport,
+    ):
         answer = await within(unit.raise_event("pendant"))
         assert isinstance(answer, AckFrame)
         assert answer.alert_id == "A00001"
@@ -43,8 +45,10 @@ async def test_ack_is_written_only_after_the_store_returns(tmp_path: Path) -> No
             return await super().submit(event)
 
     intake = GatedIntake()
-    async with SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty"), retry_interval=0.2) as unit, \
-            SerialTransport(unit.path, intake=intake):
+    async with (
+        SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty"), retry_interval=0.2) as unit,
+        SerialTransport(unit.path, intake=intake),
+    ):
         pending = asyncio.create_task(unit.raise_event("fall", event_id="e-1"))
         await eventually(lambda: unit.frames_sent >= 3)  # retransmitting: no ACK while not stored
         assert unit.acks == [] and intake.events == {}
@@ -59,8 +63,10 @@ async def test_ack_is_written_only_after_the_store_returns(tmp_path: Path) -> No
 
 async def test_duplicate_gets_the_same_alert_id(tmp_path: Path) -> None:
     intake = MemoryIntake()
-    async with SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty")) as unit, \
-            SerialTransport(unit.path, intake=intake) as transport:
+    async with (
+        SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty")) as unit,
+        SerialTransport(unit.path, intake=intake) as transport,
+    ):
         first = await within(unit.raise_event("smoke", event_id="same"))
         second = await within(unit.raise_event("smoke", event_id="same"))
         assert isinstance(first, AckFrame) and isinstance(second, AckFrame)
@@ -71,8 +77,10 @@ async def test_duplicate_gets_the_same_alert_id(tmp_path: Path) -> None:
 async def test_store_unavailable_means_no_answer_and_the_unit_retries(tmp_path: Path) -> None:
     intake = MemoryIntake()
     intake.unavailable = True
-    async with SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty"), retry_interval=0.2) as unit, \
-            SerialTransport(unit.path, intake=intake) as transport:
+    async with (
+        SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty"), retry_interval=0.2) as unit,
+        SerialTransport(unit.path, intake=intake) as transport,
+    ):
         pending = asyncio.create_task(unit.raise_event("pendant", event_id="p-1"))
         await eventually(lambda: transport.counts.get("store_unavailable", 0) >= 2)
         assert unit.acks == [] and unit.naks == []
@@ -84,8 +92,10 @@ async def test_store_unavailable_means_no_answer_and_the_unit_retries(tmp_path: 
 
 async def test_noise_and_bad_checksum_get_a_nak_and_the_frame_still_arrives(tmp_path: Path) -> None:
     intake = MemoryIntake()
-    async with SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty"), retry_interval=0.3) as unit, \
-            SerialTransport(unit.path, intake=intake) as transport:
+    async with (
+        SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty"), retry_interval=0.3) as unit,
+        SerialTransport(unit.path, intake=intake) as transport,
+    ):
         await within(transport.wait_connected())
         await unit.send_raw(b"\x00\xff line noise ")
         await unit.send_raw(b"$TC1,unit-1,x,pendant,,0*0000\r\n")  # wrong checksum
@@ -99,8 +109,10 @@ async def test_noise_and_bad_checksum_get_a_nak_and_the_frame_still_arrives(tmp_
 
 async def test_a_frame_we_refuse_gets_a_nak_naming_the_event(tmp_path: Path) -> None:
     intake = MemoryIntake()
-    async with SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty")) as unit, \
-            SerialTransport(unit.path, intake=intake) as transport:
+    async with (
+        SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty")) as unit,
+        SerialTransport(unit.path, intake=intake) as transport,
+    ):
         await within(transport.wait_connected())
         await unit.send_raw(sealed(b"TC1,unit-1,e9,teleport,,0"))
         await unit.send_raw(sealed(b"TC1,unit-1,e10,no_heartbeat,,0"))
@@ -115,8 +127,10 @@ async def test_a_frame_we_refuse_gets_a_nak_naming_the_event(tmp_path: Path) -> 
 async def test_store_rejection_becomes_a_nak(tmp_path: Path) -> None:
     intake = MemoryIntake()
     intake.reject_types = {"tamper"}
-    async with SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty")) as unit, \
-            SerialTransport(unit.path, intake=intake):
+    async with (
+        SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty")) as unit,
+        SerialTransport(unit.path, intake=intake),
+    ):
         answer = await within(unit.raise_event("tamper", event_id="t-1"))
         assert isinstance(answer, NakFrame) and answer.event_id == "t-1"
         assert "refused" in answer.reason
@@ -125,9 +139,12 @@ async def test_store_rejection_becomes_a_nak(tmp_path: Path) -> None:
 async def test_port_vanishes_and_comes_back(tmp_path: Path) -> None:
     intake = MemoryIntake()
     links: list[bool] = []
-    async with SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty"), retry_interval=0.3) as unit, \
-            SerialTransport(unit.path, intake=intake, reopen_initial=0.05, reopen_max=0.2,
-                            on_link=links.append) as transport:
+    async with (
+        SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty"), retry_interval=0.3) as unit,
+        SerialTransport(
+            unit.path, intake=intake, reopen_initial=0.05, reopen_max=0.2, on_link=links.append
+        ) as transport,
+    ):
         assert isinstance(await within(unit.raise_event("pendant", event_id="before")), AckFrame)
         unit.unplug()  # USB lead pulled: the bridge's reads fail
         await eventually(lambda: not transport.connected)
@@ -144,8 +161,10 @@ async def test_port_vanishes_and_comes_back(tmp_path: Path) -> None:
 
 async def test_command_reaches_the_unit_and_its_result_is_stored(tmp_path: Path) -> None:
     intake = MemoryIntake()
-    async with SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty")) as unit, \
-            SerialTransport(unit.path, intake=intake) as transport:
+    async with (
+        SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty")) as unit,
+        SerialTransport(unit.path, intake=intake) as transport,
+    ):
         await within(transport.wait_connected())
         await transport.send_command("unit-1", "cmd-7", "configure", {"heartbeat_s": 600})
         await within(intake.wait_for(1))
@@ -157,8 +176,10 @@ async def test_command_reaches_the_unit_and_its_result_is_stored(tmp_path: Path)
 async def test_a_blocked_write_waits_without_spinning(tmp_path: Path) -> None:
     """The DESIGN.md trap: a partly completed write must wait for writability, not busy-loop."""
     intake = MemoryIntake()
-    async with SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty"), answer_commands=False) as unit, \
-            SerialTransport(unit.path, intake=intake) as transport:
+    async with (
+        SimulatedSerialUnit("unit-1", link=str(tmp_path / "tty"), answer_commands=False) as unit,
+        SerialTransport(unit.path, intake=intake) as transport,
+    ):
         await within(transport.wait_connected())
         unit.pause_reading()
         args = {"message": "x" * 400}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 MIGRATIONS: list[tuple[int, str]] = [
-    (30, """
+    (
+        30,
+        """
 CREATE TABLE console_sessions (
     token_hash TEXT PRIMARY KEY,
     user_name TEXT NOT NULL,
@@ -15,5 +17,6 @@ CREATE TABLE console_sessions (
 );
 CREATE INDEX console_sessions_user ON console_sessions(user_name);
 CREATE INDEX console_sessions_expiry ON console_sessions(expires_at);
-"""),
+""",
+    ),
 ]

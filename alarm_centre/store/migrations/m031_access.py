@@ -10,7 +10,9 @@ All three live in the store so they survive a restart and every node sees the sa
 from __future__ import annotations
 
 MIGRATIONS: list[tuple[int, str]] = [
-    (31, """
+    (
+        31,
+        """
 CREATE TABLE access_changes (
     id {pk},
     user_name TEXT NOT NULL,
@@ -28,5 +30,6 @@ CREATE TABLE webhook_replays (
     expires_at {real} NOT NULL
 );
 CREATE INDEX webhook_replays_expiry ON webhook_replays(expires_at);
-"""),
+""",
+    ),
 ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 MIGRATIONS: list[tuple[int, str]] = [
-    (40, """
+    (
+        40,
+        """
 CREATE TABLE voice_checkins (
     id {pk},
     resident_id TEXT,
@@ -22,5 +24,6 @@ CREATE TABLE checkin_schedules (
     updated_at {real} NOT NULL
 );
 CREATE INDEX checkin_schedules_due ON checkin_schedules(next_due_at);
-"""),
+""",
+    ),
 ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 MIGRATIONS: list[tuple[int, str]] = [
-    (60, """
+    (
+        60,
+        """
 CREATE TABLE incidents (
     id {pk},
     type TEXT NOT NULL,
@@ -19,5 +21,6 @@ CREATE INDEX incidents_state ON incidents(state, opened_at, id);
 ALTER TABLE alerts ADD COLUMN incident_id BIGINT;
 CREATE INDEX alerts_incident ON alerts(incident_id, state);
 CREATE INDEX alerts_type_raised ON alerts(type, raised_at)
-"""),
+""",
+    ),
 ]
