@@ -11,7 +11,10 @@ from devices.vocabulary import EventType
 
 #: A device id: 1-64 characters of A-Za-z0-9._-, but not ``.`` or ``..`` (path segments that mean
 #: "here" and "up" in a topic filter, a file name or a URL path). Every path checks ids with this rule.
-DEVICE_ID_RE = re.compile(r"(?!\.{1,2}\Z)[A-Za-z0-9._-]{1,64}")
+#: The characters and length of the rule alone, for schemas whose regex dialect has no lookahead (pydantic,
+#: JSON Schema); such a schema is paired with :func:`device_id_ok` for the ``.``/``..`` part.
+DEVICE_ID_CHARS = r"[A-Za-z0-9._-]{1,64}"
+DEVICE_ID_RE = re.compile(rf"(?!\.{{1,2}}\Z){DEVICE_ID_CHARS}")
 DEVICE_ID_RULE = "1-64 characters of A-Za-z0-9._-, and not . or .."
 MAX_EVENT_ID = 64
 #: A device clock more than this many seconds off ours, either way, flags its alert ``clock_skew``

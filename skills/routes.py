@@ -12,30 +12,42 @@ API (installer or admin rights; bad input is a 422 naming the field):
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from alarm_centre.http.api import require
 from alarm_centre.http.errors import json_response
 from alarm_centre.http.inputs import path_name, read_json, validated
 from alarm_centre.http.openapi import operation
-from skills.voice import LinkError, VoiceService
+from devices.events import DEVICE_ID_CHARS, DEVICE_ID_RULE, device_id_ok
+from skills.voice import ALEXA_ID_RE, DEADLINE_RE, LinkError, VoiceService
 
 VOICE: web.AppKey[VoiceService] = web.AppKey("voice", VoiceService)
 
 
+def _device_id(value: str) -> str:
+    if not device_id_ok(value):
+        raise ValueError(f"must be {DEVICE_ID_RULE}")
+    return value
+
+
+#: An id under the one device-id rule (devices/events.py): the schema's pattern, then the full check.
+DeviceId = Annotated[str, Field(pattern=f"^{DEVICE_ID_CHARS}$"), AfterValidator(_device_id)]
+
+
 class LinkBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    device_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    alexa_device_id: str = Field(pattern=r"^[\x21-\x7e]{1,255}$")
-    resident_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    alexa_user_id: str | None = Field(None, pattern=r"^[\x21-\x7e]{1,255}$")
+    device_id: DeviceId
+    alexa_device_id: str = Field(pattern=f"^{ALEXA_ID_RE.pattern}$")
+    resident_id: DeviceId
+    alexa_user_id: str | None = Field(None, pattern=f"^{ALEXA_ID_RE.pattern}$")
 
 
 class ScheduleBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    deadline: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    deadline: str = Field(pattern=f"^{DEADLINE_RE.pattern}$")
     timezone: str = Field(min_length=1, max_length=64)
 
 

@@ -56,6 +56,8 @@ class Clock:
     [
         ({"device_id": "echo bad id", "alexa_device_id": "amzn1.x", "resident_id": RESIDENT}, "device_id"),
         ({"device_id": "e" * 65, "alexa_device_id": "amzn1.x", "resident_id": RESIDENT}, "device_id"),
+        ({"device_id": "..", "alexa_device_id": "amzn1.x", "resident_id": RESIDENT}, "device_id"),
+        ({"device_id": "echo-2", "alexa_device_id": "amzn1.x", "resident_id": "."}, "resident_id"),
         ({"device_id": "echo-2", "resident_id": RESIDENT}, "alexa_device_id"),
         (
             {"device_id": "echo-2", "alexa_device_id": "has spaces", "resident_id": RESIDENT},
