@@ -410,7 +410,7 @@ async def test_store_never_writes_non_finite_numbers(tmp_path: Path) -> None:
 
 def test_every_json_answer_goes_through_the_strict_helper() -> None:
     """A guard for the class of fault: aiohttp's own json_response writes NaN; only the helper may call it."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     offenders = [
         f"{path.relative_to(root)}:{number}"
         for folder in ("alarm_centre", "bridge", "skills", "devices")
