@@ -61,6 +61,8 @@ TABLE: tuple[CodeRow, ...] = (
 #: The outbound table: our type -> (Contact ID code, SIA code). Every type that raises an alert has a
 #: row (so every alert can be forwarded); voice help is a personal emergency (101, QA). Types with no
 #: Contact ID of their own take the nearest: 100/MA medical, 140/UA general alarm, 350/YC communication.
+#: A code read back through :data:`TABLE` is help exactly when our type is (a bogus caller or inactivity
+#: never arrives upstream as a panic or a medical alarm): tests/dc09/test_dc09_codes.py.
 FORWARD: dict[EventType, tuple[int, str]] = {
     EventType.VOICE_HELP: (101, "QA"),
     EventType.PENDANT: (101, "QA"),
@@ -71,13 +73,13 @@ FORWARD: dict[EventType, tuple[int, str]] = {
     EventType.GAS: (151, "GA"),
     EventType.EPILEPSY: (100, "MA"),
     EventType.PANIC: (120, "PA"),
-    EventType.INACTIVITY: (102, "MA"),
+    EventType.INACTIVITY: (102, "UA"),
     EventType.BED_EXIT: (140, "UA"),
     EventType.CHAIR_EXIT: (140, "UA"),
     EventType.DOOR_EXIT: (140, "UA"),
     EventType.FLOOD: (154, "WA"),
     EventType.EXTREME_TEMPERATURE: (158, "UA"),
-    EventType.BOGUS_CALLER: (121, "HA"),
+    EventType.BOGUS_CALLER: (140, "UA"),
     EventType.NO_HEARTBEAT: (350, "YC"),
     EventType.LOW_BATTERY: (302, "YT"),
     EventType.MAINS_FAIL: (301, "AT"),
