@@ -347,6 +347,10 @@ def _parse(raw: bytes, now: datetime, keys: KeyLookup, window: TimeWindow | None
         raise _Refuse(Refusal.MALFORMED, "no CRC and length header")
     crc, length = int(wire[:4], 16), int(wire[4:8], 16)
     body = wire[8:]
+    peek = _BODY_RE.match(body.decode("ascii", "replace"))  # for the refusal's log line, before any check
+    if peek is not None:
+        header.token, header.sequence = peek["token"], int(peek["seq"])
+        header.account = peek["account"].upper() if peek["account"] else None
     if len(body) > MAX_FRAME:
         raise _Refuse(Refusal.BAD_LENGTH, f"frame of {len(body)} bytes is longer than {MAX_FRAME}")
     if length != len(body):

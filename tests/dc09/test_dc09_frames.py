@@ -130,6 +130,7 @@ def test_a_bad_crc_is_refused() -> None:
     right = arc(GOOD.encode())
     got = refused(seal(GOOD, crc=right ^ 0x0001))
     assert got.reason is Refusal.BAD_CRC
+    assert (got.token, got.account, got.sequence) == ("ADM-CID", "1234", 1)  # for the log and the counters
 
 
 def test_a_bad_length_is_refused() -> None:
