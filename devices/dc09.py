@@ -79,6 +79,7 @@ class Refusal(StrEnum):
     NO_TIMESTAMP = "no_timestamp"
     STALE_TIMESTAMP = "stale_timestamp"
     UNDECRYPTABLE = "undecryptable"
+    NOT_ENCRYPTED = "not_encrypted"  # the account has a key: a frame in clear could be anyone's
     MALFORMED = "malformed"
 
 
@@ -319,9 +320,10 @@ def parse_frame(
     """Check and read one frame (from :class:`FrameSplitter`, or one UDP datagram).
 
     ``keys`` gives an account's AES key; an encrypted frame from an account without one is
-    ``undecryptable``. ``now`` is the receiver's clock for the time window; ``window=None`` skips the
-    window (the forwarder reading answers). A NAK's time is never checked: it is the receiver's clock,
-    sent so that the panel can correct its own. Never raises.
+    ``undecryptable``, and a frame in clear from an account with one is ``not_encrypted`` (else anyone
+    could send as a keyed account by leaving encryption off). ``now`` is the receiver's clock for the
+    time window; ``window=None`` skips the window (the forwarder reading answers). A NAK's time is never
+    checked: it is the receiver's clock, sent so that the panel can correct its own. Never raises.
     """
     header = _Header()
     try:
@@ -385,6 +387,8 @@ def _parse(raw: bytes, now: datetime, keys: KeyLookup, window: TimeWindow | None
         except _Refuse:
             raise _Refuse(Refusal.UNDECRYPTABLE, "decrypts to no data block") from None
     else:
+        if token is not Token.NAK and account and keys(account) is not None:
+            raise _Refuse(Refusal.NOT_ENCRYPTED, "the account has a key, and this frame is not encrypted")
         data, tail = _split_data(rest, False)
     t = _TAIL_RE.fullmatch(tail)
     if t is None:

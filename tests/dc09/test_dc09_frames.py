@@ -183,6 +183,12 @@ def test_an_encrypted_frame_without_a_key_or_with_the_wrong_one_is_undecryptable
     assert refused(raw, {"1234": KEYS[16]}, now=NOW + timedelta(minutes=5)).reason is Refusal.STALE_TIMESTAMP
 
 
+def test_a_frame_in_clear_from_an_account_with_a_key_is_refused() -> None:
+    got = refused(seal(GOOD), {"1234": KEYS[16]})
+    assert (got.reason, got.account) == (Refusal.NOT_ENCRYPTED, "1234")
+    assert isinstance(parse(seal(GOOD), {"9999": KEYS[16]}), Frame)  # another account's key is no matter
+
+
 def test_an_encrypted_part_that_is_not_whole_blocks_of_hex_is_undecryptable() -> None:
     for tail in ("ABC", "Z" * 32, "00" * 15):
         assert (

@@ -201,3 +201,19 @@ def test_pysiaalarms_nak_parses_in_ours_and_carries_its_time() -> None:
     assert isinstance(got, Frame) and got.token is Token.NAK
     offset = dc09.clock_offset(got, now() - timedelta(minutes=10))
     assert offset is not None and abs(offset - timedelta(minutes=10)) < timedelta(seconds=5)
+
+
+def test_pysiaalarm_sends_the_accounts_key_in_clear() -> None:
+    """A fault of pysiaalarm's (kept here so that the docs' claim stays true to the version tested): an
+    account with a key still accepts a frame in clear, and when that frame has any extended data, the
+    ACK carries the key as ``[K<key>]`` in clear. The bridge refuses such a frame (``not_encrypted``)."""
+    key = KEYS[16]
+    assert key is not None
+    request = dc09.build_frame(
+        token=Token.SIA_DCS, sequence=1, account=ACCOUNT, receiver="1", data="#1A2B|Nri1/QA001",
+        extended=(dc09.ExtendedData("I", "unit-7"),), timestamp=now(),
+    )  # fmt: skip
+    answer = pysia_receive(request, key).create_response()
+    assert f"[K{key}]".encode() in answer
+    ours = dc09.parse_frame(request, now=now(), keys={ACCOUNT: key.encode()}.get)
+    assert isinstance(ours, Refused) and ours.reason is Refusal.NOT_ENCRYPTED
