@@ -3,10 +3,15 @@ the reverse direction for forwarding."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from devices.dc09 import ContactId, Qualifier, SiaDcs, SiaEvent
 from devices.dc09_codes import (
+    FORWARD,
+    SIA_RESTORE,
     TABLE,
     CodeKind,
     CodeMeaning,
@@ -135,3 +140,21 @@ def test_voice_help_forwards_as_a_personal_emergency() -> None:
 def test_the_table_has_one_row_per_contact_id_code() -> None:
     codes = [row.contact_id for row in TABLE]
     assert len(codes) == len(set(codes))
+
+
+def test_the_installers_guide_prints_the_table_as_it_is() -> None:
+    """docs/dc09.md's two tables are the code's tables, row for row."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "dc09.md").read_text("utf-8")
+    inbound = re.findall(r"^\| (\d{3}) \| (\S+) \| (\S+) \| `(\w+)`( \(test\))? \|", doc, re.MULTILINE)
+    assert inbound == [
+        (
+            f"{r.contact_id:03d}",
+            r.sia or "—",
+            r.sia_restore or "—",
+            r.event_type.value,
+            " (test)" if r.test else "",
+        )
+        for r in TABLE
+    ]
+    outbound = re.findall(r"^\| `(\w+)` \| (\d{3}) \| (\w\w) \| (\S+) \|", doc, re.MULTILINE)
+    assert outbound == [(t.value, f"{c:03d}", s, SIA_RESTORE.get(s, "—")) for t, (c, s) in FORWARD.items()]
