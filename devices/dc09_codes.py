@@ -1,4 +1,5 @@
-"""Contact ID and SIA DCS event codes onto our event vocabulary, both ways: the one DC-09 mapping table.
+"""Contact ID and SIA DCS event codes onto our event vocabulary, both ways: the one mapping table (DC-09,
+and the Contact ID in SMS alarm texts).
 
 Inbound, :func:`meaning_of` reads a DC-09 payload (:mod:`devices.dc09`) into :class:`CodeMeaning` values:
 an event of one of our types, a restore that clears an open alert of a type, or an unknown code that
@@ -57,6 +58,11 @@ TABLE: tuple[CodeRow, ...] = (
     CodeRow(602, "RP", None, EventType.HEARTBEAT, what="periodic test report"),
     CodeRow(603, "RP", None, EventType.HEARTBEAT, what="periodic RF transmission"),
 )
+
+#: Contact ID code -> our type: the table's view for readers of Contact ID outside DC-09 (SMS alarm
+#: texts, ``devices/sms_alarm.py``), which apply their own qualifier rules. One table, so the two
+#: paths never read a code differently.
+CONTACT_ID: dict[int, EventType] = {row.contact_id: row.event_type for row in TABLE}
 
 #: The outbound table: our type -> (Contact ID code, SIA code). Every type that raises an alert has a
 #: row (so every alert can be forwarded); voice help is a personal emergency (101, QA). Types with no

@@ -3,6 +3,7 @@ the reverse direction for forwarding."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from devices.dc09_codes import (
     meaning_of,
     sia_meaning,
 )
+from devices.sms_alarm import parse_sms_alarm
 from devices.vocabulary import NO_ALERT, EventType, is_help
 
 
@@ -158,3 +160,29 @@ def test_the_installers_guide_prints_the_table_as_it_is() -> None:
     ]
     outbound = re.findall(r"^\| `(\w+)` \| (\d{3}) \| (\w\w) \| (\S+) \|", doc, re.MULTILINE)
     assert outbound == [(t.value, f"{c:03d}", s, SIA_RESTORE.get(s, "—")) for t, (c, s) in FORWARD.items()]
+
+
+def test_sms_and_dc09_read_contact_id_alike() -> None:
+    """One Contact ID table: an SMS alarm text reads every code as DC-09 does (before, SMS had its own
+    table, without 383 tamper, 384 RF low battery or 603 heartbeat)."""
+    for row in TABLE:
+        alarm = parse_sms_alarm(f"CID 1{row.contact_id:03d} 01 001")
+        assert alarm is not None and alarm.type is row.event_type and alarm.test is row.test, row
+
+
+def test_the_contact_id_table_has_one_home() -> None:
+    root = Path(__file__).resolve().parents[2]
+    homes = []
+    for package in ("devices", "alarm_centre", "skills", "bridge", "simulators"):
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+                targets = (
+                    node.targets
+                    if isinstance(node, ast.Assign)
+                    else [node.target]
+                    if isinstance(node, ast.AnnAssign)
+                    else []
+                )
+                if any(isinstance(t, ast.Name) and t.id == "CONTACT_ID" for t in targets):
+                    homes.append(path.relative_to(root).as_posix())
+    assert homes == ["devices/dc09_codes.py"]
