@@ -32,6 +32,7 @@ The meaning of the codes (our event types) is in :mod:`devices.dc09_codes`.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from collections.abc import Callable, Sequence
@@ -126,6 +127,16 @@ class Frame:
     def is_answer(self) -> bool:
         """Whether this is an ACK, NAK or DUH."""
         return self.token in ANSWER_TOKENS
+
+    @property
+    def resend_key(self) -> str:
+        """The same for a panel's resends of one message: account, id, sequence, data and extended data,
+        but not the timestamp (a panel may restamp a resend) nor the pad or cipher text (random per
+        send). Sequences wrap at 9999, so a receiver collapses resends on this key only within a bounded
+        time, never forever. 64 hex digits (a SHA-256), so it fits an event id."""
+        parts = [self.account, self.token.value, f"{self.sequence:04d}", self.data]
+        parts += [block.encode() for block in self.extended]
+        return hashlib.sha256("\x00".join(parts).encode("ascii")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -389,3 +389,18 @@ def test_the_splitter_refuses_an_overlong_run_once_and_resynchronises() -> None:
     got = splitter.next_frame()
     assert isinstance(got, bytes) and frame(got).account == "1234"
     assert splitter.next_frame() is NEED_DATA
+
+
+def test_a_resend_has_the_same_resend_key_whatever_its_pad_and_time() -> None:
+    fields = {"token": Token.ADM_CID, "sequence": 12, "account": "1234", "data": "#1234|1101 01 001"}
+    first = frame(dc09.build_frame(**fields, timestamp=NOW, key=KEYS[16]), {"1234": KEYS[16]})  # type: ignore[arg-type]
+    again = frame(
+        dc09.build_frame(**fields, timestamp=NOW + timedelta(seconds=5), key=KEYS[16]),  # type: ignore[arg-type]
+        {"1234": KEYS[16]},
+    )
+    assert first.raw != again.raw and first.resend_key == again.resend_key
+    other = frame(
+        dc09.build_frame(**{**fields, "sequence": 13}, timestamp=NOW, key=KEYS[16]), {"1234": KEYS[16]}
+    )  # type: ignore[arg-type]
+    assert other.resend_key != first.resend_key
+    assert len(first.resend_key) == 64
