@@ -15,7 +15,8 @@ What this module gives (no I/O, no clock: ``now`` is always a parameter):
 
 - :func:`parse_frame` -- one frame's bytes to a :class:`Frame` or a :class:`Refused` with a
   :class:`Refusal` reason (bad CRC, bad length, unknown id, missing or stale timestamp, undecryptable,
-  malformed). It never raises on any input.
+  in clear from an account that has a key, malformed). It never raises on any input.
+  :attr:`Frame.resend_key` is the same for a panel's resends of one message.
 - :class:`FrameSplitter` -- bytes from a TCP stream in, one frame's bytes at a time out (several frames
   per read, frames split across reads, NUL bytes after CR).
 - :func:`build_ack`, :func:`build_duh`, :func:`build_nak` -- the answers. An encrypted request gets an
@@ -334,8 +335,11 @@ def parse_frame(
     ``undecryptable``, and a frame in clear from an account with one is ``not_encrypted`` (else anyone
     could send as a keyed account by leaving encryption off). ``now`` is the receiver's clock for the
     time window; ``window=None`` skips the window (the forwarder reading answers). A NAK's time is never
-    checked: it is the receiver's clock, sent so that the panel can correct its own. Never raises.
+    checked: it is the receiver's clock, sent so that the panel can correct its own. Never raises on
+    any ``raw``; a ``now`` without a time zone is the caller's bug (ValueError).
     """
+    if now.tzinfo is None:
+        raise ValueError("now must carry a time zone (UTC)")
     header = _Header()
     try:
         return _parse(raw, now, keys, window, header)

@@ -404,3 +404,8 @@ def test_a_resend_has_the_same_resend_key_whatever_its_pad_and_time() -> None:
     )  # type: ignore[arg-type]
     assert other.resend_key != first.resend_key
     assert len(first.resend_key) == 64
+
+
+def test_a_naive_now_is_the_callers_bug_not_a_refusal() -> None:
+    with pytest.raises(ValueError, match="time zone"):
+        dc09.parse_frame(seal(GOOD), now=NOW.replace(tzinfo=None))
