@@ -7,7 +7,7 @@ Units send short texts. Recognised, case and accents ignored, extra words allowe
   (``TEST ALARM PENDANT``), and ``TEST`` alone is a test pendant press for commissioning;
 - Contact ID (SIA DC-05) in the form ``[CID] [account] [18|98] QEEE GG ZZZ``, for example
   ``CID 1101 01 001`` or ``1234 18 1101 01 001``: Q=1 new event, Q=3 restore, Q=6 status;
-  EEE maps through :data:`devices.vocabulary.CONTACT_ID`.
+  EEE maps through :data:`devices.dc09_codes.CONTACT_ID` (the one Contact ID table, shared with DC-09).
 
 :func:`parse_sms_alarm` returns an :class:`SmsAlarm` or None; :func:`looks_like_help` says whether any
 text reads as a call for help (HELP, SOS, EMERGENCY, FALLEN, HILFE, AU SECOURS ...), so that an SMS
@@ -26,7 +26,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from devices.vocabulary import CONTACT_ID, EventType
+from devices.dc09_codes import CONTACT_ID
+from devices.vocabulary import EventType
 
 
 @dataclass(frozen=True, slots=True)

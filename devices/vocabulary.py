@@ -132,28 +132,3 @@ def parse_event_type(value: str) -> EventType | None:
         return EventType(value)
     except ValueError:
         return None
-
-
-# Contact ID event codes (SIA DC-05) onto our vocabulary, for SMS, serial and later DC-09/SCAIP receivers.
-CONTACT_ID: dict[int, EventType] = {
-    100: EventType.PENDANT,  # medical
-    101: EventType.PENDANT,  # personal emergency
-    102: EventType.INACTIVITY,  # fail to report in
-    110: EventType.SMOKE,  # fire
-    111: EventType.SMOKE,
-    114: EventType.HEAT,
-    120: EventType.PANIC,
-    122: EventType.PANIC,  # silent panic
-    151: EventType.GAS,
-    154: EventType.FLOOD,
-    158: EventType.EXTREME_TEMPERATURE,  # high temperature
-    159: EventType.EXTREME_TEMPERATURE,  # low temperature
-    162: EventType.CO,
-    301: EventType.MAINS_FAIL,
-    302: EventType.LOW_BATTERY,
-    137: EventType.TAMPER,
-    144: EventType.TAMPER,
-    344: EventType.RADIO_JAMMING,
-    380: EventType.SENSOR_FAULT,
-    602: EventType.HEARTBEAT,  # periodic test report
-}

@@ -7,7 +7,7 @@
   ``devices``, ``skills`` ``devices`` and ``alarm_centre``, ``simulators`` only ``devices``; ``bridge``
   wires everything.
 - ``devices`` (the codecs) imports only the standard library and pydantic (and PyYAML's pure parser for
-  ``devices/csv_yaml.py``, see docs/design-notes.md).
+  ``devices/csv_yaml.py``, ``cryptography``'s AES for ``devices/dc09.py``; see docs/design-notes.md).
 - The CLI's commands share :mod:`bridge.cli.common`; none imports the main module back.
 """
 
@@ -28,7 +28,10 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 }
 #: Third-party packages a codec may use, by module (everything else in ``devices`` is stdlib + pydantic).
 DEVICES_THIRD_PARTY = {"pydantic", "pydantic_core", "typing_extensions"}
-DEVICES_EXTRA = {"devices.csv_yaml": {"yaml"}}
+#: Exceptions, each with its reason in docs/design-notes.md ("Layout"): PyYAML's pure parser keeps the line
+#: numbers bulk-import errors name; AES is part of the DC-09 frame format (an encrypted frame cannot be
+#: checked or read without it).
+DEVICES_EXTRA = {"devices.csv_yaml": {"yaml"}, "devices.dc09": {"cryptography"}}
 
 
 def modules_of(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:
