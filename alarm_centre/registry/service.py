@@ -275,7 +275,8 @@ class Registry:
         return self.device_json(row, credential=credential)
 
     def device_json(self, row: Row, *, credential: bool | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = Device.from_row(row).model_dump(mode="json")
+        out: dict[str, Any] = Device.from_row(row).model_dump(mode="json", exclude={"dc09_key"})
+        out["dc09_key_set"] = bool(row["dc09_key"])  # the key itself is write-only
         out.update(
             {
                 "status": row["status"],
