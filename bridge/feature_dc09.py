@@ -9,7 +9,8 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
-from bridge.transports.dc09 import DC09_RECEIVER, Dc09Receiver
+from alarm_centre.alerts.model import OutboxItem
+from bridge.transports.dc09 import DC09_RECEIVER, NO_COMMANDS, Dc09Receiver
 from devices.dc09 import TimeWindow
 
 if TYPE_CHECKING:
@@ -35,3 +36,11 @@ async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
     )
     host.app[DC09_RECEIVER] = receiver
     host.add_readiness_check(receiver.readiness)
+
+    async def no_commands(device_id: str, item: OutboxItem) -> None:
+        # A DC-09 panel cannot be told to call the centre: close the item (no retries) and let the
+        # timeline say why, so the operator calls the resident back.
+        await host.store.outbox.finish(item, {"status": "not_supported", "reason": NO_COMMANDS})
+        raise ConnectionError(NO_COMMANDS)
+
+    host.add_outbox_channel("dc09", no_commands)

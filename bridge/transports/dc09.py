@@ -61,6 +61,8 @@ DEDUP_BUCKET_S = 600
 #: Unknown codes are raised as this type, with the raw code in the alert's data (the vocabulary has no
 #: type of its own for them; see docs/dc09.md).
 UNKNOWN_CODE_TYPE = EventType.SENSOR_FAULT
+#: Why a command to a DC-09 unit is closed unsent (on the alert's timeline).
+NO_COMMANDS = "a DC-09 unit takes no commands; call the resident back"
 _HEADER_ACCOUNT_RE = re.compile(
     rb'"\*?[A-Z-]{3,8}"[0-9]{4}(?:R[0-9A-Fa-f]{1,6})?L[0-9A-Fa-f]{1,6}?#([0-9A-Fa-f]{3,16})\['
 )

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import RunningBridge, make_config, running_bridge
+from harness import RunningBridge, eventually, make_config, running_bridge
 
 from alarm_centre.alerts.intake import IngestResult, StoreUnavailable
-from bridge.transports.dc09 import DC09_RECEIVER, Dc09Receiver
+from bridge.transports.dc09 import DC09_RECEIVER, NO_COMMANDS, Dc09Receiver
 from devices.dc09 import (
     ContactId,
     Frame,
@@ -242,3 +242,22 @@ async def test_no_ack_when_the_store_cannot_commit(
     monkeypatch.undo()
     answer = await rx.handle(frame)
     assert answer is not None and b'"ACK"0003' in answer
+
+
+async def test_call_centre_to_a_dc09_unit_is_closed_once_with_the_reason(dc09_bridge: RunningBridge) -> None:
+    await register(dc09_bridge, "panel-ivy", "4321")
+    async with panel(dc09_bridge, "4321") as p:
+        assert acked(await p.send_contact_id(101), 1)
+    [alert] = await alerts_of(dc09_bridge, "panel-ivy")
+
+    async def closed() -> bool:
+        async with dc09_bridge.store.read() as tx:
+            row = await tx.fetchone("SELECT done_at, attempts FROM outbox WHERE target = ?", "panel-ivy")
+        return row is not None and row["done_at"] is not None
+
+    await eventually(closed)
+    status, full = await dc09_bridge.call("GET", f"/api/v1/alerts/{alert['id']}")
+    assert status == 200 and NO_COMMANDS in str(full)
+    async with dc09_bridge.store.read() as tx:
+        row = await tx.fetchone("SELECT attempts FROM outbox WHERE target = ?", "panel-ivy")
+    assert row is not None and row["attempts"] == 1
