@@ -302,8 +302,6 @@ class Device(_Model):
             raise ValueError(f"peripheral ids must be unique on a device: {', '.join(dupes)}")
         if self.kind is DeviceKind.ALEXA and (self.peripherals or self.imei or self.serial_port):
             raise ValueError("an Alexa device has no peripherals, IMEI or serial port")
-        if self.channel == "dc09" and self.dc09_account is None:
-            raise ValueError("a unit on channel dc09 needs its dc09_account")
         if self.dc09_key is not None and self.dc09_account is None:
             raise ValueError("a dc09_key needs a dc09_account")
         if self.kind is DeviceKind.SERIAL_UNIT and self.channel == "mqtt" and self.serial_port:

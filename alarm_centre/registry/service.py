@@ -188,6 +188,8 @@ class Registry:
             and not await sql.resident_exists(tx, d.resident_id)
         ):
             problems.append(("resident_id", f"no resident {d.resident_id!r}; register the resident first"))
+        if d.channel == "dc09" and d.dc09_account is None:  # a write rule: retiring frees the account
+            problems.append(("dc09_account", "a unit on channel dc09 needs its dc09_account"))
         for column in sql.ADDRESS_COLUMNS:
             value = getattr(d, column)
             if value is None:

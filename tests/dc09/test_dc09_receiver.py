@@ -3,6 +3,7 @@ stored before the ACK, resends collapsing, every refusal NAKed and counted, unkn
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,8 +110,9 @@ async def test_several_frames_on_one_connection_and_sia_dcs(dc09_bridge: Running
 
 
 async def test_encrypted_frame_with_the_units_key_and_the_key_is_write_only(
-    dc09_bridge: RunningBridge,
+    dc09_bridge: RunningBridge, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     created = await register(dc09_bridge, "panel-cy", "5678", key=KEY_TEXT)
     assert "dc09_key" not in created and created["dc09_key_set"] is True
     status, listed = await dc09_bridge.call("GET", "/api/v1/devices/panel-cy", user="ian", role="installer")
@@ -119,6 +121,7 @@ async def test_encrypted_frame_with_the_units_key_and_the_key_is_write_only(
         answer = await p.send_contact_id(111)
     assert isinstance(answer.frame, Frame) and answer.frame.encrypted and answer.frame.token is Token.ACK
     assert [a["type"] for a in await alerts_of(dc09_bridge, "panel-cy")] == ["smoke"]
+    assert KEY_TEXT not in caplog.text and KEY_TEXT.lower() not in caplog.text
 
 
 def _corrupt_crc(frame: bytes) -> bytes:
