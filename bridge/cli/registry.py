@@ -288,6 +288,8 @@ def _print_device(d: dict[str, Any]) -> None:
         ("serial port", d["serial_port"]),
         ("firmware", d["firmware"]),
         ("Alexa device", d["alexa_device_id"]),
+        ("DC-09 account", d.get("dc09_account")),
+        ("DC-09 key", "set" if d.get("dc09_key_set") else None),  # write-only: never the key itself
         ("heartbeat", f"every {hb['interval_s']}s, grace {hb['grace_s']}s" if hb else _unsupervised(d)),
         ("online", _online(d)),
         ("last seen", _ago(d["last_seen_at"])),

@@ -45,8 +45,16 @@ def panel(b: RunningBridge, account: str, **kw: Any) -> Dc09Panel:
     return Dc09Panel("127.0.0.1", receiver(b).port, account=account, resend_s=5.0, **kw)
 
 
-async def register(b: RunningBridge, device_id: str, account: str, key: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"id": device_id, "kind": "ip_unit", "channel": "dc09", "dc09_account": account}
+async def register(
+    b: RunningBridge, device_id: str, account: str, key: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": device_id,
+        "kind": "ip_unit",
+        "channel": "dc09",
+        "dc09_account": account,
+        **extra,
+    }
     if key is not None:
         body["dc09_key"] = key
     status, answer = await b.call("POST", "/api/v1/devices", user="ian", role="installer", json=body)
@@ -204,10 +212,13 @@ async def test_unknown_code_is_acked_and_raises_an_alert_showing_the_raw_code(
 
 
 async def test_link_test_is_acked_and_recorded_as_the_units_heartbeat(dc09_bridge: RunningBridge) -> None:
-    await register(dc09_bridge, "panel-fay", "1357")
+    created = await register(dc09_bridge, "panel-fay", "1357", heartbeat_interval_s=600)
+    due_before = created["heartbeat_due_at"]
     async with panel(dc09_bridge, "1357") as p:
         answer = await p.link_test()
     assert acked(answer, 1)
+    status, after = await dc09_bridge.call("GET", "/api/v1/devices/panel-fay", user="ian", role="installer")
+    assert status == 200 and after["heartbeat_due_at"] > due_before  # supervision moved on
     async with dc09_bridge.store.read() as tx:
         row = await tx.fetchone("SELECT last_seen_at, online FROM devices WHERE id = ?", "panel-fay")
         beat = await tx.fetchone("SELECT type FROM events WHERE device_id = ?", "panel-fay")
@@ -253,14 +264,20 @@ async def test_call_centre_to_a_dc09_unit_is_closed_once_with_the_reason(dc09_br
         assert acked(await p.send_contact_id(101), 1)
     [alert] = await alerts_of(dc09_bridge, "panel-ivy")
 
-    async def closed() -> bool:
-        async with dc09_bridge.store.read() as tx:
-            row = await tx.fetchone("SELECT done_at, attempts FROM outbox WHERE target = ?", "panel-ivy")
-        return row is not None and row["done_at"] is not None
+    async def on_the_timeline() -> bool:
+        status, full = await dc09_bridge.call("GET", f"/api/v1/alerts/{alert['id']}")
+        return status == 200 and NO_COMMANDS in str(full)
 
-    await eventually(closed)
-    status, full = await dc09_bridge.call("GET", f"/api/v1/alerts/{alert['id']}")
-    assert status == 200 and NO_COMMANDS in str(full)
+    await eventually(on_the_timeline)
     async with dc09_bridge.store.read() as tx:
-        row = await tx.fetchone("SELECT attempts FROM outbox WHERE target = ?", "panel-ivy")
-    assert row is not None and row["attempts"] == 1
+        row = await tx.fetchone("SELECT attempts, done_at FROM outbox WHERE target = ?", "panel-ivy")
+    assert row is not None and row["attempts"] == 1 and row["done_at"] is not None  # closed, not retried
+
+
+async def test_mains_restore_clears_the_mains_failure(dc09_bridge: RunningBridge) -> None:
+    await register(dc09_bridge, "panel-jo", "3579")
+    async with panel(dc09_bridge, "3579") as p:
+        assert acked(await p.send_contact_id(301), 1)
+        assert [a["type"] for a in await alerts_of(dc09_bridge, "panel-jo")] == ["mains_fail"]
+        assert acked(await p.send_contact_id(301, qualifier=Qualifier.RESTORE), 2)
+    assert await alerts_of(dc09_bridge, "panel-jo") == []

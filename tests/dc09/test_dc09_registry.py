@@ -3,6 +3,10 @@ read back (API answers, export, repr, the log)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,3 +86,32 @@ def test_the_key_is_not_in_a_device_repr_or_dump() -> None:
     device = Device.model_validate(unit("panel-r", "ABC", dc09_key=KEY_TEXT))
     assert device.dc09_key == KEY_TEXT
     assert KEY_TEXT not in repr(device) and KEY_TEXT not in str(device.model_dump())
+
+
+def _cli(*argv: str) -> tuple[int, str]:
+    from bridge.cli.main import main
+
+    out = io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            main(list(argv))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue()
+
+
+async def test_cli_registers_a_dc09_unit_keeps_its_key_on_edit_and_never_prints_it(
+    embedded_bridge: RunningBridge, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TELECARE_STORE__URL", embedded_bridge.bridge.config.store.url)
+    monkeypatch.setenv("TELECARE_LOG__LEVEL", "WARNING")
+    monkeypatch.delenv("TELECARE_CONFIG", raising=False)
+    add = ("devices", "add", "panel-cli", "--kind", "ip_unit", "--channel", "dc09")
+    code, out = await asyncio.to_thread(_cli, *add, "--dc09-account", "beef", "--dc09-key", KEY_TEXT)
+    assert code == 0, out
+    assert "BEEF" in out and KEY_TEXT not in out
+    code, out = await asyncio.to_thread(_cli, "devices", "edit", "panel-cli", "--firmware", "2.0")
+    assert code == 0 and KEY_TEXT not in out, out
+    assert await stored_key(embedded_bridge, "panel-cli") == KEY_TEXT
