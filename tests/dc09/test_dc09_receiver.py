@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import RunningBridge, eventually, make_config, running_bridge
+from harness import RunningBridge, eventually, make_config, postgres_database, running_bridge
 
 from alarm_centre.alerts.intake import IngestResult, StoreUnavailable
 from bridge.transports.dc09 import DC09_RECEIVER, NO_COMMANDS, Dc09Receiver
@@ -281,3 +281,33 @@ async def test_mains_restore_clears_the_mains_failure(dc09_bridge: RunningBridge
         assert [a["type"] for a in await alerts_of(dc09_bridge, "panel-jo")] == ["mains_fail"]
         assert acked(await p.send_contact_id(301, qualifier=Qualifier.RESTORE), 2)
     assert await alerts_of(dc09_bridge, "panel-jo") == []
+
+
+async def test_encrypted_frame_from_an_unknown_account_is_naked(dc09_bridge: RunningBridge) -> None:
+    async with panel(dc09_bridge, "ABCDEF", key=KEY) as p:
+        answer = await p.send_contact_id(101)
+    assert isinstance(answer.frame, Frame) and answer.frame.token is Token.NAK
+    assert rejected(dc09_bridge, "undecryptable") == 1.0
+    assert await alerts_of(dc09_bridge, "dc09-ABCDEF") == []
+
+
+async def test_healthz_answers_503_when_the_listener_is_down(dc09_bridge: RunningBridge) -> None:
+    status, _ = await dc09_bridge.call("GET", "/healthz", user=None)
+    assert status == 200
+    await receiver(dc09_bridge).__aexit__(None, None, None)  # inject the fault: the listener closes
+    status, body = await dc09_bridge.call("GET", "/healthz", user=None)
+    assert status == 503 and "dc09" in str(body)
+
+
+@pytest.mark.postgres
+async def test_pendant_on_postgresql(tmp_path: Path) -> None:
+    async with postgres_database() as url:
+        config = make_config(tmp_path, TELECARE_DC09__LISTEN="127.0.0.1:0", TELECARE_STORE__URL=url)
+        async with running_bridge(config) as b:
+            await register(b, "panel-pg", "2222", key=KEY_TEXT)
+            async with panel(b, "2222", key=KEY) as p:
+                frame = p.frame(Token.SIA_DCS, "#2222|Nri1/MA001")
+                assert acked(await p.send_raw(frame), 1)
+                assert acked(await p.send_raw(frame), 1)
+            [alert] = await alerts_of(b, "panel-pg")
+            assert alert["type"] == "pendant" and alert["repeat_count"] == 0
