@@ -195,7 +195,17 @@ class Dc09Receiver:
         return build_nak(now=self._now())
 
     async def handle(self, raw: bytes | Refused, peer: Any = None) -> bytes | None:
-        """The answer to one frame (None: no answer, the panel resends)."""
+        """The answer to one frame (None: no answer, the panel resends). A fault in handling it (the
+        registry unreadable, say) is logged and left unanswered: the panel's resend tries again, and the
+        connection and the receiver keep serving."""
+        try:
+            return await self._handle(raw, peer)
+        except Exception:
+            self._metrics.unstored.labels(TRANSPORT).inc()
+            log.exception("DC-09 frame from %s not handled, not answered (the panel resends)", peer)
+            return None
+
+    async def _handle(self, raw: bytes | Refused, peer: Any) -> bytes | None:
         started = time.monotonic()
         if isinstance(raw, Refused):
             return self._refuse(raw.reason.value, raw.detail, raw.account, peer)

@@ -311,3 +311,24 @@ async def test_pendant_on_postgresql(tmp_path: Path) -> None:
                 assert acked(await p.send_raw(frame), 1)
             [alert] = await alerts_of(b, "panel-pg")
             assert alert["type"] == "pendant" and alert["repeat_count"] == 0
+
+
+async def test_a_fault_reading_the_registry_leaves_the_frame_unanswered_and_the_connection_open(
+    dc09_bridge: RunningBridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await register(dc09_bridge, "panel-kit", "6420")
+    rx = receiver(dc09_bridge)
+    real_unit = rx._unit
+    faults = [RuntimeError("registry unreadable (injected)")]
+
+    async def flaky(account: str) -> Any:
+        if faults:
+            raise faults.pop()
+        return await real_unit(account)
+
+    monkeypatch.setattr(rx, "_unit", flaky)
+    async with panel(dc09_bridge, "6420") as p:
+        p.resend_s = 0.5  # the first try goes unanswered; the panel's resend is ACKed
+        answer = await p.send_contact_id(101)
+        assert acked(answer, 1) and p.sent_frames == 2
+    assert [a["type"] for a in await alerts_of(dc09_bridge, "panel-kit")] == ["pendant"]
