@@ -323,6 +323,23 @@ class GsmConfig(Section):
         return self
 
 
+class Dc09Config(Section):
+    """SIA DC-09: alarm panels and IP units reporting over TCP and UDP (docs/dc09.md)."""
+
+    #: ``host:port`` served on TCP and UDP alike; empty: no DC-09 receiver. Port 0 picks a free port.
+    listen: str = Field("", pattern=r"^$|^\S+:[0-9]{1,5}$")
+    #: A frame's timestamp may be this many seconds old ...
+    old_s: float = Field(40.0, gt=0, le=3600)
+    #: ... or this many seconds ahead of the bridge's clock; other frames are NAKed with our time.
+    ahead_s: float = Field(20.0, gt=0, le=3600)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """``listen`` split into host and port (the host may be an IPv6 address in brackets)."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class RegistryConfig(Section):
     """Installers' registry, commissioning and heartbeat supervision."""
 
@@ -405,6 +422,7 @@ class Config(Section):
     registry: RegistryConfig = RegistryConfig()
     heartbeats: HeartbeatsConfig = HeartbeatsConfig()
     credentials: CredentialsConfig = CredentialsConfig()
+    dc09: Dc09Config = Dc09Config()
 
     @property
     def node_name(self) -> str:

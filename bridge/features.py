@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bridge import (
     feature_console,
+    feature_dc09,
     feature_escalation,
     feature_floods,
     feature_registry,
@@ -26,4 +27,5 @@ FEATURES: list[Feature] = [
     feature_registry.start,  # devices, residents, commissioning (registry:, heartbeats:, credentials:)
     feature_escalation.start,  # escalation, /twilio/*, /api/v1/service-levels (escalation:, twilio:)
     feature_floods.start,  # alarm floods grouped into incidents; /api/v1/incidents, /api/v1/queue (floods:)
+    feature_dc09.start,  # SIA DC-09 receiver, TCP and UDP (dc09:)
 ]

@@ -46,6 +46,8 @@ DEVICE_COLUMNS = (
     "heartbeat_interval_s",
     "heartbeat_grace_s",
     "peripherals",
+    "dc09_account",
+    "dc09_key",  # write-only: read on import, always empty on export
 )
 COLUMNS: dict[str, tuple[str, ...]] = {"residents": RESIDENT_COLUMNS, "devices": DEVICE_COLUMNS}
 MAX_ROWS = 100_000

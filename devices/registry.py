@@ -15,11 +15,15 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from devices.dc09 import parse_key
 from devices.events import DEVICE_ID_RULE, device_id_ok
 from devices.phone import check_e164
 from devices.vocabulary import EventType
 
 IMEI_RE = re.compile(r"[0-9]{15}")
+#: A SIA DC-09 account: 3-16 hex digits (stored upper case).
+DC09_ACCOUNT_RE = re.compile(r"[0-9A-Fa-f]{3,16}")
+DC09_KEY_RULE = "a DC-09 key is 16, 24 or 32 characters, or 32, 48 or 64 hex digits"
 LANGUAGE_RE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 LANGUAGE_RULE = "must be a language tag like en-GB or cy, or a language name like English or Welsh"
 #: Language names installers type, and the tag each stands for (lower-case name -> tag). The
@@ -226,7 +230,7 @@ class Device(_Model):
     id: str
     kind: DeviceKind
     resident_id: str | None = None
-    channel: Literal["mqtt", "serial", "sms"] = "mqtt"
+    channel: Literal["mqtt", "serial", "sms", "dc09"] = "mqtt"
     #: The unit's SIM number (E.164); SMS alarms are matched on it.
     phone: str | None = None
     imei: str | None = None
@@ -238,6 +242,11 @@ class Device(_Model):
     #: Extra seconds allowed after a missed heartbeat before ``no_heartbeat`` is raised.
     heartbeat_grace_s: int | None = Field(None, ge=0, le=86400)
     peripherals: list[Peripheral] = Field(default_factory=list, max_length=32)
+    #: The SIA DC-09 account the unit reports as (3-16 hex, unique); with ``channel: dc09``.
+    dc09_account: str | None = None
+    #: The unit's DC-09 AES key: write-only (never in the API's answers, logs or repr).
+    #: ``exclude``: no dump (API answer, export, CLI print) ever carries it; :func:`merge` keeps it.
+    dc09_key: str | None = Field(None, repr=False, exclude=True)
 
     @field_validator("id")
     @classmethod
@@ -265,6 +274,26 @@ class Device(_Model):
             raise ValueError("an IMEI is 15 digits with a valid check digit")
         return value
 
+    @field_validator("dc09_account")
+    @classmethod
+    def _dc09_account(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not DC09_ACCOUNT_RE.fullmatch(value):
+            raise ValueError("a DC-09 account is 3-16 hex digits")
+        return value.upper()
+
+    @field_validator("dc09_key")
+    @classmethod
+    def _dc09_key(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        try:
+            parse_key(value)
+        except ValueError:
+            raise ValueError(DC09_KEY_RULE) from None  # never echo the value: it is a secret
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         ids = [p.id for p in self.peripherals]
@@ -273,6 +302,8 @@ class Device(_Model):
             raise ValueError(f"peripheral ids must be unique on a device: {', '.join(dupes)}")
         if self.kind is DeviceKind.ALEXA and (self.peripherals or self.imei or self.serial_port):
             raise ValueError("an Alexa device has no peripherals, IMEI or serial port")
+        if self.dc09_key is not None and self.dc09_account is None:
+            raise ValueError("a dc09_key needs a dc09_account")
         if self.kind is DeviceKind.SERIAL_UNIT and self.channel == "mqtt" and self.serial_port:
             self.channel = "serial"
         return self
@@ -304,7 +335,7 @@ class Device(_Model):
             )
             if k in row
         }
-        for k in ("imei", "heartbeat_grace_s"):
+        for k in ("imei", "heartbeat_grace_s", "dc09_account", "dc09_key"):
             if k in row:
                 fields[k] = row[k]
         fields.update({k: v for k, v in extra.items() if k in ("serial_port", "firmware", "peripherals")})
@@ -315,7 +346,10 @@ def merge(model: type[Device] | type[Resident], current: Device | Resident, chan
     """``current`` with ``changes`` applied, validated as a whole; the id cannot change."""
     if "id" in changes and changes["id"] != current.id:
         raise ValueError("the id cannot be changed; retire the device and register a new one")
-    return model.model_validate({**current.model_dump(mode="json"), **changes})
+    kept: dict[str, Any] = {}
+    if isinstance(current, Device) and current.dc09_key is not None:
+        kept["dc09_key"] = current.dc09_key  # write-only, so not in the dump: carried over unless changed
+    return model.model_validate({**current.model_dump(mode="json"), **kept, **changes})
 
 
 def errors_of(exc: ValidationError) -> list[dict[str, str]]:

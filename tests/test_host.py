@@ -50,11 +50,16 @@ async def test_hooks_run_by_order_not_by_when_they_were_added(tmp_path: Path) ->
 
 async def test_every_feature_starts_through_the_host(tmp_path: Path) -> None:
     """A bridge with every feature on starts, and its features added their hooks in the declared order."""
-    config = make_config(tmp_path, TELECARE_ESCALATION__ENABLED="true", TELECARE_FLOODS__ENABLED="true")
+    config = make_config(
+        tmp_path,
+        TELECARE_ESCALATION__ENABLED="true",
+        TELECARE_FLOODS__ENABLED="true",
+        TELECARE_DC09__LISTEN="127.0.0.1:0",
+    )
     async with running_bridge(config) as running:
         store = running.bridge.store
         owners = [getattr(h, "__self__", None).__class__.__name__ for h in store.raise_hooks]
         assert owners == ["Escalation", "FloodGrouper"]
         event_owners = [getattr(h, "__self__", None).__class__.__name__ for h in store.event_hooks]
         assert event_owners == ["Registry", "FloodGrouper"]
-    assert len(FEATURES) == 6
+    assert len(FEATURES) == 7

@@ -188,6 +188,8 @@ class Registry:
             and not await sql.resident_exists(tx, d.resident_id)
         ):
             problems.append(("resident_id", f"no resident {d.resident_id!r}; register the resident first"))
+        if d.channel == "dc09" and d.dc09_account is None:  # a write rule: retiring frees the account
+            problems.append(("dc09_account", "a unit on channel dc09 needs its dc09_account"))
         for column in sql.ADDRESS_COLUMNS:
             value = getattr(d, column)
             if value is None:
@@ -275,7 +277,8 @@ class Registry:
         return self.device_json(row, credential=credential)
 
     def device_json(self, row: Row, *, credential: bool | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = Device.from_row(row).model_dump(mode="json")
+        out: dict[str, Any] = Device.from_row(row).model_dump(mode="json", exclude={"dc09_key"})
+        out["dc09_key_set"] = bool(row["dc09_key"])  # the key itself is write-only
         out.update(
             {
                 "status": row["status"],

@@ -70,7 +70,7 @@ async def active_device_counts(tx: Tx) -> dict[str, int]:
 
 # -- devices ---------------------------------------------------------------------------------------
 #: The device columns that must be unique among devices (a unit's addresses).
-ADDRESS_COLUMNS = ("phone", "imei", "alexa_device_id")
+ADDRESS_COLUMNS = ("phone", "imei", "alexa_device_id", "dc09_account")
 
 
 async def device(tx: Tx, device_id: str) -> Row | None:
@@ -86,9 +86,9 @@ async def device_with_address(tx: Tx, column: str, value: str, other_than: str) 
 
 async def insert_device(tx: Tx, d: Device, due: float | None, data: str, now: float) -> None:
     await tx.execute(
-        "INSERT INTO devices (id, kind, resident_id, channel, phone, imei, alexa_device_id, "
-        "heartbeat_interval_s, heartbeat_grace_s, heartbeat_due_at, data, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO devices (id, kind, resident_id, channel, phone, imei, alexa_device_id, dc09_account, "
+        "dc09_key, heartbeat_interval_s, heartbeat_grace_s, heartbeat_due_at, data, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         d.id,
         d.kind.value,
         d.resident_id,
@@ -96,6 +96,8 @@ async def insert_device(tx: Tx, d: Device, due: float | None, data: str, now: fl
         d.phone,
         d.imei,
         d.alexa_device_id,
+        d.dc09_account,
+        d.dc09_key,
         d.heartbeat_interval_s,
         d.heartbeat_grace_s,
         due,
@@ -107,7 +109,7 @@ async def insert_device(tx: Tx, d: Device, due: float | None, data: str, now: fl
 async def update_device(tx: Tx, d: Device, due: float | None, data: str) -> None:
     await tx.execute(
         "UPDATE devices SET kind = ?, resident_id = ?, channel = ?, phone = ?, imei = ?, "
-        "alexa_device_id = ?, "
+        "alexa_device_id = ?, dc09_account = ?, dc09_key = ?, "
         "heartbeat_interval_s = ?, heartbeat_grace_s = ?, heartbeat_due_at = ?, data = ? WHERE id = ?",
         d.kind.value,
         d.resident_id,
@@ -115,6 +117,8 @@ async def update_device(tx: Tx, d: Device, due: float | None, data: str) -> None
         d.phone,
         d.imei,
         d.alexa_device_id,
+        d.dc09_account,
+        d.dc09_key,
         d.heartbeat_interval_s,
         d.heartbeat_grace_s,
         due,
@@ -152,11 +156,26 @@ async def retire(tx: Tx, device_id: str, data: str, now: float) -> None:
     """Mark a device retired: no deadline, no test mode, its addresses freed (kept in ``data``)."""
     await tx.execute(
         "UPDATE devices SET status = 'retired', retired_at = ?, heartbeat_due_at = NULL, "
-        "test_mode_until = NULL, phone = NULL, imei = NULL, alexa_device_id = NULL, data = ? "
+        "test_mode_until = NULL, phone = NULL, imei = NULL, alexa_device_id = NULL, dc09_account = NULL, "
+        "dc09_key = NULL, data = ? "
         "WHERE id = ?",
         now,
         data,
         device_id,
+    )
+
+
+async def dc09_unit(tx: Tx, account: str) -> Row | None:
+    """The active device reporting as DC-09 ``account`` (upper-case hex), if any."""
+    return await tx.fetchone(
+        "SELECT id, dc09_key FROM devices WHERE dc09_account = ? AND status = 'active'", account
+    )
+
+
+async def dc09_units(tx: Tx) -> list[Row]:
+    """Every active device with a DC-09 account: its id, account and key."""
+    return await tx.fetchall(
+        "SELECT id, dc09_account, dc09_key FROM devices WHERE dc09_account IS NOT NULL AND status = 'active'"
     )
 
 
