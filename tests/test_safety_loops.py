@@ -39,13 +39,16 @@ def test_a_failed_round_is_counted_and_logged_with_its_traceback(caplog: pytest.
 async def test_a_round_does_not_swallow_cancellation() -> None:
     metrics = BridgeMetrics("n1")
 
+    inside = asyncio.Event()
+
     async def loop() -> None:
         while True:
             with metrics.loop_round("gauges"):
+                inside.set()
                 await asyncio.Event().wait()
 
     task = asyncio.create_task(loop())
-    await asyncio.sleep(0)
+    await inside.wait()  # the cancellation lands inside a round
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         async with asyncio.timeout(5):

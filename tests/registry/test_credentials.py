@@ -12,6 +12,7 @@ import json
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,13 +127,11 @@ def secured_mosquitto(tmp_path: Path) -> Iterator[tuple[int, Path, Path, subproc
     )
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            if reachable("127.0.0.1", port):
-                break
+        deadline = time.monotonic() + 30  # polling another process's listener: nothing to wait on here
+        while not reachable("127.0.0.1", port):
             if proc.poll() is not None:
                 pytest.fail("mosquitto exited at start")
-            import time
-
+            assert time.monotonic() < deadline, "mosquitto never listened"
             time.sleep(0.05)
         yield port, passwd, acl, proc
     finally:
@@ -185,7 +184,15 @@ async def test_units_publish_only_as_themselves(
             and "unit-a:$7$" in text
             and passwords["unit-a"] not in text
         )
-        await asyncio.sleep(0.3)  # the bridge's reload_command sent SIGHUP; let the broker reread
+
+        async def a_signs_in() -> bool:  # the bridge's reload_command sent SIGHUP; the broker rereads
+            try:
+                await connect_as(port, "unit-a", passwords["unit-a"])
+            except aiomqtt.MqttError:
+                return False
+            return True
+
+        await eventually(a_signs_in, timeout=20)
 
         async with SimulatedUnit(
             "unit-a",
@@ -482,6 +489,8 @@ async def test_a_will_on_another_units_status_is_never_published(secured: Secure
             # Vanish without DISCONNECT, so the broker publishes the will (shut down, not closed: see
             # test_alarm_path.test_will_message_marks_unit_offline).
             client._client.socket().shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+            # The socket is gone, so the client's own DISCONNECT fails: that failure is the point of the
+            # test, not a fault (an Exception; a cancellation would still propagate).
             with contextlib.suppress(Exception):
                 await client.__aexit__(None, None, None)
         await eventually(lambda: _is(s.online("unit-a"), 0), timeout=60)  # A's own will arrived
