@@ -314,6 +314,22 @@ class Escalation:
             return await self._responder_step(tx, post, alert, step, now)
         return StepState.FAILED, f"unknown step kind {step['kind']!r}"
 
+    async def _skip(
+        self, tx: Tx, post: PostCommit, alert: Row, detail: dict[str, Any], reason: str, now: float
+    ) -> tuple[StepState, str]:
+        """A policy step that cannot be performed: said on the timeline, and the step is skipped."""
+        await self.store.alerts.log_action(
+            tx,
+            post,
+            alert,
+            AuditAction.ESCALATION_SKIPPED,
+            "system",
+            Source.SYSTEM,
+            {**detail, "reason": reason},
+            now,
+        )
+        return StepState.SKIPPED, reason
+
     async def _policy_step(
         self, tx: Tx, post: PostCommit, alert: Row, step: Row, now: float
     ) -> tuple[StepState, str]:
@@ -334,34 +350,14 @@ class Escalation:
             )
             return StepState.DONE, "highlighted"
         if not self.settings.twilio_enabled:
-            await self.store.alerts.log_action(
-                tx,
-                post,
-                alert,
-                AuditAction.ESCALATION_SKIPPED,
-                "system",
-                Source.SYSTEM,
-                {**detail, "reason": "twilio is disabled"},
-                now,
-            )
-            return StepState.SKIPPED, "twilio is disabled"
+            return await self._skip(tx, post, alert, detail, "twilio is disabled", now)
         numbers: list[str] = []
         for target in spec.get("to") or [SUPERVISORS]:
             for number in self.settings.supervisor_numbers if target == SUPERVISORS else (target,):
                 if number not in numbers:
                     numbers.append(number)
         if not numbers:
-            await self.store.alerts.log_action(
-                tx,
-                post,
-                alert,
-                AuditAction.ESCALATION_SKIPPED,
-                "system",
-                Source.SYSTEM,
-                {**detail, "reason": "no supervisor numbers configured"},
-                now,
-            )
-            return StepState.SKIPPED, "no numbers"
+            return await self._skip(tx, post, alert, detail, "no supervisor numbers configured", now)
         text = describe(alert["type"], *(await self._resident_bits(tx, alert)))
         channel = Channel.SMS if step["action"] == StepAction.SMS else Channel.CALL
         body = (

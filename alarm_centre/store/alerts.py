@@ -21,6 +21,7 @@ from alarm_centre.store.tx import (
     Database,
     InvalidRequest,
     NotFound,
+    OrderedHooks,
     PostCommit,
     ResolveHook,
     Row,
@@ -89,11 +90,11 @@ async def alert_row(tx: Tx, alert_id: int) -> Row | None:
 class Alerts:
     """The alerts and their timeline (``store.alerts``)."""
 
-    def __init__(self, store: Database, outbox: Outbox) -> None:
+    def __init__(self, store: Database, outbox: Outbox, resolve_hooks: OrderedHooks[ResolveHook]) -> None:
         self._store = store
         self._outbox = outbox
-        #: Run in the resolving transaction, in HookOrder (set by ``AlertStore.add_resolve_hook``).
-        self.resolve_hooks: tuple[ResolveHook, ...] = ()
+        #: Run in the resolving transaction, in HookOrder (added by ``AlertStore.add_resolve_hook``).
+        self._resolve_hooks = resolve_hooks
 
     #: An audit record: who, when, from where (:func:`alarm_centre.store.tx.log_action`).
     log_action = staticmethod(log_action)
@@ -167,7 +168,7 @@ class Alerts:
                 now,
                 state="resolved",
             )
-        for hook in self.resolve_hooks:  # features' own side effects (escalation), in HookOrder
+        for hook in self._resolve_hooks.hooks:  # features' own side effects (escalation), in HookOrder
             await hook(tx, post, alert, now)
 
     async def open_alert(self, tx: Tx, key: str) -> Row | None:

@@ -32,6 +32,7 @@ from alarm_centre.store.tx import (
     EventHook,
     InvalidRequest,
     NotFound,
+    OrderedHooks,
     PostCommit,
     RaiseHook,
     ResolveHook,
@@ -63,16 +64,11 @@ class AlertStore:
         self._access_listeners: list[AccessListener] = []
         self._outbox_wakers: list[Callable[[], None]] = []
         self.last_write_error: str | None = None
-        #: Called in the transaction after a new alert row is inserted (escalation snapshot, flood grouping),
-        #: in the order given to :meth:`add_raise_hook`. Read-only: add hooks with the method.
-        self.raise_hooks: tuple[RaiseHook, ...] = ()
-        #: Called in the transaction after each newly stored event, with the alert it joined, if any.
-        self.event_hooks: tuple[EventHook, ...] = ()
-        self._raise_hooks: list[tuple[int, int, RaiseHook]] = []
-        self._event_hooks: list[tuple[int, int, EventHook]] = []
-        self._resolve_hooks: list[tuple[int, int, ResolveHook]] = []
+        self._raise_hooks: OrderedHooks[RaiseHook] = OrderedHooks()
+        self._event_hooks: OrderedHooks[EventHook] = OrderedHooks()
+        self._resolve_hooks: OrderedHooks[ResolveHook] = OrderedHooks()
         self.outbox = Outbox(self)
-        self.alerts = Alerts(self, self.outbox)
+        self.alerts = Alerts(self, self.outbox, self._resolve_hooks)
         self.intake = Ingest(self, self.alerts, self.outbox)
         self.users = Users(self)
         self.devices = Devices(self)
@@ -102,24 +98,25 @@ class AlertStore:
 
     # -- hooks in the ingest transaction ------------------------------------------------------
     def add_raise_hook(self, hook: RaiseHook, order: int) -> None:
-        """Run ``hook`` after each new alert row, lowest ``order`` first (``alarm_centre.host.HookOrder``);
-        hooks of equal order run in the order they were added. Adding the same hook twice is a no-op."""
-        if hook not in self.raise_hooks:
-            self._raise_hooks.append((order, len(self._raise_hooks), hook))
-            self.raise_hooks = tuple(h for _, _, h in sorted(self._raise_hooks, key=lambda t: t[:2]))
-
-    def add_resolve_hook(self, hook: ResolveHook, order: int) -> None:
-        """Run ``hook`` in the resolving transaction of every alert, lowest ``order`` first."""
-        if hook not in self.alerts.resolve_hooks:
-            self._resolve_hooks.append((order, len(self._resolve_hooks), hook))
-            ordered = sorted(self._resolve_hooks, key=lambda t: t[:2])
-            self.alerts.resolve_hooks = tuple(h for _, _, h in ordered)
+        """Run ``hook`` in the ingest transaction after each new alert row (escalation snapshot, flood
+        grouping), lowest ``order`` first (:class:`OrderedHooks`)."""
+        self._raise_hooks.add(hook, order)
 
     def add_event_hook(self, hook: EventHook, order: int) -> None:
-        """Run ``hook`` after each newly stored event, lowest ``order`` first; the same hook once."""
-        if hook not in self.event_hooks:
-            self._event_hooks.append((order, len(self._event_hooks), hook))
-            self.event_hooks = tuple(h for _, _, h in sorted(self._event_hooks, key=lambda t: t[:2]))
+        """Run ``hook`` in the ingest transaction after each newly stored event, with the alert it joined."""
+        self._event_hooks.add(hook, order)
+
+    def add_resolve_hook(self, hook: ResolveHook, order: int) -> None:
+        """Run ``hook`` in the resolving transaction of every alert: a feature stops its side effects."""
+        self._resolve_hooks.add(hook, order)
+
+    @property
+    def raise_hooks(self) -> tuple[RaiseHook, ...]:
+        return self._raise_hooks.hooks
+
+    @property
+    def event_hooks(self) -> tuple[EventHook, ...]:
+        return self._event_hooks.hooks
 
     # -- listeners -------------------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> None:

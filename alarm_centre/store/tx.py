@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.model import AlertChange
@@ -50,6 +50,24 @@ EventHook = Callable[[Tx, PostCommit, DeviceEvent, "Row | None", "int | None"], 
 
 #: Run in the resolving transaction after an alert is resolved: a feature stops its own side effects.
 ResolveHook = Callable[[Tx, PostCommit, Row, float], Awaitable[None]]
+
+
+H = TypeVar("H")
+
+
+class OrderedHooks(Generic[H]):
+    """Hooks run in a declared order (``alarm_centre.host.HookOrder``), lowest first; hooks of equal order
+    in the order they were added. Adding the same hook twice is a no-op."""
+
+    def __init__(self) -> None:
+        self._added: list[tuple[int, H]] = []
+        #: The hooks, in the order they run (what a transaction iterates).
+        self.hooks: tuple[H, ...] = ()
+
+    def add(self, hook: H, order: int) -> None:
+        if hook not in self.hooks:
+            self._added.append((order, hook))
+            self.hooks = tuple(h for _, h in sorted(self._added, key=lambda entry: entry[0]))
 
 
 class Database(Protocol):
