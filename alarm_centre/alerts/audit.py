@@ -18,6 +18,7 @@ class AuditAction(StrEnum):
     REPEAT = "repeat"
     CALL_CONNECTED = "call_connected"
     RESIDENT_CANCELLED = "resident_cancelled"
+    UNIT_RESTORED = "unit_restored"  # a restore of a help or urgent condition: the alert stays open
     GROUPED = "grouped"
     # operators
     ACKNOWLEDGED = "acknowledged"
