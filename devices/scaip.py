@@ -448,8 +448,8 @@ def build_mrq(
     """A Message Request, for simulators and tests. ``dty`` is mandatory in the standard; leaving it out
     builds a request the receiver refuses (MANDATORY_MISSING). ``extra`` takes the other tags by name
     (``ver="01.00"``, ``lco="021"``, ``lte="Kitchen"``, ``crd="gsm:+46701445566"``, ``geo=...`` inside
-    ``<lge>``); several caller-ids go as one ``crd`` with ``|`` between them. Raises ValueError for an unknown tag
-    or a value the standard does not allow."""
+    ``<lge>``); several caller-ids go as one ``crd`` with ``|`` between them. Raises ValueError for an
+    unknown tag or a value the standard does not allow."""
     for tag in extra:
         if tag not in MRQ_RULES or tag in {"ref", "cid", "mty", "dty", "did", "stc"}:
             raise ValueError(f"unknown <mrq> tag {tag!r}")
