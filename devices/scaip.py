@@ -10,7 +10,8 @@ What this module gives (no I/O; docs/scaip.md has the formats and where each rul
 
 - :func:`parse_mrq` -- body bytes to an :class:`AlarmRequest` or a :class:`ScaipRefused` whose
   :class:`Snu` is the status number to answer with. It never raises on any input.
-- :func:`build_mrs` -- the answer, with the voice-call instructions (``mre``, ``cre``, ``tnu``).
+- :func:`build_mrs` -- the answer, with the voice-call instructions (``mre``, ``cre``, ``tnu``);
+  :func:`answer_refusal` -- the answer to a refused request.
 - :func:`build_mrq`, :func:`parse_mrs` -- the unit's side, for simulators and tests.
 
 XML is read with the standard library's expat, with any document type declaration refused: no DTD
@@ -236,6 +237,7 @@ def _read(body: bytes, root: str) -> _Flat:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _Malformed(f"not UTF-8 at byte {exc.start}") from None
+    body = body.lstrip(b" \t\r\n")  # some SIP stacks put a line break before an XML declaration
     parser = expat.ParserCreate(encoding="UTF-8", namespace_separator=" ")
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     flat = _Flat()
@@ -433,6 +435,15 @@ def build_mrs(
     if hbi is not None:
         parts.append(_element("hbi", _check(MRS_RULES, "hbi", str(hbi))))
     return ("<mrs>" + "".join(parts) + "</mrs>").encode()
+
+
+def answer_refusal(refused: ScaipRefused) -> bytes | None:
+    """The ``<mrs>`` that answers a refused request: its status number, and the reason as status text
+    (US-ASCII, at most 128 characters); None when no ref could be read (answer at the SIP level)."""
+    if refused.ref is None:
+        return None
+    text = "".join(c if " " <= c <= "~" else "?" for c in refused.detail)[:128].strip()
+    return build_mrs(refused.ref, refused.snu, ste=text or None)
 
 
 def build_mrq(

@@ -14,6 +14,7 @@ from devices.scaip import (
     ScaipRefused,
     Snu,
     VoiceMode,
+    answer_refusal,
     build_mrq,
     build_mrs,
     parse_mrq,
@@ -164,3 +165,20 @@ def test_valid_responses_round_trip(
     assert parse_mrs(body) == MessageResponse(
         ref, snu, mre=mre, cre=expected_cre, tnu=(cnb,) if cnb else (), hbi=hbi
     )
+
+
+@settings(max_examples=300)
+@given(xml_ish | st.binary(max_size=200))
+def test_every_refusal_with_a_ref_has_a_valid_answer(body: bytes) -> None:
+    result = parse_mrq(body)
+    if isinstance(result, ScaipRefused):
+        answer = answer_refusal(result)
+        if result.ref is None:
+            assert answer is None
+        else:
+            assert answer is not None
+            parsed = parse_mrs(answer)
+            assert isinstance(parsed, MessageResponse) and (parsed.ref, parsed.snu) == (
+                result.ref,
+                result.snu,
+            )
