@@ -104,6 +104,14 @@ def test_heartbeat_wins_over_the_status_code() -> None:
     for stc in ("0009", "0010", "0102", None, "9999"):
         assert meaning_of(req("0002", stc, "PI")).kind is ScaipKind.HEARTBEAT
     assert meaning_of(req("0999", None, "PI")).kind is ScaipKind.HEARTBEAT
+    assert meaning_of(req("0002", None, "PI")).status == ""  # not an "alarm (status omitted)"
+    assert meaning_of(req("0002", "0009", "PI")).status == "alarm (automatic)"  # the raw code, named
+
+
+def test_not_a_code_or_message_type_is_unknown() -> None:
+    """Hand-made requests the parser would refuse still get a meaning, never an exception."""
+    for request in (req("0003", "1a"), req("0003", "0010", "XX"), req("x", "0010"), req(None, None)):
+        assert meaning_of(request).kind is ScaipKind.UNKNOWN
 
 
 def test_information_update_reads_like_a_message() -> None:
