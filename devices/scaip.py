@@ -93,7 +93,8 @@ class AlarmRequest:
     dty: str | None  # device type code (mandatory, so always set on a parsed request)
     did: str | None  # device id
     stc: str | None  # status code; None means alarm
-    extra: dict[str, str] = field(default_factory=dict)  # every other known tag (lge's as geo, tim, gga)
+    #: every other known tag (lge's as geo, tim, gga); left out of the hash, so requests can be set members
+    extra: dict[str, str] = field(default_factory=dict, hash=False)
     crd: tuple[str, ...] = ()  # every caller-id (one per media: "gsm:+46...", "sip:...", "no-voice:")
 
     @property

@@ -507,3 +507,10 @@ def test_answer_refusal() -> None:
     assert parsed.ste is not None and parsed.ste.startswith("<ite> has wrong content '?")
     assert len(parsed.ste) <= 128
     assert scaip.answer_refusal(refused(b"<mrq><cid>1</cid><dty>3</dty></mrq>")) is None
+
+
+def test_requests_are_hashable_and_compare_by_value() -> None:
+    one = request(build_mrq(ref="1", cid="2", dty="3", lte="Hall"))
+    again = request(build_mrq(ref="1", cid="2", dty="3", lte="Hall"))
+    assert one == again and len({one, again}) == 1
+    assert one != request(build_mrq(ref="1", cid="2", dty="3", lte="Loft"))
