@@ -216,9 +216,8 @@ class _Malformed(Exception):
 
 @dataclass(slots=True)
 class _Flat:
-    """The root's name and its children's texts, in document order (one level, plus lge's children)."""
+    """The root's children's texts, in document order (one level, plus lge's children)."""
 
-    root: str = ""
     children: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -253,11 +252,9 @@ def _read(body: bytes, root: str) -> _Flat:
 
     def start(name: str, _attributes: object) -> None:
         local = _local(name)
-        if not path:
-            if local != root:
-                raise _Malformed(f"root element is <{local[:20]}>, not <{root}>")
-            flat.root = local
-        elif len(path) >= 2 and not (path[1] == "lge" and len(path) == 2 and local in _LGE_TAGS):
+        if not path and local != root:
+            raise _Malformed(f"root element is <{local[:20]}>, not <{root}>")
+        if len(path) >= 2 and not (path[1] == "lge" and len(path) == 2 and local in _LGE_TAGS):
             raise _Malformed(f"element <{local[:20]}> nested in <{path[-1]}>")
         path.append(local)
         text.clear()
