@@ -123,7 +123,7 @@ class ScaipRefused:
     without a ref there is nothing to answer in SCAIP, only at the SIP level)."""
 
     snu: Snu
-    detail: str  # human-readable reason, for logs and metrics
+    detail: str  # human-readable reason, for logs and metrics: printable US-ASCII (values escaped)
     ref: str | None
 
 
@@ -226,7 +226,7 @@ def _local(name: str) -> str:
     if " " in name:  # expat's "namespace-uri localname" with namespace_separator=" "
         uri, local = name.split(" ", 1)
         if uri != NAMESPACE:
-            raise _Malformed(f"element in foreign namespace {uri[:60]!r}")
+            raise _Malformed(f"element in foreign namespace {uri[:60]!a}")
         return local
     return name
 
@@ -253,9 +253,9 @@ def _read(body: bytes, root: str) -> _Flat:
     def start(name: str, _attributes: object) -> None:
         local = _local(name)
         if not path and local != root:
-            raise _Malformed(f"root element is <{local[:20]}>, not <{root}>")
+            raise _Malformed(f"root element is {local[:20]!a}, not <{root}>")
         if len(path) >= 2 and not (path[1] == "lge" and len(path) == 2 and local in _LGE_TAGS):
-            raise _Malformed(f"element <{local[:20]}> nested in <{path[-1]}>")
+            raise _Malformed(f"element {local[:20]!a} nested in {path[-1][:20]!a}")
         path.append(local)
         text.clear()
 
@@ -310,7 +310,7 @@ def _fields(
         else:
             single[tag] = value
         if value and complaint is None and not rules[tag](value):
-            complaint = f"<{tag}> has wrong content {value[:40]!r}"
+            complaint = f"<{tag}> has wrong content {value[:40]!a}"
     return single, many, complaint
 
 
@@ -394,7 +394,7 @@ def _element(tag: str, value: str) -> str:
 
 def _check(rules: Mapping[str, Callable[[str], bool]], tag: str, value: str) -> str:
     if value != value.strip() or not rules[tag](value):
-        raise ValueError(f"<{tag}> cannot be {value[:40]!r}")
+        raise ValueError(f"<{tag}> cannot be {value[:40]!a}")
     return value
 
 

@@ -504,7 +504,7 @@ def test_answer_refusal() -> None:
     parsed = parse_mrs(answer)
     assert isinstance(parsed, MessageResponse)
     assert (parsed.ref, parsed.snu) == ("R9", Snu.WRONG_DATA)
-    assert parsed.ste is not None and parsed.ste.startswith("<ite> has wrong content '?")
+    assert parsed.ste is not None and parsed.ste.startswith("<ite> has wrong content '\\xe5")
     assert len(parsed.ste) <= 128
     assert scaip.answer_refusal(refused(b"<mrq><cid>1</cid><dty>3</dty></mrq>")) is None
 

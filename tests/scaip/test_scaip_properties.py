@@ -182,3 +182,13 @@ def test_every_refusal_with_a_ref_has_a_valid_answer(body: bytes) -> None:
                 result.ref,
                 result.snu,
             )
+
+
+@settings(max_examples=300)
+@given(
+    xml_ish | st.binary(max_size=300) | st.text(max_size=100).map(lambda t: f"<mrq><ref>1</ref>{t}".encode())
+)
+def test_refusal_details_are_printable_ascii(body: bytes) -> None:
+    for result in (parse_mrq(body), parse_mrs(body)):
+        if isinstance(result, ScaipRefused):
+            assert result.detail.isascii() and result.detail.isprintable(), result.detail
