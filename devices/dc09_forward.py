@@ -54,7 +54,9 @@ class UpstreamUrl:
     port: int
 
 
-_URL_RE = re.compile(r"(?P<scheme>tcp|udp)://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})/?")
+_URL_RE = re.compile(
+    r"(?P<scheme>tcp|udp)://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})/?"
+)
 
 
 def parse_upstream_url(url: str) -> UpstreamUrl:

@@ -160,7 +160,9 @@ class ForwardQueue:
         claimed: list[ForwardItem] = await self._store.transaction(work)
         return claimed
 
-    async def finish(self, item: ForwardItem, result: str, entries: Sequence[TimelineEntry], now: float) -> None:
+    async def finish(
+        self, item: ForwardItem, result: str, entries: Sequence[TimelineEntry], now: float
+    ) -> None:
         """Close a forward the centre answered (``ack``, ``duh``) or that cannot be sent (``error``),
         writing its steps on the alert's timeline in the same transaction."""
 
@@ -182,7 +184,8 @@ class ForwardQueue:
 
         async def work(tx: Tx, post: PostCommit) -> None:
             await tx.execute(
-                "UPDATE dc09_forwards SET next_attempt_at = ?, last_error = ?, claimed_by = NULL WHERE id = ?",
+                "UPDATE dc09_forwards SET next_attempt_at = ?, last_error = ?, claimed_by = NULL "
+                "WHERE id = ?",
                 at,
                 error,
                 item.id,
