@@ -346,8 +346,9 @@ class Dc09ForwardPath(Section):
     #: AES key agreed with the centre: 16/24/32 characters or 32/48/64 hex digits. A secret: never
     #: logged or printed (``check-config`` shows ``***``).
     key: SecretStr | None = None
-    #: Receiver and line numbers (1-6 hex), as the centre assigned them; empty: none / ``0``.
-    receiver: str = ""
+    #: Receiver and line numbers (1-6 hex), as the centre assigned them. ``receiver: ""`` sends no R
+    #: field (pysiaalarm-based receivers then answer ``None`` in its place, which no frame allows).
+    receiver: str = "0"
     line: str = "0"
     #: ``ADM-CID`` (Contact ID) or ``SIA-DCS``.
     payload: Literal["ADM-CID", "SIA-DCS"] = "ADM-CID"
