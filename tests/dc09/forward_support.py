@@ -28,7 +28,9 @@ class PysiaCentre:
     Started and stopped explicitly: ``SIAClient.__aexit__`` returns True, which would swallow a failed
     assertion inside an ``async with``."""
 
-    def __init__(self, accounts: dict[str, str | None], *, udp: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self, accounts: dict[str, str | None], *, udp: bool = False, port: int | None = None
+    ) -> None:
         self.port = port or free_port()
         self.events: list[SIAEvent] = []
         protocol = CommunicationsProtocol.UDP if udp else CommunicationsProtocol.TCP
@@ -40,6 +42,9 @@ class PysiaCentre:
             protocol=protocol,
         )
         self.url = f"{'udp' if udp else 'tcp'}://127.0.0.1:{self.port}"
+        self._udp = udp
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def _heard(self, event: SIAEvent) -> None:
         self.events.append(event)
@@ -49,10 +54,30 @@ class PysiaCentre:
         return [e for e in self.events if e.message_type is not None and e.message_type.value != "NULL"]
 
     async def start(self) -> None:
-        await self._client.async_start()
+        if self._udp:
+            await self._client.async_start()
+            return
+        # pysiaalarm's own TCP handler (``handle_line``) behind a server whose connections ``stop`` can
+        # close: SIAClientTCP.async_stop stops listening but leaves open connections answering.
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", self.port)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            await self._client.sia_server.handle_line(reader, writer)
+        finally:
+            self._writers.discard(writer)
 
     async def stop(self) -> None:
-        await self._client.async_stop()
+        """Stop listening and drop every connection (a centre that went away)."""
+        if self._udp:
+            await self._client.async_stop()
+            return
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
 
 
 @dataclass
