@@ -154,6 +154,7 @@ BOTH_STORES = {
     "test_escalation_states",
     "test_escalation_runner",
     "test_dc09_forward",
+    "test_dc09_forward_answers",
 }
 
 
