@@ -226,7 +226,7 @@ class Resident(_Model):
                 for r in known["responders"]
             ]
         known.pop("dc09_account", None)  # a column of its own (unique), never read from data
-        account = row["dc09_account"] if "dc09_account" in row else None
+        account = row.get("dc09_account")
         return cls.model_validate({"id": row["id"], "name": row["name"], **known, "dc09_account": account})
 
 
