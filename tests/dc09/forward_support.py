@@ -92,18 +92,27 @@ class ScriptedCentre:
     clock: Callable[[], float] | None = None
     frames: list[Frame] = field(default_factory=list)
     port: int = 0
+    udp: bool = False
     _server: asyncio.Server | None = None
+    _udp: asyncio.DatagramTransport | None = None
     _answered: int = 0
 
     @property
     def url(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
+        return f"{'udp' if self.udp else 'tcp'}://127.0.0.1:{self.port}"
 
     def _now(self) -> datetime:
         base = datetime.now(UTC) if self.clock is None else datetime.fromtimestamp(self.clock(), UTC)
         return (base + self.offset).replace(microsecond=0)
 
     async def start(self) -> None:
+        if self.udp:
+            loop = asyncio.get_running_loop()
+            self._udp, _ = await loop.create_datagram_endpoint(
+                lambda: _Datagrams(self), local_addr=("127.0.0.1", self.port)
+            )
+            self.port = self._udp.get_extra_info("sockname")[1]
+            return
         self._server = await asyncio.start_server(self._connection, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -111,6 +120,18 @@ class ScriptedCentre:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+
+    def datagram(self, data: bytes, addr: Any) -> None:
+        """One frame over UDP: answered to its sender."""
+        key = self.key
+        frame = parse_frame(data, now=self._now(), keys=lambda _a: key, window=None)
+        assert isinstance(frame, Frame), frame
+        answer = self._answer(frame)
+        if answer is not None and self._udp is not None:
+            self._udp.sendto(answer, addr)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         splitter = FrameSplitter()
@@ -145,6 +166,14 @@ class ScriptedCentre:
         if step == "nak":
             return build_nak(now=now)
         return None  # silent
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, centre: ScriptedCentre) -> None:
+        self._centre = centre
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._centre.datagram(data, addr)
 
 
 def forward_env(*paths: dict[str, Any], poll_s: float = 0.05) -> dict[str, str]:

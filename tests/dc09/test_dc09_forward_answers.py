@@ -146,6 +146,26 @@ async def test_an_unanswered_frame_is_resent_with_the_same_sequence(
         ]
 
 
+async def test_udp_paths_encrypted_and_a_refused_primary(
+    tmp_path: Path, store_url: str, centres: list[ScriptedCentre]
+) -> None:
+    key = "000102030405060708090A0B0C0D0E0F"
+    backup = await scripted(centres, "ack", udp=True, key=bytes.fromhex(key))
+    primary = f"udp://127.0.0.1:{free_port()}"  # nothing listens: the ICMP refusal (or silence) counts
+    paths = [path_to(primary, key=key), path_to(backup.url, key=key)]
+    async with running_bridge(config_for(tmp_path, store_url, *paths)) as bridge:
+        alert_id = await raise_alert(bridge, "unit-udp", "flood")
+        row = await until_done(bridge, alert_id)
+        [frame] = backup.frames
+        assert (frame.encrypted, frame.sequence, row["result"]) == (True, row["sequence"], "ack")
+        actions = [(a, d["path"]) for a, d in await steps(bridge, alert_id)]
+        assert actions[-3:] == [
+            ("forward_switched", "backup"),
+            ("forward_sent", "backup"),
+            ("forward_acked", "backup"),
+        ]
+
+
 async def test_a_restart_before_the_ack_resends_the_same_message(
     tmp_path: Path, store_url: str, centres: list[ScriptedCentre]
 ) -> None:
