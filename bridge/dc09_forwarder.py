@@ -84,6 +84,8 @@ class UpstreamPath:
     ack_timeout_s: float
     link_sequence: int = 0
     last_problem: str = field(default="")
+    #: Whether an open path-down alert left by an earlier run has been looked for (at the first answer).
+    alert_checked: bool = False
 
     def next_link_sequence(self) -> int:
         self.link_sequence = self.link_sequence % 9999 + 1
@@ -269,15 +271,18 @@ class Dc09Forwarder:
         await self._answered(path)
 
     async def _answered(self, path: UpstreamPath) -> None:
-        if not path.supervision.answered(self._clock()):
+        came_back = path.supervision.answered(self._clock())
+        if not came_back and path.alert_checked:
             return
         path.last_problem = ""
         self._metrics.path_up.labels(path.name).set(1)
-        log.info("DC-09 forward path %s (%s) answers again", path.name, path.url)
+        if came_back:
+            log.info("DC-09 forward path %s (%s) answers again", path.name, path.url)
         try:
-            await self._path_alert_resolve(path)
+            await self._path_alert_resolve(path)  # also one an earlier run left open
+            path.alert_checked = True
         except Exception as exc:  # the next answer tries again
-            path.supervision.down = True
+            path.supervision.down = came_back
             log.warning("DC-09 forward path %s is up, its alert not resolved yet: %s", path.name, exc)
 
     async def _check(self, path: UpstreamPath) -> None:

@@ -267,3 +267,27 @@ def path_up(bridge: RunningBridge) -> float | None:
     return bridge.bridge.metrics.registry.get_sample_value(
         "telecare_dc09_forward_path_up", {"path": "primary"}
     )
+
+
+async def test_a_path_alert_left_open_by_a_stopped_bridge_clears_at_the_first_answer(
+    tmp_path: Path, store_url: str, centres: list[ScriptedCentre]
+) -> None:
+    clock = SteppedClock()
+    port = free_port()
+    config = config_for(tmp_path, store_url, path_to(f"tcp://127.0.0.1:{port}", link_test_s=30))
+    async with running_bridge(config, clock=clock) as bridge:
+        await passes(bridge, 1)
+        clock.advance(31)
+        bridge.bridge.app[DC09_FORWARDER].wake()
+
+        async def raised() -> bool:
+            return len(await path_alerts(bridge)) == 1
+
+        await eventually(raised)
+    await scripted(centres, "ack", port=port)
+    async with running_bridge(config, clock=clock) as bridge:
+
+        async def cleared() -> bool:
+            return await path_alerts(bridge) == []
+
+        await eventually(cleared)
