@@ -18,6 +18,7 @@ from harness import RunningBridge, eventually, free_port, make_config, running_b
 
 from bridge.config import Config
 from bridge.dc09_forwarding import DC09_FORWARDER
+from devices.dc09 import ContactId, Qualifier, parse_contact_id
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType
 
@@ -115,6 +116,35 @@ async def test_a_nak_with_a_time_corrects_the_clock_and_the_same_frame_is_resent
         assert abs(nak["clock_offset_s"] - ahead.total_seconds()) < 3
         forwarder = bridge.bridge.app[DC09_FORWARDER]
         assert abs(forwarder.offsets[0] - ahead) < timedelta(seconds=3)
+
+
+async def test_heartbeats_resuming_forward_the_restore_after_the_alarm(
+    tmp_path: Path, store_url: str, centres: list[ScriptedCentre]
+) -> None:
+    centre = await scripted(centres, "ack")
+    async with running_bridge(config_for(tmp_path, store_url, path_to(centre.url))) as bridge:
+        await bridge.store.devices.upsert_device("unit-hb", "gsm_unit")
+        alert_id = await raise_alert(bridge, "unit-hb", "no_heartbeat")
+        result = await bridge.bridge.intake.submit(
+            DeviceEvent(
+                device_id="unit-hb",
+                event_id=uuid.uuid4().hex[:16],
+                type=EventType.HEARTBEAT,
+                received_at=datetime.now(UTC),
+            )
+        )
+        assert result.result == "accepted"
+
+        async def both() -> bool:
+            rows = await forwards(bridge, alert_id)
+            return len(rows) == 2 and all(r["done_at"] is not None for r in rows)
+
+        await eventually(both)
+        assert [parse_contact_id(f.data) for f in centre.frames] == [
+            ContactId(Qualifier.NEW, 350, "01", "000"),
+            ContactId(Qualifier.RESTORE, 350, "01", "000"),
+        ]
+        assert len({f.sequence for f in centre.frames}) == 2
 
 
 async def test_a_duh_is_recorded_and_not_resent(
