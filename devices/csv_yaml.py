@@ -32,7 +32,16 @@ from devices.strict_json import MAX_DEPTH
 
 Kind = Literal["residents", "devices"]
 
-RESIDENT_COLUMNS = ("id", "name", "address", "key_safe", "medical_notes", "language", "responders")
+RESIDENT_COLUMNS = (
+    "id",
+    "name",
+    "address",
+    "key_safe",
+    "medical_notes",
+    "language",
+    "responders",
+    "dc09_account",
+)
 DEVICE_COLUMNS = (
     "id",
     "kind",

@@ -156,6 +156,15 @@ def imei_ok(imei: str) -> bool:
     return total % 10 == 0
 
 
+def check_dc09_account(value: str | None) -> str | None:
+    """A DC-09 account (3-16 hex digits) in upper case; None for none; ValueError otherwise."""
+    if value is None or value == "":
+        return None
+    if not DC09_ACCOUNT_RE.fullmatch(value):
+        raise ValueError("a DC-09 account is 3-16 hex digits")
+    return value.upper()
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
@@ -179,11 +188,19 @@ class Resident(_Model):
     language: str = Field("en-GB", max_length=35)
     #: Called in this order.
     responders: list[Responder] = Field(default_factory=list, max_length=10)
+    #: The SIA DC-09 account an upstream monitoring centre knows the resident by (3-16 hex, unique);
+    #: their forwarded alerts carry it (else the forwarding path's own account). docs/dc09.md.
+    dc09_account: str | None = None
 
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
         return check_id(value)
+
+    @field_validator("dc09_account")
+    @classmethod
+    def _dc09_account(cls, value: str | None) -> str | None:
+        return check_dc09_account(value)
 
     @field_validator("language", mode="before")
     @classmethod
@@ -192,7 +209,7 @@ class Resident(_Model):
 
     def data(self) -> dict[str, Any]:
         """What goes into ``residents.data``."""
-        return self.model_dump(exclude={"id", "name"})
+        return self.model_dump(exclude={"id", "name", "dc09_account"})
 
     @classmethod
     def from_row(cls, row: Any) -> Self:
@@ -208,7 +225,9 @@ class Resident(_Model):
                 {k: v for k, v in r.items() if k in Responder.model_fields} if isinstance(r, dict) else r
                 for r in known["responders"]
             ]
-        return cls.model_validate({"id": row["id"], "name": row["name"], **known})
+        known.pop("dc09_account", None)  # a column of its own (unique), never read from data
+        account = row.get("dc09_account")
+        return cls.model_validate({"id": row["id"], "name": row["name"], **known, "dc09_account": account})
 
 
 class Peripheral(_Model):
@@ -277,11 +296,7 @@ class Device(_Model):
     @field_validator("dc09_account")
     @classmethod
     def _dc09_account(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None
-        if not DC09_ACCOUNT_RE.fullmatch(value):
-            raise ValueError("a DC-09 account is 3-16 hex digits")
-        return value.upper()
+        return check_dc09_account(value)
 
     @field_validator("dc09_key")
     @classmethod

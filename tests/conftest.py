@@ -155,6 +155,8 @@ BOTH_STORES = {
     "test_escalation_runner",
     "test_dc09_signals",
     "test_restores",
+    "test_dc09_forward",
+    "test_dc09_forward_answers",
 }
 
 

@@ -52,3 +52,11 @@ class AuditAction(StrEnum):
     RESPONDER_ACCEPTED = "responder_accepted"
     RESPONDER_DECLINED = "responder_declined"
     RESPONDERS_EXHAUSTED = "responders_exhausted"
+    # forwarding to an upstream monitoring centre (SIA DC-09)
+    FORWARD_SENT = "forward_sent"
+    FORWARD_ACKED = "forward_acked"
+    FORWARD_NAK = "forward_nak"
+    FORWARD_DUH = "forward_duh"
+    FORWARD_NO_ANSWER = "forward_no_answer"
+    FORWARD_SWITCHED = "forward_switched"
+    FORWARD_FAILED = "forward_failed"

@@ -125,7 +125,18 @@ class Registry:
             raise NotFound(f"no resident {resident_id[:64]!r}")
         return row
 
+    async def _resident_problem(self, tx: Tx, r: Resident) -> str | None:
+        """Why a resident cannot be written as it is (an account another resident has), or None."""
+        if r.dc09_account is None:
+            return None
+        other = await sql.resident_with_dc09_account(tx, r.dc09_account, r.id)
+        if other is None:
+            return None
+        return f"{r.dc09_account} is already used by resident {other['id']!r}"
+
     async def _write_resident(self, tx: Tx, r: Resident, *, create: bool, now: float) -> None:
+        if (problem := await self._resident_problem(tx, r)) is not None:
+            raise InvalidRequest(f"dc09_account: {problem}")
         if create:
             await sql.insert_resident(tx, r, _j(r.data()), now)
         else:
@@ -413,6 +424,9 @@ class Registry:
                             "residents",
                         )
                     )
+                    continue
+                if (problem := await self._resident_problem(tx, r)) is not None:
+                    report.errors.append(RowError(line, "dc09_account", problem, "residents"))
                     continue
                 await self._write_resident(tx, r, create=not exists, now=now)
                 report.updated["residents"] += int(exists)

@@ -42,12 +42,30 @@ async def resident_exists(tx: Tx, resident_id: str) -> bool:
 
 async def insert_resident(tx: Tx, r: Resident, data: str, now: float) -> None:
     await tx.execute(
-        "INSERT INTO residents (id, name, data, created_at) VALUES (?, ?, ?, ?)", r.id, r.name, data, now
+        "INSERT INTO residents (id, name, data, dc09_account, created_at) VALUES (?, ?, ?, ?, ?)",
+        r.id,
+        r.name,
+        data,
+        r.dc09_account,
+        now,
     )
 
 
 async def update_resident(tx: Tx, r: Resident, data: str) -> None:
-    await tx.execute("UPDATE residents SET name = ?, data = ? WHERE id = ?", r.name, data, r.id)
+    await tx.execute(
+        "UPDATE residents SET name = ?, data = ?, dc09_account = ? WHERE id = ?",
+        r.name,
+        data,
+        r.dc09_account,
+        r.id,
+    )
+
+
+async def resident_with_dc09_account(tx: Tx, account: str, other_than: str) -> Row | None:
+    """Another resident the upstream centre knows by ``account``, or None."""
+    return await tx.fetchone(
+        "SELECT id FROM residents WHERE dc09_account = ? AND id <> ?", account, other_than
+    )
 
 
 async def residents(tx: Tx) -> list[Row]:

@@ -112,6 +112,7 @@ def _resident_fields(args: argparse.Namespace) -> dict[str, Any]:
         "medical_notes": args.medical_notes,
         "language": args.language,
         "responders": _responders(args.responder),
+        "dc09_account": args.dc09_account,
     }
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -158,7 +159,7 @@ def _print_resident(r: Any, devices: list[dict[str, Any]]) -> None:
     print(
         f"resident       {r.id}\nname           {r.name}\naddress        {r.address or '-'}\n"
         f"key safe       {r.key_safe or '-'}\nmedical notes  {r.medical_notes or '-'}\n"
-        f"language       {r.language}"
+        f"language       {r.language}\nDC-09 account  {r.dc09_account or '-'}"
     )
     print("responders" + ("     -" if not r.responders else ""))
     for n, resp in enumerate(r.responders, 1):
@@ -600,6 +601,10 @@ def _resident_options(p: argparse.ArgumentParser, *, required_name: bool) -> Non
         action="append",
         metavar="NAME=+E164",
         help="a responder, in calling order; repeat for each (editing replaces the whole list)",
+    )
+    p.add_argument(
+        "--dc09-account",
+        help="the DC-09 account the upstream monitoring centre knows the resident by (3-16 hex; '' clears)",
     )
 
 
