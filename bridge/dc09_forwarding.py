@@ -54,6 +54,7 @@ def start(host: FeatureHost) -> None:
     hooks = ForwardHooks(host.clock)
     host.add_raise_hook(hooks.on_raise, HookOrder.FORWARDING)
     host.add_resolve_hook(hooks.on_resolve, HookOrder.FORWARDING)
+    host.add_event_hook(hooks.on_event, HookOrder.FORWARDING)
     now = host.clock()
     forwarder = Dc09Forwarder(
         paths=[upstream_path(path, now) for path in cfg.forward],

@@ -157,6 +157,7 @@ BOTH_STORES = {
     "test_restores",
     "test_dc09_forward",
     "test_dc09_forward_answers",
+    "test_dc09_relay",
 }
 
 

@@ -5,7 +5,9 @@
   supervises its paths itself), and types with no DC-09 code (none raise alerts today).
 - A unit's restore is queued (:data:`ForwardKind.RESTORE`): an alert resolved by its unit
   (``cleared_by_device``: ``mains_restored``, a Contact ID restore, heartbeats resuming) whose raise was
-  forwarded. An operator closing an alert is not a restore of the condition, and is not forwarded.
+  forwarded, and a restore the unit reports for a help or urgent alert that stays open for our operator
+  (the centre hears the restore as the panel sent it). An operator closing an alert is not a restore of
+  the condition, and is not forwarded. At most one restore per alert.
 - The account is the resident's ``dc09_account`` when set (None: each path's own account).
 """
 
@@ -19,7 +21,7 @@ from alarm_centre.forwarding.queue import ForwardKind
 from alarm_centre.store.tx import PostCommit, Row, Tx
 from devices.dc09_forward import forwardable
 from devices.events import DeviceEvent
-from devices.vocabulary import EventType, parse_event_type
+from devices.vocabulary import EventType, Priority, parse_event_type, priority_of, restore_target
 
 #: The device id prefix of the forwarder's own path-down alerts (``dc09-forward-<path>``).
 PATH_DEVICE_PREFIX = "dc09-forward-"
@@ -72,6 +74,30 @@ class ForwardHooks:
             event_type=event_type.value,
             device_id=str(alert["device_id"]),
             account=await queue.resident_account(tx, alert["resident_id"]),
+            now=self._clock(),
+        )
+
+    async def on_event(
+        self, tx: Tx, post: PostCommit, event: DeviceEvent, device: Row | None, alert_id: int | None
+    ) -> None:
+        """Queue the restore of a help or urgent alert the unit reports restored (the alert stays open
+        for our operator; a technical one is resolved, and :meth:`on_resolve` queues it)."""
+        restores = restore_target(event.type, event.data)
+        if alert_id is None or restores is None or priority_of(restores) in (None, Priority.TECHNICAL):
+            return
+        if not forwardable(restores, restore=True) or not await queue.has_alarm(tx, alert_id):
+            return
+        row = await tx.fetchone("SELECT device_id, resident_id FROM alerts WHERE id = ?", alert_id)
+        if row is None:
+            return
+        await queue.add(
+            tx,
+            post,
+            alert_id=alert_id,
+            kind=ForwardKind.RESTORE,
+            event_type=restores.value,
+            device_id=str(row["device_id"]),
+            account=await queue.resident_account(tx, row["resident_id"]),
             now=self._clock(),
         )
 
