@@ -113,7 +113,8 @@ async def insert_device(tx: Tx, d: Device, due: float | None, data: str, now: fl
 async def update_device(tx: Tx, d: Device, due: float | None, data: str) -> None:
     await tx.execute(
         "UPDATE devices SET kind = ?, resident_id = ?, channel = ?, phone = ?, imei = ?, "
-        "alexa_device_id = ?, dc09_account = ?, dc09_key = ?, scaip_cid = ?, scaip_answer = ?, scaip_password = ?, "
+        "alexa_device_id = ?, dc09_account = ?, dc09_key = ?, "
+        "scaip_cid = ?, scaip_answer = ?, scaip_password = ?, "
         "heartbeat_interval_s = ?, heartbeat_grace_s = ?, heartbeat_due_at = ?, data = ? WHERE id = ?",
         d.kind.value,
         d.resident_id,
