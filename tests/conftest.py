@@ -153,6 +153,7 @@ BOTH_STORES = {
     "test_registry_readback",
     "test_escalation_states",
     "test_escalation_runner",
+    "test_scaip_receiver",
 }
 
 

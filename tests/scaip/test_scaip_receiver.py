@@ -1,0 +1,241 @@
+"""The SCAIP receiver on a real bridge: MESSAGEs from a simulated unit over real UDP and TCP sockets,
+stored before snu 0, retransmissions and resends collapsing, refusals answered with their snu and
+counted, unknown callers never dropped, the answer in the 200 OK or as a MESSAGE of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+from harness import RunningBridge, eventually, make_config, running_bridge
+
+from alarm_centre.alerts.intake import IngestResult, StoreUnavailable
+from bridge.transports.scaip import SCAIP_RECEIVER, ScaipReceiver
+from devices.events import DeviceEvent
+from devices.scaip import MessageResponse, Snu, VoiceMode, build_mrq
+from devices.sip import serialise
+from simulators.scaip_unit import ScaipUnit, UnitAnswer
+
+CALL_RECEIVER = "sip:arc@centre.example.org"
+
+
+@pytest.fixture
+async def scaip_bridge(tmp_path: Path, store_url: str) -> AsyncIterator[RunningBridge]:
+    config = make_config(
+        tmp_path,
+        TELECARE_STORE__URL=store_url,
+        TELECARE_SCAIP__LISTEN="127.0.0.1:0",
+        TELECARE_SCAIP__CALL_RECEIVER=CALL_RECEIVER,
+    )
+    async with running_bridge(config) as running:
+        yield running
+
+
+def receiver(b: RunningBridge) -> ScaipReceiver:
+    return b.bridge.app[SCAIP_RECEIVER]
+
+
+def unit(b: RunningBridge, cid: str, transport: Literal["udp", "tcp"] = "udp", **kw: Any) -> ScaipUnit:
+    return ScaipUnit("127.0.0.1", receiver(b).port, cid=cid, transport=transport, **kw)
+
+
+async def register(b: RunningBridge, device_id: str, cid: str, **extra: Any) -> dict[str, Any]:
+    body = {"id": device_id, "kind": "ip_unit", "channel": "scaip", "scaip_cid": cid, **extra}
+    status, answer = await b.call("POST", "/api/v1/devices", user="ian", role="installer", json=body)
+    assert status == 201, answer
+    return dict(answer)
+
+
+async def alerts_of(b: RunningBridge, device_id: str) -> list[dict[str, Any]]:
+    status, body = await b.call("GET", "/api/v1/alerts?state=open")
+    assert status == 200
+    return [a for a in body["alerts"] if a["device_id"] == device_id]
+
+
+def rejected(b: RunningBridge, reason: str) -> float:
+    value = b.bridge.metrics.registry.get_sample_value(
+        "telecare_events_rejected_reasons_total", {"reason": reason, "transport": "scaip"}
+    )
+    return value or 0.0
+
+
+def mrs(answer: UnitAnswer) -> MessageResponse:
+    assert isinstance(answer.mrs, MessageResponse), answer
+    return answer.mrs
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_alarm_is_stored_before_snu_0_which_tells_the_unit_to_call_the_centre(
+    scaip_bridge: RunningBridge, transport: Literal["udp", "tcp"]
+) -> None:
+    await register(scaip_bridge, "unit-ada", "4670001")
+    async with unit(scaip_bridge, "4670001", transport) as u:
+        answer = await u.alarm(dty="0003", stc="0010", ref="A1")
+    assert answer.status == 200 and not answer.by_message
+    got = mrs(answer)
+    assert (got.ref, got.snu, got.mre, got.cre, got.tnu) == ("A1", Snu.OK, VoiceMode.DUPLEX, "62", (CALL_RECEIVER,))
+    # snu 0 came: the alert is already there (stored before the answer, no waiting).
+    alerts = await alerts_of(scaip_bridge, "unit-ada")
+    assert [(a["type"], a["unregistered"]) for a in alerts] == [("pendant", False)]
+    # The timeline records that the unit was told to call (the SCAIP call_centre).
+    alert_id = alerts[0]["id"]
+
+    async def told() -> bool:
+        status, body = await scaip_bridge.call("GET", f"/api/v1/alerts/{alert_id}")
+        actions = [(e["action"], (e.get("detail") or {}).get("cmd")) for e in body["timeline"]]
+        return status == 200 and ("command_sent", "call_centre") in actions
+
+    await eventually(told)
+
+
+async def test_a_retransmission_gets_the_same_answer_and_a_resent_mrq_collapses(
+    scaip_bridge: RunningBridge,
+) -> None:
+    await register(scaip_bridge, "unit-bo", "4670002")
+    async with unit(scaip_bridge, "4670002") as u:
+        request = u.request(build_mrq(ref="R7", cid="4670002", dty="0005"))
+        branch = request.top_via.branch or ""
+        u.send(serialise(request))
+        first = await u.next_response(branch)
+        u.send(serialise(request))  # the SIP retransmission: same Via branch, Call-ID and CSeq
+        again = await u.next_response(branch)
+        assert serialise(again) == serialise(first)
+        # The same mrq sent again in a new transaction (new Call-ID): the same alert, snu 0 again.
+        resent = await u.message(build_mrq(ref="R7", cid="4670002", dty="0005"))
+    assert mrs(resent).snu is Snu.OK
+    alerts = await alerts_of(scaip_bridge, "unit-bo")
+    assert [(a["type"], a["repeat_count"]) for a in alerts] == [("fall", 0)]
+    duplicates = scaip_bridge.bridge.metrics.registry.get_sample_value(
+        "telecare_events_received_total", {"type": "fall", "result": "duplicate", "transport": "scaip"}
+    )
+    assert duplicates == 1.0
+
+
+@pytest.mark.parametrize(
+    ("body", "snu", "reason"),
+    [
+        (b"<mrq><ref>B1</ref><cid>123</cid><dty>0003", Snu.INVALID_FORMAT, "invalid_format"),
+        (b"<mrq><ref>B2</ref><cid>123</cid></mrq>", Snu.MANDATORY_MISSING, "mandatory_missing"),
+        (b"<mrq><ref>B3</ref><cid>12x</cid><dty>3</dty></mrq>", Snu.WRONG_DATA, "wrong_data"),
+        (b"<mrq><ref>B4</ref>" + b"<ite>x</ite>" * 400 + b"</mrq>", Snu.TOO_LONG, "too_long"),
+    ],
+)
+async def test_bad_bodies_get_their_snu_are_counted_and_store_nothing(
+    scaip_bridge: RunningBridge, body: bytes, snu: Snu, reason: str
+) -> None:
+    async with unit(scaip_bridge, "123") as u:
+        answer = await u.message(body)
+    assert answer.status == 200 and mrs(answer).snu is snu
+    assert rejected(scaip_bridge, reason) == 1.0
+    status, listed = await scaip_bridge.call("GET", "/api/v1/alerts?state=open")
+    assert status == 200 and listed["alerts"] == []
+
+
+async def test_a_body_without_ref_wrong_media_and_broken_sip_are_refused_at_the_sip_level(
+    scaip_bridge: RunningBridge,
+) -> None:
+    async with unit(scaip_bridge, "123") as u:
+        no_ref = await u.message(b"<mrq><cid>123</cid><dty>3</dty></mrq>")
+        assert no_ref.status == 400
+        text = await u.message(b"hello", content_type="text/plain")
+        assert text.status == 415 and text.response.header("Accept") == "application/scaip+xml"
+        u.send(b"MESSAGE sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n")  # no Via: nothing to answer to
+        ping = await u.transact(u.request(b"", method="OPTIONS", content_type=""))
+        assert ping.status == 200 and "MESSAGE" in (ping.header("Allow") or "")
+        invite = await u.transact(u.request(b"", method="INVITE", content_type=""))
+        assert invite.status == 405
+        odd = await u.transact(u.request(b"", method="FROBNICATE", content_type=""))
+        assert odd.status == 501
+    assert rejected(scaip_bridge, "sip_malformed") == 1.0
+    assert rejected(scaip_bridge, "unsupported_media_type") == 1.0
+
+
+async def test_unknown_caller_still_raises_an_alert_flagged_unregistered(scaip_bridge: RunningBridge) -> None:
+    async with unit(scaip_bridge, "999000") as u:
+        answer = await u.alarm(dty="0003", stc="0010")
+    assert mrs(answer).snu is Snu.OK and mrs(answer).mre is VoiceMode.DUPLEX
+    alerts = await alerts_of(scaip_bridge, "scaip-999000")
+    assert [(a["type"], a["unregistered"]) for a in alerts] == [("pendant", True)]
+
+
+async def test_unknown_code_raises_an_alert_showing_the_raw_codes(scaip_bridge: RunningBridge) -> None:
+    await register(scaip_bridge, "unit-cy", "4670003")
+    async with unit(scaip_bridge, "4670003") as u:
+        answer = await u.alarm(dty="0003", stc="0777")
+    assert mrs(answer).snu is Snu.OK and mrs(answer).mre is VoiceMode.NONE
+    alerts = await alerts_of(scaip_bridge, "unit-cy")
+    assert [a["type"] for a in alerts] == ["sensor_fault"]
+    status, alert = await scaip_bridge.call("GET", f"/api/v1/alerts/{alerts[0]['id']}")
+    assert status == 200 and "0777" in str(alert)
+
+
+async def test_heartbeats_feed_supervision(scaip_bridge: RunningBridge) -> None:
+    await register(scaip_bridge, "unit-hb", "4670004", heartbeat_interval_s=600)
+    async with unit(scaip_bridge, "4670004") as u:
+        answer = await u.heartbeat()
+    assert mrs(answer).snu is Snu.OK and mrs(answer).mre is None
+    status, device = await scaip_bridge.call("GET", "/api/v1/devices/unit-hb")
+    assert status == 200 and device["last_seen_at"] is not None and device["heartbeat_due_at"] is not None
+    assert await alerts_of(scaip_bridge, "unit-hb") == []
+
+
+async def test_answer_as_a_message_of_its_own_per_unit(scaip_bridge: RunningBridge) -> None:
+    await register(scaip_bridge, "unit-msg", "4670005", scaip_answer="message")
+    for transport in ("udp", "tcp"):
+        async with unit(scaip_bridge, "4670005", transport) as u:  # type: ignore[arg-type]
+            answer = await u.alarm(dty="0005", stc="0009")
+        assert answer.status == 200 and answer.by_message and not answer.response.body
+        assert mrs(answer).snu is Snu.OK and mrs(answer).mre is VoiceMode.DUPLEX
+
+
+async def test_store_unavailable_answers_busy_and_the_resend_is_stored(
+    scaip_bridge: RunningBridge, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await register(scaip_bridge, "unit-busy", "4670006")
+    intake = scaip_bridge.bridge.intake
+    real_submit = intake.submit
+    failures = iter([True])
+
+    async def flaky(event: DeviceEvent) -> IngestResult:
+        if next(failures, False):
+            raise StoreUnavailable("injected: the store is down")
+        return await real_submit(event)
+
+    monkeypatch.setattr(intake, "submit", flaky)
+    caplog.set_level(logging.WARNING, "bridge.transports.scaip")
+    async with unit(scaip_bridge, "4670006") as u:
+        busy = await u.alarm(ref="Z1")
+        assert mrs(busy).snu is Snu.BUSY
+        assert await alerts_of(scaip_bridge, "unit-busy") == []
+        stored = await u.alarm(ref="Z1")  # the unit tries again later, same ref
+    assert mrs(stored).snu is Snu.OK
+    assert len(await alerts_of(scaip_bridge, "unit-busy")) == 1
+    assert "answered busy" in caplog.text
+
+
+async def test_digest_authentication_for_a_unit_with_a_password(scaip_bridge: RunningBridge) -> None:
+    await register(scaip_bridge, "unit-auth", "4670007", scaip_password="s3cret-pass")
+    async with unit(scaip_bridge, "4670007") as u:
+        refused = await u.alarm()
+        assert refused.status == 401  # no password given to the simulator: challenged, nothing stored
+    assert await alerts_of(scaip_bridge, "unit-auth") == []
+    async with unit(scaip_bridge, "4670007", password="wrong-password") as u:
+        wrong = await u.alarm()
+        assert wrong.status == 401
+    assert rejected(scaip_bridge, "digest_failed") == 1.0
+    async with unit(scaip_bridge, "4670007", password="s3cret-pass") as u:
+        good = await u.alarm()
+    assert good.status == 200 and mrs(good).snu is Snu.OK
+    assert len(await alerts_of(scaip_bridge, "unit-auth")) == 1
+
+
+async def test_readiness_and_a_crlf_keepalive_on_tcp(scaip_bridge: RunningBridge) -> None:
+    assert await receiver(scaip_bridge).readiness() == []
+    reader, writer = await asyncio.open_connection("127.0.0.1", receiver(scaip_bridge).port)
+    writer.write(b"\r\n\r\n")
+    assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+    writer.close()
