@@ -108,7 +108,9 @@ class ScaipUnit:
     def next_ref(self) -> str:
         return str(next(self._refs))
 
-    async def alarm(self, *, dty: str = "0003", stc: str | None = "0010", ref: str | None = None, **extra: str) -> UnitAnswer:
+    async def alarm(
+        self, *, dty: str = "0003", stc: str | None = "0010", ref: str | None = None, **extra: str
+    ) -> UnitAnswer:
         """An alarm (default: a personal trigger, manual alarm)."""
         body = build_mrq(ref=ref or self.next_ref(), cid=self.cid, dty=dty, stc=stc, **extra)
         return await self.message(body)
@@ -137,7 +139,9 @@ class ScaipUnit:
         return build_request(
             method,
             f"sip:alarm@{self.host}:{self.port}",
-            via=Via(transport, self.local[0], self.local[1], {"branch": branch or new_branch(), "rport": None}),
+            via=Via(
+                transport, self.local[0], self.local[1], {"branch": branch or new_branch(), "rport": None}
+            ),
             from_address=f"<sip:{self.cid}@{self.local[0]}>;tag={new_tag()}",
             to_address=f"<sip:alarm@{self.host}>",
             call_id=call_id or new_call_id(self.local[0]),

@@ -63,7 +63,6 @@ from devices.sip import (
     Via,
     build_request,
     new_branch,
-    new_call_id,
     new_tag,
     parse_message,
     response_to,
@@ -491,8 +490,8 @@ class ScaipReceiver:
     # --- the answer as a MESSAGE of its own -------------------------------------------------------
 
     async def _send_answer(self, request: Request, link: Link, mrs: bytes) -> None:
-        """Send ``mrs`` to the unit as a MESSAGE (to its Contact, over the link it came by), resending
-        until a final response or Timer F."""
+        """Send ``mrs`` to the unit as a MESSAGE (to its Contact, over the link it came by, with the
+        request's Call-ID so the unit can match it), resending until a final response or Timer F."""
         unit_address = request.header("From") or ""
         unit_uri = uri_of(request.header("Contact") or unit_address)
         ours = uri_of(request.header("To") or "") or f"sip:{link.local[0]}"
@@ -505,7 +504,7 @@ class ScaipReceiver:
             via=Via(link.transport, via_host, link.local[1], {"branch": branch, "rport": None}),
             from_address=f"<{ours}>;tag={new_tag()}",
             to_address=f"<{uri_of(unit_address)}>",
-            call_id=new_call_id(via_host),
+            call_id=request.call_id,  # the unit matches the answer to its request (and so does SIPp)
             cseq=1,
             body=mrs,
             content_type=MEDIA_TYPE,

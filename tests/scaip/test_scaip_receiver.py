@@ -77,7 +77,13 @@ async def test_alarm_is_stored_before_snu_0_which_tells_the_unit_to_call_the_cen
         answer = await u.alarm(dty="0003", stc="0010", ref="A1")
     assert answer.status == 200 and not answer.by_message
     got = mrs(answer)
-    assert (got.ref, got.snu, got.mre, got.cre, got.tnu) == ("A1", Snu.OK, VoiceMode.DUPLEX, "62", (CALL_RECEIVER,))
+    assert (got.ref, got.snu, got.mre, got.cre, got.tnu) == (
+        "A1",
+        Snu.OK,
+        VoiceMode.DUPLEX,
+        "62",
+        (CALL_RECEIVER,),
+    )
     # snu 0 came: the alert is already there (stored before the answer, no waiting).
     alerts = await alerts_of(scaip_bridge, "unit-ada")
     assert [(a["type"], a["unregistered"]) for a in alerts] == [("pendant", False)]
