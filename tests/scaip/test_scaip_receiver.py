@@ -243,5 +243,6 @@ async def test_readiness_and_a_crlf_keepalive_on_tcp(scaip_bridge: RunningBridge
     assert await receiver(scaip_bridge).readiness() == []
     reader, writer = await asyncio.open_connection("127.0.0.1", receiver(scaip_bridge).port)
     writer.write(b"\r\n\r\n")
-    assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+    async with asyncio.timeout(5):
+        assert await reader.readexactly(2) == b"\r\n"
     writer.close()

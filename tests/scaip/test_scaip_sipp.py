@@ -72,7 +72,8 @@ async def sipp(
     process = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
     logged = err.decode(errors="replace") + (errors.read_text(errors="replace") if errors.exists() else "")
     assert process.returncode is not None
     return process.returncode, logged + out.decode(errors="replace")[-2000:]

@@ -3,6 +3,9 @@ Hypothesis, and the RFC 3261 rules the receiver leans on."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -62,6 +65,9 @@ safe_text = st.text(
 )
 
 
+tags = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=20)
+
+
 @st.composite
 def requests(draw: st.DrawFn) -> Request:
     method = draw(tokens)
@@ -78,7 +84,7 @@ def requests(draw: st.DrawFn) -> Request:
         method,
         "sip:alarm@" + draw(st.sampled_from(["10.0.0.2", "centre.example.org"])),
         via=via,
-        from_address=f"<sip:{draw(st.integers(0, 10**16))}@unit>;tag={draw(safe_text.filter(lambda s: ';' not in s and '>' not in s))}",
+        from_address=f"<sip:{draw(st.integers(0, 10**16))}@unit>;tag={draw(tags)}",
         to_address="<sip:alarm@centre>",
         call_id=draw(safe_text),
         cseq=draw(st.integers(0, 2**31 - 1)),
@@ -112,18 +118,14 @@ def test_serialise_then_parse_gives_the_request_back(request: Request) -> None:
 
 @given(st.binary(max_size=600))
 def test_any_bytes_are_read_or_refused_with_sip_error(data: bytes) -> None:
-    try:
+    with contextlib.suppress(SipError):
         parse_message(data)
-    except SipError:
-        pass
 
 
 @given(st.integers(0, len(MESSAGE) - 1), st.binary(min_size=1, max_size=3))
 def test_a_damaged_message_is_read_or_refused_with_sip_error(at: int, junk: bytes) -> None:
-    try:
+    with contextlib.suppress(SipError):
         parse_message(MESSAGE[:at] + junk + MESSAGE[at + len(junk) :])
-    except SipError:
-        pass
 
 
 @pytest.mark.parametrize(
@@ -254,7 +256,7 @@ def test_client_retransmits_t1_doubling_to_t2_on_udp_and_gives_up_at_timer_f() -
     client = ClientTransaction(reliable=False, now=10.0)
     times = send_times(client, 10.0)
     assert times[:6] == [0, T1, 3 * T1, 7 * T1, 7 * T1 + T2, 7 * T1 + 2 * T2]
-    assert all(b - a <= T2 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a <= T2 for a, b in itertools.pairwise(times))
     assert times[-1] < TIMER_F and client.state is ClientState.TIMED_OUT
 
 
