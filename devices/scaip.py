@@ -10,7 +10,8 @@ What this module gives (no I/O; docs/scaip.md has the formats and where each rul
 
 - :func:`parse_mrq` -- body bytes to an :class:`AlarmRequest` or a :class:`ScaipRefused` whose
   :class:`Snu` is the status number to answer with. It never raises on any input.
-- :func:`build_mrs` -- the answer, with the voice-call instructions (``mre``, ``cre``, ``tnu``).
+- :func:`build_mrs` -- the answer, with the voice-call instructions (``mre``, ``cre``, ``tnu``);
+  :func:`answer_refusal` -- the answer to a refused request.
 - :func:`build_mrq`, :func:`parse_mrs` -- the unit's side, for simulators and tests.
 
 XML is read with the standard library's expat, with any document type declaration refused: no DTD
@@ -92,7 +93,8 @@ class AlarmRequest:
     dty: str | None  # device type code (mandatory, so always set on a parsed request)
     did: str | None  # device id
     stc: str | None  # status code; None means alarm
-    extra: dict[str, str] = field(default_factory=dict)  # every other known tag (lge's as geo, tim, gga)
+    #: every other known tag (lge's as geo, tim, gga); left out of the hash, so requests can be set members
+    extra: dict[str, str] = field(default_factory=dict, hash=False)
     crd: tuple[str, ...] = ()  # every caller-id (one per media: "gsm:+46...", "sip:...", "no-voice:")
 
     @property
@@ -121,7 +123,7 @@ class ScaipRefused:
     without a ref there is nothing to answer in SCAIP, only at the SIP level)."""
 
     snu: Snu
-    detail: str  # human-readable reason, for logs and metrics
+    detail: str  # human-readable reason, for logs and metrics: printable US-ASCII (values escaped)
     ref: str | None
 
 
@@ -214,9 +216,8 @@ class _Malformed(Exception):
 
 @dataclass(slots=True)
 class _Flat:
-    """The root's name and its children's texts, in document order (one level, plus lge's children)."""
+    """The root's children's texts, in document order (one level, plus lge's children)."""
 
-    root: str = ""
     children: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -225,7 +226,7 @@ def _local(name: str) -> str:
     if " " in name:  # expat's "namespace-uri localname" with namespace_separator=" "
         uri, local = name.split(" ", 1)
         if uri != NAMESPACE:
-            raise _Malformed(f"element in foreign namespace {uri[:60]!r}")
+            raise _Malformed(f"element in foreign namespace {uri[:60]!a}")
         return local
     return name
 
@@ -236,6 +237,7 @@ def _read(body: bytes, root: str) -> _Flat:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _Malformed(f"not UTF-8 at byte {exc.start}") from None
+    body = body.lstrip(b" \t\r\n")  # some SIP stacks put a line break before an XML declaration
     parser = expat.ParserCreate(encoding="UTF-8", namespace_separator=" ")
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     flat = _Flat()
@@ -250,12 +252,10 @@ def _read(body: bytes, root: str) -> _Flat:
 
     def start(name: str, _attributes: object) -> None:
         local = _local(name)
-        if not path:
-            if local != root:
-                raise _Malformed(f"root element is <{local[:20]}>, not <{root}>")
-            flat.root = local
-        elif len(path) >= 2 and not (path[1] == "lge" and len(path) == 2 and local in _LGE_TAGS):
-            raise _Malformed(f"element <{local[:20]}> nested in <{path[-1]}>")
+        if not path and local != root:
+            raise _Malformed(f"root element is {local[:20]!a}, not <{root}>")
+        if len(path) >= 2 and not (path[1] == "lge" and len(path) == 2 and local in _LGE_TAGS):
+            raise _Malformed(f"element {local[:20]!a} nested in {path[-1][:20]!a}")
         path.append(local)
         text.clear()
 
@@ -310,7 +310,7 @@ def _fields(
         else:
             single[tag] = value
         if value and complaint is None and not rules[tag](value):
-            complaint = f"<{tag}> has wrong content {value[:40]!r}"
+            complaint = f"<{tag}> has wrong content {value[:40]!a}"
     return single, many, complaint
 
 
@@ -394,7 +394,7 @@ def _element(tag: str, value: str) -> str:
 
 def _check(rules: Mapping[str, Callable[[str], bool]], tag: str, value: str) -> str:
     if value != value.strip() or not rules[tag](value):
-        raise ValueError(f"<{tag}> cannot be {value[:40]!r}")
+        raise ValueError(f"<{tag}> cannot be {value[:40]!a}")
     return value
 
 
@@ -435,6 +435,15 @@ def build_mrs(
     return ("<mrs>" + "".join(parts) + "</mrs>").encode()
 
 
+def answer_refusal(refused: ScaipRefused) -> bytes | None:
+    """The ``<mrs>`` that answers a refused request: its status number, and the reason as status text
+    (US-ASCII, at most 128 characters); None when no ref could be read (answer at the SIP level)."""
+    if refused.ref is None:
+        return None
+    text = "".join(c if " " <= c <= "~" else "?" for c in refused.detail)[:128].strip()
+    return build_mrs(refused.ref, refused.snu, ste=text or None)
+
+
 def build_mrq(
     *,
     ref: str,
@@ -447,11 +456,11 @@ def build_mrq(
 ) -> bytes:
     """A Message Request, for simulators and tests. ``dty`` is mandatory in the standard; leaving it out
     builds a request the receiver refuses (MANDATORY_MISSING). ``extra`` takes the other tags by name
-    (``lco="021"``, ``lte="Kitchen"``, ``crd="gsm:+46701445566"``, ``geo=...`` inside ``<lge>``);
-    several caller-ids go as one ``crd`` with ``|`` between them. Raises ValueError for an unknown tag
-    or a value the standard does not allow."""
+    (``ver="01.00"``, ``lco="021"``, ``lte="Kitchen"``, ``crd="gsm:+46701445566"``, ``geo=...`` inside
+    ``<lge>``); several caller-ids go as one ``crd`` with ``|`` between them. Raises ValueError for an
+    unknown tag or a value the standard does not allow."""
     for tag in extra:
-        if tag not in MRQ_RULES or tag in _MRQ_FIELDS - {"crd"}:
+        if tag not in MRQ_RULES or tag in {"ref", "cid", "mty", "dty", "did", "stc"}:
             raise ValueError(f"unknown <mrq> tag {tag!r}")
     given: dict[str, str | None] = {"ref": ref, "mty": mty, "cid": cid, "dty": dty, "did": did, "stc": stc}
     given.update(extra)

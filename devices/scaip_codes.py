@@ -183,28 +183,23 @@ def meaning_of(request: AlarmRequest) -> ScaipMeaning:
     """What a parsed request means (the module docstring gives the order of the rules)."""
     dty, stc, mty = code4(request.dty), code4(request.stc), request.mty
     device_name, device_type = DEVICE_TYPES.get(dty, ("", None)) if dty is not None else ("", None)
-    status = (
-        status_name(stc) if stc is not None else ("alarm (status omitted)" if request.stc is None else "")
-    )
+    status = status_name(stc) if stc is not None else ""
 
     def meaning(
         kind: ScaipKind, event_type: EventType | None, clears: EventType | None = None
     ) -> ScaipMeaning:
         return ScaipMeaning(kind, event_type, request.dty, request.stc, mty, clears, device_name, status)
 
-    message_type = MessageType(mty) if mty in set(MessageType) else None
-    if mty is not None and message_type is None:
-        return meaning(ScaipKind.UNKNOWN, None)
-    if message_type is MessageType.HEARTBEAT:
+    if mty == MessageType.HEARTBEAT:
         return meaning(ScaipKind.HEARTBEAT, EventType.HEARTBEAT)
-    if message_type is MessageType.RESET:
+    if mty not in (None, MessageType.MESSAGE, MessageType.INFORMATION):  # RE, or not a message type
         return meaning(ScaipKind.UNKNOWN, None)
-    if request.stc is not None and stc is None:
+    if request.stc is None:  # the standard: "alarm state shall be assumed"
+        status = "alarm (status omitted)"
+    elif stc is None:  # not a code (a hand-made AlarmRequest; the parser refuses these)
         return meaning(ScaipKind.UNKNOWN, None)
-    if stc is None or stc in ALARM_STATUSES:  # omitted: "alarm state shall be assumed"
-        if device_type is None:
-            return meaning(ScaipKind.UNKNOWN, None)
-        return meaning(ScaipKind.EVENT, device_type)
+    if stc is None or stc in ALARM_STATUSES:
+        return meaning(ScaipKind.EVENT if device_type else ScaipKind.UNKNOWN, device_type)
     if stc in TEST_STATUSES:
         return meaning(ScaipKind.TEST, device_type)
     if stc in STATUS_EVENTS:

@@ -486,3 +486,31 @@ def test_mrs_round_trip(snu: Snu, mre: VoiceMode | None) -> None:
 
 def test_module_never_imports_a_third_party_xml_library() -> None:
     assert "defusedxml" not in scaip.__dict__ and "lxml" not in scaip.__dict__
+
+
+def test_line_break_before_the_declaration_is_skipped() -> None:
+    body = b'\r\n  <?xml version="1.0"?>\n<mrq><ref>1</ref><cid>1</cid><dty>3</dty></mrq>'
+    assert request(body).ref == "1"
+
+
+def test_byte_order_mark_is_read() -> None:
+    assert request(b"\xef\xbb\xbf<mrq><ref>1</ref><cid>1</cid><dty>3</dty></mrq>").ref == "1"
+
+
+def test_answer_refusal() -> None:
+    result = refused(with_tag("ite", "\u00e5" * 129))
+    answer = scaip.answer_refusal(result)
+    assert answer is not None
+    parsed = parse_mrs(answer)
+    assert isinstance(parsed, MessageResponse)
+    assert (parsed.ref, parsed.snu) == ("R9", Snu.WRONG_DATA)
+    assert parsed.ste is not None and parsed.ste.startswith("<ite> has wrong content '\\xe5")
+    assert len(parsed.ste) <= 128
+    assert scaip.answer_refusal(refused(b"<mrq><cid>1</cid><dty>3</dty></mrq>")) is None
+
+
+def test_requests_are_hashable_and_compare_by_value() -> None:
+    one = request(build_mrq(ref="1", cid="2", dty="3", lte="Hall"))
+    again = request(build_mrq(ref="1", cid="2", dty="3", lte="Hall"))
+    assert one == again and len({one, again}) == 1
+    assert one != request(build_mrq(ref="1", cid="2", dty="3", lte="Loft"))
