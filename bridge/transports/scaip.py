@@ -49,6 +49,7 @@ from devices.scaip import (
     ScaipRefused,
     Snu,
     VoiceMode,
+    answer_refusal,
     build_mrs,
     parse_mrq,
 )
@@ -374,11 +375,10 @@ class ScaipReceiver:
         parsed = parse_mrq(request.body)
         if isinstance(parsed, ScaipRefused):
             self._refuse(parsed.snu.name.lower(), parsed.detail, link.peer)
-            if parsed.ref is None:  # no ref: nothing to answer in SCAIP, only at the SIP level
-                return self._response(
-                    request, 400, extra=[("Warning", f'399 - "{parsed.detail[:100]}"')]
-                ), None
-            return self._deliver(request, link, build_mrs(parsed.ref, parsed.snu), self._answer_mode)
+            refusal = answer_refusal(parsed)
+            if refusal is None:  # no ref: nothing to answer in SCAIP, only at the SIP level
+                return self._response(request, 400), None
+            return self._deliver(request, link, refusal, self._answer_mode)
         unit = await self._unit(parsed.cid)
         if unit.password is not None:
             verdict = sip_digest.check(
