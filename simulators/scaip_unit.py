@@ -1,6 +1,6 @@
 """A simulated SCAIP social alarm: sends alarms and heartbeats as SIP MESSAGEs over UDP or TCP and
 retransmits each one per RFC 3261 (T1 doubling up to T2 on UDP, Timer F 32 s) until it is answered, as
-real units do. It answers the receiver's own MESSAGEs (the ``mrs`` sent back in ``message`` answer
+real units do. TCP and TLS (SIPS) send once, as RFC 3261 says for reliable transports. It answers the receiver's own MESSAGEs (the ``mrs`` sent back in ``message`` answer
 mode) with 200 OK, and answers a digest challenge when it has a password.
 
     async with ScaipUnit("127.0.0.1", port, cid="4670123") as unit:
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, Literal, Self
@@ -55,7 +56,7 @@ class UnitAnswer:
 
 
 class ScaipUnit:
-    """One unit on one UDP socket or one TCP connection (opened on entry)."""
+    """One unit on one UDP socket or one TCP or TLS connection (opened on entry)."""
 
     def __init__(
         self,
@@ -63,11 +64,13 @@ class ScaipUnit:
         port: int,
         *,
         cid: str,
-        transport: Literal["udp", "tcp"] = "udp",
+        transport: Literal["udp", "tcp", "tls"] = "udp",
         password: str | None = None,
+        tls: ssl.SSLContext | None = None,
         wait_s: float = 40.0,
     ) -> None:
         self.host, self.port, self.cid, self.transport = host, port, cid, transport
+        self.tls = tls
         self.password = password
         self.wait_s = wait_s
         self.sent_count = 0  # every datagram/message written, retransmissions included
@@ -88,7 +91,8 @@ class ScaipUnit:
             )
             sockname = self._udp.get_extra_info("sockname")
         else:
-            reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            tls = (self.tls or ssl.create_default_context()) if self.transport == "tls" else None
+            reader, self._writer = await asyncio.open_connection(self.host, self.port, ssl=tls)
             self._reader_task = asyncio.create_task(self._read_stream(reader), name="scaip-unit-reader")
             sockname = self._writer.get_extra_info("sockname")
         self.local = (str(sockname[0]), int(sockname[1]))
@@ -177,7 +181,7 @@ class ScaipUnit:
         Timer F)."""
         data = serialise(request)
         branch = request.top_via.branch or ""
-        transaction = ClientTransaction(reliable=self.transport == "tcp", now=time.monotonic())
+        transaction = ClientTransaction(reliable=self.transport != "udp", now=time.monotonic())
         final: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._waiting[branch] = (transaction, final)
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
@@ -246,3 +247,38 @@ async def test_readiness_and_a_crlf_keepalive_on_tcp(scaip_bridge: RunningBridge
     async with asyncio.timeout(5):
         assert await reader.readexactly(2) == b"\r\n"
     writer.close()
+
+
+async def test_tls_listener_takes_an_alarm_when_a_certificate_is_configured(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from simulators.alexa import TestCertificateAuthority
+
+    ca = TestCertificateAuthority.create("Telecare Test SIPS Root")
+    server = ca.issue_server_cert("127.0.0.1")
+    cert, key = tmp_path / "sips.pem", tmp_path / "sips.key"
+    cert.write_bytes(server.chain_pem)
+    key.write_bytes(
+        server.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    config = make_config(
+        tmp_path,
+        TELECARE_SCAIP__LISTEN="127.0.0.1:0",
+        TELECARE_SCAIP__TLS_LISTEN="127.0.0.1:0",
+        TELECARE_SCAIP__TLS_CERT=str(cert),
+        TELECARE_SCAIP__TLS_KEY=str(key),
+    )
+    trust = ssl.create_default_context(cadata=ca.root_pem.decode())
+    async with running_bridge(config) as b:
+        r = receiver(b)
+        assert r.tls_port and await r.readiness() == []
+        async with ScaipUnit("127.0.0.1", r.tls_port, cid="4670099", transport="tls", tls=trust) as u:
+            answer = await u.alarm(dty="0003", stc="0010")
+        assert mrs(answer).snu is Snu.OK
+        assert [a["type"] for a in await alerts_of(b, "scaip-4670099")] == ["pendant"]
+        # A client that does not trust the certificate gets no further than the handshake.
+        with pytest.raises(ssl.SSLError):
+            async with ScaipUnit("127.0.0.1", r.tls_port, cid="4670098", transport="tls"):
+                pass
