@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
 from alarm_centre.alerts.model import OutboxItem
-from bridge.transports.scaip import SCAIP_RECEIVER, ScaipReceiver
+from bridge.transports.scaip import NO_COMMANDS, SCAIP_RECEIVER, TRANSPORT, ScaipReceiver
 
 if TYPE_CHECKING:
     from bridge.host import FeatureHost
@@ -53,11 +53,25 @@ async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
     )
     host.app[SCAIP_RECEIVER] = receiver
     host.add_readiness_check(receiver.readiness)
-    mre = {"how": "scaip mrs", "mre": "duplex", "cre": cfg.call_receiver or "the unit's own receiver"}
+    told = {"how": "scaip mrs", "mre": "duplex", "cre": cfg.call_receiver or "the unit's own receiver"}
 
-    async def told_in_answer(device_id: str, item: OutboxItem) -> None:
-        # The unit was told to call in the answer to its alarm (sent once the alert was stored), so the
-        # call_centre command is done: close it, and the timeline records it as sent.
-        await host.store.outbox.finish(item, {"status": "sent", "detail": TOLD_IN_ANSWER, **mre})
+    async def commands(device_id: str, item: OutboxItem) -> None:
+        if item.payload.get("cmd") == "call_centre" and await _raised_over_scaip(host, item, device_id):
+            # The unit was told to call in the answer to its alarm (sent once the alert was stored): the
+            # command is done; close it, and the timeline records it as sent.
+            await host.store.outbox.finish(item, {"status": "sent", "detail": TOLD_IN_ANSWER, **told})
+            return
+        # Anything else (settings, a call for an alert raised by another path): a SCAIP unit takes no
+        # commands outside its answers. Close the item (no retries); the timeline says why.
+        await host.store.outbox.finish(item, {"status": "not_supported", "reason": NO_COMMANDS})
+        raise ConnectionError(NO_COMMANDS)
 
-    host.add_outbox_channel("scaip", told_in_answer)
+    host.add_outbox_channel("scaip", commands)
+
+
+async def _raised_over_scaip(host: FeatureHost, item: OutboxItem, device_id: str) -> bool:
+    """Whether the item's alert was raised by this unit's own SCAIP alarm (so its answer told it to call)."""
+    if item.alert_id is None:
+        return False
+    alert, _ = await host.store.get_alert(str(item.alert_id))
+    return alert.device_id == device_id and alert.data.get("source") == TRANSPORT

@@ -446,7 +446,10 @@ async def unsee(tx: Tx, device_id: str, last_seen_at: Any, online: Any) -> None:
 
 
 async def scaip_unit(tx: Tx, cid: str) -> Row | None:
-    """The active device reporting as SCAIP caller id ``cid``, if any: its id, answer mode, password."""
+    """The active device reporting as SCAIP caller id ``cid``, if any: its id, answer mode, password and
+    the end of its test mode."""
     return await tx.fetchone(
-        "SELECT id, scaip_answer, scaip_password FROM devices WHERE scaip_cid = ? AND status = 'active'", cid
+        "SELECT id, scaip_answer, scaip_password, test_mode_until FROM devices "
+        "WHERE scaip_cid = ? AND status = 'active'",
+        cid,
     )

@@ -90,6 +90,8 @@ SERVER = "telecare-bridge"
 MALFORMED_SIP = "sip_malformed"
 WRONG_MEDIA = "unsupported_media_type"
 BAD_CREDENTIALS = "digest_failed"
+#: Why a command to a SCAIP unit is closed unsent (on the alert's timeline).
+NO_COMMANDS = "a SCAIP unit takes commands only in the answer to its own alarm; call the resident back"
 
 
 def device_id_for(cid: str) -> str:
@@ -127,6 +129,7 @@ class _Unit:
     registered: bool
     answer: str | None
     password: str | None
+    test_mode_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,7 +368,14 @@ class ScaipReceiver:
             row = await registry_sql.scaip_unit(tx, cid)
         if row is None:
             return _Unit(device_id_for(cid), registered=False, answer=None, password=None)
-        return _Unit(str(row["id"]), True, row["scaip_answer"], row["scaip_password"] or None)
+        until = row["test_mode_until"]
+        return _Unit(
+            str(row["id"]),
+            True,
+            row["scaip_answer"],
+            row["scaip_password"] or None,
+            float(until) if until is not None else None,
+        )
 
     async def _message(self, request: Request, link: Link) -> tuple[Response, Awaitable[None] | None]:
         started = time.monotonic()
@@ -417,14 +427,21 @@ class ScaipReceiver:
                     snu = Snu.NOT_TREATED
         if snu is Snu.OK:
             self._metrics.ack_latency.labels(TRANSPORT).observe(time.monotonic() - started)
-        mrs = self._mrs(parsed.ref, snu, event, meaning)
+        mrs = self._mrs(parsed.ref, snu, event, meaning, unit)
         return self._deliver(request, link, mrs, unit.answer or self._answer_mode)
 
-    def _mrs(self, ref: str, snu: Snu, event: DeviceEvent | None, meaning: ScaipMeaning) -> bytes:
+    def _handled_as_test(self, event: DeviceEvent, unit: _Unit) -> bool:
+        """Whether the store takes ``event`` as a test: flagged so, from a unit in test mode (as the
+        intake decides; a test from a unit not in test mode is handled as real, and so is answered)."""
+        return event.test and unit.test_mode_until is not None and unit.test_mode_until > self._clock()
+
+    def _mrs(
+        self, ref: str, snu: Snu, event: DeviceEvent | None, meaning: ScaipMeaning, unit: _Unit
+    ) -> bytes:
         """The answer: for a help alarm stored, the instruction to open the speech call to the centre."""
         if snu is not Snu.OK or meaning.kind is ScaipKind.HEARTBEAT:
             return build_mrs(ref, snu)
-        if event is not None and is_help(event.type) and not event.test:
+        if event is not None and is_help(event.type) and not self._handled_as_test(event, unit):
             if self._call_receiver:
                 return build_mrs(ref, snu, mre=VoiceMode.DUPLEX, cnb=self._call_receiver)
             return build_mrs(ref, snu, mre=VoiceMode.DUPLEX, cre=CallReply.PREDEFINED_RECEIVER)

@@ -309,3 +309,54 @@ async def test_a_unit_that_stops_polling_raises_no_heartbeat_and_polling_again_c
             clock.advance(100)
             assert mrs(await u.heartbeat()).snu is Snu.OK  # heard again: the core resolves the alert
         assert await alerts_of(b, "unit-quiet") == []
+
+
+async def test_a_test_press_is_a_test_only_in_test_mode_and_the_answer_says_so(
+    scaip_bridge: RunningBridge,
+) -> None:
+    b = scaip_bridge
+    await register(b, "unit-test", "4670060")
+    async with unit(b, "4670060") as u:
+        # Not in test mode: a "test" is handled as real (as on every path), so the unit is told to call.
+        real = await u.alarm(dty="0003", stc="0102")
+        assert mrs(real).mre is VoiceMode.DUPLEX
+        assert [(a["type"], a["test"]) for a in await alerts_of(b, "unit-test")] == [("pendant", False)]
+        first = (await alerts_of(b, "unit-test"))[0]["id"]
+        assert (await b.call("POST", f"/api/v1/alerts/{first}/acknowledge", user="alice"))[0] == 200
+        status, _ = await b.call(
+            "POST", f"/api/v1/alerts/{first}/resolve", user="alice", json={"outcome": "resident_ok"}
+        )
+        assert status == 200
+        status, _ = await b.call(
+            "POST", "/api/v1/commissioning/unit-test", user="ian", role="installer", json={"minutes": 10}
+        )
+        assert status in (200, 201)
+        test = await u.alarm(dty="0003", stc="0102")
+        assert mrs(test).snu is Snu.OK and mrs(test).mre is VoiceMode.NONE  # a test: no speech call
+    status, body = await b.call("GET", "/api/v1/alerts?state=open")
+    tests = [a for a in body["alerts"] if a["device_id"] == "unit-test" and a["test"]]
+    assert status == 200 and [a["type"] for a in tests] == ["pendant"]
+
+
+async def test_commands_other_than_the_alarms_call_are_closed_as_not_supported(
+    scaip_bridge: RunningBridge,
+) -> None:
+    b = scaip_bridge
+    await register(b, "unit-cfg", "4670061")
+    status, _ = await b.call(
+        "POST",
+        "/api/v1/devices/unit-cfg/config",
+        user="ian",
+        role="installer",
+        json={"settings": {"volume": 5}},
+    )
+    assert status == 202
+
+    async def closed() -> bool:
+        async with b.store.read() as tx:
+            row = await tx.fetchone(
+                "SELECT result FROM outbox WHERE target = ? AND done_at IS NOT NULL", "unit-cfg"
+            )
+        return row is not None and "not_supported" in str(row["result"])
+
+    await eventually(closed)
