@@ -1,7 +1,8 @@
-"""A simulated SCAIP social alarm: sends alarms and heartbeats as SIP MESSAGEs over UDP or TCP and
+"""A simulated SCAIP social alarm: sends alarms and heartbeats as SIP MESSAGEs over UDP, TCP or TLS and
 retransmits each one per RFC 3261 (T1 doubling up to T2 on UDP, Timer F 32 s) until it is answered, as
-real units do. TCP and TLS (SIPS) send once, as RFC 3261 says for reliable transports. It answers the receiver's own MESSAGEs (the ``mrs`` sent back in ``message`` answer
-mode) with 200 OK, and answers a digest challenge when it has a password.
+real units do; TCP and TLS send once, as RFC 3261 says for reliable transports. It answers the
+receiver's own MESSAGEs (the ``mrs`` sent back in ``message`` answer mode) with 200 OK, and answers a
+digest challenge when it has a password.
 
     async with ScaipUnit("127.0.0.1", port, cid="4670123") as unit:
         answer = await unit.alarm(dty="0003", stc="0010")    # a pendant press
