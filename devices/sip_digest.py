@@ -112,14 +112,25 @@ def expected_response(d: Digest, password: str, method: str) -> str | None:
 
 
 def check(
-    value: str | None, *, username: str, password: str, realm: str, method: str, secret: bytes, now: float
+    value: str | None,
+    *,
+    username: str,
+    password: str,
+    realm: str,
+    method: str,
+    secret: bytes,
+    now: float,
+    uri: str | None = None,
 ) -> Verdict:
-    """Whether an ``Authorization`` value proves knowledge of ``password`` for ``username``."""
+    """Whether an ``Authorization`` value proves knowledge of ``password`` for ``username`` (and, when
+    ``uri`` is given, was made for that Request-URI: RFC 2617 §3.2.2.5)."""
     d = parse_digest(value) if value else None
     if d is None or d.get("realm") != realm:
         return Verdict.MISSING
     want = expected_response(d, password, method)
     if d.get("username") != username or want is None or not hmac.compare_digest(want, d.get("response")):
+        return Verdict.WRONG
+    if uri is not None and d.get("uri") != uri:
         return Verdict.WRONG
     issued, dot, mac = d.get("nonce").partition(".")
     if not dot or not hmac.compare_digest(mac, _nonce_mac(secret, issued)):

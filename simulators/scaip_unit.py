@@ -8,7 +8,7 @@ digest challenge when it has a password.
         answer = await unit.alarm(dty="0003", stc="0010")    # a pendant press
         answer.mrs.snu, answer.mrs.mre                        # 0, duplex: call the centre
         await unit.heartbeat()
-        await unit.send(raw_message_bytes)                    # any SIP bytes (for refusal tests)
+        unit.send(raw_message_bytes)                          # any SIP bytes (for refusal tests)
 """
 
 from __future__ import annotations

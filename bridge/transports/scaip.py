@@ -399,6 +399,7 @@ class ScaipReceiver:
                 method=request.method,
                 secret=self._secret,
                 now=self._clock(),
+                uri=request.uri,
             )
             if verdict is not sip_digest.Verdict.OK:
                 if verdict is sip_digest.Verdict.WRONG:

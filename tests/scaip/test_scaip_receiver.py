@@ -360,3 +360,59 @@ async def test_commands_other_than_the_alarms_call_are_closed_as_not_supported(
         return row is not None and "not_supported" in str(row["result"])
 
     await eventually(closed)
+
+
+class LossyLink(asyncio.DatagramProtocol):
+    """A UDP relay between a unit and the receiver that loses the first requests and the first answers
+    it is given, as a bad mobile link does."""
+
+    def __init__(self, target: tuple[str, int], *, lose_requests: int, lose_answers: int) -> None:
+        self.target = target
+        self.lose_requests, self.lose_answers = lose_requests, lose_answers
+        self.unit_addr: Any = None
+        self.relayed_requests = 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # On Python 3.11 the selector's datagram transport is not an asyncio.DatagramTransport subclass.
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        assert self.transport is not None
+        if addr[1] == self.target[1]:  # from the receiver
+            if self.lose_answers > 0:
+                self.lose_answers -= 1
+            else:
+                self.transport.sendto(data, self.unit_addr)
+            return
+        self.unit_addr = addr
+        if self.lose_requests > 0:
+            self.lose_requests -= 1
+            return
+        self.relayed_requests += 1
+        self.transport.sendto(data, self.target)
+
+
+async def test_a_lossy_link_the_unit_retransmits_until_answered_and_there_is_one_alert(
+    scaip_bridge: RunningBridge,
+) -> None:
+    b = scaip_bridge
+    await register(b, "unit-lossy", "4670070")
+    loop = asyncio.get_running_loop()
+    relay = LossyLink(("127.0.0.1", receiver(b).port), lose_requests=2, lose_answers=1)
+    transport, _ = await loop.create_datagram_endpoint(lambda: relay, local_addr=("127.0.0.1", 0))
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        async with ScaipUnit("127.0.0.1", port, cid="4670070") as u:
+            answer = await u.alarm(ref="L1")
+            assert mrs(answer).snu is Snu.OK
+            # 2 requests lost, 1 reached the receiver but its answer was lost, 1 more got the answer.
+            assert u.sent_count == 4 and relay.relayed_requests == 2
+    finally:
+        transport.close()
+    assert [(a["type"], a["repeat_count"]) for a in await alerts_of(b, "unit-lossy")] == [("pendant", 0)]
+    # The retransmission was answered by the SIP transaction, not handled again.
+    duplicates = b.bridge.metrics.registry.get_sample_value(
+        "telecare_events_received_total", {"type": "pendant", "result": "duplicate", "transport": "scaip"}
+    )
+    assert duplicates is None
