@@ -24,7 +24,7 @@ IMEI_RE = re.compile(r"[0-9]{15}")
 #: A SIA DC-09 account: 3-16 hex digits (stored upper case).
 DC09_ACCOUNT_RE = re.compile(r"[0-9A-Fa-f]{3,16}")
 DC09_KEY_RULE = "a DC-09 key is 16, 24 or 32 characters, or 32, 48 or 64 hex digits"
-SCAIP_CID_RE = re.compile(r"[0-9]{1,16}")
+SCAIP_CID_RE = re.compile(r"[0-9]{1,32}")
 SCAIP_PASSWORD_RULE = "a SCAIP SIP password is 8-128 printable characters"
 LANGUAGE_RE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 LANGUAGE_RULE = "must be a language tag like en-GB or cy, or a language name like English or Welsh"
@@ -249,7 +249,7 @@ class Device(_Model):
     #: The unit's DC-09 AES key: write-only (never in the API's answers, logs or repr).
     #: ``exclude``: no dump (API answer, export, CLI print) ever carries it; :func:`merge` keeps it.
     dc09_key: str | None = Field(None, repr=False, exclude=True)
-    #: The SCAIP caller id (``cid``, 1-16 digits, unique) the unit reports as; with ``channel: scaip``.
+    #: The SCAIP caller id (``cid``, 1-32 digits as SS 91100 allows, unique) the unit reports as; with ``channel: scaip``.
     scaip_cid: str | None = None
     #: How the unit gets SCAIP answers: ``in_200`` (the 200 OK's body) or ``message`` (a MESSAGE back);
     #: None: the bridge's ``scaip.answer``.
@@ -298,7 +298,7 @@ class Device(_Model):
         if value is None or value == "":
             return None
         if not SCAIP_CID_RE.fullmatch(value):
-            raise ValueError("a SCAIP caller id (cid) is 1-16 digits")
+            raise ValueError("a SCAIP caller id (cid) is 1-32 digits")
         return value
 
     @field_validator("scaip_answer", mode="before")

@@ -621,7 +621,7 @@ def _device_options(p: argparse.ArgumentParser, *, required_kind: bool) -> None:
     )
     p.add_argument("--dc09-account", help="SIA DC-09 account the unit reports as (3-16 hex)")
     p.add_argument("--dc09-key", help="its DC-09 AES key (16/24/32 characters or 32/48/64 hex; write-only)")
-    p.add_argument("--scaip-cid", help="SCAIP caller id (cid) the unit reports as (1-16 digits)")
+    p.add_argument("--scaip-cid", help="SCAIP caller id (cid) the unit reports as (1-32 digits)")
     p.add_argument(
         "--scaip-answer",
         choices=["in_200", "message"],

@@ -101,11 +101,14 @@ def device_id_for(cid: str) -> str:
 
 def event_id_for(request: AlarmRequest, now: datetime) -> str:
     """The idempotency key of a request: the unit's cid and ``ref`` and the codes it carries, within one
-    :data:`DEDUP_BUCKET_S` bucket of our time."""
+    :data:`DEDUP_BUCKET_S` bucket of our time. At most 47 characters (event ids stop at 64; a cid may
+    have 32 digits): the ``ref`` readable, the rest hashed."""
     bucket = int(now.timestamp()) // DEDUP_BUCKET_S
-    content = "|".join(str(v) for v in (request.mty, request.dty, request.did, request.stc, bucket))
-    digest = hashlib.sha256(content.encode("utf-8", "replace")).hexdigest()[:16]
-    return f"scaip-{request.cid}-{request.ref}-{digest}"
+    content = "|".join(
+        str(v) for v in (request.cid, request.mty, request.dty, request.did, request.stc, bucket)
+    )
+    digest = hashlib.sha256(content.encode("utf-8", "replace")).hexdigest()[:24]
+    return f"scaip-{request.ref}-{digest}"
 
 
 def unknown_code_event(request: AlarmRequest, meaning: ScaipMeaning) -> EventType:

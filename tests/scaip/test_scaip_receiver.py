@@ -161,11 +161,14 @@ async def test_a_body_without_ref_wrong_media_and_broken_sip_are_refused_at_the_
     assert rejected(scaip_bridge, "unsupported_media_type") == 1.0
 
 
-async def test_unknown_caller_still_raises_an_alert_flagged_unregistered(scaip_bridge: RunningBridge) -> None:
-    async with unit(scaip_bridge, "999000") as u:
-        answer = await u.alarm(dty="0003", stc="0010")
+@pytest.mark.parametrize("cid", ["999000", "9" * 32])  # up to 32 digits, the longest a unit may send
+async def test_unknown_caller_still_raises_an_alert_flagged_unregistered(
+    scaip_bridge: RunningBridge, cid: str
+) -> None:
+    async with unit(scaip_bridge, cid) as u:
+        answer = await u.alarm(dty="0003", stc="0010", ref="F" * 16)
     assert mrs(answer).snu is Snu.OK and mrs(answer).mre is VoiceMode.DUPLEX
-    alerts = await alerts_of(scaip_bridge, "scaip-999000")
+    alerts = await alerts_of(scaip_bridge, f"scaip-{cid}")
     assert [(a["type"], a["unregistered"]) for a in alerts] == [("pendant", True)]
 
 
