@@ -249,7 +249,8 @@ class Device(_Model):
     #: The unit's DC-09 AES key: write-only (never in the API's answers, logs or repr).
     #: ``exclude``: no dump (API answer, export, CLI print) ever carries it; :func:`merge` keeps it.
     dc09_key: str | None = Field(None, repr=False, exclude=True)
-    #: The SCAIP caller id (``cid``, 1-32 digits as SS 91100 allows, unique) the unit reports as; with ``channel: scaip``.
+    #: The SCAIP caller id (``cid``, 1-32 digits as SS 91100 allows, unique) the unit reports as;
+    #: with ``channel: scaip``.
     scaip_cid: str | None = None
     #: How the unit gets SCAIP answers: ``in_200`` (the 200 OK's body) or ``message`` (a MESSAGE back);
     #: None: the bridge's ``scaip.answer``.
