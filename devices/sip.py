@@ -106,13 +106,15 @@ _CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class SipError(ValueError):
-    """A message that cannot be read; ``status`` is the answer it deserves when it is a request whose
-    headers could be read (400 Bad Request, 413 too large, 505 ...), else None (drop it)."""
+    """A message that cannot be read; ``status`` is the answer it deserves (400 Bad Request, 413 too
+    large, 505 ...), else None (drop it). ``request`` is the request as far as it was read, when an answer
+    can be built from it (its top Via is readable): answer it with ``response_to(request, status)``."""
 
-    def __init__(self, detail: str, status: int | None = None) -> None:
+    def __init__(self, detail: str, status: int | None = None, request: Request | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.status = status
+        self.request = request
 
 
 def canonical_name(name: str) -> str:
@@ -336,13 +338,25 @@ def parse_message(data: bytes) -> Request | Response:
     msg: Request | Response
     if request is not None:
         msg = Request(tuple(headers), body, request[1].upper(), request[2])
-        _check_request(msg)
+        try:
+            _check_request(msg)
+        except SipError as exc:
+            answerable = exc.status is not None and _has_readable_via(msg)
+            raise SipError(exc.detail, exc.status, msg if answerable else None) from None
     else:
         assert status_line is not None
         msg = Response(tuple(headers), body, int(status_line[1]), status_line[2])
         if msg.header("Via") is None or msg.header("CSeq") is None:
             raise SipError("response without Via or CSeq")
     return msg
+
+
+def _has_readable_via(msg: Request) -> bool:
+    try:
+        msg.top_via  # noqa: B018
+    except SipError:
+        return False
+    return True
 
 
 def _check_request(msg: Request) -> None:

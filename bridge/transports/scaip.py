@@ -297,7 +297,13 @@ class ScaipReceiver:
             message = parse_message(data)
         except SipError as exc:
             self._metrics.rejects.labels(MALFORMED_SIP, TRANSPORT).inc()
-            log.warning("SIP message from %s %s dropped: %s", link.transport, link.peer, exc.detail)
+            if exc.request is not None and exc.status is not None and exc.request.method != "ACK":
+                log.warning(
+                    "SIP %s from %s refused %d: %s", link.transport, link.peer, exc.status, exc.detail
+                )
+                link.send(serialise(self._response(exc.request, exc.status)))
+            else:
+                log.warning("SIP message from %s %s dropped: %s", link.transport, link.peer, exc.detail)
             return
         if isinstance(message, Response):
             self._client_response(message)

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,13 +152,17 @@ async def test_a_body_without_ref_wrong_media_and_broken_sip_are_refused_at_the_
         text = await u.message(b"hello", content_type="text/plain")
         assert text.status == 415 and text.response.header("Accept") == "application/scaip+xml"
         u.send(b"MESSAGE sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n")  # no Via: nothing to answer to
+        # A Via but no Call-ID: answered 400 (to the Via), counted.
+        broken = u.request(b"<mrq/>")
+        u.send(serialise(replace(broken, headers=tuple(h for h in broken.headers if h[0] != "Call-ID"))))
+        assert (await u.next_response(broken.top_via.branch or "")).status == 400
         ping = await u.transact(u.request(b"", method="OPTIONS", content_type=""))
         assert ping.status == 200 and "MESSAGE" in (ping.header("Allow") or "")
         invite = await u.transact(u.request(b"", method="INVITE", content_type=""))
         assert invite.status == 405
         odd = await u.transact(u.request(b"", method="FROBNICATE", content_type=""))
         assert odd.status == 501
-    assert rejected(scaip_bridge, "sip_malformed") == 1.0
+    assert rejected(scaip_bridge, "sip_malformed") == 2.0
     assert rejected(scaip_bridge, "unsupported_media_type") == 1.0
 
 

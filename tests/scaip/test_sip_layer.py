@@ -145,6 +145,9 @@ def test_malformed_requests_are_refused_with_the_status_they_deserve(data: bytes
     with pytest.raises(SipError) as refused:
         parse_message(data)
     assert refused.value.status == status
+    if refused.value.request is not None:  # readable enough to answer: the answer routes by its Via
+        answer = response_to(refused.value.request, 400, to_tag="t")
+        assert answer.header_values("Via") == refused.value.request.header_values("Via")
 
 
 def test_a_response_echoes_via_from_call_id_cseq_and_adds_one_to_tag() -> None:
