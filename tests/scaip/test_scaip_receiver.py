@@ -424,3 +424,40 @@ async def test_a_lossy_link_the_unit_retransmits_until_answered_and_there_is_one
         "telecare_events_received_total", {"type": "pendant", "result": "duplicate", "transport": "scaip"}
     )
     assert duplicates is None
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        (
+            {"TELECARE_SCAIP__LISTEN": "127.0.0.1:5060", "TELECARE_SCAIP__TLS_LISTEN": "127.0.0.1:5061"},
+            "tls_cert",
+        ),
+        (
+            {
+                "TELECARE_SCAIP__TLS_LISTEN": "127.0.0.1:5061",
+                "TELECARE_SCAIP__TLS_CERT": "c",
+                "TELECARE_SCAIP__TLS_KEY": "k",
+            },
+            "listen",
+        ),
+        ({"TELECARE_SCAIP__LISTEN": "5060"}, "listen"),
+        ({"TELECARE_SCAIP__ANSWER": "sms"}, "answer"),
+    ],
+)
+def test_bad_scaip_config_is_refused_naming_the_key(
+    tmp_path: Path, env: dict[str, str], problem: str
+) -> None:
+    from bridge.config import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        make_config(tmp_path, **env)
+    assert "scaip" in str(refused.value) and problem in str(refused.value)
+
+
+async def test_readiness_fails_once_the_receiver_has_stopped(tmp_path: Path) -> None:
+    config = make_config(tmp_path, TELECARE_SCAIP__LISTEN="127.0.0.1:0")
+    async with running_bridge(config) as b:
+        r = receiver(b)
+        assert await r.readiness() == []
+    assert await r.readiness() == ["scaip: the receiver is not listening"]
