@@ -427,6 +427,48 @@ class Dc09Config(Section):
         return host.strip("[]"), int(port)
 
 
+class ScaipConfig(Section):
+    """SCAIP: social alarms sending SIP MESSAGEs with application/scaip+xml bodies (docs/scaip.md)."""
+
+    #: ``host:port`` served on UDP and TCP alike; empty: no SCAIP receiver. Port 0 picks a free port.
+    listen: str = Field("", pattern=r"^$|^\S+:[0-9]{1,5}$")
+    #: ``host:port`` for SIP over TLS (SIPS, usually port 5061); needs ``tls_cert`` and ``tls_key``.
+    tls_listen: str = Field("", pattern=r"^$|^\S+:[0-9]{1,5}$")
+    #: PEM files of the receiver's certificate (chain) and private key.
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: Where a unit is told to open its speech call after an alarm: a number (``gsm:+44...``,
+    #: ``+44...``) or SIP URI (``sip:arc@example.org``). Empty: the receiver configured in the unit.
+    call_receiver: str = Field("", max_length=100)
+    #: How units without a setting of their own get the answer (``mrs``): ``in_200`` in the 200 OK's
+    #: body, or ``message``: an empty 200 OK, then a MESSAGE back to the unit.
+    answer: Literal["in_200", "message"] = "in_200"
+    #: Realm of the digest challenge sent to units that have SIP credentials.
+    realm: str = Field("telecare", pattern=r"^[A-Za-z0-9.:_-]{1,64}$")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """``listen`` split into host and port (the host may be an IPv6 address in brackets)."""
+        return _host_port(self.listen)
+
+    @property
+    def tls_host_port(self) -> tuple[str, int]:
+        return _host_port(self.tls_listen)
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> ScaipConfig:
+        if self.tls_listen and not (self.tls_cert and self.tls_key):
+            raise ValueError("tls_listen needs tls_cert and tls_key")
+        if self.tls_listen and not self.listen:
+            raise ValueError("tls_listen needs listen (UDP and TCP) as well")
+        return self
+
+
+def _host_port(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 class RegistryConfig(Section):
     """Installers' registry, commissioning and heartbeat supervision."""
 
@@ -510,6 +552,7 @@ class Config(Section):
     heartbeats: HeartbeatsConfig = HeartbeatsConfig()
     credentials: CredentialsConfig = CredentialsConfig()
     dc09: Dc09Config = Dc09Config()
+    scaip: ScaipConfig = ScaipConfig()
 
     @property
     def node_name(self) -> str:

@@ -57,6 +57,9 @@ DEVICE_COLUMNS = (
     "peripherals",
     "dc09_account",
     "dc09_key",  # write-only: read on import, always empty on export
+    "scaip_cid",
+    "scaip_answer",
+    "scaip_password",  # write-only, like dc09_key
 )
 COLUMNS: dict[str, tuple[str, ...]] = {"residents": RESIDENT_COLUMNS, "devices": DEVICE_COLUMNS}
 MAX_ROWS = 100_000

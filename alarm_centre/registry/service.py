@@ -201,6 +201,8 @@ class Registry:
             problems.append(("resident_id", f"no resident {d.resident_id!r}; register the resident first"))
         if d.channel == "dc09" and d.dc09_account is None:  # a write rule: retiring frees the account
             problems.append(("dc09_account", "a unit on channel dc09 needs its dc09_account"))
+        if d.channel == "scaip" and d.scaip_cid is None:
+            problems.append(("scaip_cid", "a unit on channel scaip needs its scaip_cid"))
         for column in sql.ADDRESS_COLUMNS:
             value = getattr(d, column)
             if value is None:
@@ -288,8 +290,11 @@ class Registry:
         return self.device_json(row, credential=credential)
 
     def device_json(self, row: Row, *, credential: bool | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = Device.from_row(row).model_dump(mode="json", exclude={"dc09_key"})
+        out: dict[str, Any] = Device.from_row(row).model_dump(
+            mode="json", exclude={"dc09_key", "scaip_password"}
+        )
         out["dc09_key_set"] = bool(row["dc09_key"])  # the key itself is write-only
+        out["scaip_password_set"] = bool(row["scaip_password"])  # so is the password
         out.update(
             {
                 "status": row["status"],
