@@ -72,7 +72,7 @@ from devices.sip import (
     uri_of,
 )
 from devices.sip_transaction import Arrival, ClientTransaction, ServerTransactions
-from devices.vocabulary import EventType, is_help
+from devices.vocabulary import EventType, is_help, restored_data, unknown_signal_data
 
 log = logging.getLogger(__name__)
 
@@ -109,21 +109,6 @@ def event_id_for(request: AlarmRequest, now: datetime) -> str:
     )
     digest = hashlib.sha256(content.encode("utf-8", "replace")).hexdigest()[:24]
     return f"scaip-{request.ref}-{digest}"
-
-
-def unknown_code_event(request: AlarmRequest, meaning: ScaipMeaning) -> EventType:
-    """The type an unknown code is raised as (its raw codes are in the alert's data).
-
-    The lead switches this to the vocabulary's ``unknown_signal`` when that lands."""
-    del request, meaning
-    return EventType.SENSOR_FAULT
-
-
-def on_restore(device_id: str, meaning: ScaipMeaning) -> None:
-    """A restoral that has no type of its own: logged only, for now.
-
-    The lead switches this to the intake's generic restore when that lands."""
-    log.info("SCAIP restore %s from %s (clears %s)", meaning.raw, device_id, meaning.clears)
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,15 +453,33 @@ class ScaipReceiver:
         self, request: AlarmRequest, meaning: ScaipMeaning, unit: _Unit, now: datetime
     ) -> DeviceEvent | None:
         """The event a request carries for the intake (None: nothing to store)."""
+        scaip: dict[str, Any] = {
+            "cid": request.cid,
+            "ref": request.ref,
+            "mty": request.mty,
+            "dty": request.dty,
+            "did": request.did,
+            "stc": request.stc,
+            "codes": meaning.raw,
+            "device": meaning.device,
+            "status": meaning.status,
+            "known_code": meaning.known,
+            "extra": dict(request.extra),
+            "crd": list(request.crd),
+        }
         test = False
         event_type = meaning.event_type
+        data: dict[str, Any] = {"scaip": scaip}
         if meaning.kind is ScaipKind.HEARTBEAT:
             if not unit.registered:
                 return None  # a poll from an unknown caller id: answered, nothing to supervise
             event_type = EventType.HEARTBEAT
         elif meaning.kind is ScaipKind.RESTORE and event_type is None:
-            on_restore(unit.device_id, meaning)
-            return None
+            # The vocabulary's generic restore: a technical alert resolves, a call for help gets a
+            # timeline entry; one that names no type (or nothing open) is recorded only.
+            event_type = EventType.RESTORED
+            if meaning.clears is not None:
+                data = restored_data(meaning.clears, scaip=scaip)
         elif meaning.kind is ScaipKind.TEST:
             if event_type is None:
                 event_type = EventType.HEARTBEAT if unit.registered else None
@@ -485,24 +488,10 @@ class ScaipReceiver:
             else:
                 test = True
         elif meaning.kind is ScaipKind.UNKNOWN:
-            event_type = unknown_code_event(request, meaning)
+            # An alert of its own per unit and raw codes, shown to the operator; answered snu 0.
+            event_type = EventType.UNKNOWN_SIGNAL
+            data = unknown_signal_data(TRANSPORT, meaning.raw, scaip=scaip)
         assert event_type is not None
-        data: dict[str, Any] = {
-            "scaip": {
-                "cid": request.cid,
-                "ref": request.ref,
-                "mty": request.mty,
-                "dty": request.dty,
-                "did": request.did,
-                "stc": request.stc,
-                "codes": meaning.raw,
-                "device": meaning.device,
-                "status": meaning.status,
-                "known_code": meaning.known,
-                "extra": dict(request.extra),
-                "crd": list(request.crd),
-            }
-        }
         return DeviceEvent(
             device_id=unit.device_id,
             event_id=event_id_for(request, now),

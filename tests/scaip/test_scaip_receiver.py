@@ -181,11 +181,38 @@ async def test_unknown_code_raises_an_alert_showing_the_raw_codes(scaip_bridge: 
     await register(scaip_bridge, "unit-cy", "4670003")
     async with unit(scaip_bridge, "4670003") as u:
         answer = await u.alarm(dty="0003", stc="0777")
-    assert mrs(answer).snu is Snu.OK and mrs(answer).mre is VoiceMode.NONE
+        assert mrs(answer).snu is Snu.OK and mrs(answer).mre is VoiceMode.NONE
+        assert mrs(await u.alarm(dty="0003", stc="0778")).snu is Snu.OK  # another code: its own alert
+        assert mrs(await u.alarm(dty="0003", stc="0777")).snu is Snu.OK  # the first again: joins it
     alerts = await alerts_of(scaip_bridge, "unit-cy")
-    assert [a["type"] for a in alerts] == ["sensor_fault"]
-    status, alert = await scaip_bridge.call("GET", f"/api/v1/alerts/{alerts[0]['id']}")
-    assert status == 200 and "0777" in str(alert)
+    shown = sorted(
+        (a["type"], a["priority"], a["data"]["event_data"]["protocol"], a["data"]["event_data"]["code"])
+        for a in alerts
+    )
+    assert shown == [
+        ("unknown_signal", 2, "scaip", "dty 0003 stc 0777 mty ME"),
+        ("unknown_signal", 2, "scaip", "dty 0003 stc 0778 mty ME"),
+    ]
+
+
+async def test_restores_clear_a_technical_alert_and_never_a_call_for_help(
+    scaip_bridge: RunningBridge,
+) -> None:
+    await register(scaip_bridge, "unit-rs", "4670010")
+    async with unit(scaip_bridge, "4670010") as u:
+        assert mrs(await u.alarm(dty="0003", stc="0016")).snu is Snu.OK  # battery low
+        assert mrs(await u.alarm(dty="0023", stc="0009")).snu is Snu.OK  # smoke
+        assert mrs(await u.alarm(dty="0003", stc="0015")).snu is Snu.OK  # battery recharged: restore
+        assert mrs(await u.alarm(dty="0023", stc="0094")).snu is Snu.OK  # smoke detector: restoral
+    assert [a["type"] for a in await alerts_of(scaip_bridge, "unit-rs")] == ["smoke"]
+    status, body = await scaip_bridge.call("GET", "/api/v1/alerts?state=resolved")
+    assert status == 200
+    resolved = [(a["type"], a["outcome"]) for a in body["alerts"] if a["device_id"] == "unit-rs"]
+    assert resolved == [("low_battery", "cleared_by_device")]
+    [smoke] = await alerts_of(scaip_bridge, "unit-rs")
+    status, full = await scaip_bridge.call("GET", f"/api/v1/alerts/{smoke['id']}")
+    assert status == 200
+    assert "unit_restored" in [e["action"] for e in full["timeline"]]
 
 
 async def test_heartbeats_feed_supervision(scaip_bridge: RunningBridge) -> None:
