@@ -369,17 +369,21 @@ def report(results: list[Result], args: argparse.Namespace, stored: int) -> None
             f"{r.pct(0.99):>9.2f}{r.naks:>5}{r.unanswered:>6}"
         )
     by = {(r.receiver, r.rate): r for r in results}
-    rates = [*args.rates, None]
     acked = sum(len(r.latencies) for r in results if r.receiver == "bridge")
     print(f"\nbridge: {acked} frames ACKed, {stored} events stored")
-    keeps_up = all(
-        by["bridge", rate].throughput >= 0.95 * by["pysiaalarm", rate].throughput for rate in rates
-    )
-    ratio_max = by["bridge", None].throughput / by["pysiaalarm", None].throughput
+    behind = [
+        f"{rate:.0f}/s"
+        for rate in args.rates
+        if by["bridge", rate].throughput < 0.95 * by["pysiaalarm", rate].throughput
+    ]
     print(
-        f"target 1, the bridge keeps up with pysiaalarm: max {by['bridge', None].throughput:.0f} vs "
-        f"{by['pysiaalarm', None].throughput:.0f} frames/s (x{ratio_max:.2f}), and at least 95% of its "
-        f"frames/s at every offered rate: {'MET' if keeps_up and ratio_max >= 1.0 else 'NOT MET'}"
+        "target 1a, the bridge keeps up with pysiaalarm at every offered rate (at least 95% of its "
+        f"frames/s): {'MET' if not behind else 'NOT MET (behind at ' + ', '.join(behind) + ')'}"
+    )
+    bridge_max, pysia_max = by["bridge", None].throughput, by["pysiaalarm", None].throughput
+    print(
+        f"target 1b, the bridge's max frames/s at least pysiaalarm's: {bridge_max:.0f} vs {pysia_max:.0f} "
+        f"(x{bridge_max / pysia_max:.2f}): {'MET' if bridge_max >= pysia_max else 'NOT MET'}"
     )
     if ("bridge", 200.0) in by:
         bridge_p99, echo_p99 = by["bridge", 200.0].pct(0.99), by["echo", 200.0].pct(0.99)
