@@ -70,6 +70,7 @@ async def dc09_demo(tmp_path: Path) -> AsyncIterator[tuple[Demo, int]]:
                 await proc.wait()
 
 
+@pytest.mark.slow
 async def test_demo_serves_dc09_and_its_panels_alarms_reach_the_queue(dc09_demo: tuple[Demo, int]) -> None:
     demo, port = dc09_demo
     encrypted = next(p for p in PANELS if p.key is not None)
