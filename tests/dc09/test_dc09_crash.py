@@ -155,6 +155,7 @@ async def test_sigkill_mid_batch_stores_every_frame_once(tmp_path: Path, crash_s
     assert len(acked_before_kill) < total, "the kill came before the last ACK"
     assert acked == sent and len(sent) == total
     assert any(p.connections > 1 for p in panels), "TCP panels reconnected after the kill"
+    assert sum(p.sent_frames for p in panels) > total, "frames in flight at the kill were resent"
     async with open_store(crash_store_url) as store, store.read() as tx:
         rows = await tx.fetchall("SELECT device_id, data FROM events WHERE device_id LIKE 'crash-%'")
     stored = Counter(
