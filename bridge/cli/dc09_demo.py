@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import re
+import socket
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Literal
@@ -66,6 +67,20 @@ def listen_address(text: str) -> str:
     if match is None or int(match[2]) > 65535:
         raise ValueError(f"{text!r} is not host:port (port 0-65535)")
     return text
+
+
+def check_free(listen: str) -> None:
+    """Raise OSError when ``listen`` cannot be bound for TCP and UDP (another program has the port), so
+    the demo says so in one line before it starts; port 0 is always free."""
+    host, _, port = listen.rpartition(":")
+    if int(port) == 0:
+        return
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        for family, _, _, _, address in socket.getaddrinfo(host.strip("[]"), int(port), type=kind):
+            with socket.socket(family, kind) as probe:
+                if kind == socket.SOCK_STREAM:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server
+                probe.bind(address)
 
 
 def listening(config: Config, listen: str) -> Config:

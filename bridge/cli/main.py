@@ -82,6 +82,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
         from bridge.cli.dc09_demo import DEFAULT_LISTEN
 
         args.dc09_listen = config.dc09.listen or DEFAULT_LISTEN
+    if args.with_dc09:
+        from bridge.cli.dc09_demo import check_free
+
+        try:
+            check_free(args.dc09_listen)
+        except OSError as exc:
+            fail(
+                f"the DC-09 demo cannot listen on {args.dc09_listen} ({exc}); try --dc09-listen", EXIT_FAILED
+            )
 
     async def main() -> None:
         from bridge.service import Bridge

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -89,3 +90,25 @@ async def test_demo_serves_dc09_and_its_panels_alarms_reach_the_queue(dc09_demo:
         assert await alerts_from({encrypted.device_id}), "stored before the ACK"
         # The demo's own panels raise alarms now and then (--every 1): both show in the queue.
         await eventually(lambda: alerts_from({p.device_id for p in PANELS}), timeout=90)
+
+
+async def test_a_port_in_use_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        proc = await asyncio.create_subprocess_exec(
+            *CLI,
+            "demo",
+            "--with-dc09",
+            "--dc09-listen",
+            address,
+            cwd=tmp_path,
+            env=cli_env(tmp_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(60):
+            _, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert f"cannot listen on {address}" in err.decode() and "Traceback" not in err.decode(), err.decode()
