@@ -42,6 +42,9 @@ class HookOrder(IntEnum):
     ESCALATION = 20
     #: Technical alarms are grouped into incidents, after the policy is copied (floods).
     FLOODS = 30
+    #: A raised alert (and a unit's restore) is queued for the upstream centre last, once every other
+    #: hook has shaped it (DC-09 forwarding).
+    FORWARDING = 40
 
 
 class Host(Protocol):

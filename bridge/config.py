@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from alarm_centre.escalation.policy import PolicyStep, parse_steps
+from devices.dc09 import parse_key
+from devices.dc09_forward import parse_upstream_url
 from devices.numbers import whole_number
 from devices.phone import is_e164
+from devices.registry import DC09_ACCOUNT_RE, DC09_KEY_RULE
 from devices.vocabulary import PRIORITIES
 
 ENV_PREFIX = "TELECARE_"
@@ -323,6 +335,65 @@ class GsmConfig(Section):
         return self
 
 
+class Dc09ForwardPath(Section):
+    """One upstream monitoring centre's receiver (``dc09.forward`` entry; docs/dc09.md, "Forwarding")."""
+
+    #: ``tcp://host:port`` or ``udp://host:port`` of the centre's DC-09 receiver.
+    url: str
+    #: The account this bridge reports as on this path (3-16 hex); a resident's own ``dc09_account``
+    #: goes in its alerts' frames instead when set.
+    account: str
+    #: AES key agreed with the centre: 16/24/32 characters or 32/48/64 hex digits. A secret: never
+    #: logged or printed (``check-config`` shows ``***``).
+    key: SecretStr | None = None
+    #: Receiver and line numbers (1-6 hex), as the centre assigned them. ``receiver: ""`` sends no R
+    #: field (pysiaalarm-based receivers then answer ``None`` in its place, which no frame allows).
+    receiver: str = "0"
+    line: str = "0"
+    #: ``ADM-CID`` (Contact ID) or ``SIA-DCS``.
+    payload: Literal["ADM-CID", "SIA-DCS"] = "ADM-CID"
+    #: Seconds between link tests (``NULL``); a path with no answer for longer raises a technical alert.
+    link_test_s: float = Field(60.0, ge=1, le=86400)
+    #: Seconds to wait for the centre's answer to one frame.
+    ack_timeout_s: float = Field(5.0, gt=0, le=120)
+    #: Name on the timeline, in metrics and in the path-down alert's device id ``dc09-forward-<name>``;
+    #: empty: ``primary`` for the first path, ``backup`` for the second, ``backup-<n>`` after.
+    name: str = Field("", pattern=r"^$|^[a-z0-9][a-z0-9-]{0,31}$")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parse_upstream_url(value)
+        return value
+
+    @field_validator("account")
+    @classmethod
+    def _account(cls, value: str) -> str:
+        if not DC09_ACCOUNT_RE.fullmatch(value):
+            raise ValueError("a DC-09 account is 3-16 hex digits")
+        return value.upper()
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        try:
+            parse_key(value.get_secret_value())
+        except ValueError:
+            raise ValueError(DC09_KEY_RULE) from None  # never echo the value: it is a secret
+        return value
+
+    @field_validator("receiver", "line")
+    @classmethod
+    def _hex(cls, value: str, info: Any) -> str:
+        if value == "" and info.field_name == "receiver":
+            return value
+        if not re.fullmatch(r"[0-9A-Fa-f]{1,6}", value):
+            raise ValueError(f"the {info.field_name} number is 1-6 hex digits")
+        return value.upper()
+
+
 class Dc09Config(Section):
     """SIA DC-09: alarm panels and IP units reporting over TCP and UDP (docs/dc09.md)."""
 
@@ -332,12 +403,70 @@ class Dc09Config(Section):
     old_s: float = Field(40.0, gt=0, le=3600)
     #: ... or this many seconds ahead of the bridge's clock; other frames are NAKed with our time.
     ahead_s: float = Field(20.0, gt=0, le=3600)
+    #: Upstream monitoring centres' receivers to forward every alert and restore to, in order: the first
+    #: is the primary path, the next the backup. Empty: no forwarding.
+    forward: list[Dc09ForwardPath] = Field(default_factory=list, max_length=8)
+    #: How often the forwarder looks for work and due link tests, in seconds (it is also woken by
+    #: every commit that queues a forward).
+    forward_poll_s: float = Field(1.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _path_names(self) -> Self:
+        for index, path in enumerate(self.forward):
+            if not path.name:
+                path.name = "primary" if index == 0 else "backup" if index == 1 else f"backup-{index}"
+        names = [p.name for p in self.forward]
+        if len(set(names)) != len(names):
+            raise ValueError("dc09.forward: every path needs its own name")
+        return self
 
     @property
     def host_port(self) -> tuple[str, int]:
         """``listen`` split into host and port (the host may be an IPv6 address in brackets)."""
         host, _, port = self.listen.rpartition(":")
         return host.strip("[]"), int(port)
+
+
+class ScaipConfig(Section):
+    """SCAIP: social alarms sending SIP MESSAGEs with application/scaip+xml bodies (docs/scaip.md)."""
+
+    #: ``host:port`` served on UDP and TCP alike; empty: no SCAIP receiver. Port 0 picks a free port.
+    listen: str = Field("", pattern=r"^$|^\S+:[0-9]{1,5}$")
+    #: ``host:port`` for SIP over TLS (SIPS, usually port 5061); needs ``tls_cert`` and ``tls_key``.
+    tls_listen: str = Field("", pattern=r"^$|^\S+:[0-9]{1,5}$")
+    #: PEM files of the receiver's certificate (chain) and private key.
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: Where a unit is told to open its speech call after an alarm: a number (``gsm:+44...``,
+    #: ``+44...``) or SIP URI (``sip:arc@example.org``). Empty: the receiver configured in the unit.
+    call_receiver: str = Field("", max_length=100)
+    #: How units without a setting of their own get the answer (``mrs``): ``in_200`` in the 200 OK's
+    #: body, or ``message``: an empty 200 OK, then a MESSAGE back to the unit.
+    answer: Literal["in_200", "message"] = "in_200"
+    #: Realm of the digest challenge sent to units that have SIP credentials.
+    realm: str = Field("telecare", pattern=r"^[A-Za-z0-9.:_-]{1,64}$")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """``listen`` split into host and port (the host may be an IPv6 address in brackets)."""
+        return _host_port(self.listen)
+
+    @property
+    def tls_host_port(self) -> tuple[str, int]:
+        return _host_port(self.tls_listen)
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> ScaipConfig:
+        if self.tls_listen and not (self.tls_cert and self.tls_key):
+            raise ValueError("tls_listen needs tls_cert and tls_key")
+        if self.tls_listen and not self.listen:
+            raise ValueError("tls_listen needs listen (UDP and TCP) as well")
+        return self
+
+
+def _host_port(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 class RegistryConfig(Section):
@@ -423,6 +552,7 @@ class Config(Section):
     heartbeats: HeartbeatsConfig = HeartbeatsConfig()
     credentials: CredentialsConfig = CredentialsConfig()
     dc09: Dc09Config = Dc09Config()
+    scaip: ScaipConfig = ScaipConfig()
 
     @property
     def node_name(self) -> str:

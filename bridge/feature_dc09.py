@@ -1,7 +1,9 @@
-"""SIA DC-09 receiving (``dc09:`` config): alarm panels and IP units over TCP and UDP.
+"""SIA DC-09 (``dc09:`` config): receiving from alarm panels and IP units over TCP and UDP, and
+forwarding alerts to upstream monitoring centres.
 
-Off unless ``dc09.listen`` is set. The receiver lives in :mod:`bridge.transports.dc09`; its bound port
-is on the app as :data:`bridge.transports.dc09.DC09_RECEIVER` (``listen: "127.0.0.1:0"`` picks one).
+Receiving is off unless ``dc09.listen`` is set. The receiver lives in :mod:`bridge.transports.dc09`; its
+bound port is on the app as :data:`bridge.transports.dc09.DC09_RECEIVER` (``listen: "127.0.0.1:0"``
+picks one). Forwarding is off unless ``dc09.forward`` lists a path: see :mod:`bridge.dc09_forwarding`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
 from alarm_centre.alerts.model import OutboxItem
+from bridge import dc09_forwarding
 from bridge.transports.dc09 import DC09_RECEIVER, NO_COMMANDS, Dc09Receiver
 from devices.dc09 import TimeWindow
 
@@ -18,8 +21,9 @@ if TYPE_CHECKING:
 
 
 async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
-    """Serve DC-09 on ``dc09.listen`` (nothing when it is empty)."""
+    """Serve DC-09 on ``dc09.listen`` (nothing when it is empty); forward to ``dc09.forward``."""
     cfg = host.config.dc09
+    dc09_forwarding.start(host)
     if not cfg.listen:
         return
     address, port = cfg.host_port

@@ -68,7 +68,12 @@ async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
     failures = SweepFailures(host.metrics_registry)
     if hb.enabled:
         supervisor = HeartbeatSupervisor(
-            registry, host.intake, check_every_s=hb.check_every_s, batch=hb.batch, failures=failures
+            registry,
+            host.intake,
+            check_every_s=hb.check_every_s,
+            batch=hb.batch,
+            failures=failures,
+            clock=host.clock,  # the clock the transports time events by (tests inject their own)
         )
         host.add_loop("heartbeat-supervision", supervisor.run)
     else:

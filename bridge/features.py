@@ -15,6 +15,7 @@ from bridge import (
     feature_escalation,
     feature_floods,
     feature_registry,
+    feature_scaip,
     feature_serial,
     feature_voice,
 )
@@ -28,4 +29,5 @@ FEATURES: list[Feature] = [
     feature_escalation.start,  # escalation, /twilio/*, /api/v1/service-levels (escalation:, twilio:)
     feature_floods.start,  # alarm floods grouped into incidents; /api/v1/incidents, /api/v1/queue (floods:)
     feature_dc09.start,  # SIA DC-09 receiver, TCP and UDP (dc09:)
+    feature_scaip.start,  # SCAIP over SIP: UDP, TCP and TLS (scaip:)
 ]

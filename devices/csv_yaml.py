@@ -32,7 +32,16 @@ from devices.strict_json import MAX_DEPTH
 
 Kind = Literal["residents", "devices"]
 
-RESIDENT_COLUMNS = ("id", "name", "address", "key_safe", "medical_notes", "language", "responders")
+RESIDENT_COLUMNS = (
+    "id",
+    "name",
+    "address",
+    "key_safe",
+    "medical_notes",
+    "language",
+    "responders",
+    "dc09_account",
+)
 DEVICE_COLUMNS = (
     "id",
     "kind",
@@ -48,6 +57,9 @@ DEVICE_COLUMNS = (
     "peripherals",
     "dc09_account",
     "dc09_key",  # write-only: read on import, always empty on export
+    "scaip_cid",
+    "scaip_answer",
+    "scaip_password",  # write-only, like dc09_key
 )
 COLUMNS: dict[str, tuple[str, ...]] = {"residents": RESIDENT_COLUMNS, "devices": DEVICE_COLUMNS}
 MAX_ROWS = 100_000

@@ -3,7 +3,8 @@ and the Contact ID in SMS alarm texts).
 
 Inbound, :func:`meaning_of` reads a DC-09 payload (:mod:`devices.dc09`) into :class:`CodeMeaning` values:
 an event of one of our types, a restore that clears an open alert of a type, or an unknown code that
-keeps its raw text (the receiver raises it as an alert of its own and ACKs it: never a DUH loop).
+keeps its raw text (the receiver raises it as an ``unknown_signal`` of its own and ACKs it: never a DUH
+loop).
 Outbound, :func:`forward_codes` gives the Contact ID and SIA codes for one of our types, for the
 forwarder. docs/dc09.md prints both tables for installers.
 """
@@ -87,6 +88,7 @@ FORWARD: dict[EventType, tuple[int, str]] = {
     EventType.EXTREME_TEMPERATURE: (158, "UA"),
     EventType.BOGUS_CALLER: (140, "UA"),
     EventType.NO_HEARTBEAT: (350, "YC"),
+    EventType.UNKNOWN_SIGNAL: (140, "UA"),
     EventType.LOW_BATTERY: (302, "YT"),
     EventType.MAINS_FAIL: (301, "AT"),
     EventType.TAMPER: (383, "TA"),
@@ -112,8 +114,8 @@ SIA_RESTORE: dict[str, str] = {
     "UT": "UJ",
     "XQ": "XH",
 }
-#: Restores that are a type of their own in the vocabulary (everything else restored has no type: the
-#: receiver clears the open alert of the restored type).
+#: Restores that are a type of their own in the vocabulary; every other restore is a ``restored`` event
+#: naming the restored type (:func:`devices.vocabulary.restored_data`), which the store applies.
 RESTORE_TYPE: dict[EventType, EventType] = {EventType.MAINS_FAIL: EventType.MAINS_RESTORED}
 
 
@@ -133,7 +135,8 @@ class CodeMeaning:
     our type, ``test`` marks a test press (601, RX) and ``still_present`` a Contact ID status report
     (qualifier 6) of a condition already reported. For a RESTORE, ``clears`` is the type whose open
     alert it ends and ``event_type`` the vocabulary's own type for that restore where it has one
-    (``mains_restored``), else None. For UNKNOWN only ``raw`` is set.
+    (``mains_restored``), else None (the receiver sends a ``restored`` naming ``clears``). For UNKNOWN only
+    ``raw`` is set.
     """
 
     raw: str

@@ -24,6 +24,8 @@ IMEI_RE = re.compile(r"[0-9]{15}")
 #: A SIA DC-09 account: 3-16 hex digits (stored upper case).
 DC09_ACCOUNT_RE = re.compile(r"[0-9A-Fa-f]{3,16}")
 DC09_KEY_RULE = "a DC-09 key is 16, 24 or 32 characters, or 32, 48 or 64 hex digits"
+SCAIP_CID_RE = re.compile(r"[0-9]{1,32}")
+SCAIP_PASSWORD_RULE = "a SCAIP SIP password is 8-128 printable characters"
 LANGUAGE_RE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 LANGUAGE_RULE = "must be a language tag like en-GB or cy, or a language name like English or Welsh"
 #: Language names installers type, and the tag each stands for (lower-case name -> tag). The
@@ -156,6 +158,15 @@ def imei_ok(imei: str) -> bool:
     return total % 10 == 0
 
 
+def check_dc09_account(value: str | None) -> str | None:
+    """A DC-09 account (3-16 hex digits) in upper case; None for none; ValueError otherwise."""
+    if value is None or value == "":
+        return None
+    if not DC09_ACCOUNT_RE.fullmatch(value):
+        raise ValueError("a DC-09 account is 3-16 hex digits")
+    return value.upper()
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
@@ -179,11 +190,19 @@ class Resident(_Model):
     language: str = Field("en-GB", max_length=35)
     #: Called in this order.
     responders: list[Responder] = Field(default_factory=list, max_length=10)
+    #: The SIA DC-09 account an upstream monitoring centre knows the resident by (3-16 hex, unique);
+    #: their forwarded alerts carry it (else the forwarding path's own account). docs/dc09.md.
+    dc09_account: str | None = None
 
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
         return check_id(value)
+
+    @field_validator("dc09_account")
+    @classmethod
+    def _dc09_account(cls, value: str | None) -> str | None:
+        return check_dc09_account(value)
 
     @field_validator("language", mode="before")
     @classmethod
@@ -192,7 +211,7 @@ class Resident(_Model):
 
     def data(self) -> dict[str, Any]:
         """What goes into ``residents.data``."""
-        return self.model_dump(exclude={"id", "name"})
+        return self.model_dump(exclude={"id", "name", "dc09_account"})
 
     @classmethod
     def from_row(cls, row: Any) -> Self:
@@ -208,7 +227,9 @@ class Resident(_Model):
                 {k: v for k, v in r.items() if k in Responder.model_fields} if isinstance(r, dict) else r
                 for r in known["responders"]
             ]
-        return cls.model_validate({"id": row["id"], "name": row["name"], **known})
+        known.pop("dc09_account", None)  # a column of its own (unique), never read from data
+        account = row.get("dc09_account")
+        return cls.model_validate({"id": row["id"], "name": row["name"], **known, "dc09_account": account})
 
 
 class Peripheral(_Model):
@@ -230,7 +251,7 @@ class Device(_Model):
     id: str
     kind: DeviceKind
     resident_id: str | None = None
-    channel: Literal["mqtt", "serial", "sms", "dc09"] = "mqtt"
+    channel: Literal["mqtt", "serial", "sms", "dc09", "scaip"] = "mqtt"
     #: The unit's SIM number (E.164); SMS alarms are matched on it.
     phone: str | None = None
     imei: str | None = None
@@ -247,6 +268,14 @@ class Device(_Model):
     #: The unit's DC-09 AES key: write-only (never in the API's answers, logs or repr).
     #: ``exclude``: no dump (API answer, export, CLI print) ever carries it; :func:`merge` keeps it.
     dc09_key: str | None = Field(None, repr=False, exclude=True)
+    #: The SCAIP caller id (``cid``, 1-32 digits as SS 91100 allows, unique) the unit reports as;
+    #: with ``channel: scaip``.
+    scaip_cid: str | None = None
+    #: How the unit gets SCAIP answers: ``in_200`` (the 200 OK's body) or ``message`` (a MESSAGE back);
+    #: None: the bridge's ``scaip.answer``.
+    scaip_answer: Literal["in_200", "message"] | None = None
+    #: The password of the unit's SIP identity (digest, user name = its cid): write-only, like dc09_key.
+    scaip_password: str | None = Field(None, repr=False, exclude=True)
 
     @field_validator("id")
     @classmethod
@@ -277,11 +306,30 @@ class Device(_Model):
     @field_validator("dc09_account")
     @classmethod
     def _dc09_account(cls, value: str | None) -> str | None:
+        return check_dc09_account(value)
+
+    @field_validator("scaip_cid")
+    @classmethod
+    def _scaip_cid(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if not DC09_ACCOUNT_RE.fullmatch(value):
-            raise ValueError("a DC-09 account is 3-16 hex digits")
-        return value.upper()
+        if not SCAIP_CID_RE.fullmatch(value):
+            raise ValueError("a SCAIP caller id (cid) is 1-32 digits")
+        return value
+
+    @field_validator("scaip_answer", mode="before")
+    @classmethod
+    def _scaip_answer(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("scaip_password", mode="before")
+    @classmethod
+    def _scaip_password(cls, value: object) -> object:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or not 8 <= len(value) <= 128 or not value.isprintable():
+            raise ValueError(SCAIP_PASSWORD_RULE)  # never echo the value: it is a secret
+        return value
 
     @field_validator("dc09_key")
     @classmethod
@@ -304,6 +352,8 @@ class Device(_Model):
             raise ValueError("an Alexa device has no peripherals, IMEI or serial port")
         if self.dc09_key is not None and self.dc09_account is None:
             raise ValueError("a dc09_key needs a dc09_account")
+        if self.scaip_password is not None and self.scaip_cid is None:
+            raise ValueError("a scaip_password needs a scaip_cid")
         if self.kind is DeviceKind.SERIAL_UNIT and self.channel == "mqtt" and self.serial_port:
             self.channel = "serial"
         return self
@@ -335,7 +385,15 @@ class Device(_Model):
             )
             if k in row
         }
-        for k in ("imei", "heartbeat_grace_s", "dc09_account", "dc09_key"):
+        for k in (
+            "imei",
+            "heartbeat_grace_s",
+            "dc09_account",
+            "dc09_key",
+            "scaip_cid",
+            "scaip_answer",
+            "scaip_password",
+        ):
             if k in row:
                 fields[k] = row[k]
         fields.update({k: v for k, v in extra.items() if k in ("serial_port", "firmware", "peripherals")})
@@ -349,6 +407,8 @@ def merge(model: type[Device] | type[Resident], current: Device | Resident, chan
     kept: dict[str, Any] = {}
     if isinstance(current, Device) and current.dc09_key is not None:
         kept["dc09_key"] = current.dc09_key  # write-only, so not in the dump: carried over unless changed
+    if isinstance(current, Device) and current.scaip_password is not None:
+        kept["scaip_password"] = current.scaip_password  # write-only too
     return model.model_validate({**current.model_dump(mode="json"), **kept, **changes})
 
 

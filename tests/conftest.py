@@ -153,6 +153,12 @@ BOTH_STORES = {
     "test_registry_readback",
     "test_escalation_states",
     "test_escalation_runner",
+    "test_dc09_signals",
+    "test_restores",
+    "test_dc09_forward",
+    "test_dc09_forward_answers",
+    "test_dc09_relay",
+    "test_scaip_receiver",
 }
 
 

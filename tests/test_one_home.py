@@ -29,7 +29,14 @@ from bridge.config import EscalationConfig, TwilioConfig
 from devices.events import CLOCK_SKEW_LIMIT_S, DeviceEvent
 from devices.phone import E164_RE, check_e164, is_e164
 from devices.registry import UNIT_KINDS, Device, DeviceKind, Resident
-from devices.vocabulary import EventType, help_key
+from devices.vocabulary import (
+    EventType,
+    alert_key,
+    help_key,
+    restore_target,
+    restored_data,
+    unknown_signal_data,
+)
 from simulators.twilio_server import TwilioServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +172,22 @@ def test_one_help_key() -> None:
         and any(isinstance(v, ast.Constant) and str(v.value).endswith(":help") for v in node.values)
     ]
     assert len(spelled) == 2 and all(s.startswith(HOME_HELP_KEY + ":") for s in spelled), spelled
+
+
+def test_one_alert_key() -> None:
+    """Every open-alert key (``device:<id>:<type>...``) is spelled in :func:`alert_key` (and
+    :func:`help_key`): a second spelling would let a restore or a heartbeat miss the alert it ends."""
+    spelled = [
+        f"{module}:{node.lineno}"
+        for module, tree in MODULES.items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.JoinedStr)
+        and node.values
+        and isinstance(node.values[0], ast.Constant)
+        and node.values[0].value == "device:"
+        and any(isinstance(v, ast.Constant) and str(v.value).startswith(":") for v in node.values[1:])
+    ]
+    assert spelled and all(s.startswith(HOME_HELP_KEY + ":") for s in spelled), spelled
 
 
 def test_json_columns_are_written_by_one_rule() -> None:
@@ -322,6 +345,31 @@ def test_unit_kinds_are_every_kind_but_the_echo() -> None:
 def test_help_collapses_per_resident_else_per_device() -> None:
     assert help_key("unit-1", "res-1") == help_key("echo-1", "res-1") == "resident:res-1:help"
     assert help_key("unit-1", None) == "device:unit-1:help" != help_key("unit-2", None)
+
+
+def test_alert_keys_per_unit_type_and_for_unknown_signals_per_code() -> None:
+    def key(event_type: EventType, **data: str) -> str:
+        return alert_key("unit-1", "res-1", event_type, unknown_signal_data(**data) if data else {})
+
+    assert key(EventType.PENDANT) == key(EventType.SMOKE) == help_key("unit-1", "res-1")
+    assert key(EventType.LOW_BATTERY) == "device:unit-1:low_battery" != key(EventType.TAMPER)
+    one = key(EventType.UNKNOWN_SIGNAL, protocol="dc09", code="1999")
+    assert one == "device:unit-1:unknown_signal:dc09:1999"
+    assert one != key(EventType.UNKNOWN_SIGNAL, protocol="dc09", code="1888")
+    assert one != key(EventType.UNKNOWN_SIGNAL, protocol="scaip", code="1999")
+    long_code = "#1234|" + "X" * 4000  # an unreadable data block is its own code: keyed by its digest
+    long_key = key(EventType.UNKNOWN_SIGNAL, protocol="dc09", code=long_code)
+    assert len(long_key) < 150 and long_key != key(
+        EventType.UNKNOWN_SIGNAL, protocol="dc09", code=long_code + "Y"
+    )
+
+
+def test_a_restore_names_an_alert_type_or_nothing() -> None:
+    assert restore_target(EventType.MAINS_RESTORED, {}) is EventType.MAINS_FAIL
+    assert restore_target(EventType.RESTORED, restored_data(EventType.SMOKE)) is EventType.SMOKE
+    for bad in ({}, {"restores": "heartbeat"}, {"restores": "teleport"}, {"restores": 7}, {"restores": None}):
+        assert restore_target(EventType.RESTORED, bad) is None, bad
+    assert restore_target(EventType.LOW_BATTERY, restored_data(EventType.SMOKE)) is None
 
 
 @pytest.mark.parametrize(

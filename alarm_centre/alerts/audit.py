@@ -18,6 +18,7 @@ class AuditAction(StrEnum):
     REPEAT = "repeat"
     CALL_CONNECTED = "call_connected"
     RESIDENT_CANCELLED = "resident_cancelled"
+    UNIT_RESTORED = "unit_restored"  # a restore of a help or urgent condition: the alert stays open
     GROUPED = "grouped"
     # operators
     ACKNOWLEDGED = "acknowledged"
@@ -51,3 +52,11 @@ class AuditAction(StrEnum):
     RESPONDER_ACCEPTED = "responder_accepted"
     RESPONDER_DECLINED = "responder_declined"
     RESPONDERS_EXHAUSTED = "responders_exhausted"
+    # forwarding to an upstream monitoring centre (SIA DC-09)
+    FORWARD_SENT = "forward_sent"
+    FORWARD_ACKED = "forward_acked"
+    FORWARD_NAK = "forward_nak"
+    FORWARD_DUH = "forward_duh"
+    FORWARD_NO_ANSWER = "forward_no_answer"
+    FORWARD_SWITCHED = "forward_switched"
+    FORWARD_FAILED = "forward_failed"

@@ -80,8 +80,8 @@ OUTCOME_MEANINGS: dict[Outcome, str] = {
     Outcome.NO_RESPONSE_ESCALATED: "no answer from the resident, and the call was escalated",
     Outcome.TECHNICAL_FIXED: "a technical alert (battery, mains, tamper) has been dealt with",
     Outcome.TEST: "a commissioning test alarm",
-    Outcome.CLEARED_BY_DEVICE: "recorded by the bridge when the unit reports the fault gone (mains restored, "
-    "heartbeats resumed); never chosen by a person",
+    Outcome.CLEARED_BY_DEVICE: "recorded by the bridge when the unit reports a technical fault gone (mains, "
+    "battery, tamper or sensor restored; heartbeats resumed); never chosen by a person",
 }
 
 #: The outcome codes a person may resolve an alert with (``cleared_by_device`` is the system's own).

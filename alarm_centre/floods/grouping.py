@@ -8,9 +8,10 @@ and the list of units, so a ``fall`` raised in the middle of the flood is still 
 - Help types (priority 1) are never grouped: the rules refuse them, and the hook checks again.
 - Grouping runs in the ingest transaction (a raise hook, ``HookOrder.FLOODS``); the alert row gets
   ``incident_id`` and its ``data.incident_id`` shows it in the API.
-- ``mains_restored`` resolves the unit's ``mains_fail`` (the core does that); the event hook then
-  closes the incident once none of its alerts is open. An incident whose alerts were all closed some
-  other way is closed when the next alert of its type would have joined it.
+- ``mains_restored`` (or any ``restored`` of a technical type) resolves the unit's alert (the core
+  does that); the event hook then closes the incident once none of its alerts is open. An incident
+  whose alerts were all closed some other way is closed when the next alert of its type would have
+  joined it.
 - Counts are computed when read, never kept on the incident row: several nodes grouping at once
   would otherwise all queue on that one row.
 """
@@ -37,7 +38,7 @@ from alarm_centre.store.base import AlertStore
 from alarm_centre.store.tx import PostCommit, Row, Tx
 from devices import strict_json
 from devices.events import DeviceEvent
-from devices.vocabulary import CLEARS, Priority, is_help
+from devices.vocabulary import CLEARS, Priority, is_help, restore_target
 
 
 class FloodGrouper:
@@ -98,16 +99,16 @@ class FloodGrouper:
     async def on_event(
         self, tx: Tx, post: PostCommit, ev: DeviceEvent, device: Row | None, alert_id: int | None
     ) -> None:
-        """``mains_restored`` (or any clearing event) resolved an alert: close its incident when empty."""
-        if alert_id is None or ev.type not in CLEARS:
+        """``mains_restored`` (or any restore) resolved an alert: close its incident when empty."""
+        restored = restore_target(ev.type, ev.data)
+        if alert_id is None or restored is None:
             return
         incident_id = await sql.incident_of(tx, alert_id)
         if incident_id is None:
             return
         if await sql.all_closed(tx, incident_id):
-            await sql.close(
-                tx, incident_id, ev.received_at.timestamp(), f"all units reported {ev.type.value}"
-            )
+            what = ev.type.value if ev.type in CLEARS else f"{restored.value} restored"
+            await sql.close(tx, incident_id, ev.received_at.timestamp(), f"all units reported {what}")
 
     async def _attach(self, tx: Tx, alert: Row, incident_id: int) -> None:
         data = json.loads(alert["data"] or "{}")

@@ -22,7 +22,7 @@ from pydantic.json_schema import models_json_schema
 from alarm_centre.alerts.lifecycle import OPERATOR_OUTCOMES, OUTCOME_MEANINGS, AlertState, Outcome
 from alarm_centre.alerts.model import ROLE_RIGHTS
 from devices.events import DEVICE_ID_RE
-from devices.vocabulary import PRIORITIES
+from devices.vocabulary import ALERT_TYPES, PRIORITIES
 
 Schema = Mapping[str, Any] | type[BaseModel]
 H = TypeVar("H", bound=Callable[..., Any])
@@ -153,7 +153,12 @@ SCHEMAS: dict[str, Any] = {
             "id": {"type": "string"},
             "device_id": {"type": "string"},
             "resident_id": _NULLABLE_TEXT,
-            "type": {"type": "string"},
+            "type": {
+                "type": "string",
+                "enum": [t.value for t in ALERT_TYPES],
+                "description": "the event vocabulary's alert types; an `unknown_signal` shows the protocol "
+                "and raw code the unit sent in `data.event_data.protocol` and `data.event_data.code`",
+            },
             "priority": {**PRIORITY, "description": "1 emergency, 2 urgent, 3 technical"},
             "state": {"type": "string", "enum": [s.value for s in AlertState]},
             "raised_at": _TIME,

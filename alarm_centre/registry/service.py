@@ -125,7 +125,18 @@ class Registry:
             raise NotFound(f"no resident {resident_id[:64]!r}")
         return row
 
+    async def _resident_problem(self, tx: Tx, r: Resident) -> str | None:
+        """Why a resident cannot be written as it is (an account another resident has), or None."""
+        if r.dc09_account is None:
+            return None
+        other = await sql.resident_with_dc09_account(tx, r.dc09_account, r.id)
+        if other is None:
+            return None
+        return f"{r.dc09_account} is already used by resident {other['id']!r}"
+
     async def _write_resident(self, tx: Tx, r: Resident, *, create: bool, now: float) -> None:
+        if (problem := await self._resident_problem(tx, r)) is not None:
+            raise InvalidRequest(f"dc09_account: {problem}")
         if create:
             await sql.insert_resident(tx, r, _j(r.data()), now)
         else:
@@ -190,6 +201,8 @@ class Registry:
             problems.append(("resident_id", f"no resident {d.resident_id!r}; register the resident first"))
         if d.channel == "dc09" and d.dc09_account is None:  # a write rule: retiring frees the account
             problems.append(("dc09_account", "a unit on channel dc09 needs its dc09_account"))
+        if d.channel == "scaip" and d.scaip_cid is None:
+            problems.append(("scaip_cid", "a unit on channel scaip needs its scaip_cid"))
         for column in sql.ADDRESS_COLUMNS:
             value = getattr(d, column)
             if value is None:
@@ -277,8 +290,11 @@ class Registry:
         return self.device_json(row, credential=credential)
 
     def device_json(self, row: Row, *, credential: bool | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = Device.from_row(row).model_dump(mode="json", exclude={"dc09_key"})
+        out: dict[str, Any] = Device.from_row(row).model_dump(
+            mode="json", exclude={"dc09_key", "scaip_password"}
+        )
         out["dc09_key_set"] = bool(row["dc09_key"])  # the key itself is write-only
+        out["scaip_password_set"] = bool(row["scaip_password"])  # so is the password
         out.update(
             {
                 "status": row["status"],
@@ -413,6 +429,9 @@ class Registry:
                             "residents",
                         )
                     )
+                    continue
+                if (problem := await self._resident_problem(tx, r)) is not None:
+                    report.errors.append(RowError(line, "dc09_account", problem, "residents"))
                     continue
                 await self._write_resident(tx, r, create=not exists, now=now)
                 report.updated["residents"] += int(exists)

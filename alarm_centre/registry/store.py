@@ -42,12 +42,30 @@ async def resident_exists(tx: Tx, resident_id: str) -> bool:
 
 async def insert_resident(tx: Tx, r: Resident, data: str, now: float) -> None:
     await tx.execute(
-        "INSERT INTO residents (id, name, data, created_at) VALUES (?, ?, ?, ?)", r.id, r.name, data, now
+        "INSERT INTO residents (id, name, data, dc09_account, created_at) VALUES (?, ?, ?, ?, ?)",
+        r.id,
+        r.name,
+        data,
+        r.dc09_account,
+        now,
     )
 
 
 async def update_resident(tx: Tx, r: Resident, data: str) -> None:
-    await tx.execute("UPDATE residents SET name = ?, data = ? WHERE id = ?", r.name, data, r.id)
+    await tx.execute(
+        "UPDATE residents SET name = ?, data = ?, dc09_account = ? WHERE id = ?",
+        r.name,
+        data,
+        r.dc09_account,
+        r.id,
+    )
+
+
+async def resident_with_dc09_account(tx: Tx, account: str, other_than: str) -> Row | None:
+    """Another resident the upstream centre knows by ``account``, or None."""
+    return await tx.fetchone(
+        "SELECT id FROM residents WHERE dc09_account = ? AND id <> ?", account, other_than
+    )
 
 
 async def residents(tx: Tx) -> list[Row]:
@@ -70,7 +88,7 @@ async def active_device_counts(tx: Tx) -> dict[str, int]:
 
 # -- devices ---------------------------------------------------------------------------------------
 #: The device columns that must be unique among devices (a unit's addresses).
-ADDRESS_COLUMNS = ("phone", "imei", "alexa_device_id", "dc09_account")
+ADDRESS_COLUMNS = ("phone", "imei", "alexa_device_id", "dc09_account", "scaip_cid")
 
 
 async def device(tx: Tx, device_id: str) -> Row | None:
@@ -87,8 +105,9 @@ async def device_with_address(tx: Tx, column: str, value: str, other_than: str) 
 async def insert_device(tx: Tx, d: Device, due: float | None, data: str, now: float) -> None:
     await tx.execute(
         "INSERT INTO devices (id, kind, resident_id, channel, phone, imei, alexa_device_id, dc09_account, "
-        "dc09_key, heartbeat_interval_s, heartbeat_grace_s, heartbeat_due_at, data, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "dc09_key, scaip_cid, scaip_answer, scaip_password, heartbeat_interval_s, heartbeat_grace_s, "
+        "heartbeat_due_at, data, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         d.id,
         d.kind.value,
         d.resident_id,
@@ -98,6 +117,9 @@ async def insert_device(tx: Tx, d: Device, due: float | None, data: str, now: fl
         d.alexa_device_id,
         d.dc09_account,
         d.dc09_key,
+        d.scaip_cid,
+        d.scaip_answer,
+        d.scaip_password,
         d.heartbeat_interval_s,
         d.heartbeat_grace_s,
         due,
@@ -110,6 +132,7 @@ async def update_device(tx: Tx, d: Device, due: float | None, data: str) -> None
     await tx.execute(
         "UPDATE devices SET kind = ?, resident_id = ?, channel = ?, phone = ?, imei = ?, "
         "alexa_device_id = ?, dc09_account = ?, dc09_key = ?, "
+        "scaip_cid = ?, scaip_answer = ?, scaip_password = ?, "
         "heartbeat_interval_s = ?, heartbeat_grace_s = ?, heartbeat_due_at = ?, data = ? WHERE id = ?",
         d.kind.value,
         d.resident_id,
@@ -119,6 +142,9 @@ async def update_device(tx: Tx, d: Device, due: float | None, data: str) -> None
         d.alexa_device_id,
         d.dc09_account,
         d.dc09_key,
+        d.scaip_cid,
+        d.scaip_answer,
+        d.scaip_password,
         d.heartbeat_interval_s,
         d.heartbeat_grace_s,
         due,
@@ -157,7 +183,7 @@ async def retire(tx: Tx, device_id: str, data: str, now: float) -> None:
     await tx.execute(
         "UPDATE devices SET status = 'retired', retired_at = ?, heartbeat_due_at = NULL, "
         "test_mode_until = NULL, phone = NULL, imei = NULL, alexa_device_id = NULL, dc09_account = NULL, "
-        "dc09_key = NULL, data = ? "
+        "dc09_key = NULL, scaip_cid = NULL, scaip_password = NULL, data = ? "
         "WHERE id = ?",
         now,
         data,
@@ -434,4 +460,14 @@ async def unsee(tx: Tx, device_id: str, last_seen_at: Any, online: Any) -> None:
         last_seen_at,
         online,
         device_id,
+    )
+
+
+async def scaip_unit(tx: Tx, cid: str) -> Row | None:
+    """The active device reporting as SCAIP caller id ``cid``, if any: its id, answer mode, password and
+    the end of its test mode."""
+    return await tx.fetchone(
+        "SELECT id, scaip_answer, scaip_password, test_mode_until FROM devices "
+        "WHERE scaip_cid = ? AND status = 'active'",
+        cid,
     )

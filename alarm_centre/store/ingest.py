@@ -21,7 +21,16 @@ from alarm_centre.store.tx import dumps as _j
 from alarm_centre.store.tx import now as _now
 from devices.events import DeviceEvent
 from devices.registry import UNIT_KINDS
-from devices.vocabulary import CLEARS, EventType, Priority, help_key, is_help, priority_of
+from devices.vocabulary import (
+    CLEARS,
+    EventType,
+    Priority,
+    alert_key,
+    help_key,
+    is_help,
+    priority_of,
+    restore_target,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +150,9 @@ class Ingest:
         actor = f"device:{ev.device_id}"
         resident_id = device["resident_id"] if device is not None else None
         if ev.type is EventType.HEARTBEAT:
-            cleared = await self._alerts.open_alert(tx, f"device:{ev.device_id}:no_heartbeat")
+            cleared = await self._alerts.open_alert(
+                tx, alert_key(ev.device_id, resident_id, EventType.NO_HEARTBEAT, {})
+            )
             if cleared is not None:
                 await self._alerts.system_resolve(
                     tx, post, cleared, Outcome.CLEARED_BY_DEVICE, "heartbeat resumed", now
@@ -162,19 +173,47 @@ class Ingest:
                 tx, post, target, action, actor, source, {"event_id": ev.event_id, **ev.data}, now
             )
             return int(target["id"])
-        cleared_type = CLEARS.get(ev.type)
-        if cleared_type is not None:
-            target = await self._alerts.open_alert(tx, f"device:{ev.device_id}:{cleared_type.value}")
-            if target is None:
-                return None
-            await self._alerts.system_resolve(
-                tx, post, target, Outcome.CLEARED_BY_DEVICE, ev.type.value, now, actor=actor, source=source
-            )
-            return int(target["id"])
+        if ev.type is EventType.RESTORED or ev.type in CLEARS:
+            return await self._restore(tx, post, ev, resident_id, now)
         priority = priority_of(ev.type)
         if priority is None:
             return None
         return await self._raise_or_join(tx, post, ev, device, resident_id, priority, test, now)
+
+    async def _restore(
+        self, tx: Tx, post: PostCommit, ev: DeviceEvent, resident_id: str | None, now: float
+    ) -> int | None:
+        """The unit reports a condition ended (``mains_restored``, ``restored``): a technical alert of that
+        type resolves (``cleared_by_device``); a call for help or an urgent alert stays open for an
+        operator, with the restore on its timeline; with no open alert the event is only recorded."""
+        restores = restore_target(ev.type, ev.data)
+        if restores is None:
+            log.warning(
+                "restore %s/%s names no alert type (%r): recorded only", ev.device_id, ev.event_id, ev.data
+            )
+            return None
+        target = await self._alerts.open_alert(tx, alert_key(ev.device_id, resident_id, restores, ev.data))
+        if target is None:
+            log.info("%s restored %s with no open alert: recorded only", ev.device_id, restores.value)
+            return None
+        actor, source = f"device:{ev.device_id}", _source_of(ev)
+        if priority_of(restores) is Priority.TECHNICAL:
+            reason = ev.type.value if ev.type in CLEARS else f"the unit reports {restores.value} restored"
+            await self._alerts.system_resolve(
+                tx, post, target, Outcome.CLEARED_BY_DEVICE, reason, now, actor=actor, source=source
+            )
+        else:
+            detail: dict[str, Any] = {
+                "event_id": ev.event_id,
+                "restores": restores.value,
+                "reason": f"the unit reports {restores.value} restored; an operator must still resolve it",
+            }
+            if ev.data:
+                detail["data"] = ev.data
+            await self._alerts.log_action(
+                tx, post, target, AuditAction.UNIT_RESTORED, actor, source, detail, now
+            )
+        return int(target["id"])
 
     async def _raise_or_join(
         self,
@@ -189,11 +228,7 @@ class Ingest:
     ) -> int:
         source = _source_of(ev)
         actor = f"device:{ev.device_id}"
-        key = (
-            help_key(ev.device_id, resident_id)
-            if is_help(ev.type)
-            else f"device:{ev.device_id}:{ev.type.value}"
-        )
+        key = alert_key(ev.device_id, resident_id, ev.type, ev.data)
         detail: dict[str, Any] = {"event_id": ev.event_id, "type": ev.type.value}
         if ev.data:
             detail["data"] = ev.data

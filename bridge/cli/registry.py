@@ -112,6 +112,7 @@ def _resident_fields(args: argparse.Namespace) -> dict[str, Any]:
         "medical_notes": args.medical_notes,
         "language": args.language,
         "responders": _responders(args.responder),
+        "dc09_account": args.dc09_account,
     }
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -158,7 +159,7 @@ def _print_resident(r: Any, devices: list[dict[str, Any]]) -> None:
     print(
         f"resident       {r.id}\nname           {r.name}\naddress        {r.address or '-'}\n"
         f"key safe       {r.key_safe or '-'}\nmedical notes  {r.medical_notes or '-'}\n"
-        f"language       {r.language}"
+        f"language       {r.language}\nDC-09 account  {r.dc09_account or '-'}"
     )
     print("responders" + ("     -" if not r.responders else ""))
     for n, resp in enumerate(r.responders, 1):
@@ -210,6 +211,9 @@ def _device_fields(args: argparse.Namespace) -> dict[str, Any]:
         "alexa_device_id": args.alexa_device_id,
         "dc09_account": args.dc09_account,
         "dc09_key": args.dc09_key,
+        "scaip_cid": args.scaip_cid,
+        "scaip_answer": args.scaip_answer,
+        "scaip_password": args.scaip_password,
         "heartbeat_interval_s": args.heartbeat,
         "heartbeat_grace_s": args.grace,
         "peripherals": _peripherals(args.peripheral),
@@ -232,6 +236,8 @@ def cmd_devices_edit(args: argparse.Namespace) -> None:
     async def work(reg: Any, _: Any) -> Any:
         current = await reg.device_model(args.id)
         kept = {"dc09_key": current.dc09_key} if current.dc09_key else {}  # write-only: not in the dump
+        if current.scaip_password:
+            kept["scaip_password"] = current.scaip_password  # write-only too
         changed = _validated(Device, {**current.model_dump(mode="json"), **kept, **_device_fields(args)})
         return await reg.update_device(changed, actor=_actor(), source=SOURCE)
 
@@ -290,6 +296,9 @@ def _print_device(d: dict[str, Any]) -> None:
         ("Alexa device", d["alexa_device_id"]),
         ("DC-09 account", d.get("dc09_account")),
         ("DC-09 key", "set" if d.get("dc09_key_set") else None),  # write-only: never the key itself
+        ("SCAIP caller id", d.get("scaip_cid")),
+        ("SCAIP answer", d.get("scaip_answer")),
+        ("SCAIP SIP password", "set" if d.get("scaip_password_set") else None),  # write-only
         ("heartbeat", f"every {hb['interval_s']}s, grace {hb['grace_s']}s" if hb else _unsupervised(d)),
         ("online", _online(d)),
         ("last seen", _ago(d["last_seen_at"])),
@@ -601,16 +610,29 @@ def _resident_options(p: argparse.ArgumentParser, *, required_name: bool) -> Non
         metavar="NAME=+E164",
         help="a responder, in calling order; repeat for each (editing replaces the whole list)",
     )
+    p.add_argument(
+        "--dc09-account",
+        help="the DC-09 account the upstream monitoring centre knows the resident by (3-16 hex; '' clears)",
+    )
 
 
 def _device_options(p: argparse.ArgumentParser, *, required_kind: bool) -> None:
     p.add_argument("--kind", required=required_kind, choices=[k.value for k in DeviceKind])
     p.add_argument("--resident", help="link to this resident id")
     p.add_argument(
-        "--channel", choices=["mqtt", "serial", "sms", "dc09"], help="how commands reach it (default mqtt)"
+        "--channel",
+        choices=["mqtt", "serial", "sms", "dc09", "scaip"],
+        help="how commands reach it (default mqtt)",
     )
     p.add_argument("--dc09-account", help="SIA DC-09 account the unit reports as (3-16 hex)")
     p.add_argument("--dc09-key", help="its DC-09 AES key (16/24/32 characters or 32/48/64 hex; write-only)")
+    p.add_argument("--scaip-cid", help="SCAIP caller id (cid) the unit reports as (1-32 digits)")
+    p.add_argument(
+        "--scaip-answer",
+        choices=["in_200", "message"],
+        help="how the unit gets SCAIP answers (default scaip.answer)",
+    )
+    p.add_argument("--scaip-password", help="password of the unit's SIP identity, for digest (write-only)")
     p.add_argument("--phone", metavar="+E164", help="the unit's SIM number")
     p.add_argument("--imei", help="the unit's IMEI (15 digits)")
     p.add_argument("--serial-port", help="serial port of a serial unit, e.g. /dev/ttyUSB0")

@@ -8,9 +8,11 @@ answered and the panel resends. A resent frame (same account, sequence and conte
 ``event_id``, so it collapses onto the first alert as a duplicate and is ACKed again.
 
 An unknown account (unencrypted) still raises its alert, from the synthetic device ``dc09-<account>``,
-flagged unregistered by the store; an unknown code raises an alert showing the raw code and is ACKed
-(never a DUH, which panels answer by resending). Keys are read from the registry per frame and never
-logged.
+flagged unregistered by the store. An unknown code is an ``unknown_signal`` (protocol ``dc09`` and the raw
+code: an alert of its own per distinct code) and is ACKed (never a DUH, which panels answer by
+resending). A restore (Contact ID qualifier 3, a SIA restore code) is a ``restored`` event naming the type
+it restores (``mains_restored`` for mains), which the store applies (docs/dc09.md). Keys are read from
+the registry per frame and never logged.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from devices.dc09 import (
 )
 from devices.dc09_codes import CodeKind, CodeMeaning, meaning_of
 from devices.events import DeviceEvent
-from devices.vocabulary import EventType
+from devices.vocabulary import EventType, restored_data, unknown_signal_data
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +60,6 @@ UNEXPECTED_ANSWER = "unexpected_answer"
 #: frame's (else our) time is one event. Splitting a resend across two buckets is harmless (the second
 #: joins the open alert); collapsing two real events after the 9999 sequence wrap would not be.
 DEDUP_BUCKET_S = 600
-#: Unknown codes are raised as this type, with the raw code in the alert's data (the vocabulary has no
-#: type of its own for them; see docs/dc09.md).
-UNKNOWN_CODE_TYPE = EventType.SENSOR_FAULT
 #: Why a command to a DC-09 unit is closed unsent (on the alert's timeline).
 NO_COMMANDS = "a DC-09 unit takes no commands; call the resident back"
 _HEADER_ACCOUNT_RE = re.compile(
@@ -250,26 +249,28 @@ class Dc09Receiver:
             )
         events = []
         for index, meaning in enumerate(meanings):
-            event_type, test = meaning.event_type, meaning.test
-            if meaning.kind is CodeKind.UNKNOWN:
-                event_type = UNKNOWN_CODE_TYPE
-            elif meaning.kind is CodeKind.RESTORE and event_type is None:
-                # The vocabulary has a restore type only for mains; other restores are logged.
-                log.info("DC-09 restore %s from %s (clears %s)", meaning.raw, unit.device_id, meaning.clears)
-                continue
-            assert event_type is not None
-            data: dict[str, Any] = {
-                "dc09": {
-                    "account": frame.account,
-                    "code": meaning.raw,
-                    "token": frame.token.value,
-                    "sequence": frame.sequence,
-                    "line": frame.line,
-                    "receiver": frame.receiver,
-                    "known_code": meaning.known,
-                    "data": frame.data,
-                }
+            block: dict[str, Any] = {
+                "account": frame.account,
+                "code": meaning.raw,
+                "token": frame.token.value,
+                "sequence": frame.sequence,
+                "line": frame.line,
+                "receiver": frame.receiver,
+                "known_code": meaning.known,
+                "data": frame.data,
             }
+            event_type, test = meaning.event_type, meaning.test
+            data: dict[str, Any]
+            if meaning.kind is CodeKind.UNKNOWN:
+                event_type = EventType.UNKNOWN_SIGNAL
+                data = unknown_signal_data(TRANSPORT, meaning.raw, dc09=block)
+            elif meaning.kind is CodeKind.RESTORE and event_type is None:
+                assert meaning.clears is not None
+                event_type = EventType.RESTORED
+                data = restored_data(meaning.clears, dc09=block)
+            else:
+                data = {"dc09": block}
+            assert event_type is not None
             events.append(
                 DeviceEvent(
                     device_id=unit.device_id,

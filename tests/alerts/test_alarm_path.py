@@ -188,6 +188,23 @@ async def test_mains_restored_resolves_mains_fail_and_heartbeat_raises_nothing(b
     assert timeline[-1].actor == "device:unit-5"
 
 
+@pytest.mark.parametrize(
+    ("event_type", "data"),
+    [("unknown_signal", {"protocol": "dc09", "code": "1999"}), ("restored", {"restores": "mains_fail"})],
+)
+async def test_a_unit_cannot_send_the_types_only_the_bridges_receivers_make(
+    bridge: RunningBridge, event_type: str, data: dict[str, Any]
+) -> None:
+    async with unit_for(bridge, "unit-bo", answer_commands=False) as unit:
+        fail = await unit.send("mains_fail", timeout=20)
+        forged = await unit.send(event_type, data=data, timeout=20)
+    assert forged["result"] == "rejected" and "raised by the bridge" in forged["error"]
+    alert, _ = await bridge.store.get_alert(fail["alert_id"])
+    assert alert.state == "raised"  # the forged restore cleared nothing
+    alerts, _ = await bridge.store.alerts.list_alerts(state="all")
+    assert [a.type for a in alerts if a.device_id == "unit-bo"] == ["mains_fail"]
+
+
 async def test_will_message_marks_unit_offline(bridge: RunningBridge) -> None:
     import aiomqtt
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from console_support import PASSWORD, add_user, raise_alert
-from harness import IN_CI, RunningBridge
+from harness import IN_CI, RunningBridge, make_config, running_bridge
 
 from simulators.unit import SimulatedUnit
 
@@ -377,3 +377,38 @@ async def test_installations_page_shows_names_kinds_and_local_times(
     await expect(page.locator("h1")).to_contain_text("GSM unit")
     await expect(page.locator("table.data-table").first).to_contain_text("Ada Lovelace")
     assert page.js_errors == []
+
+
+async def test_unknown_signals_show_their_raw_codes_and_a_restore_is_on_the_timeline(
+    browser: Any, tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    from bridge.transports.dc09 import DC09_RECEIVER
+    from devices.dc09 import Qualifier
+    from simulators.dc09_panel import Dc09Panel
+
+    config = make_config(tmp_path, TELECARE_DC09__LISTEN="127.0.0.1:0")
+    async with running_bridge(config) as b:
+        await add_user(b, "olive", "operator")
+        page = await signed_in_page(browser, b, "olive")
+        port = b.bridge.app[DC09_RECEIVER].port
+        async with Dc09Panel("127.0.0.1", port, account="ABC123", resend_s=5.0) as panel:
+            for code in (999, 888):
+                assert (await panel.send_contact_id(code)).token == "ACK"
+            assert (await panel.send_contact_id(111)).token == "ACK"
+            assert (await panel.send_contact_id(111, qualifier=Qualifier.RESTORE)).token == "ACK"
+        _, body = await b.call("GET", "/api/v1/alerts?state=open")
+        ids = {a["data"]["event_data"].get("code", a["type"]): a["id"] for a in body["alerts"]}
+        for code in ("1999", "1888"):
+            row = page.locator(f"#alert-{ids[code]}")
+            await expect(row).to_contain_text(f"Unknown signal: code {code} (dc09)")
+            await expect(row.locator(".prio")).to_have_text("P2")
+        await page.locator(f"#alert-{ids['1999']} button").click()
+        await expect(page.locator("#d-type")).to_have_text("Unknown signal: code 1999 (dc09)")
+        await expect(page.locator("#detail-heading")).to_contain_text("code 1999")
+        await page.locator(f"#alert-{ids['smoke']} button").click()
+        await expect(page.locator("#d-type")).to_have_text("Smoke")
+        await expect(page.locator("#timeline")).to_contain_text("unit restored")
+        await expect(page.locator("#timeline")).to_contain_text("the unit reports smoke restored")
+        assert page.js_errors == []

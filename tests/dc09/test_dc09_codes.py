@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devices.dc09 import ContactId, Qualifier, SiaDcs, SiaEvent
 from devices.dc09_codes import (
@@ -22,7 +24,17 @@ from devices.dc09_codes import (
     sia_meaning,
 )
 from devices.sms_alarm import parse_sms_alarm
-from devices.vocabulary import NO_ALERT, EventType, is_help
+from devices.vocabulary import (
+    BRIDGE_ONLY,
+    NO_ALERT,
+    EventType,
+    alert_key,
+    is_help,
+    priority_of,
+    restore_target,
+    restored_data,
+    unknown_signal_data,
+)
 
 
 def cid(code: int, q: Qualifier = Qualifier.NEW) -> CodeMeaning:
@@ -186,3 +198,40 @@ def test_the_contact_id_table_has_one_home() -> None:
                 if any(isinstance(t, ast.Name) and t.id == "CONTACT_ID" for t in targets):
                     homes.append(path.relative_to(root).as_posix())
     assert homes == ["devices/dc09_codes.py"]
+
+
+def _applies(meaning: CodeMeaning) -> None:
+    """What the receiver makes of a meaning is something the store acts on."""
+    if meaning.kind is CodeKind.RESTORE:
+        assert meaning.clears is not None and priority_of(meaning.clears) is not None
+        own = meaning.event_type
+        event_type, data = (
+            (own, {}) if own is not None else (EventType.RESTORED, restored_data(meaning.clears))
+        )
+        assert restore_target(event_type, data) is meaning.clears
+    elif meaning.kind is CodeKind.UNKNOWN:
+        assert meaning.raw
+        key = alert_key("panel", None, EventType.UNKNOWN_SIGNAL, unknown_signal_data("dc09", meaning.raw))
+        assert key.endswith(":" + meaning.raw)
+    else:
+        assert meaning.event_type is not None and meaning.event_type not in BRIDGE_ONLY
+
+
+@settings(max_examples=300, deadline=None)
+@given(code=st.integers(0, 999), qualifier=st.sampled_from(list(Qualifier)))
+def test_every_contact_id_code_is_an_event_a_restore_the_store_applies_or_an_unknown_signal(
+    code: int, qualifier: Qualifier
+) -> None:
+    _applies(cid(code, qualifier))
+
+
+@settings(max_examples=300, deadline=None)
+@given(code=st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=2, max_size=2))
+def test_every_sia_code_is_an_event_a_restore_the_store_applies_or_an_unknown_signal(code: str) -> None:
+    _applies(sia_meaning(code))
+
+
+def test_restores_in_the_table_name_the_rows_type() -> None:
+    assert cid(302, Qualifier.RESTORE) == CodeMeaning("3302", CodeKind.RESTORE, clears=EventType.LOW_BATTERY)
+    assert sia_meaning("FH") == CodeMeaning("FH", CodeKind.RESTORE, clears=EventType.SMOKE)
+    assert sia_meaning("WH").clears is EventType.FLOOD

@@ -66,6 +66,8 @@ BAD = [
     (payload(type="explode"), "unknown event type", "e1"),
     (payload(type=7), "type must be a string", "e1"),
     (payload(type="no_heartbeat"), "raised by the bridge", "e1"),
+    (payload(type="unknown_signal", data={"protocol": "dc09", "code": "1999"}), "raised by the bridge", "e1"),
+    (payload(type="restored", data={"restores": "smoke"}), "raised by the bridge", "e1"),
     (payload(ts="yesterday"), "RFC 3339", "e1"),
     (payload(ts="2026-11-28T12:00:00"), "RFC 3339", "e1"),
     (payload(ts=12345), "RFC 3339", "e1"),

@@ -137,6 +137,8 @@ BAD: list[tuple[bytes, str]] = [
     (b"$TC1,u,e,pendant,,0*12G4\r\n", "missing checksum"),
     (sealed(b"TC1,u,e,teleport,,0"), "unknown event type teleport"),
     (sealed(b"TC1,u,e,no_heartbeat,,0"), "raised by the bridge"),
+    (sealed(b"TC1,u,e,unknown_signal,,0"), "raised by the bridge"),
+    (sealed(b'TC1,u,e,restored,,0,{"restores":"smoke"}'), "raised by the bridge"),
     (sealed(b"TC1,u,e,pendant,yesterday,0"), "RFC 3339"),
     (sealed(b"TC1,u,e,pendant,2026-05-01T12:00:00,0"), "RFC 3339"),
     (sealed(b"TC1,u,e,pendant,,2"), "test must be 0 or 1"),

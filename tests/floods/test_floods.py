@@ -19,7 +19,7 @@ from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore
 from bridge.config import ConfigError, load_config
 from devices.events import DeviceEvent
-from devices.vocabulary import EventType
+from devices.vocabulary import EventType, restored_data
 
 
 def event(device_id: str, kind: str, *, at: float | None = None) -> DeviceEvent:
@@ -84,6 +84,27 @@ async def test_help_types_are_never_grouped(grouped_store: tuple[AlertStore, Flo
     assert len(lines) == 20 and {line["kind"] for line in lines} == {"alert"}
     with pytest.raises(ValueError, match="help"):
         FloodRules(types=frozenset({"mains_fail", "fall"}))
+
+
+async def test_restores_of_a_technical_type_close_the_incident(
+    grouped_store: tuple[AlertStore, FloodGrouper],
+) -> None:
+    store, grouper = grouped_store
+    await store.ingest([event(f"b{n}", "low_battery") for n in range(5)])
+    [incident] = await grouper.list_incidents()
+    restores = [
+        DeviceEvent(
+            f"b{n}",
+            uuid.uuid4().hex[:16],
+            EventType.RESTORED,
+            datetime.now(UTC),
+            data=restored_data(EventType.LOW_BATTERY),
+        )
+        for n in range(5)
+    ]
+    assert all(r.alert_id is not None for r in await store.ingest(restores))
+    [closed] = await grouper.list_incidents(state="closed")
+    assert closed.id == incident.id and closed.closed_reason == "all units reported low_battery restored"
 
 
 async def test_mains_restored_closes_the_incident(grouped_store: tuple[AlertStore, FloodGrouper]) -> None:

@@ -78,6 +78,9 @@ async def test_outcome_codes_and_priorities_are_enums(embedded_bridge: RunningBr
         assert f"`{code.value}`:" in spec["info"]["description"]
     alert = resolve(spec, {"$ref": "#/components/schemas/Alert"})
     assert alert["properties"]["priority"]["enum"] == [1, 2, 3]
+    types = alert["properties"]["type"]["enum"]  # every type that raises an alert, and only those
+    assert "unknown_signal" in types and "pendant" in types and "no_heartbeat" in types
+    assert not {"heartbeat", "restored", "mains_restored", "cancel"} & set(types)
     for method in ("put", "delete"):
         params = spec["paths"]["/api/v1/escalation/policies/{priority}"][method]["parameters"]
         assert params[0]["schema"] == {"type": "integer", "enum": [1, 2, 3]}

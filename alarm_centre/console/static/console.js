@@ -21,7 +21,7 @@
     voice_help: "Voice help", pendant: "Pendant", fall: "Fall", smoke: "Smoke", heat: "Heat", co: "Carbon monoxide",
     gas: "Gas", epilepsy: "Epilepsy", panic: "Panic", inactivity: "Inactivity", bed_exit: "Bed exit",
     chair_exit: "Chair exit", door_exit: "Door exit", flood: "Flood", extreme_temperature: "Extreme temperature",
-    bogus_caller: "Bogus caller", no_heartbeat: "No heartbeat", low_battery: "Low battery", mains_fail: "Mains fail",
+    bogus_caller: "Bogus caller", no_heartbeat: "No heartbeat", unknown_signal: "Unknown signal", low_battery: "Low battery", mains_fail: "Mains fail",
     tamper: "Tamper", sensor_fault: "Sensor fault", radio_jamming: "Radio jamming",
   };
   const PRIORITY_WORDS = { 1: "Emergency", 2: "Urgent", 3: "Technical" };
@@ -44,6 +44,18 @@
 
   function can(right) { return !!state.me && state.me.rights.includes(right); }
   function typeWord(t) { return Object.hasOwn(TYPE_WORDS, t) ? TYPE_WORDS[t] : String(t); }
+  // An unknown signal names its raw code and protocol (an operator must see what the unit sent).
+  function signalOf(a) {
+    const d = a && a.data && a.data.event_data;
+    if (a.type !== "unknown_signal" || !d || typeof d !== "object") return "";
+    const code = typeof d.code === "string" ? d.code : "?";
+    const protocol = typeof d.protocol === "string" ? d.protocol : "?";
+    return `code ${code.length > 40 ? code.slice(0, 40) + "…" : code} (${protocol})`;
+  }
+  function typeText(a) {
+    const signal = signalOf(a);
+    return signal ? `${typeWord(a.type)}: ${signal}` : typeWord(a.type);
+  }
 
   function status(message, isError) {
     const box = $("status");
@@ -227,11 +239,11 @@
     const selected = a.id === state.selected;
     const button = el("button", {
       type: "button", class: "alert-row", "data-id": a.id, "aria-current": selected ? "true" : null,
-      "aria-label": `${a.test ? "Test alarm" : (PRIORITY_WORDS[a.priority] || "Priority " + a.priority)}: ${typeWord(a.type)}, ` +
+      "aria-label": `${a.test ? "Test alarm" : (PRIORITY_WORDS[a.priority] || "Priority " + a.priority)}: ${typeText(a)}, ` +
         `${who(a)}, ${stateWords(a)}${a.test ? ", test" : ""}${a.unregistered ? ", unregistered device" : ""}`,
     },
       el("span", { class: badgeClass(a), text: a.test ? "TEST" : "P" + a.priority }),
-      el("span", { class: "a-type", text: typeWord(a.type) }),
+      el("span", { class: "a-type", text: typeText(a) }),
       el("span", { class: "a-who" + (a.resident_id ? "" : " a-unit"), title: who(a), text: who(a) }),
       el("span", { class: "a-flags" }, ...flags(a)),
       el("span", { class: `state-chip state-${a.state}`, text: stateWords(a) }),
@@ -316,7 +328,7 @@
     if (!known) {
       flash(alert.id);
       const kind = alert.test ? "Test alert" : (PRIORITY_WORDS[alert.priority] || "Alert");
-      announce(`New ${kind.toLowerCase()}: ${typeWord(alert.type)} for ${who(alert)}` +
+      announce(`New ${kind.toLowerCase()}: ${typeText(alert)} for ${who(alert)}` +
         (alert.unregistered ? ", unregistered device" : ""));
       if (!alert.test && alert.priority <= 2) beep(alert.priority);
       if (!state.selected) select(alert.id, false);
@@ -505,11 +517,11 @@
     $("detail-empty").textContent = EMPTY_DETAIL;
     body.hidden = false;
     $("detail-empty").hidden = true;
-    $("detail-heading").textContent = `Alert ${alert.id}: ${typeWord(alert.type)} — ${who(alert)}`;
+    $("detail-heading").textContent = `Alert ${alert.id}: ${typeText(alert)} — ${who(alert)}`;
     const p = $("d-priority");
     p.className = badgeClass(alert);
     p.textContent = alert.test ? "Test alarm (not an emergency)" : `P${alert.priority} ${PRIORITY_WORDS[alert.priority] || ""}`;
-    $("d-type").textContent = typeWord(alert.type);
+    $("d-type").textContent = typeText(alert);
     $("d-flags").replaceChildren(...flags(alert));
     const st = $("d-state");
     st.className = "state-chip state-" + alert.state;
