@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,16 +51,28 @@ async def test_hooks_run_by_order_not_by_when_they_were_added(tmp_path: Path) ->
 
 async def test_every_feature_starts_through_the_host(tmp_path: Path) -> None:
     """A bridge with every feature on starts, and its features added their hooks in the declared order."""
+    upstream = [{"url": "tcp://127.0.0.1:9", "account": "C0FFEE", "link_test_s": 3600}]
     config = make_config(
         tmp_path,
         TELECARE_ESCALATION__ENABLED="true",
         TELECARE_FLOODS__ENABLED="true",
         TELECARE_DC09__LISTEN="127.0.0.1:0",
+        TELECARE_DC09__FORWARD=json.dumps(upstream),
+        TELECARE_SCAIP__LISTEN="127.0.0.1:0",
     )
     async with running_bridge(config) as running:
         store = running.bridge.store
         owners = [getattr(h, "__self__", None).__class__.__name__ for h in store.raise_hooks]
-        assert owners == ["Escalation", "FloodGrouper"]
+        assert owners == ["Escalation", "FloodGrouper", "ForwardHooks"]
         event_owners = [getattr(h, "__self__", None).__class__.__name__ for h in store.event_hooks]
-        assert event_owners == ["Registry", "FloodGrouper"]
-    assert len(FEATURES) == 7
+        assert event_owners == ["Registry", "FloodGrouper", "ForwardHooks"]
+    assert [f.__module__ for f in FEATURES] == [
+        "bridge.feature_voice",
+        "bridge.feature_console",
+        "bridge.feature_serial",
+        "bridge.feature_registry",
+        "bridge.feature_escalation",
+        "bridge.feature_floods",
+        "bridge.feature_dc09",
+        "bridge.feature_scaip",
+    ]
