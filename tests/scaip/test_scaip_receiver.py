@@ -488,3 +488,32 @@ async def test_readiness_fails_once_the_receiver_has_stopped(tmp_path: Path) -> 
         r = receiver(b)
         assert await r.readiness() == []
     assert await r.readiness() == ["scaip: the receiver is not listening"]
+
+
+async def test_a_resend_across_the_end_of_a_dedup_bucket_is_not_stored_twice(tmp_path: Path) -> None:
+    import time
+
+    from clock import SteppedClock
+
+    from bridge.transports.scaip import DEDUP_BUCKET_S
+
+    # The first send is stored a second before its bucket ends; the resend (a new transaction, the same
+    # mrq) comes two seconds later, in the next bucket. A reused ref a whole bucket later is new.
+    bucket_end = (int(time.time()) // DEDUP_BUCKET_S + 1) * DEDUP_BUCKET_S
+    clock = SteppedClock(bucket_end - 1)
+    config = make_config(tmp_path, TELECARE_SCAIP__LISTEN="127.0.0.1:0")
+    async with running_bridge(config, clock=clock) as b:
+        await register(b, "unit-edge", "4670070")
+        body = build_mrq(ref="E1", cid="4670070", dty="0014", stc="0014")
+        async with unit(b, "4670070") as u:
+            assert mrs(await u.message(body)).snu is Snu.OK
+            clock.advance(2)
+            assert mrs(await u.message(body)).snu is Snu.OK
+            async with b.store.read() as tx:
+                rows = await tx.fetchall("SELECT event_id FROM events WHERE device_id = 'unit-edge'")
+            assert len(rows) == 1
+            clock.advance(DEDUP_BUCKET_S)
+            assert mrs(await u.message(body)).snu is Snu.OK
+            async with b.store.read() as tx:
+                rows = await tx.fetchall("SELECT event_id FROM events WHERE device_id = 'unit-edge'")
+            assert len(rows) == 2
