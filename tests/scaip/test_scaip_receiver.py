@@ -517,3 +517,23 @@ async def test_a_resend_across_the_end_of_a_dedup_bucket_is_not_stored_twice(tmp
             async with b.store.read() as tx:
                 rows = await tx.fetchall("SELECT event_id FROM events WHERE device_id = 'unit-edge'")
             assert len(rows) == 2
+
+
+async def test_the_call_centre_of_a_help_alarm_is_closed_with_the_alarm_not_sent_by_the_outbox(
+    scaip_bridge: RunningBridge,
+) -> None:
+    b = scaip_bridge
+    await register(b, "unit-inband", "4670080")
+    async with unit(b, "4670080") as u:
+        assert mrs(await u.alarm(dty="0005", stc="0009", ref="IB1")).mre is VoiceMode.DUPLEX
+    # Committed with the alarm, before its snu 0: nothing left for the outbox to claim or send.
+    async with b.store.read() as tx:
+        rows = await tx.fetchall(
+            "SELECT attempts, done_at, result FROM outbox WHERE target = ?", "unit-inband"
+        )
+    assert [(r["attempts"], r["done_at"] is not None) for r in rows] == [(1, True)]
+    assert "told in the SCAIP answer" in str(rows[0]["result"])
+    alert_id = (await alerts_of(b, "unit-inband"))[0]["id"]
+    status, body = await b.call("GET", f"/api/v1/alerts/{alert_id}")
+    sent = [e for e in body["timeline"] if e["action"] == "command_sent"]
+    assert status == 200 and [e["detail"]["cmd"] for e in sent] == ["call_centre"]
