@@ -46,7 +46,7 @@ from devices.dc09_forward import (
     read_answer,
 )
 from devices.events import DeviceEvent
-from devices.vocabulary import EventType
+from devices.vocabulary import EventType, alert_key
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ class Dc09Forwarder:
 
     async def _path_alert_resolve(self, path: UpstreamPath) -> None:
         now = self._clock()
-        key = f"device:{path_device_id(path.name)}:{PATH_DOWN_TYPE.value}"
+        key = alert_key(path_device_id(path.name), None, PATH_DOWN_TYPE, {})
 
         async def work(tx: Tx, post: PostCommit) -> None:
             alert = await self._store.alerts.open_alert(tx, key)
