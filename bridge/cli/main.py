@@ -67,8 +67,31 @@ def _fleet_config(config: Config) -> Config:
     return config.model_copy(update={"credentials": config.credentials.model_copy(update={"enabled": True})})
 
 
+def _scaip_listen(text: str) -> str:
+    from bridge.cli.scaip_demo import listen_address
+
+    try:
+        return listen_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     config = _fleet_config(load(args))
+    if args.scaip_listen is None:
+        from bridge.cli.scaip_demo import DEFAULT_LISTEN as SCAIP_DEFAULT_LISTEN
+
+        args.scaip_listen = config.scaip.listen or SCAIP_DEFAULT_LISTEN
+    if args.with_scaip:
+        from bridge.cli.scaip_demo import check_free as scaip_check_free
+
+        try:
+            scaip_check_free(args.scaip_listen)
+        except OSError as exc:
+            fail(
+                f"the SCAIP demo cannot listen on {args.scaip_listen} ({exc}); try --scaip-listen",
+                EXIT_FAILED,
+            )
 
     async def main() -> None:
         from bridge.service import Bridge
@@ -80,9 +103,18 @@ def cmd_demo(args: argparse.Namespace) -> None:
                 from bridge.cli.serial_demo import serial_demo
 
                 serial = await extras.enter_async_context(serial_demo(config))
-            bridge = await extras.enter_async_context(Bridge(serial.config if serial else config))
+            run_config = serial.config if serial else config
+            if args.with_scaip:
+                from bridge.cli import scaip_demo
+
+                run_config = scaip_demo.listening(run_config, args.scaip_listen)
+            bridge = await extras.enter_async_context(Bridge(run_config))
             if serial is not None:
                 await serial.register(bridge.store)
+            if args.with_scaip:
+                from bridge.feature_registry import make_registry
+
+                await scaip_demo.register(make_registry(config, bridge.store))
             unit_ids = await seed_demo(bridge.store.devices, args.units)
             passwords: dict[str, str] = {}
             if bridge.credentials is not None:  # each demo unit signs in with a password of its own
@@ -114,6 +146,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
             )
             if serial is not None:
                 print(serial.describe(), flush=True)
+            if args.with_scaip:
+                from bridge.transports.scaip import SCAIP_RECEIVER
+
+                scaip_port = bridge.app[SCAIP_RECEIVER].port
+                scaip_host = run_config.scaip.host_port[0]
+                print(scaip_demo.describe(f"{scaip_host}:{scaip_port}"), flush=True)
             print("  operator token (demo-operator):", flush=True)
             print(token, flush=True)
             async with asyncio.TaskGroup() as tg:
@@ -133,6 +171,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
                 )
                 if serial is not None:
                     tg.create_task(serial.run(args.every), name="serial-demo")
+                if args.with_scaip:
+                    tg.create_task(
+                        scaip_demo.run_units(scaip_host, scaip_port, args.every), name="scaip-demo"
+                    )
 
     run_until_signal(main)
 
@@ -331,6 +373,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--with-serial",
         action="store_true",
         help="also simulate a unit on a serial line and a GSM modem receiving SMS alarms (on ptys)",
+    )
+    p.add_argument(
+        "--with-scaip",
+        action="store_true",
+        help="also listen for SCAIP (SIP MESSAGE) and run two simulated social alarms (UDP, TCP) against it",
+    )
+    p.add_argument(
+        "--scaip-listen",
+        type=_scaip_listen,
+        default=None,
+        metavar="HOST:PORT",
+        help="where the SCAIP demo listens, UDP and TCP (default: scaip.listen if set, else 127.0.0.1:15060)",
     )
     p.set_defaults(func=cmd_demo)
 
