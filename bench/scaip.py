@@ -236,7 +236,8 @@ async def register(url: str, units: Units) -> None:
     async with open_store(url) as store:
         registry = Registry(store)
         for n in range(units.count):
-            fields = {"id": f"bench-{n:05d}", "kind": "ip_unit", "channel": "scaip", "scaip_cid": units.cid(n)}
+            fields = {"id": f"bench-{n:05d}", "kind": "ip_unit", "channel": "scaip"}
+            fields["scaip_cid"] = units.cid(n)
             await registry.create_device(Device.model_validate(fields), actor="bench", source="system")
 
 
