@@ -295,10 +295,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def report(results: list[Result], args: argparse.Namespace, stored: int) -> None:
+    store = args.store
+    if args.sqlite_dir and store == "sqlite":
+        store += f" in {args.sqlite_dir}"
     print(
         f"\nSCAIP receivers: SIPp over UDP, alarm MESSAGEs from {args.units} registered units, "
         f"{args.duration:g} s per rate in {args.rounds} turns, max run {args.max_calls} MESSAGEs with "
-        f"{args.max_open} open; bridge store {args.store}; latency from SIPp's -trace_msg timestamps (1 us); "
+        f"{args.max_open} open; bridge store {store}; latency from SIPp's -trace_msg timestamps (1 us); "
         f"load average {args.load[0]:.1f} before, {args.load[1]:.1f} after on {os.cpu_count()} cores"
     )
     print(
@@ -354,12 +357,22 @@ def main() -> None:
     parser.add_argument(
         "--store", choices=["sqlite", "postgres"], default="sqlite", help="the bridge's store"
     )
+    parser.add_argument(
+        "--sqlite-dir",
+        type=Path,
+        default=None,
+        help="where the SQLite file goes (default: a temporary directory; /dev/shm takes the disk's "
+        "fsync out, as a diagnostic of the receiver's own share)",
+    )
     args = parser.parse_args()
     if shutil.which("sipp") is None:
         sys.exit("sipp is not installed (apt-get install sip-tester)")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-scaip-"))
-    url = asyncio.run(create_postgres()) if args.store == "postgres" else str(tmp / "bench.db")
+    sqlite_dir = (
+        Path(tempfile.mkdtemp(prefix="bench-scaip-", dir=args.sqlite_dir)) if args.sqlite_dir else tmp
+    )
+    url = asyncio.run(create_postgres()) if args.store == "postgres" else str(sqlite_dir / "bench.db")
     ports = {name: free_port() for name in RECEIVERS}
     procs: list[subprocess.Popen[bytes]] = []
     results: list[Result] = []
@@ -397,6 +410,7 @@ def main() -> None:
         if args.store == "postgres":
             asyncio.run(drop_postgres(url))
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(sqlite_dir, ignore_errors=True)
     report(results, args, stored)
 
 
