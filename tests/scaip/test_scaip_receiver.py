@@ -322,13 +322,11 @@ async def test_tls_listener_takes_an_alarm_when_a_certificate_is_configured(tmp_
 async def test_a_unit_that_stops_polling_raises_no_heartbeat_and_polling_again_clears_it(
     tmp_path: Path,
 ) -> None:
-    import time
-
     from clock import SteppedClock
 
-    # The receiver's clock starts 100 s back: the poll it takes is 100 s old by the supervisor's (real)
-    # clock, past the unit's interval and grace, so the unit has stopped polling without anyone waiting.
-    clock = SteppedClock(time.time() - 100)
+    # The bridge's clock (the receiver's and the supervisor's) moves only when the test says so: 100 s
+    # after its poll the unit is past its interval and grace, without anyone waiting.
+    clock = SteppedClock()
     config = make_config(
         tmp_path, TELECARE_SCAIP__LISTEN="127.0.0.1:0", TELECARE_HEARTBEATS__CHECK_EVERY_S="0.1"
     )
@@ -336,12 +334,12 @@ async def test_a_unit_that_stops_polling_raises_no_heartbeat_and_polling_again_c
         await register(b, "unit-quiet", "4670050", heartbeat_interval_s=60, heartbeat_grace_s=30)
         async with unit(b, "4670050") as u:
             assert mrs(await u.heartbeat()).snu is Snu.OK
+            clock.advance(100)
 
             async def raised() -> bool:
                 return [a["type"] for a in await alerts_of(b, "unit-quiet")] == ["no_heartbeat"]
 
             await eventually(raised)
-            clock.advance(100)
             assert mrs(await u.heartbeat()).snu is Snu.OK  # heard again: the core resolves the alert
         assert await alerts_of(b, "unit-quiet") == []
 
