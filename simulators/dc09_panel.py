@@ -9,6 +9,7 @@ encrypted or not, and resends each frame until the receiver ACKs it (as real pan
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Self
@@ -63,6 +64,8 @@ class Dc09Panel:
         self.clock_offset = clock_offset
         self.sequence = 0
         self.sent_frames = 0
+        #: TCP connections opened (more than one: the receiver went away and the panel reconnected).
+        self.connections = 0
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._udp: asyncio.DatagramTransport | None = None
@@ -71,7 +74,7 @@ class Dc09Panel:
 
     async def __aenter__(self) -> Self:
         if self.transport == "tcp":
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            await self._connect()
         else:
             loop = asyncio.get_running_loop()
             queue = self._datagrams
@@ -84,9 +87,7 @@ class Dc09Panel:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._disconnect()
         if self._udp is not None:
             self._udp.close()
             self._udp = None
@@ -125,16 +126,39 @@ class Dc09Panel:
         return await self.send_raw(self.frame(Token.NULL), attempts=attempts)
 
     async def send_raw(self, frame: bytes, *, attempts: int = 5) -> Answer:
-        """Send ``frame`` and resend it every ``resend_s`` until an ACK or a NAK comes back (a NAK is
-        returned: the caller decides), at most ``attempts`` times; TimeoutError after that."""
+        """Send ``frame`` and resend the same bytes every ``resend_s`` until the receiver answers it (an
+        ACK or DUH with its sequence number, or a NAK: returned, the caller decides), at most
+        ``attempts`` times; TimeoutError after that. Over TCP a lost or refused connection (the receiver
+        restarting) is opened again for the next attempt, as real panels do."""
+        loop = asyncio.get_running_loop()
+        sequence = sequence_of(frame)
         for _ in range(attempts):
-            self._send(frame)
+            attempt_ends = loop.time() + self.resend_s
             try:
-                async with asyncio.timeout(self.resend_s):
-                    return await self._answer()
+                async with asyncio.timeout_at(attempt_ends):
+                    await self._connect()
+                    self._send(frame)
+                    return await self._answer(sequence)
             except TimeoutError:
                 continue
+            except (ConnectionError, OSError):
+                self._disconnect()
+                # The connection is gone: the next attempt comes at the panel's resend interval.
+                await asyncio.sleep(max(0.0, attempt_ends - loop.time()))
         raise TimeoutError(f"no answer to the frame after {attempts} attempts")
+
+    async def _connect(self) -> None:
+        """(Re)open the TCP connection when it was lost; nothing for UDP."""
+        if self.transport != "tcp" or self._writer is not None:
+            return
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._splitter = FrameSplitter()
+        self.connections += 1
+
+    def _disconnect(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
 
     def _send(self, frame: bytes) -> None:
         self.sent_frames += 1
@@ -145,7 +169,9 @@ class Dc09Panel:
         else:
             raise RuntimeError("the panel is not connected")
 
-    async def _answer(self) -> Answer:
+    async def _answer(self, sequence: int | None = None) -> Answer:
+        """The next answer; with ``sequence``, the next NAK or the next ACK/DUH echoing it (a late answer
+        to an earlier frame is passed over)."""
         while True:
             if self._reader is not None:
                 item = self._splitter.next_frame()
@@ -162,4 +188,21 @@ class Dc09Panel:
             else:
                 raw = await self._datagrams.get()
             keys = (lambda _a: self.key) if self.key is not None else (lambda _a: None)
-            return Answer(parse_frame(raw, now=self.now(), keys=keys, window=None), raw)
+            answer = Answer(parse_frame(raw, now=self.now(), keys=keys, window=None), raw)
+            if sequence is None or not _passed_over(answer, sequence):
+                return answer
+
+
+_SEQUENCE_RE = re.compile(rb'"\*?[A-Z-]{3,8}"([0-9]{4})')
+
+
+def sequence_of(frame: bytes) -> int | None:
+    """The sequence number in a frame's clear header (None when the bytes have none)."""
+    found = _SEQUENCE_RE.search(frame)
+    return int(found[1]) if found else None
+
+
+def _passed_over(answer: Answer, sequence: int) -> bool:
+    """An ACK or DUH to another frame (a NAK names no sequence; an unreadable answer is returned)."""
+    frame = answer.frame
+    return isinstance(frame, Frame) and frame.token is not Token.NAK and frame.sequence != sequence

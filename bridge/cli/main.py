@@ -67,6 +67,15 @@ def _fleet_config(config: Config) -> Config:
     return config.model_copy(update={"credentials": config.credentials.model_copy(update={"enabled": True})})
 
 
+def _dc09_listen(text: str) -> str:
+    from bridge.cli.dc09_demo import listen_address
+
+    try:
+        return listen_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _scaip_listen(text: str) -> str:
     from bridge.cli.scaip_demo import listen_address
 
@@ -78,6 +87,19 @@ def _scaip_listen(text: str) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     config = _fleet_config(load(args))
+    if args.dc09_listen is None:
+        from bridge.cli.dc09_demo import DEFAULT_LISTEN
+
+        args.dc09_listen = config.dc09.listen or DEFAULT_LISTEN
+    if args.with_dc09:
+        from bridge.cli.dc09_demo import check_free
+
+        try:
+            check_free(args.dc09_listen)
+        except OSError as exc:
+            fail(
+                f"the DC-09 demo cannot listen on {args.dc09_listen} ({exc}); try --dc09-listen", EXIT_FAILED
+            )
     if args.scaip_listen is None:
         from bridge.cli.scaip_demo import DEFAULT_LISTEN as SCAIP_DEFAULT_LISTEN
 
@@ -104,6 +126,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
                 serial = await extras.enter_async_context(serial_demo(config))
             run_config = serial.config if serial else config
+            if args.with_dc09:
+                from bridge.cli import dc09_demo
+
+                run_config = dc09_demo.listening(run_config, args.dc09_listen)
             if args.with_scaip:
                 from bridge.cli import scaip_demo
 
@@ -111,6 +137,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
             bridge = await extras.enter_async_context(Bridge(run_config))
             if serial is not None:
                 await serial.register(bridge.store)
+            if args.with_dc09:
+                from bridge.feature_registry import make_registry
+
+                await dc09_demo.register(make_registry(config, bridge.store))
             if args.with_scaip:
                 from bridge.feature_registry import make_registry
 
@@ -146,6 +176,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
             )
             if serial is not None:
                 print(serial.describe(), flush=True)
+            if args.with_dc09:
+                from bridge.transports.dc09 import DC09_RECEIVER
+
+                dc09_port = bridge.app[DC09_RECEIVER].port
+                dc09_host = run_config.dc09.host_port[0]
+                print(dc09_demo.describe(f"{dc09_host}:{dc09_port}"), flush=True)
             if args.with_scaip:
                 from bridge.transports.scaip import SCAIP_RECEIVER
 
@@ -171,6 +207,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
                 )
                 if serial is not None:
                     tg.create_task(serial.run(args.every), name="serial-demo")
+                if args.with_dc09:
+                    tg.create_task(dc09_demo.run_panels(dc09_host, dc09_port, args.every), name="dc09-demo")
                 if args.with_scaip:
                     tg.create_task(
                         scaip_demo.run_units(scaip_host, scaip_port, args.every), name="scaip-demo"
@@ -373,6 +411,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--with-serial",
         action="store_true",
         help="also simulate a unit on a serial line and a GSM modem receiving SMS alarms (on ptys)",
+    )
+    p.add_argument(
+        "--with-dc09",
+        action="store_true",
+        help="also listen for SIA DC-09 and run two simulated alarm panels (one encrypted) against it",
+    )
+    p.add_argument(
+        "--dc09-listen",
+        type=_dc09_listen,
+        default=None,
+        metavar="HOST:PORT",
+        help="where the DC-09 demo listens, TCP and UDP (default: dc09.listen if set, else 127.0.0.1:10009)",
     )
     p.add_argument(
         "--with-scaip",
