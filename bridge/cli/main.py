@@ -67,17 +67,9 @@ def _fleet_config(config: Config) -> Config:
     return config.model_copy(update={"credentials": config.credentials.model_copy(update={"enabled": True})})
 
 
-def _dc09_listen(text: str) -> str:
-    from bridge.cli.dc09_demo import listen_address
-
-    try:
-        return listen_address(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _scaip_listen(text: str) -> str:
-    from bridge.cli.scaip_demo import listen_address
+def _listen_arg(text: str) -> str:
+    """``--dc09-listen`` and ``--scaip-listen``: ``host:port``, else a usage error."""
+    from bridge.cli.demo_listen import listen_address
 
     try:
         return listen_address(text)
@@ -92,7 +84,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
         args.dc09_listen = config.dc09.listen or DEFAULT_LISTEN
     if args.with_dc09:
-        from bridge.cli.dc09_demo import check_free
+        from bridge.cli.demo_listen import check_free
 
         try:
             check_free(args.dc09_listen)
@@ -105,10 +97,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
         args.scaip_listen = config.scaip.listen or SCAIP_DEFAULT_LISTEN
     if args.with_scaip:
-        from bridge.cli.scaip_demo import check_free as scaip_check_free
+        from bridge.cli.demo_listen import check_free
 
         try:
-            scaip_check_free(args.scaip_listen)
+            check_free(args.scaip_listen)
         except OSError as exc:
             fail(
                 f"the SCAIP demo cannot listen on {args.scaip_listen} ({exc}); try --scaip-listen",
@@ -419,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dc09-listen",
-        type=_dc09_listen,
+        type=_listen_arg,
         default=None,
         metavar="HOST:PORT",
         help="where the DC-09 demo listens, TCP and UDP (default: dc09.listen if set, else 127.0.0.1:10009)",
@@ -431,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scaip-listen",
-        type=_scaip_listen,
+        type=_listen_arg,
         default=None,
         metavar="HOST:PORT",
         help="where the SCAIP demo listens, UDP and TCP (default: scaip.listen if set, else 127.0.0.1:15060)",
