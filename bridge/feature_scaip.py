@@ -54,11 +54,15 @@ async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
     host.app[SCAIP_RECEIVER] = receiver
     host.add_readiness_check(receiver.readiness)
     told = {"how": "scaip mrs", "mre": "duplex", "cre": cfg.call_receiver or "the unit's own receiver"}
+    # The call_centre a unit's own help alarm decides is closed in the alarm's transaction: the answer
+    # (sent once that commits) carries it, so the outbox has nothing to send.
+    host.store.outbox.in_band["scaip", "call_centre"] = {"status": "sent", "detail": TOLD_IN_ANSWER, **told}
 
     async def commands(device_id: str, item: OutboxItem) -> None:
         if item.payload.get("cmd") == "call_centre" and await _raised_over_scaip(host, item, device_id):
-            # The unit was told to call in the answer to its alarm (sent once the alert was stored): the
-            # command is done; close it, and the timeline records it as sent.
+            # The unit was told to call in the answer to its alarm (an item queued before the in-band
+            # close above, e.g. by an older version): the command is done; close it, and the timeline
+            # records it as sent.
             await host.store.outbox.finish(item, {"status": "sent", "detail": TOLD_IN_ANSWER, **told})
             return
         # Anything else (settings, a call for an alert raised by another path): a SCAIP unit takes no

@@ -112,13 +112,13 @@ class ClientState(StrEnum):
 class ClientTransaction:
     """When to send one request of ours and its retransmissions (§17.1.2.2)."""
 
-    def __init__(self, *, reliable: bool, now: float) -> None:
+    def __init__(self, *, reliable: bool, now: float, timeout_s: float = TIMER_F) -> None:
         self.state = ClientState.TRYING
         self.status: int | None = None
         self._reliable = reliable
         self._interval = T1
         self._next_send = now
-        self._deadline = now + TIMER_F
+        self._deadline = now + timeout_s  # Timer F (a simulated unit may give up sooner)
 
     @property
     def done(self) -> bool:

@@ -4,9 +4,14 @@ real units do; TCP and TLS send once, as RFC 3261 says for reliable transports. 
 receiver's own MESSAGEs (the ``mrs`` sent back in ``message`` answer mode) with 200 OK, and answers a
 digest challenge when it has a password.
 
+:meth:`ScaipUnit.deliver` is the unit's whole alarm: when a transaction times out (Timer F), the
+connection drops, or the answer is snu 6 (busy) or 4 (hold), it sends the same ``mrq`` (same ``ref``)
+again in a new transaction, reconnecting over TCP/TLS, until it is answered -- as real units do.
+
     async with ScaipUnit("127.0.0.1", port, cid="4670123") as unit:
         answer = await unit.alarm(dty="0003", stc="0010")    # a pendant press
         answer.mrs.snu, answer.mrs.mre                        # 0, duplex: call the centre
+        answer = await unit.deliver(build_mrq(...), attempts=60)  # resent until answered
         await unit.heartbeat()
         unit.send(raw_message_bytes)                          # any SIP bytes (for refusal tests)
 """
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Self
 
 from devices import sip_digest
-from devices.scaip import MEDIA_TYPE, MessageResponse, MessageType, ScaipRefused, build_mrq, parse_mrs
+from devices.scaip import MEDIA_TYPE, MessageResponse, MessageType, ScaipRefused, Snu, build_mrq, parse_mrs
 from devices.sip import (
     KeepAlive,
     NeedData,
@@ -39,7 +44,10 @@ from devices.sip import (
     response_to,
     serialise,
 )
-from devices.sip_transaction import ClientTransaction
+from devices.sip_transaction import TIMER_F, ClientTransaction
+
+#: Answers after which a unit sends the same request again later (SS 91100 table 2).
+TRY_AGAIN = frozenset({Snu.BUSY, Snu.HOLD})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +77,16 @@ class ScaipUnit:
         password: str | None = None,
         tls: ssl.SSLContext | None = None,
         wait_s: float = 40.0,
+        timer_f_s: float = TIMER_F,
     ) -> None:
         self.host, self.port, self.cid, self.transport = host, port, cid, transport
         self.tls = tls
         self.password = password
         self.wait_s = wait_s
+        self.timer_f_s = timer_f_s
         self.sent_count = 0  # every datagram/message written, retransmissions included
+        self.connections = 0  # TCP/TLS connections opened
+        self.resends = 0  # requests sent again in a new transaction by deliver()
         self.messages: asyncio.Queue[Request] = asyncio.Queue()  # MESSAGEs the receiver sent us
         self._refs = itertools.count(secrets.randbelow(10**6))
         self._cseq = itertools.count(1)
@@ -91,22 +103,41 @@ class ScaipUnit:
                 lambda: _Datagrams(self), remote_addr=(self.host, self.port)
             )
             sockname = self._udp.get_extra_info("sockname")
+            self.local = (str(sockname[0]), int(sockname[1]))
         else:
-            tls = (self.tls or ssl.create_default_context()) if self.transport == "tls" else None
-            reader, self._writer = await asyncio.open_connection(self.host, self.port, ssl=tls)
-            self._reader_task = asyncio.create_task(self._read_stream(reader), name="scaip-unit-reader")
-            sockname = self._writer.get_extra_info("sockname")
-        self.local = (str(sockname[0]), int(sockname[1]))
+            await self.connect()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._udp is not None:
             self._udp.close()
-        if self._writer is not None:
-            self._writer.close()
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            await asyncio.gather(self._reader_task, return_exceptions=True)
+        await self._close_stream()
+
+    @property
+    def connected(self) -> bool:
+        """UDP always; TCP/TLS while the connection is open."""
+        if self.transport == "udp":
+            return self._udp is not None
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def connect(self) -> None:
+        """Open (or open again) the TCP/TLS connection (ConnectionError/OSError when refused)."""
+        await self._close_stream()
+        tls = (self.tls or ssl.create_default_context()) if self.transport == "tls" else None
+        reader, self._writer = await asyncio.open_connection(self.host, self.port, ssl=tls)
+        self.connections += 1
+        self._reader_task = asyncio.create_task(self._read_stream(reader), name="scaip-unit-reader")
+        sockname = self._writer.get_extra_info("sockname")
+        self.local = (str(sockname[0]), int(sockname[1]))
+
+    async def _close_stream(self) -> None:
+        writer, self._writer = self._writer, None
+        reader_task, self._reader_task = self._reader_task, None
+        if writer is not None:
+            writer.close()
+        if reader_task is not None:
+            reader_task.cancel()
+            await asyncio.gather(reader_task, return_exceptions=True)
 
     # --- what a unit sends ------------------------------------------------------------------------
 
@@ -168,6 +199,24 @@ class ScaipUnit:
             response = await self.transact(self.request(body, authorization=authorization))
         return await self._mrs_of(response)
 
+    async def deliver(self, body: bytes, *, attempts: int = 10, pause_s: float = 1.0) -> UnitAnswer:
+        """Send ``body`` until it is answered with something other than snu 6 or 4: each attempt a new
+        transaction (the same ``mrq``, so the same ``ref``) after Timer F, a lost connection (opened
+        again first) or a busy/hold answer, ``pause_s`` apart. TimeoutError after ``attempts``."""
+        for attempt in range(attempts):
+            if attempt:
+                self.resends += 1
+                await asyncio.sleep(pause_s)  # the unit's own resend pacing
+            try:
+                if not self.connected:
+                    await self.connect()
+                answer = await self.message(body)
+            except (TimeoutError, ConnectionError, OSError):
+                continue
+            if not (isinstance(answer.mrs, MessageResponse) and answer.mrs.snu in TRY_AGAIN):
+                return answer
+        raise TimeoutError(f"not answered after {attempts} attempts")
+
     async def _mrs_of(self, response: Response) -> UnitAnswer:
         if response.status != 200:
             return UnitAnswer(response, None)
@@ -182,11 +231,15 @@ class ScaipUnit:
         Timer F)."""
         data = serialise(request)
         branch = request.top_via.branch or ""
-        transaction = ClientTransaction(reliable=self.transport != "udp", now=time.monotonic())
+        transaction = ClientTransaction(
+            reliable=self.transport != "udp", now=time.monotonic(), timeout_s=self.timer_f_s
+        )
         final: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._waiting[branch] = (transaction, final)
         try:
             while not transaction.done:
+                if not self.connected:
+                    raise ConnectionError("the connection to the receiver is closed")
                 now = time.monotonic()
                 if transaction.due(now):
                     self.send(data)
@@ -240,11 +293,21 @@ class ScaipUnit:
 
     async def _read_stream(self, reader: asyncio.StreamReader) -> None:
         framer = StreamFramer()
-        while data := await reader.read(65536):
-            framer.feed(data)
-            while not isinstance(item := framer.next_message(), NeedData):
-                if not isinstance(item, KeepAlive):
-                    self.received(item)
+        try:
+            while data := await reader.read(65536):
+                framer.feed(data)
+                while not isinstance(item := framer.next_message(), NeedData):
+                    if not isinstance(item, KeepAlive):
+                        self.received(item)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            # RFC 3261 §17.1.4: a transport error ends the transactions waiting on this connection.
+            if self._writer is not None:
+                self._writer.close()
+            for _, final in self._waiting.values():
+                if not final.done():
+                    final.set_exception(ConnectionError("the receiver closed the connection"))
 
 
 class _Datagrams(asyncio.DatagramProtocol):

@@ -313,7 +313,22 @@ class Ingest:
                 resident_id,
                 *UNIT_KINDS,
             )
-        if target is not None:
+        in_band = None if target is None else self._outbox.in_band.get((target["channel"], "call_centre"))
+        own_unit = target is not None and (target["id"], target["channel"]) == (ev.device_id, ev.source)
+        if in_band is not None and target is not None and own_unit:
+            # The answer to this very event tells the unit to call (SCAIP): closed here, logged sent.
+            await self._outbox.add_in_band(
+                tx,
+                post,
+                alert,
+                target["channel"],
+                target["id"],
+                "call_centre",
+                {"alert_id": str(alert["id"])},
+                in_band,
+                now,
+            )
+        elif target is not None:
             await self._outbox.add_command(
                 tx,
                 post,

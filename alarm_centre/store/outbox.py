@@ -31,6 +31,11 @@ class Outbox:
 
     def __init__(self, store: Database) -> None:
         self._store = store
+        #: Commands a channel carries in its answer to the unit's own event (SCAIP's ``mrs`` tells the
+        #: unit to open its speech call): (channel, cmd) -> what such an item is closed with. A command
+        #: to the unit whose event decided it is then closed, and logged sent, in that event's
+        #: transaction: no claim, send and close of its own (three more commits per help alert).
+        self.in_band: dict[tuple[str, str], dict[str, Any]] = {}
 
     async def add_command(
         self,
@@ -57,6 +62,39 @@ class Outbox:
             now,
         )
         post.outbox = True
+        return cmd_id
+
+    async def add_in_band(
+        self,
+        tx: Tx,
+        post: PostCommit,
+        alert: Row,
+        channel: str,
+        device_id: str,
+        cmd: str,
+        args: dict[str, Any],
+        result: dict[str, Any],
+        now: float,
+    ) -> str:
+        """Record a command the answer to the unit's own event carries (see :attr:`in_band`): closed
+        at once with ``result`` and logged sent on the alert's timeline, in the event's transaction."""
+        cmd_id = "c" + secrets.token_hex(8)
+        await tx.execute(
+            "INSERT INTO outbox (kind, channel, target, alert_id, cmd_id, payload, created_at, "
+            "next_attempt_at, attempts, done_at, result) "
+            "VALUES ('device_command', ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+            channel,
+            device_id,
+            alert["id"],
+            cmd_id,
+            _j({"cmd": cmd, "args": args}),
+            now,
+            now,
+            now,
+            _j(result),
+        )
+        detail = {"cmd": cmd, "cmd_id": cmd_id, "target": device_id, "attempt": 1, **result}
+        await log_action(tx, post, alert, AuditAction.COMMAND_SENT, "system", Source.SYSTEM, detail, now)
         return cmd_id
 
     async def claim(

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
-import socket
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Literal
@@ -29,7 +27,6 @@ log = logging.getLogger("telecare.demo.dc09")
 
 #: Where the demo listens unless told otherwise (``--dc09-listen``).
 DEFAULT_LISTEN = "127.0.0.1:10009"
-_LISTEN_RE = re.compile(r"^(\S+):([0-9]{1,5})$")
 SOURCE = "cli"
 
 
@@ -59,28 +56,6 @@ ALARMS = [(101, 4), (111, 1), (120, 1), (154, 1), (302, 1)]
 ALARM_NAMES = {101: "pendant", 111: "smoke", 120: "panic", 154: "flood", 302: "low battery"}
 #: The chance that a panel's next frame is an alarm rather than a link test.
 ALARM_CHANCE = 0.3
-
-
-def listen_address(text: str) -> str:
-    """``host:port`` for ``--dc09-listen`` (port 0 picks a free one); ValueError otherwise."""
-    match = _LISTEN_RE.fullmatch(text)
-    if match is None or int(match[2]) > 65535:
-        raise ValueError(f"{text!r} is not host:port (port 0-65535)")
-    return text
-
-
-def check_free(listen: str) -> None:
-    """Raise OSError when ``listen`` cannot be bound for TCP and UDP (another program has the port), so
-    the demo says so in one line before it starts; port 0 is always free."""
-    host, _, port = listen.rpartition(":")
-    if int(port) == 0:
-        return
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        for family, _, _, _, address in socket.getaddrinfo(host.strip("[]"), int(port), type=kind):
-            with socket.socket(family, kind) as probe:
-                if kind == socket.SOCK_STREAM:
-                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server
-                probe.bind(address)
 
 
 def listening(config: Config, listen: str) -> Config:

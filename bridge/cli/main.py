@@ -67,8 +67,9 @@ def _fleet_config(config: Config) -> Config:
     return config.model_copy(update={"credentials": config.credentials.model_copy(update={"enabled": True})})
 
 
-def _dc09_listen(text: str) -> str:
-    from bridge.cli.dc09_demo import listen_address
+def _listen_arg(text: str) -> str:
+    """``--dc09-listen`` and ``--scaip-listen``: ``host:port``, else a usage error."""
+    from bridge.cli.demo_listen import listen_address
 
     try:
         return listen_address(text)
@@ -83,13 +84,27 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
         args.dc09_listen = config.dc09.listen or DEFAULT_LISTEN
     if args.with_dc09:
-        from bridge.cli.dc09_demo import check_free
+        from bridge.cli.demo_listen import check_free
 
         try:
             check_free(args.dc09_listen)
         except OSError as exc:
             fail(
                 f"the DC-09 demo cannot listen on {args.dc09_listen} ({exc}); try --dc09-listen", EXIT_FAILED
+            )
+    if args.scaip_listen is None:
+        from bridge.cli.scaip_demo import DEFAULT_LISTEN as SCAIP_DEFAULT_LISTEN
+
+        args.scaip_listen = config.scaip.listen or SCAIP_DEFAULT_LISTEN
+    if args.with_scaip:
+        from bridge.cli.demo_listen import check_free
+
+        try:
+            check_free(args.scaip_listen)
+        except OSError as exc:
+            fail(
+                f"the SCAIP demo cannot listen on {args.scaip_listen} ({exc}); try --scaip-listen",
+                EXIT_FAILED,
             )
 
     async def main() -> None:
@@ -107,6 +122,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
                 from bridge.cli import dc09_demo
 
                 run_config = dc09_demo.listening(run_config, args.dc09_listen)
+            if args.with_scaip:
+                from bridge.cli import scaip_demo
+
+                run_config = scaip_demo.listening(run_config, args.scaip_listen)
             bridge = await extras.enter_async_context(Bridge(run_config))
             if serial is not None:
                 await serial.register(bridge.store)
@@ -114,6 +133,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
                 from bridge.feature_registry import make_registry
 
                 await dc09_demo.register(make_registry(config, bridge.store))
+            if args.with_scaip:
+                from bridge.feature_registry import make_registry
+
+                await scaip_demo.register(make_registry(config, bridge.store))
             unit_ids = await seed_demo(bridge.store.devices, args.units)
             passwords: dict[str, str] = {}
             if bridge.credentials is not None:  # each demo unit signs in with a password of its own
@@ -151,6 +174,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
                 dc09_port = bridge.app[DC09_RECEIVER].port
                 dc09_host = run_config.dc09.host_port[0]
                 print(dc09_demo.describe(f"{dc09_host}:{dc09_port}"), flush=True)
+            if args.with_scaip:
+                from bridge.transports.scaip import SCAIP_RECEIVER
+
+                scaip_port = bridge.app[SCAIP_RECEIVER].port
+                scaip_host = run_config.scaip.host_port[0]
+                print(scaip_demo.describe(f"{scaip_host}:{scaip_port}"), flush=True)
             print("  operator token (demo-operator):", flush=True)
             print(token, flush=True)
             async with asyncio.TaskGroup() as tg:
@@ -172,6 +201,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
                     tg.create_task(serial.run(args.every), name="serial-demo")
                 if args.with_dc09:
                     tg.create_task(dc09_demo.run_panels(dc09_host, dc09_port, args.every), name="dc09-demo")
+                if args.with_scaip:
+                    tg.create_task(
+                        scaip_demo.run_units(scaip_host, scaip_port, args.every), name="scaip-demo"
+                    )
 
     run_until_signal(main)
 
@@ -378,10 +411,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dc09-listen",
-        type=_dc09_listen,
+        type=_listen_arg,
         default=None,
         metavar="HOST:PORT",
         help="where the DC-09 demo listens, TCP and UDP (default: dc09.listen if set, else 127.0.0.1:10009)",
+    )
+    p.add_argument(
+        "--with-scaip",
+        action="store_true",
+        help="also listen for SCAIP (SIP MESSAGE) and run two simulated social alarms (UDP, TCP) against it",
+    )
+    p.add_argument(
+        "--scaip-listen",
+        type=_listen_arg,
+        default=None,
+        metavar="HOST:PORT",
+        help="where the SCAIP demo listens, UDP and TCP (default: scaip.listen if set, else 127.0.0.1:15060)",
     )
     p.set_defaults(func=cmd_demo)
 

@@ -77,8 +77,10 @@ from devices.vocabulary import EventType, is_help, restored_data, unknown_signal
 log = logging.getLogger(__name__)
 
 TRANSPORT = "scaip"
-#: A resend of one ``mrq`` within this bucket of our time is one event. Splitting a resend across two
-#: buckets is harmless (the second joins the open alert); collapsing a reused ``ref`` hours later is not.
+#: A resend of one ``mrq`` within this long of the first is one event: the key carries a bucket of our
+#: time, and a resend in the next bucket finds the first's key (:meth:`ScaipReceiver._unit`), so a
+#: unit resending across a bucket's end (say over a restart) is not stored twice. Collapsing a reused
+#: ``ref`` hours later would be wrong.
 DEDUP_BUCKET_S = 600
 #: The methods answered (anything else: 405 when SIP knows it, 501 when not).
 ALLOW = "MESSAGE, OPTIONS"
@@ -99,11 +101,11 @@ def device_id_for(cid: str) -> str:
     return f"scaip-{cid}"
 
 
-def event_id_for(request: AlarmRequest, now: datetime) -> str:
+def event_id_for(request: AlarmRequest, now: datetime, *, buckets_back: int = 0) -> str:
     """The idempotency key of a request: the unit's cid and ``ref`` and the codes it carries, within one
-    :data:`DEDUP_BUCKET_S` bucket of our time. At most 47 characters (event ids stop at 64; a cid may
-    have 32 digits): the ``ref`` readable, the rest hashed."""
-    bucket = int(now.timestamp()) // DEDUP_BUCKET_S
+    :data:`DEDUP_BUCKET_S` bucket of our time (``buckets_back``: an earlier one). At most 47 characters
+    (event ids stop at 64; a cid may have 32 digits): the ``ref`` readable, the rest hashed."""
+    bucket = int(now.timestamp()) // DEDUP_BUCKET_S - buckets_back
     content = "|".join(
         str(v) for v in (request.cid, request.mty, request.dty, request.did, request.stc, bucket)
     )
@@ -118,6 +120,8 @@ class _Unit:
     answer: str | None
     password: str | None
     test_mode_until: float | None = None
+    #: The key this request was stored under in the previous bucket, when it was, lately.
+    stored_as: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,18 +361,29 @@ class ScaipReceiver:
         self._metrics.rejects.labels(reason, TRANSPORT).inc()
         log.warning("SCAIP message from %s (cid %s) refused: %s: %s", peer, cid or "?", reason, detail)
 
-    async def _unit(self, cid: str) -> _Unit:
+    async def _unit(self, request: AlarmRequest, now: datetime) -> _Unit:
+        """The unit a request comes from, and whether the same request was stored in the previous
+        bucket less than :data:`DEDUP_BUCKET_S` ago (one read)."""
+        earlier = event_id_for(request, now, buckets_back=1)
         async with self._store.read() as tx:
-            row = await registry_sql.scaip_unit(tx, cid)
+            row = await registry_sql.scaip_unit(tx, request.cid)
+            device_id = device_id_for(request.cid) if row is None else str(row["id"])
+            seen = await tx.fetchone(
+                "SELECT received_at FROM events WHERE device_id = ? AND event_id = ?", device_id, earlier
+            )
+        stored_as = None
+        if seen is not None and float(seen["received_at"]) > now.timestamp() - DEDUP_BUCKET_S:
+            stored_as = earlier
         if row is None:
-            return _Unit(device_id_for(cid), registered=False, answer=None, password=None)
+            return _Unit(device_id, registered=False, answer=None, password=None, stored_as=stored_as)
         until = row["test_mode_until"]
         return _Unit(
-            str(row["id"]),
+            device_id,
             True,
             row["scaip_answer"],
             row["scaip_password"] or None,
             float(until) if until is not None else None,
+            stored_as,
         )
 
     async def _message(self, request: Request, link: Link) -> tuple[Response, Awaitable[None] | None]:
@@ -383,7 +398,8 @@ class ScaipReceiver:
             if refusal is None:  # no ref: nothing to answer in SCAIP, only at the SIP level
                 return self._response(request, 400), None
             return self._deliver(request, link, refusal, self._answer_mode)
-        unit = await self._unit(parsed.cid)
+        now = self._now()
+        unit = await self._unit(parsed, now)
         if unit.password is not None:
             verdict = sip_digest.check(
                 request.header("Authorization"),
@@ -402,7 +418,6 @@ class ScaipReceiver:
                     self._realm, self._secret, self._clock(), stale=verdict is sip_digest.Verdict.STALE
                 )
                 return self._response(request, 401, extra=[("WWW-Authenticate", challenge)]), None
-        now = self._now()
         meaning = meaning_of(parsed)
         event = self._event(parsed, meaning, unit, now)
         snu = Snu.OK
@@ -494,7 +509,7 @@ class ScaipReceiver:
         assert event_type is not None
         return DeviceEvent(
             device_id=unit.device_id,
-            event_id=event_id_for(request, now),
+            event_id=unit.stored_as or event_id_for(request, now),
             type=event_type,
             received_at=now,
             test=test,

@@ -322,13 +322,11 @@ async def test_tls_listener_takes_an_alarm_when_a_certificate_is_configured(tmp_
 async def test_a_unit_that_stops_polling_raises_no_heartbeat_and_polling_again_clears_it(
     tmp_path: Path,
 ) -> None:
-    import time
-
     from clock import SteppedClock
 
-    # The bridge's clock (the receiver's and the supervisor's) is stepped: 100 s after the poll is past
-    # the unit's interval and grace, so the unit has stopped polling without anyone waiting.
-    clock = SteppedClock(time.time())
+    # The bridge's clock (the receiver's and the supervisor's) moves only when the test says so: 100 s
+    # after its poll the unit is past its interval and grace, without anyone waiting.
+    clock = SteppedClock()
     config = make_config(
         tmp_path, TELECARE_SCAIP__LISTEN="127.0.0.1:0", TELECARE_HEARTBEATS__CHECK_EVERY_S="0.1"
     )
@@ -488,3 +486,52 @@ async def test_readiness_fails_once_the_receiver_has_stopped(tmp_path: Path) -> 
         r = receiver(b)
         assert await r.readiness() == []
     assert await r.readiness() == ["scaip: the receiver is not listening"]
+
+
+async def test_a_resend_across_the_end_of_a_dedup_bucket_is_not_stored_twice(tmp_path: Path) -> None:
+    import time
+
+    from clock import SteppedClock
+
+    from bridge.transports.scaip import DEDUP_BUCKET_S
+
+    # The first send is stored a second before its bucket ends; the resend (a new transaction, the same
+    # mrq) comes two seconds later, in the next bucket. A reused ref a whole bucket later is new.
+    bucket_end = (int(time.time()) // DEDUP_BUCKET_S + 1) * DEDUP_BUCKET_S
+    clock = SteppedClock(bucket_end - 1)
+    config = make_config(tmp_path, TELECARE_SCAIP__LISTEN="127.0.0.1:0")
+    async with running_bridge(config, clock=clock) as b:
+        await register(b, "unit-edge", "4670070")
+        body = build_mrq(ref="E1", cid="4670070", dty="0014", stc="0014")
+        async with unit(b, "4670070") as u:
+            assert mrs(await u.message(body)).snu is Snu.OK
+            clock.advance(2)
+            assert mrs(await u.message(body)).snu is Snu.OK
+            async with b.store.read() as tx:
+                rows = await tx.fetchall("SELECT event_id FROM events WHERE device_id = 'unit-edge'")
+            assert len(rows) == 1
+            clock.advance(DEDUP_BUCKET_S)
+            assert mrs(await u.message(body)).snu is Snu.OK
+            async with b.store.read() as tx:
+                rows = await tx.fetchall("SELECT event_id FROM events WHERE device_id = 'unit-edge'")
+            assert len(rows) == 2
+
+
+async def test_the_call_centre_of_a_help_alarm_is_closed_with_the_alarm_not_sent_by_the_outbox(
+    scaip_bridge: RunningBridge,
+) -> None:
+    b = scaip_bridge
+    await register(b, "unit-inband", "4670080")
+    async with unit(b, "4670080") as u:
+        assert mrs(await u.alarm(dty="0005", stc="0009", ref="IB1")).mre is VoiceMode.DUPLEX
+    # Committed with the alarm, before its snu 0: nothing left for the outbox to claim or send.
+    async with b.store.read() as tx:
+        rows = await tx.fetchall(
+            "SELECT attempts, done_at, result FROM outbox WHERE target = ?", "unit-inband"
+        )
+    assert [(r["attempts"], r["done_at"] is not None) for r in rows] == [(1, True)]
+    assert "told in the SCAIP answer" in str(rows[0]["result"])
+    alert_id = (await alerts_of(b, "unit-inband"))[0]["id"]
+    status, body = await b.call("GET", f"/api/v1/alerts/{alert_id}")
+    sent = [e for e in body["timeline"] if e["action"] == "command_sent"]
+    assert status == 200 and [e["detail"]["cmd"] for e in sent] == ["call_centre"]
