@@ -16,6 +16,7 @@ What this module gives (no I/O, no clock: ``now`` is always a parameter):
 - :func:`parse_frame` -- one frame's bytes to a :class:`Frame` or a :class:`Refused` with a
   :class:`Refusal` reason (bad CRC, bad length, unknown id, missing or stale timestamp, undecryptable,
   in clear from an account that has a key, malformed). It never raises on any input.
+  :func:`check_envelope` checks only the CRC, length and characters.
   :attr:`Frame.resend_key` is the same for a panel's resends of one message.
 - :class:`FrameSplitter` -- bytes from a TCP stream in, one frame's bytes at a time out (several frames
   per read, frames split across reads, NUL bytes after CR).
@@ -358,8 +359,22 @@ class _Header:
     sequence: int | None = None
 
 
-def _parse(raw: bytes, now: datetime, keys: KeyLookup, window: TimeWindow | None, header: _Header) -> Frame:
-    wire = _strip_wire(raw)
+def check_envelope(raw: bytes) -> Refused | None:
+    """The refusal of a frame whose CRC, length or characters are wrong (None: they are right), without
+    reading any further: a receiver checks this before it looks the account up, so garbage costs no
+    registry read. :func:`parse_frame` checks the same and more."""
+    header = _Header()
+    try:
+        _check_envelope(_strip_wire(raw), header)
+    except _Refuse as refused:
+        return Refused(refused.reason, refused.detail, header.token, header.account, header.sequence, raw=raw)
+    except Exception as exc:  # never raises, as parse_frame
+        return Refused(Refusal.MALFORMED, f"unreadable ({type(exc).__name__})", raw=raw)
+    return None
+
+
+def _check_envelope(wire: bytes, header: _Header) -> str:
+    """The frame's text from ``"`` on, once its CRC, length and characters are checked."""
     if len(wire) < 8 or not _HEADER_RE.fullmatch(wire[:8].decode("ascii", "replace")):
         raise _Refuse(Refusal.MALFORMED, "no CRC and length header")
     crc, length = int(wire[:4], 16), int(wire[4:8], 16)
@@ -376,6 +391,11 @@ def _parse(raw: bytes, now: datetime, keys: KeyLookup, window: TimeWindow | None
         raise _Refuse(Refusal.BAD_CRC, f"CRC field {crc:04X}, computed {crc16(body):04X}")
     if not body.isascii() or not _PRINTABLE.fullmatch(text := body.decode("ascii")):
         raise _Refuse(Refusal.MALFORMED, "bytes outside printable ASCII")
+    return text
+
+
+def _parse(raw: bytes, now: datetime, keys: KeyLookup, window: TimeWindow | None, header: _Header) -> Frame:
+    text = _check_envelope(_strip_wire(raw), header)
     m = _BODY_RE.fullmatch(text)
     if m is None:
         raise _Refuse(Refusal.MALFORMED, 'not "<id>"<seq>[R..]L..[#acct][...')

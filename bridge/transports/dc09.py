@@ -33,6 +33,7 @@ from alarm_centre.alerts.intake import Intake, StoreUnavailable
 from alarm_centre.registry import store as registry_sql
 from alarm_centre.store.base import AlertStore
 from bridge.metrics import BridgeMetrics
+from bridge.transports.guard import DEFAULT_LIMITS, ListenerGuard, ListenerLimits
 from devices.cancellation import stop
 from devices.dc09 import (
     Frame,
@@ -43,6 +44,7 @@ from devices.dc09 import (
     Token,
     build_ack,
     build_nak,
+    check_envelope,
     parse_frame,
     parse_key,
     read_payload,
@@ -60,6 +62,9 @@ UNEXPECTED_ANSWER = "unexpected_answer"
 #: frame's (else our) time is one event. Splitting a resend across two buckets is harmless (the second
 #: joins the open alert); collapsing two real events after the 9999 sequence wrap would not be.
 DEDUP_BUCKET_S = 600
+#: The most events one frame may raise: a SIA DCS block of more (``Nri1/MA/MA/...``, up to ~1000 in
+#: one frame) is raised as one ``unknown_signal`` showing the raw data, not as one store write each.
+MAX_EVENTS_PER_FRAME = 16
 #: Why a command to a DC-09 unit is closed unsent (on the alert's timeline).
 NO_COMMANDS = "a DC-09 unit takes no commands; call the resident back"
 _HEADER_ACCOUNT_RE = re.compile(
@@ -101,6 +106,7 @@ class Dc09Receiver:
         intake: Intake,
         metrics: BridgeMetrics,
         window: TimeWindow,
+        limits: ListenerLimits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._host = host
@@ -110,6 +116,7 @@ class Dc09Receiver:
         self._metrics = metrics
         self._window = window
         self._clock = clock
+        self._guard = ListenerGuard("DC-09", TRANSPORT, metrics, limits, log)
         self._server: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -151,30 +158,42 @@ class Dc09Receiver:
         if task is not None:
             self._tasks.add(task)
         peer = writer.get_extra_info("peername")
+        if not self._guard.open_connection(peer):
+            if task is not None:
+                self._tasks.discard(task)
+            writer.close()
+            return
         splitter = FrameSplitter()
         try:
-            while data := await reader.read(4096):
+            while data := await self._guard.read(reader, 4096, peer):
                 splitter.feed(data)
                 while not isinstance(item := splitter.next_frame(), NeedData):
                     answer = await self.handle(item, peer)
                     if answer is not None:
                         writer.write(answer)
-                        await writer.drain()
+                        if not await self._guard.drain(writer, peer):
+                            return
         except (ConnectionError, OSError) as exc:
             log.info("DC-09 connection from %s closed: %s", peer, exc)
         finally:
+            self._guard.close_connection()
             if task is not None:
                 self._tasks.discard(task)
             writer.close()
 
     def datagram(self, data: bytes, addr: Any) -> None:
-        """One UDP datagram: one frame, answered to its sender."""
+        """One UDP datagram: one frame, answered to its sender (dropped when too many are in hand)."""
+        if not self._guard.open_datagram(addr):
+            return
         task = asyncio.create_task(self._datagram(data, addr), name="dc09-datagram")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _datagram(self, data: bytes, addr: Any) -> None:
-        answer = await self.handle(data, addr)
+        try:
+            answer = await self.handle(data, addr)
+        finally:
+            self._guard.close_datagram()
         if answer is not None and self._udp is not None:
             self._udp.sendto(answer, addr)
 
@@ -190,7 +209,9 @@ class Dc09Receiver:
 
     def _refuse(self, reason: str, detail: str, account: str | None, peer: Any) -> bytes:
         self._metrics.rejects.labels(reason, TRANSPORT).inc()
-        log.warning("DC-09 frame from %s (account %s) refused: %s: %s", peer, account or "?", reason, detail)
+        self._guard.warn(
+            reason, "DC-09 frame from %s (account %s) refused: %s: %s", peer, account or "?", reason, detail
+        )
         return build_nak(now=self._now())
 
     async def handle(self, raw: bytes | Refused, peer: Any = None) -> bytes | None:
@@ -208,6 +229,9 @@ class Dc09Receiver:
         started = time.monotonic()
         if isinstance(raw, Refused):
             return self._refuse(raw.reason.value, raw.detail, raw.account, peer)
+        envelope = check_envelope(raw)  # garbage is refused before any registry read
+        if envelope is not None:
+            return self._refuse(envelope.reason.value, envelope.detail, envelope.account, peer)
         header = _HEADER_ACCOUNT_RE.search(raw)
         unit = await self._unit(header[1].decode("ascii").upper()) if header else None
         key = unit.key if unit is not None else None
@@ -247,6 +271,15 @@ class Dc09Receiver:
             meanings = (
                 meaning_of(payload) if payload is not None else (CodeMeaning(frame.data, CodeKind.UNKNOWN),)
             )
+            if len(meanings) > MAX_EVENTS_PER_FRAME:
+                self._guard.warn(
+                    "too_many_events",
+                    "DC-09 frame from account %s carries %d events (at most %d): one unknown signal",
+                    frame.account,
+                    len(meanings),
+                    MAX_EVENTS_PER_FRAME,
+                )
+                meanings = (CodeMeaning(frame.data, CodeKind.UNKNOWN),)
         events = []
         for index, meaning in enumerate(meanings):
             block: dict[str, Any] = {

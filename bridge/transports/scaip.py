@@ -39,6 +39,7 @@ from alarm_centre.alerts.intake import Intake, StoreUnavailable
 from alarm_centre.registry import store as registry_sql
 from alarm_centre.store.base import AlertStore
 from bridge.metrics import BridgeMetrics
+from bridge.transports.guard import DEFAULT_LIMITS, ListenerGuard, ListenerLimits
 from devices import sip_digest
 from devices.cancellation import stop
 from devices.events import DeviceEvent
@@ -90,6 +91,12 @@ SERVER = "telecare-bridge"
 MALFORMED_SIP = "sip_malformed"
 WRONG_MEDIA = "unsupported_media_type"
 BAD_CREDENTIALS = "digest_failed"
+#: Answers sent as MESSAGEs of their own (``scaip_answer: message``), each resent for up to 32 s on UDP,
+#: at most this many at once to one address and in all; beyond, the answer goes in the 200 OK (counted
+#: as ``answer_messages_overloaded``), so a spoofed source cannot be made a target of our resends.
+MAX_ANSWER_MESSAGES_PER_HOST = 4
+MAX_ANSWER_MESSAGES = 256
+ANSWER_MESSAGES_OVERLOADED = "answer_messages_overloaded"
 #: Why a command to a SCAIP unit is closed unsent (on the alert's timeline).
 NO_COMMANDS = "a SCAIP unit takes commands only in the answer to its own alarm; call the resident back"
 
@@ -148,6 +155,7 @@ class ScaipReceiver:
         call_receiver: str = "",
         answer: str = "in_200",
         realm: str = "telecare",
+        limits: ListenerLimits = DEFAULT_LIMITS,
         tls: ssl.SSLContext | None = None,
         tls_host: str = "",
         tls_port: int = 0,
@@ -166,6 +174,9 @@ class ScaipReceiver:
         self._tls_port = tls_port
         self._clock = clock
         self._secret = secrets.token_bytes(32)
+        self._nonces = sip_digest.NonceLedger()
+        self._guard = ListenerGuard("SCAIP", TRANSPORT, metrics, limits, log)
+        self._answering: dict[str, int] = {}
         self._to_tag = new_tag()
         self._transactions = ServerTransactions()
         self._clients: dict[str, tuple[ClientTransaction, asyncio.Event]] = {}
@@ -238,39 +249,54 @@ class ScaipReceiver:
         if task is not None:
             self._tasks.add(task)
         peername = writer.get_extra_info("peername")
+        if not self._guard.open_connection(peername):
+            if task is not None:
+                self._tasks.discard(task)
+            writer.close()
+            return
         sockname = writer.get_extra_info("sockname")
         link = Link(
             kind, (str(peername[0]), int(peername[1])), (str(sockname[0]), int(sockname[1])), writer.write
         )
         framer = StreamFramer()
         try:
-            while data := await reader.read(65536):
+            while data := await self._guard.read(reader, 65536, link.peer):
                 framer.feed(data)
                 while not isinstance(item := framer.next_message(), NeedData):
                     if isinstance(item, KeepAlive):
                         writer.write(b"\r\n")  # RFC 5626 pong
                     else:
                         await self.receive(item, link)
-                    await writer.drain()
+                    if not await self._guard.drain(writer, link.peer):
+                        return
         except SipError as exc:
             self._metrics.rejects.labels(MALFORMED_SIP, TRANSPORT).inc()
-            log.warning("SCAIP %s stream from %s cannot be framed, closed: %s", kind, link.peer, exc)
+            self._guard.warn(
+                MALFORMED_SIP, "SCAIP %s stream from %s cannot be framed, closed: %s", kind, link.peer, exc
+            )
         except (ConnectionError, OSError) as exc:
             log.info("SCAIP %s connection from %s closed: %s", kind, link.peer, exc)
         finally:
+            self._guard.close_connection()
             if task is not None:
                 self._tasks.discard(task)
             writer.close()
 
     def datagram(self, data: bytes, addr: Any) -> None:
-        """One UDP datagram: one SIP message."""
-        if self._udp is None:
+        """One UDP datagram: one SIP message (dropped when too many are in hand: the unit resends)."""
+        if self._udp is None or not self._guard.open_datagram(addr):
             return
         udp = self._udp
         sockname = udp.get_extra_info("sockname")
         peer = (str(addr[0]), int(addr[1]))
         link = Link("UDP", peer, (str(sockname[0]), int(sockname[1])), lambda out: udp.sendto(out, addr))
-        self._spawn(self.receive(data, link), "scaip-datagram")
+        self._spawn(self._datagram(data, link), "scaip-datagram")
+
+    async def _datagram(self, data: bytes, link: Link) -> None:
+        try:
+            await self.receive(data, link)
+        finally:
+            self._guard.close_datagram()
 
     # --- one SIP message ------------------------------------------------------------------------
 
@@ -283,12 +309,19 @@ class ScaipReceiver:
         except SipError as exc:
             self._metrics.rejects.labels(MALFORMED_SIP, TRANSPORT).inc()
             if exc.request is not None and exc.status is not None and exc.request.method != "ACK":
-                log.warning(
-                    "SIP %s from %s refused %d: %s", link.transport, link.peer, exc.status, exc.detail
+                self._guard.warn(
+                    MALFORMED_SIP,
+                    "SIP %s from %s refused %d: %s",
+                    link.transport,
+                    link.peer,
+                    exc.status,
+                    exc.detail,
                 )
                 link.send(serialise(self._response(exc.request, exc.status)))
             else:
-                log.warning("SIP message from %s %s dropped: %s", link.transport, link.peer, exc.detail)
+                self._guard.warn(
+                    MALFORMED_SIP, "SIP message from %s %s dropped: %s", link.transport, link.peer, exc.detail
+                )
             return
         if isinstance(message, Response):
             self._client_response(message)
@@ -355,7 +388,9 @@ class ScaipReceiver:
 
     def _refuse(self, reason: str, detail: str, peer: tuple[str, int], cid: str | None = None) -> None:
         self._metrics.rejects.labels(reason, TRANSPORT).inc()
-        log.warning("SCAIP message from %s (cid %s) refused: %s: %s", peer, cid or "?", reason, detail)
+        self._guard.warn(
+            reason, "SCAIP message from %s (cid %s) refused: %s: %s", peer, cid or "?", reason, detail
+        )
 
     async def _unit(self, cid: str) -> _Unit:
         async with self._store.read() as tx:
@@ -394,12 +429,18 @@ class ScaipReceiver:
                 secret=self._secret,
                 now=self._clock(),
                 uri=request.uri,
+                bound=request.body,
+                ledger=self._nonces,
             )
             if verdict is not sip_digest.Verdict.OK:
                 if verdict is sip_digest.Verdict.WRONG:
                     self._refuse(BAD_CREDENTIALS, "digest response does not match", link.peer, parsed.cid)
                 challenge = sip_digest.challenge(
-                    self._realm, self._secret, self._clock(), stale=verdict is sip_digest.Verdict.STALE
+                    self._realm,
+                    self._secret,
+                    self._clock(),
+                    stale=verdict is sip_digest.Verdict.STALE,
+                    bound=request.body,
                 )
                 return self._response(request, 401, extra=[("WWW-Authenticate", challenge)]), None
         now = self._now()
@@ -446,7 +487,21 @@ class ScaipReceiver:
         self, request: Request, link: Link, mrs: bytes, mode: Any
     ) -> tuple[Response, Awaitable[None] | None]:
         if mode == "message":
-            return self._response(request, 200), self._send_answer(request, link, mrs)
+            host = link.peer[0]
+            answering = self._answering.get(host, 0)
+            if (
+                answering < MAX_ANSWER_MESSAGES_PER_HOST
+                and sum(self._answering.values()) < MAX_ANSWER_MESSAGES
+            ):
+                self._answering[host] = answering + 1
+                return self._response(request, 200), self._send_answer(request, link, mrs)
+            self._metrics.rejects.labels(ANSWER_MESSAGES_OVERLOADED, TRANSPORT).inc()
+            self._guard.warn(
+                ANSWER_MESSAGES_OVERLOADED,
+                "SCAIP answer to %s sent in the 200 OK: %d answer MESSAGEs to it already under way",
+                link.peer,
+                answering,
+            )
         return self._response(request, 200, body=mrs), None
 
     def _event(
@@ -506,6 +561,12 @@ class ScaipReceiver:
     # --- the answer as a MESSAGE of its own -------------------------------------------------------
 
     async def _send_answer(self, request: Request, link: Link, mrs: bytes) -> None:
+        try:
+            await self._send_answer_message(request, link, mrs)
+        finally:
+            self._answer_done(link.peer[0])
+
+    async def _send_answer_message(self, request: Request, link: Link, mrs: bytes) -> None:
         """Send ``mrs`` to the unit as a MESSAGE (to its Contact, over the link it came by, with the
         request's Call-ID so the unit can match it), resending until a final response or Timer F."""
         unit_address = request.header("From") or ""
@@ -556,6 +617,13 @@ class ScaipReceiver:
                 link.peer,
                 transaction.status or "no answer (Timer F)",
             )
+
+    def _answer_done(self, host: str) -> None:
+        left = self._answering.get(host, 1) - 1
+        if left > 0:
+            self._answering[host] = left
+        else:
+            self._answering.pop(host, None)
 
     def _client_response(self, response: Response) -> None:
         try:

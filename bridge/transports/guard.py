@@ -1,0 +1,169 @@
+"""Limits a network listener keeps against hostile or broken peers (DC-09, SCAIP).
+
+- At most ``max_connections`` TCP/TLS connections at once: one more is closed on arrival.
+- A connection silent for ``idle_s`` (no byte read), or that does not read our answers for as long
+  (a full send buffer), is closed: an idle or slowloris peer cannot hold a slot for ever.
+- At most ``max_datagrams`` UDP datagrams handled at once: one more is dropped (the unit resends).
+- Refusal log lines are rate-limited per reason (:class:`LogLimiter`), so a flood of garbage cannot fill
+  the disk; every refusal is still counted.
+
+Each limit hit is counted in ``telecare_events_rejected_reasons`` (reasons below) and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.metrics import BridgeMetrics
+
+#: Defaults (config keys ``<section>.max_connections``, ``idle_s``, ``max_datagrams``).
+MAX_CONNECTIONS = 1000
+IDLE_S = 600.0
+MAX_DATAGRAMS = 256
+#: Refusal log lines per reason in one :data:`LOG_WINDOW_S` before the rest are only counted.
+LOG_BURST = 20
+LOG_WINDOW_S = 60.0
+
+#: Reasons counted in ``telecare_events_rejected_reasons``.
+TOO_MANY_CONNECTIONS = "too_many_connections"
+IDLE_CONNECTION = "idle_connection"
+DATAGRAMS_OVERLOADED = "datagrams_overloaded"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerLimits:
+    """The limits of one listener (TCP, TLS and UDP of one receiver)."""
+
+    max_connections: int = MAX_CONNECTIONS
+    idle_s: float = IDLE_S
+    max_datagrams: int = MAX_DATAGRAMS
+
+
+DEFAULT_LIMITS = ListenerLimits()
+
+
+@dataclass(slots=True)
+class LogLimiter:
+    """At most ``burst`` log lines per key in each ``window_s``; the next line after a window says how
+    many were left out."""
+
+    burst: int = LOG_BURST
+    window_s: float = LOG_WINDOW_S
+    clock: Callable[[], float] = time.monotonic
+    _windows: dict[str, tuple[float, int, int]] = field(default_factory=dict)
+
+    def allow(self, key: str) -> tuple[bool, int]:
+        """Whether to log a line for ``key`` now, and how many lines were left out before it."""
+        now = self.clock()
+        start, logged, dropped = self._windows.get(key, (now, 0, 0))
+        if now - start >= self.window_s:
+            start, logged = now, 0
+        if logged < self.burst:
+            self._windows[key] = (start, logged + 1, 0)
+            return True, dropped
+        self._windows[key] = (start, logged, dropped + 1)
+        return False, 0
+
+
+class ListenerGuard:
+    """Counts one receiver's connections and datagrams in flight against its :class:`ListenerLimits`."""
+
+    def __init__(
+        self, name: str, transport: str, metrics: BridgeMetrics, limits: ListenerLimits, log: logging.Logger
+    ) -> None:
+        self.name = name
+        self.limits = limits
+        self._transport = transport
+        self._metrics = metrics
+        self._log = log
+        self.logs = LogLimiter()
+        self.connections = 0
+        self.datagrams = 0
+
+    def warn(self, reason: str, message: str, *args: Any) -> None:
+        """Log a refusal's line, unless ``reason`` has been logged too often lately."""
+        allowed, dropped = self.logs.allow(reason)
+        if not allowed:
+            return
+        if dropped:
+            message += " (%d more %s refusals not logged)"
+            args = (*args, dropped, reason)
+        self._log.warning(message, *args)
+
+    def _count(self, reason: str) -> None:
+        self._metrics.rejects.labels(reason, self._transport).inc()
+
+    def open_connection(self, peer: Any) -> bool:
+        """Admit a new connection (False: close it, the limit is reached; counted and logged)."""
+        if self.connections >= self.limits.max_connections:
+            self._count(TOO_MANY_CONNECTIONS)
+            self.warn(
+                TOO_MANY_CONNECTIONS,
+                "%s connection from %s closed: %d connections open (%s.max_connections)",
+                self.name,
+                peer,
+                self.connections,
+                self._transport,
+            )
+            return False
+        self.connections += 1
+        return True
+
+    def close_connection(self) -> None:
+        self.connections -= 1
+
+    async def read(self, reader: asyncio.StreamReader, size: int, peer: Any) -> bytes:
+        """Up to ``size`` bytes, or ``b""`` at the end of the stream or after ``idle_s`` of silence
+        (counted and logged: the caller closes the connection)."""
+        try:
+            async with asyncio.timeout(self.limits.idle_s):
+                return await reader.read(size)
+        except TimeoutError:
+            self._idle(peer, "nothing received")
+            return b""
+
+    async def drain(self, writer: asyncio.StreamWriter, peer: Any) -> bool:
+        """Wait until what was written is sent; False when the peer has not read it for ``idle_s``."""
+        try:
+            async with asyncio.timeout(self.limits.idle_s):
+                await writer.drain()
+        except TimeoutError:
+            self._idle(peer, "our answers not read")
+            return False
+        return True
+
+    def _idle(self, peer: Any, what: str) -> None:
+        self._count(IDLE_CONNECTION)
+        self.warn(
+            IDLE_CONNECTION,
+            "%s connection from %s closed: %s for %g s (%s.idle_s)",
+            self.name,
+            peer,
+            what,
+            self.limits.idle_s,
+            self._transport,
+        )
+
+    def open_datagram(self, peer: Any) -> bool:
+        """Admit a datagram for handling (False: drop it, too many in flight; counted and logged)."""
+        if self.datagrams >= self.limits.max_datagrams:
+            self._count(DATAGRAMS_OVERLOADED)
+            self.warn(
+                DATAGRAMS_OVERLOADED,
+                "%s datagram from %s dropped: %d being handled (%s.max_datagrams); the unit resends",
+                self.name,
+                peer,
+                self.datagrams,
+                self._transport,
+            )
+            return False
+        self.datagrams += 1
+        return True
+
+    def close_datagram(self) -> None:
+        self.datagrams -= 1
