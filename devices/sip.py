@@ -20,6 +20,7 @@ Transactions (retransmissions) are in :mod:`devices.sip_transaction`, digest aut
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from collections.abc import Iterable, Sequence
@@ -77,6 +78,11 @@ _CANONICAL = {
 }
 #: Headers a request must carry (§8.1.1); without them no response can be built.
 REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
+#: Headers a request carries at most once: a second one (even with the same value) is a 400, so no two
+#: readers (the stream framer, a proxy, the unit) can take different ones (§7.3.1, §20).
+SINGLE = ("Call-ID", "CSeq", "From", "To", "Content-Length", "Content-Type", "Max-Forwards")
+#: A Via sent-by host: a DNS name or an IPv4 address (IPv6 is checked by :mod:`ipaddress`).
+_HOSTNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$")
 #: Headers whose comma-separated values are separate header values (§7.3.1).
 _LIST_HEADERS = frozenset({"via", "contact", "route", "record-route", "allow", "supported", "accept"})
 REASONS = {
@@ -255,6 +261,11 @@ def parse_via(value: str) -> Via:
         host, port_text = sent_by, ""
     if not host or (port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536)):
         raise SipError(f"bad Via sent-by: {sent_by[:80]!r}", 400)
+    if not _HOSTNAME.match(host):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise SipError(f"bad Via host: {host[:80]!r}", 400) from None
     return Via(transport, host, int(port_text) if port_text else None, parse_params(params))
 
 
@@ -365,6 +376,10 @@ def _check_request(msg: Request) -> None:
         # Without a Via no answer can be routed (§18.2.2): drop it (status None).
         raise SipError(f"missing {', '.join(missing)}", None if "Via" in missing else 400)
     msg.top_via  # noqa: B018 -- raises SipError(400) on a bad top Via
+    names = [name.lower() for name, _ in msg.headers]
+    repeated = [name for name in SINGLE if names.count(name.lower()) > 1]
+    if repeated:
+        raise SipError(f"{', '.join(repeated)} more than once", 400)
     number, method = msg.cseq
     if not method:
         raise SipError(f"bad CSeq: {msg.header('CSeq')!r}", 400)
