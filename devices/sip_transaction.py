@@ -23,6 +23,10 @@ TIMER_J = 64 * T1
 TIMER_F = 64 * T1
 #: Transactions being handled at once before new requests are refused (503).
 MAX_OPEN = 10_000
+#: The most bytes of answers kept for retransmissions (a response copies every Via of its request, so
+#: one can be ~64 KiB); beyond it the oldest are forgotten, and a retransmission of one is handled afresh
+#: (it maps onto the same event, so it gets the same answer).
+MAX_ANSWERED_BYTES = 64 * 1024 * 1024
 
 
 def transaction_key(request: Request) -> tuple[str, ...]:
@@ -56,9 +60,14 @@ class Arrival(StrEnum):
 class ServerTransactions:
     """The server transactions of one transport (UDP, or the TCP/TLS connections of one listener)."""
 
-    def __init__(self, *, linger_s: float = TIMER_J, max_open: int = MAX_OPEN) -> None:
+    def __init__(
+        self, *, linger_s: float = TIMER_J, max_open: int = MAX_OPEN, max_bytes: int = MAX_ANSWERED_BYTES
+    ) -> None:
         self._linger_s = linger_s
         self._max_open = max_open
+        self._max_bytes = max_bytes
+        #: Bytes of the answers kept.
+        self.answered_bytes = 0
         self._open: set[tuple[str, ...]] = set()
         #: Answered ones: key -> (answer, expiry), in order of expiry.
         self._answered: OrderedDict[tuple[str, ...], tuple[bytes, float]] = OrderedDict()
@@ -84,10 +93,16 @@ class ServerTransactions:
         """Record the final response sent for ``request``; its retransmissions get it again."""
         key = transaction_key(request)
         self._open.discard(key)
-        self._answered.pop(key, None)
+        self._forget(key)
         self._answered[key] = (answer, now + self._linger_s)
-        while len(self._answered) > 4 * self._max_open:
-            self._answered.popitem(last=False)  # a flood: the oldest answers go first
+        self.answered_bytes += len(answer)
+        while len(self._answered) > 4 * self._max_open or self.answered_bytes > self._max_bytes:
+            self._forget(next(iter(self._answered)))  # a flood: the oldest answers go first
+
+    def _forget(self, key: tuple[str, ...]) -> None:
+        gone = self._answered.pop(key, None)
+        if gone is not None:
+            self.answered_bytes -= len(gone[0])
 
     def abandon(self, request: Request) -> None:
         """Forget a transaction left unanswered: its next retransmission is handled as new."""
@@ -99,7 +114,7 @@ class ServerTransactions:
             key, (_, expires) = next(iter(self._answered.items()))
             if expires > now:
                 return
-            del self._answered[key]
+            self._forget(key)
 
 
 class ClientState(StrEnum):

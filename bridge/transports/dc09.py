@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 TRANSPORT = "dc09"
 #: Reason counted for an ACK/NAK/DUH sent to us (we are the receiver, not a transmitter).
 UNEXPECTED_ANSWER = "unexpected_answer"
+#: A NAK to a UDP datagram shorter than the NAK is not sent (logged with this reason): no amplification.
+NOT_ANSWERED = "nak_bigger_than_datagram"
 #: Resends arrive seconds apart; the same account, sequence and content within this bucket of the
 #: frame's (else our) time is one event. Splitting a resend across two buckets is harmless (the second
 #: joins the open alert); collapsing two real events after the 9999 sequence wrap would not be.
@@ -70,6 +72,10 @@ NO_COMMANDS = "a DC-09 unit takes no commands; call the resident back"
 _HEADER_ACCOUNT_RE = re.compile(
     rb'"\*?[A-Z-]{3,8}"[0-9]{4}(?:R[0-9A-Fa-f]{1,6})?L[0-9A-Fa-f]{1,6}?#([0-9A-Fa-f]{3,16})\['
 )
+
+
+def _is_ack(answer: bytes) -> bool:
+    return b'"ACK"' in answer[:20] or b'"*ACK"' in answer[:20]
 
 
 def device_id_for(account: str) -> str:
@@ -194,8 +200,20 @@ class Dc09Receiver:
             answer = await self.handle(data, addr)
         finally:
             self._guard.close_datagram()
-        if answer is not None and self._udp is not None:
-            self._udp.sendto(answer, addr)
+        if answer is None or self._udp is None:
+            return
+        if len(answer) > len(data) and not _is_ack(answer):
+            # A NAK bigger than the datagram: its source may be spoofed, and we are no amplifier. An
+            # honest panel's refused frames are longer than a NAK; it resends anyway.
+            self._guard.warn(
+                NOT_ANSWERED,
+                "DC-09 datagram of %d bytes from %s not answered (%s)",
+                len(data),
+                addr,
+                NOT_ANSWERED,
+            )
+            return
+        self._udp.sendto(answer, addr)
 
     # --- one frame ------------------------------------------------------------------------------
 

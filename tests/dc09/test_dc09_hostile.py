@@ -450,3 +450,29 @@ async def test_arbitrary_byte_streams_never_break_the_tcp_listener(dc09_bridge: 
     await asyncio.to_thread(property_)
     assert unhandled(dc09_bridge) == 0.0
     await still_serving(dc09_bridge)
+
+
+async def test_no_nak_bigger_than_a_udp_datagram_so_a_spoofed_source_gets_no_amplification(
+    dc09_bridge: RunningBridge,
+) -> None:
+    loop = asyncio.get_running_loop()
+    answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Peer(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            answers.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(
+        Peer, remote_addr=("127.0.0.1", receiver(dc09_bridge).port)
+    )
+    for tiny in (b"\n", b"x", b"\n0000", b"\n00000000\r"):  # each would get a 47-byte NAK
+        transport.sendto(tiny)
+    await eventually(lambda: _rejected_at_least(dc09_bridge, "malformed", 4))
+    # An honest panel's refused frame (bad CRC, stale time) is longer than the NAK: it is still NAKed.
+    good = pendant("ABC", 9, timestamp=datetime.now(UTC) - timedelta(minutes=5))
+    transport.sendto(good)
+    answer = await _next(answers)
+    assert token_of(answer) is Token.NAK and len(answer) <= len(good)
+    assert answers.empty()  # nothing came back for the tiny ones
+    transport.close()
+    await still_serving(dc09_bridge)

@@ -570,3 +570,21 @@ async def test_arbitrary_byte_streams_never_break_the_tcp_listener(scaip_bridge:
 
     await eventually(no_connections)
     await still_serving(scaip_bridge)
+
+
+def test_answers_kept_for_retransmissions_are_bounded_in_bytes() -> None:
+    """Each answer copies every Via of its request (up to ~64 KiB): the cache is bounded by bytes too."""
+    from devices.sip_transaction import Arrival, ServerTransactions
+
+    transactions = ServerTransactions(max_bytes=10 * 65_000)
+    big = b"x" * 65_000
+    for n in range(100):
+        request = parse_message(
+            f"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h:5060;branch=z9hG4bK{n}\r\nFrom: <sip:u@h>;tag=1\r\n"
+            f"To: <sip:a@b>\r\nCall-ID: c{n}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+        assert isinstance(request, Request)
+        assert transactions.arrive(request, 0.0)[0] is Arrival.NEW
+        transactions.complete(request, big, 0.0)
+    assert transactions.answered_bytes <= 10 * 65_000
+    assert len(transactions) == 10
