@@ -164,25 +164,23 @@ class Dc09Receiver:
         if task is not None:
             self._tasks.add(task)
         peer = writer.get_extra_info("peername")
-        if not self._guard.open_connection(peer):
-            if task is not None:
-                self._tasks.discard(task)
-            writer.close()
-            return
+        connection = self._guard.open_connection(peer, writer)
         splitter = FrameSplitter()
         try:
-            while data := await self._guard.read(reader, 4096, peer):
+            while data := await self._guard.read(reader, 4096, connection):
                 splitter.feed(data)
                 while not isinstance(item := splitter.next_frame(), NeedData):
                     answer = await self.handle(item, peer)
+                    if answer is not None and _is_ack(answer):
+                        connection.progressed()  # a NAKed frame is no progress: garbage cannot hold on
                     if answer is not None:
                         writer.write(answer)
-                        if not await self._guard.drain(writer, peer):
+                        if not await self._guard.drain(writer, connection):
                             return
         except (ConnectionError, OSError) as exc:
             log.info("DC-09 connection from %s closed: %s", peer, exc)
         finally:
-            self._guard.close_connection()
+            self._guard.close_connection(connection)
             if task is not None:
                 self._tasks.discard(task)
             writer.close()

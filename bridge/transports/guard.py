@@ -1,8 +1,10 @@
 """Limits a network listener keeps against hostile or broken peers (DC-09, SCAIP).
 
-- At most ``max_connections`` TCP/TLS connections at once: one more is closed on arrival.
-- A connection silent for ``idle_s`` (no byte read), or that does not read our answers for as long
-  (a full send buffer), is closed: an idle or slowloris peer cannot hold a slot for ever.
+- At most ``max_connections`` TCP/TLS connections at once: to admit one more, the one that has made no
+  progress for the longest is closed.
+- A connection that brings no whole frame or message for ``idle_s`` (bytes alone do not count), or does
+  not read our answers for as long (a full send buffer), is closed: an idle or slowloris peer cannot
+  hold a slot for ever.
 - At most ``max_datagrams`` UDP datagrams handled at once: one more is dropped (the unit resends).
 - Refusal log lines are rate-limited per reason (:class:`LogLimiter`), so a flood of garbage cannot fill
   the disk; every refusal is still counted.
@@ -70,6 +72,19 @@ class LogLimiter:
         return False, 0
 
 
+class Connection:
+    """One admitted connection and when it last made progress (a whole frame or message)."""
+
+    def __init__(self, peer: Any, writer: asyncio.StreamWriter) -> None:
+        self.peer = peer
+        self.writer = writer
+        self.last_progress = time.monotonic()
+
+    def progressed(self) -> None:
+        """A whole frame or message arrived: the idle clock starts again."""
+        self.last_progress = time.monotonic()
+
+
 class ListenerGuard:
     """Counts one receiver's connections and datagrams in flight against its :class:`ListenerLimits`."""
 
@@ -82,7 +97,7 @@ class ListenerGuard:
         self._metrics = metrics
         self._log = log
         self.logs = LogLimiter()
-        self.connections = 0
+        self._open: set[Connection] = set()
         self.datagrams = 0
 
     def warn(self, reason: str, message: str, *args: Any) -> None:
@@ -98,42 +113,57 @@ class ListenerGuard:
     def _count(self, reason: str) -> None:
         self._metrics.rejects.labels(reason, self._transport).inc()
 
-    def open_connection(self, peer: Any) -> bool:
-        """Admit a new connection (False: close it, the limit is reached; counted and logged)."""
-        if self.connections >= self.limits.max_connections:
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return len(self._open)
+
+    def open_connection(self, peer: Any, writer: asyncio.StreamWriter) -> Connection:
+        """Admit a new connection. At ``max_connections``, the open one that has made no progress for
+        the longest is closed first (counted and logged): a peer holding many silent connections cannot
+        lock units out, it loses its own."""
+        if len(self._open) >= self.limits.max_connections:
+            victim = min(self._open, key=lambda c: c.last_progress)
+            self._open.discard(victim)
             self._count(TOO_MANY_CONNECTIONS)
             self.warn(
                 TOO_MANY_CONNECTIONS,
-                "%s connection from %s closed: %d connections open (%s.max_connections)",
+                "%s connection from %s closed, no frame for %.0f s, to admit one from %s: %d open "
+                "(%s.max_connections)",
                 self.name,
+                victim.peer,
+                time.monotonic() - victim.last_progress,
                 peer,
-                self.connections,
+                len(self._open) + 1,
                 self._transport,
             )
-            return False
-        self.connections += 1
-        return True
+            victim.writer.transport.abort()
+        connection = Connection(peer, writer)
+        self._open.add(connection)
+        return connection
 
-    def close_connection(self) -> None:
-        self.connections -= 1
+    def close_connection(self, connection: Connection) -> None:
+        self._open.discard(connection)
 
-    async def read(self, reader: asyncio.StreamReader, size: int, peer: Any) -> bytes:
-        """Up to ``size`` bytes, or ``b""`` at the end of the stream or after ``idle_s`` of silence
-        (counted and logged: the caller closes the connection)."""
+    async def read(self, reader: asyncio.StreamReader, size: int, connection: Connection) -> bytes:
+        """Up to ``size`` bytes, or ``b""`` at the end of the stream or once the connection has made no
+        progress (:meth:`Connection.progressed`) for ``idle_s``: bytes alone do not count, so a peer
+        dribbling a frame byte by byte is closed too (counted and logged; the caller closes)."""
+        left = connection.last_progress + self.limits.idle_s - time.monotonic()
         try:
-            async with asyncio.timeout(self.limits.idle_s):
+            async with asyncio.timeout(max(left, 0.0)):
                 return await reader.read(size)
         except TimeoutError:
-            self._idle(peer, "nothing received")
+            self._idle(connection.peer, "no whole frame or message received")
             return b""
 
-    async def drain(self, writer: asyncio.StreamWriter, peer: Any) -> bool:
+    async def drain(self, writer: asyncio.StreamWriter, connection: Connection) -> bool:
         """Wait until what was written is sent; False when the peer has not read it for ``idle_s``."""
         try:
             async with asyncio.timeout(self.limits.idle_s):
                 await writer.drain()
         except TimeoutError:
-            self._idle(peer, "our answers not read")
+            self._idle(connection.peer, "our answers not read")
             return False
         return True
 

@@ -249,25 +249,22 @@ class ScaipReceiver:
         if task is not None:
             self._tasks.add(task)
         peername = writer.get_extra_info("peername")
-        if not self._guard.open_connection(peername):
-            if task is not None:
-                self._tasks.discard(task)
-            writer.close()
-            return
+        connection = self._guard.open_connection(peername, writer)
         sockname = writer.get_extra_info("sockname")
         link = Link(
             kind, (str(peername[0]), int(peername[1])), (str(sockname[0]), int(sockname[1])), writer.write
         )
         framer = StreamFramer()
         try:
-            while data := await self._guard.read(reader, 65536, link.peer):
+            while data := await self._guard.read(reader, 65536, connection):
                 framer.feed(data)
                 while not isinstance(item := framer.next_message(), NeedData):
+                    connection.progressed()  # a whole message or an RFC 5626 keep-alive
                     if isinstance(item, KeepAlive):
                         writer.write(b"\r\n")  # RFC 5626 pong
                     else:
                         await self.receive(item, link)
-                    if not await self._guard.drain(writer, link.peer):
+                    if not await self._guard.drain(writer, connection):
                         return
         except SipError as exc:
             self._metrics.rejects.labels(MALFORMED_SIP, TRANSPORT).inc()
@@ -277,7 +274,7 @@ class ScaipReceiver:
         except (ConnectionError, OSError) as exc:
             log.info("SCAIP %s connection from %s closed: %s", kind, link.peer, exc)
         finally:
-            self._guard.close_connection()
+            self._guard.close_connection(connection)
             if task is not None:
                 self._tasks.discard(task)
             writer.close()

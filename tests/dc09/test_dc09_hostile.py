@@ -176,18 +176,44 @@ async def test_an_idle_connection_is_closed_counted_and_logged(
     await still_serving(dc09_bridge)
 
 
-async def test_connections_beyond_the_cap_are_closed_on_arrival_and_freed_slots_serve(
-    dc09_bridge: RunningBridge,
-) -> None:
-    held = [await Link.open(dc09_bridge) for _ in range(8)]
+async def test_at_the_connection_cap_the_one_silent_longest_makes_room(dc09_bridge: RunningBridge) -> None:
+    oldest = await Link.open(dc09_bridge)
+    await eventually(lambda: _connections(dc09_bridge, 1))
+    busy = await Link.open(dc09_bridge)
+    busy.writer.write(pendant("ABC", 1))  # this one has made progress: kept
+    assert token_of(await busy.answer()) is Token.ACK
+    held = [await Link.open(dc09_bridge) for _ in range(6)]
     await eventually(lambda: _connections(dc09_bridge, 8))
-    surplus = await Link.open(dc09_bridge)
-    assert await surplus.closed(timeout=0.9)  # closed at once, well before the idle timeout
+    # A panel arrives while every slot is taken: it is served, the oldest silent connection goes.
+    newcomer = await Link.open(dc09_bridge)
+    newcomer.writer.write(pendant("ABD", 1))
+    assert token_of(await newcomer.answer()) is Token.ACK
+    assert await oldest.closed(timeout=2.0)
     assert rejected(dc09_bridge, TOO_MANY_CONNECTIONS) == 1.0
-    for link in held:
+    busy.writer.write(pendant("ABC", 2))
+    assert token_of(await busy.answer()) is Token.ACK
+    for link in [oldest, busy, newcomer, *held]:
         link.close()
     await eventually(lambda: _connections(dc09_bridge, 0))
     await still_serving(dc09_bridge)
+
+
+async def test_a_peer_dribbling_bytes_without_a_whole_frame_is_closed(
+    impatient_bridge: RunningBridge,
+) -> None:
+    link = await Link.open(impatient_bridge)
+    frame = pendant("ABC", 1)
+    with contextlib.suppress(ConnectionError):
+        for byte in frame[:-1] * 4:  # one byte every 0.1 s, never the CR: the attack's own pace
+            link.writer.write(bytes([byte]))
+            await link.writer.drain()
+            if link.reader.at_eof():
+                break
+            await asyncio.sleep(0.1)
+    assert await link.closed()
+    assert rejected(impatient_bridge, IDLE_CONNECTION) == 1.0
+    link.close()
+    await still_serving(impatient_bridge)
 
 
 async def _connections(b: RunningBridge, n: int) -> bool:

@@ -235,26 +235,28 @@ async def test_idle_and_slow_connections_are_closed_counted_and_logged(
     await still_serving(b)
 
 
-async def test_connections_beyond_the_cap_are_closed_on_arrival(scaip_bridge: RunningBridge) -> None:
+async def test_at_the_connection_cap_the_one_silent_longest_makes_room(scaip_bridge: RunningBridge) -> None:
     port = receiver(scaip_bridge).port
-    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(8)]
+    oldest = await asyncio.open_connection("127.0.0.1", port)
 
-    async def eight() -> bool:
-        return receiver(scaip_bridge)._guard.connections == 8
+    async def count(n: int) -> bool:
+        return receiver(scaip_bridge)._guard.connections == n
 
-    await eventually(eight)
+    await eventually(lambda: count(1))
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(7)]
+    await eventually(lambda: count(8))
+    # A unit arrives while an attacker holds every slot: it is served, the oldest silent one goes.
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    assert await closed(reader, timeout=2.0)
-    writer.close()
-    assert rejected(scaip_bridge, TOO_MANY_CONNECTIONS) == 1.0
-    # One held connection still works while the cap is reached.
-    r, w = held[0]
-    w.write(serialise(message(scaip_bridge, "4670002", "C1", via=("TCP", "127.0.0.1", 5999))))
+    writer.write(serialise(message(scaip_bridge, "4670002", "C1", via=("TCP", "127.0.0.1", 5999))))
     async with asyncio.timeout(PROMPT_S):
-        head = await r.readuntil(b"\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"SIP/2.0 200")
-    for _, w in held:
+    assert await closed(oldest[0], timeout=2.0)
+    assert rejected(scaip_bridge, TOO_MANY_CONNECTIONS) == 1.0
+    assert receiver(scaip_bridge)._guard.connections == 8
+    for _, w in [oldest, *held, (reader, writer)]:
         w.close()
+    await eventually(lambda: count(0))
     await still_serving(scaip_bridge)
 
 
@@ -580,8 +582,9 @@ def test_answers_kept_for_retransmissions_are_bounded_in_bytes() -> None:
     big = b"x" * 65_000
     for n in range(100):
         request = parse_message(
-            f"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h:5060;branch=z9hG4bK{n}\r\nFrom: <sip:u@h>;tag=1\r\n"
-            f"To: <sip:a@b>\r\nCall-ID: c{n}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n".encode()
+            f"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h:5060;branch=z9hG4bK{n}\r\n"
+            f"From: <sip:u@h>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c{n}\r\nCSeq: 1 MESSAGE\r\n"
+            "Content-Length: 0\r\n\r\n".encode()
         )
         assert isinstance(request, Request)
         assert transactions.arrive(request, 0.0)[0] is Arrival.NEW
