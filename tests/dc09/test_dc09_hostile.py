@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import RunningBridge, eventually, make_config, running_bridge
+from harness import RunningBridge, eventually, make_config, postgres_database, running_bridge
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -502,3 +502,22 @@ async def test_no_nak_bigger_than_a_udp_datagram_so_a_spoofed_source_gets_no_amp
     assert answers.empty()  # nothing came back for the tiny ones
     transport.close()
     await still_serving(dc09_bridge)
+
+
+async def test_hostile_content_on_postgresql_too(tmp_path: Path) -> None:
+    """The largest and oddest data blocks reach the store as unknown signals: PostgreSQL takes them too
+    (index row limits, NULs and encodings are where the two stores differ)."""
+    async with postgres_database() as url:
+        config = make_config(tmp_path, TELECARE_DC09__LISTEN="127.0.0.1:0", TELECARE_STORE__URL=url)
+        async with running_bridge(config) as b:
+            link = await Link.open(b)
+            bodies = [
+                *_hostile_bodies().values(),
+                b'"SIA-DCS"0005L0#ABC[#ABC|Nri1/' + b"/".join([b"MA001"] * 600) + b"]",
+            ]
+            for body in bodies:
+                link.writer.write(seal(body))
+                assert token_of(await link.answer()) in (Token.ACK, Token.NAK), body[:40]
+            link.close()
+            assert unhandled(b) == 0.0
+            await still_serving(b)
