@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,6 +73,35 @@ class LogLimiter:
         return False, 0
 
 
+#: Descriptors kept free beyond a listener's connections (the store, the HTTP API, MQTT, logs ...).
+HEADROOM_FDS = 1024
+
+
+def make_room_for(connections: int, log: logging.Logger) -> int:
+    """Raise the process's soft limit on open files (systemd's default is 1024) so that ``connections``
+    fit beside everything else, up to the hard limit; return the soft limit. Past it, ``accept`` fails
+    with EMFILE and the whole bridge (store, API) runs out of descriptors, so say so when it cannot."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + HEADROOM_FDS
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        roomy = max(4 * wanted, 65_536)  # both listeners and everything else, not just this one
+        target = roomy if hard == resource.RLIM_INFINITY else min(roomy, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d: %s", soft, exc)
+        if soft < wanted:
+            log.warning(
+                "open-files limit %d is below %d connections plus %d: lower max_connections or raise "
+                "LimitNOFILE",
+                soft,
+                connections,
+                HEADROOM_FDS,
+            )
+    return int(soft)
+
+
 class Connection:
     """One admitted connection and when it last made progress (a whole frame or message)."""
 
@@ -98,6 +128,7 @@ class ListenerGuard:
         self._log = log
         self.logs = LogLimiter()
         self._open: set[Connection] = set()
+        make_room_for(limits.max_connections, log)
         self.datagrams = 0
 
     def warn(self, reason: str, message: str, *args: Any) -> None:

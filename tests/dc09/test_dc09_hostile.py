@@ -521,3 +521,23 @@ async def test_hostile_content_on_postgresql_too(tmp_path: Path) -> None:
             link.close()
             assert unhandled(b) == 0.0
             await still_serving(b)
+
+
+def test_the_open_files_limit_is_raised_to_fit_the_connections() -> None:
+    """systemd's soft limit of 1024 open files is below max_connections plus the rest: past it, accept
+    fails with EMFILE and the store and API run out of descriptors too."""
+    import logging
+    import resource
+
+    from bridge.transports.guard import HEADROOM_FDS, make_room_for
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1000 + HEADROOM_FDS:
+        pytest.skip(f"the hard limit here is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        raised = make_room_for(1000, logging.getLogger("test"))
+        assert raised >= 1000 + HEADROOM_FDS
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == raised
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
