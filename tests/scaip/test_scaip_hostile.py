@@ -591,3 +591,50 @@ def test_answers_kept_for_retransmissions_are_bounded_in_bytes() -> None:
         transactions.complete(request, big, 0.0)
     assert transactions.answered_bytes <= 10 * 65_000
     assert len(transactions) == 10
+
+
+def _costly_shapes() -> dict[str, bytes]:
+    """Headers shaped to make a parser work hard (before: up to ~45 ms of the event loop per datagram)."""
+    base = b"MESSAGE sip:a@b SIP/2.0\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:b@c>\r\n"
+    base += b"Call-ID: x\r\nCSeq: 1 MESSAGE\r\n"
+    via = b"Via: SIP/2.0/UDP h;branch=z9hG4bKx\r\n"
+    return {
+        "2000_vias_in_one_header": base
+        + b"Via: "
+        + b",".join([b"SIP/2.0/UDP h;branch=z9hG4bKx"] * 2000)
+        + b"\r\n\r\n",
+        "32000_via_params": base + b"Via: SIP/2.0/UDP h;branch=z9hG4bKx" + b";a" * 32_000 + b"\r\n\r\n",
+        "16000_folded_lines": base + via + b"Subject: a\r\n" + b" a\r\n" * 16_000 + b"\r\n",
+        "quotes_in_vias": base
+        + b"Via: "
+        + b",".join([b"SIP/2.0/UDP h;branch=z9hG4bK" + b'x"' * 60] * 16)
+        + b"\r\n\r\n",
+        "17_via_headers": base
+        + b"".join(b"Via: SIP/2.0/UDP h;branch=z9hG4bK%d\r\n" % n for n in range(17))
+        + b"\r\n",
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_costly_shapes()))
+def test_costly_header_shapes_are_refused_before_they_cost(name: str) -> None:
+    import time
+
+    from devices.sip import SipError
+
+    data = _costly_shapes()[name]
+    started = time.perf_counter()
+    for _ in range(20):
+        with pytest.raises(SipError) as refused:
+            parse_message(data)
+    per_message = (time.perf_counter() - started) / 20
+    assert refused.value.request is None  # unanswerable: nothing echoed back
+    assert per_message < 0.010, f"{per_message * 1000:.1f} ms"
+
+
+async def test_a_flood_of_costly_datagrams_leaves_the_loop_responsive(scaip_bridge: RunningBridge) -> None:
+    udp = await udp_socket()
+    shapes = list(_costly_shapes().values())
+    for n in range(200):
+        udp.send(scaip_bridge, shapes[n % len(shapes)][:65_000])
+    await still_serving(scaip_bridge)
+    assert unhandled(scaip_bridge) == 0.0
