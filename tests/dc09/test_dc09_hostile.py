@@ -541,3 +541,12 @@ def test_the_open_files_limit_is_raised_to_fit_the_connections() -> None:
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == raised
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_frame_full_of_extended_blocks_reads_only_the_first_few() -> None:
+    """~1300 ``[A]`` blocks fit in one frame; each read costs an object (4 ms a frame before)."""
+    from devices.dc09 import MAX_EXTENDED
+
+    body = (b'"ADM-CID"0001L0#ABC[#ABC|1101 01 001]' + b"[A1]" * 1000)[:MAX_FRAME]
+    frame = parse_frame(seal(body), now=datetime.now(UTC), window=None)
+    assert isinstance(frame, Frame) and len(frame.extended) == MAX_EXTENDED
