@@ -29,16 +29,20 @@ MAX_OPEN = 10_000
 MAX_ANSWERED_BYTES = 64 * 1024 * 1024
 
 
-def transaction_key(request: Request) -> tuple[str, ...]:
+def transaction_key(request: Request, origin: str = "") -> tuple[str, ...]:
     """The key a request and its retransmissions share (§17.2.3): branch, sent-by and method for an
-    RFC 3261 client; the RFC 2543 fields otherwise."""
+    RFC 3261 client; the RFC 2543 fields otherwise. ``origin`` (the transport and address it came
+    from) is part of it, so that a request from elsewhere naming the same branch and sent-by (forged,
+    or a predictable branch guessed) can neither take another unit's answer nor have that unit's
+    request absorbed as its retransmission."""
     via = request.top_via
     branch = via.branch or ""
     if branch.startswith(BRANCH_COOKIE):
-        return ("3261", branch, via.host.lower(), str(via.port or ""), request.method)
+        return ("3261", origin, branch, via.host.lower(), str(via.port or ""), request.method)
     number, method = request.cseq
     return (
         "2543",
+        origin,
         request.uri,
         tag_of(request.header("To") or "") or "",
         tag_of(request.header("From") or "") or "",
@@ -75,10 +79,10 @@ class ServerTransactions:
     def __len__(self) -> int:
         return len(self._open) + len(self._answered)
 
-    def arrive(self, request: Request, now: float) -> tuple[Arrival, bytes | None]:
-        """Match ``request``: :data:`Arrival.RESEND` comes with the answer to send again."""
+    def arrive(self, request: Request, now: float, origin: str = "") -> tuple[Arrival, bytes | None]:
+        """Match ``request`` from ``origin``: :data:`Arrival.RESEND` comes with the answer to send again."""
         self.expire(now)
-        key = transaction_key(request)
+        key = transaction_key(request, origin)
         if key in self._open:
             return Arrival.ABSORBED, None
         answered = self._answered.get(key)
@@ -89,9 +93,9 @@ class ServerTransactions:
         self._open.add(key)
         return Arrival.NEW, None
 
-    def complete(self, request: Request, answer: bytes, now: float) -> None:
+    def complete(self, request: Request, answer: bytes, now: float, origin: str = "") -> None:
         """Record the final response sent for ``request``; its retransmissions get it again."""
-        key = transaction_key(request)
+        key = transaction_key(request, origin)
         self._open.discard(key)
         self._forget(key)
         self._answered[key] = (answer, now + self._linger_s)
@@ -104,9 +108,9 @@ class ServerTransactions:
         if gone is not None:
             self.answered_bytes -= len(gone[0])
 
-    def abandon(self, request: Request) -> None:
+    def abandon(self, request: Request, origin: str = "") -> None:
         """Forget a transaction left unanswered: its next retransmission is handled as new."""
-        self._open.discard(transaction_key(request))
+        self._open.discard(transaction_key(request, origin))
 
     def expire(self, now: float) -> None:
         """Drop answered transactions whose Timer J has fired."""

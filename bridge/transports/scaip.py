@@ -140,6 +140,12 @@ class Link:
     def reliable(self) -> bool:
         return self.transport != "UDP"
 
+    @property
+    def origin(self) -> str:
+        """Where a request came from, for matching its retransmissions: the transport and the peer's
+        address (not its port: a unit may resend over a new TCP connection)."""
+        return f"{self.transport} {self.peer[0]}"
+
 
 class ScaipReceiver:
     """An async context manager serving SCAIP over SIP on UDP and TCP (and TLS when given a context)."""
@@ -326,7 +332,8 @@ class ScaipReceiver:
         if message.method == "ACK":
             return  # never answered; our final responses are not INVITE 2xx
         request = stamp_received(message, *link.peer)
-        arrival, earlier = self._transactions.arrive(request, time.monotonic())
+        origin = link.origin
+        arrival, earlier = self._transactions.arrive(request, time.monotonic(), origin)
         if arrival is Arrival.RESEND:
             assert earlier is not None
             link.send(earlier)
@@ -339,14 +346,14 @@ class ScaipReceiver:
         try:
             response, after = await self._answer(request, link)
         except Exception:
-            self._transactions.abandon(request)  # its retransmission is handled afresh
+            self._transactions.abandon(request, origin)  # its retransmission is handled afresh
             self._metrics.unstored.labels(TRANSPORT).inc()
             log.exception(
                 "SIP %s from %s not handled, not answered (the unit resends)", request.method, link.peer
             )
             return
         out = serialise(response)
-        self._transactions.complete(request, out, time.monotonic())
+        self._transactions.complete(request, out, time.monotonic(), origin)
         link.send(out)
         if after is not None:
             self._spawn(after, "scaip-answer-message")

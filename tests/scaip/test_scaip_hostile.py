@@ -638,3 +638,31 @@ async def test_a_flood_of_costly_datagrams_leaves_the_loop_responsive(scaip_brid
         udp.send(scaip_bridge, shapes[n % len(shapes)][:65_000])
     await still_serving(scaip_bridge)
     assert unhandled(scaip_bridge) == 0.0
+
+
+async def test_a_request_from_elsewhere_cannot_take_over_a_units_transaction(
+    scaip_bridge: RunningBridge,
+) -> None:
+    """A forged request naming a unit's (predictable) branch and sent-by, sent first from another
+    address, neither absorbs the unit's own request as a retransmission nor hands it the forged answer."""
+    b = scaip_bridge
+    unit = await udp_socket()
+    loop = asyncio.get_running_loop()
+    _, attacker = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.2", 0))
+    real = message(b, "4678000", "T1", via=("UDP", "127.0.0.1", unit.port))
+    forged_via = real.header("Via") or ""
+    forged = message(b, "4678001", "X9", via=("UDP", "127.0.0.1", unit.port))
+    forged = Request(
+        tuple(("Via", forged_via) if k == "Via" else (k, v) for k, v in forged.headers),
+        forged.body,
+        forged.method,
+        forged.uri,
+    )
+    attacker.send(b, serialise(forged))
+    assert isinstance(await attacker.next(), Response)
+    unit.send(b, serialise(real))
+    answer = await unit.next()
+    assert isinstance(answer, Response) and answer.status == 200
+    mrs = parse_mrs(answer.body)
+    assert isinstance(mrs, MessageResponse) and mrs.ref == "T1" and mrs.snu is Snu.OK
+    assert await alerts_of(b, "scaip-4678000")
