@@ -97,6 +97,9 @@ BAD_CREDENTIALS = "digest_failed"
 MAX_ANSWER_MESSAGES_PER_HOST = 4
 MAX_ANSWER_MESSAGES = 256
 ANSWER_MESSAGES_OVERLOADED = "answer_messages_overloaded"
+#: A TLS handshake not finished in this many seconds is dropped (asyncio's default is 60): connections
+#: still in their handshake are not yet counted against ``scaip.max_connections``.
+TLS_HANDSHAKE_S = 10.0
 #: Why a command to a SCAIP unit is closed unsent (on the alert's timeline).
 NO_COMMANDS = "a SCAIP unit takes commands only in the answer to its own alarm; call the resident back"
 
@@ -204,7 +207,11 @@ class ScaipReceiver:
         )
         if self._tls is not None:
             self._tls_server = await asyncio.start_server(
-                lambda r, w: self._connection(r, w, "TLS"), self._tls_host, self._tls_port, ssl=self._tls
+                lambda r, w: self._connection(r, w, "TLS"),
+                self._tls_host,
+                self._tls_port,
+                ssl=self._tls,
+                ssl_handshake_timeout=TLS_HANDSHAKE_S,
             )
             self.tls_port = self._tls_server.sockets[0].getsockname()[1]
         log.info(

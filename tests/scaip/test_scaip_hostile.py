@@ -666,3 +666,36 @@ async def test_a_request_from_elsewhere_cannot_take_over_a_units_transaction(
     mrs = parse_mrs(answer.body)
     assert isinstance(mrs, MessageResponse) and mrs.ref == "T1" and mrs.snu is Snu.OK
     assert await alerts_of(b, "scaip-4678000")
+
+
+async def test_a_tls_handshake_never_finished_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections still in their handshake are not counted as connections yet: they must end."""
+    from cryptography.hazmat.primitives import serialization
+
+    from bridge.transports import scaip as scaip_transport
+    from simulators.alexa import TestCertificateAuthority
+
+    ca = TestCertificateAuthority.create("Telecare Test SIPS Root")
+    server = ca.issue_server_cert("127.0.0.1")
+    cert, key = tmp_path / "sips.pem", tmp_path / "sips.key"
+    cert.write_bytes(server.chain_pem)
+    key.write_bytes(
+        server.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    monkeypatch.setattr(scaip_transport, "TLS_HANDSHAKE_S", 0.5)
+    config = _config(
+        tmp_path,
+        TELECARE_SCAIP__TLS_LISTEN="127.0.0.1:0",
+        TELECARE_SCAIP__TLS_CERT=str(cert),
+        TELECARE_SCAIP__TLS_KEY=str(key),
+    )
+    async with running_bridge(config) as b:
+        reader, writer = await asyncio.open_connection("127.0.0.1", receiver(b).tls_port)
+        writer.write(b"\x16\x03\x01")  # the start of a ClientHello, and nothing more
+        assert await closed(reader, timeout=3.0)
+        writer.close()
+        await still_serving(b)
