@@ -13,6 +13,11 @@ code: an alert of its own per distinct code) and is ACKed (never a DUH, which pa
 resending). A restore (Contact ID qualifier 3, a SIA restore code) is a ``restored`` event naming the type
 it restores (``mains_restored`` for mains), which the store applies (docs/dc09.md). Keys are read from
 the registry per frame and never logged.
+
+Hostile peers (docs/dc09.md, "Limits"): connections, idleness and datagrams in flight are bounded by
+:mod:`bridge.transports.guard`; a frame's CRC and length are checked before any registry read; a NAK
+bigger than the UDP datagram it answers is not sent; one frame raises at most
+:data:`MAX_EVENTS_PER_FRAME` events.
 """
 
 from __future__ import annotations

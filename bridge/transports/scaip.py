@@ -17,7 +17,12 @@ The answer travels in the 200 OK's body (``in_200``) or, per unit (``scaip_answe
 MESSAGE of its own back to the unit after an empty 200 OK, retransmitted until answered (Timer E/F).
 
 An unknown caller id still raises its alert, from the synthetic device ``scaip-<cid>``, flagged
-unregistered by the store. A unit with a SIP password must prove it with digest authentication.
+unregistered by the store. A unit with a SIP password must prove it with digest authentication; a
+nonce is bound to the body it challenged and each answer to it is taken once (:mod:`devices.sip_digest`).
+
+Hostile peers (docs/scaip.md, "Limits"): connections, idleness and datagrams in flight are bounded by
+:mod:`bridge.transports.guard`; answer MESSAGEs are capped per address; retransmissions are matched
+only to requests from the same transport and address.
 """
 
 from __future__ import annotations
