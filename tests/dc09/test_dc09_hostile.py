@@ -550,3 +550,37 @@ def test_a_frame_full_of_extended_blocks_reads_only_the_first_few() -> None:
     body = (b'"ADM-CID"0001L0#ABC[#ABC|1101 01 001]' + b"[A1]" * 1000)[:MAX_FRAME]
     frame = parse_frame(seal(body), now=datetime.now(UTC), window=None)
     assert isinstance(frame, Frame) and len(frame.extended) == MAX_EXTENDED
+
+
+async def test_a_flood_of_refusals_is_counted_in_full_and_logged_in_part(
+    dc09_bridge: RunningBridge, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bridge.transports.guard import LOG_BURST
+
+    link = await Link.open(dc09_bridge)
+    good = pendant("ABC", 5)
+    bad_crc = good[:1] + b"0000" + good[5:]
+    for _ in range(100):
+        link.writer.write(bad_crc)
+        assert token_of(await link.answer()) is Token.NAK
+    link.close()
+    assert rejected(dc09_bridge, "bad_crc") == 100.0
+    logged = [r for r in caplog.records if "refused: bad_crc" in r.getMessage()]
+    assert len(logged) == LOG_BURST
+
+
+def test_the_log_limiter_says_how_many_lines_it_left_out() -> None:
+    from bridge.transports.guard import LogLimiter
+
+    now = [0.0]
+    limiter = LogLimiter(burst=2, window_s=60.0, clock=lambda: now[0])
+    assert [limiter.allow("x") for _ in range(5)] == [
+        (True, 0),
+        (True, 0),
+        (False, 0),
+        (False, 0),
+        (False, 0),
+    ]
+    assert limiter.allow("y") == (True, 0)  # per reason
+    now[0] = 61.0
+    assert limiter.allow("x") == (True, 3)
