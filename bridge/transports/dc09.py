@@ -38,7 +38,7 @@ from alarm_centre.alerts.intake import Intake, StoreUnavailable
 from alarm_centre.registry import store as registry_sql
 from alarm_centre.store.base import AlertStore
 from bridge.metrics import BridgeMetrics
-from bridge.transports.guard import DEFAULT_LIMITS, ListenerGuard, ListenerLimits
+from bridge.transports.guard import DEFAULT_LIMITS, NOT_HANDLED, NOT_STORED, ListenerGuard, ListenerLimits
 from devices.cancellation import stop
 from devices.dc09 import (
     Frame,
@@ -243,7 +243,13 @@ class Dc09Receiver:
             return await self._handle(raw, peer)
         except Exception:
             self._metrics.unstored.labels(TRANSPORT).inc()
-            log.exception("DC-09 frame from %s not handled, not answered (the panel resends)", peer)
+            self._guard.warn(
+                NOT_HANDLED,
+                "DC-09 frame from %s not handled, not answered (the panel resends)",
+                peer,
+                exc_info=True,
+                level=logging.ERROR,
+            )
             return None
 
     async def _handle(self, raw: bytes | Refused, peer: Any) -> bytes | None:
@@ -270,7 +276,9 @@ class Dc09Receiver:
                 result = await self._intake.submit(event)
             except StoreUnavailable as exc:
                 self._metrics.unstored.labels(TRANSPORT).inc()
-                log.warning("DC-09 %s from %s not stored, not ACKed: %s", event.type, unit.device_id, exc)
+                self._guard.warn(
+                    NOT_STORED, "DC-09 %s from %s not stored, not ACKed: %s", event.type, unit.device_id, exc
+                )
                 return None
             self._metrics.events.labels(event.type.value, result.result, TRANSPORT).inc()
             if result.result == "rejected":

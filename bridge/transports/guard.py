@@ -36,6 +36,11 @@ LOG_WINDOW_S = 60.0
 TOO_MANY_CONNECTIONS = "too_many_connections"
 IDLE_CONNECTION = "idle_connection"
 DATAGRAMS_OVERLOADED = "datagrams_overloaded"
+#: The log key of faults in handling (the store down, a bug): rate-limited like refusals, as a store
+#: outage under load would otherwise log a traceback per frame.
+NOT_HANDLED = "not_handled"
+#: The log key of events the store could not take (no ACK / busy answer).
+NOT_STORED = "not_stored"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,15 +136,18 @@ class ListenerGuard:
         make_room_for(limits.max_connections, log)
         self.datagrams = 0
 
-    def warn(self, reason: str, message: str, *args: Any) -> None:
-        """Log a refusal's line, unless ``reason`` has been logged too often lately."""
+    def warn(
+        self, reason: str, message: str, *args: Any, exc_info: bool = False, level: int = logging.WARNING
+    ) -> None:
+        """Log a refusal's line (with the exception being handled, when ``exc_info``), unless ``reason``
+        has been logged too often lately."""
         allowed, dropped = self.logs.allow(reason)
         if not allowed:
             return
         if dropped:
-            message += " (%d more %s refusals not logged)"
+            message += " (%d more %s lines not logged)"
             args = (*args, dropped, reason)
-        self._log.warning(message, *args)
+        self._log.log(level, message, *args, exc_info=exc_info)
 
     def _count(self, reason: str) -> None:
         self._metrics.rejects.labels(reason, self._transport).inc()

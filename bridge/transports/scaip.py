@@ -44,7 +44,7 @@ from alarm_centre.alerts.intake import Intake, StoreUnavailable
 from alarm_centre.registry import store as registry_sql
 from alarm_centre.store.base import AlertStore
 from bridge.metrics import BridgeMetrics
-from bridge.transports.guard import DEFAULT_LIMITS, ListenerGuard, ListenerLimits
+from bridge.transports.guard import DEFAULT_LIMITS, NOT_HANDLED, NOT_STORED, ListenerGuard, ListenerLimits
 from devices import sip_digest
 from devices.cancellation import stop
 from devices.events import DeviceEvent
@@ -360,8 +360,13 @@ class ScaipReceiver:
         except Exception:
             self._transactions.abandon(request, origin)  # its retransmission is handled afresh
             self._metrics.unstored.labels(TRANSPORT).inc()
-            log.exception(
-                "SIP %s from %s not handled, not answered (the unit resends)", request.method, link.peer
+            self._guard.warn(
+                NOT_HANDLED,
+                "SIP %s from %s not handled, not answered (the unit resends)",
+                request.method,
+                link.peer,
+                exc_info=True,
+                level=logging.ERROR,
             )
             return
         out = serialise(response)
@@ -468,7 +473,13 @@ class ScaipReceiver:
                 result = await self._intake.submit(event)
             except StoreUnavailable as exc:
                 self._metrics.unstored.labels(TRANSPORT).inc()
-                log.warning("SCAIP %s from %s not stored, answered busy: %s", event.type, unit.device_id, exc)
+                self._guard.warn(
+                    NOT_STORED,
+                    "SCAIP %s from %s not stored, answered busy: %s",
+                    event.type,
+                    unit.device_id,
+                    exc,
+                )
                 snu = Snu.BUSY
             else:
                 self._metrics.events.labels(event.type.value, result.result, TRANSPORT).inc()
