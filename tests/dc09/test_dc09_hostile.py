@@ -584,3 +584,30 @@ def test_the_log_limiter_says_how_many_lines_it_left_out() -> None:
     assert limiter.allow("y") == (True, 0)  # per reason
     now[0] = 61.0
     assert limiter.allow("x") == (True, 3)
+
+
+async def test_a_store_outage_under_load_does_not_flood_the_log(
+    dc09_bridge: RunningBridge, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alarm_centre.alerts.intake import StoreUnavailable
+    from bridge.transports.guard import LOG_BURST
+
+    async def down(event: DeviceEvent) -> IngestResult:  # the injected fault: the store cannot commit
+        raise StoreUnavailable("the database is down")
+
+    monkeypatch.setattr(dc09_bridge.bridge.intake, "submit", down)
+    link = await Link.open(dc09_bridge)
+    for n in range(60):
+        link.writer.write(pendant("ABC", n + 1))
+
+    async def all_tried() -> bool:
+        value = dc09_bridge.bridge.metrics.registry.get_sample_value(
+            "telecare_events_unstored_total", {"transport": "dc09"}
+        )
+        return value == 60.0
+
+    await eventually(all_tried)
+    link.close()
+    assert len([r for r in caplog.records if "not stored, not ACKed" in r.getMessage()]) == LOG_BURST
+    monkeypatch.undo()
+    await still_serving(dc09_bridge)
