@@ -611,3 +611,32 @@ async def test_a_store_outage_under_load_does_not_flood_the_log(
     assert len([r for r in caplog.records if "not stored, not ACKed" in r.getMessage()]) == LOG_BURST
     monkeypatch.undo()
     await still_serving(dc09_bridge)
+
+
+async def test_arbitrary_datagrams_never_break_the_udp_listener(dc09_bridge: RunningBridge) -> None:
+    """Property: any datagram is answered or not, never crashes; a valid frame after it is ACKed."""
+    port = receiver(dc09_bridge).port
+    sequence = iter(range(1, 10_000))
+
+    @settings(
+        max_examples=100,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(datagram=st.one_of(st.binary(max_size=5000), st.builds(seal, st.binary(max_size=300))))
+    def property_(datagram: bytes) -> None:
+        seq = next(sequence)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(PROMPT_S)
+            sock.sendto(datagram, ("127.0.0.1", port))
+            sock.sendto(pendant("ABC", seq), ("127.0.0.1", port))
+            while True:
+                answer = sock.recv(65536)
+                parsed = parse_frame(answer, now=datetime.now(UTC), window=None)
+                if isinstance(parsed, Frame) and parsed.token is Token.ACK and parsed.sequence == seq:
+                    return
+
+    await asyncio.to_thread(property_)
+    assert unhandled(dc09_bridge) == 0.0

@@ -699,3 +699,41 @@ async def test_a_tls_handshake_never_finished_is_dropped(
         assert await closed(reader, timeout=3.0)
         writer.close()
         await still_serving(b)
+
+
+async def test_arbitrary_datagrams_never_break_the_udp_listener(scaip_bridge: RunningBridge) -> None:
+    """Property: any datagram is answered or not, never crashes; a valid MESSAGE after it is answered."""
+    port = receiver(scaip_bridge).port
+    counter = iter(range(100_000))
+    pieces = [
+        b"MESSAGE sip:a@b SIP/2.0\r\n",
+        b"Via: SIP/2.0/UDP h;branch=z9hG4bKx\r\n",
+        b"\r\n\r\n",
+        b"l: 5\r\n",
+    ]
+
+    @settings(
+        max_examples=100,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(parts=st.lists(st.one_of(st.binary(max_size=300), st.sampled_from(pieces)), max_size=8))
+    def property_(parts: list[bytes]) -> None:
+        n = next(counter)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(PROMPT_S)
+            local = sock.getsockname()
+            sock.sendto(b"".join(parts), ("127.0.0.1", port))
+            valid = message(scaip_bridge, "4679000", f"U{n}", via=("UDP", "127.0.0.1", local[1]))
+            sock.sendto(serialise(valid), ("127.0.0.1", port))
+            while True:
+                got = parse_message(sock.recv(65536))
+                if isinstance(got, Response) and got.call_id == valid.call_id:
+                    assert got.status == 200
+                    return
+
+    await asyncio.to_thread(property_)
+    assert unhandled(scaip_bridge) == 0.0
