@@ -98,9 +98,10 @@ WRONG_MEDIA = "unsupported_media_type"
 BAD_CREDENTIALS = "digest_failed"
 #: Answers sent as MESSAGEs of their own (``scaip_answer: message``), each resent for up to 32 s on UDP,
 #: at most this many at once to one address and in all; beyond, the answer goes in the 200 OK (counted
-#: as ``answer_messages_overloaded``), so a spoofed source cannot be made a target of our resends.
-MAX_ANSWER_MESSAGES_PER_HOST = 4
-MAX_ANSWER_MESSAGES = 256
+#: as ``answer_messages_overloaded``), so a spoofed source cannot be made a target of our resends (at
+#: most ~6 KB/s). Per address not lower: a care home's units behind one router may all raise at once.
+MAX_ANSWER_MESSAGES_PER_HOST = 32
+MAX_ANSWER_MESSAGES = 1024
 ANSWER_MESSAGES_OVERLOADED = "answer_messages_overloaded"
 #: A TLS handshake not finished in this many seconds is dropped (asyncio's default is 60): connections
 #: still in their handshake are not yet counted against ``scaip.max_connections``.
