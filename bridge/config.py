@@ -409,6 +409,12 @@ class Dc09Config(Section):
     #: How often the forwarder looks for work and due link tests, in seconds (it is also woken by
     #: every commit that queues a forward).
     forward_poll_s: float = Field(1.0, gt=0, le=60)
+    #: At most this many TCP connections at once; one more is closed on arrival (docs/dc09.md, "Limits").
+    max_connections: int = Field(1000, ge=1, le=100_000)
+    #: A connection that sends nothing (or does not read our answers) for this many seconds is closed.
+    idle_s: float = Field(600.0, gt=0, le=86_400)
+    #: At most this many UDP datagrams handled at once; one more is dropped (the unit resends).
+    max_datagrams: int = Field(256, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _path_names(self) -> Self:
@@ -445,6 +451,12 @@ class ScaipConfig(Section):
     answer: Literal["in_200", "message"] = "in_200"
     #: Realm of the digest challenge sent to units that have SIP credentials.
     realm: str = Field("telecare", pattern=r"^[A-Za-z0-9.:_-]{1,64}$")
+    #: At most this many TCP and TLS connections at once; one more is closed (docs/scaip.md, "Limits").
+    max_connections: int = Field(1000, ge=1, le=100_000)
+    #: A connection that sends nothing (or does not read our answers) for this many seconds is closed.
+    idle_s: float = Field(600.0, gt=0, le=86_400)
+    #: At most this many UDP datagrams handled at once; one more is dropped (the unit resends).
+    max_datagrams: int = Field(256, ge=1, le=100_000)
 
     @property
     def host_port(self) -> tuple[str, int]:

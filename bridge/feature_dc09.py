@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from alarm_centre.alerts.model import OutboxItem
 from bridge import dc09_forwarding
 from bridge.transports.dc09 import DC09_RECEIVER, NO_COMMANDS, Dc09Receiver
+from bridge.transports.guard import ListenerLimits
 from devices.dc09 import TimeWindow
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
             intake=host.intake,
             metrics=host.metrics,
             window=TimeWindow(max_age_s=cfg.old_s, max_ahead_s=cfg.ahead_s),
+            limits=ListenerLimits(cfg.max_connections, cfg.idle_s, cfg.max_datagrams),
             clock=host.clock,
         )
     )

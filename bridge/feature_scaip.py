@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
 from alarm_centre.alerts.model import OutboxItem
+from bridge.transports.guard import ListenerLimits
 from bridge.transports.scaip import NO_COMMANDS, SCAIP_RECEIVER, TRANSPORT, ScaipReceiver
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
             call_receiver=cfg.call_receiver,
             answer=cfg.answer,
             realm=cfg.realm,
+            limits=ListenerLimits(cfg.max_connections, cfg.idle_s, cfg.max_datagrams),
             tls=tls_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_listen else None,
             tls_host=tls_host,
             tls_port=tls_port,

@@ -175,22 +175,29 @@ class Answer:
     detail: str = ""
 
 
-def read_answer(raw: bytes, *, sequence: int, path: PathSettings, now: datetime) -> Answer:
-    """Read the centre's answer to our frame ``sequence`` on ``path``. Never raises on any ``raw``."""
+def read_answer(
+    raw: bytes, *, sequence: int, path: PathSettings, now: datetime, account: str | None = None
+) -> Answer:
+    """Read the centre's answer to our frame ``sequence`` for ``account`` (None: the path's own) on
+    ``path``. An ACK or DUH must name that sequence and account (else it answers another frame: it is
+    unreadable, never a delivery); on a path with a key it must be encrypted with it. Never raises on
+    any ``raw``."""
     key = path.key
     parsed = parse_frame(raw, now=now, keys=lambda _account: key, window=None)
     if isinstance(parsed, Refused):
         return Answer(Reply.UNREADABLE, detail=f"{parsed.reason.value}: {parsed.detail}")
-    return _answer_of(parsed, sequence, now)
+    return _answer_of(parsed, sequence, (account or path.account).upper(), now)
 
 
-def _answer_of(frame: Frame, sequence: int, now: datetime) -> Answer:
+def _answer_of(frame: Frame, sequence: int, account: str, now: datetime) -> Answer:
     if frame.token is Token.NAK:  # a NAK names no sequence (0000): it answers what we just sent
         return Answer(Reply.NAK, clock_offset(frame, now))
     if frame.token not in (Token.ACK, Token.DUH):
         return Answer(Reply.UNREADABLE, detail=f"a {frame.token.value} is not an answer")
     if frame.sequence != sequence:
         return Answer(Reply.UNREADABLE, detail=f"answer to sequence {frame.sequence:04d}, not {sequence:04d}")
+    if frame.account != account:
+        return Answer(Reply.UNREADABLE, detail=f"answer for account {frame.account}, not {account}")
     return Answer(Reply.ACK if frame.token is Token.ACK else Reply.DUH)
 
 
@@ -284,7 +291,13 @@ class Delivery:
 
     def on_answer(self, raw: bytes, now: datetime) -> Answer:
         """The answer to the last send."""
-        answer = read_answer(raw, sequence=self.message.sequence, path=self._paths[self._path], now=now)
+        answer = read_answer(
+            raw,
+            sequence=self.message.sequence,
+            path=self._paths[self._path],
+            now=now,
+            account=self.message.account,
+        )
         if answer.reply is Reply.ACK:
             self._end(StepKind.ACKED, Reply.ACK)
         elif answer.reply is Reply.DUH:

@@ -20,6 +20,7 @@ Transactions (retransmissions) are in :mod:`devices.sip_transaction`, digest aut
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from collections.abc import Iterable, Sequence
@@ -27,10 +28,18 @@ from dataclasses import dataclass, field, replace
 
 #: The largest message accepted (headers and body); a UDP datagram cannot carry more.
 MAX_MESSAGE_BYTES = 65_535
-#: The largest header section accepted on a stream before the connection is dropped.
-MAX_HEADER_BYTES = 16_384
-#: The most header lines accepted in one message.
+#: The largest header section accepted (a unit's are well under 2 KiB); on a stream, the connection is
+#: dropped. It bounds the work spent on one message: parsing is linear in it, but with a Python-level
+#: constant (lists split character by character), so 64 KiB of Via values cost ~45 ms of the event loop.
+MAX_HEADER_BYTES = 8_192
+#: The most header lines accepted in one message, continuation lines of folded headers included.
 MAX_HEADERS = 100
+#: The most Via values in a request (a unit, and a proxy or two): each is parsed, stamped and echoed.
+MAX_VIAS = 16
+#: The longest Via value read, and the most bytes of Via headers in a request (a real Via is under 200
+#: bytes; they are split and parsed several times per message): beyond, the request is dropped.
+MAX_VIA_BYTES = 1024
+MAX_VIA_SECTION = 2048
 #: The magic cookie every RFC 3261 branch starts with.
 BRANCH_COOKIE = "z9hG4bK"
 
@@ -77,6 +86,11 @@ _CANONICAL = {
 }
 #: Headers a request must carry (§8.1.1); without them no response can be built.
 REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
+#: Headers a request carries at most once: a second one (even with the same value) is a 400, so no two
+#: readers (the stream framer, a proxy, the unit) can take different ones (§7.3.1, §20).
+SINGLE = ("Call-ID", "CSeq", "From", "To", "Content-Length", "Content-Type", "Max-Forwards")
+#: A Via sent-by host: a DNS name or an IPv4 address (IPv6 is checked by :mod:`ipaddress`).
+_HOSTNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$")
 #: Headers whose comma-separated values are separate header values (§7.3.1).
 _LIST_HEADERS = frozenset({"via", "contact", "route", "record-route", "allow", "supported", "accept"})
 REASONS = {
@@ -204,6 +218,8 @@ class Via:
 
 def split_list(value: str) -> list[str]:
     """A header value split at the commas that are not inside quotes or ``<...>``."""
+    if '"' not in value and "<" not in value:  # the usual case (every Via), at C speed
+        return [p for p in (part.strip() for part in value.split(",")) if p]
     parts: list[str] = []
     current: list[str] = []
     quoted = angle = False
@@ -242,6 +258,8 @@ def parse_params(text: str) -> dict[str, str | None]:
 
 def parse_via(value: str) -> Via:
     """One Via value; raises :class:`SipError` when it is not one."""
+    if len(value) > MAX_VIA_BYTES:
+        raise SipError(f"Via value of {len(value)} bytes", 400)
     match = _VIA.match(value.strip())
     if not match:
         raise SipError(f"bad Via: {value[:80]!r}", 400)
@@ -255,6 +273,11 @@ def parse_via(value: str) -> Via:
         host, port_text = sent_by, ""
     if not host or (port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536)):
         raise SipError(f"bad Via sent-by: {sent_by[:80]!r}", 400)
+    if not _HOSTNAME.match(host):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise SipError(f"bad Via host: {host[:80]!r}", 400) from None
     return Via(transport, host, int(port_text) if port_text else None, parse_params(params))
 
 
@@ -303,6 +326,10 @@ def parse_message(data: bytes) -> Request | Response:
         head, sep, body = data.partition(b"\n\n")  # bare LF line ends: tolerated (§7.5)
         if not sep:
             raise SipError("no empty line after the headers")
+    if len(head) > MAX_HEADER_BYTES:
+        raise SipError(f"header section of {len(head)} bytes is too large", 413)
+    if head.count(b"\n") > MAX_HEADERS:
+        raise SipError(f"more than {MAX_HEADERS} header lines", 400)
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
@@ -360,11 +387,19 @@ def _has_readable_via(msg: Request) -> bool:
 
 
 def _check_request(msg: Request) -> None:
+    if sum(len(value) for name, value in msg.headers if name == "Via") > MAX_VIA_SECTION:
+        raise SipError(f"more than {MAX_VIA_SECTION} bytes of Via")  # dropped: too costly to answer
     missing = [name for name in REQUIRED if msg.header(name) is None]
     if missing:
         # Without a Via no answer can be routed (§18.2.2): drop it (status None).
         raise SipError(f"missing {', '.join(missing)}", None if "Via" in missing else 400)
     msg.top_via  # noqa: B018 -- raises SipError(400) on a bad top Via
+    if len(msg.header_values("Via")) > MAX_VIAS:
+        raise SipError(f"more than {MAX_VIAS} Via values")  # dropped: an answer would echo them all
+    names = [name.lower() for name, _ in msg.headers]
+    repeated = [name for name in SINGLE if names.count(name.lower()) > 1]
+    if repeated:
+        raise SipError(f"{', '.join(repeated)} more than once", 400)
     number, method = msg.cseq
     if not method:
         raise SipError(f"bad CSeq: {msg.header('CSeq')!r}", 400)

@@ -1,9 +1,17 @@
 """SIP digest authentication, sans-I/O (RFC 3261 §22.4 on RFC 2617; RFC 7616 for SHA-256).
 
 The server's side: :func:`challenge` writes a ``WWW-Authenticate`` value with a stateless nonce (its
-issue time and an HMAC of it under the receiver's secret, so any node of the bridge can check it and it
-expires after :data:`NONCE_TTL_S`); :func:`check` verifies an ``Authorization`` value against the
-unit's password. The client's side (simulators, tests): :func:`authorization`.
+issue time, a tag of the request body it answers, and an HMAC of both under the receiver's secret, so
+any node of the bridge can check it and it expires after :data:`NONCE_TTL_S`); :func:`check` verifies an
+``Authorization`` value against the unit's password. The client's side (simulators, tests):
+:func:`authorization`.
+
+Replays. ``qop=auth`` signs the method and URI, not the body: a captured ``Authorization`` could carry
+any other alarm for the same unit while its nonce lives. So a nonce is bound to the body it was issued
+for (``bound``): the same ``Authorization`` on another body is answered ``stale`` (a new challenge, for
+this body; an honest unit simply answers it). The very same request replayed (same nonce, ``nc`` and
+``cnonce``) is caught by a :class:`NonceLedger` on the node that saw it first, also answered ``stale``;
+on another node it collapses onto the same alert anyway (the same body is the same event id).
 """
 
 from __future__ import annotations
@@ -77,16 +85,59 @@ def _nonce_mac(secret: bytes, issued: str) -> str:
     return hmac.new(secret, issued.encode("ascii"), hashlib.sha256).hexdigest()[:32]
 
 
-def new_nonce(secret: bytes, now: float) -> str:
-    issued = f"{int(now):x}"
-    return f"{issued}.{_nonce_mac(secret, issued)}"
+def body_tag(bound: bytes) -> str:
+    """The tag of a request body a nonce is bound to."""
+    return hashlib.sha256(bound).hexdigest()[:16]
 
 
-def challenge(realm: str, secret: bytes, now: float, *, stale: bool = False, algorithm: str = "MD5") -> str:
-    """A ``WWW-Authenticate`` value asking for digest with qop=auth."""
+def new_nonce(secret: bytes, now: float, bound: bytes = b"") -> str:
+    """``<issued>.<body tag>.<mac>``: good for the body ``bound`` until :data:`NONCE_TTL_S` after ``now``."""
+    stamped = f"{int(now):x}.{body_tag(bound)}"
+    return f"{stamped}.{_nonce_mac(secret, stamped)}"
+
+
+#: The most (nonce, nc, cnonce) a :class:`NonceLedger` remembers; beyond, the oldest are forgotten.
+MAX_SEEN = 100_000
+
+
+class NonceLedger:
+    """The answers to our nonces seen lately: the same one again is a replay. Bounded: an entry lives
+    as long as its nonce (:data:`NONCE_TTL_S`), at most :data:`MAX_SEEN` of them."""
+
+    def __init__(self, *, max_seen: int = MAX_SEEN) -> None:
+        self._max_seen = max_seen
+        self._seen: dict[tuple[str, str, str], float] = {}
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def first_use(self, d: Digest, now: float) -> bool:
+        """Record this answer; False when it was seen before (a replay)."""
+        while self._seen:
+            key, expires = next(iter(self._seen.items()))
+            if expires > now and len(self._seen) < self._max_seen:
+                break
+            del self._seen[key]
+        key = (d.get("nonce"), d.get("nc"), d.get("cnonce"))
+        if key in self._seen:
+            return False
+        self._seen[key] = now + NONCE_TTL_S + 5
+        return True
+
+
+def challenge(
+    realm: str,
+    secret: bytes,
+    now: float,
+    *,
+    stale: bool = False,
+    algorithm: str = "MD5",
+    bound: bytes = b"",
+) -> str:
+    """A ``WWW-Authenticate`` value asking for digest with qop=auth, its nonce bound to ``bound``."""
     parts = [
         f'realm="{realm}"',
-        f'nonce="{new_nonce(secret, now)}"',
+        f'nonce="{new_nonce(secret, now, bound)}"',
         f"algorithm={algorithm}",
         'qop="auth"',
         f'opaque="{secrets.token_hex(4)}"',
@@ -121,9 +172,12 @@ def check(
     secret: bytes,
     now: float,
     uri: str | None = None,
+    bound: bytes = b"",
+    ledger: NonceLedger | None = None,
 ) -> Verdict:
     """Whether an ``Authorization`` value proves knowledge of ``password`` for ``username`` (and, when
-    ``uri`` is given, was made for that Request-URI: RFC 2617 §3.2.2.5)."""
+    ``uri`` is given, was made for that Request-URI: RFC 2617 §3.2.2.5), with a nonce of ours issued
+    for the body ``bound`` and, with a ``ledger``, not used before (either: STALE)."""
     d = parse_digest(value) if value else None
     if d is None or d.get("realm") != realm:
         return Verdict.MISSING
@@ -132,14 +186,17 @@ def check(
         return Verdict.WRONG
     if uri is not None and d.get("uri") != uri:
         return Verdict.WRONG
-    issued, dot, mac = d.get("nonce").partition(".")
-    if not dot or not hmac.compare_digest(mac, _nonce_mac(secret, issued)):
+    stamped, dot, mac = d.get("nonce").rpartition(".")
+    issued, _, tag = stamped.partition(".")
+    if not dot or not hmac.compare_digest(mac, _nonce_mac(secret, stamped)):
         return Verdict.WRONG
     try:
         age = now - int(issued, 16)
     except ValueError:
         return Verdict.WRONG
-    if not -5 <= age <= NONCE_TTL_S:
+    if not -5 <= age <= NONCE_TTL_S or tag != body_tag(bound):
+        return Verdict.STALE
+    if ledger is not None and not ledger.first_use(d, now):
         return Verdict.STALE
     return Verdict.OK
 

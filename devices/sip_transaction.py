@@ -23,18 +23,26 @@ TIMER_J = 64 * T1
 TIMER_F = 64 * T1
 #: Transactions being handled at once before new requests are refused (503).
 MAX_OPEN = 10_000
+#: The most bytes of answers kept for retransmissions (a response copies every Via of its request, so
+#: one can be ~64 KiB); beyond it the oldest are forgotten, and a retransmission of one is handled afresh
+#: (it maps onto the same event, so it gets the same answer).
+MAX_ANSWERED_BYTES = 64 * 1024 * 1024
 
 
-def transaction_key(request: Request) -> tuple[str, ...]:
+def transaction_key(request: Request, origin: str = "") -> tuple[str, ...]:
     """The key a request and its retransmissions share (§17.2.3): branch, sent-by and method for an
-    RFC 3261 client; the RFC 2543 fields otherwise."""
+    RFC 3261 client; the RFC 2543 fields otherwise. ``origin`` (the transport and address it came
+    from) is part of it, so that a request from elsewhere naming the same branch and sent-by (forged,
+    or a predictable branch guessed) can neither take another unit's answer nor have that unit's
+    request absorbed as its retransmission."""
     via = request.top_via
     branch = via.branch or ""
     if branch.startswith(BRANCH_COOKIE):
-        return ("3261", branch, via.host.lower(), str(via.port or ""), request.method)
+        return ("3261", origin, branch, via.host.lower(), str(via.port or ""), request.method)
     number, method = request.cseq
     return (
         "2543",
+        origin,
         request.uri,
         tag_of(request.header("To") or "") or "",
         tag_of(request.header("From") or "") or "",
@@ -56,9 +64,14 @@ class Arrival(StrEnum):
 class ServerTransactions:
     """The server transactions of one transport (UDP, or the TCP/TLS connections of one listener)."""
 
-    def __init__(self, *, linger_s: float = TIMER_J, max_open: int = MAX_OPEN) -> None:
+    def __init__(
+        self, *, linger_s: float = TIMER_J, max_open: int = MAX_OPEN, max_bytes: int = MAX_ANSWERED_BYTES
+    ) -> None:
         self._linger_s = linger_s
         self._max_open = max_open
+        self._max_bytes = max_bytes
+        #: Bytes of the answers kept.
+        self.answered_bytes = 0
         self._open: set[tuple[str, ...]] = set()
         #: Answered ones: key -> (answer, expiry), in order of expiry.
         self._answered: OrderedDict[tuple[str, ...], tuple[bytes, float]] = OrderedDict()
@@ -66,10 +79,10 @@ class ServerTransactions:
     def __len__(self) -> int:
         return len(self._open) + len(self._answered)
 
-    def arrive(self, request: Request, now: float) -> tuple[Arrival, bytes | None]:
-        """Match ``request``: :data:`Arrival.RESEND` comes with the answer to send again."""
+    def arrive(self, request: Request, now: float, origin: str = "") -> tuple[Arrival, bytes | None]:
+        """Match ``request`` from ``origin``: :data:`Arrival.RESEND` comes with the answer to send again."""
         self.expire(now)
-        key = transaction_key(request)
+        key = transaction_key(request, origin)
         if key in self._open:
             return Arrival.ABSORBED, None
         answered = self._answered.get(key)
@@ -80,18 +93,24 @@ class ServerTransactions:
         self._open.add(key)
         return Arrival.NEW, None
 
-    def complete(self, request: Request, answer: bytes, now: float) -> None:
+    def complete(self, request: Request, answer: bytes, now: float, origin: str = "") -> None:
         """Record the final response sent for ``request``; its retransmissions get it again."""
-        key = transaction_key(request)
+        key = transaction_key(request, origin)
         self._open.discard(key)
-        self._answered.pop(key, None)
+        self._forget(key)
         self._answered[key] = (answer, now + self._linger_s)
-        while len(self._answered) > 4 * self._max_open:
-            self._answered.popitem(last=False)  # a flood: the oldest answers go first
+        self.answered_bytes += len(answer)
+        while len(self._answered) > 4 * self._max_open or self.answered_bytes > self._max_bytes:
+            self._forget(next(iter(self._answered)))  # a flood: the oldest answers go first
 
-    def abandon(self, request: Request) -> None:
+    def _forget(self, key: tuple[str, ...]) -> None:
+        gone = self._answered.pop(key, None)
+        if gone is not None:
+            self.answered_bytes -= len(gone[0])
+
+    def abandon(self, request: Request, origin: str = "") -> None:
         """Forget a transaction left unanswered: its next retransmission is handled as new."""
-        self._open.discard(transaction_key(request))
+        self._open.discard(transaction_key(request, origin))
 
     def expire(self, now: float) -> None:
         """Drop answered transactions whose Timer J has fired."""
@@ -99,7 +118,7 @@ class ServerTransactions:
             key, (_, expires) = next(iter(self._answered.items()))
             if expires > now:
                 return
-            del self._answered[key]
+            self._forget(key)
 
 
 class ClientState(StrEnum):

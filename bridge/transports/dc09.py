@@ -13,6 +13,11 @@ code: an alert of its own per distinct code) and is ACKed (never a DUH, which pa
 resending). A restore (Contact ID qualifier 3, a SIA restore code) is a ``restored`` event naming the type
 it restores (``mains_restored`` for mains), which the store applies (docs/dc09.md). Keys are read from
 the registry per frame and never logged.
+
+Hostile peers (docs/dc09.md, "Limits"): connections, idleness and datagrams in flight are bounded by
+:mod:`bridge.transports.guard`; a frame's CRC and length are checked before any registry read; a NAK
+bigger than the UDP datagram it answers is not sent; one frame raises at most
+:data:`MAX_EVENTS_PER_FRAME` events.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from alarm_centre.alerts.intake import Intake, StoreUnavailable
 from alarm_centre.registry import store as registry_sql
 from alarm_centre.store.base import AlertStore
 from bridge.metrics import BridgeMetrics
+from bridge.transports.guard import DEFAULT_LIMITS, NOT_HANDLED, NOT_STORED, ListenerGuard, ListenerLimits
 from devices.cancellation import stop
 from devices.dc09 import (
     Frame,
@@ -43,6 +49,7 @@ from devices.dc09 import (
     Token,
     build_ack,
     build_nak,
+    check_envelope,
     parse_frame,
     parse_key,
     read_payload,
@@ -56,15 +63,24 @@ log = logging.getLogger(__name__)
 TRANSPORT = "dc09"
 #: Reason counted for an ACK/NAK/DUH sent to us (we are the receiver, not a transmitter).
 UNEXPECTED_ANSWER = "unexpected_answer"
+#: A NAK to a UDP datagram shorter than the NAK is not sent (logged with this reason): no amplification.
+NOT_ANSWERED = "nak_bigger_than_datagram"
 #: Resends arrive seconds apart; the same account, sequence and content within this bucket of the
 #: frame's (else our) time is one event. Splitting a resend across two buckets is harmless (the second
 #: joins the open alert); collapsing two real events after the 9999 sequence wrap would not be.
 DEDUP_BUCKET_S = 600
+#: The most events one frame may raise: a SIA DCS block of more (``Nri1/MA/MA/...``, up to ~1000 in
+#: one frame) is raised as one ``unknown_signal`` showing the raw data, not as one store write each.
+MAX_EVENTS_PER_FRAME = 16
 #: Why a command to a DC-09 unit is closed unsent (on the alert's timeline).
 NO_COMMANDS = "a DC-09 unit takes no commands; call the resident back"
 _HEADER_ACCOUNT_RE = re.compile(
     rb'"\*?[A-Z-]{3,8}"[0-9]{4}(?:R[0-9A-Fa-f]{1,6})?L[0-9A-Fa-f]{1,6}?#([0-9A-Fa-f]{3,16})\['
 )
+
+
+def _is_ack(answer: bytes) -> bool:
+    return b'"ACK"' in answer[:20] or b'"*ACK"' in answer[:20]
 
 
 def device_id_for(account: str) -> str:
@@ -101,6 +117,7 @@ class Dc09Receiver:
         intake: Intake,
         metrics: BridgeMetrics,
         window: TimeWindow,
+        limits: ListenerLimits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._host = host
@@ -110,6 +127,7 @@ class Dc09Receiver:
         self._metrics = metrics
         self._window = window
         self._clock = clock
+        self._guard = ListenerGuard("DC-09", TRANSPORT, metrics, limits, log)
         self._server: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -151,32 +169,54 @@ class Dc09Receiver:
         if task is not None:
             self._tasks.add(task)
         peer = writer.get_extra_info("peername")
+        connection = self._guard.open_connection(peer, writer)
         splitter = FrameSplitter()
         try:
-            while data := await reader.read(4096):
+            while data := await self._guard.read(reader, 4096, connection):
                 splitter.feed(data)
                 while not isinstance(item := splitter.next_frame(), NeedData):
                     answer = await self.handle(item, peer)
+                    if answer is not None and _is_ack(answer):
+                        connection.progressed()  # a NAKed frame is no progress: garbage cannot hold on
                     if answer is not None:
                         writer.write(answer)
-                        await writer.drain()
+                        if not await self._guard.drain(writer, connection):
+                            return
         except (ConnectionError, OSError) as exc:
             log.info("DC-09 connection from %s closed: %s", peer, exc)
         finally:
+            self._guard.close_connection(connection)
             if task is not None:
                 self._tasks.discard(task)
             writer.close()
 
     def datagram(self, data: bytes, addr: Any) -> None:
-        """One UDP datagram: one frame, answered to its sender."""
+        """One UDP datagram: one frame, answered to its sender (dropped when too many are in hand)."""
+        if not self._guard.open_datagram(addr):
+            return
         task = asyncio.create_task(self._datagram(data, addr), name="dc09-datagram")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _datagram(self, data: bytes, addr: Any) -> None:
-        answer = await self.handle(data, addr)
-        if answer is not None and self._udp is not None:
-            self._udp.sendto(answer, addr)
+        try:
+            answer = await self.handle(data, addr)
+        finally:
+            self._guard.close_datagram()
+        if answer is None or self._udp is None:
+            return
+        if len(answer) > len(data) and not _is_ack(answer):
+            # A NAK bigger than the datagram: its source may be spoofed, and we are no amplifier. An
+            # honest panel's refused frames are longer than a NAK; it resends anyway.
+            self._guard.warn(
+                NOT_ANSWERED,
+                "DC-09 datagram of %d bytes from %s not answered (%s)",
+                len(data),
+                addr,
+                NOT_ANSWERED,
+            )
+            return
+        self._udp.sendto(answer, addr)
 
     # --- one frame ------------------------------------------------------------------------------
 
@@ -190,7 +230,9 @@ class Dc09Receiver:
 
     def _refuse(self, reason: str, detail: str, account: str | None, peer: Any) -> bytes:
         self._metrics.rejects.labels(reason, TRANSPORT).inc()
-        log.warning("DC-09 frame from %s (account %s) refused: %s: %s", peer, account or "?", reason, detail)
+        self._guard.warn(
+            reason, "DC-09 frame from %s (account %s) refused: %s: %s", peer, account or "?", reason, detail
+        )
         return build_nak(now=self._now())
 
     async def handle(self, raw: bytes | Refused, peer: Any = None) -> bytes | None:
@@ -201,13 +243,22 @@ class Dc09Receiver:
             return await self._handle(raw, peer)
         except Exception:
             self._metrics.unstored.labels(TRANSPORT).inc()
-            log.exception("DC-09 frame from %s not handled, not answered (the panel resends)", peer)
+            self._guard.warn(
+                NOT_HANDLED,
+                "DC-09 frame from %s not handled, not answered (the panel resends)",
+                peer,
+                exc_info=True,
+                level=logging.ERROR,
+            )
             return None
 
     async def _handle(self, raw: bytes | Refused, peer: Any) -> bytes | None:
         started = time.monotonic()
         if isinstance(raw, Refused):
             return self._refuse(raw.reason.value, raw.detail, raw.account, peer)
+        envelope = check_envelope(raw)  # garbage is refused before any registry read
+        if envelope is not None:
+            return self._refuse(envelope.reason.value, envelope.detail, envelope.account, peer)
         header = _HEADER_ACCOUNT_RE.search(raw)
         unit = await self._unit(header[1].decode("ascii").upper()) if header else None
         key = unit.key if unit is not None else None
@@ -225,7 +276,9 @@ class Dc09Receiver:
                 result = await self._intake.submit(event)
             except StoreUnavailable as exc:
                 self._metrics.unstored.labels(TRANSPORT).inc()
-                log.warning("DC-09 %s from %s not stored, not ACKed: %s", event.type, unit.device_id, exc)
+                self._guard.warn(
+                    NOT_STORED, "DC-09 %s from %s not stored, not ACKed: %s", event.type, unit.device_id, exc
+                )
                 return None
             self._metrics.events.labels(event.type.value, result.result, TRANSPORT).inc()
             if result.result == "rejected":
@@ -247,6 +300,15 @@ class Dc09Receiver:
             meanings = (
                 meaning_of(payload) if payload is not None else (CodeMeaning(frame.data, CodeKind.UNKNOWN),)
             )
+            if len(meanings) > MAX_EVENTS_PER_FRAME:
+                self._guard.warn(
+                    "too_many_events",
+                    "DC-09 frame from account %s carries %d events (at most %d): one unknown signal",
+                    frame.account,
+                    len(meanings),
+                    MAX_EVENTS_PER_FRAME,
+                )
+                meanings = (CodeMeaning(frame.data, CodeKind.UNKNOWN),)
         events = []
         for index, meaning in enumerate(meanings):
             block: dict[str, Any] = {

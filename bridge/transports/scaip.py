@@ -17,7 +17,12 @@ The answer travels in the 200 OK's body (``in_200``) or, per unit (``scaip_answe
 MESSAGE of its own back to the unit after an empty 200 OK, retransmitted until answered (Timer E/F).
 
 An unknown caller id still raises its alert, from the synthetic device ``scaip-<cid>``, flagged
-unregistered by the store. A unit with a SIP password must prove it with digest authentication.
+unregistered by the store. A unit with a SIP password must prove it with digest authentication; a
+nonce is bound to the body it challenged and each answer to it is taken once (:mod:`devices.sip_digest`).
+
+Hostile peers (docs/scaip.md, "Limits"): connections, idleness and datagrams in flight are bounded by
+:mod:`bridge.transports.guard`; answer MESSAGEs are capped per address; retransmissions are matched
+only to requests from the same transport and address.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from alarm_centre.alerts.intake import Intake, StoreUnavailable
 from alarm_centre.registry import store as registry_sql
 from alarm_centre.store.base import AlertStore
 from bridge.metrics import BridgeMetrics
+from bridge.transports.guard import DEFAULT_LIMITS, NOT_HANDLED, NOT_STORED, ListenerGuard, ListenerLimits
 from devices import sip_digest
 from devices.cancellation import stop
 from devices.events import DeviceEvent
@@ -92,6 +98,16 @@ SERVER = "telecare-bridge"
 MALFORMED_SIP = "sip_malformed"
 WRONG_MEDIA = "unsupported_media_type"
 BAD_CREDENTIALS = "digest_failed"
+#: Answers sent as MESSAGEs of their own (``scaip_answer: message``), each resent for up to 32 s on UDP,
+#: at most this many at once to one address and in all; beyond, the answer goes in the 200 OK (counted
+#: as ``answer_messages_overloaded``), so a spoofed source cannot be made a target of our resends (at
+#: most ~6 KB/s). Per address not lower: a care home's units behind one router may all raise at once.
+MAX_ANSWER_MESSAGES_PER_HOST = 32
+MAX_ANSWER_MESSAGES = 1024
+ANSWER_MESSAGES_OVERLOADED = "answer_messages_overloaded"
+#: A TLS handshake not finished in this many seconds is dropped (asyncio's default is 60): connections
+#: still in their handshake are not yet counted against ``scaip.max_connections``.
+TLS_HANDSHAKE_S = 10.0
 #: Why a command to a SCAIP unit is closed unsent (on the alert's timeline).
 NO_COMMANDS = "a SCAIP unit takes commands only in the answer to its own alarm; call the resident back"
 
@@ -137,6 +153,12 @@ class Link:
     def reliable(self) -> bool:
         return self.transport != "UDP"
 
+    @property
+    def origin(self) -> str:
+        """Where a request came from, for matching its retransmissions: the transport and the peer's
+        address (not its port: a unit may resend over a new TCP connection)."""
+        return f"{self.transport} {self.peer[0]}"
+
 
 class ScaipReceiver:
     """An async context manager serving SCAIP over SIP on UDP and TCP (and TLS when given a context)."""
@@ -152,6 +174,7 @@ class ScaipReceiver:
         call_receiver: str = "",
         answer: str = "in_200",
         realm: str = "telecare",
+        limits: ListenerLimits = DEFAULT_LIMITS,
         tls: ssl.SSLContext | None = None,
         tls_host: str = "",
         tls_port: int = 0,
@@ -170,6 +193,9 @@ class ScaipReceiver:
         self._tls_port = tls_port
         self._clock = clock
         self._secret = secrets.token_bytes(32)
+        self._nonces = sip_digest.NonceLedger()
+        self._guard = ListenerGuard("SCAIP", TRANSPORT, metrics, limits, log)
+        self._answering: dict[str, int] = {}
         self._to_tag = new_tag()
         self._transactions = ServerTransactions()
         self._clients: dict[str, tuple[ClientTransaction, asyncio.Event]] = {}
@@ -191,7 +217,11 @@ class ScaipReceiver:
         )
         if self._tls is not None:
             self._tls_server = await asyncio.start_server(
-                lambda r, w: self._connection(r, w, "TLS"), self._tls_host, self._tls_port, ssl=self._tls
+                lambda r, w: self._connection(r, w, "TLS"),
+                self._tls_host,
+                self._tls_port,
+                ssl=self._tls,
+                ssl_handshake_timeout=TLS_HANDSHAKE_S,
             )
             self.tls_port = self._tls_server.sockets[0].getsockname()[1]
         log.info(
@@ -242,39 +272,51 @@ class ScaipReceiver:
         if task is not None:
             self._tasks.add(task)
         peername = writer.get_extra_info("peername")
+        connection = self._guard.open_connection(peername, writer)
         sockname = writer.get_extra_info("sockname")
         link = Link(
             kind, (str(peername[0]), int(peername[1])), (str(sockname[0]), int(sockname[1])), writer.write
         )
         framer = StreamFramer()
         try:
-            while data := await reader.read(65536):
+            while data := await self._guard.read(reader, 65536, connection):
                 framer.feed(data)
                 while not isinstance(item := framer.next_message(), NeedData):
+                    connection.progressed()  # a whole message or an RFC 5626 keep-alive
                     if isinstance(item, KeepAlive):
                         writer.write(b"\r\n")  # RFC 5626 pong
                     else:
                         await self.receive(item, link)
-                    await writer.drain()
+                    if not await self._guard.drain(writer, connection):
+                        return
         except SipError as exc:
             self._metrics.rejects.labels(MALFORMED_SIP, TRANSPORT).inc()
-            log.warning("SCAIP %s stream from %s cannot be framed, closed: %s", kind, link.peer, exc)
+            self._guard.warn(
+                MALFORMED_SIP, "SCAIP %s stream from %s cannot be framed, closed: %s", kind, link.peer, exc
+            )
         except (ConnectionError, OSError) as exc:
             log.info("SCAIP %s connection from %s closed: %s", kind, link.peer, exc)
         finally:
+            self._guard.close_connection(connection)
             if task is not None:
                 self._tasks.discard(task)
             writer.close()
 
     def datagram(self, data: bytes, addr: Any) -> None:
-        """One UDP datagram: one SIP message."""
-        if self._udp is None:
+        """One UDP datagram: one SIP message (dropped when too many are in hand: the unit resends)."""
+        if self._udp is None or not self._guard.open_datagram(addr):
             return
         udp = self._udp
         sockname = udp.get_extra_info("sockname")
         peer = (str(addr[0]), int(addr[1]))
         link = Link("UDP", peer, (str(sockname[0]), int(sockname[1])), lambda out: udp.sendto(out, addr))
-        self._spawn(self.receive(data, link), "scaip-datagram")
+        self._spawn(self._datagram(data, link), "scaip-datagram")
+
+    async def _datagram(self, data: bytes, link: Link) -> None:
+        try:
+            await self.receive(data, link)
+        finally:
+            self._guard.close_datagram()
 
     # --- one SIP message ------------------------------------------------------------------------
 
@@ -287,12 +329,19 @@ class ScaipReceiver:
         except SipError as exc:
             self._metrics.rejects.labels(MALFORMED_SIP, TRANSPORT).inc()
             if exc.request is not None and exc.status is not None and exc.request.method != "ACK":
-                log.warning(
-                    "SIP %s from %s refused %d: %s", link.transport, link.peer, exc.status, exc.detail
+                self._guard.warn(
+                    MALFORMED_SIP,
+                    "SIP %s from %s refused %d: %s",
+                    link.transport,
+                    link.peer,
+                    exc.status,
+                    exc.detail,
                 )
                 link.send(serialise(self._response(exc.request, exc.status)))
             else:
-                log.warning("SIP message from %s %s dropped: %s", link.transport, link.peer, exc.detail)
+                self._guard.warn(
+                    MALFORMED_SIP, "SIP message from %s %s dropped: %s", link.transport, link.peer, exc.detail
+                )
             return
         if isinstance(message, Response):
             self._client_response(message)
@@ -300,7 +349,8 @@ class ScaipReceiver:
         if message.method == "ACK":
             return  # never answered; our final responses are not INVITE 2xx
         request = stamp_received(message, *link.peer)
-        arrival, earlier = self._transactions.arrive(request, time.monotonic())
+        origin = link.origin
+        arrival, earlier = self._transactions.arrive(request, time.monotonic(), origin)
         if arrival is Arrival.RESEND:
             assert earlier is not None
             link.send(earlier)
@@ -313,14 +363,19 @@ class ScaipReceiver:
         try:
             response, after = await self._answer(request, link)
         except Exception:
-            self._transactions.abandon(request)  # its retransmission is handled afresh
+            self._transactions.abandon(request, origin)  # its retransmission is handled afresh
             self._metrics.unstored.labels(TRANSPORT).inc()
-            log.exception(
-                "SIP %s from %s not handled, not answered (the unit resends)", request.method, link.peer
+            self._guard.warn(
+                NOT_HANDLED,
+                "SIP %s from %s not handled, not answered (the unit resends)",
+                request.method,
+                link.peer,
+                exc_info=True,
+                level=logging.ERROR,
             )
             return
         out = serialise(response)
-        self._transactions.complete(request, out, time.monotonic())
+        self._transactions.complete(request, out, time.monotonic(), origin)
         link.send(out)
         if after is not None:
             self._spawn(after, "scaip-answer-message")
@@ -359,7 +414,9 @@ class ScaipReceiver:
 
     def _refuse(self, reason: str, detail: str, peer: tuple[str, int], cid: str | None = None) -> None:
         self._metrics.rejects.labels(reason, TRANSPORT).inc()
-        log.warning("SCAIP message from %s (cid %s) refused: %s: %s", peer, cid or "?", reason, detail)
+        self._guard.warn(
+            reason, "SCAIP message from %s (cid %s) refused: %s: %s", peer, cid or "?", reason, detail
+        )
 
     async def _unit(self, request: AlarmRequest, now: datetime) -> _Unit:
         """The unit a request comes from, and whether the same request was stored in the previous
@@ -410,12 +467,18 @@ class ScaipReceiver:
                 secret=self._secret,
                 now=self._clock(),
                 uri=request.uri,
+                bound=request.body,
+                ledger=self._nonces,
             )
             if verdict is not sip_digest.Verdict.OK:
                 if verdict is sip_digest.Verdict.WRONG:
                     self._refuse(BAD_CREDENTIALS, "digest response does not match", link.peer, parsed.cid)
                 challenge = sip_digest.challenge(
-                    self._realm, self._secret, self._clock(), stale=verdict is sip_digest.Verdict.STALE
+                    self._realm,
+                    self._secret,
+                    self._clock(),
+                    stale=verdict is sip_digest.Verdict.STALE,
+                    bound=request.body,
                 )
                 return self._response(request, 401, extra=[("WWW-Authenticate", challenge)]), None
         meaning = meaning_of(parsed)
@@ -426,7 +489,13 @@ class ScaipReceiver:
                 result = await self._intake.submit(event)
             except StoreUnavailable as exc:
                 self._metrics.unstored.labels(TRANSPORT).inc()
-                log.warning("SCAIP %s from %s not stored, answered busy: %s", event.type, unit.device_id, exc)
+                self._guard.warn(
+                    NOT_STORED,
+                    "SCAIP %s from %s not stored, answered busy: %s",
+                    event.type,
+                    unit.device_id,
+                    exc,
+                )
                 snu = Snu.BUSY
             else:
                 self._metrics.events.labels(event.type.value, result.result, TRANSPORT).inc()
@@ -461,7 +530,21 @@ class ScaipReceiver:
         self, request: Request, link: Link, mrs: bytes, mode: Any
     ) -> tuple[Response, Awaitable[None] | None]:
         if mode == "message":
-            return self._response(request, 200), self._send_answer(request, link, mrs)
+            host = link.peer[0]
+            answering = self._answering.get(host, 0)
+            if (
+                answering < MAX_ANSWER_MESSAGES_PER_HOST
+                and sum(self._answering.values()) < MAX_ANSWER_MESSAGES
+            ):
+                self._answering[host] = answering + 1
+                return self._response(request, 200), self._send_answer(request, link, mrs)
+            self._metrics.rejects.labels(ANSWER_MESSAGES_OVERLOADED, TRANSPORT).inc()
+            self._guard.warn(
+                ANSWER_MESSAGES_OVERLOADED,
+                "SCAIP answer to %s sent in the 200 OK: %d answer MESSAGEs to it already under way",
+                link.peer,
+                answering,
+            )
         return self._response(request, 200, body=mrs), None
 
     def _event(
@@ -521,6 +604,12 @@ class ScaipReceiver:
     # --- the answer as a MESSAGE of its own -------------------------------------------------------
 
     async def _send_answer(self, request: Request, link: Link, mrs: bytes) -> None:
+        try:
+            await self._send_answer_message(request, link, mrs)
+        finally:
+            self._answer_done(link.peer[0])
+
+    async def _send_answer_message(self, request: Request, link: Link, mrs: bytes) -> None:
         """Send ``mrs`` to the unit as a MESSAGE (to its Contact, over the link it came by, with the
         request's Call-ID so the unit can match it), resending until a final response or Timer F."""
         unit_address = request.header("From") or ""
@@ -571,6 +660,13 @@ class ScaipReceiver:
                 link.peer,
                 transaction.status or "no answer (Timer F)",
             )
+
+    def _answer_done(self, host: str) -> None:
+        left = self._answering.get(host, 1) - 1
+        if left > 0:
+            self._answering[host] = left
+        else:
+            self._answering.pop(host, None)
 
     def _client_response(self, response: Response) -> None:
         try:
