@@ -48,6 +48,13 @@ class BatchIntake(Intake, Protocol):
     async def submit_many(self, events: Sequence[DeviceEvent]) -> list[IngestResult | StoreUnavailable]: ...
 
 
+#: Most events of priority 2, 3 or none in one transaction. It bounds how long a call for help that
+#: arrives meanwhile waits for the transaction in progress (on SQLite a batch's statements hold the
+#: event loop), at the cost of a commit (one fsync) per this many events in a flood.
+OTHER_BATCH = 50
+#: Event-loop turns given to the callers of a batch of calls for help before the next batch starts.
+HANDOVER_TURNS = 4
+
 #: An event waiting for its transaction, and the future its submitter waits on.
 _Pending = tuple[DeviceEvent, asyncio.Future[IngestResult]]
 
@@ -64,15 +71,22 @@ class GroupCommitter:
     taken from that lane while it holds anything. A call for help therefore never shares a transaction
     with technical events, and one that arrives while a big batch commits goes into the very next
     transaction. Everything else is stored in arrival order, so a unit's ``mains_fail`` and
-    ``mains_restored`` keep their meaning.
+    ``mains_restored`` keep their meaning, in batches of at most ``max_other_batch``, which bounds
+    the wait of a call for help that arrives while one commits.
     """
 
     def __init__(
-        self, store: BatchStore, *, max_batch: int = 1000, on_batch: Callable[[int], None] | None = None
+        self,
+        store: BatchStore,
+        *,
+        max_batch: int = 1000,
+        max_other_batch: int = OTHER_BATCH,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._store = store
         self._on_batch = on_batch
         self._max_batch = max_batch
+        self._max_other_batch = min(max_other_batch, max_batch)
         #: Calls for help (priority 1), then everything else, each in arrival order.
         self._help: deque[_Pending] = deque()
         self._rest: deque[_Pending] = deque()
@@ -122,10 +136,10 @@ class GroupCommitter:
         return [o if isinstance(o, known) else StoreUnavailable(str(o)) for o in outcomes]
 
     def _next_batch(self) -> list[_Pending]:
-        """Up to ``max_batch`` events from the most urgent lane that holds any."""
-        lane = self._help if self._help else self._rest
+        """The calls for help waiting (up to ``max_batch``), else up to ``max_other_batch`` others."""
+        lane, limit = (self._help, self._max_batch) if self._help else (self._rest, self._max_other_batch)
         batch: list[_Pending] = []
-        while lane and len(batch) < self._max_batch:
+        while lane and len(batch) < limit:
             batch.append(lane.popleft())
         return batch
 
@@ -158,4 +172,8 @@ class GroupCommitter:
             for (_, fut), res in zip(live, results, strict=True):
                 if not fut.done():
                     fut.set_result(res)
-            await asyncio.sleep(0)  # let the callers of this batch, and new arrivals, run first
+            # Let new arrivals queue before the next batch is chosen; after calls for help, also let
+            # their callers (a few hops through gather) send the acks before a batch of others holds
+            # the loop (SQLite runs a batch's statements on it).
+            for _ in range(HANDOVER_TURNS if is_help(live[0][0].type) else 1):
+                await asyncio.sleep(0)

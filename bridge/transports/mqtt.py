@@ -2,7 +2,8 @@
 
 Two connections (events and statuses; the v1.1 ``alarm`` lane for calls for help), each a persistent
 session at QoS 1 with reconnect and jittered exponential backoff. Each event is decoded (the codec
-never sees the network), handed to the intake, and acknowledged only after the intake says it is stored. When the store cannot commit, no ack is sent: the unit retries.
+never sees the network), handed to the intake, and acknowledged only after the intake says it is
+stored. When the store cannot commit, no ack is sent: the unit retries.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ class HeldCommits:
             return results
 
         monkeypatch.setattr(store, "ingest", gated)
-        monkeypatch.setattr(bridge.bridge.intake, "_max_batch", BATCH)
+        monkeypatch.setattr(bridge.bridge.intake, "_max_other_batch", BATCH)
 
     async def wait_held(self) -> None:
         async with asyncio.timeout(20):
