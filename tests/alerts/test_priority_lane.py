@@ -113,6 +113,9 @@ async def test_a_fall_on_the_alarm_topic_is_acked_and_stored(bridge: RunningBrid
     async with unit_for(bridge, "unit-old", alarm_lane=False) as old:
         assert old.topic_for("pendant").endswith("/unit-old/event")
         assert (await old.send("pendant", timeout=20))["result"] == "accepted"
+    # One event whichever topic carries it: the fall again on ``event`` is a duplicate of the first.
+    async with unit_for(bridge, "unit-1", alarm_lane=False) as same:
+        assert await same.send("fall", event_id="fall-1", timeout=20) == {**ack, "result": "duplicate"}
     assert await bridge.store.event_count() == 2
 
 
