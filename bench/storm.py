@@ -1,5 +1,8 @@
 """Storm bench: 10,000 units report ``mains_fail`` within one second while a few report ``fall``.
 
+Falls go on the v1.1 ``alarm`` topic (``--v1.0``: on ``event``, as older units send them). The machine's
+load average is printed before and after: on a shared machine, compare runs only at similar loads.
+
 Runs the real bridge as processes (``telecare-bridge run``) against a private Mosquitto with raised
 queue limits (the system default ``max_queued_messages 1000`` drops QoS 1 messages to a lagging
 subscriber -- DESIGN.md), in two set-ups: one node on SQLite, and two nodes on PostgreSQL with a shared
@@ -10,7 +13,7 @@ zero), time until each ``fall`` is on the console (``/api/v1/stream`` of the *ot
 two; after a ``resync`` the console reloads ``/api/v1/queue``, as the real console does), and each
 node's peak memory.
 
-    .venv/bin/python bench/storm.py [--units 10000] [--falls 5] [--only sqlite|postgres]
+    .venv/bin/python bench/storm.py [--units 10000] [--falls 5] [--only sqlite|postgres] [--v1.0]
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ async def storm(
     units: int,
     falls: int,
     count_stored: Any,
+    alarm_lane: bool = True,
 ) -> dict[str, Any]:
     topic_root = f"storm{uuid.uuid4().hex[:6]}"
     ports = {node: free_port() for node in nodes}
@@ -219,8 +223,9 @@ async def storm(
                                 attempts += 1
                                 if plan[d] == "fall":
                                     fall_sent.setdefault(d, time.perf_counter())
+                                kind = "alarm" if plan[d] == "fall" and alarm_lane else "event"
                                 with contextlib.suppress(aiomqtt.MqttError):
-                                    await client.publish(f"{topic_root}/v1/{d}/event", payload, qos=1)
+                                    await client.publish(f"{topic_root}/v1/{d}/{kind}", payload, qos=1)
                                 honour_cancellation(cancels)
                             if first:
                                 await asyncio.sleep(0.1)
@@ -291,7 +296,11 @@ async def main() -> None:
     parser.add_argument("--units", type=int, default=10_000)
     parser.add_argument("--falls", type=int, default=5)
     parser.add_argument("--only", choices=["sqlite", "postgres"])
+    parser.add_argument(
+        "--v1.0", dest="v1_0", action="store_true", help="units send falls on 'event' (no v1.1 alarm lane)"
+    )
     args = parser.parse_args()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     broker, port, _ = start_mosquitto()
     rows = []
     try:
@@ -316,6 +325,7 @@ async def main() -> None:
                     units=args.units,
                     falls=args.falls,
                     count_stored=count_sqlite,
+                    alarm_lane=not args.v1_0,
                 )
             )
         if args.only in (None, "postgres"):
@@ -343,6 +353,7 @@ async def main() -> None:
                         units=args.units,
                         falls=args.falls,
                         count_stored=count_pg,
+                        alarm_lane=not args.v1_0,
                     )
                 )
             finally:
@@ -351,6 +362,7 @@ async def main() -> None:
     finally:
         broker.terminate()
         broker.wait(10)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for row in rows:
         print(json.dumps(row))
     ok = all(r["lost"] == 0 and r["duplicated"] == 0 and r["unacked"] == 0 for r in rows)

@@ -1,4 +1,4 @@
-"""Wire contract v1 over MQTT: topics and JSON payloads, sans-I/O.
+"""Wire contract v1 (v1.1: the ``alarm`` lane) over MQTT: topics and JSON payloads, sans-I/O.
 
 ``decode_event`` turns a topic and payload into a :class:`DeviceEvent` or raises :class:`Rejected`
 with a reason meant for the unit (it goes into the ``rejected`` ack). Encoders build ack and command
@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from devices import strict_json
 from devices.events import DeviceEvent, InvalidIdentifier, check_device_id, check_event_id
-from devices.vocabulary import BRIDGE_ONLY, parse_event_type
+from devices.vocabulary import BRIDGE_ONLY, is_help, parse_event_type
 
 MAX_PAYLOAD = 4096
 
@@ -84,11 +84,19 @@ class Topics:
         return f"{self.root}/v1/+/event"
 
     @property
+    def alarm_filter(self) -> str:
+        """v1.1: the lane for calls for help (priority-1 events), read on a connection of its own."""
+        return f"{self.root}/v1/+/alarm"
+
+    @property
     def status_filter(self) -> str:
         return f"{self.root}/v1/+/status"
 
     def event(self, device_id: str) -> str:
         return f"{self.root}/v1/{device_id}/event"
+
+    def alarm(self, device_id: str) -> str:
+        return f"{self.root}/v1/{device_id}/alarm"
 
     def ack(self, device_id: str) -> str:
         return f"{self.root}/v1/{device_id}/ack"
@@ -191,6 +199,20 @@ def decode_event(
         data=data,
         source=source,
     )
+
+
+def decode_alarm(device_id: str, payload: bytes, *, received_at: datetime | None = None) -> DeviceEvent:
+    """Decode a payload from the v1.1 ``alarm`` topic: an event as on ``event``, which must be a call
+    for help (priority 1). Anything else is Rejected, so the lane stays free for help."""
+    event = decode_event(device_id, payload, received_at=received_at)
+    if not is_help(event.type):
+        raise Rejected(
+            f"type {event.type.value!r} is not priority 1: send it on the event topic",
+            code=RejectReason.TYPE,
+            event_id=event.event_id,
+            device_id=device_id,
+        )
+    return event
 
 
 def peek_event_id(payload: bytes) -> str | None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devices.dc09_codes import CONTACT_ID
-from devices.vocabulary import EventType
+from devices.vocabulary import EventType, is_help
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +207,13 @@ def parse_sms_alarm(text: str) -> SmsAlarm | None:
         if norm == phrase or norm.startswith(phrase + " "):
             return SmsAlarm(PHRASES[phrase], test=test)
     return None
+
+
+def is_help_sms(text: str) -> bool:
+    """True when an SMS is a call for help: a priority-1 alarm, or free text that reads as help. The
+    modem stores these first when several SMS wait on the SIM."""
+    alarm = parse_sms_alarm(text)
+    return is_help(alarm.type) if alarm is not None else looks_like_help(text)
 
 
 def looks_like_help(text: str) -> bool:

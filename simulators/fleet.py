@@ -124,9 +124,11 @@ async def run_fleet(
     heartbeat_s: float = 60.0,
     stats: FleetStats | None = None,
     passwords: dict[str, str] | None = None,
+    alarm_lane: bool = True,
 ) -> None:
     """Run units until cancelled, each doing something now and then. A unit with an entry in
-    ``passwords`` signs in to the broker as itself (username = device id); others connect anonymously."""
+    ``passwords`` signs in to the broker as itself (username = device id); others connect anonymously.
+    Calls for help go on the v1.1 ``alarm`` topic unless ``alarm_lane`` is false (v1.0 units)."""
     stats = stats or FleetStats()
     passwords = passwords or {}
     async with AsyncExitStack() as stack:
@@ -140,6 +142,7 @@ async def run_fleet(
                     heartbeat_s=heartbeat_s,
                     username=d if d in passwords else None,
                     password=passwords.get(d),
+                    alarm_lane=alarm_lane,
                 )
             )
             for d in device_ids

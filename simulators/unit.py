@@ -2,8 +2,9 @@
 
 It sets a will message (``offline``) on its status topic, retries each event with backoff until the
 bridge acks it (surviving broker outages), answers commands with ``cmd_result`` -- and for
-``call_centre`` also reports ``call_connected`` -- and can send heartbeats. It speaks wire contract v1
-through the same codec the bridge uses.
+``call_centre`` also reports ``call_connected`` -- and can send heartbeats. It speaks wire contract v1.1
+through the same codec the bridge uses: calls for help (priority 1) go on the ``alarm`` topic, the rest
+on ``event``; ``alarm_lane=False`` makes it an older v1.0 unit that sends everything on ``event``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import aiomqtt
 
 from devices.cancellation import cancel_requests, honour_cancellation, stop
 from devices.mqtt_codec import Topics, decode_ack, decode_command, encode_event
+from devices.vocabulary import is_help, parse_event_type
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,10 @@ class SimulatedUnit:
         username: str | None = None,
         password: str | None = None,
         connect_timeout: float = 30.0,
+        alarm_lane: bool = True,
     ) -> None:
         self.device_id = device_id
+        self._alarm_lane = alarm_lane
         self._username = username  # per-device broker credential (credentials.enabled)
         self._password = password
         self.topics = Topics(topic_root)
@@ -189,7 +193,7 @@ class SimulatedUnit:
                     if client is not None:
                         self.log.attempts[event_id] = self.log.attempts.get(event_id, 0) + 1
                         with contextlib.suppress(aiomqtt.MqttError):
-                            await client.publish(self.topics.event(self.device_id), payload, qos=1)
+                            await client.publish(self.topic_for(event_type), payload, qos=1)
                         honour_cancellation(cancels)
                     # asyncio.wait neither cancels the future nor turns anything into TimeoutError: a
                     # cancellation of this task always propagates from here.
@@ -199,6 +203,13 @@ class SimulatedUnit:
                     delay = min(delay * 2, self._retry_max) * random.uniform(0.8, 1.2)
         finally:
             self._waiting.pop(event_id, None)
+
+    def topic_for(self, event_type: str) -> str:
+        """Where this unit publishes an event of ``event_type``: ``alarm`` for a call for help (v1.1)."""
+        known = parse_event_type(event_type)
+        if self._alarm_lane and known is not None and is_help(known):
+            return self.topics.alarm(self.device_id)
+        return self.topics.event(self.device_id)
 
     async def publish_raw(self, payload: bytes, *, topic: str | None = None) -> None:
         """Publish bytes without waiting for an ack (bad-input tests)."""

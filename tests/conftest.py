@@ -159,6 +159,7 @@ BOTH_STORES = {
     "test_dc09_forward_answers",
     "test_dc09_relay",
     "test_scaip_receiver",
+    "test_priority_lane",
 }
 
 

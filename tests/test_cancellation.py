@@ -161,7 +161,7 @@ async def test_the_bridge_mqtt_link_stops_when_a_subscribe_is_confirmed_at_the_c
         metrics=BridgeMetrics("test-node"),
         client_id="race",
     )
-    link._make_client = lambda inbox: client  # type: ignore[assignment,method-assign,return-value]
+    link._make_client = lambda lane, inbox: client  # type: ignore[assignment,method-assign,return-value]
     running = asyncio.create_task(link.run())
     async with asyncio.timeout(5):
         await client.subscribing.wait()

@@ -1,9 +1,11 @@
 """Fan-out of committed alert changes to live subscribers (console streams, metrics).
 
 The store's listener only queues alert ids, so a commit never waits for slow readers. One task reads
-the changed alerts -- most urgent first, a page per query -- and hands each to every subscriber, so in a
-flood of technical alarms a fall still reaches the console at once. A subscriber whose queue is full is
-told to resynchronise instead of holding up the rest.
+the changed alerts -- most urgent first, a page per query -- and hands each to every subscriber. It
+looks for new changes again before every page, so a fall committed while a flood of technical alarms
+is being pushed goes out in the very next page. Each subscriber's queue is ordered the same way (most
+urgent first, then oldest first), so a slow reader with thousands of changes waiting still gets a fall
+next. A subscriber whose queue is full is told to resynchronise instead of holding up the rest.
 
 A subscriber may name its user: when that user's access changes (signed out, disabled, new role), on
 this node or another, the subscriber gets :data:`ACCESS_CHANGED` at once and re-checks its credentials.
@@ -13,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -27,6 +32,42 @@ RESYNC: dict[str, Any] = {"resync": True}
 ACCESS_CHANGED: dict[str, Any] = {"access_changed": True}
 #: Changed alerts read per query.
 PAGE = 200
+#: Where a message that is not an alert ranks in a subscriber's queue: before every alert.
+_CONTROL_RANK = 0
+#: Where an alert without a priority ranks: after every alert that has one.
+_LAST_RANK = 99
+
+
+class SubscriberQueue(asyncio.Queue[dict[str, Any]]):
+    """A subscriber's messages, most urgent first: :data:`RESYNC` and :data:`ACCESS_CHANGED`, then
+    alerts by priority; in arrival order within a rank. Otherwise an ordinary bounded queue."""
+
+    def _init(self, maxsize: int) -> None:
+        self._heap: list[tuple[int, int, dict[str, Any]]] = []
+        self._order = itertools.count()
+
+    def _put(self, item: dict[str, Any]) -> None:
+        heapq.heappush(self._heap, (_rank(item), next(self._order), item))
+
+    def _get(self) -> dict[str, Any]:
+        return heapq.heappop(self._heap)[2]
+
+    def qsize(self) -> int:
+        return len(self._heap)
+
+    def empty(self) -> bool:
+        return not self._heap
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= len(self._heap)
+
+
+def _rank(message: dict[str, Any]) -> int:
+    alert = message.get("alert")
+    if not isinstance(alert, dict):
+        return _CONTROL_RANK
+    priority = alert.get("priority")
+    return priority if isinstance(priority, int) else _LAST_RANK
 
 
 class AlertFeed:
@@ -54,25 +95,30 @@ class AlertFeed:
         return len(self._subscribers)
 
     async def run(self) -> None:
+        #: Changed alerts not yet pushed: per priority, alert ids in the order they changed.
+        waiting: dict[int, OrderedDict[str, None]] = {}
+
+        def take(changes: list[tuple[int, str]]) -> None:
+            for priority, alert_id in changes:
+                waiting.setdefault(priority, OrderedDict())[alert_id] = None
+
         while True:
-            changes = await self._pending.get()
-            while not self._pending.empty() and len(changes) < 20_000:
-                changes.extend(self._pending.get_nowait())
+            if not waiting:
+                take(await self._pending.get())
+            while not self._pending.empty():
+                take(self._pending.get_nowait())
             if not self._subscribers:
+                waiting.clear()
                 continue
-            # Most urgent first; each alert once, at its most urgent priority.
-            ids = list(dict.fromkeys(alert_id for _, alert_id in sorted(changes, key=lambda c: c[0])))
-            for start in range(0, len(ids), PAGE):
-                if not self._subscribers:
-                    break
-                try:
-                    alerts = await self._store.alerts.get_alerts(ids[start : start + PAGE])
-                except Exception as exc:
-                    log.warning("feed could not read %d changed alerts: %s", len(ids[start:]), exc)
-                    continue
-                for alert in alerts:
-                    self._publish({"alert": alert.to_json()})
-                await asyncio.sleep(0)  # let acks and requests through between pages
+            ids = _most_urgent(waiting, PAGE)
+            try:
+                alerts = await self._store.alerts.get_alerts(ids)
+            except Exception as exc:
+                log.warning("feed could not read %d changed alerts: %s", len(ids), exc)
+                continue
+            for alert in alerts:
+                self._publish({"alert": alert.to_json()})
+            await asyncio.sleep(0)  # let acks and requests (and new commits) through between pages
 
     def _publish(self, message: dict[str, Any]) -> None:
         self.published += 1
@@ -81,13 +127,28 @@ class AlertFeed:
 
     @contextlib.asynccontextmanager
     async def subscribe(self, *, user: str | None = None) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
-        """A queue of changes for one reader; ``user`` names whose access changes it must hear of."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self._size)
+        """A queue of changes for one reader, most urgent first; ``user`` names whose access changes
+        it must hear of."""
+        queue = SubscriberQueue(self._size)
         self._subscribers[queue] = user
         try:
             yield queue
         finally:
             self._subscribers.pop(queue, None)
+
+
+def _most_urgent(waiting: dict[int, OrderedDict[str, None]], count: int) -> list[str]:
+    """Take up to ``count`` alert ids out of ``waiting``, the most urgent priority first."""
+    ids: list[str] = []
+    for priority in sorted(waiting):
+        level = waiting[priority]
+        while level and len(ids) < count:
+            ids.append(level.popitem(last=False)[0])
+        if not level:
+            del waiting[priority]
+        if len(ids) >= count:
+            break
+    return ids
 
 
 def _put(queue: asyncio.Queue[dict[str, Any]], message: dict[str, Any]) -> None:

@@ -311,6 +311,7 @@ def cmd_simulate_unit(args: argparse.Namespace) -> None:
             username=args.device_id if password else None,
             password=password,
             connect_timeout=args.timeout,
+            alarm_lane=not args.v1_0,
         ) as unit:
             for _ in range(args.count):
                 ack = await unit.send(args.event, test=args.test, timeout=args.timeout)
@@ -353,9 +354,19 @@ def cmd_simulate_fleet(args: argparse.Namespace) -> None:
     passwords = _issue_passwords(_fleet_config(config), ids, register=True) if args.issue_credentials else {}
     run_until_signal(
         lambda: run_fleet(
-            ids, host=host, port=port, topic_root=config.topic_root, every_s=args.every, passwords=passwords
+            ids,
+            host=host,
+            port=port,
+            topic_root=config.topic_root,
+            every_s=args.every,
+            passwords=passwords,
+            alarm_lane=not args.v1_0,
         )
     )
+
+
+#: ``simulate unit|fleet --v1.0``: an older unit, without the v1.1 alarm topic.
+V1_0_HELP = "behave as a wire contract v1.0 unit: send calls for help on 'event', not on 'alarm'"
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -459,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
         "does not come, 3 when the bridge rejects an event",
     )
     p.add_argument("--stay", action="store_true", help="stay connected and print commands received")
+    p.add_argument("--v1.0", dest="v1_0", action="store_true", help=V1_0_HELP)
     login = p.add_mutually_exclusive_group()
     login.add_argument(
         "--password",
@@ -481,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="register the simulated units (gsm_unit) if need be and issue each a broker password",
     )
+    p.add_argument("--v1.0", dest="v1_0", action="store_true", help=V1_0_HELP)
     p.set_defaults(func=cmd_simulate_fleet)
 
     from bridge.cli import voice

@@ -351,7 +351,8 @@ def cmd_devices_credential(args: argparse.Namespace) -> None:
     password, root = _with_registry(args, work)
     print(f"broker credential for {args.id} (shown once; enter it in the unit now):")
     print(
-        f"  username  {args.id}\n  topics    {root}/v1/{args.id}/event (publish), .../cmd and .../ack (read)"
+        f"  username  {args.id}\n  topics    {root}/v1/{args.id}/event and .../alarm (publish), "
+        ".../cmd and .../ack (read)"
     )
     print(f"  password  {password}")
 

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Self
 
@@ -53,7 +54,13 @@ from devices.gsm_at import (
     parse_creg,
     parse_csq,
 )
-from devices.sms_alarm import device_id_for_sender, looks_like_help, parse_sms_alarm, sms_event_id
+from devices.sms_alarm import (
+    device_id_for_sender,
+    is_help_sms,
+    looks_like_help,
+    parse_sms_alarm,
+    sms_event_id,
+)
 from devices.vocabulary import EventType, is_help
 
 log = logging.getLogger(__name__)
@@ -357,7 +364,10 @@ class GsmModem:
                 if restarted in done:
                     raise _Restart("modem restarted")
                 if next_index in done:
-                    await self._read_one(next_index.result())
+                    indices = [next_index.result()]
+                    while not self._work.empty():  # SMS that arrived together: help first
+                        indices.append(self._work.get_nowait())
+                    await self._read_all(indices)
                 else:
                     await self._poll()
                     if self._left_on_sim:
@@ -380,24 +390,27 @@ class GsmModem:
                 raise
             records = await self._records_of(build_cmgl("ALL", "IRA"), "AT+CMGL")
         self._left_on_sim = False
-        for record in records:
-            if record.index is None:
-                continue
-            if self.charset == "UCS2":
-                await self._handle(record.index, record)
-            else:
-                # +CMGL carries no data coding scheme; +CMGR (with CSDH=1) does, so a UCS2 body in hex
-                # is told apart from text that merely looks like hex.
-                await self._read_one(record.index)
+        listed = [record for record in records if record.index is not None]
+        if self.charset == "UCS2":
+            for record in _help_first(listed):
+                await self._handle(record.index or 0, record)
+        else:
+            # +CMGL carries no data coding scheme; +CMGR (with CSDH=1) does, so a UCS2 body in hex
+            # is told apart from text that merely looks like hex.
+            await self._read_all([record.index for record in listed if record.index is not None])
 
-    async def _read_one(self, index: int) -> None:
-        try:
-            records = await self._records_of(build_cmgr(index), f"AT+CMGR={index}")
-        except AtCommandError as exc:
-            log.warning("GSM modem %s: cannot read SMS %d: %s", self.port, index, exc)
-            return
-        for record in records:
-            await self._handle(index, record)
+    async def _read_all(self, indices: list[int]) -> None:
+        """Read these SMS, then store them, calls for help first (otherwise in SIM order)."""
+        read: list[SmsRecord] = []
+        for index in indices:
+            try:
+                records = await self._records_of(build_cmgr(index), f"AT+CMGR={index}")
+            except AtCommandError as exc:
+                log.warning("GSM modem %s: cannot read SMS %d: %s", self.port, index, exc)
+                continue
+            read += [replace(record, index=index) for record in records]
+        for record in _help_first(read):
+            await self._handle(record.index or 0, record)
 
     async def _handle(self, index: int, record: SmsRecord) -> None:
         try:
@@ -474,3 +487,9 @@ class GsmModem:
             source="sms",
             unregistered_hint=hint,
         )
+
+
+def _help_first(records: list[SmsRecord]) -> list[SmsRecord]:
+    """Calls for help first, otherwise in the order given (the intake stores help first too, but an
+    SMS is stored only when the one before it is)."""
+    return sorted(records, key=lambda record: not is_help_sms(record.text))

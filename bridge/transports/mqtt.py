@@ -1,8 +1,9 @@
-"""The bridge's MQTT connection: events in, acks and commands out.
+"""The bridge's MQTT connections: events in, acks and commands out.
 
-A persistent session at QoS 1 with reconnect and jittered exponential backoff. Each event is decoded
-(the codec never sees the network), handed to the intake, and acknowledged only after the intake says
-it is stored. When the store cannot commit, no ack is sent: the unit retries.
+Two connections (events and statuses; the v1.1 ``alarm`` lane for calls for help), each a persistent
+session at QoS 1 with reconnect and jittered exponential backoff. Each event is decoded (the codec
+never sees the network), handed to the intake, and acknowledged only after the intake says it is
+stored. When the store cannot commit, no ack is sent: the unit retries.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self, cast
 from urllib.parse import urlsplit
 
@@ -30,6 +31,7 @@ from devices.mqtt_codec import (
     Rejected,
     RejectReason,
     Topics,
+    decode_alarm,
     decode_event,
     decode_status,
     encode_ack,
@@ -70,9 +72,30 @@ class BrokerAddress:
         )
 
 
+@dataclass(eq=False)
+class _Lane:
+    """One connection of the link: its client id, what it subscribes to, and its own budget, so a
+    flood on one lane never holds back reading, storing or acking on the other."""
+
+    name: str
+    client_id: str
+    filters: tuple[str, ...]
+    budget: _Budget
+    client: aiomqtt.Client | None = None
+    connections: int = 0
+    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class MqttLink:
     """Subscribes to device events and statuses; publishes acks and commands. An async context manager
-    whose ``run()`` keeps the connection up until cancelled."""
+    whose ``run()`` keeps the connections up until cancelled.
+
+    Two connections (wire contract v1.1): ``events`` reads ``event`` and ``status``; ``alarms`` reads
+    ``alarm``, the lane for calls for help, under the client id ``{client_id}-alarm``. A call for help
+    is therefore never queued in the broker, in our inbox or in our in-flight budget behind a flood on
+    ``event``; the intake then stores it first (:class:`alarm_centre.alerts.intake.GroupCommitter`).
+    Commands go out on the ``alarms`` connection while it is up: it has no backlog of acks.
+    """
 
     def __init__(
         self,
@@ -98,12 +121,24 @@ class MqttLink:
         self._on_status = on_status
         self._mqtt5 = mqtt5
         self._keepalive = keepalive
-        self._budget = _Budget(max_in_flight)
         self._reconnect_max_s = reconnect_max_s
-        self._client: aiomqtt.Client | None = None
+        self._events = _Lane(
+            "events", client_id, (topics.event_filter, topics.status_filter), _Budget(max_in_flight)
+        )
+        self._alarms = _Lane("alarms", f"{client_id}-alarm", (topics.alarm_filter,), _Budget(max_in_flight))
         self._handlers: set[asyncio.Task[None]] = set()
+        #: Set while both connections are subscribed.
         self.subscribed = asyncio.Event()
-        self.connections = 0
+
+    @property
+    def connections(self) -> int:
+        """Connections made so far on the events lane (reconnects included)."""
+        return self._events.connections
+
+    @property
+    def alarm_connections(self) -> int:
+        """Connections made so far on the alarm lane."""
+        return self._alarms.connections
 
     async def __aenter__(self) -> Self:
         return self
@@ -114,7 +149,7 @@ class MqttLink:
         if self._handlers:
             await asyncio.gather(*self._handlers, return_exceptions=True)
 
-    def _make_client(self, inbox: asyncio.Queue[aiomqtt.Message]) -> aiomqtt.Client:
+    def _make_client(self, lane: _Lane, inbox: asyncio.Queue[aiomqtt.Message]) -> aiomqtt.Client:
         kwargs: dict[str, object] = {}
         if self._mqtt5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -127,7 +162,7 @@ class MqttLink:
         return aiomqtt.Client(
             self._broker.host,
             self._broker.port,
-            identifier=self._client_id,
+            identifier=lane.client_id,
             username=self._broker.username,
             password=self._broker.password,
             keepalive=self._keepalive,
@@ -143,26 +178,40 @@ class MqttLink:
     def _filter(self, topic_filter: str) -> str:
         return f"$share/{self._shared_group}/{topic_filter}" if self._shared_group else topic_filter
 
+    def _note_subscribed(self) -> None:
+        if self._events.subscribed.is_set() and self._alarms.subscribed.is_set():
+            self.subscribed.set()
+            self._metrics.mqtt_connected.set(1)
+        else:
+            self.subscribed.clear()
+            self._metrics.mqtt_connected.set(0)
+
     async def run(self) -> None:
-        """Stay connected and subscribed until cancelled."""
+        """Keep both connections up and subscribed until cancelled."""
+        async with asyncio.TaskGroup() as lanes:
+            lanes.create_task(self._stay_connected(self._alarms), name="mqtt-alarms")
+            lanes.create_task(self._stay_connected(self._events), name="mqtt-events")
+
+    async def _stay_connected(self, lane: _Lane) -> None:
+        """Stay connected and subscribed on one lane until cancelled."""
         delay = 0.5
         cancels = cancel_requests()
         while True:
             inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
             try:
-                async with self._make_client(inbox) as client:
-                    self._client = client
-                    await client.subscribe(self._filter(self._topics.event_filter), qos=1)
-                    await client.subscribe(self._filter(self._topics.status_filter), qos=1)
+                async with self._make_client(lane, inbox) as client:
+                    lane.client = client
+                    for topic_filter in lane.filters:
+                        await client.subscribe(self._filter(topic_filter), qos=1)
                     # aiomqtt waits in asyncio.wait_for, which on 3.11 can return with our cancellation
                     # lost (gh-86296): honour it rather than serve on under a shutdown waiting for us.
                     honour_cancellation(cancels)
-                    self.connections += 1
-                    self.subscribed.set()
-                    self._metrics.mqtt_connected.set(1)
+                    lane.connections += 1
+                    lane.subscribed.set()
+                    self._note_subscribed()
                     log.info(
                         "subscribed to %s on %s:%d",
-                        self._topics.event_filter,
+                        ", ".join(lane.filters),
                         self._broker.host,
                         self._broker.port,
                     )
@@ -176,38 +225,39 @@ class MqttLink:
                                 batch.append(inbox.get_nowait())
                             except asyncio.QueueEmpty:
                                 break
-                        await self._budget.take(len(batch))
-                        task = asyncio.create_task(self._handle_batch(batch), name="mqtt-batch")
+                        await lane.budget.take(len(batch))
+                        task = asyncio.create_task(self._handle_batch(lane, batch), name=f"mqtt-{lane.name}")
                         self._handlers.add(task)
-                        task.add_done_callback(functools.partial(self._done, len(batch)))
+                        task.add_done_callback(functools.partial(self._done, lane, len(batch)))
             except aiomqtt.MqttError as exc:
-                self._lost(exc)
+                self._lost(lane, exc)
             finally:
-                self._client = None
-                self.subscribed.clear()
-                self._metrics.mqtt_connected.set(0)
+                lane.client = None
+                lane.subscribed.clear()
+                self._note_subscribed()
             honour_cancellation(cancels)
             # Full jitter: spread reconnects so a restarted broker is not hit by every node at once.
             await asyncio.sleep(random.uniform(0.1, delay))
             delay = min(delay * 2, self._reconnect_max_s)
 
-    def _lost(self, exc: Exception) -> None:
+    def _lost(self, lane: _Lane, exc: Exception) -> None:
         self._metrics.mqtt_reconnects.inc()
         log.warning(
-            "MQTT connection to %s:%d lost or refused (%s); retrying",
+            "MQTT connection (%s) to %s:%d lost or refused (%s); retrying",
+            lane.name,
             self._broker.host,
             self._broker.port,
             exc,
         )
 
-    def _done(self, size: int, task: asyncio.Task[None]) -> None:
+    def _done(self, lane: _Lane, size: int, task: asyncio.Task[None]) -> None:
         self._handlers.discard(task)
-        self._budget.give(size)
+        lane.budget.give(size)
         if not task.cancelled() and task.exception() is not None:
             log.error("message handler failed", exc_info=task.exception())
 
-    async def _handle_batch(self, batch: list[aiomqtt.Message]) -> None:
-        """Decode what arrived together, store it in one go, then ack each event."""
+    async def _handle_batch(self, lane: _Lane, batch: list[aiomqtt.Message]) -> None:
+        """Decode what arrived together, store it in one go, then ack each event on the same lane."""
         started = time.perf_counter()
         events: list[DeviceEvent] = []
         statuses: list[tuple[str, bool]] = []
@@ -221,9 +271,10 @@ class MqttLink:
                 self._metrics.rejects.labels(exc.code.value, "mqtt").inc()
                 log.warning("ignored message on %r: %s", topic[:200], exc.reason)
                 continue
-            if kind == "event":
+            if kind in ("event", "alarm"):
                 try:
-                    events.append(decode_event(device_id, payload))
+                    decode = decode_alarm if kind == "alarm" else decode_event
+                    events.append(decode(device_id, payload))
                 except Rejected as exc:
                     acks.append((device_id, self._rejection(device_id, payload, exc)))
             elif kind == "status":
@@ -240,7 +291,7 @@ class MqttLink:
             except Exception:
                 log.exception("could not record the status of %d units", len(statuses))
         if acks:
-            await asyncio.gather(*(self._ack(device_id, payload) for device_id, payload in acks))
+            await asyncio.gather(*(self._ack(lane, device_id, payload) for device_id, payload in acks))
             latency = time.perf_counter() - started
             histogram = self._metrics.ack_latency.labels("mqtt")
             for _ in acks:
@@ -271,15 +322,14 @@ class MqttLink:
         log.warning("rejected event from %s (event_id=%r): %s", device_id, event_id, exc.reason)
         return encode_ack(event_id, "rejected", error=exc.reason)
 
-    async def _ack(self, device_id: str, payload: bytes) -> None:
+    async def _ack(self, lane: _Lane, device_id: str, payload: bytes) -> None:
         try:
-            await self._publish(self._topics.ack(device_id), payload)
+            await self._publish(lane.client, self._topics.ack(device_id), payload)
         except ConnectionError as exc:
             # Stored but not acked: the unit retries and gets "duplicate" with the same alert id.
             log.warning("ack to %s not sent (%s); the unit will retry", device_id, exc)
 
-    async def _publish(self, topic: str, payload: bytes) -> None:
-        client = self._client
+    async def _publish(self, client: aiomqtt.Client | None, topic: str, payload: bytes) -> None:
         if client is None:
             raise ConnectionError("not connected to the broker")
         try:
@@ -289,7 +339,8 @@ class MqttLink:
 
     async def send_command(self, device_id: str, payload: bytes) -> None:
         """Publish a command to a unit; ConnectionError when the broker cannot take it now."""
-        await self._publish(self._topics.cmd(device_id), payload)
+        client = self._alarms.client or self._events.client
+        await self._publish(client, self._topics.cmd(device_id), payload)
 
     async def wait_subscribed(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):

@@ -360,6 +360,7 @@ async def test_a_unit_cannot_raise_clear_or_answer_for_another(secured: Secured)
         await eventually(lambda: _is(s.online("unit-b"), 1))
         forgeries = [
             ("event", encode_event("forged-pendant", "pendant")),
+            ("alarm", encode_event("forged-fall", "fall")),
             ("event", encode_event("forged-restored", "mains_restored")),
             ("event", encode_event("forged-result", "cmd_result", data={"cmd_id": command["cmd_id"]})),
             ("status", b"offline"),

@@ -87,6 +87,22 @@ async def test_restart_while_sms_wait_each_is_stored_once_and_deleted_after(tmp_
         assert any(c.startswith("AT+CMGL") for c in modem.commands)
 
 
+@pytest.mark.parametrize("ucs2", [True, False])
+async def test_sms_waiting_on_the_sim_are_stored_help_first(tmp_path: Path, ucs2: bool) -> None:
+    """A call for help that waits on the SIM behind technical alarms is stored before them (each SMS is
+    stored only when the one before it is, so the order is decided here, not in the intake)."""
+    async with SimulatedModem(link=str(tmp_path / "modem")) as modem:
+        modem.ucs2_supported = ucs2
+        intake = MemoryIntake()
+        for text in ("LOW BATTERY", "MAINS FAIL", "ALARM FALL", "TAMPER", "help me please"):
+            await modem.deliver(UNIT_NUMBER, text, ts=datetime(2026, 5, 1, 12, 0, tzinfo=UTC))
+        async with driver(modem, intake):
+            await within(intake.wait_for(5))
+            await eventually(lambda: not modem.storage)
+        stored = [e.type.value for e in intake.events.values()]
+        assert stored == ["fall", "panic", "low_battery", "mains_fail", "tamper"]
+
+
 async def test_sms_stored_but_not_deleted_is_a_duplicate_next_time(tmp_path: Path) -> None:
     async with SimulatedModem(link=str(tmp_path / "modem")) as modem:
         intake = MemoryIntake()
