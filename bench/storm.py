@@ -11,9 +11,11 @@ subscription. The units are spread over many MQTT connections and retry unacked 
 Prints, per set-up: time until every event is durably acked, lost and duplicated counts (both must be
 zero), time until each ``fall`` is on the console (``/api/v1/stream`` of the *other* node when there are
 two; after a ``resync`` the console reloads ``/api/v1/queue``, as the real console does), and each
-node's peak memory.
+node's peak memory; on PostgreSQL, the statements sent in write transactions per event (each a round
+trip: ``telecare_store_round_trips_total``).
 
     .venv/bin/python bench/storm.py [--units 10000] [--falls 5] [--only sqlite|postgres] [--v1.0]
+        [--pg-nodes 1,2]
 """
 
 from __future__ import annotations
@@ -70,6 +72,18 @@ async def wait_ready(port: int, timeout: float = 60) -> None:
                     if resp.status == 200:
                         return
             await asyncio.sleep(0.2)
+
+
+async def round_trips(ports: list[int]) -> int:
+    """Statements the nodes have sent in write transactions (``telecare_store_round_trips_total``)."""
+    total = 0.0
+    async with aiohttp.ClientSession() as session:
+        for port in ports:
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                for line in (await resp.text()).splitlines():
+                    if line.startswith('telecare_store_round_trips_total{kind="write"}'):
+                        total += float(line.split()[-1])
+    return int(total)
 
 
 class Console:
@@ -202,6 +216,7 @@ async def storm(
                             all_acked.set()
 
             reader = asyncio.create_task(read_acks())
+            trips_before = await round_trips(list(ports.values()))
             groups = [device_ids[i::CONNECTIONS] for i in range(CONNECTIONS)]
             started = time.perf_counter()
             attempts = 0
@@ -241,6 +256,7 @@ async def storm(
                 async with asyncio.timeout(120):
                     await all_acked.wait()
             acked_in = (max(acked.values()) - started) if len(acked) == units else float("nan")
+            trips = await round_trips(list(ports.values())) - trips_before
             for task in senders:
                 task.cancel()
             reader.cancel()
@@ -259,6 +275,8 @@ async def storm(
             "duplicated": alerts - units,
             "unacked": units - len(acked),
             "publishes": attempts,
+            # Includes the nodes' other writes meanwhile (outbox, escalation, probes): a little high.
+            "round trips per event": round(trips / units, 2) if trips else None,
             "falls on console": f"{len(fall_latency)}/{len(fall_sent)}",
             "fall to console max s": round(max(fall_latency), 3) if fall_latency else None,
             "console resyncs": console.resyncs,
@@ -297,6 +315,9 @@ async def main() -> None:
     parser.add_argument("--falls", type=int, default=5)
     parser.add_argument("--only", choices=["sqlite", "postgres"])
     parser.add_argument(
+        "--pg-nodes", default="2", help="PostgreSQL set-ups to run, as node counts (e.g. 1,2)"
+    )
+    parser.add_argument(
         "--v1.0", dest="v1_0", action="store_true", help="units send falls on 'event' (no v1.1 alarm lane)"
     )
     args = parser.parse_args()
@@ -328,13 +349,13 @@ async def main() -> None:
                     alarm_lane=not args.v1_0,
                 )
             )
-        if args.only in (None, "postgres"):
+        for count in [int(n) for n in args.pg_nodes.split(",")] if args.only in (None, "postgres") else []:
             name = f"storm_{uuid.uuid4().hex[:10]}"
             admin = await asyncpg.connect(PG_ADMIN)
             await admin.execute(f"CREATE DATABASE {name}")
             url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
-            async def count_pg(root: str, ids: list[str]) -> tuple[int, int]:
+            async def count_pg(root: str, ids: list[str], url: str = url) -> tuple[int, int]:
                 conn = await asyncpg.connect(url)
                 try:
                     stored = await conn.fetchval("SELECT COUNT(*) FROM events WHERE device_id LIKE 's%'")
@@ -346,9 +367,9 @@ async def main() -> None:
             try:
                 rows.append(
                     await storm(
-                        "2 nodes, PostgreSQL",
+                        f"{count} node{'s' if count > 1 else ''}, PostgreSQL",
                         {"TELECARE_STORE__URL": url, "TELECARE_MQTT__SHARED_GROUP": "bridge"},
-                        ["node-1", "node-2"],
+                        [f"node-{k + 1}" for k in range(count)],
                         port,
                         units=args.units,
                         falls=args.falls,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,9 @@ class BridgeMetrics:
         self.mqtt_reconnects = Counter(
             "telecare_mqtt_reconnects", "Broker connections lost and retried", registry=self.registry
         )
+        #: Filled from the store by :meth:`count_round_trips` (PostgreSQL only).
+        self._round_trips: Callable[[], dict[str, int]] | None = None
+        self.registry.register(_RoundTripCollector(self))
         self.store_writable = Gauge(
             "telecare_store_writable", "1 while the store accepts writes", registry=self.registry
         )
@@ -123,6 +128,10 @@ class BridgeMetrics:
         )
         self._last_loop_error: dict[str, str] = {}
 
+    def count_round_trips(self, read: Callable[[], dict[str, int]]) -> None:
+        """Export ``telecare_store_round_trips_total{kind}`` from the store's own counts (``read``)."""
+        self._round_trips = read
+
     @contextlib.contextmanager
     def loop_round(self, loop: str) -> Iterator[None]:
         """One round of the safety loop ``loop``: an error is counted in ``telecare_loop_errors_total``,
@@ -140,3 +149,23 @@ class BridgeMetrics:
             self._last_loop_error[loop] = said
         else:
             self._last_loop_error.pop(loop, None)
+
+
+class _RoundTripCollector(Collector):
+    """Statements sent to the database server, by kind (``write``: in write transactions; ``read``)."""
+
+    def __init__(self, metrics: BridgeMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        read = self._metrics._round_trips
+        if read is None:
+            return
+        family = CounterMetricFamily(
+            "telecare_store_round_trips",
+            "Statements sent to the database server (each waits for its answer), by kind",
+            labels=["kind"],
+        )
+        for kind, total in read().items():
+            family.add_metric([kind], total)
+        yield family

@@ -74,6 +74,7 @@ class Bridge:
         await stack.__aenter__()
         try:
             self.store = await stack.enter_async_context(open_store(cfg.store.url))
+            self.metrics.count_round_trips(self.store.round_trip_counts)
             if cfg.mqtt.url:
                 address = BrokerAddress.from_url(cfg.mqtt.url)
                 # MQTT 5 for shared subscriptions across nodes; a single node speaks 3.1.1, whose

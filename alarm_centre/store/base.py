@@ -87,6 +87,11 @@ class AlertStore:
         """A read-only view of committed state."""
         raise NotImplementedError
 
+    def round_trip_counts(self) -> dict[str, int]:
+        """Statements sent to a database server so far, by kind (``write``, ``read``); none for SQLite,
+        which runs in-process."""
+        return {}
+
     def skip_locked(self) -> str:
         """The clause that lets other nodes skip rows this claim locks (PostgreSQL); empty here."""
         return ""

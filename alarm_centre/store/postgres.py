@@ -108,36 +108,56 @@ def _rowcount(status: str) -> int:
 
 
 def _storable(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """PostgreSQL text cannot hold U+0000 (SQLite can): refuse it as bad input, not a driver error (a 500)."""
+    """PostgreSQL text cannot hold U+0000 (SQLite can): refuse it as bad input, not a driver error (a 500).
+    Arrays (the set-based statements of a batch) are checked element by element."""
     for value in args:
-        if isinstance(value, str) and "\x00" in value:
+        values = value if isinstance(value, list) else (value,)
+        if any(isinstance(v, str) and "\x00" in v for v in values):
             raise InvalidRequest("text may not contain the NUL character (U+0000)")
     return args
 
 
-class PgTx:
-    """A :class:`Tx` on one asyncpg connection."""
+class RoundTrips:
+    """Statements sent to PostgreSQL by one store (``BEGIN`` and ``COMMIT`` included): each waits for its
+    answer, so this is what a batch costs in round trips (``telecare_store_round_trips_total``)."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self) -> None:
+        self.total = 0
+
+    def count(self, n: int = 1) -> None:
+        self.total += n
+
+
+class PgTx:
+    """A :class:`Tx` on one asyncpg connection; each statement is one round trip, counted in ``trips``."""
+
+    def __init__(self, conn: Any, trips: RoundTrips) -> None:
         self._conn = conn
+        self._trips = trips
 
     async def execute(self, sql: str, *args: Any) -> int:
+        self._trips.count()
         return _rowcount(await self._conn.execute(translate(sql), *_storable(args)))
 
     async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        self._trips.count()
         record = await self._conn.fetchrow(translate(sql), *_storable(args))
         return None if record is None else dict(record.items())
 
     async def fetchall(self, sql: str, *args: Any) -> list[Row]:
+        self._trips.count()
         return [dict(r.items()) for r in await self._conn.fetch(translate(sql), *_storable(args))]
 
     async def savepoint(self, name: str) -> None:
+        self._trips.count()
         await self._conn.execute(f"SAVEPOINT {name}")
 
     async def release(self, name: str) -> None:
+        self._trips.count()
         await self._conn.execute(f"RELEASE SAVEPOINT {name}")
 
     async def rollback_to(self, name: str) -> None:
+        self._trips.count()
         await self._conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
 
 
@@ -213,6 +233,9 @@ class PostgresStore(AlertStore):
         self._listener_ready = asyncio.Event()
         #: Changes heard from other nodes (for tests and metrics).
         self.remote_changes = 0
+        #: Statements sent in write transactions and in reads (``telecare_store_round_trips_total``).
+        self.round_trips = RoundTrips()
+        self.read_round_trips = RoundTrips()
 
     async def __aenter__(self) -> Self:
         conn = await asyncpg.connect(self.url)
@@ -244,18 +267,22 @@ class PostgresStore(AlertStore):
     async def _write(self) -> AsyncIterator[PgTx]:
         if self._pool is None:
             raise RuntimeError("store is closed")
+        self.round_trips.count(2)  # BEGIN and COMMIT (or ROLLBACK)
         async with self._pool.acquire() as conn, conn.transaction():
-            yield PgTx(conn)
+            yield PgTx(conn, self.round_trips)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[PgTx]:
         if self._pool is None:
             raise RuntimeError("store is closed")
         async with self._pool.acquire() as conn:
-            yield PgTx(conn)
+            yield PgTx(conn, self.read_round_trips)
 
     def skip_locked(self) -> str:
         return " FOR UPDATE SKIP LOCKED"
+
+    def round_trip_counts(self) -> dict[str, int]:
+        return {"write": self.round_trips.total, "read": self.read_round_trips.total}
 
     async def transaction(self, work: Work[T]) -> T:
         """As :meth:`AlertStore.transaction`, plus a NOTIFY that commits with the transaction."""
