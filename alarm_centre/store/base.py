@@ -24,7 +24,7 @@ from alarm_centre.alerts.lifecycle import IllegalTransition
 from alarm_centre.alerts.model import Alert, AlertChange, TimelineEntry
 from alarm_centre.store.alerts import Alerts
 from alarm_centre.store.devices import Devices
-from alarm_centre.store.ingest import Ingest
+from alarm_centre.store.ingest import BatchStart, Ingest, Repeat
 from alarm_centre.store.outbox import Outbox
 from alarm_centre.store.tx import (
     Conflict,
@@ -36,6 +36,7 @@ from alarm_centre.store.tx import (
     PostCommit,
     RaiseHook,
     ResolveHook,
+    Row,
     T,
     Tx,
     Work,
@@ -100,6 +101,29 @@ class AlertStore:
         """Called before an event of ``device_id`` is stored, in its transaction: a backend shared by
         several nodes makes the unit's events wait their turn here (or raises RetryLater); none here."""
         return None
+
+    async def start_batch(self, tx: Tx, events: Sequence[DeviceEvent]) -> BatchStart | None:
+        """Claim, record and read a batch's events set-based (:class:`BatchStart`), or ``None``: each
+        event is then stored on its own. Here (SQLite, in-process) statements cost no round trip."""
+        return None
+
+    async def link_events(self, tx: Tx, links: Sequence[tuple[str, str, int]]) -> None:
+        """Note on each ``(device_id, event_id)`` the alert it joined."""
+        for device_id, event_id, alert_id in links:
+            await tx.execute(
+                "UPDATE events SET alert_id = ? WHERE device_id = ? AND event_id = ?",
+                alert_id,
+                device_id,
+                event_id,
+            )
+
+    async def lock_open_alerts(self, tx: Tx, keys: Sequence[str]) -> dict[str, Row]:
+        """The open alerts of ``keys`` (only a store whose :meth:`start_batch` answers is asked)."""
+        raise NotImplementedError
+
+    async def add_repeats(self, tx: Tx, repeats: Sequence[Repeat]) -> None:
+        """Count and log repeats of open alerts (only a store whose :meth:`start_batch` answers is asked)."""
+        raise NotImplementedError
 
     # -- hooks in the ingest transaction ------------------------------------------------------
     def add_raise_hook(self, hook: RaiseHook, order: int) -> None:

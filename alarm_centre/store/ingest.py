@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.intake import IngestResult
 from alarm_centre.alerts.lifecycle import Outcome, Source
+from alarm_centre.alerts.model import AlertChange
 from alarm_centre.store.alerts import Alerts
 from alarm_centre.store.outbox import Outbox
 from alarm_centre.store.tx import Database, EventFailed, EventHook, PostCommit, RaiseHook, RetryLater, Row, Tx
@@ -35,6 +37,26 @@ from devices.vocabulary import (
 log = logging.getLogger(__name__)
 
 
+#: An event's idempotency key.
+EventKey = tuple[str, str]
+
+
+@dataclass
+class BatchStart:
+    """What a store settled for a whole batch at once, in a few set-based statements (PostgreSQL): each
+    unit claimed, each event recorded or found a duplicate, each unit's row read and marked seen."""
+
+    #: Events whose unit another node is storing right now, and the error they are rejected with.
+    busy: frozenset[int] = frozenset()
+    busy_error: str = ""
+    #: Events recorded now (the first of their key in the batch).
+    new: frozenset[int] = frozenset()
+    #: Rows of the batch's units as read before this batch (the first event of each unit uses it).
+    devices: dict[str, Row] = field(default_factory=dict)
+    #: Duplicates of events stored by earlier batches, by key: the alert the original joined.
+    earlier: dict[EventKey, int | None] = field(default_factory=dict)
+
+
 class IngestDatabase(Database, Protocol):
     """What storing events needs of the store beyond transactions: the per-unit claim and the hooks."""
 
@@ -43,6 +65,69 @@ class IngestDatabase(Database, Protocol):
     @property
     def event_hooks(self) -> tuple[EventHook, ...]: ...
     async def claim_unit(self, tx: Tx, device_id: str) -> None: ...
+    async def start_batch(self, tx: Tx, events: Sequence[DeviceEvent]) -> BatchStart | None: ...
+    async def link_events(self, tx: Tx, links: Sequence[tuple[str, str, int]]) -> None: ...
+    async def lock_open_alerts(self, tx: Tx, keys: Sequence[str]) -> dict[str, Row]: ...
+    async def add_repeats(self, tx: Tx, repeats: Sequence[Repeat]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """A new event joining an open alert: its repeat is counted and logged on the alert's timeline."""
+
+    alert_id: int
+    at: float
+    actor: str
+    source: str
+    detail: str
+
+
+class Repeats:
+    """A batch's joins of open alerts, found and written set-based (PostgreSQL).
+
+    The open alerts of the batch's keys are read (and row-locked, as the join's UPDATE would) in one
+    statement; a new event whose key has one joins it, and the joins are written together (two
+    statements) before anything else the batch does, so every timeline keeps its order. An event
+    handled on its own may change what is open: after a raise its key is read again when needed; after
+    anything else (a restore, a heartbeat, a unit's second event) every key is.
+    """
+
+    def __init__(self, store: IngestDatabase, candidates: dict[int, str]) -> None:
+        self._store = store
+        #: Events that would raise or join, by index in the batch: their alert key.
+        self._candidates = candidates
+        self._open: dict[str, Row] | None = None
+        self._stale: set[str] = set()
+        self._pending: list[Repeat] = []
+
+    async def target(self, tx: Tx, n: int) -> Row | None:
+        """The open alert event ``n`` joins, or ``None`` (it is handled on its own)."""
+        key = self._candidates.get(n)
+        if key is None:
+            return None
+        if self._open is None or key in self._stale:
+            await self.flush(tx)
+            keys = sorted({k for i, k in self._candidates.items() if i >= n})
+            self._open = await self._store.lock_open_alerts(tx, keys)
+            self._stale.clear()
+        return self._open.get(key)
+
+    def add(self, repeat: Repeat) -> None:
+        self._pending.append(repeat)
+
+    async def flush(self, tx: Tx) -> None:
+        """Write the joins noted so far (before an event is handled on its own, and at the end)."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            await self._store.add_repeats(tx, pending)
+
+    def handled_alone(self, n: int) -> None:
+        """Event ``n`` was handled on its own: forget what it may have changed."""
+        key = self._candidates.get(n)
+        if key is not None:
+            self._stale.add(key)  # it raised (or joined) an alert of its own key
+        else:
+            self._open = None
 
 
 class Ingest:
@@ -62,13 +147,13 @@ class Ingest:
         """
 
         async def whole(tx: Tx, post: PostCommit) -> list[IngestResult]:
-            results = []
-            for event in events:
-                try:
-                    results.append(await self.apply_event(tx, post, event))
-                except Exception as exc:
-                    raise EventFailed from exc  # rolls the batch back; see one_by_one
-            return results
+            try:
+                start = await self._store.start_batch(tx, events)
+                if start is not None:
+                    return await self._set_based(tx, post, events, start)
+                return [await self.apply_event(tx, post, event) for event in events]
+            except Exception as exc:
+                raise EventFailed from exc  # rolls the batch back; see one_by_one
 
         async def one_by_one(tx: Tx, post: PostCommit) -> list[IngestResult]:
             results = []
@@ -94,7 +179,96 @@ class Ingest:
             result = await self._store.transaction(one_by_one)
         return result
 
+    async def _set_based(
+        self, tx: Tx, post: PostCommit, events: Sequence[DeviceEvent], start: BatchStart
+    ) -> list[IngestResult]:
+        """The batch after :class:`BatchStart`: only what a new event does is left per event, and the
+        events' links to their alerts are written together at the end."""
+        results: list[IngestResult] = []
+        first: dict[EventKey, int] = {}
+        units_seen: set[str] = set()
+        links: list[tuple[str, str, int]] = []
+        repeats = Repeats(self._store, self._join_candidates(events, start))
+        for n, ev in enumerate(events):
+            key = (ev.device_id, ev.event_id)
+            if n in start.busy:
+                results.append(IngestResult("rejected", error=f"internal error: {start.busy_error}"))
+            elif n in start.new:
+                first[key] = n
+                target = await repeats.target(tx, n)
+                if target is not None:
+                    device = start.devices.get(ev.device_id)
+                    units_seen.add(ev.device_id)
+                    results.append(await self._join_noted(tx, post, ev, device, target, repeats, links))
+                    continue
+                await repeats.flush(tx)
+                if ev.device_id in units_seen:  # an earlier event of this batch may have changed its row
+                    device = await self._seen(tx, ev)
+                else:
+                    device = start.devices.get(ev.device_id)
+                    units_seen.add(ev.device_id)
+                results.append(await self._apply_new(tx, post, ev, device, links))
+                repeats.handled_alone(n)
+            elif key in first:  # a repeat of an event earlier in this batch
+                results.append(IngestResult("duplicate", alert_id=results[first[key]].alert_id))
+            else:
+                alert_id = start.earlier.get(key)
+                results.append(
+                    IngestResult("duplicate", alert_id=None if alert_id is None else str(alert_id))
+                )
+        await repeats.flush(tx)
+        if links:
+            await self._store.link_events(tx, links)
+        return results
+
+    def _join_candidates(self, events: Sequence[DeviceEvent], start: BatchStart) -> dict[int, str]:
+        """The new events that would raise an alert or join one, each the first new event of its unit in
+        the batch (a later one reads its unit again), by index: their alert key."""
+        candidates: dict[int, str] = {}
+        units: set[str] = set()
+        for n in sorted(start.new):
+            ev = events[n]
+            if ev.device_id in units:
+                continue
+            units.add(ev.device_id)
+            if not _raises(ev.type) or ev.source == "system":
+                continue
+            device = start.devices.get(ev.device_id)
+            registered = device is not None and device["status"] == "active"
+            resident_id = device["resident_id"] if device is not None and registered else None
+            candidates[n] = alert_key(ev.device_id, resident_id, ev.type, ev.data)
+        return candidates
+
+    async def _join_noted(
+        self,
+        tx: Tx,
+        post: PostCommit,
+        ev: DeviceEvent,
+        device: Row | None,
+        alert: Row,
+        repeats: Repeats,
+        links: list[tuple[str, str, int]],
+    ) -> IngestResult:
+        """A new event joining an open alert, noted for :class:`Repeats` to write (as
+        :meth:`_raise_or_join` does one by one); the event hooks run as for any new event."""
+        now = _now()
+        detail: dict[str, Any] = {"event_id": ev.event_id, "type": ev.type.value}
+        if ev.data:
+            detail["data"] = ev.data
+        source = _source_of(ev)
+        repeats.add(Repeat(int(alert["id"]), now, f"device:{ev.device_id}", str(source), _j(detail)))
+        post.changes.append(
+            AlertChange(str(alert["id"]), AuditAction.REPEAT, int(alert["priority"]), alert["state"])
+        )
+        registered = device is not None and device["status"] == "active"
+        alert_id = int(alert["id"])
+        for hook in self._store.event_hooks:
+            await hook(tx, post, ev, device if registered else None, alert_id)
+        links.append((ev.device_id, ev.event_id, alert_id))
+        return IngestResult("accepted", alert_id=str(alert_id))
+
     async def apply_event(self, tx: Tx, post: PostCommit, ev: DeviceEvent) -> IngestResult:
+        """Store one event on its own (a batch's second try, event by event, and SQLite)."""
         await self._store.claim_unit(tx, ev.device_id)
         received = ev.received_at.timestamp()
         # Record the event and learn whether it is new in one statement (the idempotency key).
@@ -116,8 +290,31 @@ class Ingest:
             )
             alert_id = seen["alert_id"] if seen is not None else None
             return IngestResult("duplicate", alert_id=None if alert_id is None else str(alert_id))
-        now = _now()
+        return await self._apply_new(tx, post, ev, await self._seen(tx, ev), None)
+
+    async def _seen(self, tx: Tx, ev: DeviceEvent) -> Row | None:
+        """The event's unit as it was, marked seen now (when registered)."""
         device = await tx.fetchone("SELECT * FROM devices WHERE id = ?", ev.device_id)
+        if device is not None and device["status"] == "active":
+            await tx.execute(
+                "UPDATE devices SET last_seen_at = ?, online = 1 WHERE id = ?",
+                ev.received_at.timestamp(),
+                ev.device_id,
+            )
+        return device
+
+    async def _apply_new(
+        self,
+        tx: Tx,
+        post: PostCommit,
+        ev: DeviceEvent,
+        device: Row | None,
+        links: list[tuple[str, str, int]] | None,
+    ) -> IngestResult:
+        """What a newly recorded event does. Its link to its alert is written now, or added to
+        ``links`` for the batch to write together."""
+        received = ev.received_at.timestamp()
+        now = _now()
         registered = device is not None and device["status"] == "active"
         in_test_mode = bool(
             registered
@@ -126,14 +323,12 @@ class Ingest:
             and device["test_mode_until"] > received
         )
         test = ev.test and in_test_mode
-        if registered:
-            await tx.execute(
-                "UPDATE devices SET last_seen_at = ?, online = 1 WHERE id = ?", received, ev.device_id
-            )
         alert_id = await self._event_effect(tx, post, ev, device if registered else None, test, now)
         for hook in self._store.event_hooks:
             await hook(tx, post, ev, device if registered else None, alert_id)
-        if alert_id is not None:
+        if alert_id is not None and links is not None:
+            links.append((ev.device_id, ev.event_id, alert_id))
+        elif alert_id is not None:
             await tx.execute(
                 "UPDATE events SET alert_id = ? WHERE device_id = ? AND event_id = ?",
                 alert_id,
@@ -387,6 +582,20 @@ class Ingest:
             now,
         )
         return int(alert["id"])
+
+
+def _raises(kind: EventType) -> bool:
+    """Whether a new event of this type raises an alert (or joins the open one): what
+    :meth:`Ingest._event_effect` sends to :meth:`Ingest._raise_or_join`."""
+    handled_otherwise = (
+        EventType.HEARTBEAT,
+        EventType.CMD_RESULT,
+        EventType.CALL_CONNECTED,
+        EventType.CANCEL,
+    )
+    if kind in handled_otherwise or kind is EventType.RESTORED or kind in CLEARS:
+        return False
+    return priority_of(kind) is not None
 
 
 def _source_of(ev: DeviceEvent) -> str:

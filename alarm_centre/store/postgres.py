@@ -33,7 +33,9 @@ import asyncpg
 from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.intake import IngestResult
 from alarm_centre.alerts.model import AlertChange
+from alarm_centre.store import pg_batch
 from alarm_centre.store.base import AlertStore
+from alarm_centre.store.ingest import BatchStart, Repeat
 from alarm_centre.store.schema import JsonRepair, all_migrations, statements
 from alarm_centre.store.tx import InvalidRequest, PostCommit, RetryLater, Row, T, Tx, Work
 from devices.cancellation import stop
@@ -290,8 +292,13 @@ class PostgresStore(AlertStore):
         async def notifying(tx: Tx, post: PostCommit) -> T:
             result = await work(tx, post)
             if post.changes or post.outbox or post.users:
-                for payload in _encode_changes(self.origin, post.changes, post.outbox, sorted(post.users)):
-                    await tx.execute("SELECT pg_notify(?, ?)", CHANNEL, payload)
+                payloads = _encode_changes(self.origin, post.changes, post.outbox, sorted(post.users))
+                await tx.execute(  # one statement, in order, whatever the number of payloads
+                    "SELECT pg_notify(?, p.payload) FROM (SELECT payload FROM unnest(?::text[]) "
+                    "WITH ORDINALITY AS u(payload, n) ORDER BY n) AS p",
+                    CHANNEL,
+                    payloads,
+                )
             return result
 
         return await super().transaction(notifying)
@@ -320,6 +327,22 @@ class PostgresStore(AlertStore):
             for n, result in zip(again, retried, strict=True):
                 results[n] = result
         return results
+
+    async def start_batch(self, tx: Tx, events: Sequence[DeviceEvent]) -> BatchStart:
+        """The batch's units claimed, events recorded and units read in a few statements, whatever the
+        batch's size (:mod:`alarm_centre.store.pg_batch`)."""
+        return await pg_batch.start(
+            tx, events, wait=_wait_for_device.get(), lock_space=DEVICE_LOCK_SPACE, busy_error="DeviceBusy"
+        )
+
+    async def link_events(self, tx: Tx, links: Sequence[tuple[str, str, int]]) -> None:
+        await pg_batch.link_events(tx, links)
+
+    async def lock_open_alerts(self, tx: Tx, keys: Sequence[str]) -> dict[str, Row]:
+        return await pg_batch.lock_open_alerts(tx, keys)
+
+    async def add_repeats(self, tx: Tx, repeats: Sequence[Repeat]) -> None:
+        await pg_batch.add_repeats(tx, repeats)
 
     async def claim_unit(self, tx: Tx, device_id: str) -> None:
         """Hold the unit's advisory lock for the transaction, so two nodes never store events of one unit

@@ -182,3 +182,118 @@ async def test_a_poisoned_event_is_rejected_and_its_batch_is_kept(
     async with store.read() as tx:
         half = await tx.fetchone("SELECT COUNT(*) AS n FROM alert_log WHERE action = 'half-done'")
     assert half is not None and half["n"] == 0
+
+
+async def test_a_mixed_batch_is_stored_exactly_once(store: AlertStore) -> None:
+    """New events, repeats of events in the same batch and of earlier batches, and an event joining an
+    open alert, in one batch: each stored once, each answered with the alert it belongs to."""
+    earlier = await store.ingest([event("m1", "pendant", "e1")])
+    help_alert = earlier[0].alert_id
+    batch = [
+        event("m1", "pendant", "e1"),  # a repeat of an earlier batch
+        event("m2", "mains_fail", "n1"),  # new
+        event("m2", "mains_fail", "n1"),  # a repeat within this batch
+        event("m1", "fall", "e2"),  # new, joins the open call for help
+        event("m3", "low_battery", "x1"),  # new
+        event("m1", "fall", "e2"),  # a repeat within this batch
+    ]
+    results = await store.ingest(batch)
+    assert [r.result for r in results] == [
+        "duplicate",
+        "accepted",
+        "duplicate",
+        "accepted",
+        "accepted",
+        "duplicate",
+    ]
+    assert results[0].alert_id == help_alert and results[3].alert_id == help_alert
+    assert results[5].alert_id == help_alert
+    assert results[2].alert_id == results[1].alert_id is not None
+    assert len({results[1].alert_id, results[4].alert_id, help_alert}) == 3
+    assert await store.event_count() == 4
+    alert, timeline = await store.get_alert(str(help_alert))
+    assert alert.repeat_count == 1 and [t.action for t in timeline] == ["raised", "repeat"]
+    async with store.read() as tx:
+        linked = await tx.fetchall("SELECT event_id, alert_id FROM events ORDER BY event_id")
+    assert {r["event_id"]: str(r["alert_id"]) for r in linked} == {
+        "e1": help_alert,
+        "e2": help_alert,
+        "n1": results[1].alert_id,
+        "x1": results[4].alert_id,
+    }
+
+
+async def test_an_event_postgresql_cannot_hold_fails_alone(store: AlertStore) -> None:
+    """Bad input in one event (a NUL character, which PostgreSQL text cannot hold) rejects that event
+    only; the batch around it is stored."""
+    poisoned = DeviceEvent(
+        device_id="nul",
+        event_id="p\x001",
+        type=EventType.FALL,
+        received_at=datetime.now(UTC),
+    )
+    results = await store.ingest([event("ok-1"), poisoned, event("ok-2")])
+    if store.dialect == "sqlite":  # SQLite holds it
+        assert [r.result for r in results] == ["accepted"] * 3
+    else:
+        assert [r.result for r in results] == ["accepted", "rejected", "accepted"]
+        assert results[1].error == "internal error: InvalidRequest"
+        assert await store.event_count() == 2
+
+
+async def _write_trips(store: PostgresStore, events: list[DeviceEvent]) -> int:
+    before = store.round_trips.total
+    await store.ingest(events)
+    return store.round_trips.total - before
+
+
+async def test_a_batch_of_repeats_costs_the_same_round_trips_whatever_its_size(pg_url: str) -> None:
+    """Repeats joining open alerts, and events already stored (a unit retrying unacked events), are
+    settled set-based: a batch of 10 and one of 500 cost the same statements."""
+    async with PostgresStore(pg_url) as store:
+        raised = await store.ingest([event(f"r{n}", "mains_fail", f"first{n}") for n in range(500)])
+        small = [event(f"r{n}", "mains_fail", f"again{n}") for n in range(10)]
+        large = [event(f"r{n}", "mains_fail", f"more{n}") for n in range(500)]
+        joining_small, joining_large = await _write_trips(store, small), await _write_trips(store, large)
+        assert joining_small == joining_large <= 10
+        again_small, again_large = await _write_trips(store, small), await _write_trips(store, large)
+        assert again_small == again_large <= 6
+        assert await store.event_count() == 1010
+        alert, timeline = await store.get_alert(str(raised[3].alert_id))
+        assert alert.repeat_count == 2
+        assert [t.action for t in timeline] == ["raised", "repeat", "repeat"]
+        assert [t.detail["event_id"] for t in timeline[1:]] == ["again3", "more3"]
+        alert, timeline = await store.get_alert(str(raised[30].alert_id))
+        assert alert.repeat_count == 1 and [t.action for t in timeline] == ["raised", "repeat"]
+
+
+async def test_repeats_and_raises_interleaved_keep_every_timeline_in_order(pg_url: str) -> None:
+    """In one batch: a repeat, a raise, a restore that clears an alert, then a repeat of the cleared
+    type (which must raise anew, not join the cleared alert) and a repeat of the new alert."""
+    async with PostgresStore(pg_url) as store:
+        first = await store.ingest([event("k1", "mains_fail", "a"), event("k2", "low_battery", "b")])
+        batch = [
+            event("k2", "low_battery", "c"),  # joins k2's alert
+            event("k3", "mains_fail", "d"),  # raises
+            event("k1", "mains_restored", "e"),  # clears k1's alert
+            event("k4", "mains_fail", "f"),  # raises
+        ]
+        results = await store.ingest(batch)
+        assert [r.result for r in results] == ["accepted"] * 4
+        assert results[0].alert_id == first[1].alert_id
+        assert results[2].alert_id == first[0].alert_id
+        later = await store.ingest([event("k1", "mains_fail", "g"), event("k3", "mains_fail", "h")])
+        assert later[0].alert_id not in (first[0].alert_id, None), "a cleared alert is not joined"
+        assert later[1].alert_id == results[1].alert_id
+        cleared, timeline = await store.get_alert(str(first[0].alert_id))
+        assert cleared.state == "resolved" and cleared.repeat_count == 0
+        joined, timeline = await store.get_alert(str(first[1].alert_id))
+        assert joined.repeat_count == 1 and [t.action for t in timeline] == ["raised", "repeat"]
+
+
+async def test_storing_new_events_costs_fewer_round_trips_per_event(pg_url: str) -> None:
+    """The set-based start of a batch: claiming, recording and reading the units of 200 new alerts
+    costs a few statements in all; what is left per event is the alert itself."""
+    async with PostgresStore(pg_url) as store:
+        trips = await _write_trips(store, [event(f"t{n}", "mains_fail") for n in range(200)])
+        assert trips / 200 <= 3.2, trips
