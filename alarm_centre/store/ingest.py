@@ -141,9 +141,11 @@ class Ingest:
     async def store(self, events: Sequence[DeviceEvent]) -> list[IngestResult]:
         """Store a batch of device events in one transaction; one result per event, in order.
 
-        The batch is tried whole first. Should one event fail, the batch is stored again with a
-        savepoint around each event, so the poisoned one is rejected and the rest are kept. (Savepoints
-        cost PostgreSQL two round trips per event, so they are only paid for when needed.)
+        The batch is tried whole first: on PostgreSQL set-based (:class:`BatchStart`, :class:`Repeats`),
+        so what costs a round trip per event is only what a raise, a restore or a command result does.
+        Should one event fail, the batch is stored again event by event with a savepoint around each,
+        so the poisoned one is rejected and the rest are kept. (Savepoints cost PostgreSQL two round
+        trips per event, so they are only paid for when needed.)
         """
 
         async def whole(tx: Tx, post: PostCommit) -> list[IngestResult]:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 from harness import eventually, postgres_database
+from prometheus_client import generate_latest
 
 from alarm_centre.alerts.model import AlertChange
 from alarm_centre.store import open_store
@@ -18,6 +19,7 @@ from alarm_centre.store.base import AlertStore
 from alarm_centre.store.ingest import Ingest
 from alarm_centre.store.postgres import PostgresStore, translate
 from alarm_centre.store.schema import all_migrations
+from bridge.metrics import BridgeMetrics
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType
 
@@ -297,3 +299,12 @@ async def test_storing_new_events_costs_fewer_round_trips_per_event(pg_url: str)
     async with PostgresStore(pg_url) as store:
         trips = await _write_trips(store, [event(f"t{n}", "mains_fail") for n in range(200)])
         assert trips / 200 <= 3.2, trips
+
+
+def test_round_trips_are_exported_as_a_counter() -> None:
+    metrics = BridgeMetrics("n1")
+    assert b"telecare_store_round_trips_total" not in generate_latest(metrics.registry)
+    metrics.count_round_trips(lambda: {"write": 12, "read": 3})
+    text = generate_latest(metrics.registry).decode()
+    assert 'telecare_store_round_trips_total{kind="write"} 12.0' in text
+    assert 'telecare_store_round_trips_total{kind="read"} 3.0' in text
