@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -48,6 +49,8 @@ from bridge.transports.mqtt import NO_DELAY  # noqa: E402
 from devices.mqtt_codec import Topics, encode_event  # noqa: E402
 
 ROOT = HERE.parent
+#: aiomqtt warns on every publish while many are in flight: normal at this rate, and printing it costs.
+logging.getLogger("mqtt").setLevel(logging.ERROR)
 
 
 def start_mosquitto() -> tuple[subprocess.Popen[bytes], int]:
@@ -344,6 +347,11 @@ async def soak(kind: str, port: int, echo_root: str, args: argparse.Namespace) -
     for minute in range(int(args.minutes + 0.999)):
         print(row(str(minute + 1), phase.latencies(minute), f"RSS {rss_by_minute.get(minute + 1, rss1):.1f} MB"))
     print(row("overall", lat, f"lost {phase.lost}, duplicate acks {phase.duplicates}"))
+    worst = sorted(
+        ((max(x for at, x in phase.samples if int(at) == sec), sec) for sec in {int(at) for at, _ in phase.samples}),
+        reverse=True,
+    )[:5]
+    print("  slowest seconds (second of the soak: max ms): " + ", ".join(f"{s}: {m * 1000:.0f}" for m, s in worst))
     print(f"  first 100 acks after cold start: max {max(x for _, x in phase.samples[:100]) * 1000:.2f} ms")
     print(f"  RSS at ready {rss0:.1f} MB -> end {rss1:.1f} MB; store at start: {size0}; at end: {size1}")
     if stored is not None:
