@@ -49,6 +49,7 @@ from bridge.transports.mqtt import NO_DELAY  # noqa: E402
 from devices.mqtt_codec import Topics, encode_event  # noqa: E402
 
 ROOT = HERE.parent
+nan = float("nan")
 #: aiomqtt warns on every publish while many are in flight: normal at this rate, and printing it costs.
 logging.getLogger("mqtt").setLevel(logging.ERROR)
 
@@ -79,6 +80,34 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far."""
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return float("nan")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs so far (/proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+async def sample_cpu(pid: int, into: dict[float, tuple[float, float]]) -> None:
+    """Each second: the bridge's CPU use (% of one core) and the whole machine's (% of all cores)."""
+    last_cpu, (last_busy, last_total), last_at = cpu_seconds(pid), machine_busy(), time.perf_counter()
+    while True:
+        await asyncio.sleep(1.0)
+        now, cpu, (busy, total) = time.perf_counter(), cpu_seconds(pid), machine_busy()
+        into[last_at] = (
+            (cpu - last_cpu) / (now - last_at) * 100,
+            (busy - last_busy) / max(1, total - last_total) * 100,
+        )
+        last_cpu, last_busy, last_total, last_at = cpu, busy, total, now
+
+
 def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -100,6 +129,8 @@ class Phase:
     sent: int = 0
     duplicates: int = 0
     elapsed: float = 0.0
+    #: perf_counter() when the first event was sent
+    begin_at: float = 0.0
 
     def latencies(self, minute: int | None = None) -> list[float]:
         if minute is None:
@@ -187,7 +218,7 @@ async def drive(
             pending[event_id] = time.perf_counter()
             await clients[unit % connections].publish(topics.event(f"soak{unit:05d}"), payload, qos=1)
 
-        begin = time.perf_counter()
+        begin = phase.begin_at = time.perf_counter()
         interval = 1.0 / rate
         next_at = begin
         seq = 0
@@ -250,18 +281,23 @@ class Store:
             await self._admin.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
             await self._admin.close()
 
+    def _file_sizes(self) -> str:
+        sizes = {}
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                sizes[suffix or "db"] = os.stat(str(self.db) + suffix).st_size / 1e6
+        return f"db {sizes.get('db', 0.0):.1f} MB, WAL file {sizes.get('-wal', 0.0):.1f} MB"
+
     async def size(self) -> str:
         if self._admin is None:
-            sizes = {}
-            for suffix in ("", "-wal"):
-                path = Path(str(self.db) + suffix)
-                sizes[suffix or "db"] = path.stat().st_size / 1e6 if path.exists() else 0.0
-            return f"db {sizes['db']:.1f} MB, WAL file {sizes['-wal']:.1f} MB"
+            return self._file_sizes()
         db = await self._admin.fetchval("SELECT pg_database_size($1)", self.name)
         lsn = await self._admin.fetchval("SELECT pg_current_wal_lsn()::text")
         wal = 0.0
         if self._lsn0:
-            wal = await self._admin.fetchval("SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)", lsn, self._lsn0)
+            wal = await self._admin.fetchval(
+                "SELECT pg_wal_lsn_diff($1::text::pg_lsn, $2::text::pg_lsn)", lsn, self._lsn0
+            )
         else:
             self._lsn0 = lsn
         return f"db {db / 1e6:.1f} MB, WAL written since start {float(wal) / 1e6:.1f} MB (whole cluster)"
@@ -275,7 +311,9 @@ class Store:
 
 
 async def soak(kind: str, port: int, echo_root: str, args: argparse.Namespace) -> bool:
-    print(f"\n=== {kind}: raw broker baseline, {args.raw_seconds:.0f} s at {args.rate:.0f}/s  (load {load()})")
+    print(
+        f"\n=== {kind}: raw broker baseline, {args.raw_seconds:.0f} s at {args.rate:.0f}/s  (load {load()})"
+    )
     raw = await drive(
         "raw",
         port,
@@ -305,7 +343,11 @@ async def soak(kind: str, port: int, echo_root: str, args: argparse.Namespace) -
         log = (tmp / "bridge.log").open("wb")
         started = time.perf_counter()
         bridge = subprocess.Popen(  # noqa: ASYNC220 -- a bench, started once per store
-            [sys.executable, "-m", "bridge.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp
+            [sys.executable, "-m", "bridge.cli", "run"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
         )
         try:
             await wait_ready(http_port)
@@ -320,8 +362,13 @@ async def soak(kind: str, port: int, echo_root: str, args: argparse.Namespace) -
 
             def note_minute(minute: int) -> None:
                 rss_by_minute[minute] = rss_mb(bridge.pid)
-                print(f"  ... minute {minute} done: RSS {rss_by_minute[minute]:.1f} MB, load {load()}", flush=True)
+                print(
+                    f"  ... minute {minute} done: RSS {rss_by_minute[minute]:.1f} MB, load {load()}",
+                    flush=True,
+                )
 
+            samples: dict[float, tuple[float, float]] = {}
+            sampler = asyncio.create_task(sample_cpu(bridge.pid, samples))
             phase = await drive(
                 "bridge",
                 port,
@@ -332,12 +379,15 @@ async def soak(kind: str, port: int, echo_root: str, args: argparse.Namespace) -
                 seconds=args.minutes * 60,
                 on_minute=note_minute,
             )
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+            cpu = {round(at - phase.begin_at): use for at, use in samples.items()}
             rss1 = rss_mb(bridge.pid)
             size1 = await store.size()
         finally:
             bridge.send_signal(signal.SIGTERM)
             try:
-                bridge.wait(20)  # noqa: ASYNC222 -- a bench, at the end
+                bridge.wait(20)
             except subprocess.TimeoutExpired:
                 bridge.kill()
             log.close()
@@ -345,13 +395,30 @@ async def soak(kind: str, port: int, echo_root: str, args: argparse.Namespace) -
     lat = phase.latencies()
     print(HEADER)
     for minute in range(int(args.minutes + 0.999)):
-        print(row(str(minute + 1), phase.latencies(minute), f"RSS {rss_by_minute.get(minute + 1, rss1):.1f} MB"))
+        print(
+            row(str(minute + 1), phase.latencies(minute), f"RSS {rss_by_minute.get(minute + 1, rss1):.1f} MB")
+        )
     print(row("overall", lat, f"lost {phase.lost}, duplicate acks {phase.duplicates}"))
     worst = sorted(
-        ((max(x for at, x in phase.samples if int(at) == sec), sec) for sec in {int(at) for at, _ in phase.samples}),
+        (
+            (max(x for at, x in phase.samples if int(at) == sec), sec)
+            for sec in {int(at) for at, _ in phase.samples}
+        ),
         reverse=True,
     )[:5]
-    print("  slowest seconds (second of the soak: max ms): " + ", ".join(f"{s}: {m * 1000:.0f}" for m, s in worst))
+    print("  slowest seconds (second of the soak: max ms, bridge CPU % of a core / machine CPU % busy):")
+    print(
+        "    "
+        + "; ".join(
+            f"{s}: {m * 1000:.0f} ms, {cpu.get(s, (nan, nan))[0]:.0f} / {cpu.get(s, (nan, nan))[1]:.0f} %"
+            for m, s in worst
+        )
+    )
+    if cpu:
+        print(
+            f"  bridge CPU: mean {sum(c for c, _ in cpu.values()) / len(cpu):.0f} % of a core; "
+            f"machine busy: mean {sum(b for _, b in cpu.values()) / len(cpu):.0f} %"
+        )
     print(f"  first 100 acks after cold start: max {max(x for _, x in phase.samples[:100]) * 1000:.2f} ms")
     print(f"  RSS at ready {rss0:.1f} MB -> end {rss1:.1f} MB; store at start: {size0}; at end: {size1}")
     if stored is not None:
@@ -368,7 +435,8 @@ async def soak(kind: str, port: int, echo_root: str, args: argparse.Namespace) -
         ),
         (f"max {max(lat) * 1000:.1f} ms < 1000 ms", max(lat) < 1.0),
         (
-            f"RSS growth {growth:+.1f} % < 10 % (from {base:.1f} MB; from ready {(rss1 - rss0) / rss0 * 100:+.1f} %)",
+            f"RSS growth {growth:+.1f} % < 10 % (from {base:.1f} MB; "
+            f"from ready {(rss1 - rss0) / rss0 * 100:+.1f} %)",
             growth < 10,
         ),
         (f"lost {phase.lost} == 0", phase.lost == 0),
@@ -389,15 +457,15 @@ async def amain(args: argparse.Namespace) -> int:
     ok = True
     try:
         assert echo_proc.stdout is not None
-        echo_proc.stdout.readline()  # noqa: ASYNC230 -- once, before anything runs
+        echo_proc.stdout.readline()
         stores = [args.store] if args.store else ["sqlite", "postgres"]
         for kind in stores:
             ok = await soak(kind, port, echo_root, args) and ok
     finally:
         echo_proc.terminate()
-        echo_proc.wait(10)  # noqa: ASYNC222
+        echo_proc.wait(10)
         broker.terminate()
-        broker.wait(10)  # noqa: ASYNC222
+        broker.wait(10)
     print(f"\nload average after: {load()}")
     print("PASS: every target holds" if ok else "FAIL: a target does not hold (see above)")
     return 0 if ok else 1
