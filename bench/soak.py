@@ -398,7 +398,7 @@ async def soak(kind: str, port: int, echo_root: str, args: argparse.Namespace) -
         print(
             row(str(minute + 1), phase.latencies(minute), f"RSS {rss_by_minute.get(minute + 1, rss1):.1f} MB")
         )
-    print(row("overall", lat, f"lost {phase.lost}, duplicate acks {phase.duplicates}"))
+    print(row("overall", lat, f"unacked 30 s after the end {phase.lost}, duplicate acks {phase.duplicates}"))
     worst = sorted(
         (
             (max(x for at, x in phase.samples if int(at) == sec), sec)
@@ -439,7 +439,7 @@ async def soak(kind: str, port: int, echo_root: str, args: argparse.Namespace) -
             f"from ready {(rss1 - rss0) / rss0 * 100:+.1f} %)",
             growth < 10,
         ),
-        (f"lost {phase.lost} == 0", phase.lost == 0),
+        (f"unacked {phase.lost} == 0 (30 s after the last event)", phase.lost == 0),
     ]
     print(f"=== {kind}: targets  (load {load()})")
     for text, ok in checks:
