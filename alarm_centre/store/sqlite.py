@@ -6,9 +6,11 @@ microseconds: SQLite works from its page cache) and only ``COMMIT`` -- the fsync
 thread. One writer connection guarded by a lock; reads use a second connection, which WAL lets run
 beside a writer.
 
-Checkpoints (copying the WAL back into the database file, with an fsync of it) run in a thread of their
-own (:class:`Checkpointer`), not inside a COMMIT: left to SQLite, every ~1000 pages one unlucky COMMIT
--- and every ack waiting for it -- also waits for the checkpoint's writes and fsync.
+Checkpoints (copying the WAL back into the database file, with an fsync of it) are done by a thread of
+their own (:class:`Checkpointer`). Left to SQLite, the COMMIT that takes the WAL past ~1000 pages copies
+them all -- and every ack waiting for that COMMIT waits for those writes and the fsync. That COMMIT
+still checkpoints (only it can let the WAL start over while commits keep coming), but finds almost
+every page already copied.
 """
 
 from __future__ import annotations
