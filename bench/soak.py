@@ -399,13 +399,10 @@ async def soak(kind: str, port: int, echo_root: str, args: argparse.Namespace) -
             row(str(minute + 1), phase.latencies(minute), f"RSS {rss_by_minute.get(minute + 1, rss1):.1f} MB")
         )
     print(row("overall", lat, f"unacked 30 s after the end {phase.lost}, duplicate acks {phase.duplicates}"))
-    worst = sorted(
-        (
-            (max(x for at, x in phase.samples if int(at) == sec), sec)
-            for sec in {int(at) for at, _ in phase.samples}
-        ),
-        reverse=True,
-    )[:5]
+    per_second: dict[int, float] = {}
+    for at, x in phase.samples:
+        per_second[int(at)] = max(x, per_second.get(int(at), 0.0))
+    worst = sorted(((m, sec) for sec, m in per_second.items()), reverse=True)[:5]
     print("  slowest seconds (second of the soak: max ms, bridge CPU % of a core / machine CPU % busy):")
     print(
         "    "
