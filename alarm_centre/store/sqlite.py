@@ -5,6 +5,12 @@ group-commit batch is thousands of small statements. Here statements run on the 
 microseconds: SQLite works from its page cache) and only ``COMMIT`` -- the fsync -- goes to a worker
 thread. One writer connection guarded by a lock; reads use a second connection, which WAL lets run
 beside a writer.
+
+Checkpoints (copying the WAL back into the database file, with an fsync of it) are done by a thread of
+their own (:class:`Checkpointer`). Left to SQLite, the COMMIT that takes the WAL past ~1000 pages copies
+them all -- and every ack waiting for that COMMIT waits for those writes and the fsync. That COMMIT
+still checkpoints (only it can let the WAL start over while commits keep coming), but finds almost
+every page already copied.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -47,6 +54,18 @@ class _SqliteTx:
 
     async def rollback_to(self, name: str) -> None:
         self._conn.execute(f"ROLLBACK TO {name}")
+
+
+#: WAL pages after which a COMMIT checkpoints inline (SQLite's default, about 4 MB). By then the
+#: checkpoint thread has copied nearly every page, so that COMMIT only copies the last few and lets the
+#: WAL start over from its beginning -- which a checkpoint running beside a steady stream of commits
+#: cannot do (there is always a newer frame), so without this the WAL would grow without end.
+INLINE_CHECKPOINT_PAGES = 1000
+#: Seconds between background checkpoints while writes come in: short beside the time the WAL takes
+#: to reach INLINE_CHECKPOINT_PAGES (seconds, at hundreds of events a second).
+CHECKPOINT_INTERVAL_S = 0.5
+#: After a checkpoint, a WAL a burst made bigger than this is truncated back to it.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -116,6 +135,63 @@ def _repair_json(conn: sqlite3.Connection, repair: JsonRepair) -> None:
         conn.executemany(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", repair.repaired(rows))
 
 
+class Checkpointer:
+    """Checkpoints the WAL (``PASSIVE``: never waits for, nor blocks, the writer) from a thread of its
+    own, at most every ``interval`` seconds and only after new commits (``commits`` counts them)."""
+
+    def __init__(
+        self, path: Path, commits: Callable[[], int], interval: float = CHECKPOINT_INTERVAL_S
+    ) -> None:
+        self._path = path
+        self._commits = commits
+        self._interval = interval
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        #: Checkpoints done so far, the thread they ran in, and the last one's (busy, WAL pages, copied).
+        self.runs = 0
+        self.thread_id: int | None = None
+        self.last: tuple[int, int, int] | None = None
+        self._seen = commits()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread; a checkpoint in progress finishes first."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        conn = _connect(str(self._path))
+        try:
+            while not self._stopping.wait(self._interval):
+                self.run_once(conn)
+        finally:
+            conn.close()
+
+    def run_once(self, conn: sqlite3.Connection) -> bool:
+        """Checkpoint if anything was committed since the last time; whether it did. A failure (disk
+        full, say) is logged: the next round, or a COMMIT past INLINE_CHECKPOINT_PAGES, tries again."""
+        commits = self._commits()
+        if commits == self._seen:
+            return False
+        try:
+            row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            log.warning("background WAL checkpoint of %s failed: %s", self._path, exc)
+            return False
+        self._seen = commits
+        self.last = (int(row[0]), int(row[1]), int(row[2]))
+        self.runs += 1
+        self.thread_id = threading.get_ident()
+        return True
+
+
 class SqliteStore(AlertStore):
     """An :class:`AlertStore` in one SQLite file; an async context manager."""
 
@@ -128,15 +204,26 @@ class SqliteStore(AlertStore):
         self._reader: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._fsync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+        #: Transactions committed so far (the checkpoint thread runs only after new ones).
+        self.commits = 0
+        self.checkpointer = self._new_checkpointer()
 
     async def __aenter__(self) -> Self:
         make_private(self.path)
         self._writer = _connect(str(self.path))
         migrate(self._writer)
+        self._writer.execute(f"PRAGMA wal_autocheckpoint={INLINE_CHECKPOINT_PAGES}")
+        self._writer.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         self._reader = _connect(str(self.path))
+        self.checkpointer = self._new_checkpointer()
+        self.checkpointer.start()
         return self
 
+    def _new_checkpointer(self) -> Checkpointer:
+        return Checkpointer(self.path, lambda: self.commits, CHECKPOINT_INTERVAL_S)
+
     async def __aexit__(self, *exc: object) -> None:
+        self.checkpointer.stop()
         async with self._lock:
             for conn in (self._writer, self._reader):
                 if conn is not None:
@@ -162,6 +249,7 @@ class SqliteStore(AlertStore):
             commit = asyncio.get_running_loop().run_in_executor(self._fsync, self._commit, conn)
             try:
                 await asyncio.shield(commit)
+                self.commits += 1
             except asyncio.CancelledError:
                 # The COMMIT is running in its thread: nobody may touch the connection (roll back,
                 # close) until it is over. Whether it committed or not, the caller gives no ack, so
