@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devices.dc09_codes import CONTACT_ID
-from devices.vocabulary import EventType, is_help
+from devices.vocabulary import EventType, is_help, priority_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,10 @@ class SmsAlarm:
     qualifier: int | None = None
     group: str | None = None
     zone: str | None = None
+    #: For a Contact ID restore (qualifier 3) other than mains: the type whose condition ended. The
+    #: event is then the vocabulary's generic ``restored`` (a technical alert resolves; a call for help
+    #: stays open for an operator).
+    restores: EventType | None = None
 
 
 #: Normalised phrase (upper case, ASCII, single spaces) -> type. Longest match wins.
@@ -176,18 +180,24 @@ def _contact_id(norm: str, test: bool) -> SmsAlarm | None:
         return None
     code, q = int(m.group("eee")), int(m.group("q"))
     event_type = CONTACT_ID.get(code)
-    if q == 3:  # restore
-        event_type = EventType.MAINS_RESTORED if code == 301 else EventType.CANCEL if event_type else None
+    restores: EventType | None = None
+    if q == 3:  # restore: mains is the vocabulary's own; any other known condition a generic restore
+        if code == 301:
+            event_type = EventType.MAINS_RESTORED
+        elif event_type is not None and priority_of(event_type) is not None:
+            event_type, restores = EventType.RESTORED, event_type
+        else:
+            event_type = None
     elif event_type is None:
         if 100 <= code <= 169:  # an alarm class we have no exact type for: treat as a call for help
             event_type = EventType.PANIC
         elif 300 <= code <= 399:
             event_type = EventType.SENSOR_FAULT
-    if code == 601:  # manual trigger test report
-        event_type, test = EventType.PENDANT, True
+    if code == 601:  # manual trigger test report (its restore restores nothing)
+        event_type, test = (EventType.PENDANT, True) if q != 3 else (None, test)
     if event_type is None:
         return None
-    return SmsAlarm(event_type, test, code, q, m.group("gg"), m.group("zzz"))
+    return SmsAlarm(event_type, test, code, q, m.group("gg"), m.group("zzz"), restores)
 
 
 def parse_sms_alarm(text: str) -> SmsAlarm | None:

@@ -61,7 +61,7 @@ from devices.sms_alarm import (
     parse_sms_alarm,
     sms_event_id,
 )
-from devices.vocabulary import EventType, is_help
+from devices.vocabulary import EventType, is_help, restored_data
 
 log = logging.getLogger(__name__)
 
@@ -461,6 +461,8 @@ class GsmModem:
             data.update(
                 contact_id=alarm.contact_id, qualifier=alarm.qualifier, group=alarm.group, zone=alarm.zone
             )
+        if alarm is not None and alarm.restores is not None:
+            data = restored_data(alarm.restores, **data)
         hint = None
         if device_id is None:
             helpish = (alarm is not None and is_help(alarm.type)) or looks_like_help(text)

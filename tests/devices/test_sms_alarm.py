@@ -38,6 +38,12 @@ ALARMS: list[tuple[str, SmsAlarm | None]] = [
     ("CID 1302 00 000", SmsAlarm(EventType.LOW_BATTERY, False, 302, 1, "00", "000")),
     ("CID 1301 00 000", SmsAlarm(EventType.MAINS_FAIL, False, 301, 1, "00", "000")),
     ("CID 3301 00 000", SmsAlarm(EventType.MAINS_RESTORED, False, 301, 3, "00", "000")),
+    # Other restores are the generic restore naming the type (never a resident's cancel).
+    ("CID 3302 00 000", SmsAlarm(EventType.RESTORED, False, 302, 3, "00", "000", EventType.LOW_BATTERY)),
+    ("CID 3101 01 001", SmsAlarm(EventType.RESTORED, False, 101, 3, "01", "001", EventType.PENDANT)),
+    ("CID 3602 00 000", None),  # the restore of a periodic test restores nothing
+    ("CID 3601 00 000", None),  # nor does a test press's
+    ("CID 3999 00 000", None),
     ("CID 1602 00 000", SmsAlarm(EventType.HEARTBEAT, False, 602, 1, "00", "000")),
     ("CID 1601 00 000", SmsAlarm(EventType.PENDANT, True, 601, 1, "00", "000")),
     ("CID 1145 01 001", SmsAlarm(EventType.PANIC, False, 145, 1, "01", "001")),  # unmapped alarm class

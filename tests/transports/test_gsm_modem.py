@@ -226,3 +226,18 @@ async def test_registry_failure_leaves_the_sms_on_the_sim(tmp_path: Path) -> Non
             await within(intake.wait_for(1))
             await eventually(lambda: not modem.storage)
             assert calls >= 2 and gsm.sessions == 1
+
+
+async def test_a_contact_id_restore_by_sms_is_the_generic_restore(tmp_path: Path) -> None:
+    """``3302`` ends the unit's low battery (the store resolves it); ``3101`` never cancels a call for
+    help on the resident's behalf: it is a restore the store records on the open alert's timeline."""
+    async with SimulatedModem(link=str(tmp_path / "modem")) as modem:
+        intake = MemoryIntake()
+        async with driver(modem, intake) as gsm:
+            await within(gsm.wait_ready())
+            await modem.deliver(UNIT_NUMBER, "CID 3302 00 000")
+            await within(intake.wait_for(1))
+            await modem.deliver(UNIT_NUMBER, "CID 3101 01 001")
+            await within(intake.wait_for(2))
+    restores = sorted((e.type, e.data["restores"], e.data["contact_id"]) for e in intake.events.values())
+    assert restores == [("restored", "low_battery", 302), ("restored", "pendant", 101)]
