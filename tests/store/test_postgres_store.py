@@ -142,8 +142,17 @@ async def test_every_node_hears_every_change_once(pg_url: str) -> None:
             return str(mine.alert_id) in heard_a.ids()
 
         await eventually(a_heard_b)
-        await asyncio.sleep(0.3)  # give any double delivery the chance to show
-        everything = sorted([*expected, str(mine.alert_id)])
+        # A last change from each node: listeners get notifications in commit order, so once both have
+        # heard both markers, any double delivery of the changes before them has arrived too.
+        [marker_a] = await a.ingest([event("n-mark-a", "pendant")])
+        [marker_b] = await b.ingest([event("n-mark-b", "pendant")])
+        markers = {str(marker_a.alert_id), str(marker_b.alert_id)}
+
+        async def both_heard_the_markers() -> bool:
+            return markers <= set(heard_a.ids()) and markers <= set(heard_b.ids())
+
+        await eventually(both_heard_the_markers)
+        everything = sorted([*expected, str(mine.alert_id), *markers])
         assert sorted(heard_a.ids()) == everything, "each change once on the node that made it"
         assert sorted(heard_b.ids()) == everything, "and once on every other node"
 
