@@ -10,6 +10,7 @@ keeps heartbeat deadlines, records commissioning test presses and applied config
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,17 @@ from alarm_centre.registry.commissioning import (
 from alarm_centre.registry.config import config_state
 from alarm_centre.store.alerts import alert_row
 from alarm_centre.store.base import AlertStore
-from alarm_centre.store.tx import Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
+from alarm_centre.store.tx import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PostCommit,
+    Row,
+    T,
+    Tx,
+    Work,
+    lost_unique_race,
+)
 from devices.csv_yaml import Batch, RowError
 from devices.events import DeviceEvent
 from devices.registry import UNIT_KINDS, Device, DeviceKind, Resident, UnitSettings
@@ -47,6 +58,8 @@ DEVICE_COLUMNS = (
     "heartbeat_interval_s",
     "heartbeat_grace_s",
 )
+
+log = logging.getLogger(__name__)
 
 
 class ImportAborted(Conflict):
@@ -93,6 +106,17 @@ class Registry:
         self.default_interval_s = default_interval_s
         self.default_grace_s = default_grace_s
         self.clock = clock
+
+    async def _transaction(self, work: Work[T]) -> T:
+        """``store.transaction(work)``, run once more when a concurrent write won a unique-index race,
+        so the work's own checks name the clash (resident id, account, phone) instead of a 500."""
+        try:
+            return await self.store.transaction(work)
+        except Exception as exc:
+            if not lost_unique_race(exc):
+                raise
+            log.info("registry write met a concurrent write of the same key; checking again")
+            return await self.store.transaction(work)
 
     def install(self) -> None:
         """Register the event hook on the store (once)."""
@@ -153,7 +177,7 @@ class Registry:
             await self._write_resident(tx, r, create=True, now=now)
             await self._log(tx, actor, source, "resident_created", f"resident:{r.id}", {"name": r.name}, now)
 
-        await self.store.transaction(work)
+        await self._transaction(work)
         return r
 
     async def update_resident(self, r: Resident, *, actor: str, source: str) -> Resident:
@@ -162,7 +186,7 @@ class Registry:
             await self._write_resident(tx, r, create=False, now=now)
             await self._log(tx, actor, source, "resident_updated", f"resident:{r.id}", {}, now)
 
-        await self.store.transaction(work)
+        await self._transaction(work)
         return r
 
     async def get_resident(self, resident_id: str) -> Resident:
@@ -261,7 +285,7 @@ class Registry:
                 now,
             )
 
-        await self.store.transaction(work)
+        await self._transaction(work)
         return await self.get_device(d.id)
 
     async def update_device(self, d: Device, *, actor: str, source: str) -> dict[str, Any]:
@@ -276,7 +300,7 @@ class Registry:
             await self._update_device(tx, d, row, now)
             await self._log(tx, actor, source, "device_updated", f"device:{d.id}", {}, now)
 
-        await self.store.transaction(work)
+        await self._transaction(work)
         return await self.get_device(d.id)
 
     async def device_model(self, device_id: str) -> Device:
@@ -356,7 +380,7 @@ class Registry:
                 now,
             )
 
-        await self.store.transaction(work)
+        await self._transaction(work)
         return await self.get_device(device_id)
 
     async def retire(self, device_id: str, *, actor: str, source: str, reason: str = "") -> dict[str, Any]:
@@ -386,7 +410,7 @@ class Registry:
                 tx, actor, source, "device_retired", f"device:{device_id}", {"reason": reason}, now
             )
 
-        await self.store.transaction(work)
+        await self._transaction(work)
         return await self.get_device(device_id)
 
     # -- bulk import / export --------------------------------------------------------------------
@@ -483,7 +507,7 @@ class Registry:
             )
 
         try:
-            await self.store.transaction(work)
+            await self._transaction(work)
         except ImportAborted as aborted:
             return aborted.report
         return report
@@ -527,7 +551,7 @@ class Registry:
             )
             return visit_id
 
-        visit_id: int = await self.store.transaction(work)
+        visit_id: int = await self._transaction(work)
         return await self.visit(device_id, visit_id)
 
     async def visit(self, device_id: str, visit_id: int | None = None) -> dict[str, Any]:
@@ -581,7 +605,7 @@ class Registry:
             await self._close_visit(tx, post, visit, VisitAction.FINISH, actor, self.clock(), note=note)
             return int(visit["id"])
 
-        visit_id: int = await self.store.transaction(work)
+        visit_id: int = await self._transaction(work)
         return await self.visit(device_id, visit_id)
 
     async def expire_visits(self) -> int:
@@ -597,7 +621,7 @@ class Registry:
                 await self._close_visit(tx, post, visit, VisitAction.TIME_OUT, "system", now)
             return len(rows)
 
-        n: int = await self.store.transaction(work)
+        n: int = await self._transaction(work)
         return n
 
     async def _close_visit(
@@ -692,7 +716,7 @@ class Registry:
                 now,
             )
 
-        await self.store.transaction(work)
+        await self._transaction(work)
         return await self.config_status(device_id)
 
     async def _supersede_configs(self, tx: Tx, device_id: str, version: int | None, now: float) -> None:
@@ -775,7 +799,7 @@ class Registry:
             await sql.save_credential(tx, device_id, password_hash, actor, now)
             await self._log(tx, actor, source, "credential_issued", f"device:{device_id}", {}, now)
 
-        await self.store.transaction(work)
+        await self._transaction(work)
 
     async def active_credentials(self) -> list[tuple[str, str]]:
         """``(device_id, mosquitto hash)`` of every active unit that holds a credential."""

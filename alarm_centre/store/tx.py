@@ -132,6 +132,17 @@ class EventFailed(Exception):
     """One event of a batch failed while it was tried whole (the batch is then stored event by event)."""
 
 
+def lost_unique_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is a unique index refusing a row another transaction committed first.
+
+    The check before a write (``SELECT ... WHERE account = ?``) cannot see a row a concurrent
+    transaction has not committed yet; the index then refuses the insert. Running the work once more
+    lets its own check see that row and name the clash (a 409 or 422, not a 500).
+    """
+    name = type(exc).__name__
+    return name == "UniqueViolationError" or (name == "IntegrityError" and "UNIQUE" in str(exc))
+
+
 def now() -> float:
     """The store's clock: seconds since the epoch."""
     return time.time()

@@ -3,14 +3,19 @@ credentials, supervision, retiring) on a fresh database. Skips locally without P
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from harness import postgres_database
 
 from alarm_centre.alerts.intake import GroupCommitter
+from alarm_centre.registry import store as sql
 from alarm_centre.registry.service import Registry
 from alarm_centre.registry.supervision import HeartbeatSupervisor
 from alarm_centre.store import open_store
+from alarm_centre.store.tx import Conflict, InvalidRequest
 from devices.csv_yaml import parse_yaml
 from devices.events import DeviceEvent
 from devices.registry import Device, Resident, UnitSettings
@@ -85,3 +90,56 @@ async def test_registry_on_postgres() -> None:
         await intake.submit(DeviceEvent("u2", "hb2", EventType.HEARTBEAT, datetime.now(UTC)))
         body = await registry.retire("u1", actor="t", source="api", reason="done")
         assert body["status"] == "retired" and await registry.active_credentials() == []
+
+
+async def test_concurrent_writes_of_one_key_name_the_clash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two installers create residents with one DC-09 account (or one resident id) at the same moment.
+
+    Both checks run before either insert (a barrier holds the first check until the second has run), so
+    the unique index refuses the later insert: the loser gets the registry's own 422/409 reason, not a
+    500, and exactly one row is written."""
+    async with postgres_database() as url, open_store(url) as store:
+        registry = Registry(store)
+        checks = {
+            "resident_with_dc09_account": sql.resident_with_dc09_account,
+            "resident_exists": sql.resident_exists,
+        }
+        barriers = {name: asyncio.Barrier(2) for name in checks}
+        calls = dict.fromkeys(checks, 0)
+
+        def held(name: str) -> Any:
+            real = checks[name]
+
+            async def check(*args: Any) -> Any:
+                result = await real(*args)
+                calls[name] += 1
+                if calls[name] <= 2:  # the two first checks meet; the retry's own check runs alone
+                    await barriers[name].wait()
+                return result
+
+            return check
+
+        for name in checks:
+            monkeypatch.setattr(sql, name, held(name))
+        first = Resident(id="r1", name="Ada", dc09_account="ACC1")
+        second = Resident(id="r2", name="Bob", dc09_account="ACC1")
+        results = await asyncio.gather(
+            registry.create_resident(first, actor="t", source="api"),
+            registry.create_resident(second, actor="t", source="api"),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, Exception)]
+        assert len(refused) == 1 and isinstance(refused[0], InvalidRequest), results
+        assert "ACC1 is already used by resident" in str(refused[0])
+        calls["resident_exists"] = 0
+        barriers["resident_exists"] = asyncio.Barrier(2)
+        results = await asyncio.gather(
+            registry.create_resident(Resident(id="r3", name="Cy"), actor="t", source="api"),
+            registry.create_resident(Resident(id="r3", name="Di"), actor="t", source="api"),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, Exception)]
+        assert len(refused) == 1 and isinstance(refused[0], Conflict), results
+        async with store.read() as tx:
+            rows = await tx.fetchall("SELECT id FROM residents ORDER BY id")
+        assert [r["id"] for r in rows] == ["r1", "r3"] or [r["id"] for r in rows] == ["r2", "r3"]
