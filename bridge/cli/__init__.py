@@ -7,7 +7,7 @@
   the command groups, each adding its subcommands with ``register``;
 - :mod:`bridge.cli.serial_demo`: the simulated serial unit and GSM modem of ``demo --with-serial``.
 - :mod:`bridge.cli.dc09_demo`, :mod:`bridge.cli.scaip_demo`: the simulated panels and social alarms of
-  ``demo --with-dc09`` and ``--with-scaip``; :mod:`bridge.cli.demo_listen`: where those listen.
+  ``demo --with-dc09`` and ``--with-scaip``; :mod:`bridge.cli.demo_listen`: what those share.
 
 Commands import :mod:`bridge.cli.common`, never the main module.
 """

@@ -17,17 +17,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 from alarm_centre.registry.service import Registry
-from alarm_centre.store import NotFound
+from bridge.cli.demo_listen import register_unit
 from bridge.config import Config
 from devices.dc09 import parse_key
-from devices.registry import Device, Resident
+from devices.registry import Resident
 from simulators.dc09_panel import Dc09Panel
 
 log = logging.getLogger("telecare.demo.dc09")
 
 #: Where the demo listens unless told otherwise (``--dc09-listen``).
 DEFAULT_LISTEN = "127.0.0.1:10009"
-SOURCE = "cli"
 
 
 @dataclass(frozen=True)
@@ -66,11 +65,6 @@ def listening(config: Config, listen: str) -> Config:
 async def register(registry: Registry) -> None:
     """Register the demo residents and their panels (again on every start: the same records)."""
     for panel in PANELS:
-        resident = Resident.model_validate({"id": panel.resident_id, "name": panel.name})
-        try:
-            await registry.get_resident(panel.resident_id)
-        except NotFound:
-            await registry.create_resident(resident, actor="demo", source=SOURCE)
         fields = {
             "id": panel.device_id,
             "kind": "ip_unit",
@@ -81,13 +75,7 @@ async def register(registry: Registry) -> None:
         }
         if panel.key is not None:
             fields["dc09_key"] = panel.key
-        device = Device.model_validate(fields)
-        try:
-            await registry.device_model(panel.device_id)
-        except NotFound:
-            await registry.create_device(device, actor="demo", source=SOURCE)
-        else:
-            await registry.update_device(device, actor="demo", source=SOURCE)
+        await register_unit(registry, Resident(id=panel.resident_id, name=panel.name), fields)
 
 
 def describe(listen: str) -> str:

@@ -1,10 +1,18 @@
-"""Where a demo's extra receiver listens (``--dc09-listen``, ``--scaip-listen``): the address as given,
-and whether it is free before the demo starts."""
+"""What the demo's extra receivers (``--with-dc09``, ``--with-scaip``) share: where one listens (the
+address as given, and whether it is free before the demo starts) and registering its simulated units."""
 
 from __future__ import annotations
 
 import re
 import socket
+from typing import Any
+
+from alarm_centre.registry.service import Registry
+from alarm_centre.store import NotFound
+from devices.registry import Device, Resident
+
+#: Who the demo's registry writes are from, in the audit log.
+SOURCE = "cli"
 
 _LISTEN_RE = re.compile(r"^(\S+):([0-9]{1,5})$")
 
@@ -29,3 +37,19 @@ def check_free(listen: str) -> None:
                 if kind == socket.SOCK_STREAM:
                     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server
                 probe.bind(address)
+
+
+async def register_unit(registry: Registry, resident: Resident, device: dict[str, Any]) -> None:
+    """Register a demo resident and unit, again on every start (the same records): the resident once,
+    the unit created or brought back to ``device``."""
+    try:
+        await registry.get_resident(resident.id)
+    except NotFound:
+        await registry.create_resident(resident, actor="demo", source=SOURCE)
+    unit = Device.model_validate(device)
+    try:
+        await registry.device_model(unit.id)
+    except NotFound:
+        await registry.create_device(unit, actor="demo", source=SOURCE)
+    else:
+        await registry.update_device(unit, actor="demo", source=SOURCE)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from alarm_centre.registry.service import Registry
-from alarm_centre.store import NotFound
+from bridge.cli.demo_listen import register_unit
 from bridge.config import Config
-from devices.registry import Device, Resident
+from devices.registry import Resident
 from devices.scaip import MessageResponse, MessageType, build_mrq
 from simulators.scaip_unit import ScaipUnit
 
@@ -28,7 +28,6 @@ log = logging.getLogger("telecare.demo.scaip")
 #: Where the demo listens unless told otherwise (``--scaip-listen``); not 5060, which a SIP phone or
 #: server on the same machine may hold.
 DEFAULT_LISTEN = "127.0.0.1:15060"
-SOURCE = "cli"
 
 
 @dataclass(frozen=True)
@@ -67,27 +66,15 @@ def listening(config: Config, listen: str) -> Config:
 async def register(registry: Registry) -> None:
     """Register the demo residents and their units (again on every start: the same records)."""
     for spec in UNITS:
-        resident = Resident.model_validate({"id": spec.resident_id, "name": spec.name})
-        try:
-            await registry.get_resident(spec.resident_id)
-        except NotFound:
-            await registry.create_resident(resident, actor="demo", source=SOURCE)
-        device = Device.model_validate(
-            {
-                "id": spec.device_id,
-                "kind": "ip_unit",
-                "channel": "scaip",
-                "resident_id": spec.resident_id,
-                "scaip_cid": spec.cid,
-                "heartbeat_interval_s": 300,
-            }
-        )
-        try:
-            await registry.device_model(spec.device_id)
-        except NotFound:
-            await registry.create_device(device, actor="demo", source=SOURCE)
-        else:
-            await registry.update_device(device, actor="demo", source=SOURCE)
+        fields = {
+            "id": spec.device_id,
+            "kind": "ip_unit",
+            "channel": "scaip",
+            "resident_id": spec.resident_id,
+            "scaip_cid": spec.cid,
+            "heartbeat_interval_s": 300,
+        }
+        await register_unit(registry, Resident(id=spec.resident_id, name=spec.name), fields)
 
 
 def describe(listen: str) -> str:
