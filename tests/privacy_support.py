@@ -138,7 +138,8 @@ async def seed_resident(
     )
     await _sql(
         store,
-        "INSERT INTO voice_checkins (resident_id, device_id, alexa_device_id, request_id, at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO voice_checkins (resident_id, device_id, alexa_device_id, request_id, at) "
+        "VALUES (?, ?, ?, ?, ?)",
         resident_id,
         echo,
         ECHO_ID,
@@ -169,8 +170,8 @@ async def seed_resident(
         open_alert = fall.alert_id
         await _sql(
             store,
-            "INSERT INTO notifications (alert_id, purpose, name, channel, to_number, body, due_at, created_at, "
-            "updated_at) VALUES (?, 'supervisor', '', 'sms', ?, ?, ?, ?, ?)",
+            "INSERT INTO notifications (alert_id, purpose, name, channel, to_number, body, due_at, "
+            "created_at, updated_at) VALUES (?, 'supervisor', '', 'sms', ?, ?, ?, ?, ?)",
             int(str(open_alert)),
             "+447700900777",
             "Telecare: alert not acknowledged",
