@@ -39,21 +39,58 @@ ECHO_USER = "amzn1.ask.account.AHQTESTUSER0001"
 UNIT_SIM = "+447700900999"
 
 
+@dataclass(frozen=True)
+class Persona:
+    """A resident's personal values, everywhere the centre may hold them."""
+
+    card: dict[str, Any]
+    sms_sender: str
+    sms_text: str
+    note: str
+    echo_id: str
+    echo_user: str
+    sim: str
+
+    def values(self) -> list[str]:
+        """Every value that is personal data, for scans of logs and tables."""
+        card = self.card
+        return [
+            card["name"],
+            card["address"],
+            card["key_safe"],
+            card["medical_notes"],
+            *(r["phone"] for r in card["responders"]),
+            *(r["name"] for r in card["responders"]),
+            self.sms_sender,
+            self.sms_text,
+            self.note,
+            self.echo_id,
+            self.echo_user,
+        ]
+
+
+ADA_PERSONA = Persona(ADA, SMS_SENDER, SMS_TEXT, NOTE, ECHO_ID, ECHO_USER, UNIT_SIM)
+BILL = Persona(
+    {
+        "name": "Bill Tutte",
+        "address": "3 Bletchley Road, Milton Keynes MK3 6EB",
+        "key_safe": "none: neighbour holds a key",
+        "medical_notes": "Type 2 diabetes",
+        "language": "en-GB",
+        "responders": [{"name": "Dorothy Tutte", "phone": "+447700900201"}],
+    },
+    "+447700900655",
+    "help me please Bill here",
+    "Bill was confused about the time",
+    "amzn1.ask.device.AHQTESTBILLECHO",
+    "amzn1.ask.account.AHQTESTBILLUSER",
+    "+447700900998",
+)
+
+
 def personal_values() -> list[str]:
-    """Every value of the test resident that is personal data, for scans of logs and tables."""
-    return [
-        str(ADA["name"]),
-        str(ADA["address"]),
-        str(ADA["key_safe"]),
-        str(ADA["medical_notes"]),
-        *(r["phone"] for r in ADA["responders"]),  # type: ignore[attr-defined]
-        *(r["name"] for r in ADA["responders"]),  # type: ignore[attr-defined]
-        SMS_SENDER,
-        SMS_TEXT,
-        NOTE,
-        ECHO_ID,
-        ECHO_USER,
-    ]
+    """Every personal value of the test resident Ada."""
+    return ADA_PERSONA.values()
 
 
 @dataclass
@@ -87,29 +124,38 @@ def event(
 
 
 async def seed_resident(
-    store: AlertStore, resident_id: str = "res-ada", *, with_open_alert: bool = True, heartbeats: int = 3
+    store: AlertStore,
+    resident_id: str = "res-ada",
+    *,
+    with_open_alert: bool = True,
+    heartbeats: int = 3,
+    persona: Persona = ADA_PERSONA,
 ) -> Seeded:
     """Ada, her unit (with a SIM) and her Echo; a resolved help alert raised by SMS with a note, a
     responder's reply on its timeline and a notification that names her address; heartbeats; a voice
     check-in; a read of her data; and (``with_open_alert``) a fall still open."""
     unit, echo = f"unit-{resident_id}", f"echo-{resident_id}"
+    first = persona.card["responders"][0]
     await store.devices.upsert_resident(
-        resident_id, str(ADA["name"]), {k: v for k, v in ADA.items() if k != "name"}
+        resident_id, persona.card["name"], {k: v for k, v in persona.card.items() if k != "name"}
     )
     await store.devices.upsert_device(
-        unit, "gsm_unit", resident_id=resident_id, channel="sms", phone=UNIT_SIM
+        unit, "gsm_unit", resident_id=resident_id, channel="sms", phone=persona.sim
     )
-    await store.devices.upsert_device(echo, "alexa", resident_id=resident_id, alexa_device_id=ECHO_ID)
+    await store.devices.upsert_device(echo, "alexa", resident_id=resident_id, alexa_device_id=persona.echo_id)
     await _sql(
-        store, "UPDATE devices SET data = ? WHERE id = ?", json.dumps({"alexa_user_id": ECHO_USER}), echo
+        store,
+        "UPDATE devices SET data = ? WHERE id = ?",
+        json.dumps({"alexa_user_id": persona.echo_user}),
+        echo,
     )
     [sms] = await store.ingest(
-        [event(unit, "pendant", source="sms", data={"sender": SMS_SENDER, "text": SMS_TEXT})]
+        [event(unit, "pendant", source="sms", data={"sender": persona.sms_sender, "text": persona.sms_text})]
     )
     assert sms.alert_id is not None
     await store.ingest([event(unit, "heartbeat") for _ in range(heartbeats)])
     await store.acknowledge(sms.alert_id, actor="olive", source=Source.CONSOLE)
-    await store.alerts.add_note(sms.alert_id, note=NOTE, actor="olive", source=Source.CONSOLE)
+    await store.alerts.add_note(sms.alert_id, note=persona.note, actor="olive", source=Source.CONSOLE)
     now = time.time()
     await _sql(
         store,
@@ -117,24 +163,24 @@ async def seed_resident(
         int(sms.alert_id),
         now,
         "responder_accepted",
-        "responder:Byron King",
+        f"responder:{first['name']}",
         "sms",
-        json.dumps({"name": "Byron King", "phone": "+447700900101", "reply": "accept"}),
+        json.dumps({"name": first["name"], "phone": first["phone"], "reply": "accept"}),
     )
     await _sql(
         store,
         "INSERT INTO notifications (alert_id, purpose, name, channel, to_number, body, due_at, created_at, "
         "updated_at) VALUES (?, 'responder', ?, 'sms', ?, ?, ?, ?, ?)",
         int(sms.alert_id),
-        "Byron King",
-        "+447700900101",
-        f"Pendant alarm for {ADA['name']}, {ADA['address']}. Can you attend?",
+        first["name"],
+        first["phone"],
+        f"Pendant alarm for {persona.card['name']}, {persona.card['address']}. Can you attend?",
         now,
         now,
         now,
     )
     await store.resolve(
-        sms.alert_id, outcome="responder_sent", note=NOTE, actor="olive", source=Source.CONSOLE
+        sms.alert_id, outcome="responder_sent", note=persona.note, actor="olive", source=Source.CONSOLE
     )
     await _sql(
         store,
@@ -142,7 +188,7 @@ async def seed_resident(
         "VALUES (?, ?, ?, ?, ?)",
         resident_id,
         echo,
-        ECHO_ID,
+        persona.echo_id,
         f"req-{uuid.uuid4().hex}",
         now,
     )
@@ -165,7 +211,7 @@ async def seed_resident(
     open_alert = None
     if with_open_alert:
         [fall] = await store.ingest(
-            [event(unit, "fall", source="sms", data={"sender": UNIT_SIM, "text": "FALL"})]
+            [event(unit, "fall", source="sms", data={"sender": persona.sim, "text": "FALL"})]
         )
         open_alert = fall.alert_id
         await _sql(
