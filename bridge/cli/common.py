@@ -28,6 +28,7 @@ from bridge.config import Config, ConfigError, load_config
 from bridge.redaction import redact
 
 if TYPE_CHECKING:
+    from alarm_centre.privacy.reads import Viewer
     from alarm_centre.store.base import AlertStore
 
 log = logging.getLogger("telecare")
@@ -46,6 +47,18 @@ def fail(message: str, code: int) -> NoReturn:
     """Say ``telecare-bridge: message`` on stderr and exit with ``code`` (one of the ``EXIT_*`` above)."""
     print(f"telecare-bridge: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def cli_viewer() -> Viewer:
+    """Whoever runs a CLI command, as the audit of reads records them: ``{user}@cli`` on this machine.
+    The CLI runs as the service's user with the store itself, so it sees what an admin sees."""
+    import getpass
+    import socket
+
+    from alarm_centre.alerts.model import Role
+    from alarm_centre.privacy.reads import Viewer
+
+    return Viewer(f"{getpass.getuser()}@cli", Role.ADMIN, "cli", socket.gethostname())
 
 
 def config_path(arg: str | None) -> str | None:
