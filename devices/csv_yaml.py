@@ -118,10 +118,10 @@ class MalformedFile(ValueError):
 # -- CSV -----------------------------------------------------------------------------------------
 def _split_responders(cell: str) -> list[dict[str, str]]:
     out = []
-    for item in filter(None, (p.strip() for p in cell.split(";"))):
+    for n, item in enumerate(filter(None, (p.strip() for p in cell.split(";"))), 1):
         name, sep, phone = item.rpartition("=")
-        if not sep:
-            raise ValueError(f"responder {item[:40]!r} must be written Name=+447700900123")
+        if not sep:  # never echo the item: it is someone's name and number
+            raise ValueError(f"responder {n} must be written Name=+447700900123")
         out.append({"name": name.strip(), "phone": phone.strip()})
     return out
 

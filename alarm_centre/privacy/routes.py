@@ -190,7 +190,7 @@ async def retention(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Run the retention job now (its report: counts per kind)",
+    "Run the retention job now (no body; its report: counts per kind)",
     right="privacy:retention",
     errors={409: "retention is disabled (retention.enabled: false)"},
 )

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bridge.config import Config, ConfigError, load_config
-from bridge.redaction import redact
+from bridge.redaction import install_log_redaction, redact
 
 if TYPE_CHECKING:
     from alarm_centre.privacy.reads import Viewer
@@ -85,6 +85,7 @@ def load(args: argparse.Namespace) -> Config:
         level=config.log.level,
         format=f"%(asctime)s %(levelname)-7s [{config.node_name}] %(name)s: %(message)s",
     )
+    install_log_redaction()  # no phone number reaches the log, whoever logs it (bridge/redaction.py)
     return config
 
 
