@@ -73,7 +73,8 @@ class DeliveryFailed(Exception):
         self.attempts = attempts
 
     def __str__(self) -> str:
-        parts = [f"{self.kind} to {self.to} failed: {self.reason}"]
+        # Said in logs and kept as the notification's last error: the numbers masked, Twilio's too.
+        parts = [f"{self.kind} to {mask_number(self.to)} failed: {mask_numbers(self.reason)}"]
         if self.status is not None:
             parts.append(f"HTTP {self.status}")
         if self.code is not None:
