@@ -28,7 +28,8 @@ async def cli(store_url: str, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         *CLI, *args, env=env, cwd=EMPTY, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -94,12 +95,14 @@ async def test_postgresql_dump_and_restore_into_a_fresh_database(tmp_path: Path)
             source_url,
             stderr=asyncio.subprocess.PIPE,
         )
-        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        async with asyncio.timeout(120):
+            _, err = await proc.communicate()
         assert proc.returncode == 0, err.decode()
     async with postgres_database() as fresh_url:
         proc = await asyncio.create_subprocess_exec(
             pg_restore, "--no-owner", f"--dbname={fresh_url}", str(dump), stderr=asyncio.subprocess.PIPE
         )
-        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        async with asyncio.timeout(120):
+            _, err = await proc.communicate()
         assert proc.returncode == 0, err.decode()
         await serves_the_restored_data(tmp_path, fresh_url, alerts=2)
