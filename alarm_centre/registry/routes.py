@@ -427,10 +427,13 @@ async def export_registry(request: web.Request) -> web.Response:
         # Each exported resident is a read of the fields the export carries.
         records = [r.model_dump(mode="json", exclude=set(omit)) for r in residents]
         await disclose.residents(registry.store, who, records, purpose=f"api.registry_export.{fmt}")
+    private = {"Cache-Control": "no-store"}  # personal data: never kept by a proxy or a browser
     if fmt == "yaml":
-        return web.Response(text=to_yaml(residents, devices, omit=omit), content_type="application/yaml")
+        return web.Response(
+            text=to_yaml(residents, devices, omit=omit), content_type="application/yaml", headers=private
+        )
     text = to_csv("residents", residents, omit=omit) if kind == "residents" else to_csv("devices", devices)
-    return web.Response(text=text, content_type="text/csv")
+    return web.Response(text=text, content_type="text/csv", headers=private)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -208,3 +208,37 @@ async def test_the_audit_of_reads_is_for_supervisors_and_admins(
         "GET", "/api/v1/privacy/reads?resident_id=res-nobody", user="sue", role="supervisor"
     )
     assert status == 200 and body == {"reads": [], "next_cursor": None}
+
+
+def _guide_table(heading: str) -> list[list[str]]:
+    """The first Markdown table after ``heading`` in docs/data-protection.md, as rows of cells."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "data-protection.md").read_text()
+    table: list[str] = []
+    for line in text.split(heading, 1)[1].splitlines():
+        if line.startswith("|"):
+            table.append(line)
+        elif table:
+            break
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in table]
+    return [row for row in cells[2:] if row and row[0]]
+
+
+def test_the_guide_prints_the_table_the_code_enforces() -> None:
+    """docs/data-protection.md's role-by-field matrix is NEED_TO_KNOW, and its reasons are PURPOSES."""
+    from alarm_centre.privacy.need_to_know import PURPOSES
+
+    rows = _guide_table("## Need to know: who sees which field")
+    roles = [Role.OPERATOR, Role.SUPERVISOR, Role.INSTALLER, Role.ADMIN]
+    printed = {row[0]: {role: row[1 + n] == "yes" for n, role in enumerate(roles)} for row in rows}
+    assert list(printed) == [f.value for f in ResidentField]
+    for field in ResidentField:
+        assert printed[field.value] == {role: field in NEED_TO_KNOW[role] for role in roles}, field
+    assert {row[0]: row[5] for row in rows} == {f.value: PURPOSES[f] for f in ResidentField}
+
+
+def test_the_guide_prints_the_retention_defaults() -> None:
+    from alarm_centre.privacy.kinds import BUILT_IN_KINDS
+
+    rows = _guide_table("## Retention")
+    printed = {row[0].strip("`"): int(row[1].split()[0]) for row in rows if row[0].startswith("`")}
+    assert printed == {k.name: k.default_days for k in BUILT_IN_KINDS}
