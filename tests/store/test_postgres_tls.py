@@ -10,6 +10,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -207,6 +208,16 @@ async def test_anything_short_of_verified_tls_is_refused(
         async with open_store(url):
             pass
     assert says in str(refused.value), (how, repr(refused.value))
+    if how == "someone else's CA":  # check-config says so before the first start
+        checked = subprocess.run(
+            [sys.executable, "-m", "bridge.cli", "check-config"],
+            env={"PATH": "/usr/bin:/bin", "TELECARE_STORE__URL": url},
+            cwd=tempfile.gettempdir(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert checked.returncode == 1 and "certificate verify failed" in checked.stdout + checked.stderr
     # verify-ca checks the CA but not the name: the same address is accepted (and not recommended).
     if how == "a name the certificate does not carry":
         async with open_store(tls_postgres.url("127.0.0.1", sslmode="verify-ca")):
