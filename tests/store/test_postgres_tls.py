@@ -5,6 +5,7 @@ not carry, or no TLS at all are refused."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import pwd
@@ -209,15 +210,19 @@ async def test_anything_short_of_verified_tls_is_refused(
             pass
     assert says in str(refused.value), (how, repr(refused.value))
     if how == "someone else's CA":  # check-config says so before the first start
-        checked = subprocess.run(
-            [sys.executable, "-m", "bridge.cli", "check-config"],
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge.cli",
+            "check-config",
             env={"PATH": "/usr/bin:/bin", "TELECARE_STORE__URL": url},
             cwd=tempfile.gettempdir(),
-            capture_output=True,
-            text=True,
-            timeout=60,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
-        assert checked.returncode == 1 and "certificate verify failed" in checked.stdout + checked.stderr
+        async with asyncio.timeout(60):
+            said, _ = await proc.communicate()
+        assert proc.returncode == 1 and "certificate verify failed" in said.decode()
     # verify-ca checks the CA but not the name: the same address is accepted (and not recommended).
     if how == "a name the certificate does not carry":
         async with open_store(tls_postgres.url("127.0.0.1", sslmode="verify-ca")):
