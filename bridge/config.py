@@ -544,6 +544,34 @@ class FloodsConfig(Section):
         return check_types(value)
 
 
+class RetentionConfig(Section):
+    """How long each kind of record is kept, and the job that deletes or anonymises it after
+    (docs/data-protection.md)."""
+
+    #: Run the retention job (``false``: nothing is ever deleted by it).
+    enabled: bool = True
+    #: Seconds between runs (a failed run is tried again sooner, backing off up to this).
+    check_every_s: float = Field(3600.0, ge=60, le=7 * 86400)
+    #: Records deleted or anonymised per transaction.
+    batch: int = Field(1000, ge=1, le=100_000)
+    #: Days kept per kind of record (``bridge/retention_kinds.py``); ``null`` keeps a kind for ever; a kind
+    #: not listed keeps its default.
+    days: dict[str, int | None] = Field(default_factory=dict)
+
+    @field_validator("days")
+    @classmethod
+    def _kinds(cls, value: dict[str, int | None]) -> dict[str, int | None]:
+        from bridge.retention_kinds import kind_names
+
+        known = kind_names()
+        for kind, days in value.items():
+            if kind not in known:
+                raise ValueError(f"{kind!r} is not a kind of record (kinds: {', '.join(known)})")
+            if days is not None and not 1 <= days <= 36500:
+                raise ValueError(f"{kind}: days must be 1 to 36500, or null to keep for ever")
+        return value
+
+
 class Config(Section):
     #: This bridge node's name in logs and metrics; empty means the host name.
     node_id: str = ""
@@ -565,6 +593,7 @@ class Config(Section):
     credentials: CredentialsConfig = CredentialsConfig()
     dc09: Dc09Config = Dc09Config()
     scaip: ScaipConfig = ScaipConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     @property
     def node_name(self) -> str:

@@ -14,6 +14,7 @@ from bridge import (
     feature_dc09,
     feature_escalation,
     feature_floods,
+    feature_privacy,
     feature_registry,
     feature_scaip,
     feature_serial,
@@ -30,4 +31,5 @@ FEATURES: list[Feature] = [
     feature_floods.start,  # alarm floods grouped into incidents; /api/v1/incidents, /api/v1/queue (floods:)
     feature_dc09.start,  # SIA DC-09 receiver, TCP and UDP (dc09:)
     feature_scaip.start,  # SCAIP over SIP: UDP, TCP and TLS (scaip:)
+    feature_privacy.start,  # audit of reads, subject access, erasure, the retention job (retention:)
 ]

@@ -1,17 +1,26 @@
-"""Secrets never reach a screen or a log: one function that redacts them from what the CLI prints.
+"""Secrets and personal data never reach a screen or a log: the one home of redaction.
 
-A URL keeps its scheme, user, host, port and path but loses its password (``mqtt://bridge:***@host``),
-also a ``password=`` in its query (libpq accepts one there). A configuration key that names a secret
-(``twilio.auth_token``, ``credentials.bridge_password``, anything ending in ``password``, ``token``,
-``secret`` or ``key``) shows ``***`` when it is set. The ``run`` banner and ``check-config`` both print
-through :func:`redact`.
+- :func:`redact` for what the CLI prints: a URL keeps its scheme, user, host, port and path but loses its
+  password (``mqtt://bridge:***@host``), also a ``password=`` in its query (libpq accepts one there). A
+  configuration key that names a secret (``twilio.auth_token``, ``credentials.bridge_password``,
+  anything ending in ``password``, ``token``, ``secret`` or ``key``) shows ``***`` when it is set. The
+  ``run`` banner and ``check-config`` both print through it.
+- :class:`PersonalDataFilter` for the log: every phone number in a record (its message, its arguments,
+  its traceback) is masked to its last three digits (:func:`devices.phone.mask_numbers`), whichever
+  library wrote it. :func:`install_log_redaction` puts it on the handlers every command logs through.
+  Names, SMS texts and medical notes cannot be recognised in free text, so no call site logs them
+  (tests/privacy/test_log_redaction.py runs the paths that once did and scans the log); this filter is
+  the net under the numbers.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from devices.phone import mask_numbers
 
 MASK = "***"
 #: Configuration keys whose values are secrets (matched on the last part of the key path).
@@ -55,3 +64,36 @@ def _redact_url(url: str) -> str:
                 [(name, MASK if name.lower() in _SECRET_QUERY else v) for name, v in pairs], safe="*"
             )
     return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+class PersonalDataFilter(logging.Filter):
+    """Masks phone numbers in every record that passes (message, arguments, traceback)."""
+
+    _formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record that cannot be formatted is logging's to report, not ours to drop
+            return True
+        record.msg = mask_numbers(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_numbers(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_numbers(record.stack_info)
+        return True
+
+
+def install_log_redaction(logger: logging.Logger | None = None) -> PersonalDataFilter:
+    """Put one :class:`PersonalDataFilter` on every handler of ``logger`` (the root logger): records of
+    every module and library pass through them."""
+    target = logger or logging.getLogger()
+    found = next((f for h in target.handlers for f in h.filters if isinstance(f, PersonalDataFilter)), None)
+    shield = found or PersonalDataFilter()
+    for handler in target.handlers:
+        if shield not in handler.filters:
+            handler.addFilter(shield)
+    return shield

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -117,10 +118,10 @@ class MalformedFile(ValueError):
 # -- CSV -----------------------------------------------------------------------------------------
 def _split_responders(cell: str) -> list[dict[str, str]]:
     out = []
-    for item in filter(None, (p.strip() for p in cell.split(";"))):
+    for n, item in enumerate(filter(None, (p.strip() for p in cell.split(";"))), 1):
         name, sep, phone = item.rpartition("=")
-        if not sep:
-            raise ValueError(f"responder {item[:40]!r} must be written Name=+447700900123")
+        if not sep:  # never echo the item: it is someone's name and number
+            raise ValueError(f"responder {n} must be written Name=+447700900123")
         out.append({"name": name.strip(), "phone": phone.strip()})
     return out
 
@@ -223,11 +224,13 @@ def _check_duplicates(batch: Batch) -> None:
     batch.errors.sort(key=lambda e: e.line)
 
 
-def to_csv(kind: Kind, records: list[Resident] | list[Device]) -> str:
-    """Records as CSV in the same form :func:`parse_csv` reads."""
+def to_csv(kind: Kind, records: list[Resident] | list[Device], *, omit: Collection[str] = ()) -> str:
+    """Records as CSV in the same form :func:`parse_csv` reads, without the columns in ``omit`` (the
+    fields the reader's role may not see)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([safe_cell(c) for c in COLUMNS[kind]])
+    columns = [c for c in COLUMNS[kind] if c == "id" or c not in omit]
+    writer.writerow([safe_cell(c) for c in columns])
     for record in records:
         dumped = record.model_dump(mode="json")
         if isinstance(record, Resident):
@@ -238,7 +241,7 @@ def to_csv(kind: Kind, records: list[Resident] | list[Device]) -> str:
                 f"{p.id}:{p.type.value}" + (f"@{p.location}" if p.location else "")
                 for p in record.peripherals
             )
-        writer.writerow([safe_cell(dumped.get(c)) for c in COLUMNS[kind]])
+        writer.writerow([safe_cell(dumped.get(c)) for c in columns])
     return out.getvalue()
 
 
@@ -335,10 +338,11 @@ def parse_yaml(text: str) -> Batch:
     return batch
 
 
-def to_yaml(residents: list[Resident], devices: list[Device]) -> str:
-    """Residents and devices as YAML in the same form :func:`parse_yaml` reads."""
+def to_yaml(residents: list[Resident], devices: list[Device], *, omit: Collection[str] = ()) -> str:
+    """Residents and devices as YAML in the same form :func:`parse_yaml` reads, without the resident
+    fields in ``omit`` (the fields the reader's role may not see)."""
     doc = {
-        "residents": [r.model_dump(mode="json") for r in residents],
+        "residents": [r.model_dump(mode="json", exclude=set(omit) - {"id"}) for r in residents],
         "devices": [d.model_dump(mode="json", exclude_none=True) for d in devices],
     }
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)

@@ -23,6 +23,25 @@ E164_RE = re.compile(r"\+[1-9][0-9]{6,14}")
 E164_EXAMPLE = "+447700900123"
 
 
+#: A phone number inside text: the E.164 rule above (built from it, not a second copy of it), or a
+#: national number (a ``0`` and 9-10 more digits, how senders and residents often write UK numbers).
+#: For keeping numbers out of logs (:func:`mask_numbers`), never for deciding what a number is.
+NUMBER_IN_TEXT_RE = re.compile(r"(?<![0-9+])(?:" + E164_RE.pattern + r"|0[1-9][0-9]{8,9})(?![0-9])")
+
+
+def mask_number(value: object) -> str:
+    """A phone number as logs may show it: its last three digits (``***123``), enough to tell two
+    numbers of one resident apart, too little to call anyone."""
+    text = str(value)
+    digits = [c for c in text if c.isdigit()]
+    return "***" + "".join(digits[-3:]) if len(digits) >= 6 else "***"
+
+
+def mask_numbers(text: str) -> str:
+    """``text`` with every phone number in it masked (:func:`mask_number`)."""
+    return NUMBER_IN_TEXT_RE.sub(lambda m: mask_number(m.group(0)), text)
+
+
 def is_e164(value: object) -> TypeGuard[str]:
     """Whether ``value`` is a string holding one E.164 number and nothing else."""
     return isinstance(value, str) and E164_RE.fullmatch(value) is not None
@@ -30,9 +49,6 @@ def is_e164(value: object) -> TypeGuard[str]:
 
 def check_e164(value: object) -> str:
     """``value`` when it is an E.164 number; raises ValueError naming the rule otherwise."""
-    if not is_e164(value):
-        raise ValueError(
-            f"{str(value)[:30]!r} is not an E.164 number (like {E164_EXAMPLE}: '+', country code, "
-            "digits, no spaces)"
-        )
+    if not is_e164(value):  # never echo the value: it is someone's phone number
+        raise ValueError(f"not an E.164 number (like {E164_EXAMPLE}: '+', country code, digits, no spaces)")
     return value

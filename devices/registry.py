@@ -131,7 +131,7 @@ def normalise_language(value: str) -> str:
     if named is not None:
         return named
     if len(text) > 35 or not LANGUAGE_RE.fullmatch(text):
-        raise ValueError(f"{text[:40]!r} {LANGUAGE_RULE}")
+        raise ValueError(LANGUAGE_RULE)  # no echo: what was typed in a resident's record stays there
     primary, *rest = text.split("-")
     # BCP 47 case conventions: language lower, script title (4 letters), region upper (2 letters).
     tidy = [primary.lower()]
@@ -412,11 +412,27 @@ def merge(model: type[Device] | type[Resident], current: Device | Resident, chan
     return model.model_validate({**current.model_dump(mode="json"), **kept, **changes})
 
 
+#: What a message says in place of a value it would have repeated.
+GIVEN = "the value given"
+
+
 def errors_of(exc: ValidationError) -> list[dict[str, str]]:
-    """A pydantic error as ``[{"field", "message"}]`` (the API's 422 detail shape)."""
+    """A pydantic error as ``[{"field", "message"}]`` (the API's 422 detail shape): the one way a
+    validation error is shown, by the API, the CLI and bulk import.
+
+    Never the input: pydantic's ``input`` (and ``ctx``) are left out, and a message that repeats what
+    was sent (a rule that quotes the value) has it replaced by "the value given" -- a phone number, an
+    address or a medical note typed into a form must not come back in an error, be logged with it, or
+    be cached by a proxy.
+    """
     out = []
-    for e in exc.errors():
+    for e in exc.errors(include_url=False, include_context=False):
         msg = e["msg"].removeprefix("Value error, ")
+        given = e.get("input")
+        if isinstance(given, str) and len(given.strip()) >= 3:
+            for echo in {given, given.strip(), given[:40], given.strip()[:40], repr(given[:30])}:
+                if len(echo) >= 3:
+                    msg = msg.replace(echo, GIVEN)
         out.append({"field": ".".join(str(p) for p in e["loc"]) or "(record)", "message": msg})
     return out
 

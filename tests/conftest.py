@@ -160,6 +160,8 @@ BOTH_STORES = {
     "test_dc09_relay",
     "test_scaip_receiver",
     "test_priority_lane",
+    "test_retention",
+    "test_subject_access_and_erasure",
 }
 
 

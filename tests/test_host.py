@@ -75,4 +75,5 @@ async def test_every_feature_starts_through_the_host(tmp_path: Path) -> None:
         "bridge.feature_floods",
         "bridge.feature_dc09",
         "bridge.feature_scaip",
+        "bridge.feature_privacy",
     ]

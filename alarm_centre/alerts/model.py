@@ -18,7 +18,12 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
-#: What each role may do. Supervisors and admins can handle alerts; installers cannot.
+#: What each role may do. Supervisors and admins can handle alerts; installers cannot. Which of a
+#: resident's fields each role may see is decided by one other table:
+#: :data:`alarm_centre.privacy.need_to_know.NEED_TO_KNOW` (docs/data-protection.md).
+#: ``privacy:audit``: read and export the audit of reads; ``privacy:subject_access``: export everything
+#: held about a resident; ``privacy:erase``: erase a resident on request; ``privacy:retention``: run the
+#: retention job now and read its runs.
 ROLE_RIGHTS: dict[Role, frozenset[str]] = {
     # Operators read residents and devices (address, key safe, responders) to handle a call; they change none.
     Role.OPERATOR: frozenset({"alerts:read", "alerts:handle", "devices:read", "residents:read"}),
@@ -30,6 +35,7 @@ ROLE_RIGHTS: dict[Role, frozenset[str]] = {
             "service_levels:read",
             "devices:read",
             "residents:read",
+            "privacy:audit",
         }
     ),
     Role.INSTALLER: frozenset(
@@ -47,6 +53,10 @@ ROLE_RIGHTS: dict[Role, frozenset[str]] = {
             "residents:write",
             "users:write",
             "escalation:write",
+            "privacy:audit",
+            "privacy:subject_access",
+            "privacy:erase",
+            "privacy:retention",
         }
     ),
 }

@@ -25,8 +25,9 @@ from alarm_centre.console.signin import (
     session_auth,
 )
 from alarm_centre.console.templates import render
-from alarm_centre.http.api import STORE, alert_key, require
+from alarm_centre.http.api import STORE, alert_key, require, viewer
 from alarm_centre.http.errors import json_response
+from alarm_centre.privacy import disclosure as disclose
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: Outcome codes offered in the resolve dialog, with the words operators see.
@@ -71,15 +72,29 @@ async def me(request: web.Request) -> web.Response:
 
 
 async def context(request: web.Request) -> web.Response:
-    require(request, "alerts:read")
-    body = await alert_context(request.app[STORE], alert_key(request))
+    """The resident's card and the units' status beside an alert: the card as the user's role may see
+    it (need to know), and the read recorded."""
+    who = viewer(request, "alerts:read")
+    store = request.app[STORE]
+    body = await alert_context(store, alert_key(request))
+    if body["resident"] is not None:
+        body["resident"] = await disclose.card(
+            store,
+            who,
+            str(body["resident"]["id"]),
+            body["resident"],
+            purpose="console.alert_context",
+            alert_id=int(body["alert_id"]),
+        )
     return json_response(body, headers={"Cache-Control": "no-store"})
 
 
 async def names(request: web.Request) -> web.Response:
-    require(request, "alerts:read")
+    who = viewer(request, "alerts:read")
     ids = [i for i in request.query.get("ids", "").split(",") if i][:200]
-    return json_response(await resident_names(request.app[STORE], ids))
+    store = request.app[STORE]
+    found = await resident_names(store, ids)
+    return json_response(await disclose.names(store, who, found, purpose="console.queue_names"))
 
 
 async def console_root(request: web.Request) -> web.StreamResponse:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import math
 import secrets
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,10 @@ from alarm_centre.alerts.model import User
 from alarm_centre.console.pages import PAGE_HEADERS
 from alarm_centre.console.templates import render
 from alarm_centre.http.api import STORE, STREAM_CHECK, USER_KEY, VIA_CONSOLE
+from alarm_centre.http.clients import TRUSTED_PROXIES as TRUSTED_PROXIES
+from alarm_centre.http.clients import client_address  # shared with the audit of reads
+from alarm_centre.http.clients import forwarded_client as forwarded_client
+from alarm_centre.http.clients import trusted_networks as trusted_networks
 from alarm_centre.http.errors import json_error, json_response
 from alarm_centre.sessions import Session, SessionStore, SignInThrottle, check_login
 
@@ -52,54 +55,7 @@ class ConsoleSettings:
 SETTINGS: web.AppKey[ConsoleSettings] = web.AppKey("console_settings", ConsoleSettings)
 SESSIONS: web.AppKey[SessionStore] = web.AppKey("console_sessions", SessionStore)
 LIMITER: web.AppKey[SignInThrottle] = web.AppKey("sign_in_throttle", SignInThrottle)
-TRUSTED_PROXIES: web.AppKey[tuple[Network, ...]] = web.AppKey("trusted_proxies")
 SESSION_KEY: web.RequestKey[Session] = web.RequestKey("console_session", Session)
-
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def trusted_networks(entries: tuple[str, ...] | list[str]) -> tuple[Network, ...]:
-    """Parse ``http.trusted_proxies`` (addresses or CIDR networks); ValueError names a bad entry."""
-    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries)
-
-
-def forwarded_client(peer: str | None, forwarded_for: list[str], trusted: tuple[Network, ...]) -> str:
-    """The client's address: the peer, unless the peer is a trusted proxy; then X-Forwarded-For is read
-    from the right, skipping further trusted proxies, and the first other hop is the client.
-
-    A hop that is not an IP address ends the walk at the last trusted hop: a client can write anything
-    at the left of the header, but only what trusted proxies appended is believed.
-    """
-    if peer is None:
-        return "unknown"
-    if not _within(peer, trusted):
-        return peer
-    hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
-    client = peer
-    for hop in reversed(hops):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
-            return client
-        client = hop
-        if not _within(hop, trusted):
-            return hop
-    return client
-
-
-def _within(address: str, trusted: tuple[Network, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in trusted)
-
-
-def client_address(request: web.Request) -> str:
-    """The client's address for sign-in limits: X-Forwarded-For only from ``http.trusted_proxies``."""
-    trusted = request.app.get(TRUSTED_PROXIES, ())
-    return forwarded_client(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
 
 
 @web.middleware

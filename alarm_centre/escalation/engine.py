@@ -40,6 +40,7 @@ from alarm_centre.escalation.responders import (
     responder_call,
     responder_sms,
     supervisor_call,
+    supervisor_description,
     supervisor_sms,
 )
 from alarm_centre.escalation.states import (
@@ -358,7 +359,8 @@ class Escalation:
                     numbers.append(number)
         if not numbers:
             return await self._skip(tx, post, alert, detail, "no supervisor numbers configured", now)
-        text = describe(alert["type"], *(await self._resident_bits(tx, alert)))
+        name, _ = await self._resident_bits(tx, alert)
+        text = supervisor_description(alert["type"], name)  # no address: supervisors act on the console
         channel = Channel.SMS if step["action"] == StepAction.SMS else Channel.CALL
         body = (
             supervisor_sms(text, str(alert["id"]), waited)
@@ -569,7 +571,8 @@ class Escalation:
         data["escalation"] = {"highlight": True, "level": "responders_exhausted", "since": iso(now)}
         await sql.set_alert_data(tx, alert["id"], _j(data), now)
         if self.settings.twilio_enabled:
-            text = describe(alert["type"], *(await self._resident_bits(tx, alert)))
+            name, _ = await self._resident_bits(tx, alert)
+            text = supervisor_description(alert["type"], name)
             for number in self.settings.supervisor_numbers:
                 await self._add_notification(
                     tx,

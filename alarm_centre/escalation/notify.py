@@ -23,7 +23,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
-from devices.phone import is_e164
+from devices.phone import is_e164, mask_number, mask_numbers
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ class DeliveryFailed(Exception):
         self.attempts = attempts
 
     def __str__(self) -> str:
-        parts = [f"{self.kind} to {self.to} failed: {self.reason}"]
+        # Said in logs and kept as the notification's last error: the numbers masked, Twilio's too.
+        parts = [f"{self.kind} to {mask_number(self.to)} failed: {mask_numbers(self.reason)}"]
         if self.status is not None:
             parts.append(f"HTTP {self.status}")
         if self.code is not None:
@@ -219,7 +220,11 @@ class Notifier:
     def _check_to(kind: DeliveryKind, to: str) -> None:
         if not is_e164(to):
             raise DeliveryFailed(
-                f"{to!r} is not an E.164 phone number", retryable=False, kind=kind, to=to, code=21211
+                f"{mask_number(to)} is not an E.164 phone number",
+                retryable=False,
+                kind=kind,
+                to=to,
+                code=21211,
             )
 
     async def _deliver(
@@ -236,15 +241,17 @@ class Notifier:
                 if failure is None:
                     raise
                 if not failure.retryable or attempt >= self._max_attempts:
-                    log.warning("twilio %s to %s gave up: %s", kind, to, failure)
+                    log.warning(
+                        "twilio %s to %s gave up: %s", kind, mask_number(to), mask_numbers(str(failure))
+                    )
                     raise failure from exc
                 delay = self._delay(attempt)
                 log.warning(
                     "twilio %s to %s attempt %d failed (%s); retrying in %.2fs",
                     kind,
-                    to,
+                    mask_number(to),
                     attempt,
-                    failure.reason,
+                    mask_numbers(failure.reason),
                     delay,
                 )
                 await asyncio.sleep(delay)
@@ -252,7 +259,9 @@ class Notifier:
             sent = SentMessage(
                 sid=str(instance.sid), to=to, status=str(instance.status), kind=kind, attempts=attempt
             )
-            log.info("twilio %s %s to %s: %s (attempt %d)", kind, sent.sid, to, sent.status, attempt)
+            log.info(
+                "twilio %s %s to %s: %s (attempt %d)", kind, sent.sid, mask_number(to), sent.status, attempt
+            )
             return sent
 
     def _delay(self, attempt: int) -> float:

@@ -67,6 +67,15 @@ def describe(alert_type: str, resident_name: str | None, address: str | None) ->
     return f"{what}{who}{where}"
 
 
+def supervisor_description(alert_type: str, resident_name: str | None) -> str:
+    """What a supervisor is told about an alert: what it is and whose (initials only), never where the
+    resident lives -- a supervisor acts on the console, where the card is ('Fall alarm for A. L.').
+    Responders, who go to the home, get :func:`describe` with the address."""
+    what = alert_type.replace("_", " ").capitalize() + " alarm"
+    initials = " ".join(f"{part[0].upper()}." for part in (resident_name or "").split() if part[:1].isalpha())
+    return f"{what} for {initials}" if initials else what
+
+
 def responder_sms(description: str, alert_id: str) -> str:
     return (
         f"Telecare control centre: {description}. Can you attend? Reply YES to accept or NO to decline. "

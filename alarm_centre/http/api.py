@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from alarm_centre.alerts.feed import ACCESS_CHANGED, AlertFeed
 from alarm_centre.alerts.lifecycle import OPERATOR_OUTCOMES, Source
 from alarm_centre.alerts.model import User
+from alarm_centre.http.clients import client_address
 from alarm_centre.http.errors import (
     BODY_TIMEOUT,
     ON_ERROR,
@@ -31,6 +32,8 @@ from alarm_centre.http.errors import (
 )
 from alarm_centre.http.inputs import path_id, query_int, read_json, validated
 from alarm_centre.http.openapi import describe, operation, outcome_guide, query, ref
+from alarm_centre.privacy import disclosure as disclose
+from alarm_centre.privacy.reads import Viewer
 from alarm_centre.store.base import AlertStore
 from devices import strict_json
 
@@ -110,6 +113,13 @@ def source_of(request: web.Request) -> str:
     return Source.CONSOLE if request.get(VIA_CONSOLE) else Source.API
 
 
+def viewer(request: web.Request, right: str) -> Viewer:
+    """The signed-in user holding ``right`` (a JSON 401/403 otherwise) as the viewer of what the route
+    answers: name, role, console or API, and the client's address (the audit of reads)."""
+    user = require(request, right)
+    return Viewer(user.name, user.role, str(source_of(request)), client_address(request))
+
+
 class ResolveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # The store judges the code (a 422 listing the codes); the description lists them as an enum.
@@ -159,20 +169,25 @@ def alert_key(request: web.Request) -> str:
     ),
 )
 async def list_alerts(request: web.Request) -> web.Response:
-    require(request, "alerts:read")
+    who = viewer(request, "alerts:read")
     state = request.query.get("state", "open")
     limit = query_int(request, "limit", 100, 1, 1000)
-    alerts, cursor = await request.app[STORE].alerts.list_alerts(
+    store = request.app[STORE]
+    alerts, cursor = await store.alerts.list_alerts(
         state=state, limit=limit, cursor=request.query.get("cursor") or None
     )
-    return json_response({"alerts": [a.to_json() for a in alerts], "next_cursor": cursor})
+    shown = await disclose.alerts(store, who, [a.to_json() for a in alerts], purpose="api.alerts")
+    return json_response({"alerts": shown, "next_cursor": cursor})
 
 
 @operation("One alert with its timeline", right="alerts:read", answer=ref("AlertWithTimeline"))
 async def get_alert(request: web.Request) -> web.Response:
-    require(request, "alerts:read")
-    alert, timeline = await request.app[STORE].get_alert(alert_key(request))
-    return json_response({**alert.to_json(), "timeline": [t.to_json() for t in timeline]})
+    who = viewer(request, "alerts:read")
+    store = request.app[STORE]
+    alert, timeline = await store.get_alert(alert_key(request))
+    body = {**alert.to_json(), "timeline": [t.to_json() for t in timeline]}
+    (shown,) = await disclose.alerts(store, who, [body], purpose="api.alert")
+    return json_response(shown)
 
 
 @operation(

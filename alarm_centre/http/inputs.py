@@ -14,6 +14,7 @@ from alarm_centre.ids import row_id
 from devices import strict_json
 from devices.events import DEVICE_ID_RE
 from devices.numbers import whole_number
+from devices.registry import errors_of
 
 
 def path_id(request: web.Request, name: str, what: str) -> int:
@@ -79,7 +80,8 @@ def validated(model: type[M], body: dict[str, Any]) -> M:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        detail = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        # errors_of: field and message only, never the input (a phone number, a note) echoed back.
         raise web.HTTPUnprocessableEntity(
-            text=json.dumps({"error": "invalid request", "detail": detail}), content_type="application/json"
+            text=json.dumps({"error": "invalid request", "detail": errors_of(exc)}),
+            content_type="application/json",
         ) from None

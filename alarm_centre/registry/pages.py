@@ -19,6 +19,8 @@ from aiohttp import web
 
 from alarm_centre.console import ConsolePage, Safe, add_console_page, escape, page_response
 from alarm_centre.console.pages import require_page
+from alarm_centre.http.api import viewer
+from alarm_centre.privacy import disclosure as disclose
 from alarm_centre.registry.routes import REGISTRY
 from alarm_centre.store.tx import NotFound
 from devices.events import DEVICE_ID_RE
@@ -78,12 +80,20 @@ def _resident(resident_id: str | None, names: Mapping[str, str]) -> Safe:
     return Safe(f'{escape(name)}<br><span class="sub">{escape(resident_id)}</span>')
 
 
+async def _names_shown(request: web.Request, resident_ids: list[str | None], purpose: str) -> dict[str, str]:
+    """The names of the residents this page shows, as the user may see them (each one a read)."""
+    registry = request.app[REGISTRY]
+    every = await registry.resident_names()
+    found = {rid: every[rid] for rid in resident_ids if rid and rid in every}
+    return await disclose.names(registry.store, viewer(request, "devices:read"), found, purpose=purpose)
+
+
 async def installations(request: web.Request) -> web.StreamResponse:
     require_page(request, "devices:read")
     registry = request.app[REGISTRY]
     status = request.query.get("status", "active")
     devices = await registry.list_devices(status=status)
-    names = await registry.resident_names()
+    names = await _names_shown(request, [d["resident_id"] for d in devices], "registry.installations_page")
     rows = [
         [
             Safe(f'<a href="{escape(PAGE.path + "/" + d["id"])}" class="device-id">{escape(d["id"])}</a>'),
@@ -146,7 +156,7 @@ async def installation(request: web.Request) -> web.StreamResponse:
         return page_response(
             request, title="Not found", status=404, body=Safe(f"<h1>No device {escape(device_id)}</h1>")
         )
-    names = await registry.resident_names()
+    names = await _names_shown(request, [d["resident_id"]], "registry.installation_page")
     parts = [
         '<div class="page">',
         f'<p class="page-sub"><a href="{escape(PAGE.path)}">← All installations</a></p>',

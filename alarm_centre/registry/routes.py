@@ -14,10 +14,12 @@ from typing import Any, Protocol
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from alarm_centre.http.api import require, source_of
+from alarm_centre.http.api import require, source_of, viewer
 from alarm_centre.http.errors import json_error, json_response
 from alarm_centre.http.inputs import path_name, read_json, validated
 from alarm_centre.http.openapi import Body, operation, query
+from alarm_centre.privacy import disclosure as disclose
+from alarm_centre.privacy.need_to_know import hidden_keys
 from alarm_centre.registry.service import Registry
 from devices.csv_yaml import MalformedFile, parse_csv, parse_yaml, to_csv, to_yaml
 from devices.registry import Device, Resident, UnitSettings, errors_of, merge
@@ -110,35 +112,56 @@ _STATUS = query("status", {"type": "string", "enum": ["active", "retired", "all"
 )
 async def create_resident(request: web.Request) -> web.Response:
     user = require(request, "residents:write")
+    who = viewer(request, "residents:write")
     resident = validated(Resident, await read_json(request))
-    await request.app[REGISTRY].create_resident(resident, actor=user.name, source=source_of(request))
-    return json_response(resident.model_dump(mode="json"), status=201)
+    registry = request.app[REGISTRY]
+    await registry.create_resident(resident, actor=user.name, source=source_of(request))
+    shown = await disclose.resident(
+        registry.store, who, resident.model_dump(mode="json"), purpose="api.resident_created"
+    )
+    return json_response(shown, status=201)
 
 
-@operation("Residents, each with how many devices it has", right="residents:read")
+@operation(
+    "Residents, each with how many devices it has (the fields your role may see; docs/data-protection.md)",
+    right="residents:read",
+)
 async def list_residents(request: web.Request) -> web.Response:
-    require(request, "residents:read")
-    rows = await request.app[REGISTRY].list_residents()
-    return json_response({"residents": [{**r.model_dump(mode="json"), "devices": n} for r, n in rows]})
+    who = viewer(request, "residents:read")
+    registry = request.app[REGISTRY]
+    rows = await registry.list_residents()
+    records = [{**r.model_dump(mode="json"), "devices": n} for r, n in rows]
+    return json_response(
+        {"residents": await disclose.residents(registry.store, who, records, purpose="api.residents")}
+    )
 
 
-@operation("One resident with its devices", right="residents:read")
+@operation("One resident with its devices (the fields your role may see)", right="residents:read")
 async def get_resident(request: web.Request) -> web.Response:
-    require(request, "residents:read")
+    who = viewer(request, "residents:read")
     registry = request.app[REGISTRY]
     resident = await registry.get_resident(path_name(request, "resident_id", "resident"))
     devices = await registry.list_devices(resident_id=resident.id)
-    return json_response({**resident.model_dump(mode="json"), "devices": devices})
+    record = {**resident.model_dump(mode="json"), "devices": devices}
+    return json_response(await disclose.resident(registry.store, who, record, purpose="api.resident"))
 
 
-@operation("Change some of a resident's fields", right="residents:write", body=Body(Resident, partial=True))
+@operation(
+    "Change some of a resident's fields (fields your role may not see are write-only)",
+    right="residents:write",
+    body=Body(Resident, partial=True),
+)
 async def edit_resident(request: web.Request) -> web.Response:
     user = require(request, "residents:write")
+    who = viewer(request, "residents:write")
     registry = request.app[REGISTRY]
     current = await registry.get_resident(path_name(request, "resident_id", "resident"))
     resident = _merged(Resident, current, await read_json(request))
     await registry.update_resident(resident, actor=user.name, source=source_of(request))
-    return json_response(resident.model_dump(mode="json"))
+    shown = await disclose.resident(
+        registry.store, who, resident.model_dump(mode="json"), purpose="api.resident_updated"
+    )
+    return json_response(shown)
 
 
 # -- devices -------------------------------------------------------------------------------------
@@ -379,6 +402,8 @@ async def import_registry(request: web.Request) -> web.Response:
         update=request.query.get("update", "") in ("1", "true", "yes"),
         actor=user.name,
         source=source_of(request),
+        # What the role may not see was left out of its export: an update keeps the stored values.
+        keep=hidden_keys(user.role),
     )
     return json_response(report.to_json(), status=422 if report.errors else 200)
 
@@ -388,17 +413,27 @@ async def import_registry(request: web.Request) -> web.Response:
     right="devices:read",
     answer_types=_FILE_TYPES,
     query=(_FORMAT, _KIND),
-    description="Needs devices:read and residents:read.",
+    description="Needs devices:read and residents:read. Resident fields your role may not see are left "
+    "out (docs/data-protection.md); each resident exported is recorded in the audit of reads.",
 )
 async def export_registry(request: web.Request) -> web.Response:
     require(request, "devices:read")
-    require(request, "residents:read")
+    who = viewer(request, "residents:read")
     fmt, kind = _format(request)
-    residents, devices = await request.app[REGISTRY].export()
+    registry = request.app[REGISTRY]
+    residents, devices = await registry.export()
+    omit = hidden_keys(who.role)
+    if fmt == "yaml" or kind == "residents":
+        # Each exported resident is a read of the fields the export carries.
+        records = [r.model_dump(mode="json", exclude=set(omit)) for r in residents]
+        await disclose.residents(registry.store, who, records, purpose=f"api.registry_export.{fmt}")
+    private = {"Cache-Control": "no-store"}  # personal data: never kept by a proxy or a browser
     if fmt == "yaml":
-        return web.Response(text=to_yaml(residents, devices), content_type="application/yaml")
-    text = to_csv("residents", residents) if kind == "residents" else to_csv("devices", devices)
-    return web.Response(text=text, content_type="text/csv")
+        return web.Response(
+            text=to_yaml(residents, devices, omit=omit), content_type="application/yaml", headers=private
+        )
+    text = to_csv("residents", residents, omit=omit) if kind == "residents" else to_csv("devices", devices)
+    return web.Response(text=text, content_type="text/csv", headers=private)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -423,10 +423,13 @@ class Registry:
         actor: str,
         source: str,
         progress: Callable[[int, int], None] | None = None,
+        keep: Collection[str] = (),
     ) -> ImportReport:
         """Apply a parsed batch in one transaction, or nothing at all when any row is bad (or dry run).
 
-        ``progress(done, total)`` is called as rows are checked, for a progress bar.
+        ``progress(done, total)`` is called as rows are checked, for a progress bar. ``keep`` names
+        resident fields an update leaves as stored: the fields the importer's role may not see, which
+        its export left out (docs/data-protection.md).
         """
         report = ImportReport(dry_run=dry_run, errors=list(batch.errors))
         total = len(batch.residents) + len(batch.devices)
@@ -454,6 +457,11 @@ class Registry:
                         )
                     )
                     continue
+                if exists and keep:
+                    stored = Resident.from_row(await self._resident_row(tx, r.id))
+                    r = r.model_copy(
+                        update={k: getattr(stored, k) for k in keep if k in Resident.model_fields}
+                    )
                 if (problem := await self._resident_problem(tx, r)) is not None:
                     report.errors.append(RowError(line, "dc09_account", problem, "residents"))
                     continue

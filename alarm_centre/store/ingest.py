@@ -386,7 +386,10 @@ class Ingest:
         restores = restore_target(ev.type, ev.data)
         if restores is None:
             log.warning(
-                "restore %s/%s names no alert type (%r): recorded only", ev.device_id, ev.event_id, ev.data
+                "restore %s/%s names no alert type (keys %s): recorded only",
+                ev.device_id,
+                ev.event_id,
+                sorted(ev.data),  # the keys, not the values: an SMS restore carries its text and sender
             )
             return None
         target = await self._alerts.open_alert(tx, alert_key(ev.device_id, resident_id, restores, ev.data))

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bridge.config import Config, ConfigError, load_config
-from bridge.redaction import redact
+from bridge.redaction import install_log_redaction, redact
 
 if TYPE_CHECKING:
+    from alarm_centre.privacy.reads import Viewer
     from alarm_centre.store.base import AlertStore
 
 log = logging.getLogger("telecare")
@@ -46,6 +47,18 @@ def fail(message: str, code: int) -> NoReturn:
     """Say ``telecare-bridge: message`` on stderr and exit with ``code`` (one of the ``EXIT_*`` above)."""
     print(f"telecare-bridge: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def cli_viewer() -> Viewer:
+    """Whoever runs a CLI command, as the audit of reads records them: ``{user}@cli`` on this machine.
+    The CLI runs as the service's user with the store itself, so it sees what an admin sees."""
+    import getpass
+    import socket
+
+    from alarm_centre.alerts.model import Role
+    from alarm_centre.privacy.reads import Viewer
+
+    return Viewer(f"{getpass.getuser()}@cli", Role.ADMIN, "cli", socket.gethostname())
 
 
 def config_path(arg: str | None) -> str | None:
@@ -72,6 +85,7 @@ def load(args: argparse.Namespace) -> Config:
         level=config.log.level,
         format=f"%(asctime)s %(levelname)-7s [{config.node_name}] %(name)s: %(message)s",
     )
+    install_log_redaction()  # no phone number reaches the log, whoever logs it (bridge/redaction.py)
     return config
 
 

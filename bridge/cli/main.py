@@ -441,11 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    from bridge.cli import check, registry, users
+    from bridge.cli import backup, check, privacy, registry, users
 
     check.register(sub, common)  # check-config
     users.register(sub, common)  # users add|passwd|disable|enable|list
     registry.register(sub, common)  # residents, devices, link, commission, import, export
+    privacy.register(sub, common)  # privacy reads|export|erase|erasures|retention
+    backup.register(sub, common)  # backup, restore
 
     simulate = sub.add_parser("simulate", help="stand-ins for real devices").add_subparsers(
         dest="simulate_command", metavar="DEVICE", required=True

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from bridge.cli.common import EXIT_FAILED, EXIT_USAGE, config_path, fail, load, open_cli_store
+from bridge.cli.common import EXIT_FAILED, EXIT_USAGE, cli_viewer, config_path, fail, load, open_cli_store
 from devices.numbers import whole_number
 from devices.registry import DeviceKind
 
@@ -135,15 +135,33 @@ def cmd_residents_edit(args: argparse.Namespace) -> None:
         except ValidationError:
             _validated(Resident, {**current.model_dump(mode="json"), **_resident_fields(args)})
             raise
-        return await reg.update_resident(updated, actor=_actor(), source=SOURCE)
+        done = await reg.update_resident(updated, actor=_actor(), source=SOURCE)
+        await _record_reads(reg, [done.model_dump(mode="json")], "cli.residents_edit")
+        return done
 
     resident = _with_registry(args, work)
     print(f"resident {resident.id} updated")
     _print_resident(resident, [])
 
 
+async def _record_reads(reg: Any, records: list[dict[str, Any]], purpose: str) -> None:
+    """What a command prints of residents is a read of their data (docs/data-protection.md)."""
+    from alarm_centre.privacy import disclosure
+
+    await disclosure.residents(reg.store, cli_viewer(), records, purpose=purpose)
+
+
 def cmd_residents_list(args: argparse.Namespace) -> None:
-    rows = _with_registry(args, lambda reg, _: reg.list_residents())
+    async def work(reg: Any, _: Any) -> Any:
+        rows = await reg.list_residents()
+        await _record_reads(
+            reg,
+            [{"id": r.id, "name": r.name, "language": r.language, "address": r.address} for r, _ in rows],
+            "cli.residents_list",
+        )
+        return rows
+
+    rows = _with_registry(args, work)
     print(
         table(
             ["ID", "NAME", "DEVICES", "RESPONDERS", "LANGUAGE", "ADDRESS"],
@@ -180,7 +198,9 @@ def _online(d: dict[str, Any]) -> str:
 
 def cmd_residents_show(args: argparse.Namespace) -> None:
     async def work(reg: Any, _: Any) -> tuple[Any, Any]:
-        return await reg.get_resident(args.id), await reg.list_devices(resident_id=args.id)
+        resident = await reg.get_resident(args.id)
+        await _record_reads(reg, [resident.model_dump(mode="json")], "cli.residents_show")
+        return resident, await reg.list_devices(resident_id=args.id)
 
     resident, devices = _with_registry(args, work)
     _print_resident(resident, devices)
@@ -500,7 +520,16 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     if args.format == "csv" and args.kind is None:
         fail("CSV holds one kind: give --kind residents or --kind devices", EXIT_USAGE)
-    residents, devices = _with_registry(args, lambda reg, _: reg.export())
+
+    async def work(reg: Any, _: Any) -> Any:
+        residents, devices = await reg.export()
+        if args.format == "yaml" or args.kind == "residents":
+            await _record_reads(
+                reg, [r.model_dump(mode="json") for r in residents], f"cli.export.{args.format}"
+            )
+        return residents, devices
+
+    residents, devices = _with_registry(args, work)
     if args.format == "yaml":
         sys.stdout.write(to_yaml(residents, devices))
     else:

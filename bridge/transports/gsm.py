@@ -54,6 +54,7 @@ from devices.gsm_at import (
     parse_creg,
     parse_csq,
 )
+from devices.phone import mask_number
 from devices.sms_alarm import (
     device_id_for_sender,
     is_help_sms,
@@ -418,16 +419,19 @@ class GsmModem:
         except Exception:
             # The registry could not answer: keep the SMS on the SIM and try again at the next poll.
             log.exception(
-                "GSM modem: cannot resolve sender %s; SMS %d stays on the SIM", record.sender, index
+                "GSM modem: cannot resolve sender %s; SMS %d stays on the SIM",
+                mask_number(record.sender),
+                index,
             )
             self._left_on_sim = True
             return
         if event is None:
             self._count("ignored")
+            # Never the text: a resident's or a stranger's message is theirs, not the log's.
             log.warning(
-                "GSM modem: SMS from %s is not an alarm and not a call for help; deleting: %r",
-                record.sender,
-                record.text[:160],
+                "GSM modem: SMS from %s is not an alarm and not a call for help (%d characters); deleting",
+                mask_number(record.sender),
+                len(record.text),
             )
         else:
             try:
@@ -440,7 +444,10 @@ class GsmModem:
             self._count(result.result)
             if result.result == "rejected":
                 log.warning(
-                    "GSM modem: SMS %s from %s rejected: %s", event.event_id, record.sender, result.error
+                    "GSM modem: SMS %s from %s rejected: %s",
+                    event.event_id,
+                    mask_number(record.sender),
+                    result.error,
                 )
         try:
             async with self._lock:

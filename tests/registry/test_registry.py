@@ -65,7 +65,11 @@ async def test_resident_and_unit_round_trip(embedded_bridge: RunningBridge) -> N
     )
     assert status == 403
     status, body = await installer(b, "PATCH", "/api/v1/residents/res-ada", {"language": "cy"})
-    assert status == 200 and body["language"] == "cy" and len(body["responders"]) == 2
+    # Need to know (docs/data-protection.md): responders are write-only for an installer, and kept.
+    assert status == 200 and body["language"] == "cy" and "responders" in body["hidden"]
+    assert "responders" not in body and "key_safe" not in body and "medical_notes" not in body
+    status, body = await b.call("GET", "/api/v1/residents/res-ada", user="olive", role="operator")
+    assert len(body["responders"]) == 2 and body["language"] == "cy"
     status, body = await installer(b, "PATCH", "/api/v1/devices/unit-ada", {"firmware": "2.5.0"})
     assert status == 200 and body["firmware"] == "2.5.0" and body["imei"] == UNIT["imei"]
     status, body = await b.call("GET", "/api/v1/devices?resident_id=res-ada", user="olive", role="operator")
