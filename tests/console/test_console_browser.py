@@ -148,7 +148,8 @@ async def test_test_alarms_hand_over_and_sign_out(browser: Any, embedded_bridge:
     row = page.locator(f"#alert-{result.alert_id}")
     await expect(row).to_contain_text("TEST")
     assert "is-test" in (await row.get_attribute("class") or "")
-    await expect(page.locator("#announcer")).to_contain_text("New test alert")
+    # A test alarm is no emergency: said politely, never interrupting.
+    await expect(page.locator("#announcer-polite")).to_contain_text("New test alarm")
     await expect(row.locator(".prio")).to_have_text("TEST")  # never shown as a P1 emergency
     real = await embedded_bridge.bridge.intake.submit(
         DeviceEvent("unit-r", "r-1", EventType.LOW_BATTERY, datetime.now(UTC))
