@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_support import sign_in, signed_in_page
+from browser_support import axe_report, axe_violations, sign_in, signed_in_page
 from clock import SteppedClock
 from console_support import add_user, raise_alert
 from harness import RunningBridge, make_config, running_bridge
@@ -307,12 +307,14 @@ async def test_the_console_reflows_at_320_css_pixels(browser: Any, embedded_brid
     await add_user(b, "olive", "operator")
     ids = [await raise_alert(b, UNREGISTERED, "fall"), await raise_alert(b, "unit-b", "low_battery")]
     await b.call("POST", f"/api/v1/alerts/{ids[0]}/notes", json={"note": "rang the unit: " + "x" * 80})
-    page = await signed_in_page(browser, b, "sue", viewport={"width": 320, "height": 640})
+    page = await signed_in_page(browser, b, "sue", axe=True, viewport={"width": 320, "height": 640})
     for alert_id in ids:
         await page.locator(f"#alert-{alert_id} button").click()
         await expect(page.locator("#timeline li").first).to_be_visible()
         assert await horizontal_overflow(page) == 0, f"queue with alert {alert_id}"
         await assert_inside(page, "#actions button", 320)
+        violations = await axe_violations(page)
+        assert violations == [], axe_report(f"queue at 320 px, alert {alert_id}", violations)
     await page.locator(f"#alert-{ids[0]} button").click()
     await page.click("#btn-ack")
     await expect(page.locator("#btn-resolve")).to_be_enabled()
@@ -332,6 +334,8 @@ async def test_the_console_reflows_at_320_css_pixels(browser: Any, embedded_brid
     for path in ("/console/installations", "/console/service-levels"):
         await page.goto(b.url + path)
         assert await horizontal_overflow(page) == 0, path  # wide tables scroll inside their own box
+        violations = await axe_violations(page)  # ... which can be scrolled with the keyboard
+        assert violations == [], axe_report(f"{path} at 320 px", violations)
     await page.context.clear_cookies()
     await page.goto(b.url + "/login")
     assert await horizontal_overflow(page) == 0, "sign-in page"
@@ -539,7 +543,7 @@ async def test_a_late_timer_and_the_selected_escalated_row_do_not_rely_on_colour
     await page.clock.fast_forward(90_000)  # a minute and a half without an answer
     await expect(timer).to_have_class(re.compile("overdue"))
     text = (await timer.inner_text()).lower()
-    assert "late" in text, f"a late timer says so in words, not only in red: {text!r}"
+    problems = [] if "late" in text else [f"a late timer says so in words, not only in red: {text!r}"]
 
     async def grey_picture(alert_id: str) -> bytes:
         """The row and what is drawn just left and right of it (a marker may sit outside its box)."""
@@ -563,5 +567,10 @@ async def test_a_late_timer_and_the_selected_escalated_row_do_not_rely_on_colour
     await page.locator(f"#alert-{second} button").click()
     await page.evaluate("document.activeElement.blur()")
     await expect(page.locator(f"#alert-{first}")).not_to_have_class(re.compile("selected"))
-    assert selected != await grey_picture(first), "on an escalated row, the selection shows only in colour"
+    if selected == await grey_picture(first):
+        problems.append("on an escalated row, the selection shows only in colour")
+    pointer = await page.locator(f"#alert-{second}").evaluate("n => getComputedStyle(n, '::before').content")
+    if "▶" not in pointer:
+        problems.append(f"the selected row has no pointer: {pointer!r}")
+    assert problems == []
     assert page.js_errors == []

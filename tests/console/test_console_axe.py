@@ -110,6 +110,19 @@ async def close_dialog(page: Any, dialog: str) -> None:
     await expect(page.locator(dialog)).to_be_hidden()
 
 
+async def check_session_warning(page: Any, findings: Findings) -> None:
+    """The warning before the session ends, brought forward: this page is told a minute is left."""
+    from playwright.async_api import expect
+
+    await page.evaluate(
+        "window.TelecareSession.start({session: {expires_in_s: 60, idle_left_s: 60, idle_timeout_s: 60}})"
+    )
+    await expect(page.locator("#session-dialog")).to_be_visible()
+    await findings.check(page, f"session warning on {await page.evaluate('location.pathname')}")
+    await page.keyboard.press("Escape")  # stays signed in
+    await expect(page.locator("#session-dialog")).to_be_hidden()
+
+
 async def check_queue(page: Any, ids: dict[str, str], findings: Findings) -> None:
     """The queue with each kind of alert selected, and each dialog this role can open."""
     from playwright.async_api import expect
@@ -123,6 +136,7 @@ async def check_queue(page: Any, ids: dict[str, str], findings: Findings) -> Non
     await expect(page.locator("#help-dialog")).to_be_visible()
     await findings.check(page, "help dialog")
     await close_dialog(page, "#help-dialog")
+    await check_session_warning(page, findings)
     role = await page.evaluate("document.getElementById('who-role').textContent")
     if role == "installer":
         return
@@ -176,6 +190,7 @@ async def test_axe_finds_no_wcag_violation_on_any_console_page_or_dialog(
         await page.goto(b.url + path)
         await page.wait_for_load_state("load")
         await findings.check(page, path)
+    await check_session_warning(page, findings)
     report = findings.report()
     print(report)
     assert all(not v for v in findings.pages.values()), report
