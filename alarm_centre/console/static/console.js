@@ -18,6 +18,7 @@
     audio: null,
     source: null,
     opener: null,           // the control that opened the dialog now open; focus goes back to it
+    drafting: {},           // "note" / "resolve" -> the alert whose draft the open dialog holds
     said: { assertive: [], polite: [] },  // announcements waiting to be said together
   };
   const TYPE_WORDS = {
@@ -690,14 +691,14 @@
     try { return sessionStorage.getItem(draftKey(kind, alertId)) || ""; } catch (e) { return ""; }
   }
   function fillFromDraft(kind, alertId, box, notice) {
+    state.drafting[kind] = alertId;  // typing saves to this alert, even if the selection moves meanwhile
     const draft = loadDraft(kind, alertId);
     box.value = draft;
     $(notice).textContent = draft ? "A draft you had not sent was restored." : "";
   }
   function keepDrafts(box, kind) {
     box.addEventListener("input", () => {
-      const a = current();
-      if (a) saveDraft(kind, a.id, box.value);
+      if (state.drafting[kind]) saveDraft(kind, state.drafting[kind], box.value);
     });
   }
 
