@@ -194,6 +194,35 @@ class SessionStore:
             last_seen + self.idle_timeout_s,
         )
 
+    @property
+    def extension_s(self) -> float:
+        """How far one "Stay signed in" reaches: an idle period, never more than a whole session."""
+        return min(self.ttl_s, self.idle_timeout_s)
+
+    async def extend(self, token: str) -> Session | None:
+        """The person at the screen asked for more time (warned before the session ends, WCAG 2.2.1).
+
+        Both deadlines move to at least :attr:`extension_s` from now; a session may be extended again
+        and again, each time by someone answering the warning. None if the session has already ended.
+        """
+        session = await self.lookup(token)
+        if session is None:
+            return None
+        key = hash_token(token)
+        now = self.clock()
+        expires = max(session.expires_at, now + self.extension_s)
+
+        async def work(tx: Tx, post: PostCommit) -> None:
+            await tx.execute(
+                "UPDATE console_sessions SET last_seen_at = ?, expires_at = ? WHERE token_hash = ?",
+                now,
+                expires,
+                key,
+            )
+
+        await self._store.transaction(work)
+        return Session(session.user, session.csrf, expires, now + self.idle_timeout_s)
+
     async def live_user(self, token: str) -> User | None:
         """For long-lived streams: the session's user now, or None (signed out, expired, disabled).
 

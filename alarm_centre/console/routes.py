@@ -17,7 +17,9 @@ from alarm_centre.console.context import alert_context, resident_names
 from alarm_centre.console.pages import nav_for, page_response, require_page
 from alarm_centre.console.signin import (
     CSRF_HEADER,
+    SESSION_COOKIE,
     SESSION_KEY,
+    SESSIONS,
     SETTINGS,
     login,
     login_form,
@@ -26,8 +28,9 @@ from alarm_centre.console.signin import (
 )
 from alarm_centre.console.templates import render
 from alarm_centre.http.api import STORE, alert_key, require, viewer
-from alarm_centre.http.errors import json_response
+from alarm_centre.http.errors import json_error, json_response
 from alarm_centre.privacy import disclosure as disclose
+from alarm_centre.sessions import Session
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: Outcome codes offered in the resolve dialog, with the words operators see.
@@ -63,11 +66,38 @@ async def me(request: web.Request) -> web.Response:
             "csrf": session.csrf if session else None,
             "csrf_header": CSRF_HEADER,
             "expires_at": iso_time(session.expires_at) if session else None,
+            "session": _session_times(request, session),
             "sound": request.app[SETTINGS].sound,
             "outcomes": [{"code": str(code), "label": label} for code, label in OUTCOME_LABELS.items()],
             "pages": [{"path": p.path, "title": p.title} for p in nav_for(request, user)],
         },
         headers={"Cache-Control": "no-store"},
+    )
+
+
+def _session_times(request: web.Request, session: Session | None) -> dict[str, float] | None:
+    """What the session-end warning needs: seconds left before each deadline (counted on the server, so
+    a workstation's wrong clock does not matter), the idle limit, and how far "Stay signed in" reaches."""
+    if session is None:
+        return None
+    sessions = request.app[SESSIONS]
+    now = sessions.clock()
+    return {
+        "expires_in_s": max(0.0, session.expires_at - now),
+        "idle_left_s": max(0.0, session.idle_deadline - now),
+        "idle_timeout_s": sessions.idle_timeout_s,
+        "extension_s": sessions.extension_s,
+    }
+
+
+async def extend_session(request: web.Request) -> web.Response:
+    """``POST /console/api/session/extend``: the answer to the warning before the session ends."""
+    require(request, "alerts:read")  # console paths take no bearer tokens: a signed-in session is here
+    extended = await request.app[SESSIONS].extend(request.cookies.get(SESSION_COOKIE, ""))
+    if extended is None:  # it ended between the middleware's look and ours
+        return json_error(401, "unauthorized", "the session has ended: sign in again")
+    return json_response(
+        {"session": _session_times(request, extended)}, headers={"Cache-Control": "no-store"}
     )
 
 
@@ -115,6 +145,7 @@ def add_console_routes(app: web.Application) -> None:
     app.router.add_get("/console", queue_page)
     app.router.add_get("/console/", console_root)
     app.router.add_get("/console/api/me", me)
+    app.router.add_post("/console/api/session/extend", extend_session)
     app.router.add_get("/console/api/alerts/{alert_id}/context", context)
     app.router.add_get("/console/api/residents", names)
     app.router.add_static("/static/console/", STATIC_DIR, append_version=False)

@@ -120,10 +120,16 @@ def _login_page(
     return response
 
 
+#: Why the console sent the browser back to sign in (``/login?ended=...``), in the words shown there.
+ENDED_MESSAGES = {
+    "timeout": "Your session ended. Sign in again to carry on: a note you had not sent is kept.",
+}
+
+
 async def login_form(request: web.Request) -> web.StreamResponse:
     if SESSION_KEY in request:
         raise web.HTTPSeeOther("/console")
-    return _login_page(request)
+    return _login_page(request, message=ENDED_MESSAGES.get(request.query.get("ended", ""), ""))
 
 
 async def login(request: web.Request) -> web.StreamResponse:

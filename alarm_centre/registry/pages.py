@@ -1,9 +1,10 @@
 """Console pages for installers (and operators, read-only): the installations table and one unit's page
 with its peripherals, configuration versions and the live commissioning checklist.
 
-Server-rendered and escaped; a page showing a unit in test mode asks the browser to reload every few
-seconds (``Refresh`` header) so each test press shows up as it arrives. Actions (test mode, settings,
-credentials) are made with the CLI or the API; see docs/installing.md.
+Server-rendered and escaped. While a unit is in test mode its checklist updates in place every few
+seconds (``installation.js`` reads this same page again and swaps the checklist in, never reloading the
+page and never moving focus), and a "Pause live updates" button stops it (WCAG 2.2.1, 2.2.2). Actions
+(test mode, settings, credentials) are made with the CLI or the API; see docs/installing.md.
 
 People are shown by name (the resident's id underneath, for the CLI), kinds in words, and times as
 ``<time>`` elements: readable UTC from the server, turned into the browser's local time by layout.js.
@@ -26,6 +27,7 @@ from alarm_centre.store.tx import NotFound
 from devices.events import DEVICE_ID_RE
 
 PAGE = ConsolePage("/console/installations", "Installations", "devices:read", 60)
+#: Seconds between live updates of a checklist in test mode (installation.js reads it from the page).
 REFRESH_S = 3
 KIND_WORDS = {
     "gsm_unit": "GSM unit",
@@ -44,8 +46,11 @@ def _table(headers: list[str], rows: list[list[Any]], *, caption: str = "") -> S
     head = "".join(f'<th scope="col">{escape(h)}</th>' for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
     cap = f'<caption class="sr-only">{escape(caption)}</caption>' if caption else ""
+    # A narrow screen scrolls a wide table inside its own box (focusable, so by keyboard too), never the
+    # whole page (WCAG 1.4.10, 2.1.1).
+    region = f' role="region" tabindex="0" aria-label="{escape(caption)}"' if caption else ""
     return Safe(
-        f'<div class="table-wrap"><table class="data-table">{cap}<thead><tr>{head}</tr></thead>'
+        f'<div class="table-wrap"{region}><table class="data-table">{cap}<thead><tr>{head}</tr></thead>'
         f"<tbody>{body}</tbody></table></div>"
     )
 
@@ -183,28 +188,37 @@ async def installation(request: web.Request) -> web.StreamResponse:
             _table(
                 ["Peripheral", "Type", "Location"],
                 [[p["id"], p["type"], p["location"]] for p in d["peripherals"]],
+                caption="Peripherals",
             )
         )
-    refresh = False
+    live = False
     try:
         visit = await registry.visit(device_id)
     except NotFound:
         visit = None
     if visit is not None:
-        refresh = bool(visit["in_test_mode"])
+        live = bool(visit["in_test_mode"])
         state = (
             Safe("in test mode until " + when(visit["ends_at"]))
-            if refresh
+            if live
             else escape(visit["finish_reason"] or "over")
         )
+        pause = (
+            '<p><button type="button" id="live-pause" class="small" aria-pressed="false">'
+            f'Pause live updates</button> <span class="muted">(every {REFRESH_S} s)</span></p>'
+            if live
+            else ""
+        )
         parts.append(
-            f"<h2>Commissioning visit {escape(visit['visit_id'])}</h2>"
-            f'<p role="status">{state}: <strong>{visit["confirmed"]} of {visit["total"]}'
-            "</strong> confirmed</p>"
+            f'<section id="commissioning" aria-labelledby="commissioning-heading" '
+            f'data-live="{"true" if live else "false"}" data-every-s="{REFRESH_S}">'
+            f'<h2 id="commissioning-heading">Commissioning visit {escape(visit["visit_id"])}</h2>{pause}'
+            f'<p role="status" id="commissioning-progress">{state}: <strong>{visit["confirmed"]} of '
+            f'{visit["total"]}</strong> confirmed</p><div id="commissioning-checklist">'
         )
         parts.append(
             _table(
-                ["", "Peripheral", "Press it: sends", "Confirmed", "Test alert"],
+                ["Done", "Peripheral", "Press it: sends", "Confirmed", "Test alert"],
                 [
                     [
                         "✔" if i["confirmed_at"] else "…",
@@ -215,6 +229,7 @@ async def installation(request: web.Request) -> web.StreamResponse:
                     ]
                     for i in visit["checklist"]
                 ],
+                caption="Test presses to make",
             )
         )
         if visit["summary"]:
@@ -227,6 +242,7 @@ async def installation(request: web.Request) -> web.StreamResponse:
                 + (f" &mdash; {escape(visit['note'])}" if visit["note"] else "")
                 + "</p>"
             )
+        parts.append("</div></section>")
     config = await registry.config_status(device_id)
     if config["history"]:
         parts.append("<h2>Configuration</h2>")
@@ -244,13 +260,16 @@ async def installation(request: web.Request) -> web.StreamResponse:
                     ]
                     for h in config["history"]
                 ],
+                caption="Configuration versions",
             )
         )
     parts.append("</div>")
-    response = page_response(request, title=f"Installation {device_id}", body=Safe("".join(parts)))
-    if refresh:
-        response.headers["Refresh"] = str(REFRESH_S)
-    return response
+    return page_response(
+        request,
+        title=f"Installation {device_id}",
+        body=Safe("".join(parts)),
+        scripts=("/static/console/installation.js",) if live else (),
+    )
 
 
 def add_installer_pages(app: web.Application) -> None:

@@ -9,72 +9,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from console_support import PASSWORD, add_user, raise_alert
-from harness import IN_CI, RunningBridge, make_config, running_bridge
+from browser_support import signed_in_page
+from console_support import add_user, raise_alert
+from harness import RunningBridge, make_config, running_bridge
 
 from simulators.unit import SimulatedUnit
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 EVIL_NAME = 'Ada <img src=x onerror="window.__pwned=1">'
 EVIL_NOTE = "<script>window.__pwned=2</script> rang her, she is fine"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    if not Path(CHROMIUM).exists():  # noqa: ASYNC240 - one stat before the browser starts
-        message = f"{CHROMIUM} is not installed (apt-get install chromium)"
-        if IN_CI:
-            pytest.fail(message + "; CI must provide it (scripts/test installs it)")
-        pytest.skip(message)
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-async def signed_in_page(
-    browser: Any,
-    bridge: RunningBridge,
-    name: str,
-    prepare: Callable[[Any], Awaitable[None]] | None = None,
-    **context_options: Any,
-) -> Any:
-    """A page signed in as ``name`` at 1400 x 900; ``prepare(page)`` runs before the first request."""
-    context = await browser.new_context(viewport={"width": 1400, "height": 900}, **context_options)
-    page = await context.new_page()
-    if prepare is not None:
-        await prepare(page)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.js_errors = errors
-    await page.goto(bridge.url + "/login")
-    await page.fill("#name", name)
-    await page.fill("#password", PASSWORD)
-    await page.click("button[type=submit]")
-    await page.wait_for_url("**/console")
-    await page.wait_for_selector("body[data-ready=true]")
-    await page.wait_for_selector("#live-state.on")
-    return page
 
 
 async def test_live_queue_keyboard_and_a_second_operator(browser: Any, bridge: RunningBridge) -> None:
@@ -200,7 +148,8 @@ async def test_test_alarms_hand_over_and_sign_out(browser: Any, embedded_bridge:
     row = page.locator(f"#alert-{result.alert_id}")
     await expect(row).to_contain_text("TEST")
     assert "is-test" in (await row.get_attribute("class") or "")
-    await expect(page.locator("#announcer")).to_contain_text("New test alert")
+    # A test alarm is no emergency: said politely, never interrupting.
+    await expect(page.locator("#announcer-polite")).to_contain_text("New test alarm")
     await expect(row.locator(".prio")).to_have_text("TEST")  # never shown as a P1 emergency
     real = await embedded_bridge.bridge.intake.submit(
         DeviceEvent("unit-r", "r-1", EventType.LOW_BATTERY, datetime.now(UTC))

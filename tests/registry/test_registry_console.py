@@ -1,5 +1,6 @@
 """Installer console pages over real HTTP with a signed-in session: the installations table, one unit's
-live commissioning checklist (reloading while in test mode), rights, and escaping."""
+live commissioning checklist (updated in place while in test mode, never by reloading), rights, and
+escaping."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ async def test_installations_and_live_checklist(embedded_bridge: RunningBridge) 
         async with client.http.get(b.url + "/console/installations/unit-p") as resp:
             page = await resp.text()
             refresh = resp.headers.get("Refresh")
-        assert resp.status == 200 and refresh == "3"
+        # Live without reloading (WCAG 2.2.1): the checklist updates in place and can be paused.
+        assert resp.status == 200 and refresh is None
+        assert 'data-live="true"' in page and 'id="live-pause"' in page and "installation.js" in page
         assert "<strong>1 of 2</strong> confirmed" in page and "in test mode until" in page
         assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
         status, _ = await client.call("POST", "/api/v1/commissioning/unit-p/finish", json={})
@@ -43,6 +46,7 @@ async def test_installations_and_live_checklist(embedded_bridge: RunningBridge) 
             page = await resp.text()
             assert "Refresh" not in resp.headers
         assert "not passed; missing smoke-1" in page
+        assert 'data-live="false"' in page and "live-pause" not in page and "installation.js" not in page
         async with client.http.get(b.url + "/console/installations/nope") as resp:
             assert resp.status == 404
     async with console_client(b, "olga", "operator") as reader:  # operators read

@@ -14,8 +14,12 @@
     leaving: new Map(),     // id -> timer of a resolved alert about to leave the queue
     detailSeq: 0,
     sound: true,
+    shortcuts: true,        // single-character key shortcuts (WCAG 2.1.4: each operator can turn them off)
     audio: null,
     source: null,
+    opener: null,           // the control that opened the dialog now open; focus goes back to it
+    drafting: {},           // "note" / "resolve" -> the alert whose draft the open dialog holds
+    said: { assertive: [], polite: [] },  // announcements waiting to be said together
   };
   const TYPE_WORDS = {
     voice_help: "Voice help", pendant: "Pendant", fall: "Fall", smoke: "Smoke", heat: "Heat", co: "Carbon monoxide",
@@ -25,6 +29,12 @@
     tamper: "Tamper", sensor_fault: "Sensor fault", radio_jamming: "Radio jamming",
   };
   const PRIORITY_WORDS = { 1: "Emergency", 2: "Urgent", 3: "Technical" };
+  //: How a burst of new alerts is summed up: one kind, then its plural.
+  const KIND_WORDS = { 1: ["emergency", "emergencies"], 2: ["urgent alert", "urgent alerts"],
+    3: ["technical alert", "technical alerts"], test: ["test alarm", "test alarms"] };
+  //: Announcements arriving within this many ms of the first are said together (a burst is summed up).
+  const SAY_TOGETHER_MS = 600;
+  const LATE_S = 60;
   const EMPTY_DETAIL = "Select an alert (j / k or the arrow keys).";
 
   function el(tag, attrs, ...children) {
@@ -63,10 +73,41 @@
     box.classList.toggle("error", !!isError);
   }
 
-  function announce(message) {
-    const box = $("announcer");
+  // Screen readers: emergencies and urgent alerts interrupt (assertive); technical alerts, test alarms
+  // and other people's actions wait their turn (polite). Whatever arrives together is said together,
+  // so a burst of twelve is heard as "12 new emergencies: ..." rather than as only the last one.
+  function announce(message, options) {
+    const polite = !!(options && options.polite);
+    const queue = polite ? state.said.polite : state.said.assertive;
+    const kind = options && options.kind !== undefined ? options.kind : null;
+    queue.push({ text: message, kind, what: (options && options.what) || message });
+    if (queue.length === 1) setTimeout(() => sayTogether(polite), SAY_TOGETHER_MS);
+  }
+
+  function sayTogether(polite) {
+    const items = polite ? state.said.polite.splice(0) : state.said.assertive.splice(0);
+    if (!items.length) return;
+    const box = $(polite ? "announcer-polite" : "announcer");
     box.textContent = "";
-    setTimeout(() => { box.textContent = message; }, 30);
+    setTimeout(() => { box.textContent = summary(items); }, 50);
+  }
+
+  function kindWords(kind, n) { return KIND_WORDS[kind][n === 1 ? 0 : 1]; }
+
+  function summary(items) {
+    if (items.length === 1) return items[0].text;
+    const fresh = items.filter((i) => i.kind !== null);
+    const parts = [];
+    if (fresh.length === 1) parts.push(fresh[0].text);
+    if (fresh.length > 1) {
+      const counts = new Map();
+      for (const i of fresh) counts.set(i.kind, (counts.get(i.kind) || 0) + 1);
+      const head = counts.size === 1 ? `${fresh.length} new ${kindWords(fresh[0].kind, fresh.length)}`
+        : `${fresh.length} new alerts (` + [...counts].map(([k, n]) => `${n} ${kindWords(k, n)}`).join(", ") + ")";
+      const more = fresh.length > 3 ? `, and ${fresh.length - 3} more` : "";
+      parts.push(`${head}: ${fresh.slice(0, 3).map((i) => i.what).join("; ")}${more}.`);
+    }
+    return parts.concat(items.filter((i) => i.kind === null).map((i) => i.text)).join(" ");
   }
 
   async function api(method, path, body) {
@@ -77,7 +118,8 @@
       method, headers, credentials: "same-origin",
       body: body === undefined ? undefined : JSON.stringify(body),
     });
-    if (resp.status === 401) { window.location.assign("/login"); throw new Error("signed out"); }
+    if (resp.status === 401) { window.location.assign("/login?ended=timeout"); throw new Error("signed out"); }
+    if (window.TelecareSession) window.TelecareSession.activity();
     let data = null;
     try { data = await resp.json(); } catch (e) { data = null; }
     if (!resp.ok) {
@@ -106,15 +148,17 @@
     return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" }) +
       (Date.now() - d > 86400000 ? " " + d.toLocaleDateString() : "");
   }
+  // An alert waiting longer than a minute is late: said in words as well as in red (WCAG 1.4.1).
+  function isLate(alert) {
+    return !!alert && alert.state === "raised" && !alert.test && (Date.now() - Date.parse(alert.raised_at)) / 1000 >= LATE_S;
+  }
+  function showTimer(node, alert) {
+    const late = isLate(alert);
+    node.textContent = since(node.dataset.since) + (late ? " late" : "");
+    node.classList.toggle("overdue", late);
+  }
   function tickTimers() {
-    for (const node of document.querySelectorAll("[data-since]")) {
-      node.textContent = since(node.dataset.since);
-      const alert = state.alerts.get(node.dataset.alert);
-      if (alert && alert.state === "raised" && !alert.test) {
-        const age = (Date.now() - Date.parse(alert.raised_at)) / 1000;
-        node.classList.toggle("overdue", age >= 60);
-      } else node.classList.remove("overdue");
-    }
+    for (const node of document.querySelectorAll("[data-since]")) showTimer(node, state.alerts.get(node.dataset.alert));
   }
 
   // -- sound --------------------------------------------------------------------------------------
@@ -237,17 +281,21 @@
 
   function row(a) {
     const selected = a.id === state.selected;
+    // The row is named by what it shows (WCAG 2.5.3), with a few words only a screen reader hears
+    // (absolutely placed, so they take no cell of the row's grid).
+    const said = (text) => el("span", { class: "sr-only", text });
+    const timer = el("span", { class: "timer", "data-since": a.raised_at, "data-alert": a.id });
+    showTimer(timer, a);
     const button = el("button", {
       type: "button", class: "alert-row", "data-id": a.id, "aria-current": selected ? "true" : null,
-      "aria-label": `${a.test ? "Test alarm" : (PRIORITY_WORDS[a.priority] || "Priority " + a.priority)}: ${typeText(a)}, ` +
-        `${who(a)}, ${stateWords(a)}${a.test ? ", test" : ""}${a.unregistered ? ", unregistered device" : ""}`,
     },
       el("span", { class: badgeClass(a), text: a.test ? "TEST" : "P" + a.priority }),
-      el("span", { class: "a-type", text: typeText(a) }),
-      el("span", { class: "a-who" + (a.resident_id ? "" : " a-unit"), title: who(a), text: who(a) }),
-      el("span", { class: "a-flags" }, ...flags(a)),
-      el("span", { class: `state-chip state-${a.state}`, text: stateWords(a) }),
-      el("span", { class: "timer", "data-since": a.raised_at, "data-alert": a.id, text: since(a.raised_at) }),
+      said(a.test ? " alarm, not an emergency:" : ` ${(PRIORITY_WORDS[a.priority] || "priority").toLowerCase()}:`),
+      el("span", { class: "a-type", text: typeText(a) }), said(","),
+      el("span", { class: "a-who" + (a.resident_id ? "" : " a-unit"), title: who(a), text: who(a) }), said(","),
+      el("span", { class: "a-flags" }, ...flags(a).flatMap((f) => [f, " "])),
+      el("span", { class: `state-chip state-${a.state}`, text: stateWords(a) }), said(", for"),
+      timer,
     );
     button.addEventListener("click", () => select(a.id, true));
     const li = el("li", {
@@ -327,13 +375,13 @@
     renderQueue();
     if (!known) {
       flash(alert.id);
-      const kind = alert.test ? "Test alert" : (PRIORITY_WORDS[alert.priority] || "Alert");
-      announce(`New ${kind.toLowerCase()}: ${typeText(alert)} for ${who(alert)}` +
-        (alert.unregistered ? ", unregistered device" : ""));
+      const kind = alert.test ? "test" : (KIND_WORDS[alert.priority] ? alert.priority : 3);
+      const what = `${typeText(alert)} for ${who(alert)}` + (alert.unregistered ? ", unregistered device" : "");
+      announce(`New ${kindWords(kind, 1)}: ${what}`, { polite: kind === "test" || kind === 3, kind, what });
       if (!alert.test && alert.priority <= 2) beep(alert.priority);
       if (!state.selected) select(alert.id, false);
     } else if (before && before.state !== alert.state && alert.state === "acknowledged") {
-      announce(`${typeWord(alert.type)} for ${who(alert)} acknowledged by ${alert.acknowledged_by}`);
+      announce(`${typeWord(alert.type)} for ${who(alert)} acknowledged by ${alert.acknowledged_by}`, { polite: true });
     }
     if (alert.id === state.selected) showDetail();
     learnResidents([alert]).then((changed) => { if (changed) { renderQueue(); if (alert.id === state.selected) showDetail(); } })
@@ -364,23 +412,30 @@
     const live = $("live-state");
     const source = new EventSource("/api/v1/stream");
     state.source = source;
-    source.onopen = () => { live.textContent = "live"; live.className = "live-state on"; loadQueue().catch(showError); };
+    const session = window.TelecareSession;
+    source.onopen = () => {
+      live.textContent = "live";
+      live.className = "live-state on";
+      if (session) session.live(true);  // an open live queue keeps the session from idling out
+      loadQueue().catch(showError);
+    };
     source.addEventListener("alert", (ev) => { try { upsert(JSON.parse(ev.data)); } catch (e) { showError(e); } });
     source.addEventListener("resync", () => loadQueue().catch(showError));
     source.addEventListener("expired", () => {
       // The server ended the stream: signed out or expired (go to sign-in), or a store hiccup (reconnect).
       source.close();
       fetch("/console/api/me", { credentials: "same-origin" }).then((r) => {
-        if (r.status === 401) window.location.assign("/login"); else setTimeout(connect, 1000);
+        if (r.status === 401) window.location.assign("/login?ended=timeout"); else setTimeout(connect, 1000);
       }).catch(() => setTimeout(connect, 2000));
     });
     source.onerror = () => {
       live.textContent = "reconnecting…";
       live.className = "live-state off";
+      if (session) session.live(false);
       if (source.readyState === EventSource.CLOSED) {
         // The server refused the stream (signed out?) — check, then try again shortly.
         fetch("/console/api/me", { credentials: "same-origin" }).then((r) => {
-          if (r.status === 401) window.location.assign("/login");
+          if (r.status === 401) window.location.assign("/login?ended=timeout");
           else setTimeout(connect, 2000);
         }).catch(() => setTimeout(connect, 2000));
       }
@@ -421,7 +476,7 @@
     responders.replaceChildren();
     const r = ctx && ctx.resident;
     if (!r) {
-      dl.append(el("dd", { class: "warn", text: alert.unregistered
+      dl.append(el("dt", { text: "Resident" }), el("dd", { class: "warn", text: alert.unregistered
         ? "Unregistered device: no resident on record. Call back the unit or the number it used."
         : "No resident linked to this device." }));
       return;
@@ -529,7 +584,7 @@
     const timer = $("d-timer");
     timer.dataset.since = alert.raised_at;
     timer.dataset.alert = alert.id;
-    timer.textContent = since(alert.raised_at);
+    showTimer(timer, alert);
     const mayHandle = can("alerts:handle");
     $("actions").hidden = !mayHandle;
     $("no-handle").hidden = mayHandle;
@@ -583,6 +638,68 @@
     } catch (e) {
       showError(e);
     }
+    keepFocusUsable();
+  }
+
+  // -- dialogs: focus goes back to what opened them; half-written notes are kept --------------------
+  function openDialog(id, first) {
+    const opener = document.activeElement;
+    state.opener = opener && opener !== document.body ? { node: opener, rowId: opener.closest && opener.closest("#queue") ? opener.dataset.id : null } : null;
+    $(id).showModal();
+    if (first) first.focus();
+  }
+
+  function usable(node) {
+    return !!node && node.isConnected && !node.disabled && node.getClientRects().length > 0 && !node.closest("[hidden], dialog:not([open])");
+  }
+
+  function rowButton(id) {
+    return id ? document.querySelector(`#alert-${CSS.escape(String(id))} button`) : null;
+  }
+
+  function restoreFocus() {
+    const opener = state.opener;
+    state.opener = null;
+    if (opener && usable(opener.node)) { opener.node.focus(); return; }
+    const again = opener && rowButton(opener.rowId);  // the queue was redrawn meanwhile
+    if (usable(again)) { again.focus(); return; }
+    focusSelectedRow();
+  }
+
+  function focusSelectedRow() {
+    const b = rowButton(state.selected);
+    if (usable(b)) b.focus(); else $("main").focus();
+  }
+
+  // After an action, a button that became disabled (or left) would drop focus to the page: go to the row.
+  function keepFocusUsable() {
+    if (document.querySelector("dialog[open]")) return;
+    const f = document.activeElement;
+    if (!f || f === document.body || !usable(f)) focusSelectedRow();
+  }
+
+  // Drafts live in this tab's sessionStorage (gone when the tab closes, cleared on signing out), keyed by
+  // user and alert, so a note survives the session ending, a reload or the dialog being closed.
+  function draftKey(kind, alertId) { return `tc-draft:${state.me.name}:${alertId}:${kind}`; }
+  function saveDraft(kind, alertId, text) {
+    try {
+      if (text.trim()) sessionStorage.setItem(draftKey(kind, alertId), text);
+      else sessionStorage.removeItem(draftKey(kind, alertId));
+    } catch (e) { /* storage full or blocked: the text stays in the box */ }
+  }
+  function loadDraft(kind, alertId) {
+    try { return sessionStorage.getItem(draftKey(kind, alertId)) || ""; } catch (e) { return ""; }
+  }
+  function fillFromDraft(kind, alertId, box, notice) {
+    state.drafting[kind] = alertId;  // typing saves to this alert, even if the selection moves meanwhile
+    const draft = loadDraft(kind, alertId);
+    box.value = draft;
+    $(notice).textContent = draft ? "A draft you had not sent was restored." : "";
+  }
+  function keepDrafts(box, kind) {
+    box.addEventListener("input", () => {
+      if (state.drafting[kind]) saveDraft(kind, state.drafting[kind], box.value);
+    });
   }
 
   function openResolve() {
@@ -595,11 +712,10 @@
     const box = $("outcomes");
     box.replaceChildren(...state.me.outcomes.map((o, i) => el("label", { class: "outcome" },
       el("input", { type: "radio", name: "outcome", value: o.code, required: true, checked: i === 0 ? true : null }),
-      el("span", { class: "outcome-key", text: i < 9 ? String(i + 1) : "" }),
+      el("span", { class: "outcome-key key-hint", "aria-hidden": "true", text: i < 9 ? String(i + 1) : "" }),
       " " + o.label)));
-    $("resolve-note").value = "";
-    $("resolve-dialog").showModal();
-    box.querySelector("input").focus();
+    fillFromDraft("resolve", a.id, $("resolve-note"), "resolve-draft");
+    openDialog("resolve-dialog", box.querySelector("input"));
   }
 
   async function submitResolve(ev) {
@@ -612,18 +728,18 @@
     try {
       const updated = await api("POST", `/api/v1/alerts/${encodeURIComponent(a.id)}/resolve`,
         note ? { outcome: picked.value, note } : { outcome: picked.value });
+      saveDraft("resolve", a.id, "");
       upsert(updated);
       status(`Alert ${a.id} resolved: ${picked.value.replaceAll("_", " ")}.`);
     } catch (e) { showError(e); }
-    restoreFocus();
+    keepFocusUsable();
   }
 
   function openNote() {
     const a = current();
     if (!a || cannotHandle()) return;
-    $("note-text").value = "";
-    $("note-dialog").showModal();
-    $("note-text").focus();
+    fillFromDraft("note", a.id, $("note-text"), "note-draft");
+    openDialog("note-dialog", $("note-text"));
   }
 
   async function submitNote(ev) {
@@ -634,10 +750,11 @@
     $("note-dialog").close();
     try {
       await api("POST", `/api/v1/alerts/${encodeURIComponent(a.id)}/notes`, { note });
+      saveDraft("note", a.id, "");
       status(`Note added to alert ${a.id}.`);
       showDetail();
-    } catch (e) { showError(e); }
-    restoreFocus();
+    } catch (e) { showError(e); }  // the draft is kept: nothing was lost
+    keepFocusUsable();
   }
 
   function openReassign() {
@@ -645,8 +762,7 @@
     if (!a) return;
     if (!can("alerts:reassign")) { status(`Your role (${state.me.role}) cannot hand alerts over.`, true); return; }
     $("reassign-to").value = "";
-    $("reassign-dialog").showModal();
-    $("reassign-to").focus();
+    openDialog("reassign-dialog", $("reassign-to"));
   }
 
   async function submitReassign(ev) {
@@ -659,12 +775,34 @@
       upsert(await api("POST", `/api/v1/alerts/${encodeURIComponent(a.id)}/reassign`, { to }));
       status(`Alert ${a.id} handed over to ${to}.`);
     } catch (e) { showError(e); }
-    restoreFocus();
+    keepFocusUsable();
   }
 
-  function restoreFocus() {
-    const b = state.selected && document.querySelector(`#alert-${CSS.escape(String(state.selected))} button`);
-    if (b) b.focus(); else $("main").focus();
+  function openHelp() { openDialog("help-dialog", $("shortcuts-on")); }
+
+  // -- keys -----------------------------------------------------------------------------------------
+  // Single-character shortcuts (WCAG 2.1.4) act only where they are meant: on a queue row, or when
+  // nothing in particular has focus (the page, the alert pane). Never while a button, link, text box or
+  // any other control has focus, and not at all once the operator has switched them off.
+  const CONTROLS = "a[href], button, input, select, textarea, summary, audio[controls], video[controls], " +
+    "[contenteditable]:not([contenteditable='false']), [tabindex]:not([tabindex='-1']), [role=button], " +
+    "[role=link], [role=checkbox], [role=switch], [role=tab], [role=menuitem], [role=slider], [role=textbox]";
+  function onQueue(target) {
+    if (!target || target === document.body || target === document.documentElement) return true;
+    if (target.closest("#queue")) return true;
+    return !target.closest(CONTROLS);
+  }
+
+  function setShortcuts(on, remember) {
+    state.shortcuts = on;
+    $("shortcuts-on").checked = on;
+    document.body.classList.toggle("shortcuts-off", !on);
+    for (const b of document.querySelectorAll("[data-keys]")) {
+      if (on) b.setAttribute("aria-keyshortcuts", b.dataset.keys); else b.removeAttribute("aria-keyshortcuts");
+    }
+    if (remember) {
+      try { localStorage.setItem("tc-shortcuts", on ? "on" : "off"); } catch (e) { /* private mode */ }
+    }
   }
 
   function onKey(ev) {
@@ -677,7 +815,7 @@
     }
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     if (open) {
-      if (open.id === "resolve-dialog" && /^[1-9]$/.test(ev.key) && ev.target.tagName !== "TEXTAREA") {
+      if (open.id === "resolve-dialog" && state.shortcuts && /^[1-9]$/.test(ev.key) && ev.target.tagName !== "TEXTAREA") {
         const choice = open.querySelectorAll("#outcomes input")[Number(ev.key) - 1];
         if (choice) { choice.checked = true; choice.focus(); ev.preventDefault(); }
       }
@@ -691,14 +829,20 @@
       }
       return;  // Escape closes native dialogs by itself
     }
-    const tag = ev.target && ev.target.tagName;
-    if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT") return;
-    const actions = {
-      j: () => move(1), ArrowDown: () => move(1), k: () => move(-1), ArrowUp: () => move(-1),
-      a: acknowledge, r: openResolve, n: openNote, h: openReassign, "?": () => $("help-dialog").showModal(),
+    if (!onQueue(ev.target)) return;
+    const arrows = { ArrowDown: () => move(1), ArrowUp: () => move(-1) };  // not character keys: always on
+    const letters = {
+      j: () => move(1), k: () => move(-1), a: acknowledge, r: openResolve, n: openNote, h: openReassign, "?": openHelp,
     };
-    const action = actions[ev.key];
+    const action = arrows[ev.key] || (state.shortcuts ? letters[ev.key] : undefined);
     if (action) { ev.preventDefault(); action(); }
+  }
+
+  // The fixed key bar must never cover what has focus (WCAG 2.4.11): scrolling keeps clear of its height.
+  function keepClearOfKeyBar() {
+    const bar = $("keys-help");
+    const fixed = getComputedStyle(bar).position === "fixed";
+    document.documentElement.style.setProperty("--keys-h", fixed ? bar.offsetHeight + "px" : "0px");
   }
 
   async function start() {
@@ -713,20 +857,31 @@
     setSound(stored ? stored === "on" : !!state.me.sound);
     $("sound-toggle").hidden = false;
     $("sound-toggle").addEventListener("click", () => setSound(!state.sound));
+    let keys = null;
+    try { keys = localStorage.getItem("tc-shortcuts"); } catch (e) { keys = null; }
+    for (const b of document.querySelectorAll("[aria-keyshortcuts]")) b.dataset.keys = b.getAttribute("aria-keyshortcuts");
+    setShortcuts(keys !== "off", false);
+    $("shortcuts-on").addEventListener("change", (ev) => setShortcuts(ev.target.checked, true));
     window.addEventListener("beforeunload", () => { if (state.source) state.source.close(); });
     $("btn-ack").addEventListener("click", acknowledge);
     $("btn-resolve").addEventListener("click", openResolve);
     $("btn-note").addEventListener("click", openNote);
+    $("help-button").addEventListener("click", openHelp);
     $("resolve-form").addEventListener("submit", submitResolve);
     $("note-form").addEventListener("submit", submitNote);
     $("btn-reassign").addEventListener("click", openReassign);
     $("reassign-form").addEventListener("submit", submitReassign);
+    keepDrafts($("note-text"), "note");
+    keepDrafts($("resolve-note"), "resolve");
     document.body.classList.toggle("can-reassign", can("alerts:reassign"));
     for (const b of document.querySelectorAll("dialog .cancel")) {
-      b.addEventListener("click", () => { b.closest("dialog").close(); restoreFocus(); });
+      b.addEventListener("click", () => b.closest("dialog").close());
     }
     for (const d of ["help-dialog", "resolve-dialog", "note-dialog", "reassign-dialog"]) $(d).addEventListener("close", restoreFocus);
     document.addEventListener("keydown", onKey);
+    keepClearOfKeyBar();
+    new ResizeObserver(keepClearOfKeyBar).observe($("keys-help"));
+    window.addEventListener("resize", keepClearOfKeyBar);
     setInterval(tickTimers, 1000);
     await loadQueue().catch(showError);
     connect();
