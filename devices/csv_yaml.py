@@ -39,6 +39,7 @@ RESIDENT_COLUMNS = (
     "key_safe",
     "medical_notes",
     "language",
+    "phone",
     "responders",
     "dc09_account",
 )

@@ -28,6 +28,7 @@ ROLE_RIGHTS: dict[Role, frozenset[str]] = {
             "alerts:handle",
             "alerts:reassign",
             "service_levels:read",
+            "calls:review",  # play call recordings, the monthly call audit
             "devices:read",
             "residents:read",
         }
@@ -47,6 +48,7 @@ ROLE_RIGHTS: dict[Role, frozenset[str]] = {
             "residents:write",
             "users:write",
             "escalation:write",
+            "calls:review",
         }
     ),
 }

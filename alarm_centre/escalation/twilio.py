@@ -474,6 +474,12 @@ def _form(*fields: str) -> Body:
     return Body({"type": "object", "properties": {f: {"type": "string"} for f in fields}}, media_types=_FORM)
 
 
+#: Where ``/twilio/voice`` hands a call *to* the centre (``Direction=inbound``, no key pressed) once it is
+#: verified and claimed: the telephony feature sets it (``bridge/feature_telephony.py``) and answers
+#: with the call's TwiML. Unset (telephony off), such a call hears the neutral goodbye as before.
+INBOUND_CALLS: web.AppKey[Callable[[GatherInput], Awaitable[str]]] = web.AppKey("inbound_calls")
+
+
 # --- the routes ----------------------------------------------------------------------------------
 class TwilioRoutes:
     """``/twilio/sms``, ``/twilio/voice`` and ``/twilio/status`` (404 while Twilio is disabled)."""
@@ -550,7 +556,7 @@ class TwilioRoutes:
         return await self._guarded("sms", request, act, value.replay_key)
 
     @operation(
-        "Twilio: keys pressed on a call-out (1 accept, 2 decline)",
+        "Twilio: keys pressed on a call-out (1 accept, 2 decline), or a call to the centre (Direction=inbound)",
         right=None,
         body=_form("CallSid", "Digits", "From", "To", "Direction", "AccountSid"),
         answer_types=("application/xml",),
@@ -559,6 +565,13 @@ class TwilioRoutes:
     )
     async def voice(self, request: web.Request) -> web.Response:
         value = await self._read("voice", request, parse_gather)
+        inbound = request.app.get(INBOUND_CALLS)
+        if inbound is not None and value.direction == "inbound" and not value.digits:
+
+            async def take() -> web.Response:
+                return twiml_response(await inbound(value))
+
+            return await self._guarded("voice", request, take, value.replay_key)
 
         async def act() -> web.Response:
             outcome = await self.escalation.on_digits(
@@ -608,6 +621,7 @@ class TwilioRoutes:
 
 
 __all__ = [
+    "INBOUND_CALLS",
     "DeliveryStatus",
     "GatherInput",
     "InboundSms",
