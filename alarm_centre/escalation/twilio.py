@@ -446,6 +446,7 @@ SMS_ANSWERS: dict[ReplyResult, str | None] = {
     ReplyResult.UNREADABLE: "Sorry, we did not understand. Reply YES to accept or NO to decline.",
     ReplyResult.LATE: "Thank you. Someone else has already accepted this call-out.",
     ReplyResult.SUPERVISOR: "Noted on the alert's timeline.",
+    ReplyResult.ACKNOWLEDGED: "Thank you, you have acknowledged the alert. Other texts and calls stop.",
     ReplyResult.IGNORED: None,
 }
 #: What a call hears after pressing a key, by what the key press did. A call the bridge does not know
@@ -456,6 +457,7 @@ VOICE_ANSWERS: dict[ReplyResult, str] = {
     ReplyResult.UNREADABLE: "Sorry, that key was not recognised. The control centre will contact you again.",
     ReplyResult.LATE: "Thank you. Someone else has already accepted this call-out.",
     ReplyResult.SUPERVISOR: "Thank you. Your answer is noted on the alert.",
+    ReplyResult.ACKNOWLEDGED: "Thank you. You have acknowledged this alert. Other calls and texts stop.",
     ReplyResult.IGNORED: "Thank you. Goodbye.",
 }
 
@@ -556,7 +558,7 @@ class TwilioRoutes:
         return await self._guarded("sms", request, act, value.replay_key)
 
     @operation(
-        "Twilio: keys pressed on a call-out (1 accept, 2 decline), or a call to the centre (Direction=inbound)",
+        "Twilio: keys pressed on a call-out (1 accept, 2 decline), or a call to the centre (inbound)",
         right=None,
         body=_form("CallSid", "Digits", "From", "To", "Direction", "AccountSid"),
         answer_types=("application/xml",),

@@ -27,6 +27,7 @@ from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.intake import Intake
 from alarm_centre.alerts.lifecycle import AlertState, Source
 from alarm_centre.alerts.model import iso
+from alarm_centre.store.alerts import alert_row
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.tx import Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
 from alarm_centre.telephony import store as sql
@@ -115,7 +116,7 @@ class Telephony:
         detail: dict[str, Any],
         now: float,
     ) -> None:
-        alert = await sql.alert(tx, int(call["alert_id"]))
+        alert = await alert_row(tx, int(call["alert_id"]))
         if alert is not None:
             detail = {"call_id": str(call["id"]), "direction": call["direction"], **detail}
             await self.store.alerts.log_action(tx, post, alert, action, actor, source, detail, now)
@@ -261,7 +262,7 @@ class Telephony:
         declined = {
             str(leg["party"]) for leg in legs if leg["role"] == LegRole.OPERATOR and leg["result"] == DECLINED
         }
-        alert = await sql.alert(tx, int(call["alert_id"]))
+        alert = await alert_row(tx, int(call["alert_id"]))
         holder = (
             alert["acknowledged_by"]
             if alert is not None and alert["state"] == AlertState.ACKNOWLEDGED
@@ -810,7 +811,7 @@ class Telephony:
 
         async def work(tx: Tx, post: PostCommit) -> Row:
             now = self.clock()
-            alert = await sql.alert(tx, alert_id)
+            alert = await alert_row(tx, alert_id)
             if alert is None:
                 raise NotFound(f"no alert {alert_id}")
             party = await self._party(tx, alert, target)
@@ -907,7 +908,7 @@ class Telephony:
         async def work(tx: Tx, post: PostCommit) -> Row:
             now = self.clock()
             call, _ = await self._my_live_call(tx, call_id, user)
-            alert = await sql.alert(tx, int(call["alert_id"]))
+            alert = await alert_row(tx, int(call["alert_id"]))
             if alert is None:
                 raise NotFound(f"no alert for call {call_id}")
             party = await self._party(tx, alert, target)

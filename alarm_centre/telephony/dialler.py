@@ -2,21 +2,21 @@
 ringing, hang one up, fetch and delete recordings. Built on :class:`~alarm_centre.escalation.notify.Notifier`
 (the same client, base URL, timeouts and retry rules as the escalation's SMS and calls).
 
-Placing a leg retries quick failures (5xx, 429, timeouts) like any call; stopping and deleting try once
-and leave the retry to the runner's lease. A 404 when stopping a call or deleting a recording means it
-is already gone, which is what was wanted.
+Placing a leg retries quick failures (5xx, 429, timeouts) like any call; stopping a leg
+(:meth:`Notifier.stop_call`) and deleting a recording try once and leave the retry to the runner's lease.
+A 404 for either means it is already gone, which is what was wanted.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Self
 
 import aiohttp
 
-from alarm_centre.escalation.notify import DeliveryFailed, Notifier, _classify
+from alarm_centre.escalation.notify import DeliveryFailed, Notifier
 
 TWILIO_API = "https://api.twilio.com"
 API_VERSION = "2010-04-01"
@@ -67,26 +67,10 @@ class Dialler(Notifier):
         sent = await self._deliver("call", to, lambda: client.calls.create_async(**params))
         return sent.sid
 
-    async def stop_call(self, sid: str, *, status: str) -> None:
-        """Stop a leg ringing (``canceled``) or hang it up (``completed``)."""
-        client = self._require_client()
-        await self._once(sid, lambda: client.calls(sid).update_async(status=status))
-
     async def delete_recording(self, sid: str) -> None:
+        """Delete a recording at Twilio (a 404: it is already gone)."""
         client = self._require_client()
         await self._once(sid, lambda: client.recordings(sid).delete_async())
-
-    async def _once(self, sid: str, request: Callable[[], Awaitable[Any]]) -> None:
-        try:
-            async with asyncio.timeout(self._request_timeout):
-                await request()
-        except Exception as exc:  # classified below; anything unknown is re-raised
-            failure = _classify(exc, kind="call", to=sid, attempts=1)
-            if failure is None:
-                raise
-            if failure.status == 404:
-                return  # already over, or already deleted
-            raise failure from exc
 
     def recording_url(self, sid: str) -> str:
         """Where Twilio serves a recording's audio as MP3 (built from the sid, never from a webhook)."""

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from alarm_centre.alerts.intake import Intake
+from alarm_centre.store.alerts import alert_row
 from alarm_centre.store.base import AlertStore
 from alarm_centre.telephony import store as sql
 from devices.events import DeviceEvent
@@ -108,6 +109,6 @@ async def alert_for_call(
     if result.alert_id is None:
         raise RuntimeError(f"the call {call_sid} raised no alert ({result.result}: {result.error})")
     async with store.read() as tx:
-        raised = await sql.alert(tx, int(result.alert_id))
+        raised = await alert_row(tx, int(result.alert_id))
     signal_at = float(raised["raised_at"]) if raised is not None else received_at
     return CallAlert(int(result.alert_id), signal_at, raised_by_call=result.result == "accepted")

@@ -17,6 +17,7 @@ from typing import Any
 from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.lifecycle import Source
 from alarm_centre.alerts.model import iso
+from alarm_centre.store.alerts import alert_row
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.tx import NotFound, PostCommit, Row, Tx
 from alarm_centre.telephony import store as sql
@@ -74,7 +75,7 @@ class Recordings:
             )
             if row is None:
                 return None  # reported before
-            alert = await sql.alert(tx, int(call["alert_id"]))
+            alert = await alert_row(tx, int(call["alert_id"]))
             if alert is not None:
                 detail = {
                     "call_id": str(call_id),
@@ -100,7 +101,7 @@ class Recordings:
             row = await sql.recording(tx, recording_id)
             if row is None or row["deleted_at"] is not None:
                 raise NotFound(f"no recording {recording_id}" + (" (deleted)" if row is not None else ""))
-            alert = await sql.alert(tx, int(row["alert_id"]))
+            alert = await alert_row(tx, int(row["alert_id"]))
             if alert is not None:
                 detail: dict[str, Any] = {"recording_id": str(recording_id), "call_id": str(row["call_id"])}
                 await self.store.alerts.log_action(
@@ -132,7 +133,7 @@ class Recordings:
             row = await sql.recording(tx, recording_id)
             if row is None or not await sql.recording_deleted(tx, recording_id, now):
                 return
-            alert = await sql.alert(tx, int(row["alert_id"]))
+            alert = await alert_row(tx, int(row["alert_id"]))
             if alert is not None:
                 detail = {
                     "recording_id": str(recording_id),

@@ -48,10 +48,6 @@ async def open_alert_by_key(tx: Tx, key: str) -> Row | None:
     return await tx.fetchone("SELECT * FROM alerts WHERE open_key = ?", key)
 
 
-async def alert(tx: Tx, alert_id: int) -> Row | None:
-    return await tx.fetchone("SELECT * FROM alerts WHERE id = ?", alert_id)
-
-
 async def resident(tx: Tx, resident_id: str) -> Row | None:
     return await tx.fetchone("SELECT id, name, phone, data FROM residents WHERE id = ?", resident_id)
 

@@ -26,11 +26,12 @@ from twilio.request_validator import RequestValidator
 from alarm_centre.escalation.twilio import (
     GatherInput,
     StoredReplayGuard,
-    WebhookRejected,
+    _form,
+    _malformed,
     read_verified_webhook,
     twiml_response,
 )
-from alarm_centre.http.openapi import Body, operation
+from alarm_centre.http.openapi import operation
 from alarm_centre.telephony.calls import Telephony
 from alarm_centre.telephony.metrics import TelephonyMetrics
 from alarm_centre.telephony.recordings import Recordings
@@ -56,10 +57,6 @@ CONFERENCE_EVENTS = frozenset(
      "conference-record-end"}
 )  # fmt: skip
 MAX_RECORDING_S = 24 * 3600
-
-
-def _malformed(detail: str) -> WebhookRejected:
-    return WebhookRejected("malformed_webhook", detail, status=400)
 
 
 def _query_id(query: Mapping[str, str], name: str) -> int:
@@ -182,17 +179,12 @@ def parse_recording(query: Mapping[str, str]) -> Callable[[Mapping[str, str]], R
 #: The inbound-call handler the escalation's ``/twilio/voice`` hands ``Direction=inbound`` calls to.
 InboundCalls = Callable[[GatherInput], Awaitable[str]]
 
-_FORM = ("application/x-www-form-urlencoded",)
 _SIGNED = "Twilio's X-Twilio-Signature header (HMAC-SHA1 of the full URL, query included, and the form)"
 _ERRORS = {
     400: "a field Twilio always sends is missing or malformed, or the URL lacks its id",
     403: "no valid signature, or a replay",
     404: "telephony is not enabled on this bridge",
 }
-
-
-def _form(*fields: str) -> Body:
-    return Body({"type": "object", "properties": {f: {"type": "string"} for f in fields}}, media_types=_FORM)
 
 
 class CallWebhooks:
