@@ -498,6 +498,7 @@
 
   async function showDetail() {
     const id = state.selected;
+    announceShown(id);
     const body = $("detail-body");
     if (!id || !state.alerts.has(id)) {
       body.hidden = true;
@@ -700,6 +701,16 @@
     const action = actions[ev.key];
     if (action) { ev.preventDefault(); action(); }
   }
+
+  // -- hooks for the console's other scripts (telephony's calls.js) --------------------------------
+  // "console:alert-shown" says which alert the detail pane shows; "console:show-alert" asks to show one.
+  function announceShown(id) {
+    document.dispatchEvent(new CustomEvent("console:alert-shown", { detail: { id: id || null } }));
+  }
+  document.addEventListener("console:show-alert", (ev) => {
+    const id = ev.detail && ev.detail.id !== undefined ? String(ev.detail.id) : "";
+    if (state.alerts.has(id)) select(id, false);
+  });
 
   async function start() {
     try {
