@@ -26,11 +26,11 @@ from pydantic import (
 )
 
 from alarm_centre.escalation.policy import PolicyStep, parse_steps
-from alarm_centre.telephony.settings import EMERGENCY_SHORT_CODES, dialable
+from alarm_centre.telephony.settings import dialable
 from devices.dc09 import parse_key
 from devices.dc09_forward import parse_upstream_url
 from devices.numbers import whole_number
-from devices.phone import is_e164
+from devices.phone import EMERGENCY_NUMBERS, is_e164
 from devices.registry import DC09_ACCOUNT_RE, DC09_KEY_RULE
 from devices.vocabulary import PRIORITIES
 
@@ -385,7 +385,7 @@ class TelephonyConfig(Section):
     @classmethod
     def _emergency(cls, value: str) -> str:
         if not dialable(value):
-            raise ValueError(f"must be one of {', '.join(sorted(EMERGENCY_SHORT_CODES))} or an E.164 number")
+            raise ValueError(f"must be one of {', '.join(sorted(EMERGENCY_NUMBERS))} or an E.164 number")
         return value
 
     @field_validator("operators")

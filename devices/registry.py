@@ -238,7 +238,13 @@ class Resident(_Model):
         known.pop("phone", None)  # a column of its own (callers are matched on it)
         account = row.get("dc09_account")
         return cls.model_validate(
-            {"id": row["id"], "name": row["name"], **known, "dc09_account": account, "phone": row.get("phone")}
+            {
+                "id": row["id"],
+                "name": row["name"],
+                **known,
+                "dc09_account": account,
+                "phone": row.get("phone"),
+            }
         )
 
 

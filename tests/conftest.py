@@ -160,6 +160,7 @@ BOTH_STORES = {
     "test_dc09_relay",
     "test_scaip_receiver",
     "test_priority_lane",
+    "test_call_flow",
 }
 
 

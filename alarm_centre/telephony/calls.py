@@ -32,7 +32,7 @@ from alarm_centre.store.base import AlertStore
 from alarm_centre.store.tx import Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
 from alarm_centre.telephony import store as sql
 from alarm_centre.telephony.matching import alert_for_call, match_caller
-from alarm_centre.telephony.settings import OperatorLine, TelephonySettings, dialable, is_emergency_number
+from alarm_centre.telephony.settings import OperatorLine, TelephonySettings, dialable
 from alarm_centre.telephony.states import (
     LIVE_LEGS,
     RINGING_LEGS,
@@ -45,6 +45,7 @@ from alarm_centre.telephony.states import (
     LegState,
 )
 from alarm_centre.telephony.twiml import conference_name
+from devices.phone import is_emergency_number
 from devices.strict_json import column_text
 
 log = logging.getLogger(__name__)
@@ -511,8 +512,6 @@ class Telephony:
         if not await sql.move_leg(tx, int(leg["id"]), LegState.ENDED, now, ended_at=now):
             return
         call = await self._call(tx, int(leg["call_id"]))
-        if call["state"] == CallState.ENDED:
-            return
         role = LegRole(leg["role"])
         await self._log(
             tx,
@@ -528,6 +527,8 @@ class Telephony:
             },
             now,
         )
+        if call["state"] == CallState.ENDED:
+            return
         if role is LegRole.CALLER:
             await self._end(tx, post, call, now, why="the caller hung up")
         elif call["state"] == CallState.CONNECTED and not await self._staff_on(tx, int(call["id"])):

@@ -11,18 +11,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from devices.phone import is_e164
+from devices.phone import is_e164, is_emergency_number
 
-#: Short emergency numbers an operator may dial from the alert card (the country's 999, 112, 911, ...).
-EMERGENCY_SHORT_CODES = frozenset({"999", "112", "911", "000", "111"})
 #: What Twilio's Voice SDK accepts as a client identity (we make ours from the user name).
 _IDENTITY_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 CLIENT_PREFIX = "client:"
-
-
-def is_emergency_number(number: str) -> bool:
-    """Whether ``number`` is one of the short emergency numbers."""
-    return number in EMERGENCY_SHORT_CODES
 
 
 def dialable(number: str) -> bool:
