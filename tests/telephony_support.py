@@ -28,7 +28,9 @@ def telephony_config(
     tmp_path: Path, twilio: TwilioServer, *, operators: dict[str, Any] | None = None, **extra: str
 ) -> Config:
     """Twilio on the stand-in, telephony on, no escalation steps (their SMS would only be noise)."""
-    ops = operators if operators is not None else {"alice": {"phone": ALICE_PHONE}, "bob": {"phone": BOB_PHONE}}
+    ops = (
+        operators if operators is not None else {"alice": {"phone": ALICE_PHONE}, "bob": {"phone": BOB_PHONE}}
+    )
     env = {
         "TELECARE_TELEPHONY__ENABLED": "true",
         "TELECARE_TELEPHONY__NUMBERS": json.dumps([CENTRE]),
@@ -85,5 +87,7 @@ async def call_entries(bridge: RunningBridge, alert_id: str, action: str) -> lis
 
 async def available(bridge: RunningBridge, *names: str) -> None:
     for name in names:
-        status, body = await bridge.call("PUT", "/api/v1/telephony/presence", user=name, json={"available": True})
+        status, body = await bridge.call(
+            "PUT", "/api/v1/telephony/presence", user=name, json={"available": True}
+        )
         assert status == 200 and body["available"] is True, body

@@ -93,7 +93,7 @@ async def test_a_units_call_is_matched_offered_answered_recorded_and_played(
     assert (call["state"], call["matched"], call["caller"]) == ("waiting", "unit_sim", UNIT_SIM)
 
     leg = await ringing(twilio, BOB_PHONE)
-    assert "startConferenceOnEnter=\"true\"" in (leg.twiml or "")
+    assert 'startConferenceOnEnter="true"' in (leg.twiml or "")
     await twilio.refuse(leg.sid, "no-answer")  # bob does not pick up: alice is next
     leg = await ringing(twilio, ALICE_PHONE)
     clock.advance(17)
@@ -170,12 +170,16 @@ async def test_a_caller_nobody_knows_reaches_an_operator_on_an_unregistered_aler
     await twilio.hang_up(caller.sid)
 
 
-async def test_overflow_after_nobody_answers(bridge: RunningBridge, twilio: TwilioServer, clock: SteppedClock) -> None:
+async def test_overflow_after_nobody_answers(
+    bridge: RunningBridge, twilio: TwilioServer, clock: SteppedClock
+) -> None:
     await available(bridge, "alice")
     alert_id = await raise_alert(bridge, "unit-of-nobody", "pendant")
     caller = await twilio.dial_in("+447700900321", CENTRE)
     first = await ringing(twilio, ALICE_PHONE)
-    await advance(bridge, clock, 20.5, twilio)  # alice's phone rings out: the offer is stopped, then made again
+    await advance(
+        bridge, clock, 20.5, twilio
+    )  # alice's phone rings out: the offer is stopped, then made again
     assert twilio.voice.calls[first.sid].status == "canceled"
     again = await ringing(twilio, ALICE_PHONE)
     await advance(bridge, clock, 20, twilio)
@@ -227,7 +231,11 @@ async def test_click_to_dial_rings_the_operator_then_the_responder_and_a_third_p
     assert len(room.participants) == 3 and room.status == "in-progress"
     assert call["emergency"] is True and call["speech_at"] is not None
     parties = {leg["party"]: leg["state"] for leg in call["legs"]}
-    assert parties == {"alice": "answered", "responder Tom (son)": "answered", "emergency services": "answered"}
+    assert parties == {
+        "alice": "answered",
+        "responder Tom (son)": "answered",
+        "emergency services": "answered",
+    }
 
     status, ended = await bridge.call("POST", f"/api/v1/calls/{call['id']}/hangup", user="alice")
     assert status == 200
@@ -239,5 +247,11 @@ async def test_click_to_dial_rings_the_operator_then_the_responder_and_a_third_p
     assert all(twilio.voice.calls[leg.sid].status == "completed" for leg in (mine, tom, ambulance))
     assert [r["channels"] for r in call["recordings"]] == [1]
     actions = await call_actions(bridge, alert_id)
-    for expected in ("call_dialled", "call_answered", "call_party_added", "call_party_answered", "call_ended"):
+    for expected in (
+        "call_dialled",
+        "call_answered",
+        "call_party_added",
+        "call_party_answered",
+        "call_ended",
+    ):
         assert expected in actions, actions
