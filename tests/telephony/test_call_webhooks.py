@@ -212,6 +212,7 @@ async def test_call_routes_answer_404_while_telephony_is_off(tmp_path: Path, twi
 
 
 TEXT = st.text(max_size=40)
+KNOWN_VALUES = [new_sid("CA"), new_sid("CF"), new_sid("RE"), "participant-join", "completed", "0", "1"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -223,7 +224,7 @@ TEXT = st.text(max_size=40)
              "SequenceNumber", "RecordingSid", "RecordingStatus", "RecordingDuration", "RecordingChannels",
              "RecordingUrl"]
         ),
-        st.one_of(TEXT, st.sampled_from([new_sid("CA"), new_sid("CF"), new_sid("RE"), "participant-join", "0"])),
+        st.one_of(TEXT, st.sampled_from(KNOWN_VALUES)),
     ),
 )  # fmt: skip
 def test_the_webhook_readers_answer_a_value_or_a_refusal(
