@@ -257,12 +257,24 @@ class Telephony:
 
     async def _next_operator(self, tx: Tx, call: Row, legs: Sequence[Row]) -> OperatorLine | None:
         """The operator holding the alert, if free; else the available operators, longest idle first,
-        those not yet offered this call before those who were (never one who declined it)."""
+        those not yet offered this call before those who were (never one who declined it, nor for
+        ``ring_s`` one whose phone was busy or failed)."""
         engaged = await sql.engaged_operators(tx)
+        now = self.clock()
         offered = [str(leg["party"]) for leg in legs if leg["role"] == LegRole.OPERATOR]
         declined = {
             str(leg["party"]) for leg in legs if leg["role"] == LegRole.OPERATOR and leg["result"] == DECLINED
         }
+        # A phone that was busy or failed at once rings again only after ring_s: no tight loop at Twilio.
+        resting = {
+            str(leg["party"])
+            for leg in legs
+            if leg["role"] == LegRole.OPERATOR
+            and leg["ended_at"] is not None
+            and now - float(leg["ended_at"]) < self.settings.ring_s
+            and float(leg["ended_at"]) - float(leg["offered_at"]) < self.settings.ring_s
+        }
+        declined |= resting
         alert = await alert_row(tx, int(call["alert_id"]))
         holder = (
             alert["acknowledged_by"]

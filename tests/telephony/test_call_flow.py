@@ -5,13 +5,9 @@ responder, and a third party added."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 from clock import SteppedClock
 from escalation_support import raise_alert
-from harness import RunningBridge, running_bridge
+from harness import RunningBridge
 from telephony_support import (
     ALICE_PHONE,
     BOB_PHONE,
@@ -26,33 +22,10 @@ from telephony_support import (
     call_entries,
     ringing,
     settle,
-    telephony_config,
 )
 
 from simulators.twilio_server import TwilioServer
 from simulators.twilio_voice import SILENT_MP3
-
-
-@pytest.fixture
-def clock() -> SteppedClock:
-    return SteppedClock()
-
-
-@pytest.fixture
-async def twilio(clock: SteppedClock) -> AsyncIterator[TwilioServer]:
-    async with TwilioServer(clock=clock) as server:
-        yield server
-
-
-@pytest.fixture
-async def bridge(
-    tmp_path: Path, twilio: TwilioServer, clock: SteppedClock, store_url: str
-) -> AsyncIterator[RunningBridge]:
-    """A bridge taking calls, on each store (SQLite, PostgreSQL)."""
-    config = telephony_config(tmp_path, twilio, TELECARE_STORE__URL=store_url)
-    async with running_bridge(config, clock=clock) as running:
-        twilio.configure_number(CENTRE, running.url + "/twilio/voice")
-        yield running
 
 
 async def register_mary(bridge: RunningBridge) -> None:

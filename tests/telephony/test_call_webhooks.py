@@ -4,7 +4,7 @@ call route, acts on none of them, and answers 404 while telephony is off."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,25 +13,12 @@ from aiohttp import web
 from harness import RunningBridge, running_bridge
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from telephony_support import ALICE_PHONE, CENTRE, available, call_actions, ringing, telephony_config
+from telephony_support import ALICE_PHONE, CENTRE, available, call_actions, ringing
 from twilio.request_validator import RequestValidator
 
 from alarm_centre.escalation.twilio import WebhookRejected
 from alarm_centre.telephony.webhooks import parse_conference_event, parse_leg_status, parse_recording
 from simulators.twilio_server import TwilioServer, new_sid
-
-
-@pytest.fixture
-async def twilio() -> AsyncIterator[TwilioServer]:
-    async with TwilioServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def bridge(tmp_path: Path, twilio: TwilioServer) -> AsyncIterator[RunningBridge]:
-    async with running_bridge(telephony_config(tmp_path, twilio)) as running:
-        twilio.configure_number(CENTRE, running.url + "/twilio/voice")
-        yield running
 
 
 async def test_twilios_own_validator_accepts_the_stand_ins_signatures(twilio: TwilioServer) -> None:
