@@ -118,7 +118,7 @@ async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
     )
     webhooks.add_routes(host.app)
     if host.config.console.enabled:
-        TelephonyPages(telephony, audit, tz).add(host.app)
+        TelephonyPages(telephony, audit, tz).add(host.app, calls_on_queue=settings.enabled)
     if not settings.enabled or dialler is None:
         return
     host.app[INBOUND_CALLS] = webhooks.inbound

@@ -37,12 +37,14 @@ class TelephonyPages:
         self.audit = audit
         self.tz = tz
 
-    def add(self, app: web.Application) -> None:
+    def add(self, app: web.Application, *, calls_on_queue: bool) -> None:
+        """The two pages; and, when calls are taken, the call script on the queue page."""
         add_console_page(
             app, ConsolePage("/console/calls", "Call answer times", SERVICE_LEVEL_RIGHT, 61), self.calls
         )
         add_console_page(app, ConsolePage("/console/call-audit", "Call audit", REVIEW, 62), self.audit_page)
-        app[QUEUE_SCRIPTS] = (*app.get(QUEUE_SCRIPTS, ()), CALLS_SCRIPT)
+        if calls_on_queue:
+            app[QUEUE_SCRIPTS] = (*app.get(QUEUE_SCRIPTS, ()), CALLS_SCRIPT)
 
     async def calls(self, request: web.Request) -> web.StreamResponse:
         require_page(request, SERVICE_LEVEL_RIGHT)
