@@ -54,7 +54,7 @@ class DialBody(BaseModel):
     """Whom to call: the alert's resident (their own phone), its unit (its SIM), a responder (by position,
     from 0), the emergency services, or a number (E.164)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     to: Literal["resident", "unit", "responder", "emergency", "number"]
     responder: int | None = Field(None, ge=0, le=9)
     number: str | None = Field(None, min_length=3, max_length=16)
@@ -68,22 +68,22 @@ class DialBody(BaseModel):
 
 
 class TransferBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     operator: str = Field(min_length=1, max_length=64)
 
 
 class PresenceBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     available: bool
 
 
 class DrawBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     month: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}$")
 
 
 class ReviewBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     verdict: Literal["meets_standard", "needs_improvement", "cause_for_concern"]
     findings: str = Field("", max_length=4000)
 
