@@ -294,7 +294,10 @@ class TwilioServer:
             "To": call.to if call else "",
             "msg": "Gather End",
         }
-        return await self.post_signed(to_url, params)
+        answer = await self.post_signed(to_url, params)
+        if answer.status == 200:
+            await self.voice.keys_answered(call_sid, answer.text)
+        return answer
 
     async def send_status(
         self, to_url: str, sid: str, status: str, *, error_code: int | None = None

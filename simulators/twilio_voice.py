@@ -194,6 +194,12 @@ class VoiceNetwork:
             await self._leave(call)
         return call
 
+    async def keys_answered(self, sid: str, twiml: str) -> None:
+        """The TwiML the ``<Gather>`` action answered with, followed on the call (if it is on the line)."""
+        call = self.calls.get(sid)
+        if call is not None and call.status == "in-progress":
+            await self._follow(call, twiml)
+
     async def settled(self) -> None:
         """Wait until every webhook caused by REST requests so far has been answered."""
         while self._background:
@@ -270,8 +276,13 @@ class VoiceNetwork:
                     continue
                 await self._join(call, room)
                 return  # the call stays in the conference until it leaves
-            elif verb.tag in ("Gather", "Pause"):
-                continue  # a Gather waits for press_digits; a pause passes
+            elif verb.tag == "Gather":
+                for say in verb.iter("Say"):
+                    call.heard.append(say.text or "")
+                await self._notify()
+                return  # the call waits for keys (press_digits), whose answer is followed then
+            elif verb.tag == "Pause":
+                continue
         await self._notify()
 
     async def _join(self, call: SimCall, room: ET.Element) -> None:
