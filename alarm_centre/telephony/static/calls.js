@@ -287,7 +287,7 @@
     const live = calls.filter((c) => c.state !== "ended");
     const handle = can("alerts:handle") && state.phone.takes_calls;
     const mineLive = live.find((c) => myLeg(c));
-    const list = el("ul", { class: "call-list" }, ...live.map((c) => {
+    const list = el("ul", { class: "call-list" }, ...calls.map((c) => {
       const parties = el("ul", { class: "call-legs" }, ...c.legs.filter((l) => l.role !== "caller" || c.direction === "inbound")
         .map((l) => el("li", { class: "leg-" + l.state },
           `${l.role === "caller" ? "Caller " + (c.caller || "(withheld)") : l.party}: ${LEG_WORDS[l.state] || l.state}` +
@@ -308,7 +308,7 @@
       buttons.append(el("button", { type: "button", id: "call-dial" }, el("kbd", { text: "c" }), " Call…"));
     }
     const heading = el("h3", { id: "call-panel-heading", text: "Calls" });
-    const children = [heading, live.length ? list : el("p", { class: "muted", text: "No call on this alert now." }), buttons];
+    const children = [heading, calls.length ? list : el("p", { class: "muted", text: "No call on this alert now." }), buttons];
     if (handle) children.push(el("p", { class: "call-keys muted" },
       "Keys: ", el("kbd", { text: "c" }), " call or add a party · ", el("kbd", { text: "t" }), " transfer · ",
       el("kbd", { text: "x" }), " hang up or decline · ", el("kbd", { text: "p" }), " answer in the browser"));
