@@ -15,6 +15,8 @@ from alarm_centre.alerts.lifecycle import OPERATOR_OUTCOMES, Outcome
 BODILESS = {
     ("post", "/api/v1/alerts/{alert_id}/acknowledge"),
     ("post", "/api/v1/devices/{device_id}/credential"),
+    ("post", "/api/v1/calls/{call_id}/hangup"),
+    ("post", "/api/v1/calls/{call_id}/decline"),
 }
 
 
