@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from alarm_centre.store.alerts import alert_row
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.tx import Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
 from alarm_centre.telephony import store as sql
+from alarm_centre.telephony.batch import TransactionBatcher
 from alarm_centre.telephony.matching import alert_for_call, match_caller
 from alarm_centre.telephony.settings import OperatorLine, TelephonySettings, dialable
 from alarm_centre.telephony.states import (
@@ -57,6 +58,10 @@ PARTY_RING_S = 45
 ANSWERED_STATUSES = frozenset({"in-progress", "answered"})
 UNANSWERED_STATUSES = frozenset({"busy", "no-answer", "failed", "canceled"})
 DECLINED = "declined"
+
+
+#: Runs first in the transaction of a webhook's work (its claim against replays).
+Before = Callable[[Tx], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +104,14 @@ class Telephony:
         settings: TelephonySettings,
         *,
         clock: Callable[[], float] = time.time,
+        batcher: TransactionBatcher | None = None,
     ) -> None:
         self.store = store
         self.intake = intake
         self.settings = settings
         self.clock = clock
+        #: Write transactions go through the batcher when there is one (group commit: see batch.py).
+        self.transaction = batcher.run if batcher is not None else store.transaction
 
     # -- the timeline --------------------------------------------------------------------------------
     async def _log(
@@ -123,13 +131,12 @@ class Telephony:
             await self.store.alerts.log_action(tx, post, alert, action, actor, source, detail, now)
 
     # -- calls in ------------------------------------------------------------------------------------
-    async def take_inbound(self, *, call_sid: str, caller: str, called: str) -> Row:
+    async def take_inbound(
+        self, *, call_sid: str, caller: str, called: str, before: Before | None = None
+    ) -> Row:
         """A call to one of the centre's numbers: matched to its alert (raising one if need be), queued,
-        and offered to the first operator. Returns the call (the same one for Twilio's retries)."""
-        async with self.store.read() as tx:
-            known = await sql.call_by_sid(tx, call_sid)
-        if known is not None:
-            return known
+        and offered to the first operator. ``before`` runs first in the same transaction (the webhook's
+        claim against replays). Returns the call."""
         now = self.clock()
         match = await match_caller(self.store, caller)
         owner = await alert_for_call(
@@ -137,6 +144,8 @@ class Telephony:
         )
 
         async def work(tx: Tx, post: PostCommit) -> Row:
+            if before is not None:
+                await before(tx)
             again = await sql.call_by_sid(tx, call_sid)
             if again is not None:
                 return again
@@ -189,7 +198,7 @@ class Telephony:
             await self._route(tx, post, call, now, reason="the call came in")
             return call
 
-        result: Row = await self.store.transaction(work)
+        result: Row = await self.transaction(work)
         return result
 
     async def _call(self, tx: Tx, call_id: int) -> Row:
@@ -316,16 +325,24 @@ class Telephony:
                     offered += 1
             return offered
 
-        result: int = await self.store.transaction(work)
+        result: int = await self.transaction(work)
         return result
 
     # -- Twilio's reports ----------------------------------------------------------------------------
     async def on_leg_status(
-        self, *, leg_id: int | None, sid: str, status: str, error_code: int | None
+        self,
+        *,
+        leg_id: int | None,
+        sid: str,
+        status: str,
+        error_code: int | None,
+        before: Before | None = None,
     ) -> None:
         """A call-status callback of a leg we placed (``leg`` in the URL names it before its sid is known)."""
 
         async def work(tx: Tx, post: PostCommit) -> None:
+            if before is not None:
+                await before(tx)
             now = self.clock()
             leg = await sql.leg(tx, leg_id) if leg_id is not None else None
             if leg is None or (leg["sid"] and leg["sid"] != sid):
@@ -347,14 +364,23 @@ class Telephony:
             elif status in ("ringing", "initiated", "queued"):
                 await sql.move_leg(tx, int(leg["id"]), LegState.RINGING, now, sid=sid)
 
-        await self.store.transaction(work)
+        await self.transaction(work)
 
     async def on_conference(
-        self, *, call_id: int, event: str, conference_sid: str, call_sid: str, label: str
+        self,
+        *,
+        call_id: int,
+        event: str,
+        conference_sid: str,
+        call_sid: str,
+        label: str,
+        before: Before | None = None,
     ) -> None:
         """A conference event: the conference started or ended, a participant joined or left."""
 
         async def work(tx: Tx, post: PostCommit) -> None:
+            if before is not None:
+                await before(tx)
             now = self.clock()
             call = await sql.call(tx, call_id)
             if call is None:
@@ -374,7 +400,7 @@ class Telephony:
             elif event == "participant-leave" and leg["state"] in LIVE_LEGS:
                 await self._left(tx, post, leg, now)
 
-        await self.store.transaction(work)
+        await self.transaction(work)
 
     async def _leg_of_event(self, tx: Tx, call_id: int, call_sid: str, label: str) -> Row | None:
         leg = await sql.leg_by_sid(tx, call_sid) if call_sid else None
@@ -623,7 +649,7 @@ class Telephony:
                 )
             return len(rows)
 
-        result: int = await self.store.transaction(work)
+        result: int = await self.transaction(work)
         return result
 
     async def overflow_due(self, *, limit: int = LEG_WORK_BATCH) -> int:
@@ -653,7 +679,7 @@ class Telephony:
                 await self._ring_overflow(tx, post, call, now, again=False)
             return len(rows)
 
-        result: int = await self.store.transaction(work)
+        result: int = await self.transaction(work)
         return result
 
     async def _ring_overflow(self, tx: Tx, post: PostCommit, call: Row, now: float, *, again: bool) -> None:
@@ -707,7 +733,7 @@ class Telephony:
                 )
             return taken
 
-        result: list[LegWork] = await self.store.transaction(work)
+        result: list[LegWork] = await self.transaction(work)
         return result
 
     async def leg_placed(self, leg_id: int, sid: str) -> LegState:
@@ -721,7 +747,7 @@ class Telephony:
             leg = await sql.leg(tx, leg_id)
             return LegState(leg["state"]) if leg is not None else LegState.UNANSWERED
 
-        result: LegState = await self.store.transaction(work)
+        result: LegState = await self.transaction(work)
         return result
 
     async def leg_failed(self, leg_id: int, *, error: str, retry_in: float | None) -> None:
@@ -754,7 +780,7 @@ class Telephony:
             elif leg["state"] == LegState.HANGING_UP:
                 await self._left(tx, post, leg, now)
 
-        await self.store.transaction(work)
+        await self.transaction(work)
 
     async def leg_stopped(self, leg_id: int) -> None:
         """Twilio stopped the leg's phone ringing, or hung it up, as asked."""
@@ -770,7 +796,7 @@ class Telephony:
             elif leg["state"] == LegState.HANGING_UP:
                 await self._left(tx, post, leg, now)
 
-        await self.store.transaction(work)
+        await self.transaction(work)
 
     # -- operators' actions --------------------------------------------------------------------------
     def _line_of(self, user: str) -> OperatorLine:
@@ -874,7 +900,7 @@ class Telephony:
             )
             return call
 
-        result: Row = await self.store.transaction(work)
+        result: Row = await self.transaction(work)
         return result
 
     async def _add_party_leg(
@@ -928,7 +954,7 @@ class Telephony:
             await self._add_party_leg(tx, post, call, party, user, now)
             return await self._call(tx, call_id)
 
-        result: Row = await self.store.transaction(work)
+        result: Row = await self.transaction(work)
         return result
 
     async def transfer(self, call_id: int, *, user: str, to: str, source: str) -> Row:
@@ -947,7 +973,7 @@ class Telephony:
             await self._offer(tx, post, call, line, now, transfer_from=user)
             return await self._call(tx, call_id)
 
-        result: Row = await self.store.transaction(work)
+        result: Row = await self.transaction(work)
         return result
 
     async def hang_up(self, call_id: int, *, user: str, source: str) -> Row:
@@ -974,7 +1000,7 @@ class Telephony:
                 raise Conflict(f"{user} is not on call {call_id}")
             return await self._call(tx, call_id)
 
-        result: Row = await self.store.transaction(work)
+        result: Row = await self.transaction(work)
         return result
 
     async def decline(self, call_id: int, *, user: str, source: str) -> Row:
@@ -1006,7 +1032,7 @@ class Telephony:
                     await sql.move_leg(tx, int(leg["id"]), LegState.CANCELLING, now, result=DECLINED)
             return await self._call(tx, call_id)
 
-        result: Row = await self.store.transaction(work)
+        result: Row = await self.transaction(work)
         return result
 
     async def set_available(self, user: str, available: bool) -> dict[str, Any]:
@@ -1016,7 +1042,7 @@ class Telephony:
         async def work(tx: Tx, post: PostCommit) -> None:
             await sql.set_presence(tx, user, available, self.clock())
 
-        await self.store.transaction(work)
+        await self.transaction(work)
         if available:
             await self.route_waiting()
         return await self.presence_of(user)

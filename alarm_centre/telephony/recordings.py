@@ -10,7 +10,7 @@ then marks the row deleted here (its length and dates stay, for the audit's reco
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from alarm_centre.store.alerts import alert_row
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.tx import NotFound, PostCommit, Row, Tx
 from alarm_centre.telephony import store as sql
+from alarm_centre.telephony.batch import TransactionBatcher
 
 RETENTION_BATCH = 50
 
@@ -41,22 +42,35 @@ class Recordings:
         retention_s: float,
         lease_s: float = 60.0,
         clock: Callable[[], float] = time.time,
+        batcher: TransactionBatcher | None = None,
     ) -> None:
         self.store = store
         self.retention_s = retention_s
         self.lease_s = lease_s
         self.clock = clock
+        #: Webhook writes go through the batcher when there is one (group commit: see batch.py).
+        self.transaction = batcher.run if batcher is not None else store.transaction
 
     async def on_recording(
-        self, *, call_id: int, sid: str, status: str, duration_s: int, channels: int, media_url: str
+        self,
+        *,
+        call_id: int,
+        sid: str,
+        status: str,
+        duration_s: int,
+        channels: int,
+        media_url: str,
+        before: Callable[[Tx], Awaitable[None]] | None = None,
     ) -> int | None:
         """Twilio reports a finished recording of a call's conference: stored once, and said on the
         alert's timeline (id, duration, channels). Returns the recording's id (None for an unknown call
         or a recording that is not complete)."""
-        if status != "completed":
-            return None
 
         async def work(tx: Tx, post: PostCommit) -> int | None:
+            if before is not None:
+                await before(tx)
+            if status != "completed":
+                return None
             now = self.clock()
             call = await sql.call(tx, call_id)
             if call is None:
@@ -90,7 +104,7 @@ class Recordings:
                 )
             return int(row["id"])
 
-        result: int | None = await self.store.transaction(work)
+        result: int | None = await self.transaction(work)
         return result
 
     async def for_playing(self, recording_id: int, *, user: str, source: str) -> Row:

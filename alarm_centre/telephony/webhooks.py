@@ -7,9 +7,11 @@
 - ``POST /twilio/calls/conference?call=<id>``: the conference started or ended, someone joined or left.
 - ``POST /twilio/calls/recording?call=<id>``: a recording is ready.
 
-Each is verified (403 ``missing_signature`` / ``bad_signature``; the signed URL includes the query),
-parsed (400 ``malformed_webhook``) and claimed against replays (403 ``replayed``) with the escalation's
-own functions, before anything is done; a failure to act releases the claim so Twilio's retry is let in.
+Each is verified (403 ``missing_signature`` / ``bad_signature``; the signed URL includes the query) and
+parsed (400 ``malformed_webhook``) with the escalation's own functions, then claimed against replays
+(403 ``replayed``) *in the transaction of its work*: both commit together, so a failure leaves no claim
+behind (Twilio's retry is taken), and the webhooks of many calls at once share one commit
+(:mod:`.batch`).
 """
 
 from __future__ import annotations
@@ -26,13 +28,17 @@ from twilio.request_validator import RequestValidator
 from alarm_centre.escalation.twilio import (
     GatherInput,
     StoredReplayGuard,
+    WebhookRejected,
     _form,
     _malformed,
-    read_verified_webhook,
+    http_error,
+    read_verified_form,
     twiml_response,
 )
+from alarm_centre.http.errors import json_exception
 from alarm_centre.http.openapi import operation
-from alarm_centre.telephony.calls import Telephony
+from alarm_centre.store.tx import Tx
+from alarm_centre.telephony.calls import Before, Telephony
 from alarm_centre.telephony.metrics import TelephonyMetrics
 from alarm_centre.telephony.recordings import Recordings
 from alarm_centre.telephony.twiml import (
@@ -176,9 +182,6 @@ def parse_recording(query: Mapping[str, str]) -> Callable[[Mapping[str, str]], R
     return parse
 
 
-#: The inbound-call handler the escalation's ``/twilio/voice`` hands ``Direction=inbound`` calls to.
-InboundCalls = Callable[[GatherInput], Awaitable[str]]
-
 _SIGNED = "Twilio's X-Twilio-Signature header (HMAC-SHA1 of the full URL, query included, and the form)"
 _ERRORS = {
     400: "a field Twilio always sends is missing or malformed, or the URL lacks its id",
@@ -209,17 +212,16 @@ class CallWebhooks:
         self.validator = RequestValidator(auth_token) if enabled and auth_token else None
         self.guard = StoredReplayGuard(telephony.store, window=replay_window)
 
-    async def inbound(self, call: GatherInput) -> str:
-        """A call to the centre (already verified and claimed): queue it, answer with its conference."""
-        try:
-            row = await self.telephony.take_inbound(
-                call_sid=call.call_sid, caller=call.from_number, called=call.to_number
-            )
-        except Exception:
-            log.exception("inbound call %s from %s could not be taken", call.call_sid, call.from_number)
-            self.metrics.webhooks.labels("inbound", "error").inc()
-            raise
-        self.metrics.webhooks.labels("inbound", "ok").inc()
+    async def inbound(self, call: GatherInput, guard: StoredReplayGuard) -> str:
+        """A call to the centre (verified): claimed against replays in the transaction that queues it,
+        answered with its conference (``WebhookRejected`` when it is a replay)."""
+
+        async def claim(tx: Tx) -> None:
+            await guard.claim_in(tx, call.replay_key)
+
+        row = await self.telephony.take_inbound(
+            call_sid=call.call_sid, caller=call.from_number, called=call.to_number, before=claim
+        )
         options = conference_options(self.telephony.settings, self.public_url(), int(row["id"]))
         return caller_twiml(options)
 
@@ -228,25 +230,33 @@ class CallWebhooks:
         route: str,
         request: web.Request,
         parse: Callable[[Mapping[str, str]], Any],
-        act: Callable[[Any], Awaitable[None]],
+        act: Callable[[Any, Before], Awaitable[None]],
     ) -> web.Response:
+        """Verify and parse, then act with the replay claim in the same transaction as the work: a replay
+        is refused (403), and a failure stores neither (Twilio's retry is taken)."""
         if not self.enabled or self.validator is None:
-            raise web.HTTPNotFound(
-                text='{"error": "not found", "detail": "telephony is off"}', content_type="application/json"
-            )
+            raise json_exception(web.HTTPNotFound, "not found", "telephony is not enabled on this bridge")
         try:
-            value = await read_verified_webhook(request, self.validator, self.public_url(), parse, self.guard)
+            form = await read_verified_form(request, self.validator, self.public_url())
+            try:
+                value = parse(form)
+            except WebhookRejected as exc:
+                raise http_error(exc) from None
         except web.HTTPException as exc:
             self.metrics.webhooks.labels(route, f"refused_{exc.status}").inc()
             log.warning("twilio call webhook %s refused (%s): %s", route, exc.status, exc.text)
             raise
+
+        async def claim(tx: Tx) -> None:
+            await self.guard.claim_in(tx, value.replay_key)
+
         try:
-            await act(value)
+            await act(value, claim)
+        except WebhookRejected as exc:
+            self.metrics.webhooks.labels(route, f"refused_{exc.status}").inc()
+            log.warning("twilio call webhook %s refused (%s): %s", route, exc.status, exc.detail)
+            raise http_error(exc) from None
         except BaseException:
-            try:
-                await self.guard.release(value.replay_key)
-            except Exception as exc:
-                log.warning("could not release call webhook %s for a retry: %s", value.replay_key, exc)
             self.metrics.webhooks.labels(route, "error").inc()
             raise
         self.metrics.webhooks.labels(route, "ok").inc()
@@ -261,9 +271,13 @@ class CallWebhooks:
         errors=_ERRORS,
     )
     async def status(self, request: web.Request) -> web.Response:
-        async def act(value: LegStatus) -> None:
+        async def act(value: LegStatus, before: Before) -> None:
             await self.telephony.on_leg_status(
-                leg_id=value.leg_id, sid=value.sid, status=value.status, error_code=value.error_code
+                leg_id=value.leg_id,
+                sid=value.sid,
+                status=value.status,
+                error_code=value.error_code,
+                before=before,
             )
 
         return await self._handle("status", request, parse_leg_status(request.query), act)
@@ -277,13 +291,14 @@ class CallWebhooks:
         errors=_ERRORS,
     )
     async def conference(self, request: web.Request) -> web.Response:
-        async def act(value: ConferenceEvent) -> None:
+        async def act(value: ConferenceEvent, before: Before) -> None:
             await self.telephony.on_conference(
                 call_id=value.call_id,
                 event=value.event,
                 conference_sid=value.conference_sid,
                 call_sid=value.call_sid,
                 label=value.label,
+                before=before,
             )
 
         return await self._handle("conference", request, parse_conference_event(request.query), act)
@@ -299,7 +314,7 @@ class CallWebhooks:
         errors=_ERRORS,
     )
     async def recording(self, request: web.Request) -> web.Response:
-        async def act(value: RecordingReport) -> None:
+        async def act(value: RecordingReport, before: Before) -> None:
             stored = await self.recordings.on_recording(
                 call_id=value.call_id,
                 sid=value.sid,
@@ -307,6 +322,7 @@ class CallWebhooks:
                 duration_s=value.duration_s,
                 channels=value.channels,
                 media_url=value.url,
+                before=before,
             )
             if stored is not None:
                 self.metrics.recordings.labels("stored").inc()
@@ -319,4 +335,4 @@ class CallWebhooks:
         app.router.add_post(RECORDING_PATH, self.recording)
 
 
-__all__ = ["CallWebhooks", "InboundCalls"]
+__all__ = ["CallWebhooks"]
