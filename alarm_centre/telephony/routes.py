@@ -139,6 +139,7 @@ class TelephonyRoutes:
         right=READ,
         query=(query("alert_id", {"type": "string", "pattern": "^[0-9]{1,19}$"}, "the alert's calls"),),
         answer=_CALLS,
+        errors=OFF,
     )
     async def list_calls(self, request: web.Request) -> web.Response:
         require(request, READ)
@@ -236,7 +237,7 @@ class TelephonyRoutes:
         await self.telephony.decline(call_id, user=user.name, source=source_of(request))
         return json_response(await self.telephony.view(call_id))
 
-    @operation(right=READ, answer_types=("text/event-stream",))
+    @operation(right=READ, answer_types=("text/event-stream",), errors=OFF)
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events of calls: ``calls`` (every live call) first, then ``call`` for each change.
 
@@ -303,7 +304,7 @@ class TelephonyRoutes:
         await response.write(f"event: {kind}\ndata: {strict_json.safe_dumps(data)}\n\n".encode())
 
     # -- operators -----------------------------------------------------------------------------------
-    @operation("Your telephony settings and presence, and every operator's", right=READ)
+    @operation("Your telephony settings and presence, and every operator's", right=READ, errors=OFF)
     async def get_presence(self, request: web.Request) -> web.Response:
         user = require(request, READ)
         self._on()
@@ -323,7 +324,7 @@ class TelephonyRoutes:
         "Take calls (available) or not; an available operator may be offered a waiting call at once",
         right=HANDLE,
         body=PresenceBody,
-        errors={422: "you take no calls (not in telephony.operators)"},
+        errors={**OFF, 422: "you take no calls (not in telephony.operators)"},
     )
     async def put_presence(self, request: web.Request) -> web.Response:
         user = require(request, HANDLE)
@@ -334,7 +335,7 @@ class TelephonyRoutes:
     @operation(
         "An access token for the Voice SDK, for an operator whose console rings in the browser",
         right=HANDLE,
-        errors={409: "you take calls on a phone, not in the browser (or tokens are not configured)"},
+        errors={**OFF, 409: "you take calls on a phone, not in the browser (or tokens are not configured)"},
     )
     async def token(self, request: web.Request) -> web.Response:
         user = require(request, HANDLE)
@@ -437,7 +438,10 @@ class TelephonyRoutes:
         return parse_month(request.query.get("month") or datetime.now(self.tz).strftime("%Y-%m"))
 
     @operation(
-        "The month's call audit: the calls drawn per handler and the findings", right=REVIEW, query=(_MONTH,)
+        "The month's call audit: the calls drawn per handler and the findings",
+        right=REVIEW,
+        query=(_MONTH,),
+        errors=OFF,
     )
     async def get_audit(self, request: web.Request) -> web.Response:
         require(request, REVIEW)
@@ -449,6 +453,7 @@ class TelephonyRoutes:
         right=REVIEW,
         body=DrawBody,
         answer={"type": "object"},
+        errors=OFF,
     )
     async def draw(self, request: web.Request) -> web.Response:
         user = require(request, REVIEW)
@@ -473,7 +478,9 @@ class TelephonyRoutes:
             )
         )
 
-    @operation("The month's call audit as CSV", right=REVIEW, query=(_MONTH,), answer_types=("text/csv",))
+    @operation(
+        "The month's call audit as CSV", right=REVIEW, query=(_MONTH,), answer_types=("text/csv",), errors=OFF
+    )
     async def audit_csv(self, request: web.Request) -> web.StreamResponse:
         require(request, REVIEW)
         self._on()
