@@ -96,6 +96,8 @@ _REPORT_QUERY = (
     query("to", _DAY, "last day (default: today)"),
     query("format", {"type": "string", "enum": ["json", "csv"], "default": "json"}),
 )
+#: What every route without an id of its own may answer while the feature is off.
+OFF = {404: "telephony is not enabled on this bridge"}
 _MONTH = query(
     "month",
     {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
