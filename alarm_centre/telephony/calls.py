@@ -310,7 +310,17 @@ class Telephony:
         return self.settings.line(min(free, key=lambda name: last_offer.get(name, -1)))
 
     async def route_waiting(self) -> int:
-        """Offer every waiting call that has no offer out (an operator came free); returns how many."""
+        """Offer every waiting call that has no offer out (an operator came free); returns how many.
+
+        A read first: the loop asks on every pass, and a write transaction that finds nothing to do
+        would still queue behind the call webhooks for the store's one writer."""
+        async with self.store.read() as tx:
+            if not await sql.waiting_calls(tx):
+                return 0
+            engaged = await sql.engaged_operators(tx)
+            available = {str(p["name"]) for p in await sql.presence(tx) if p["available"]}
+        if not available - engaged:
+            return 0
 
         async def work(tx: Tx, post: PostCommit) -> int:
             now = self.clock()
@@ -635,6 +645,9 @@ class Telephony:
     # -- deadlines -----------------------------------------------------------------------------------
     async def time_out_offers(self, *, limit: int = LEG_WORK_BATCH) -> int:
         """Offers that rang for ``ring_s`` unanswered are stopped (and the call offered on)."""
+        async with self.store.read() as tx:
+            if not await sql.rung_out(tx, self.clock(), 1, ""):
+                return 0
 
         async def work(tx: Tx, post: PostCommit) -> int:
             now = self.clock()
@@ -654,6 +667,9 @@ class Telephony:
 
     async def overflow_due(self, *, limit: int = LEG_WORK_BATCH) -> int:
         """Calls nobody answered within ``overflow_after_s`` ring the overflow centre too."""
+        async with self.store.read() as tx:
+            if not await sql.due_overflows(tx, self.clock(), 1, ""):
+                return 0
 
         async def work(tx: Tx, post: PostCommit) -> int:
             now = self.clock()
@@ -707,6 +723,9 @@ class Telephony:
     # -- the runner's side of legs -------------------------------------------------------------------
     async def claim_leg_work(self, *, limit: int = LEG_WORK_BATCH) -> list[LegWork]:
         """Legs to place, stop or hang up at Twilio, each leased to this node for ``lease_s``."""
+        async with self.store.read() as tx:
+            if not await sql.legs_to_work(tx, self.clock(), 1, ""):
+                return []
 
         async def work(tx: Tx, post: PostCommit) -> list[LegWork]:
             now = self.clock()

@@ -128,6 +128,9 @@ class Recordings:
 
     async def claim_due(self, *, limit: int = RETENTION_BATCH) -> list[DueDeletion]:
         """Recordings past retention, each leased to this node while it is deleted at Twilio."""
+        async with self.store.read() as tx:
+            if not await sql.recordings_due(tx, self.clock(), 1, ""):
+                return []
 
         async def work(tx: Tx, post: PostCommit) -> list[DueDeletion]:
             now = self.clock()
