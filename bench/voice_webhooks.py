@@ -1,11 +1,15 @@
 """p50/p99 of the call webhooks at 50 concurrent calls, beside a bare aiohttp handler, same run.
 
-    .venv/bin/python bench/voice_webhooks.py [--calls 50] [--rounds 8]
+    .venv/bin/python bench/voice_webhooks.py [--calls 50] [--rounds 8] [--pause 0.2]
 
 A real bridge (SQLite store with group commit, embedded broker, telephony on, Twilio pointed at the local
 stand-in) runs in this process with 50 units registered, each with an open fall alert. A load generator in
 a *separate process* (so its CPU does not count against the servers) plays ``--calls`` calls at once, each
-``--rounds`` times in a row; every call is what Twilio posts for a unit's speech call to the centre:
+``--rounds`` times in a row. The calls of a round start at the same moment (fifty units calling after a
+flood of alarms: fifty calls in at once) and each then posts its next webhook ``--pause`` seconds after the
+answer to the last (Twilio's webhooks of one call come seconds apart; 0.2 s is a squeeze; ``--pause 0``
+keeps fifty webhooks in flight all the time, a saturation test). Every call is what Twilio posts for a
+unit's speech call to the centre:
 
 1. ``POST /twilio/voice`` (``Direction=inbound``): verify, refuse replays, match the unit's SIM to its open
    alert, store the call and its timeline entry, answer with the conference TwiML;
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import re
 import secrets
 import statistics
@@ -60,7 +65,9 @@ def unit_sim(n: int) -> str:
 
 
 # -- the load generator (child process) -------------------------------------------------------------
-async def _play(base: str, token: str, calls: int, rounds: int, bare: bool) -> dict[str, list[float]]:
+async def _play(
+    base: str, token: str, calls: int, rounds: int, pause: float, bare: bool
+) -> dict[str, list[float]]:
     from twilio.request_validator import RequestValidator
 
     validator = RequestValidator(token)
@@ -89,31 +96,43 @@ async def _play(base: str, token: str, calls: int, rounds: int, bare: bool) -> d
             call_id = found.group(1) if found else "1"
             events = f"/twilio/calls/conference?call={call_id}"
             for seq, event in enumerate(("participant-join", "participant-leave"), 1):
+                await asyncio.sleep(pause)
                 params = {"ConferenceSid": conference, "StatusCallbackEvent": event, "CallSid": call_sid,
                           "ParticipantLabel": "caller", "SequenceNumber": str(seq)}  # fmt: skip
                 await post(f"conference {event[12:]}", events, params)
-            end = {"ConferenceSid": conference, "StatusCallbackEvent": "conference-end", "SequenceNumber": "3"}
+            await asyncio.sleep(pause)
+            end = {
+                "ConferenceSid": conference,
+                "StatusCallbackEvent": "conference-end",
+                "SequenceNumber": "3",
+            }
             await post("conference end", events, end)
+            await asyncio.sleep(pause)
             recording = {"RecordingSid": sid("RE"), "RecordingStatus": "completed", "RecordingDuration": "42",
                          "RecordingChannels": "1", "ConferenceSid": conference}  # fmt: skip
             await post("recording", f"/twilio/calls/recording?call={call_id}", recording)
 
+        together = asyncio.Barrier(calls)
+
         async def caller(n: int) -> None:
             for _ in range(rounds):
+                await together.wait()  # the calls of a round come in at the same moment
                 await one_call(n)
 
         await asyncio.gather(*(caller(n) for n in range(calls)))
     return dict(latencies)
 
 
-def _child(base: str, token: str, calls: int, rounds: int, bare: bool, out: Any) -> None:
-    out.send(asyncio.run(_play(base, token, calls, rounds, bare)))
+def _child(base: str, token: str, calls: int, rounds: int, pause: float, bare: bool, out: Any) -> None:
+    out.send(asyncio.run(_play(base, token, calls, rounds, pause, bare)))
 
 
-async def _measure(base: str, token: str, args: argparse.Namespace, *, bare: bool) -> tuple[dict[str, list[float]], float]:
+async def _measure(
+    base: str, token: str, args: argparse.Namespace, *, bare: bool
+) -> tuple[dict[str, list[float]], float]:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(base, token, args.calls, args.rounds, bare, child))
+    proc = ctx.Process(target=_child, args=(base, token, args.calls, args.rounds, args.pause, bare, child))
     started = time.perf_counter()
     proc.start()
     try:
@@ -185,18 +204,27 @@ async def main(args: argparse.Namespace) -> int:
                         )
                     print(
                         f"{args.calls} calls at once, {args.rounds} in a row each: "
-                        f"{args.calls * args.rounds} calls, 5 webhooks per call\n"
+                        f"{args.calls * args.rounds} calls, 5 webhooks per call, {args.pause:g} s apart\n"
                     )
                     print(HEADER)
+                    cpu = time.process_time()
                     bare, bare_s = await _measure(bare_base, twilio.auth_token, args, bare=True)
+                    bare_cpu = (time.process_time() - cpu) / len(bare["bare"])
                     _report("bare aiohttp", bare["bare"], bare_s)
+                    cpu = time.process_time()
                     real, real_s = await _measure(bridge.http_url, twilio.auth_token, args, bare=False)
+                    real_cpu = (time.process_time() - cpu) / sum(len(v) for v in real.values())
                     worst = 0.0
                     every: list[float] = []
                     for name, latencies in real.items():
                         worst = max(worst, _report(name, latencies, real_s))
                         every += latencies
                     _report("all call webhooks", every, real_s)
+                    print(
+                        f"\nserver CPU per request: bare {bare_cpu * 1000:.2f} ms, call webhook "
+                        f"{real_cpu * 1000:.2f} ms (this process: the bridge, its store threads)"
+                    )
+                    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
                 finally:
                     await stop(serving)
             await bare_runner.cleanup()
@@ -222,4 +250,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=50, help="calls in flight at once (default 50)")
     parser.add_argument("--rounds", type=int, default=8, help="calls each caller makes in a row (default 8)")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.2,
+        help="seconds between one call's webhooks (default 0.2; 0 saturates)",
+    )
     sys.exit(asyncio.run(main(parser.parse_args())))
