@@ -158,7 +158,7 @@
         b.addEventListener("click", () => {
           if (b.dataset.act === "answer") answer();
           else if (b.dataset.act === "decline") decline(id);
-          else showAlert(state.calls.get(id).alert_id);
+          else showAlert(state.calls.get(id).alert_id, 0);
         });
       }
     }
@@ -209,8 +209,13 @@
     } catch (e) { /* no audio: the banner and the announcement remain */ }
   }
 
-  function showAlert(alertId) {
-    document.dispatchEvent(new CustomEvent("console:show-alert", { detail: { id: String(alertId) } }));
+  // Ask the queue to show an alert; an alert raised by the call itself may reach the queue a moment after
+  // the call does, so ask again a few times until the card shows it.
+  function showAlert(alertId, tries) {
+    const id = String(alertId);
+    document.dispatchEvent(new CustomEvent("console:show-alert", { detail: { id } }));
+    const left = tries === undefined ? 6 : tries;
+    if (left > 0) setTimeout(() => { if (state.shown !== id) showAlert(id, left - 1); }, 400);
   }
 
   // -- calls from the stream -------------------------------------------------------------------------
