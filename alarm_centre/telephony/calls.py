@@ -26,14 +26,15 @@ from typing import Any
 from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.intake import Intake
 from alarm_centre.alerts.lifecycle import AlertState, Source
-from alarm_centre.alerts.model import iso
 from alarm_centre.store.alerts import alert_row
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.tx import Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
 from alarm_centre.telephony import store as sql
+from alarm_centre.telephony import views
 from alarm_centre.telephony.batch import TransactionBatcher
 from alarm_centre.telephony.matching import alert_for_call, match_caller
-from alarm_centre.telephony.settings import OperatorLine, TelephonySettings, dialable
+from alarm_centre.telephony.parties import Party, Target, party_for
+from alarm_centre.telephony.settings import OperatorLine, TelephonySettings
 from alarm_centre.telephony.states import (
     LIVE_LEGS,
     RINGING_LEGS,
@@ -46,7 +47,6 @@ from alarm_centre.telephony.states import (
     LegState,
 )
 from alarm_centre.telephony.twiml import conference_name
-from devices.phone import is_emergency_number
 from devices.strict_json import column_text
 
 log = logging.getLogger(__name__)
@@ -62,23 +62,6 @@ DECLINED = "declined"
 
 #: Runs first in the transaction of a webhook's work (its claim against replays).
 Before = Callable[[Tx], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Whom an operator dials: the resident, the alert's unit, a responder (by position), the
-    emergency services, or a number."""
-
-    kind: str  # resident | unit | responder | emergency | number
-    responder: int | None = None
-    number: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Party:
-    label: str
-    address: str
-    emergency: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -826,43 +809,6 @@ class Telephony:
             )
         return line
 
-    async def _party(self, tx: Tx, alert: Row, target: Target) -> Party:
-        """The label, number and emergency flag of whom an operator dials about ``alert``."""
-        if target.kind == "emergency":
-            number = self.settings.emergency_number
-            return Party("emergency services", number, True)
-        if target.kind == "number":
-            number = target.number or ""
-            if not dialable(number):
-                raise InvalidRequest(
-                    "number must be an E.164 number like +447700900123 (or the emergency number)"
-                )
-            return Party(
-                number, number, is_emergency_number(number) or number == self.settings.emergency_number
-            )
-        if target.kind == "unit":
-            unit = await tx.fetchone("SELECT phone FROM devices WHERE id = ?", alert["device_id"])
-            if unit is None or not unit["phone"]:
-                raise InvalidRequest(f"unit {alert['device_id']} has no SIM number on record")
-            return Party(f"unit {alert['device_id']}", str(unit["phone"]), False)
-        resident = await sql.resident(tx, str(alert["resident_id"])) if alert["resident_id"] else None
-        if target.kind == "resident":
-            if resident is None or not resident["phone"]:
-                raise InvalidRequest("the resident has no phone number on record: dial the unit or a number")
-            return Party(f"resident {resident['name']}", str(resident["phone"]), False)
-        if target.kind == "responder":
-            data = json.loads(resident["data"] or "{}") if resident is not None else {}
-            responders = data.get("responders") if isinstance(data, dict) else None
-            index = target.responder if target.responder is not None else -1
-            if not isinstance(responders, list) or not 0 <= index < len(responders):
-                raise InvalidRequest("no such responder for this alert's resident")
-            who = responders[index]
-            phone = who.get("phone") if isinstance(who, dict) else None
-            if not isinstance(phone, str) or not dialable(phone):
-                raise InvalidRequest("that responder has no phone number on record")
-            return Party(f"responder {who.get('name') or index + 1}", phone, False)
-        raise InvalidRequest("to must be resident, unit, responder, emergency or number")
-
     async def dial(self, alert_id: int, *, user: str, target: Target, source: str) -> Row:
         """Click to dial: ring the operator, then (when they answer) the party, in one conference."""
         line = self._line_of(user)
@@ -872,7 +818,7 @@ class Telephony:
             alert = await alert_row(tx, alert_id)
             if alert is None:
                 raise NotFound(f"no alert {alert_id}")
-            party = await self._party(tx, alert, target)
+            party = await party_for(tx, alert, target, self.settings)
             if user in await sql.engaged_operators(tx):
                 raise Conflict(f"{user} is already on a call (or being offered one)")
             call = await sql.insert_call(
@@ -969,7 +915,7 @@ class Telephony:
             alert = await alert_row(tx, int(call["alert_id"]))
             if alert is None:
                 raise NotFound(f"no alert for call {call_id}")
-            party = await self._party(tx, alert, target)
+            party = await party_for(tx, alert, target, self.settings)
             await self._add_party_leg(tx, post, call, party, user, now)
             return await self._call(tx, call_id)
 
@@ -1067,43 +1013,16 @@ class Telephony:
         return await self.presence_of(user)
 
     async def presence_of(self, user: str) -> dict[str, Any]:
-        async with self.store.read() as tx:
-            rows = {str(r["name"]): r for r in await sql.presence(tx)}
-            engaged = await sql.engaged_operators(tx)
-        row = rows.get(user)
-        line = self.settings.line(user)
-        return {
-            "operator": user,
-            "takes_calls": line is not None,
-            "via": line.via if line is not None else None,
-            "available": bool(row["available"]) if row is not None else False,
-            "idle_since": iso(float(row["idle_since"])) if row is not None else None,
-            "on_call": user in engaged,
-        }
+        return await views.presence_of(self.store, self.settings, user)
 
     async def presence_list(self) -> list[dict[str, Any]]:
-        async with self.store.read() as tx:
-            rows = {str(r["name"]): r for r in await sql.presence(tx)}
-            engaged = await sql.engaged_operators(tx)
-        out = []
-        for name, line in sorted(self.settings.operators.items()):
-            row = rows.get(name)
-            out.append(
-                {
-                    "operator": name,
-                    "via": line.via,
-                    "available": bool(row["available"]) if row is not None else False,
-                    "idle_since": iso(float(row["idle_since"])) if row is not None else None,
-                    "on_call": name in engaged,
-                }
-            )
-        return out
+        return await views.presence_list(self.store, self.settings)
 
     # -- views ---------------------------------------------------------------------------------------
     async def view(self, call_id: int) -> dict[str, Any]:
         async with self.store.read() as tx:
             call = await self._call(tx, call_id)
-            return (await self._views(tx, [call]))[0]
+            return (await views.call_views(tx, [call]))[0]
 
     async def live_views(self, alert_id: int | None = None) -> list[dict[str, Any]]:
         """Calls not ended (or every call of one alert)."""
@@ -1111,61 +1030,4 @@ class Telephony:
             calls = (
                 await sql.calls_of_alert(tx, alert_id) if alert_id is not None else await sql.live_calls(tx)
             )
-            return await self._views(tx, calls)
-
-    async def _views(self, tx: Tx, calls: Sequence[Row]) -> list[dict[str, Any]]:
-        ids = [int(c["id"]) for c in calls]
-        legs: dict[int, list[Row]] = {}
-        for leg in await sql.legs_of_calls(tx, ids):
-            legs.setdefault(int(leg["call_id"]), []).append(leg)
-        recordings: dict[int, list[Row]] = {}
-        for rec in await sql.recordings_of_calls(tx, ids):
-            recordings.setdefault(int(rec["call_id"]), []).append(rec)
-        return [call_json(c, legs.get(int(c["id"]), []), recordings.get(int(c["id"]), [])) for c in calls]
-
-
-def call_json(call: Row, legs: Sequence[Row], recordings: Sequence[Row]) -> dict[str, Any]:
-    """A call as the API and the console see it. Operators' own phone numbers are left out."""
-    return {
-        "id": str(call["id"]),
-        "alert_id": str(call["alert_id"]),
-        "direction": call["direction"],
-        "state": call["state"],
-        "result": call["result"],
-        "caller": call["caller"] or None,
-        "matched": call["matched"] or None,
-        "operator": call["operator"],
-        "started_by": call["started_by"],
-        "emergency": bool(call["emergency"]),
-        "started_at": iso(call["started_at"]),
-        "answered_at": iso(call["answered_at"]),
-        "speech_at": iso(call["speech_at"]),
-        "ended_at": iso(call["ended_at"]),
-        "legs": [
-            {
-                "id": str(leg["id"]),
-                "role": leg["role"],
-                "party": leg["party"],
-                "number": None if leg["role"] == LegRole.OPERATOR else leg["address"],
-                "state": leg["state"],
-                "emergency": bool(leg["emergency"]),
-                "transfer_from": leg["transfer_from"],
-                "offered_at": iso(leg["offered_at"]),
-                "answered_at": iso(leg["answered_at"]),
-                "ended_at": iso(leg["ended_at"]),
-                "result": leg["result"],
-            }
-            for leg in legs
-        ],
-        "recordings": [
-            {
-                "id": str(rec["id"]),
-                "duration_s": int(rec["duration_s"]),
-                "channels": int(rec["channels"]),
-                "created_at": iso(rec["created_at"]),
-                "deleted": rec["deleted_at"] is not None,
-                "delete_due_at": iso(rec["delete_due_at"]),
-            }
-            for rec in recordings
-        ],
-    }
+            return await views.call_views(tx, calls)

@@ -28,9 +28,10 @@ from alarm_centre.http.openapi import operation, query
 from alarm_centre.ids import row_id
 from alarm_centre.store.tx import InvalidRequest
 from alarm_centre.telephony.audit import CallAudit, parse_month
-from alarm_centre.telephony.calls import Target, Telephony
+from alarm_centre.telephony.calls import Telephony
 from alarm_centre.telephony.dialler import AUDIO_TYPE, Dialler, RecordingUnavailable
 from alarm_centre.telephony.metrics import TelephonyMetrics
+from alarm_centre.telephony.parties import Target
 from alarm_centre.telephony.recordings import Recordings
 from alarm_centre.telephony.service_levels import call_service_levels
 from alarm_centre.telephony.tokens import TokenIssuer
