@@ -16,6 +16,7 @@
     calls: new Map(), // call id -> call JSON
     alerts: new Map(),// alert id -> {type, who} for the banner's words
     shown: null,      // the alert id the detail pane shows
+    recordings: [],   // the shown alert's recordings (supervisors: played through the bridge)
     source: null,
     device: null,     // Twilio.Device when the browser is the operator's phone
     incoming: null,   // the Voice SDK call ringing in the browser
@@ -253,6 +254,7 @@
       if (call.state === "ended") announce(`Call on alert ${call.alert_id} ended.`);
     }
     if (call.state === "ended") setTimeout(() => { state.calls.delete(call.id); render(); }, 8000);
+    if (call.recordings.length && call.alert_id === state.shown) loadRecordings(call.alert_id);
     render();
   }
 
@@ -317,6 +319,13 @@
     if (handle) children.push(el("p", { class: "call-keys muted" },
       "Keys: ", el("kbd", { text: "c" }), " call or add a party · ", el("kbd", { text: "t" }), " transfer · ",
       el("kbd", { text: "x" }), " hang up or decline · ", el("kbd", { text: "p" }), " answer in the browser"));
+    if (state.recordings.length) {
+      children.push(el("h4", { text: "Recordings" }), el("ul", { class: "call-recordings" },
+        ...state.recordings.map((r) => el("li", {},
+          el("span", { text: `Call ${r.call}, ${r.duration_s} s ` }),
+          el("audio", { controls: true, preload: "none", src: `/api/v1/recordings/${encodeURIComponent(r.id)}/audio`,
+            "aria-label": `Recording of call ${r.call}, ${r.duration_s} seconds` })))));
+    }
     const focused = document.activeElement && panel.contains(document.activeElement) ? document.activeElement.id : null;
     panel.replaceChildren(...children);
     const hang = $("call-hangup"), add = $("call-add"), transfer = $("call-transfer"), dial = $("call-dial");
@@ -325,6 +334,18 @@
     if (transfer) transfer.addEventListener("click", () => openTransfer(mineLive.id));
     if (dial) dial.addEventListener("click", () => openDial(null));
     if (focused && $(focused)) $(focused).focus();
+  }
+
+  // Supervisors play an alert's recordings from its card, through the bridge (never a Twilio address).
+  async function loadRecordings(alertId) {
+    if (!alertId || !can("calls:review")) return;
+    try {
+      const body = await api("GET", "/api/v1/calls?alert_id=" + encodeURIComponent(alertId));
+      if (state.shown !== alertId) return;
+      state.recordings = body.calls.flatMap((c) => c.recordings.filter((r) => !r.deleted)
+        .map((r) => ({ id: r.id, call: c.id, duration_s: r.duration_s })));
+      renderPanel();
+    } catch (e) { /* the card shows the rest */ }
   }
 
   function tick() {
@@ -493,7 +514,12 @@
     document.head.append(css);
     buildBanner();
     renderPresence();
-    document.addEventListener("console:alert-shown", (ev) => { state.shown = ev.detail && ev.detail.id; renderPanel(); });
+    document.addEventListener("console:alert-shown", (ev) => {
+      state.shown = ev.detail && ev.detail.id;
+      state.recordings = [];
+      renderPanel();
+      loadRecordings(state.shown);
+    });
     const current = document.querySelector("#queue button[aria-current='true']");
     if (current && !state.shown) { state.shown = current.dataset.id; renderPanel(); }
     document.addEventListener("keydown", onKey);
