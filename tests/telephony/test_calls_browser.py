@@ -12,6 +12,7 @@ Chromium missing: skipped locally, a failure in CI.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,23 @@ async def test_the_incoming_call_banner_and_live_call_state(
     await expect(panel.locator(".call-state")).to_contain_text("Ended (answered)")
     await expect(page.locator("#timeline")).to_contain_text("call answered")
     assert page.js_errors == []
+    await expect(panel.locator("audio")).to_have_count(0)  # an operator plays no recordings
+
+    # A supervisor opens the alert: its recording plays from the card, through the bridge.
+    await add_user(bridge, "sue", "supervisor")
+    sue = await sign_in(browser, bridge, "sue")
+    await sue.locator(f"#alert-{alert_id} button").click()
+    audio = sue.locator("#call-panel audio")
+    await expect(audio).to_have_count(1)
+    src = await audio.get_attribute("src")
+    assert src is not None and src.startswith("/api/v1/recordings/") and src.endswith("/audio")
+    await expect(audio).to_have_attribute("aria-label", re.compile(r"Recording of call \d+"))
+    played = await sue.evaluate(
+        "async (src) => { const r = await fetch(src); return [r.status, r.headers.get('content-type')]; }",
+        src,
+    )
+    assert played == [200, "audio/mpeg"]
+    assert sue.js_errors == []
 
 
 async def test_an_operator_in_the_browser_answers_with_p(
