@@ -26,10 +26,11 @@ from pydantic import (
 )
 
 from alarm_centre.escalation.policy import PolicyStep, parse_steps
+from alarm_centre.telephony.settings import dialable
 from devices.dc09 import parse_key
 from devices.dc09_forward import parse_upstream_url
 from devices.numbers import whole_number
-from devices.phone import is_e164
+from devices.phone import EMERGENCY_NUMBERS, is_e164
 from devices.registry import DC09_ACCOUNT_RE, DC09_KEY_RULE
 from devices.vocabulary import PRIORITIES
 
@@ -279,6 +280,141 @@ class EscalationConfig(Section):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r} (for example UTC or Europe/London)") from None
         return value
+
+
+# -- telephony (issue 15): the centre's calls, on Twilio Programmable Voice (docs/telephony.md) ----------
+def _e164_text(value: Any) -> Any:
+    """YAML (and so an environment variable) reads an unquoted +441632960000 as a number: put the + back."""
+    return f"+{value}" if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class TelephonyOperator(Section):
+    """How one operator (a console user name) is reached: a phone, or the console in the browser."""
+
+    #: The operator's phone (E.164): calls offered to them ring there.
+    phone: str = ""
+    #: Ring the console in the browser through Twilio's Voice SDK (needs telephony.voice_sdk).
+    browser: bool = False
+
+    @field_validator("phone", mode="before")
+    @classmethod
+    def _phone_text(cls, value: Any) -> Any:
+        return _e164_text(value)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> TelephonyOperator:
+        if bool(self.phone) == self.browser:
+            raise ValueError("give either phone (E.164) or browser: true")
+        if self.phone and not is_e164(self.phone):
+            raise ValueError(f"phone must be an E.164 number like +447700900123, not {self.phone[:30]!r}")
+        return self
+
+
+class VoiceSdkConfig(Section):
+    """Access tokens for operators whose console rings in the browser (Twilio Voice SDK)."""
+
+    #: An API key of the account (SK...) and its secret: they sign the access tokens.
+    api_key_sid: str = ""
+    api_key_secret: SecretStr = SecretStr("")
+    #: The TwiML app (AP...) outgoing browser calls use; empty: the browser only takes calls.
+    twiml_app_sid: str = ""
+    #: Seconds an access token lasts (the console fetches a new one before it runs out).
+    token_ttl_s: int = Field(3600, ge=60, le=86400)
+    #: The Voice SDK's JavaScript file (twilio.min.js) on this machine, served to the console from
+    #: this bridge (the console loads no script from elsewhere). Empty: no browser audio.
+    sdk_file: str = ""
+
+
+class TelephonyConfig(Section):
+    """The centre's calls: units' and residents' calls in, operators' calls out (docs/telephony.md)."""
+
+    #: Take calls at POST /twilio/voice (Direction=inbound) and let operators dial from the alert card.
+    enabled: bool = False
+    #: The centre's numbers that units and residents call (E.164; Twilio numbers pointed at the bridge).
+    numbers: list[str] = Field(default_factory=list, max_length=50)
+    #: Operators who take calls, by console user name: {phone: "+44..."} or {browser: true}.
+    operators: dict[str, TelephonyOperator] = Field(default_factory=dict, max_length=500)
+    #: Seconds a call rings one operator before it is offered to the next.
+    ring_s: float = Field(20.0, ge=5, le=120)
+    #: Seconds after which a call nobody answered goes to the overflow number.
+    overflow_after_s: float = Field(60.0, ge=5, le=3600)
+    #: The partner centre's number for calls nobody here answers (E.164). Empty: keep ringing here.
+    overflow_number: str = ""
+    #: Record calls (inbound and outbound, each as one conference recording).
+    record: bool = True
+    #: Said to the caller (and to each party dialled) before the call is joined; empty: nothing.
+    recording_announcement: str = Field("This call is recorded.", max_length=500)
+    #: Days a recording is kept; then it is deleted at Twilio and here.
+    retention_days: int = Field(90, ge=1, le=3650)
+    #: The emergency number operators dial from the alert card (999, 112, 911, or an E.164 number).
+    emergency_number: str = "999"
+    #: Calls a handler's monthly call audit draws (at least 2; one with the emergency services if any).
+    audit_calls_per_handler: int = Field(2, ge=2, le=20)
+    #: Hold music while a caller waits (Twilio's waitUrl); empty: Twilio's default music.
+    hold_music_url: str = ""
+    #: Longest sleep, in seconds, of the telephony loop (offer timeouts, overflow, retention).
+    poll_s: float = Field(1.0, gt=0, le=60)
+    voice_sdk: VoiceSdkConfig = VoiceSdkConfig()
+
+    @field_validator("numbers", mode="before")
+    @classmethod
+    def _numbers_text(cls, value: Any) -> Any:
+        return [_e164_text(n) for n in value] if isinstance(value, list) else value
+
+    @field_validator("overflow_number", "emergency_number", mode="before")
+    @classmethod
+    def _number_text(cls, value: Any) -> Any:
+        return _e164_text(value)
+
+    @field_validator("numbers")
+    @classmethod
+    def _numbers(cls, value: list[str]) -> list[str]:
+        bad = [n for n in value if not is_e164(n)]
+        if bad:
+            raise ValueError(f"must be E.164 numbers like +441632960001, not {bad[0][:30]!r}")
+        return value
+
+    @field_validator("overflow_number")
+    @classmethod
+    def _overflow(cls, value: str) -> str:
+        if value and not is_e164(value):
+            raise ValueError(f"must be empty or an E.164 number, not {value[:30]!r}")
+        return value
+
+    @field_validator("emergency_number")
+    @classmethod
+    def _emergency(cls, value: str) -> str:
+        if not dialable(value):
+            raise ValueError(f"must be one of {', '.join(sorted(EMERGENCY_NUMBERS))} or an E.164 number")
+        return value
+
+    @field_validator("operators")
+    @classmethod
+    def _operator_names(cls, value: dict[str, TelephonyOperator]) -> dict[str, TelephonyOperator]:
+        bad = [name for name in value if not re.fullmatch(r"[^\s/]{1,64}", name)]
+        if bad:
+            raise ValueError(f"operator names are console user names (1-64 characters), not {bad[0][:30]!r}")
+        return value
+
+    @field_validator("hold_music_url")
+    @classmethod
+    def _hold_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty or an http(s):// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> TelephonyConfig:
+        if self.enabled and not self.numbers:
+            raise ValueError("numbers: at least one centre number is needed when telephony.enabled is true")
+        browser = [name for name, op in self.operators.items() if op.browser]
+        sdk = self.voice_sdk
+        if browser and not (sdk.api_key_sid and sdk.api_key_secret.get_secret_value()):
+            raise ValueError(
+                f"operator {browser[0]!r} takes calls in the browser: set voice_sdk.api_key_sid and "
+                "voice_sdk.api_key_secret"
+            )
+        return self
 
 
 class SerialUnitConfig(Section):
@@ -588,12 +724,21 @@ class Config(Section):
     gsm: GsmConfig = GsmConfig()
     twilio: TwilioConfig = TwilioConfig()
     escalation: EscalationConfig = EscalationConfig()
+    telephony: TelephonyConfig = TelephonyConfig()
     registry: RegistryConfig = RegistryConfig()
     heartbeats: HeartbeatsConfig = HeartbeatsConfig()
     credentials: CredentialsConfig = CredentialsConfig()
     dc09: Dc09Config = Dc09Config()
     scaip: ScaipConfig = ScaipConfig()
     retention: RetentionConfig = RetentionConfig()
+
+    @model_validator(mode="after")
+    def _telephony_needs_twilio(self) -> Config:
+        if self.telephony.enabled and not self.twilio.enabled:
+            raise ValueError(
+                "telephony.enabled needs twilio.enabled (the calls go through the Twilio account)"
+            )
+        return self
 
     @property
     def node_name(self) -> str:
@@ -693,6 +838,7 @@ PATH_KEYS = (
     ("credentials", "password_file"),
     ("credentials", "acl_file"),
     ("alexa", "test_ca"),
+    ("telephony.voice_sdk", "sdk_file"),
 )
 
 
@@ -700,11 +846,13 @@ def _anchor_paths(config: Config, base: Path, from_env: set[tuple[str, ...]]) ->
     from alarm_centre.store import sqlite_path
 
     for section_name, key in PATH_KEYS:
-        section = getattr(config, section_name)
+        section: Any = config
+        for part in section_name.split("."):  # a nested section: "telephony.voice_sdk"
+            section = getattr(section, part)
         value: str = getattr(section, key)
         if (section_name, key) == ("store", "url"):
             value = sqlite_path(value) or ""
         if not value or Path(value).is_absolute():
             continue
-        anchor = Path.cwd() if (section_name, key) in from_env else base
+        anchor = Path.cwd() if (*section_name.split("."), key) in from_env else base
         setattr(section, key, os.path.normpath(anchor / value))

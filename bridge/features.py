@@ -18,6 +18,7 @@ from bridge import (
     feature_registry,
     feature_scaip,
     feature_serial,
+    feature_telephony,
     feature_voice,
 )
 from bridge.host import Feature
@@ -28,6 +29,7 @@ FEATURES: list[Feature] = [
     feature_serial.start,  # serial units and the GSM modem; outbox channels serial, sms (serial:, gsm:)
     feature_registry.start,  # devices, residents, commissioning (registry:, heartbeats:, credentials:)
     feature_escalation.start,  # escalation, /twilio/*, /api/v1/service-levels (escalation:, twilio:)
+    feature_telephony.start,  # calls in and out, recordings, call audit; /api/v1/calls (telephony:)
     feature_floods.start,  # alarm floods grouped into incidents; /api/v1/incidents, /api/v1/queue (floods:)
     feature_dc09.start,  # SIA DC-09 receiver, TCP and UDP (dc09:)
     feature_scaip.start,  # SCAIP over SIP: UDP, TCP and TLS (scaip:)

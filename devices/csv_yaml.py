@@ -40,6 +40,7 @@ RESIDENT_COLUMNS = (
     "key_safe",
     "medical_notes",
     "language",
+    "phone",
     "responders",
     "dc09_account",
 )

@@ -47,6 +47,16 @@ def is_e164(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and E164_RE.fullmatch(value) is not None
 
 
+#: Short emergency numbers (999 in the UK, 112 across Europe, 911, 000, 111): not E.164, but a centre
+#: dials them from the alert card (Twilio's Emergency Calling) and the audit looks for them.
+EMERGENCY_NUMBERS = frozenset({"999", "112", "911", "000", "111"})
+
+
+def is_emergency_number(value: object) -> bool:
+    """Whether ``value`` is one of the short emergency numbers."""
+    return isinstance(value, str) and value in EMERGENCY_NUMBERS
+
+
 def check_e164(value: object) -> str:
     """``value`` when it is an E.164 number; raises ValueError naming the rule otherwise."""
     if not is_e164(value):  # never echo the value: it is someone's phone number

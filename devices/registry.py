@@ -188,6 +188,8 @@ class Resident(_Model):
     key_safe: str = Field("", max_length=200)
     medical_notes: str = Field("", max_length=4000)
     language: str = Field("en-GB", max_length=35)
+    #: The resident's own phone (E.164, optional): a call to the centre from it is matched to them.
+    phone: str | None = None
     #: Called in this order.
     responders: list[Responder] = Field(default_factory=list, max_length=10)
     #: The SIA DC-09 account an upstream monitoring centre knows the resident by (3-16 hex, unique);
@@ -204,6 +206,11 @@ class Resident(_Model):
     def _dc09_account(cls, value: str | None) -> str | None:
         return check_dc09_account(value)
 
+    @field_validator("phone")
+    @classmethod
+    def _own_phone(cls, value: str | None) -> str | None:
+        return None if value is None or value == "" else check_e164(value)
+
     @field_validator("language", mode="before")
     @classmethod
     def _language(cls, value: Any) -> str:
@@ -211,7 +218,7 @@ class Resident(_Model):
 
     def data(self) -> dict[str, Any]:
         """What goes into ``residents.data``."""
-        return self.model_dump(exclude={"id", "name", "dc09_account"})
+        return self.model_dump(exclude={"id", "name", "dc09_account", "phone"})
 
     @classmethod
     def from_row(cls, row: Any) -> Self:
@@ -228,8 +235,17 @@ class Resident(_Model):
                 for r in known["responders"]
             ]
         known.pop("dc09_account", None)  # a column of its own (unique), never read from data
+        known.pop("phone", None)  # a column of its own (callers are matched on it)
         account = row.get("dc09_account")
-        return cls.model_validate({"id": row["id"], "name": row["name"], **known, "dc09_account": account})
+        return cls.model_validate(
+            {
+                "id": row["id"],
+                "name": row["name"],
+                **known,
+                "dc09_account": account,
+                "phone": row.get("phone"),
+            }
+        )
 
 
 class Peripheral(_Model):

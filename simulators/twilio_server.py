@@ -5,6 +5,10 @@ Basic auth with the account SID and auth token, Twilio-shaped JSON answers and e
 and call in memory, can be told to fail the next requests, and sends webhooks back signed like Twilio does
 (``X-Twilio-Signature``: HMAC-SHA1 of the URL and the sorted form parameters, keyed with the auth token).
 
+Calls also ring on a small phone network (:mod:`simulators.twilio_voice`): calls in to our numbers, calls
+out that are answered or not, TwiML followed into conferences, conference and recording callbacks, call
+updates (stop ringing, hang up), and recordings fetched and deleted through the REST API.
+
 Run standalone for the demo: ``python -m simulators.twilio_server --port 8099``.
 """
 
@@ -19,6 +23,7 @@ import json
 import logging
 import secrets
 import signal
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,18 +34,14 @@ from typing import Any, Self
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from twilio.request_validator import RequestValidator
 
-from devices.phone import is_e164
+from devices.phone import is_e164, is_emergency_number
+from simulators.twilio_voice import SILENT_MP3, SILENT_WAV, SimCall, VoiceNetwork, new_sid
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "2010-04-01"
 DEMO_ACCOUNT_SID = "AC" + "0" * 32
 DEMO_AUTH_TOKEN = "demo-auth-token"
-
-
-def new_sid(prefix: str) -> str:
-    """A Twilio-style SID: two letters and 32 hex digits."""
-    return prefix + secrets.token_hex(16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,7 @@ class TwilioServer:
         auth_token: str = DEMO_AUTH_TOKEN,
         host: str = "127.0.0.1",
         port: int = 0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -145,6 +147,10 @@ class TwilioServer:
         self._faults: list[_Fault] = []
         self.attempts: list[ApiAttempt] = []
         self.base_url = ""
+        #: Calls in and out, conferences and recordings (the voice side of the account).
+        self.voice = VoiceNetwork(
+            account_sid=account_sid, post=self._post_for_network, base_url=lambda: self.base_url, clock=clock
+        )
 
     @property
     def messages(self) -> list[RecordedMessage]:
@@ -161,6 +167,17 @@ class TwilioServer:
         app.router.add_post(prefix + "/Calls.json", self._create_call)
         app.router.add_get(prefix + "/Messages/{sid}.json", self._fetch_message)
         app.router.add_get(prefix + "/Calls/{sid}.json", self._fetch_call)
+        app.router.add_post(prefix + "/Calls/{sid}.json", self._update_call)
+        recording = prefix + "/Recordings/{sid:RE[0-9a-fA-F]{32}}.{ext:json|mp3|wav}"
+        app.router.add_get(recording, self._fetch_recording)
+        app.router.add_delete(recording, self._delete_recording)
+        app.router.add_get(prefix + "/Conferences.json", self._list_conferences)
+        app.router.add_get("/_simulator/voice", self._list_voice)
+        app.router.add_post("/_simulator/numbers", self._control_number)
+        app.router.add_post("/_simulator/dial_in", self._control_dial_in)
+        app.router.add_post("/_simulator/answer", self._control_answer)
+        app.router.add_post("/_simulator/refuse", self._control_refuse)
+        app.router.add_post("/_simulator/hang_up", self._control_hang_up)
         app.router.add_get("/_simulator/messages", self._list_messages)
         app.router.add_get("/_simulator/calls", self._list_calls)
         app.router.add_post("/_simulator/sms_reply", self._control_sms_reply)
@@ -176,6 +193,7 @@ class TwilioServer:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        await self.voice.settled()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -276,7 +294,10 @@ class TwilioServer:
             "To": call.to if call else "",
             "msg": "Gather End",
         }
-        return await self.post_signed(to_url, params)
+        answer = await self.post_signed(to_url, params)
+        if answer.status == 200:
+            await self.voice.keys_answered(call_sid, answer.text)
+        return answer
 
     async def send_status(
         self, to_url: str, sid: str, status: str, *, error_code: int | None = None
@@ -298,6 +319,42 @@ class TwilioServer:
         if error_code is not None:
             params["ErrorCode"] = str(error_code)
         return await self.post_signed(to_url, params)
+
+    # --- the voice network (calls in, answering, conferences, recordings) ------------------------
+
+    def configure_number(self, number: str, voice_url: str) -> None:
+        """Point one of our numbers at a voice URL, as the number's console page would."""
+        self.voice.numbers[number] = voice_url
+
+    async def dial_in(self, from_number: str, to_number: str, voice_url: str | None = None) -> SimCall:
+        """``from_number`` calls ``to_number``: the signed voice webhook (``Direction=inbound``), then the
+        TwiML the bridge answered with is followed (typically: into a conference, waiting)."""
+        return await self.voice.dial_in(from_number, to_number, voice_url)
+
+    async def answer(self, call_sid: str) -> SimCall:
+        """The phone a call out rings is picked up; its ``answered`` callback and conference events are
+        delivered before this returns."""
+        return await self.voice.answer(call_sid)
+
+    async def refuse(self, call_sid: str, status: str = "no-answer") -> SimCall:
+        """The phone a call out rings is not answered (or busy, or fails)."""
+        return await self.voice.refuse(call_sid, status)
+
+    async def hang_up(self, call_sid: str) -> SimCall:
+        """The person on a call hangs up (leaving its conference)."""
+        return await self.voice.hang_up(call_sid)
+
+    async def settled(self) -> None:
+        """Every webhook caused by REST requests so far has been delivered and answered."""
+        await self.voice.settled()
+
+    async def _post_for_network(self, url: str, params: Mapping[str, str]) -> tuple[int, str]:
+        try:
+            answer = await self.post_signed(url, params)
+        except (ClientError, TimeoutError) as exc:
+            log.warning("twilio simulator: webhook to %s failed: %r", url, exc)
+            return 599, ""
+        return answer.status, answer.text
 
     def _find_call(self, sid: str) -> RecordedCall | None:
         return next((c for c in self._calls.items if c.sid == sid), None)
@@ -341,7 +398,7 @@ class TwilioServer:
             return form
         to, from_ = form.get("To", ""), form.get("From", "")
         twiml, url = form.get("Twiml"), form.get("Url")
-        error = _check_numbers(to, from_)
+        error = _check_numbers(to, from_, voice=True)
         if error is None and not (twiml or url or form.get("ApplicationSid")):
             error = (21205, "Url, Twiml or ApplicationSid is required.")
         if error is None and twiml is not None:
@@ -362,8 +419,56 @@ class TwilioServer:
             params=form,
         )
         await self._record(self._calls, call)
+        events = frozenset(str(e) for e in (await request.post()).getall("StatusCallbackEvent", []))
+        self.voice.create(form, call.sid, events)
         log.info("twilio simulator: call %s to %s", call.sid, to)
         return self._json("Calls", 201, self._call_json(call))
+
+    async def _update_call(self, request: web.Request) -> web.Response:
+        form = await self._admit(request, "Calls")
+        if isinstance(form, web.Response):
+            return form
+        sid = request.match_info["sid"]
+        if sid not in self.voice.calls:
+            return self._error("Calls", 404, 20404, "The requested resource was not found")
+        try:
+            call = self.voice.update(sid, form)
+        except ValueError as exc:
+            return self._error("Calls", 400, 21218, str(exc))
+        recorded = self._find_call(sid)
+        body = self._call_json(recorded) if recorded is not None else {"sid": sid}
+        return self._json("Calls", 200, body | {"status": call.status})
+
+    async def _fetch_recording(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorised(request):
+            return self._error("Recordings", 401, 20003, "Authenticate")
+        rec = self.voice.recording(request.match_info["sid"])
+        if rec is None:
+            return self._error("Recordings", 404, 20404, "The requested resource was not found")
+        ext = request.match_info["ext"]
+        self.attempts.append(ApiAttempt("Recordings", 200))
+        if ext == "json":
+            return web.json_response(self.voice.recording_json(rec))
+        media = SILENT_MP3 if ext == "mp3" else SILENT_WAV
+        return web.Response(body=media, content_type="audio/mpeg" if ext == "mp3" else "audio/x-wav")
+
+    async def _delete_recording(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._error("Recordings", 401, 20003, "Authenticate")
+        fault = self._take_fault()
+        if fault is not None and not fault.stall:
+            return self._error("Recordings", fault.status, fault.code, fault.message)
+        if not self.voice.delete_recording(request.match_info["sid"]):
+            return self._error("Recordings", 404, 20404, "The requested resource was not found")
+        self.attempts.append(ApiAttempt("Recordings", 204))
+        return web.Response(status=204)
+
+    async def _list_conferences(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._error("Conferences", 401, 20003, "Authenticate")
+        name = request.query.get("FriendlyName")
+        found = [c for c in self.voice.conferences.values() if name is None or c.name == name]
+        return web.json_response({"conferences": [self.voice.conference_json(c) for c in found]})
 
     async def _fetch_message(self, request: web.Request) -> web.Response:
         message = self._find_message(request.match_info["sid"])
@@ -404,6 +509,64 @@ class TwilioServer:
             raise web.HTTPBadRequest(text='{"error": "no_gather_action", "detail": "pass to_url"}')
         answer = await self.press_digits(str(to_url), _require(args, "call_sid"), _require(args, "digits"))
         return web.json_response(_answer_json(answer))
+
+    async def _list_voice(self, request: web.Request) -> web.Response:
+        """Every call on the network, conference and recording (what the demo shows)."""
+        voice = self.voice
+        return web.json_response(
+            {
+                "numbers": voice.numbers,
+                "calls": [voice.call_json(c) for c in voice.calls.values()],
+                "conferences": [voice.conference_json(c) for c in voice.conferences.values()],
+                "recordings": [voice.recording_json(r) for r in voice.recordings.values() if not r.deleted],
+            }
+        )
+
+    async def _control_number(self, request: web.Request) -> web.Response:
+        """``{"number", "voice_url"}``: where a call to one of our numbers is posted."""
+        args = await _json_object(request)
+        self.configure_number(_require(args, "number"), _require(args, "voice_url"))
+        return web.json_response({"numbers": self.voice.numbers})
+
+    async def _control_dial_in(self, request: web.Request) -> web.Response:
+        """``{"from", "to", "voice_url"?}``: someone calls one of our numbers."""
+        args = await _json_object(request)
+        url = args.get("voice_url")
+        try:
+            call = await self.dial_in(
+                _require(args, "from"), _require(args, "to"), url if isinstance(url, str) else None
+            )
+        except LookupError as exc:
+            raise web.HTTPBadRequest(text=json.dumps({"error": "no_voice_url", "detail": str(exc)})) from None
+        return web.json_response(self.voice.call_json(call))
+
+    async def _control_call(
+        self, request: web.Request, act: Callable[[str], Awaitable[SimCall]]
+    ) -> web.Response:
+        args = await _json_object(request)
+        try:
+            call = await act(_require(args, "call_sid"))
+        except (LookupError, ValueError) as exc:
+            raise web.HTTPBadRequest(text=json.dumps({"error": "bad_call", "detail": str(exc)})) from None
+        return web.json_response(self.voice.call_json(call))
+
+    async def _control_answer(self, request: web.Request) -> web.Response:
+        """``{"call_sid"}``: the phone a call out rings is picked up."""
+        return await self._control_call(request, self.answer)
+
+    async def _control_refuse(self, request: web.Request) -> web.Response:
+        """``{"call_sid", "status"?}``: the phone is not answered (no-answer, busy, failed)."""
+        args = await _json_object(request)
+        status = args.get("status", "no-answer")
+        try:
+            call = await self.refuse(_require(args, "call_sid"), status if isinstance(status, str) else "")
+        except (LookupError, ValueError) as exc:
+            raise web.HTTPBadRequest(text=json.dumps({"error": "bad_call", "detail": str(exc)})) from None
+        return web.json_response(self.voice.call_json(call))
+
+    async def _control_hang_up(self, request: web.Request) -> web.Response:
+        """``{"call_sid"}``: the person on the call hangs up."""
+        return await self._control_call(request, self.hang_up)
 
     async def _control_status(self, request: web.Request) -> web.Response:
         """``{"sid", "status", "to_url"?, "error_code"?}``: a status callback (to_url: StatusCallback)."""
@@ -561,10 +724,13 @@ def _answer_json(answer: WebhookResponse) -> dict[str, Any]:
     return {"status": answer.status, "content_type": answer.content_type, "text": answer.text}
 
 
-def _check_numbers(to: str, from_: str) -> tuple[int, str] | None:
+def _check_numbers(to: str, from_: str, *, voice: bool = False) -> tuple[int, str] | None:
+    """Twilio's refusals of a message's or call's numbers; a call may also go to a Voice SDK client
+    (``client:<identity>``) or an emergency number (an account with Emergency Calling)."""
     if not to:
         return (21604, "A 'To' phone number is required.")
-    if not is_e164(to):
+    callable_ = voice and (is_emergency_number(to) or to.startswith("client:"))
+    if not is_e164(to) and not callable_:
         return (21211, f"The 'To' number {to} is not a valid phone number.")
     if not from_:
         return (21603, "A 'From' phone number is required.")

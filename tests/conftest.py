@@ -51,6 +51,9 @@ SLOW = {
     "test_escalation::test_restart_mid_escalation_neither_loses_nor_repeats",  # 5 s
     "test_cli_safety::test_users_add_refuses_an_existing_name_unless_replace",  # 5 s
     "test_supervision::test_supervised_unit_over_mosquitto",  # 5 s
+    "test_calls_browser::test_the_incoming_call_banner_and_live_call_state",  # 8 s
+    "test_calls_browser::test_an_operator_in_the_browser_answers_with_p",  # 7 s
+    "test_recordings_and_audit::test_the_monthly_call_audit",  # 7 s
 }
 
 
@@ -162,6 +165,7 @@ BOTH_STORES = {
     "test_priority_lane",
     "test_retention",
     "test_subject_access_and_erasure",
+    "test_call_flow",
 }
 
 

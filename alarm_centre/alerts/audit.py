@@ -60,3 +60,21 @@ class AuditAction(StrEnum):
     FORWARD_NO_ANSWER = "forward_no_answer"
     FORWARD_SWITCHED = "forward_switched"
     FORWARD_FAILED = "forward_failed"
+    # calls: the speech call on the alert (telephony, issue 15; docs/telephony.md)
+    CALL_IN = "call_in"  # a call came in and was matched to this alert (or raised it)
+    CALL_QUEUED = "call_queued"  # nobody to offer it to yet: the caller waits
+    CALL_OFFERED = "call_offered"
+    CALL_OFFER_UNANSWERED = "call_offer_unanswered"  # rang out, busy, declined, or stopped
+    CALL_ANSWERED = "call_answered"
+    CALL_OVERFLOWED = "call_overflowed"
+    CALL_DIALLED = "call_dialled"  # an operator dialled out from the alert card
+    CALL_PARTY_ADDED = "call_party_added"
+    CALL_PARTY_ANSWERED = "call_party_answered"
+    CALL_PARTY_UNANSWERED = "call_party_unanswered"
+    CALL_TRANSFERRED = "call_transferred"
+    CALL_LEFT = "call_left"  # one party hung up; the call goes on
+    CALL_ENDED = "call_ended"
+    CALL_FAILED = "call_failed"  # Twilio would not place a leg
+    CALL_RECORDED = "call_recorded"
+    CALL_RECORDING_PLAYED = "call_recording_played"
+    CALL_RECORDING_DELETED = "call_recording_deleted"

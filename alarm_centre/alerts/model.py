@@ -33,6 +33,7 @@ ROLE_RIGHTS: dict[Role, frozenset[str]] = {
             "alerts:handle",
             "alerts:reassign",
             "service_levels:read",
+            "calls:review",  # play call recordings, the monthly call audit
             "devices:read",
             "residents:read",
             "privacy:audit",
@@ -57,6 +58,7 @@ ROLE_RIGHTS: dict[Role, frozenset[str]] = {
             "privacy:subject_access",
             "privacy:erase",
             "privacy:retention",
+            "calls:review",
         }
     ),
 }

@@ -43,6 +43,8 @@ class ConsolePage:
 
 
 CONSOLE_PAGES: web.AppKey[list[ConsolePage]] = web.AppKey("console_pages", list)
+#: Scripts other features add to the queue page (same origin; telephony's incoming-call banner).
+QUEUE_SCRIPTS: web.AppKey[tuple[str, ...]] = web.AppKey("queue_scripts", tuple)
 QUEUE_PAGE = ConsolePage("/console", "Queue", "alerts:read", 0)
 
 

@@ -14,7 +14,7 @@ from alarm_centre.alerts.lifecycle import Outcome
 from alarm_centre.alerts.model import ROLE_RIGHTS
 from alarm_centre.alerts.model import iso as iso_time
 from alarm_centre.console.context import alert_context, resident_names
-from alarm_centre.console.pages import nav_for, page_response, require_page
+from alarm_centre.console.pages import QUEUE_SCRIPTS, nav_for, page_response, require_page
 from alarm_centre.console.signin import (
     CSRF_HEADER,
     SESSION_COOKIE,
@@ -49,9 +49,8 @@ OUTCOME_LABELS: dict[str, str] = {
 
 async def queue_page(request: web.Request) -> web.StreamResponse:
     require_page(request, "alerts:read")
-    return page_response(
-        request, title="Alert queue", body=render("queue.html"), scripts=("/static/console/console.js",)
-    )
+    scripts = ("/static/console/console.js", *request.app.get(QUEUE_SCRIPTS, ()))
+    return page_response(request, title="Alert queue", body=render("queue.html"), scripts=scripts)
 
 
 async def me(request: web.Request) -> web.Response:

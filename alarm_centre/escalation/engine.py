@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alarm_centre.alerts.audit import AuditAction
-from alarm_centre.alerts.lifecycle import AlertState, Source
+from alarm_centre.alerts.lifecycle import AlertState, IllegalTransition, Source
 from alarm_centre.alerts.model import iso
 from alarm_centre.escalation import store as sql
 from alarm_centre.escalation.policy import SUPERVISORS, PolicyStep
@@ -59,7 +59,7 @@ from alarm_centre.escalation.states import (
 from alarm_centre.ids import row_id
 from alarm_centre.store.alerts import alert_row
 from alarm_centre.store.base import AlertStore
-from alarm_centre.store.tx import InvalidRequest, PostCommit, Row, Tx
+from alarm_centre.store.tx import Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
 from devices.events import DeviceEvent
 from devices.strict_json import column_text as _j
 from devices.vocabulary import PRIORITIES
@@ -105,6 +105,8 @@ class ReplyOutcome:
     recorded: ReplyResult = ReplyResult.IGNORED
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A supervisor accepted a raised alert: acknowledge it (after the reply is recorded) as this actor.
+    acknowledge_as: str | None = None
 
 
 class Escalation:
@@ -598,7 +600,20 @@ class Escalation:
             return await self._answer(tx, post, row, reply, via, ref)
 
         result: ReplyOutcome = await self.store.transaction(work)
-        return result
+        return await self._acknowledge(result, Source.SMS)
+
+    async def _acknowledge(self, outcome: ReplyOutcome, source: Source) -> ReplyOutcome:
+        """One acknowledgement on any channel: a supervisor's YES (or key 1) claims the raised alert, which
+        stops every pending notification for it (the runner hears the acknowledgement, cancels what is
+        queued and stops the calls still ringing at Twilio)."""
+        if outcome.acknowledge_as is None or outcome.alert_id is None:
+            return outcome
+        try:
+            await self.store.acknowledge(outcome.alert_id, actor=outcome.acknowledge_as, source=source)
+        except (Conflict, IllegalTransition, NotFound):
+            return outcome  # someone else claimed it first, or it was resolved: the reply stays noted
+        outcome.recorded = ReplyResult.ACKNOWLEDGED
+        return outcome
 
     async def on_digits(self, *, call_sid: str, reply: str, digits: str) -> ReplyOutcome:
         """Keys pressed on a call we placed."""
@@ -610,7 +625,7 @@ class Escalation:
             return await self._answer(tx, post, row, reply, "voice", call_sid, digits=digits)
 
         result: ReplyOutcome = await self.store.transaction(work)
-        return result
+        return await self._acknowledge(result, Source.VOICE)
 
     async def _answer(
         self,
@@ -651,6 +666,8 @@ class Escalation:
                 now,
             )
             out.recorded = ReplyResult.SUPERVISOR
+            if reply == "accept" and alert["state"] == AlertState.RAISED:
+                out.acknowledge_as = f"supervisor:{note['to_number']}"
             return out
         actor = f"responder:{name}"
         callout, responders = await self._callout(tx, int(alert["id"]))
@@ -878,6 +895,14 @@ class Escalation:
             }
             if error_code is not None:
                 detail["error_code"] = error_code
+            stopped = await self._irrelevant(tx, row) if failed and status == "canceled" else None
+            if stopped is not None:  # we stopped it ringing: the alert no longer needs it
+                await sql.move_notification(tx, row["id"], NotificationState.FAILED, None, last_error=stopped)
+                detail["stopped"] = stopped
+                await self.store.alerts.log_action(
+                    tx, post, alert, AuditAction.NOTIFICATION_STATUS, "twilio", Source.VOICE, detail, now
+                )
+                return str(alert["id"])
             if failed:
                 relevant = await self._irrelevant(tx, row) is None
                 if relevant and int(row["attempts"]) < self.settings.max_attempts:
@@ -913,6 +938,15 @@ class Escalation:
 
         result: str | None = await self.store.transaction(work)
         return result
+
+    async def ringing_calls(self, alert_ids: Iterable[str]) -> list[str]:
+        """Sids of calls we placed for these alerts that may still be ringing (not answered, not over):
+        an acknowledgement stops them at Twilio too."""
+        ids = sorted({k for k in map(row_id, alert_ids) if k is not None})
+        if not ids:
+            return []
+        async with self.store.read() as tx:
+            return await sql.calls_maybe_ringing(tx, ids)
 
     async def pending_counts(self) -> dict[str, int]:
         """Pending steps and notifications, for metrics."""

@@ -211,6 +211,24 @@ class Notifier:
         client = self._require_client()
         return await self._deliver("call", to, lambda: client.calls.create_async(**params))
 
+    async def stop_call(self, sid: str, *, status: str = "canceled") -> None:
+        """Stop a call we placed: ``canceled`` while it rings (an answered one carries on), ``completed``
+        to hang it up. Tried once (the caller retries); a 404 means it is already over."""
+        client = self._require_client()
+        await self._once(sid, lambda: client.calls(sid).update_async(status=status))
+
+    async def _once(self, sid: str, request: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                await request()
+        except Exception as exc:  # classified below; anything unknown is re-raised
+            failure = _classify(exc, kind="call", to=sid, attempts=1)
+            if failure is None:
+                raise
+            if failure.status == 404:
+                return  # already over (or already gone)
+            raise failure from exc
+
     def _require_client(self) -> Client:
         if self._client is None:
             raise RuntimeError("Notifier is not open; use 'async with Notifier(...)'")

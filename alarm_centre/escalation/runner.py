@@ -142,6 +142,8 @@ class EscalationRunner:
         acked, self._acked_ids = self._acked_ids, set()
         if stop:
             await self.escalation.stop_for(stop)
+            if self.notifier is not None:
+                await self._stop_ringing(stop)
         if resolved:
             await self.escalation.start_callouts(resolved)
         if acked:
@@ -161,6 +163,18 @@ class EscalationRunner:
             self._metrics_at = time.monotonic()
             await self.refresh_metrics()
         self.passes += 1
+
+    async def _stop_ringing(self, alert_ids: set[str]) -> None:
+        """Calls placed for alerts now acknowledged or resolved, still ringing: stopped at Twilio."""
+        assert self.notifier is not None
+        for sid in await self.escalation.ringing_calls(alert_ids):
+            try:
+                await self.notifier.stop_call(sid)
+            except DeliveryFailed as exc:
+                log.warning("call %s could not be stopped ringing: %s", sid, exc)
+                self.metrics.loop_errors.labels("stop_ringing").inc()
+            else:
+                self.metrics.notifications.labels("call", "any", "stopped_ringing").inc()
 
     async def _observe_acks(self, ids: set[str]) -> None:
         for priority, seconds in await acknowledge_delays(self.escalation.store, ids):

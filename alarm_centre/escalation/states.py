@@ -65,6 +65,9 @@ class ReplyResult(StrEnum):
     UNREADABLE = "unreadable"
     LATE = "late"
     SUPERVISOR = "supervisor"
+    #: A supervisor said YES (or pressed 1) to a raised alert: it is now acknowledged by them, and every
+    #: pending notification for it stops, on every channel.
+    ACKNOWLEDGED = "acknowledged"
     IGNORED = "ignored"
 
 

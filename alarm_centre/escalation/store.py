@@ -396,6 +396,22 @@ async def cancel_notifications(
 # -- for metrics and the loop ---------------------------------------------------------------------
 
 
+#: A placed call's last status that may still change into ringing or answered (None: no callback yet).
+MAYBE_RINGING = ("queued", "initiated", "ringing")
+
+
+async def calls_maybe_ringing(tx: Tx, alert_ids: Sequence[int]) -> list[str]:
+    rows = await tx.fetchall(
+        f"SELECT sid FROM notifications WHERE alert_id IN ({marks(tuple(alert_ids))}) AND channel = ? "
+        f"AND state = ? AND sid IS NOT NULL AND (status IS NULL OR status IN ({marks(MAYBE_RINGING)}))",
+        *alert_ids,
+        Channel.CALL,
+        NotificationState.SENT,
+        *MAYBE_RINGING,
+    )
+    return [str(r["sid"]) for r in rows]
+
+
 async def pending_counts(tx: Tx) -> dict[str, int]:
     steps = await tx.fetchone("SELECT COUNT(*) AS n FROM escalation_steps WHERE state = ?", StepState.PENDING)
     notes = await tx.fetchone(

@@ -242,13 +242,17 @@ class StoredReplayGuard:
 
     async def claim(self, key: tuple[str, ...]) -> None:
         """Record ``key``; raise WebhookRejected (403, ``replayed``) if it was claimed within the window."""
+
+        async def work(tx: Tx, post: PostCommit) -> None:
+            await self.claim_in(tx, key)
+
+        await self._store.transaction(work)
+
+    async def claim_in(self, tx: Tx, key: tuple[str, ...]) -> None:
+        """:meth:`claim` inside a transaction of the caller's: the claim commits (or rolls back) with the
+        work the webhook does, so a failed one needs no release and costs no commit of its own."""
         now = self._clock()
-        stored = self._key(key)
-
-        async def work(tx: Tx, post: PostCommit) -> int:
-            return await sql.claim_replay(tx, stored, now, now + self._window)
-
-        if await self._store.transaction(work) != 1:
+        if await sql.claim_replay(tx, self._key(key), now, now + self._window) != 1:
             raise WebhookRejected("replayed", "this webhook was already received", status=403)
 
     async def release(self, key: tuple[str, ...]) -> None:
@@ -446,6 +450,7 @@ SMS_ANSWERS: dict[ReplyResult, str | None] = {
     ReplyResult.UNREADABLE: "Sorry, we did not understand. Reply YES to accept or NO to decline.",
     ReplyResult.LATE: "Thank you. Someone else has already accepted this call-out.",
     ReplyResult.SUPERVISOR: "Noted on the alert's timeline.",
+    ReplyResult.ACKNOWLEDGED: "Thank you, you have acknowledged the alert. Other texts and calls stop.",
     ReplyResult.IGNORED: None,
 }
 #: What a call hears after pressing a key, by what the key press did. A call the bridge does not know
@@ -456,6 +461,7 @@ VOICE_ANSWERS: dict[ReplyResult, str] = {
     ReplyResult.UNREADABLE: "Sorry, that key was not recognised. The control centre will contact you again.",
     ReplyResult.LATE: "Thank you. Someone else has already accepted this call-out.",
     ReplyResult.SUPERVISOR: "Thank you. Your answer is noted on the alert.",
+    ReplyResult.ACKNOWLEDGED: "Thank you. You have acknowledged this alert. Other calls and texts stop.",
     ReplyResult.IGNORED: "Thank you. Goodbye.",
 }
 
@@ -472,6 +478,16 @@ _TWILIO_ERRORS = {
 def _form(*fields: str) -> Body:
     """A Twilio webhook's form fields (all text)."""
     return Body({"type": "object", "properties": {f: {"type": "string"} for f in fields}}, media_types=_FORM)
+
+
+#: Where ``/twilio/voice`` hands a call *to* the centre (``Direction=inbound``, no key pressed) once it is
+#: verified: the telephony feature sets it (``bridge/feature_telephony.py``), claims the webhook against
+#: replays with the guard in the transaction that takes the call (:meth:`StoredReplayGuard.claim_in`;
+#: ``WebhookRejected`` when replayed), and answers with the call's TwiML. Unset (telephony off), such a
+#: call hears the neutral goodbye as before.
+INBOUND_CALLS: web.AppKey[Callable[[GatherInput, StoredReplayGuard], Awaitable[str]]] = web.AppKey(
+    "inbound_calls"
+)
 
 
 # --- the routes ----------------------------------------------------------------------------------
@@ -521,10 +537,24 @@ class TwilioRoutes:
         self.metrics.webhooks.labels(route, "ok").inc()
         return response
 
-    async def _read(self, route: str, request: web.Request, parse: Callable[[Mapping[str, str]], Any]) -> Any:
+    async def _read(
+        self,
+        route: str,
+        request: web.Request,
+        parse: Callable[[Mapping[str, str]], Any],
+        *,
+        claim: bool = True,
+    ) -> Any:
+        """Verify and parse a webhook, and (``claim``) claim it against replays; each refusal counted."""
         validator = self._check()
         try:
-            return await read_verified_webhook(request, validator, self.public_url(), parse, self.guard)
+            if claim:
+                return await read_verified_webhook(request, validator, self.public_url(), parse, self.guard)
+            form = await read_verified_form(request, validator, self.public_url())
+            try:
+                return parse(form)
+            except WebhookRejected as exc:
+                raise http_error(exc) from None
         except web.HTTPException as exc:
             self.metrics.webhooks.labels(route, f"refused_{exc.status}").inc()
             log.warning("twilio webhook %s refused (%s): %s", route, exc.status, exc.text)
@@ -550,7 +580,7 @@ class TwilioRoutes:
         return await self._guarded("sms", request, act, value.replay_key)
 
     @operation(
-        "Twilio: keys pressed on a call-out (1 accept, 2 decline)",
+        "Twilio: keys pressed on a call-out (1 accept, 2 decline), or a call to the centre (inbound)",
         right=None,
         body=_form("CallSid", "Digits", "From", "To", "Direction", "AccountSid"),
         answer_types=("application/xml",),
@@ -558,7 +588,26 @@ class TwilioRoutes:
         errors=_TWILIO_ERRORS,
     )
     async def voice(self, request: web.Request) -> web.Response:
-        value = await self._read("voice", request, parse_gather)
+        inbound = request.app.get(INBOUND_CALLS)
+        value = await self._read("voice", request, parse_gather, claim=inbound is None)
+        if inbound is not None and value.direction == "inbound" and not value.digits:
+            # A call to the centre: the telephony claims it against replays in its own transaction.
+            try:
+                twiml = await inbound(value, self.guard)
+            except WebhookRejected as exc:
+                self.metrics.webhooks.labels("voice", f"refused_{exc.status}").inc()
+                raise http_error(exc) from None
+            except BaseException:
+                self.metrics.webhooks.labels("voice", "error").inc()
+                raise
+            self.metrics.webhooks.labels("voice", "ok").inc()
+            return twiml_response(twiml)
+        if inbound is not None:
+            try:
+                await self.guard.claim(value.replay_key)
+            except WebhookRejected as exc:
+                self.metrics.webhooks.labels("voice", f"refused_{exc.status}").inc()
+                raise http_error(exc) from None
 
         async def act() -> web.Response:
             outcome = await self.escalation.on_digits(
@@ -608,6 +657,7 @@ class TwilioRoutes:
 
 
 __all__ = [
+    "INBOUND_CALLS",
     "DeliveryStatus",
     "GatherInput",
     "InboundSms",

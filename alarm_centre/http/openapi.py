@@ -40,6 +40,9 @@ PATH_PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
     "device_id": (DEVICE_ID, "no such device"),
     "resident_id": (DEVICE_ID, "no such resident"),
     "priority": (PRIORITY, "not an alert priority (1, 2 or 3)"),
+    "call_id": (ROW_ID, "no such call"),
+    "recording_id": (ROW_ID, "no such recording (or its audio was deleted)"),
+    "review_id": (ROW_ID, "no such call review"),
 }
 
 

@@ -42,21 +42,23 @@ async def resident_exists(tx: Tx, resident_id: str) -> bool:
 
 async def insert_resident(tx: Tx, r: Resident, data: str, now: float) -> None:
     await tx.execute(
-        "INSERT INTO residents (id, name, data, dc09_account, created_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO residents (id, name, data, dc09_account, phone, created_at) VALUES (?, ?, ?, ?, ?, ?)",
         r.id,
         r.name,
         data,
         r.dc09_account,
+        r.phone,
         now,
     )
 
 
 async def update_resident(tx: Tx, r: Resident, data: str) -> None:
     await tx.execute(
-        "UPDATE residents SET name = ?, data = ?, dc09_account = ? WHERE id = ?",
+        "UPDATE residents SET name = ?, data = ?, dc09_account = ?, phone = ? WHERE id = ?",
         r.name,
         data,
         r.dc09_account,
+        r.phone,
         r.id,
     )
 

@@ -488,7 +488,8 @@ class Ingest:
         )
         for hook in self._store.raise_hooks:
             await hook(tx, post, row, ev)
-        if is_help(ev.type) and not test:
+        # A call for help that is itself a phone call to the centre (source "phone") needs no call back.
+        if is_help(ev.type) and not test and ev.source != "phone":
             await self._command_call_centre(tx, post, row, ev, device, resident_id, now)
         return int(row["id"])
 
@@ -604,4 +605,5 @@ def _raises(kind: EventType) -> bool:
 
 
 def _source_of(ev: DeviceEvent) -> str:
-    return {"voice": Source.VOICE, "sms": Source.SMS, "system": Source.SYSTEM}.get(ev.source, Source.DEVICE)
+    sources = {"voice": Source.VOICE, "phone": Source.VOICE, "sms": Source.SMS, "system": Source.SYSTEM}
+    return sources.get(ev.source, Source.DEVICE)

@@ -16,6 +16,8 @@ BODILESS = {
     ("post", "/api/v1/alerts/{alert_id}/acknowledge"),
     ("post", "/api/v1/devices/{device_id}/credential"),
     ("post", "/api/v1/privacy/retention/run"),
+    ("post", "/api/v1/calls/{call_id}/hangup"),
+    ("post", "/api/v1/calls/{call_id}/decline"),
 }
 
 
@@ -179,6 +181,9 @@ async def test_the_right_each_operation_names_is_the_one_it_checks(embedded_brid
         "device_id": "unit-z",
         "resident_id": "res-z",
         "priority": "3",
+        "call_id": "1",
+        "recording_id": "1",
+        "review_id": "1",
     }
     checked = 0
     for path, operations in spec["paths"].items():

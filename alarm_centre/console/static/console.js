@@ -553,6 +553,7 @@
 
   async function showDetail() {
     const id = state.selected;
+    announceShown(id);
     const body = $("detail-body");
     if (!id || !state.alerts.has(id)) {
       body.hidden = true;
@@ -844,6 +845,19 @@
     const fixed = getComputedStyle(bar).position === "fixed";
     document.documentElement.style.setProperty("--keys-h", fixed ? bar.offsetHeight + "px" : "0px");
   }
+
+  // -- hooks for the console's other scripts (telephony's calls.js) --------------------------------
+  // "console:alert-shown" says which alert the detail pane shows; "console:show-alert" asks to show one.
+  function announceShown(id) {
+    document.dispatchEvent(new CustomEvent("console:alert-shown", { detail: { id: id || null } }));
+  }
+  // Other scripts' letter keys follow the same rule as the queue's (WCAG 2.1.4): only where focus is on
+  // the queue or nowhere in particular, and never when the operator has switched shortcuts off.
+  window.consoleShortcuts = { allowed: (target) => Boolean(state.shortcuts) && onQueue(target) };
+  document.addEventListener("console:show-alert", (ev) => {
+    const id = ev.detail && ev.detail.id !== undefined ? String(ev.detail.id) : "";
+    if (state.alerts.has(id)) select(id, false);
+  });
 
   async function start() {
     try {
