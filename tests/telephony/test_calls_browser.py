@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_support import axe_report, axe_source, axe_violations
 from clock import SteppedClock
 from console_support import PASSWORD, add_user
 from escalation_support import raise_alert
@@ -70,6 +71,7 @@ async def browser() -> AsyncIterator[Any]:
 
 async def sign_in(browser: Any, bridge: RunningBridge, name: str) -> Any:
     context = await browser.new_context(viewport={"width": 1400, "height": 900})
+    await context.add_init_script(path=str(axe_source()))  # WCAG checks of the call banner and panel
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -128,6 +130,8 @@ async def test_the_incoming_call_banner_and_live_call_state(
     assert focused == alert_id, "the banner never takes the focus from the operator"
     decline = page.get_by_role("button", name=f"Decline the call on alert {alert_id}")
     await expect(decline).to_be_visible()
+    violations = await axe_violations(page)
+    assert not violations, axe_report("incoming-call banner", violations)
 
     await twilio.answer(leg.sid)  # alice picks up her phone
     await settle(bridge)
@@ -139,6 +143,8 @@ async def test_the_incoming_call_banner_and_live_call_state(
     await expect(panel).to_contain_text("alice: on the line")
     await expect(panel.get_by_role("button", name="Hang up")).to_be_visible()
     await expect(announcer).to_contain_text(f"Call on alert {alert_id} connected")
+    violations = await axe_violations(page)
+    assert not violations, axe_report("live call panel", violations)
 
     await page.locator(f"#alert-{alert_id} button").focus()
     await page.keyboard.press("x")  # hang up, from the keyboard
@@ -187,7 +193,7 @@ async def test_an_operator_in_the_browser_answers_with_p(
         twilio.configure_number(CENTRE, bridge.url + "/twilio/voice")
         await add_user(bridge, "bea", "operator")
         page = await sign_in(browser, bridge, "bea")
-        await page.wait_for_function("window.__sdk && window.__sdk.registered")
+        await page.wait_for_function("() => window.__sdk && window.__sdk.registered")
         token = await page.evaluate("window.__sdk.token")
         assert json.dumps(token).count(".") == 2, "a JWT from /api/v1/telephony/token"
         await page.locator("#call-available").click()
@@ -199,8 +205,12 @@ async def test_an_operator_in_the_browser_answers_with_p(
         answer = page.get_by_role("button", name="Answer the call on alert")
         await expect(answer).to_be_visible()
         await expect(page.locator("#call-announcer")).to_contain_text("Press P to answer")
+        # Letter keys act with focus on the queue or nowhere in particular, never on a button (WCAG 2.1.4).
         await page.keyboard.press("p")
-        await page.wait_for_function("window.__accepted === 1")
+        assert await page.evaluate("window.__accepted || 0") == 0, "p on the toggle button answered"
+        await page.evaluate("document.activeElement.blur()")
+        await page.keyboard.press("p")
+        await page.wait_for_function("() => window.__accepted === 1")
         await twilio.answer(leg.sid)  # the SDK's accept connects the leg at Twilio
         await settle(bridge)
         await expect(page.locator("#call-offers li")).to_have_count(0)

@@ -146,11 +146,11 @@
         el("span", { class: "call-offer-icon", "aria-hidden": "true", text: "☎" }),
         el("span", { class: "call-offer-text", text: words }),
         browser
-          ? el("button", { type: "button", class: "primary", "data-act": "answer",
-            "aria-label": `Answer the call on alert ${call.alert_id}` }, el("kbd", { text: "p" }), " Answer")
+          ? el("button", { type: "button", class: "primary", "data-act": "answer", "aria-keyshortcuts": "p",
+            "aria-label": `Answer the call on alert ${call.alert_id}` }, "Answer")
           : el("span", { class: "call-offer-hint", text: "Answer it on your phone" }),
-        el("button", { type: "button", "data-act": "decline", "aria-label": `Decline the call on alert ${call.alert_id}` },
-          el("kbd", { text: "x" }), " Decline"),
+        el("button", { type: "button", "data-act": "decline", "aria-keyshortcuts": "x",
+          "aria-label": `Decline the call on alert ${call.alert_id}` }, "Decline"),
         el("button", { type: "button", "data-act": "show", "aria-label": `Show alert ${call.alert_id}` }, "Show alert"));
     }));
     for (const li of offers.children) {
