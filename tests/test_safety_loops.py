@@ -21,7 +21,7 @@ def loop_errors(text: str, loop: str) -> float:
 
 def test_a_failed_round_is_counted_and_logged_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
     metrics = BridgeMetrics("n1")
-    caplog.set_level(logging.WARNING, logger="bridge.metrics")
+    caplog.set_level(logging.INFO, logger="bridge.metrics")
     for _ in range(2):
         with metrics.loop_round("gauges"):
             raise RuntimeError("store gone")
@@ -31,9 +31,15 @@ def test_a_failed_round_is_counted_and_logged_with_its_traceback(caplog: pytest.
         raise RuntimeError("store gone")
     assert metrics.loop_errors.labels("gauges")._value.get() == 3
     records = [r for r in caplog.records if r.name == "bridge.metrics"]
-    # a new fault (and the same one after a good round) with its traceback; the repeat in one line
-    assert [r.exc_info is not None for r in records] == [True, False, True]
+    # a fault starts with its traceback; the repeat within a second is only counted (it goes in the
+    # next summary); a good round ends the fault (INFO); the next failure starts a new one
+    assert [(r.levelno, r.exc_info is not None) for r in records] == [
+        (logging.WARNING, True),
+        (logging.INFO, False),
+        (logging.WARNING, True),
+    ]
     assert all("gauges" in r.getMessage() for r in records)
+    assert "recovered" in records[1].getMessage() and "2 failed tries" in records[1].getMessage()
 
 
 async def test_a_round_does_not_swallow_cancellation() -> None:

@@ -1,9 +1,16 @@
 """The bridge's MQTT connections: events in, acks and commands out.
 
 Two connections (events and statuses; the v1.1 ``alarm`` lane for calls for help), each a persistent
-session at QoS 1 with reconnect and jittered exponential backoff. Each event is decoded (the codec
-never sees the network), handed to the intake, and acknowledged only after the intake says it is
-stored. When the store cannot commit, no ack is sent: the unit retries.
+session at QoS 1. Each event is decoded (the codec never sees the network), handed to the intake, and
+acknowledged only after the intake says it is stored. When the store cannot commit, no ack is sent: the
+unit retries (the intake logs that fault; the link does not log it again).
+
+Reconnecting (issue 17): the first retry after a connection that worked comes within
+:data:`FIRST_RETRY_S`, later ones back off (jittered) to ``reconnect_max_s`` (default 1 s), so the
+bridge is back within a second of the broker. A CONNACK that does not come within
+:data:`CONNECT_TIMEOUT_S` (a broker that accepts connections but never answers) counts as a failed try.
+The outage is one fault in the log (:class:`alarm_centre.faults.FaultLog`): a line when it starts, a
+summary at most once a second, and a line when both connections are subscribed again.
 """
 
 from __future__ import annotations
@@ -11,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from alarm_centre.alerts.intake import BatchIntake, IngestResult, StoreUnavailable
+from alarm_centre.faults import Backoff, FaultLog
 from bridge.metrics import BridgeMetrics
 from devices.cancellation import cancel_requests, honour_cancellation
 from devices.events import DeviceEvent
@@ -49,6 +56,16 @@ NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 #: aiomqtt warns on every publish while many are pending -- normal under load, not news for the operator.
 _PAHO_LOG = logging.getLogger("bridge.transports.mqtt.client")
 _PAHO_LOG.setLevel(logging.ERROR)
+#: The first reconnect wait after a connection that worked (jittered below it): short, so a broker
+#: restart costs about the restart.
+FIRST_RETRY_S = 0.1
+#: A connection must have stayed up this long for the next retry to start short again (a broker that
+#: drops us right after CONNACK -- a duplicate client id, a failing ACL -- is not hammered).
+STABLE_S = 2.0
+#: Seconds to wait for CONNACK (and for the TCP connection) before the try counts as failed.
+CONNECT_TIMEOUT_S = 5.0
+#: Seconds to wait for SUBACK and for each PUBACK.
+OPERATION_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +101,8 @@ class _Lane:
     client: aiomqtt.Client | None = None
     connections: int = 0
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: When the lane last subscribed (``time.monotonic()``).
+    subscribed_at: float = 0.0
 
 
 class MqttLink:
@@ -110,7 +129,7 @@ class MqttLink:
         mqtt5: bool = True,
         keepalive: int = 30,
         max_in_flight: int = 2000,
-        reconnect_max_s: float = 30.0,
+        reconnect_max_s: float = 1.0,
     ) -> None:
         self._broker = broker
         self._topics = topics
@@ -129,6 +148,13 @@ class MqttLink:
         self._handlers: set[asyncio.Task[None]] = set()
         #: Set while both connections are subscribed.
         self.subscribed = asyncio.Event()
+        where = f"{broker.host}:{broker.port}"
+        #: The broker outage as one fault in the log, from the first lane lost to both subscribed again.
+        self.outage = FaultLog(log, f"MQTT broker {where} unreachable", level=logging.WARNING)
+        #: Acks that could not be published (stored events; their units retry and get "duplicate").
+        self.unsent_acks = FaultLog(
+            log, f"acks not published to {where}", noun="acks (units will retry)", level=logging.WARNING
+        )
 
     @property
     def connections(self) -> int:
@@ -167,7 +193,7 @@ class MqttLink:
             password=self._broker.password,
             keepalive=self._keepalive,
             max_inflight_messages=1000,
-            timeout=10,
+            timeout=CONNECT_TIMEOUT_S,  # aiomqtt waits this long for CONNACK; operations pass their own
             logger=_PAHO_LOG,
             socket_options=NO_DELAY,
             # Our own inbox, so a burst can be drained without a task per message (see run()).
@@ -182,9 +208,16 @@ class MqttLink:
         if self._events.subscribed.is_set() and self._alarms.subscribed.is_set():
             self.subscribed.set()
             self._metrics.mqtt_connected.set(1)
+            self.outage.recovered()
         else:
             self.subscribed.clear()
             self._metrics.mqtt_connected.set(0)
+
+    def problem(self) -> str | None:
+        """Why the link is not subscribed to device events, for ``/healthz``; None when it is."""
+        if self.subscribed.is_set():
+            return None
+        return f"not subscribed to device events: {self.outage.problem() or 'connecting to the broker'}"
 
     async def run(self) -> None:
         """Keep both connections up and subscribed until cancelled."""
@@ -194,7 +227,7 @@ class MqttLink:
 
     async def _stay_connected(self, lane: _Lane) -> None:
         """Stay connected and subscribed on one lane until cancelled."""
-        delay = 0.5
+        backoff = Backoff(min(FIRST_RETRY_S, self._reconnect_max_s), self._reconnect_max_s)
         cancels = cancel_requests()
         while True:
             inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
@@ -202,11 +235,12 @@ class MqttLink:
                 async with self._make_client(lane, inbox) as client:
                     lane.client = client
                     for topic_filter in lane.filters:
-                        await client.subscribe(self._filter(topic_filter), qos=1)
+                        await client.subscribe(self._filter(topic_filter), qos=1, timeout=OPERATION_TIMEOUT_S)
                     # aiomqtt waits in asyncio.wait_for, which on 3.11 can return with our cancellation
                     # lost (gh-86296): honour it rather than serve on under a shutdown waiting for us.
                     honour_cancellation(cancels)
                     lane.connections += 1
+                    lane.subscribed_at = time.monotonic()
                     lane.subscribed.set()
                     self._note_subscribed()
                     log.info(
@@ -215,7 +249,6 @@ class MqttLink:
                         self._broker.host,
                         self._broker.port,
                     )
-                    delay = 0.5
                     async for first in client.messages:
                         # Take what else has already arrived, so a burst is decoded, stored and acked
                         # together; the iterator costs a task per call, draining the inbox does not.
@@ -233,22 +266,16 @@ class MqttLink:
                 self._lost(lane, exc)
             finally:
                 lane.client = None
+                if lane.subscribed.is_set() and time.monotonic() - lane.subscribed_at >= STABLE_S:
+                    backoff.reset()  # it worked for a while: the first retry is short
                 lane.subscribed.clear()
                 self._note_subscribed()
             honour_cancellation(cancels)
-            # Full jitter: spread reconnects so a restarted broker is not hit by every node at once.
-            await asyncio.sleep(random.uniform(0.1, delay))
-            delay = min(delay * 2, self._reconnect_max_s)
+            await asyncio.sleep(backoff.next_delay())
 
     def _lost(self, lane: _Lane, exc: Exception) -> None:
         self._metrics.mqtt_reconnects.inc()
-        log.warning(
-            "MQTT connection (%s) to %s:%d lost or refused (%s); retrying",
-            lane.name,
-            self._broker.host,
-            self._broker.port,
-            exc,
-        )
+        self.outage.failed(f"{lane.name} connection lost or refused ({exc})")
 
     def _done(self, lane: _Lane, size: int, task: asyncio.Task[None]) -> None:
         self._handlers.discard(task)
@@ -310,9 +337,8 @@ class MqttLink:
             self._metrics.events.labels(event.type.value, outcome.result, "mqtt").inc()
             ack = encode_ack(event.event_id, outcome.result, alert_id=outcome.alert_id, error=outcome.error)
             acks.append((event.device_id, ack))
-        if unstored:
+        if unstored:  # the intake logs the store's fault; here it is only counted
             self._metrics.unstored.labels("mqtt").inc(len(unstored))
-            log.error("not acking %d events: the store cannot commit (%s)", len(unstored), unstored[0])
         return acks
 
     def _rejection(self, device_id: str, payload: bytes, exc: Rejected) -> bytes:
@@ -327,13 +353,15 @@ class MqttLink:
             await self._publish(lane.client, self._topics.ack(device_id), payload)
         except ConnectionError as exc:
             # Stored but not acked: the unit retries and gets "duplicate" with the same alert id.
-            log.warning("ack to %s not sent (%s); the unit will retry", device_id, exc)
+            self.unsent_acks.failed(f"to {device_id}: {exc}")
+        else:
+            self.unsent_acks.recovered()
 
     async def _publish(self, client: aiomqtt.Client | None, topic: str, payload: bytes) -> None:
         if client is None:
             raise ConnectionError("not connected to the broker")
         try:
-            await client.publish(topic, payload, qos=1, timeout=10)
+            await client.publish(topic, payload, qos=1, timeout=OPERATION_TIMEOUT_S)
         except aiomqtt.MqttError as exc:
             raise ConnectionError(f"publish to {topic} failed: {exc}") from exc
 
