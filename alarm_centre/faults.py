@@ -80,13 +80,18 @@ def describe(problem: BaseException | str) -> str:
 
 class FaultLog:
     """The log lines of one lasting fault, ``what`` phrased as what is wrong ("store cannot commit
-    events", "escalation loop failed").
+    events", "escalation tick failed").
 
     :meth:`failed` on every failed try, :meth:`recovered` on every good one. It logs at ``level`` when
     the fault starts (with the traceback of the exception, when ``traceback`` is true), then at most one
-    summary every ``every_s`` -- and only when there were failures since the last line -- and at INFO
-    when it ends. ``noun`` names what ``failed(..., n)`` counts ("events not acked"); without one only
-    tries are counted. The state is readable for ``/healthz``.
+    summary every ``every_s`` -- only when there were failures since the last line -- and at INFO when
+    it ends. ``noun`` names what ``failed(..., n)`` counts ("events not acked"); without one only tries
+    are counted.
+
+    A fault that flickers (a full disk where some batches still fit) stays one fault in the log: a
+    failure within ``every_s`` of the last line continues the fault instead of starting a new one, and
+    the end of a fault shorter than ``every_s`` is logged only once ``every_s`` has passed since the
+    last line (by the next call). So a FaultLog writes at most one line per ``every_s`` after its first.
     """
 
     def __init__(
@@ -115,11 +120,13 @@ class FaultLog:
         #: Failed tries and things (``noun``) in the fault in progress (or the last one, once over).
         self.failures = 0
         self.count = 0
-        #: Faults started so far (one per outage, however many tries failed in it).
+        #: Faults whose start was logged (one per outage, however many tries failed in it).
         self.faults = 0
-        self._line_at = 0.0
+        self._line_at: float | None = None
         self._unsaid_failures = 0
         self._unsaid = 0
+        #: A short fault's end, not logged yet: (started, lasted).
+        self._unsaid_end: tuple[float, float] | None = None
 
     @property
     def active(self) -> bool:
@@ -129,29 +136,41 @@ class FaultLog:
         said = f"{tries} failed {'try' if tries == 1 else 'tries'}"
         return f"{said}, {things} {self._noun}" if self._noun else said
 
+    def _quiet_for(self, now: float) -> float:
+        return float("inf") if self._line_at is None else now - self._line_at
+
+    def _line(self, level: int, message: str, *args: object, exc_info: BaseException | None = None) -> None:
+        self._line_at = self._clock()
+        self._log.log(level, message, *args, exc_info=exc_info)
+
     def failed(self, problem: BaseException | str, n: int = 1) -> bool:
-        """A try failed (``n`` things not done); True when this failure starts a fault."""
+        """A try failed (``n`` things not done); True when this failure's line starts a fault."""
         now = self._clock()
         said = describe(problem)
         self.last_failure_at = now
         self.last_problem = said
         if self.since is None:
-            self.since = now
-            self.failures, self.count = 1, n
-            self.faults += 1
-            self._line_at = now
-            self._unsaid_failures = self._unsaid = 0
-            exc_info = problem if self._traceback and isinstance(problem, BaseException) else None
-            tally = f" ({n} {self._noun})" if self._noun else ""
-            self._log.log(self._level, "%s: %s%s; retrying", self.what, said, tally, exc_info=exc_info)
-            return True
+            if self._unsaid_end is not None:  # a flicker: the short fault goes on, still counted
+                self.since = self._unsaid_end[0]
+                self._unsaid_end = None
+            elif self._quiet_for(now) < self._every:  # back soon after its end: said in the summary
+                self.since = now
+                self.failures = self.count = 0
+            else:
+                self.since = now
+                self.failures, self.count = 1, n
+                self.faults += 1
+                self._unsaid_failures = self._unsaid = 0
+                exc_info = problem if self._traceback and isinstance(problem, BaseException) else None
+                tally = f" ({n} {self._noun})" if self._noun else ""
+                self._line(self._level, "%s: %s%s; retrying", self.what, said, tally, exc_info=exc_info)
+                return True
         self.failures += 1
         self.count += n
         self._unsaid_failures += 1
         self._unsaid += n
-        if now - self._line_at >= self._every:
-            self._line_at = now
-            self._log.log(
+        if self._quiet_for(now) >= self._every:
+            self._line(
                 self._level,
                 "%s for %.1f s: %s since the last line, %s in all; last: %s",
                 self.what,
@@ -164,19 +183,31 @@ class FaultLog:
         return False
 
     def recovered(self) -> bool:
-        """A try worked; True when this ends a fault (its end is logged, at INFO)."""
+        """A try worked; True when this ends a fault (its end is logged at INFO, now or -- for a fault
+        shorter than ``every_s`` right after another line -- at a later call)."""
+        now = self._clock()
         if self.since is None:
+            if self._unsaid_end is not None and self._quiet_for(now) >= self._every:
+                self._say_end(self._unsaid_end[1])
             return False
-        lasted = self._clock() - self.since
+        lasted = now - self.since
+        if lasted >= self._every or self._quiet_for(now) >= self._every:
+            self._say_end(lasted)
+        else:
+            self._unsaid_end = (self.since, lasted)
         self.since = None
-        self._log.info(
+        return True
+
+    def _say_end(self, lasted: float) -> None:
+        self._unsaid_end = None
+        self._line(
+            logging.INFO,
             "%s: recovered after %.1f s (%s; last problem: %s)",
             self.what,
             lasted,
             self._tally(self.failures, self.count),
             self.last_problem,
         )
-        return True
 
     def problem(self) -> str | None:
         """The fault in progress as one phrase for ``/healthz``, or None."""

@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Self
 
+from alarm_centre.faults import FaultLog
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.schema import JsonRepair, all_migrations, statements
 from alarm_centre.store.tx import Row
@@ -160,6 +161,8 @@ class Checkpointer:
         self.thread_id: int | None = None
         self.last: tuple[int, int, int] | None = None
         self._seen = commits()
+        #: A checkpoint that keeps failing (a full disk) is one fault in the log, not a line a round.
+        self.fault = FaultLog(log, f"background WAL checkpoint of {path} failing", level=logging.WARNING)
 
     def start(self) -> None:
         self._thread.start()
@@ -191,8 +194,9 @@ class Checkpointer:
         try:
             row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
-            log.warning("background WAL checkpoint of %s failed: %s", self._path, exc)
+            self.fault.failed(exc)
             return False
+        self.fault.recovered()
         self._seen = commits
         self.last = (int(row[0]), int(row[1]), int(row[2]))
         self.runs += 1
