@@ -79,7 +79,7 @@ def test_a_lasting_fault_is_a_start_a_summary_a_second_and_an_end(
         False,
     )
     assert (
-        "for 1.0 s: 20 failed tries, 1000 events since the last line, 21 failed tries, 1050 events in all"
+        "for 1.0 s: 16 failed tries, 800 events since the last line, 17 failed tries, 850 events in all"
         in said[1][1]
     )
     assert said[-1][0] == logging.INFO
