@@ -25,6 +25,7 @@ from datetime import datetime
 
 from simulators.chaos_rig import (
     RECORD,
+    SETTLE_S,
     BridgeNode,
     HealthWatch,
     Lab,
@@ -94,11 +95,16 @@ async def run_fault(
         await asyncio.sleep(fault.length_s if fault.length_s is not None else sizes.fault_s)
         if fault.quiet_spell and sizes.idle_s > 0:
             fleet.pause()
+            for watch in watches:  # /healthz requests are work too: the bridge alone is measured
+                watch.pause()
+            await asyncio.sleep(SETTLE_S)
             used = sum(node.cpu_seconds() for node in nodes)
             began = time.monotonic()
             await asyncio.sleep(sizes.idle_s)
             spent = sum(node.cpu_seconds() for node in nodes) - used
             outcome.idle_cpu_pct = round(100 * spent / (time.monotonic() - began) / len(nodes), 2)
+            for watch in watches:
+                watch.resume()
             fleet.resume()
             await asyncio.sleep(0.3)  # the units send again before the heal
         times.heal = await fault.heal()
@@ -171,7 +177,7 @@ async def broker_kill(lab: Lab, *, persistence: bool) -> Outcome:
         return await run_fault(
             lab,
             name,
-            broker_port=broker.port,
+            broker_port=broker.unit_port,
             nodes=nodes,
             read_stored=sqlite_reader(room / "node-1" / "bridge.db"),
             topic_root=root,
@@ -209,7 +215,7 @@ async def postgres_crash(lab: Lab, pg: PrivatePostgres, *, nodes: int) -> Outcom
         return await run_fault(
             lab,
             name,
-            broker_port=broker.port,
+            broker_port=broker.unit_port,
             nodes=running,
             read_stored=postgres_reader(url),
             topic_root=root,
@@ -256,7 +262,7 @@ async def full_disk(lab: Lab, *, size_mb: int = 16) -> Outcome:
             return await run_fault(
                 lab,
                 name,
-                broker_port=broker.port,
+                broker_port=broker.unit_port,
                 nodes=nodes,
                 read_stored=sqlite_reader(db),
                 topic_root=root,
@@ -300,7 +306,7 @@ async def bridge_pause(lab: Lab) -> Outcome:
         return await run_fault(
             lab,
             name,
-            broker_port=broker.port,
+            broker_port=broker.unit_port,
             nodes=nodes,
             read_stored=sqlite_reader(room / "node-1" / "bridge.db"),
             topic_root=root,
@@ -309,8 +315,10 @@ async def bridge_pause(lab: Lab) -> Outcome:
 
 
 async def half_open_broker(lab: Lab) -> Outcome:
-    """The broker killed and, on its port, a server that accepts connections and never answers (no
-    CONNACK); after the fault that server dies (its connections close) and Mosquitto starts again."""
+    """The broker killed and, on the bridge's port, a server that accepts connections and never answers
+    (no CONNACK); after the fault that server dies (its connections close) and Mosquitto starts again.
+    The units use the broker's other listener: to them it is down, so what is measured is the bridge's
+    way back, not the units' own CONNECT timeouts."""
     name = "half-open broker (accepts, never answers)"
     room = lab.room("half-open")
     broker = PrivateMosquitto(room / "mosquitto")
@@ -346,7 +354,7 @@ async def half_open_broker(lab: Lab) -> Outcome:
         outcome = await run_fault(
             lab,
             name,
-            broker_port=broker.port,
+            broker_port=broker.unit_port,
             nodes=nodes,
             read_stored=sqlite_reader(room / "node-1" / "bridge.db"),
             topic_root=root,

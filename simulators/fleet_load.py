@@ -6,7 +6,9 @@ the bridge acks it, and again at once after its connection to the broker comes b
 is kept for the experiment: when each event was first sent, every ack it got (time, result, alert id).
 
 It speaks the wire format through the same codec as the bridge (``devices/mqtt_codec.py``); it does not
-answer commands (the bridge's outbox keeps retrying them, which is load too).
+answer commands (the bridge's outbox keeps retrying them, which is load too). A unit gives up a CONNECT
+that gets no CONNACK after ``connect_timeout_s`` (1 s), so after a hung broker the units' own reconnect
+does not hide the bridge's.
 
     async with FleetLoad("127.0.0.1", 1883, topic_root="t", units=200, rate=100) as fleet:
         ...
@@ -93,6 +95,7 @@ class FleetLoad:
         retry_s: float = 1.0,
         connections: int = 8,
         reconnect_s: float = 0.1,
+        connect_timeout_s: float = 1.0,
         prefix: str = "",
     ) -> None:
         self._host = host
@@ -104,6 +107,7 @@ class FleetLoad:
         self._rate = rate
         self._retry_s = retry_s
         self._reconnect_s = reconnect_s
+        self._connect_timeout = connect_timeout_s
         self._connections = [_Connection(f"{self.prefix}-c{k}") for k in range(connections)]
         self._ack_connection = _Connection(f"{self.prefix}-acks")
         self._serial = itertools.count()
@@ -201,7 +205,7 @@ class FleetLoad:
             identifier=connection.name,
             clean_session=clean,
             keepalive=10,
-            timeout=5,
+            timeout=self._connect_timeout,
             max_inflight_messages=1000,
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
@@ -213,7 +217,7 @@ class FleetLoad:
             try:
                 # A persistent session: a broker with persistence keeps the acks sent while we reconnect.
                 async with self._client(connection, clean=False) as client:
-                    await client.subscribe(f"{self.topics.root}/v1/+/ack", qos=1)
+                    await client.subscribe(f"{self.topics.root}/v1/+/ack", qos=1, timeout=10)
                     honour_cancellation(cancels)
                     connection.connected.set()
                     async for message in client.messages:
@@ -266,7 +270,7 @@ class FleetLoad:
                         event.publishes += 1
                         self.publishes += 1
                         payload = encode_event(event.event_id, event.type)
-                        await client.publish(self._topic(event), payload, qos=1, timeout=5)
+                        await client.publish(self._topic(event), payload, qos=1, timeout=10)
                         honour_cancellation(cancels)
             except aiomqtt.MqttError as exc:
                 log.debug("fleet connection %s lost: %s", connection.name, exc)

@@ -1,8 +1,9 @@
 """The world failing on cue, for fault experiments: private services the experiment starts, breaks and
 heals itself, never the machine's own.
 
-- :class:`PrivateMosquitto`: a Mosquitto on a free port with a config of its own (with or without
-  persistence), killed with SIGKILL and started again on the same port.
+- :class:`PrivateMosquitto`: a Mosquitto on free ports (one listener for the bridge, one for the units)
+  with a config of its own (with or without persistence), killed with SIGKILL and started again on the
+  same ports.
 - :class:`PrivatePostgres`: a PostgreSQL cluster in a directory of its own (``initdb``), on a free port,
   stopped ``-m immediate`` (a crash: no checkpoint, recovery on start) and started again.
 - :class:`HalfOpenBroker`: a TCP server that accepts connections and reads them, and never answers
@@ -64,11 +65,15 @@ class PrivateMosquitto:
             raise FaultUnavailable("the mosquitto binary is not installed")
         self.binary = binary
         self.port = port or free_port()
+        #: A second listener for the units, so a fault can be staged on the bridge's port alone.
+        self.unit_port = free_port()
         self.persistence = persistence
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
         lines = [
+            "per_listener_settings false",
             f"listener {self.port} 127.0.0.1",
+            f"listener {self.unit_port} 127.0.0.1",
             "allow_anonymous true",
             "max_queued_messages 1000000",  # the default 1000 drops QoS 1 messages (DESIGN.md)
             "max_inflight_messages 1000",
@@ -85,12 +90,12 @@ class PrivateMosquitto:
         return f"mqtt://127.0.0.1:{self.port}"
 
     async def start(self) -> float:
-        """Start it; the moment it accepts connections."""
+        """Start it; the moment both listeners accept connections."""
         with self.log.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
                 self.binary, "-c", str(self.conf), stdout=out, stderr=out
             )
-        return await accepting("127.0.0.1", self.port)
+        return max(await accepting("127.0.0.1", self.port), await accepting("127.0.0.1", self.unit_port))
 
     async def kill(self) -> float:
         """SIGKILL: no goodbye to any client, nothing saved since the last autosave; when it died."""

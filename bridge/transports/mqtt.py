@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Self, cast
+from typing import Any, Self, cast
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -32,6 +32,7 @@ from paho.mqtt.properties import Properties
 from alarm_centre.alerts.intake import BatchIntake, IngestResult, StoreUnavailable
 from alarm_centre.faults import Backoff, FaultLog
 from bridge.metrics import BridgeMetrics
+from bridge.transports.recent_acks import EventKey, RecentAcks
 from devices.cancellation import cancel_requests, honour_cancellation
 from devices.events import DeviceEvent
 from devices.mqtt_codec import (
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 StatusCallback = Callable[[list[tuple[str, bool]]], Awaitable[None]]
 #: Most messages handled as one batch.
 READ_BATCH = 500
+#: An ack to send: the unit, the stored event it answers (None for a refusal), the payload.
+_Ack = tuple[str, EventKey | None, bytes]
 #: Acks are small and latency matters: switch off Nagle's algorithm (it adds up to 40 ms per ack).
 NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 #: aiomqtt warns on every publish while many are pending -- normal under load, not news for the operator.
@@ -87,6 +90,38 @@ class BrokerAddress:
             password=parts.password,
             tls=tls,
         )
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client, with a connection attempt that fails as soon as its socket closes.
+
+    aiomqtt ignores a disconnect that comes before the CONNACK, so a CONNECT to a broker that accepts
+    the connection and then drops it (a hung broker restarted) waited out the whole connect timeout
+    before the next try -- 5 s late back (issue 17, the half-open experiment). A failed attempt also
+    closes its socket at once, rather than leaving it open to a silent peer until paho's keepalive.
+    """
+
+    _connecting = False
+
+    async def __aenter__(self) -> Self:
+        self._connecting = True
+        try:
+            return await super().__aenter__()
+        except aiomqtt.MqttError:
+            self._client.disconnect()  # closes the socket of the attempt that failed
+            raise
+        finally:
+            self._connecting = False
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+    ) -> None:
+        if self._connecting and not self._connected.done():
+            self._connected.set_exception(
+                aiomqtt.MqttError(f"connection closed before CONNACK ({reason_code})")
+            )
+            return
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
 
 
 @dataclass(eq=False)
@@ -146,6 +181,8 @@ class MqttLink:
         )
         self._alarms = _Lane("alarms", f"{client_id}-alarm", (topics.alarm_filter,), _Budget(max_in_flight))
         self._handlers: set[asyncio.Task[None]] = set()
+        #: Events stored lately: a unit's retries of them are answered without the store.
+        self.recent = RecentAcks()
         #: Set while both connections are subscribed.
         self.subscribed = asyncio.Event()
         where = f"{broker.host}:{broker.port}"
@@ -153,7 +190,10 @@ class MqttLink:
         self.outage = FaultLog(log, f"MQTT broker {where} unreachable", level=logging.WARNING)
         #: Acks that could not be published (stored events; their units retry and get "duplicate").
         self.unsent_acks = FaultLog(
-            log, f"acks not published to {where}", noun="acks (units will retry)", level=logging.WARNING
+            log,
+            f"acks not published to {where}",
+            noun="unsent acks (their units retry)",
+            level=logging.WARNING,
         )
 
     @property
@@ -185,7 +225,7 @@ class MqttLink:
             kwargs.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
         if self._broker.tls:
             kwargs["tls_params"] = aiomqtt.TLSParameters()
-        return aiomqtt.Client(
+        return _Client(
             self._broker.host,
             self._broker.port,
             identifier=lane.client_id,
@@ -234,34 +274,29 @@ class MqttLink:
             try:
                 async with self._make_client(lane, inbox) as client:
                     lane.client = client
-                    for topic_filter in lane.filters:
-                        await client.subscribe(self._filter(topic_filter), qos=1, timeout=OPERATION_TIMEOUT_S)
-                    # aiomqtt waits in asyncio.wait_for, which on 3.11 can return with our cancellation
-                    # lost (gh-86296): honour it rather than serve on under a shutdown waiting for us.
-                    honour_cancellation(cancels)
-                    lane.connections += 1
-                    lane.subscribed_at = time.monotonic()
-                    lane.subscribed.set()
-                    self._note_subscribed()
-                    log.info(
-                        "subscribed to %s on %s:%d",
-                        ", ".join(lane.filters),
-                        self._broker.host,
-                        self._broker.port,
-                    )
-                    async for first in client.messages:
-                        # Take what else has already arrived, so a burst is decoded, stored and acked
-                        # together; the iterator costs a task per call, draining the inbox does not.
-                        batch = [first]
-                        while len(batch) < READ_BATCH:
-                            try:
-                                batch.append(inbox.get_nowait())
-                            except asyncio.QueueEmpty:
-                                break
-                        await lane.budget.take(len(batch))
-                        task = asyncio.create_task(self._handle_batch(lane, batch), name=f"mqtt-{lane.name}")
-                        self._handlers.add(task)
-                        task.add_done_callback(functools.partial(self._done, lane, len(batch)))
+                    # Read from the first moment: a broker that kept our session sends what it queued
+                    # while we were away before its SUBACK; waiting for the SUBACK without reading
+                    # timed out behind that backlog and threw the connection (and the backlog) away.
+                    reading = asyncio.create_task(self._read(lane, client, inbox), name=f"mqtt-{lane.name}")
+                    try:
+                        await self._subscribe(lane, client, reading)
+                        # aiomqtt waits in asyncio.wait_for, which on 3.11 can return with our
+                        # cancellation lost (gh-86296): honour it rather than serve on under a shutdown.
+                        honour_cancellation(cancels)
+                        lane.connections += 1
+                        lane.subscribed_at = time.monotonic()
+                        lane.subscribed.set()
+                        self._note_subscribed()
+                        log.info(
+                            "subscribed to %s on %s:%d",
+                            ", ".join(lane.filters),
+                            self._broker.host,
+                            self._broker.port,
+                        )
+                        await reading  # until the connection ends (aiomqtt.MqttError)
+                    finally:
+                        reading.cancel()
+                        await asyncio.wait([reading])
             except aiomqtt.MqttError as exc:
                 self._lost(lane, exc)
             finally:
@@ -272,6 +307,39 @@ class MqttLink:
                 self._note_subscribed()
             honour_cancellation(cancels)
             await asyncio.sleep(backoff.next_delay())
+
+    async def _subscribe(self, lane: _Lane, client: aiomqtt.Client, reading: asyncio.Task[None]) -> None:
+        """Subscribe to the lane's filters while ``reading`` reads; raise if the connection ends first."""
+        for topic_filter in lane.filters:
+            suback = asyncio.ensure_future(
+                client.subscribe(self._filter(topic_filter), qos=1, timeout=OPERATION_TIMEOUT_S)
+            )
+            try:
+                await asyncio.wait({suback, reading}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not suback.done():
+                    suback.cancel()
+                    await asyncio.wait([suback])
+            if suback.cancelled():  # the connection ended while we waited for the SUBACK
+                reading.result()
+                raise aiomqtt.MqttError("connection ended before the SUBACK")
+            suback.result()
+
+    async def _read(self, lane: _Lane, client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message]) -> None:
+        """Hand what arrives to handlers in batches until the connection ends."""
+        async for first in client.messages:
+            # Take what else has already arrived, so a burst is decoded, stored and acked together;
+            # the iterator costs a task per call, draining the inbox does not.
+            batch = [first]
+            while len(batch) < READ_BATCH:
+                try:
+                    batch.append(inbox.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            await lane.budget.take(len(batch))
+            task = asyncio.create_task(self._handle_batch(lane, batch), name=f"mqtt-{lane.name}")
+            self._handlers.add(task)
+            task.add_done_callback(functools.partial(self._done, lane, len(batch)))
 
     def _lost(self, lane: _Lane, exc: Exception) -> None:
         self._metrics.mqtt_reconnects.inc()
@@ -288,7 +356,7 @@ class MqttLink:
         started = time.perf_counter()
         events: list[DeviceEvent] = []
         statuses: list[tuple[str, bool]] = []
-        acks: list[tuple[str, bytes]] = []
+        acks: list[_Ack] = []
         for message in batch:
             topic = message.topic.value
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
@@ -301,9 +369,21 @@ class MqttLink:
             if kind in ("event", "alarm"):
                 try:
                     decode = decode_alarm if kind == "alarm" else decode_event
-                    events.append(decode(device_id, payload))
+                    event = decode(device_id, payload)
                 except Rejected as exc:
-                    acks.append((device_id, self._rejection(device_id, payload, exc)))
+                    acks.append((device_id, None, self._rejection(device_id, payload, exc)))
+                    continue
+                key = (device_id, event.event_id)
+                known = self.recent.lookup(key)
+                if known is None:
+                    events.append(event)
+                    continue
+                # A retry of an event stored lately: the store's answer, from memory; none at all if
+                # its ack went out a moment ago (a backlog of copies after an outage costs nothing).
+                self._metrics.events.labels(event.type.value, "duplicate", "mqtt").inc()
+                if not self.recent.just_acked(known):
+                    ack = encode_ack(event.event_id, "duplicate", alert_id=known.alert_id)
+                    acks.append((device_id, key, ack))
             elif kind == "status":
                 status = decode_status(payload)
                 if status is None:
@@ -318,7 +398,9 @@ class MqttLink:
             except Exception:
                 log.exception("could not record the status of %d units", len(statuses))
         if acks:
-            await asyncio.gather(*(self._ack(lane, device_id, payload) for device_id, payload in acks))
+            await asyncio.gather(
+                *(self._ack(lane, device_id, key, payload) for device_id, key, payload in acks)
+            )
             latency = time.perf_counter() - started
             histogram = self._metrics.ack_latency.labels("mqtt")
             for _ in acks:
@@ -326,9 +408,9 @@ class MqttLink:
 
     def _stored_acks(
         self, events: list[DeviceEvent], outcomes: list[IngestResult | StoreUnavailable]
-    ) -> list[tuple[str, bytes]]:
+    ) -> list[_Ack]:
         """Acks for the events the store took; none for those it could not (their units retry)."""
-        acks = []
+        acks: list[_Ack] = []
         unstored: list[StoreUnavailable] = []
         for event, outcome in zip(events, outcomes, strict=True):
             if isinstance(outcome, StoreUnavailable):
@@ -336,7 +418,11 @@ class MqttLink:
                 continue
             self._metrics.events.labels(event.type.value, outcome.result, "mqtt").inc()
             ack = encode_ack(event.event_id, outcome.result, alert_id=outcome.alert_id, error=outcome.error)
-            acks.append((event.device_id, ack))
+            key: EventKey | None = None
+            if outcome.result != "rejected":
+                key = (event.device_id, event.event_id)
+                self.recent.stored(key, outcome.alert_id)
+            acks.append((event.device_id, key, ack))
         if unstored:  # the intake logs the store's fault; here it is only counted
             self._metrics.unstored.labels("mqtt").inc(len(unstored))
         return acks
@@ -348,7 +434,7 @@ class MqttLink:
         log.warning("rejected event from %s (event_id=%r): %s", device_id, event_id, exc.reason)
         return encode_ack(event_id, "rejected", error=exc.reason)
 
-    async def _ack(self, lane: _Lane, device_id: str, payload: bytes) -> None:
+    async def _ack(self, lane: _Lane, device_id: str, key: EventKey | None, payload: bytes) -> None:
         try:
             await self._publish(lane.client, self._topics.ack(device_id), payload)
         except ConnectionError as exc:
@@ -356,6 +442,8 @@ class MqttLink:
             self.unsent_acks.failed(f"to {device_id}: {exc}")
         else:
             self.unsent_acks.recovered()
+            if key is not None:
+                self.recent.acked(key)
 
     async def _publish(self, client: aiomqtt.Client | None, topic: str, payload: bytes) -> None:
         if client is None:
