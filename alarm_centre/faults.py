@@ -24,6 +24,10 @@ from collections.abc import Callable
 
 #: A lasting fault's summary line comes at most this often (seconds).
 SUMMARY_EVERY_S = 1.0
+#: The same for a fault that follows from one already summarised every second -- a loop that cannot
+#: reach the store the intake reports, acks the broker outage keeps from going out -- so an outage
+#: reads as its cause once a second and its echoes now and then.
+ECHO_SUMMARY_EVERY_S = 10.0
 #: A background loop's first wait after a failed round, and the longest (seconds).
 LOOP_RETRY_FIRST_S = 0.25
 LOOP_RETRY_MAX_S = 5.0
@@ -218,8 +222,9 @@ class FaultLog:
 
 class Retry:
     """A background loop's failures: logged through a :class:`FaultLog` (the traceback once, when the
-    fault starts), waited out with a :class:`Backoff` (``first_s`` doubling to ``max_s``), so a loop
-    that cannot do its work neither spins nor floods the log."""
+    fault starts; a summary at most every :data:`ECHO_SUMMARY_EVERY_S`), waited out with a
+    :class:`Backoff` (``first_s`` doubling to ``max_s``), so a loop that cannot do its work neither
+    spins nor floods the log."""
 
     def __init__(
         self,
@@ -231,7 +236,7 @@ class Retry:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backoff = Backoff(first_s, max_s)
-        self.fault = FaultLog(log, what, traceback=True, clock=clock)
+        self.fault = FaultLog(log, what, traceback=True, every_s=ECHO_SUMMARY_EVERY_S, clock=clock)
 
     def failed(self, exc: BaseException | str) -> float:
         """A round failed: log it (as the fault's start or in its summary); the seconds to wait."""

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from alarm_centre.faults import FaultLog
+from alarm_centre.faults import ECHO_SUMMARY_EVERY_S, FaultLog
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,11 @@ class BridgeMetrics:
         fault = self._loop_faults.get(loop)
         if fault is None:
             fault = self._loop_faults[loop] = FaultLog(
-                log, f"{loop}: round failed", level=logging.WARNING, traceback=True
+                log,
+                f"{loop} round failed",
+                level=logging.WARNING,
+                traceback=True,
+                every_s=ECHO_SUMMARY_EVERY_S,
             )
         try:
             yield

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from alarm_centre.alerts.model import OutboxItem
-from alarm_centre.faults import FaultLog, Retry
+from alarm_centre.faults import ECHO_SUMMARY_EVERY_S, FaultLog, Retry
 from alarm_centre.store.base import AlertStore
 from bridge.metrics import BridgeMetrics
 from devices.mqtt_codec import encode_command
@@ -47,7 +47,11 @@ class OutboxDispatcher:
         self._retry = Retry(log, "outbox cannot read or record commands")
         #: Commands the transports could not send now (a broker down): one fault, not a line each.
         self.unsent = FaultLog(
-            log, "commands not sent", noun="commands (retried later)", level=logging.WARNING
+            log,
+            "commands not sent",
+            noun="commands (retried later)",
+            level=logging.WARNING,
+            every_s=ECHO_SUMMARY_EVERY_S,
         )
 
     def add_channel(self, channel: str, sender: CommandSender) -> None:

@@ -368,10 +368,10 @@ async def with_postgres(
     lab: Lab, run: Callable[[PrivatePostgres], Awaitable[list[Outcome]]]
 ) -> list[Outcome]:
     """Run experiments against one private PostgreSQL cluster, created and removed here."""
-    pg = PrivatePostgres(lab.workdir / "postgres")
-    await pg.init()
-    await pg.start()
+    pg = PrivatePostgres()
     try:
+        await pg.init()
+        await pg.start()
         return await run(pg)
     finally:
-        await pg.stop()
+        await pg.remove()

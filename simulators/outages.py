@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,14 +126,16 @@ class PrivatePostgres:
     As root, the server runs as the ``postgres`` user (PostgreSQL refuses to run as root).
     """
 
-    def __init__(self, workdir: Path, *, port: int | None = None, bindir: Path = PG_BIN) -> None:
+    def __init__(self, *, port: int | None = None, bindir: Path = PG_BIN) -> None:
         if not (bindir / "pg_ctl").exists():
             raise FaultUnavailable(f"PostgreSQL binaries not found in {bindir} (TELECARE_PG_BIN)")
         self.bindir = bindir
         self.port = port or free_port()
-        self.workdir = workdir
-        self.data = workdir / "data"
-        self.log = workdir / "postgres.log"
+        # A directory of its own under the system's temporary directory: the server's user must be able
+        # to reach it (a test's tmp_path is private to root). Removed by remove().
+        self.workdir = Path(tempfile.mkdtemp(prefix="telecare-chaos-pg-"))
+        self.data = self.workdir / "data"
+        self.log = self.workdir / "postgres.log"
         self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     def dsn(self, database: str = "postgres") -> str:
@@ -152,7 +155,6 @@ class PrivatePostgres:
 
     async def init(self) -> None:
         """Create the cluster (``initdb``)."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
         if self._as:
             shutil.chown(self.workdir, "postgres", "postgres")
         await self._run(
@@ -190,6 +192,12 @@ class PrivatePostgres:
 
     async def stop(self) -> None:
         await self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop", check=False)
+
+    async def remove(self) -> None:
+        """Stop the server and delete the cluster."""
+        if self.data.exists():
+            await self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def create_database(self, name: str) -> str:
         """A new database; its URL."""

@@ -23,7 +23,13 @@ from alarm_centre.escalation.metrics import EscalationMetrics
 from alarm_centre.escalation.notify import DeliveryFailed, Notifier
 from alarm_centre.escalation.service_levels import THRESHOLDS, acknowledge_delays, window_tallies
 from alarm_centre.escalation.states import Channel
-from alarm_centre.faults import LOOP_RETRY_FIRST_S, LOOP_RETRY_MAX_S, Backoff, FaultLog
+from alarm_centre.faults import (
+    ECHO_SUMMARY_EVERY_S,
+    LOOP_RETRY_FIRST_S,
+    LOOP_RETRY_MAX_S,
+    Backoff,
+    FaultLog,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +142,9 @@ class EscalationRunner:
     def _fault(self, stage: str) -> FaultLog:
         fault = self._faults.get(stage)
         if fault is None:
-            fault = self._faults[stage] = FaultLog(log, STAGES[stage], traceback=True)
+            fault = self._faults[stage] = FaultLog(
+                log, STAGES[stage], traceback=True, every_s=ECHO_SUMMARY_EVERY_S
+            )
         return fault
 
     def _failed(self, stage: str, exc: BaseException, about: str = "") -> None:

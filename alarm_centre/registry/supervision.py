@@ -29,7 +29,14 @@ from datetime import UTC, datetime
 from prometheus_client import CollectorRegistry, Counter
 
 from alarm_centre.alerts.intake import Intake
-from alarm_centre.faults import LOOP_RETRY_FIRST_S, LOOP_RETRY_MAX_S, Backoff, FaultLog, Retry
+from alarm_centre.faults import (
+    ECHO_SUMMARY_EVERY_S,
+    LOOP_RETRY_FIRST_S,
+    LOOP_RETRY_MAX_S,
+    Backoff,
+    FaultLog,
+    Retry,
+)
 from alarm_centre.registry.service import Registry
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType
@@ -46,7 +53,9 @@ class SweepFailures:
 
     def __init__(self, metrics_registry: CollectorRegistry | None = None) -> None:
         #: The visit sweep's fault in the log (it runs inside every heartbeat sweep, and alone).
-        self.visits_fault = FaultLog(log, "closing timed-out commissioning visits failed", traceback=True)
+        self.visits_fault = FaultLog(
+            log, "closing timed-out commissioning visits failed", traceback=True, every_s=ECHO_SUMMARY_EVERY_S
+        )
         self.counter = Counter(
             "telecare_registry_sweep_failures_total",
             "Registry sweeps that failed (logged with the traceback; tried again on the next pass)",

@@ -33,7 +33,7 @@ import asyncpg
 from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.intake import IngestResult
 from alarm_centre.alerts.model import AlertChange
-from alarm_centre.faults import Backoff, FaultLog
+from alarm_centre.faults import ECHO_SUMMARY_EVERY_S, Backoff, FaultLog
 from alarm_centre.store import pg_batch
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.ingest import BatchStart, Repeat
@@ -43,6 +43,10 @@ from devices.cancellation import stop
 from devices.events import DeviceEvent
 
 log = logging.getLogger(__name__)
+#: asyncpg's pool logs a warning with a traceback each time it fails to reconnect its idle connections
+#: (every second or two while the database is down). The store's own fault lines say that once, with
+#: counts (alarm_centre/faults.py); a pool error that matters still shows.
+logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
 CHANNEL = "telecare_alert_changes"
 #: pg_notify payloads must stay under 8000 bytes.
@@ -375,6 +379,7 @@ class PostgresStore(AlertStore):
             log,
             "LISTEN connection to PostgreSQL down (changes from other nodes may be missed)",
             level=logging.WARNING,
+            every_s=ECHO_SUMMARY_EVERY_S,
         )
         while True:
             conn: Any = None

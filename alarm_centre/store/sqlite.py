@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Self
 
-from alarm_centre.faults import FaultLog
+from alarm_centre.faults import ECHO_SUMMARY_EVERY_S, FaultLog
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.schema import JsonRepair, all_migrations, statements
 from alarm_centre.store.tx import Row
@@ -162,7 +162,12 @@ class Checkpointer:
         self.last: tuple[int, int, int] | None = None
         self._seen = commits()
         #: A checkpoint that keeps failing (a full disk) is one fault in the log, not a line a round.
-        self.fault = FaultLog(log, f"background WAL checkpoint of {path} failing", level=logging.WARNING)
+        self.fault = FaultLog(
+            log,
+            f"background WAL checkpoint of {path} failing",
+            level=logging.WARNING,
+            every_s=ECHO_SUMMARY_EVERY_S,
+        )
 
     def start(self) -> None:
         self._thread.start()

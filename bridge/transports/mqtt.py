@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from alarm_centre.alerts.intake import BatchIntake, IngestResult, StoreUnavailable
-from alarm_centre.faults import Backoff, FaultLog
+from alarm_centre.faults import ECHO_SUMMARY_EVERY_S, Backoff, FaultLog
 from bridge.metrics import BridgeMetrics
 from bridge.transports.recent_acks import EventKey, RecentAcks
 from devices.cancellation import cancel_requests, honour_cancellation
@@ -194,6 +194,7 @@ class MqttLink:
             f"acks not published to {where}",
             noun="unsent acks (their units retry)",
             level=logging.WARNING,
+            every_s=ECHO_SUMMARY_EVERY_S,
         )
 
     @property
