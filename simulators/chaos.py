@@ -34,6 +34,7 @@ from simulators.chaos_rig import (
     Timeline,
     backlog_at,
     count_outcome,
+    machine_pace,
     measure,
     postgres_reader,
     sqlite_reader,
@@ -90,7 +91,9 @@ async def run_fault(
                 retry_s=sizes.retry_s,
             )
         )
+        warm = time.monotonic()
         await asyncio.sleep(sizes.warm_s)
+        machine_pace(outcome, fleet, watches, warm + 0.5, time.monotonic())
         times.fault = await fault.inject()
         await asyncio.sleep(fault.length_s if fault.length_s is not None else sizes.fault_s)
         if fault.quiet_spell and sizes.idle_s > 0:
@@ -122,9 +125,17 @@ async def run_fault(
         else:
             outcome.notes.append(f"the bridge met the fault {felt - wall(times.fault):.2f} s after it began")
             times.fault = times.fault + (felt - wall(times.fault))
+    outcome.notes.append(
+        f"fault at {clock_time(wall(times.fault))}, healed at {clock_time(wall(times.heal))}"
+    )
     count_outcome(outcome, fleet, await read_stored(fleet.prefix))
     measure(outcome, fleet, nodes, watches, times, wall(times.fault), wall(times.heal))
     return outcome
+
+
+def clock_time(at: float) -> str:
+    """A wall-clock moment as the log writes it (``HH:MM:SS,mmm``)."""
+    return datetime.fromtimestamp(at).strftime("%H:%M:%S,%f")[:-3]
 
 
 def first_log_line(nodes: list[BridgeNode], text: str, after_wall: float) -> float | None:

@@ -88,6 +88,13 @@ class Outcome:
     tracebacks: int = 0
     #: The bridge's CPU (% of one core) while the fault lasted with no load.
     idle_cpu_pct: float | None = None
+    #: Events first acked in each second after the heal (how the backlog drained).
+    drain: list[int] = field(default_factory=list)
+    #: How slow this machine was before the fault: the 95th percentile of an event's time to its ack,
+    #: and of a /healthz answer. The 1 s promises are checked with these added (a loaded machine is
+    #: slow at everything; what the promise is about is the time on top).
+    ack_p95_s: float = 0.0
+    health_p95_s: float = 0.0
     fault_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -369,6 +376,12 @@ def measure(
     outcome.fault_s = round(times.heal - times.fault, 2)
     first = fleet.first_ack_after(times.heal)
     outcome.first_ack_s = None if first is None else round(first - times.heal, 3)
+    drained: Counter[int] = Counter(
+        int(acked - times.heal)
+        for e in fleet.events.values()
+        if (acked := e.acked_at) is not None and acked >= times.heal
+    )
+    outcome.drain = [drained[n] for n in range(max(drained, default=-1) + 1)]
     backlog_done = fleet.backlog_acked_at(times.heal)
     outcome.all_acked_s = None if backlog_done is None else round(backlog_done - times.heal, 3)
     downs = [w.first("503", times.fault) for w in watches]
@@ -392,6 +405,29 @@ def measure(
         key, n = per_fault.most_common(1)[0]
         outcome.log_per_fault_s = round((n - 1) / span, 2)
         outcome.noisiest_fault = key
+
+
+def p95(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3)
+
+
+def machine_pace(
+    outcome: Outcome, fleet: FleetLoad, watches: list[HealthWatch], start: float, end: float
+) -> None:
+    """The ack and /healthz latencies between ``start`` and ``end`` (before the fault)."""
+    outcome.ack_p95_s = p95(
+        [
+            acked - e.first_at
+            for e in fleet.events.values()
+            if start <= e.first_at < end and (acked := e.acked_at) is not None and acked < end
+        ]
+    )
+    outcome.health_p95_s = p95(
+        [p.answered - p.sent for w in watches for p in w.polls if start <= p.sent and p.answered < end]
+    )
 
 
 def backlog_at(fleet: FleetLoad, moment: float) -> int:
@@ -423,3 +459,37 @@ def by_status(polls: list[Poll]) -> dict[str, list[float]]:
     for poll in polls:
         found[poll.status].append(poll.answered)
     return found
+
+
+#: The table's columns: heading and how to read it off an outcome.
+COLUMNS: list[tuple[str, Callable[[Outcome], object]]] = [
+    ("experiment", lambda o: o.experiment),
+    ("fault s", lambda o: o.fault_s),
+    ("sent", lambda o: o.sent),
+    ("acked", lambda o: o.acked),
+    ("stored", lambda o: o.stored),
+    ("lost", lambda o: o.lost),
+    ("dup", lambda o: o.duplicated),
+    ("backlog", lambda o: o.backlog),
+    ("1st ack s", lambda o: o.first_ack_s),
+    ("all acked s", lambda o: o.all_acked_s),
+    ("503 after s", lambda o: o.health_503_s),
+    ("200 after s", lambda o: o.health_200_s),
+    ("/healthz in fault", lambda o: " ".join(f"{k}x{v}" for k, v in sorted(o.health_during.items()))),
+    ("log/s", lambda o: o.log_per_s),
+    ("log/s/fault", lambda o: o.log_per_fault_s),
+    ("tracebacks", lambda o: o.tracebacks),
+    ("idle CPU %", lambda o: o.idle_cpu_pct),
+    ("ack p95 s", lambda o: o.ack_p95_s),
+]
+
+
+def table(outcomes: list[Outcome]) -> str:
+    """The outcomes as a plain-text table, one row each ("-": did not happen)."""
+    rows = [[name for name, _ in COLUMNS]]
+    for outcome in outcomes:
+        rows.append(["-" if (v := read(outcome)) is None else str(v) for _, read in COLUMNS])
+    widths = [max(len(row[n]) for row in rows) for n in range(len(COLUMNS))]
+    lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "-+-".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
