@@ -240,6 +240,11 @@ class HalfOpenBroker:
             self._writers.discard(writer)
             writer.close()
 
+    @property
+    def open_connections(self) -> int:
+        """Connections accepted and not yet closed by their client."""
+        return len(self._writers)
+
     async def close(self) -> None:
         server, self._server = self._server, None
         if server is not None:

@@ -45,6 +45,7 @@ from devices.mqtt_codec import (
     encode_ack,
     peek_event_id,
 )
+from devices.vocabulary import is_help
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class BrokerAddress:
         )
 
 
-class _Client(aiomqtt.Client):
+class BrokerClient(aiomqtt.Client):
     """aiomqtt's client, with a connection attempt that fails as soon as its socket closes.
 
     aiomqtt ignores a disconnect that comes before the CONNACK, so a CONNECT to a broker that accepts
@@ -226,7 +227,7 @@ class MqttLink:
             kwargs.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
         if self._broker.tls:
             kwargs["tls_params"] = aiomqtt.TLSParameters()
-        return _Client(
+        return BrokerClient(
             self._broker.host,
             self._broker.port,
             identifier=lane.client_id,
@@ -338,7 +339,10 @@ class MqttLink:
                 except asyncio.QueueEmpty:
                     break
             await lane.budget.take(len(batch))
-            task = asyncio.create_task(self._handle_batch(lane, batch), name=f"mqtt-{lane.name}")
+            # More than a batch still waiting: a backlog (a broker handing over what it queued while we
+            # were away), whose copies of an event just acked were sent before that ack.
+            backlog = inbox.qsize() >= READ_BATCH
+            task = asyncio.create_task(self._handle_batch(lane, batch, backlog), name=f"mqtt-{lane.name}")
             self._handlers.add(task)
             task.add_done_callback(functools.partial(self._done, lane, len(batch)))
 
@@ -352,7 +356,7 @@ class MqttLink:
         if not task.cancelled() and task.exception() is not None:
             log.error("message handler failed", exc_info=task.exception())
 
-    async def _handle_batch(self, lane: _Lane, batch: list[aiomqtt.Message]) -> None:
+    async def _handle_batch(self, lane: _Lane, batch: list[aiomqtt.Message], backlog: bool = False) -> None:
         """Decode what arrived together, store it in one go, then ack each event on the same lane."""
         started = time.perf_counter()
         events: list[DeviceEvent] = []
@@ -379,10 +383,11 @@ class MqttLink:
                 if known is None:
                     events.append(event)
                     continue
-                # A retry of an event stored lately: the store's answer, from memory; none at all if
-                # its ack went out a moment ago (a backlog of copies after an outage costs nothing).
+                # A retry of an event stored lately: the store's answer, from memory. In a backlog, a
+                # copy of an event whose ack went out a moment ago was sent before that ack: it gets no
+                # second one (a call for help always gets its answer).
                 self._metrics.events.labels(event.type.value, "duplicate", "mqtt").inc()
-                if not self.recent.just_acked(known):
+                if not (backlog and self.recent.just_acked(known) and not is_help(event.type)):
                     ack = encode_ack(event.event_id, "duplicate", alert_id=known.alert_id)
                     acks.append((device_id, key, ack))
             elif kind == "status":

@@ -1,6 +1,6 @@
 """Events this node stored lately, and when each one's ack went out: a unit's retries of an event already
-stored are answered from memory, and a retry that arrives within a second of the ack is not answered
-again.
+stored are answered from memory, and -- in a backlog -- a copy that arrives within a second of the ack
+is not answered again.
 
 Why: a broker that keeps the bridge's session queues every copy units send while the bridge is away.
 Units retrying every 3 s through a 20 s pause of the bridge left about 35,000 messages for 7,000
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 #: Events remembered (the oldest are forgotten first): about 10 MB, and a minute at 500 events/s.
 SIZE = 32_768
-#: A copy that arrives within this many seconds of the event's ack is not answered again (the unit
-#: gets that ack; its own retry timer is seconds long).
+#: In a backlog, a copy that arrives within this many seconds of the event's ack was sent before it
+#: and is not answered again (the unit gets that ack).
 QUIET_S = 1.0
 
 EventKey = tuple[str, str]
