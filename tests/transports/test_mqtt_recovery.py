@@ -15,27 +15,13 @@ from typing import Any
 import aiomqtt
 import pytest
 from clock import SteppedClock
-from harness import RunningBridge, free_port
+from harness import RunningBridge, free_port, unit_for
 
 from bridge.transports.mqtt import CONNECT_TIMEOUT_S, BrokerClient
 from bridge.transports.recent_acks import RecentAcks
 from simulators.outages import HalfOpenBroker
-from simulators.unit import SimulatedUnit
 
 pytestmark = pytest.mark.mosquitto
-
-
-def unit_for(bridge: RunningBridge, device_id: str) -> SimulatedUnit:
-    host, port = bridge.broker
-    return SimulatedUnit(
-        device_id,
-        host=host,
-        port=port,
-        topic_root=bridge.bridge.config.topic_root,
-        retry_initial_s=0.3,
-        retry_max_s=1.0,
-        answer_commands=False,
-    )
 
 
 def test_recent_acks_remember_what_was_stored_and_forget_the_oldest() -> None:
