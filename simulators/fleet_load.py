@@ -35,6 +35,9 @@ from devices.cancellation import cancel_requests, honour_cancellation, stop
 from devices.mqtt_codec import Topics, decode_ack, encode_event
 
 log = logging.getLogger(__name__)
+#: paho's own lines for the fleet's connections: a broken connection is what the experiments stage.
+_PAHO_LOG = logging.getLogger("simulators.fleet_load.mqtt")
+_PAHO_LOG.setLevel(logging.CRITICAL)
 
 #: What the fleet sends, with its share: mostly heartbeats, some technical alarms, a few calls for help.
 TYPES = ("heartbeat", "low_battery", "pendant")
@@ -207,6 +210,7 @@ class FleetLoad:
             keepalive=10,
             timeout=self._connect_timeout,
             max_inflight_messages=1000,
+            logger=_PAHO_LOG,
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
 
