@@ -266,16 +266,23 @@ class FleetLoad:
                         for event in list(self.pending.values()):
                             if self._connection_of(event.device_id) is connection:
                                 connection.queue.put_nowait(event)
-                    while True:
-                        event = await connection.queue.get()
-                        if event.event_id and (event.device_id, event.event_id) not in self.pending:
-                            continue  # acked while it waited
-                        event.last_at = time.monotonic()
-                        event.publishes += 1
-                        self.publishes += 1
-                        payload = encode_event(event.event_id, event.type)
-                        await client.publish(self._topic(event), payload, qos=1, timeout=10)
-                        honour_cancellation(cancels)
+                    # The message iterator ends (raising) when the connection is lost: watched, so a
+                    # lost connection is noticed while nothing is being sent, and its error is read.
+                    watch = asyncio.create_task(self._until_lost(client))
+                    try:
+                        while True:
+                            event = await self._next(connection, watch)
+                            if (event.device_id, event.event_id) not in self.pending:
+                                continue  # acked while it waited
+                            event.last_at = time.monotonic()
+                            event.publishes += 1
+                            self.publishes += 1
+                            payload = encode_event(event.event_id, event.type)
+                            await client.publish(self._topic(event), payload, qos=1, timeout=10)
+                            honour_cancellation(cancels)
+                    finally:
+                        watch.cancel()
+                        await asyncio.wait([watch])
             except aiomqtt.MqttError as exc:
                 log.debug("fleet connection %s lost: %s", connection.name, exc)
             finally:
@@ -283,6 +290,26 @@ class FleetLoad:
                 connection.connected.clear()
             honour_cancellation(cancels)
             await asyncio.sleep(self._reconnect_s)
+
+    @staticmethod
+    async def _until_lost(client: aiomqtt.Client) -> None:
+        async for _ in client.messages:  # a publisher subscribes to nothing: this waits for the loss
+            pass
+
+    @staticmethod
+    async def _next(connection: _Connection, watch: asyncio.Task[None]) -> SentEvent:
+        """The next event to send, or the watch's error if the connection is lost first."""
+        getter = asyncio.ensure_future(connection.queue.get())
+        try:
+            await asyncio.wait({getter, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():
+                getter.cancel()
+                await asyncio.wait([getter])
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        watch.result()
+        raise aiomqtt.MqttError("connection lost")
 
     async def _generate(self) -> None:
         step = 0.02
