@@ -47,6 +47,8 @@ from simulators.outages import HalfOpenBroker, PrivateMosquitto, PrivatePostgres
 #: The line the intake logs when a batch of events first fails to commit: where a store fault begins
 #: for the bridge (a disk that fills may still take a few commits in space SQLite already holds).
 STORE_FAULT_LINE = "store cannot commit events"
+#: Longest wait for the backlog with new events still coming, after the heal (seconds).
+BACKLOG_WAIT_S = 30.0
 
 
 @dataclass
@@ -113,7 +115,11 @@ async def run_fault(
         times.heal = await fault.heal()
         outcome.backlog = backlog_at(fleet, times.heal)
         heal = times.heal
-        await fleet.until(lambda: fleet.backlog_acked_at(heal) is not None, sizes.drain_s)
+        # New events go on while the backlog drains (as in life), for at most BACKLOG_WAIT_S; then they
+        # stop and everything left is retried until acked (or drain_s runs out).
+        await fleet.until(
+            lambda: fleet.backlog_acked_at(heal) is not None, min(BACKLOG_WAIT_S, sizes.drain_s)
+        )
         fleet.stop_new()
         if not await fleet.wait_all_acked(sizes.drain_s):
             outcome.notes.append(f"{len(fleet.pending)} events still unacked after {sizes.drain_s:g} s")
