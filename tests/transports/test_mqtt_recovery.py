@@ -17,7 +17,7 @@ import pytest
 from clock import SteppedClock
 from harness import RunningBridge, free_port, unit_for
 
-from bridge.transports.mqtt import CONNECT_TIMEOUT_S, BrokerClient
+from bridge.transports.mqtt import CONNECT_TIMEOUT_S, BrokerClient, Inbox
 from bridge.transports.recent_acks import RecentAcks
 from simulators.outages import HalfOpenBroker
 
@@ -110,3 +110,32 @@ async def test_a_connect_that_times_out_closes_its_socket() -> None:
                 await asyncio.sleep(0.02)
     finally:
         await hung.close()
+
+
+def message(topic: str, payload: bytes) -> aiomqtt.Message:
+    return aiomqtt.Message(topic, payload, qos=1, retain=False, mid=1, properties=None)
+
+
+def test_a_copy_of_an_event_already_waiting_is_dropped_on_arrival() -> None:
+    inbox = Inbox()
+    event = b'{"event_id": "ev-1", "type": "low_battery"}'
+    for _ in range(5):  # a unit's retries while acks are behind
+        inbox.put_nowait(message("t/v1/unit-1/event", event))
+    inbox.put_nowait(message("t/v1/unit-1/alarm", b'{"event_id": "ev-2", "type": "fall"}'))
+    inbox.put_nowait(message("t/v1/unit-2/event", event))  # another unit's event: not a copy
+    inbox.put_nowait(
+        message("t/v1/unit-1/event", b'{"event_id": "ev-1", "type": "low_battery", "test": true}')
+    )
+    assert inbox.qsize() == 4 and inbox.coalesced == 4
+    first = inbox.get_nowait()
+    assert first.topic.value == "t/v1/unit-1/event" and first.payload == event
+    inbox.put_nowait(message("t/v1/unit-1/event", event))  # once taken, a new copy is handled again
+    assert inbox.qsize() == 4
+
+
+def test_statuses_never_coalesce() -> None:
+    """online, offline, online: the last word is the unit's state, so each is kept in order."""
+    inbox = Inbox()
+    for word in (b"online", b"offline", b"online"):
+        inbox.put_nowait(message("t/v1/unit-1/status", word))
+    assert [inbox.get_nowait().payload for _ in range(3)] == [b"online", b"offline", b"online"]
