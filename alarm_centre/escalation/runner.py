@@ -37,11 +37,11 @@ METRICS_EVERY_S = 10.0
 DRAIN_S = 10.0
 #: What each stage's fault says in the log (a stage is also the ``stage`` label of the error counter).
 STAGES = {
-    "callout_sweep": "escalation: the call-out sweep after a restart failed (ticking on)",
+    "callout_sweep": "escalation call-out sweep after a restart failed (ticking on)",
     "tick": "escalation tick failed",
-    "next_due": "escalation: could not read when steps are next due (polling)",
-    "release": "escalation: a notification could not be released (its lease runs out)",
-    "deliver": "escalation: a notification's result could not be recorded",
+    "next_due": "escalation could not read when steps are next due (polling)",
+    "release": "escalation notification could not be released (its lease runs out)",
+    "deliver": "escalation notification result could not be recorded",
 }
 
 
@@ -121,7 +121,7 @@ class EscalationRunner:
         """Until cancelled: a sweep for call-outs a restart missed, then tick on wake-ups and due times.
 
         Nothing stops the loop but cancellation: every failure is logged (with its traceback when a
-        fault starts, then in a summary at most once a second, and when it ends), counted in
+        fault starts, then in a summary at most every 10 s, and when it ends), counted in
         ``telecare_escalation_loop_errors{stage}``, and the loop goes on -- after a wait that grows
         while the failures last (a due step the store cannot record would otherwise be retried at once).
         """

@@ -12,7 +12,7 @@ does that alone when heartbeat supervision is off).
 
 A sweep that fails is counted in ``telecare_registry_sweep_failures_total`` (by ``sweep``:
 ``heartbeats``, ``commissioning_timeouts``), logged as a fault (with its traceback when it starts, a
-summary at most once a second while it lasts, a line when it ends: :class:`alarm_centre.faults.FaultLog`)
+summary at most every 10 s while it lasts, a line when it ends: :class:`alarm_centre.faults.FaultLog`)
 and tried again after a wait that grows while it lasts: a loop that keeps people safe never fails
 silently, never stops, and does not spin on a store that cannot write.
 """
