@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -272,7 +273,7 @@ class MqttLink:
         backoff = Backoff(min(FIRST_RETRY_S, self._reconnect_max_s), self._reconnect_max_s)
         cancels = cancel_requests()
         while True:
-            inbox: asyncio.Queue[aiomqtt.Message] = Inbox()
+            inbox = Inbox()
             try:
                 async with self._make_client(lane, inbox) as client:
                     lane.client = client
@@ -281,7 +282,7 @@ class MqttLink:
                     # timed out behind that backlog and threw the connection (and the backlog) away.
                     reading = asyncio.create_task(self._read(lane, client, inbox), name=f"mqtt-{lane.name}")
                     try:
-                        await self._subscribe(lane, client, reading)
+                        await self._subscribe(lane, client, reading, inbox)
                         # aiomqtt waits in asyncio.wait_for, which on 3.11 can return with our
                         # cancellation lost (gh-86296): honour it rather than serve on under a shutdown.
                         honour_cancellation(cancels)
@@ -310,14 +311,25 @@ class MqttLink:
             honour_cancellation(cancels)
             await asyncio.sleep(backoff.next_delay())
 
-    async def _subscribe(self, lane: _Lane, client: aiomqtt.Client, reading: asyncio.Task[None]) -> None:
-        """Subscribe to the lane's filters while ``reading`` reads; raise if the connection ends first."""
+    async def _subscribe(
+        self, lane: _Lane, client: aiomqtt.Client, reading: asyncio.Task[None], inbox: Inbox
+    ) -> None:
+        """Subscribe to the lane's filters while ``reading`` reads; raise if the connection ends first,
+        or if neither the SUBACK nor any message comes for OPERATION_TIMEOUT_S. While messages keep
+        arriving the broker is plainly there: its SUBACK is behind what it queued for our session (a
+        50 s pause under load queued minutes of it), and giving up would throw that away."""
         for topic_filter in lane.filters:
             suback = asyncio.ensure_future(
-                client.subscribe(self._filter(topic_filter), qos=1, timeout=OPERATION_TIMEOUT_S)
+                client.subscribe(self._filter(topic_filter), qos=1, timeout=math.inf)
             )
             try:
-                await asyncio.wait({suback, reading}, return_when=asyncio.FIRST_COMPLETED)
+                while not suback.done() and not reading.done():
+                    arrived = inbox.arrived
+                    await asyncio.wait(
+                        {suback, reading}, timeout=OPERATION_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if not suback.done() and not reading.done() and inbox.arrived == arrived:
+                        raise aiomqtt.MqttError(f"no SUBACK nor any message for {OPERATION_TIMEOUT_S:g} s")
             finally:
                 if not suback.done():
                     suback.cancel()
@@ -482,7 +494,8 @@ class Inbox(asyncio.Queue[aiomqtt.Message]):
     def _init(self, maxsize: int) -> None:
         super()._init(maxsize)
         self._waiting: set[tuple[str, bytes]] = set()
-        #: Copies dropped so far.
+        #: Messages received, and copies of them dropped, so far.
+        self.arrived = 0
         self.coalesced = 0
 
     @staticmethod
@@ -493,6 +506,7 @@ class Inbox(asyncio.Queue[aiomqtt.Message]):
         return topic, message.payload
 
     def _put(self, item: aiomqtt.Message) -> None:
+        self.arrived += 1
         key = self._key(item)
         if key is not None:
             if key in self._waiting:
