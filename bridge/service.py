@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 #: After a batch of events failed to commit, /healthz answers 503 without asking the store again until
 #: a batch commits -- or until no batch has failed for this long (no traffic): then a probe decides.
 BATCH_VERDICT_S = 3.0
+#: A batch that failed this recently keeps the answer 503 even after another committed: on a nearly full
+#: disk some batches fit and others do not, and readiness should not flicker with them.
+FLICKER_HOLD_S = 0.5
 #: A commit (a batch or a probe) this recent answers for the store without a probe.
 FRESH_S = 0.5
 #: A probe write that takes longer than this counts as failed.
@@ -236,6 +239,9 @@ class Bridge:
         last_failure = fault.last_failure_at
         if fault.active and last_failure is not None and now - last_failure < BATCH_VERDICT_S:
             return f"store does not accept writes: {fault.problem()}"
+        if last_failure is not None and now - last_failure < FLICKER_HOLD_S:  # some batches fit, some not
+            ago = now - last_failure
+            return f"store does not accept writes: {fault.what} {ago:.1f} s ago: {fault.last_problem}"
         committed = max(self.intake.last_commit_at or 0.0, self._store_ok_at)
         if not fault.active and now - committed < FRESH_S:
             return None
