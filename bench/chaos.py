@@ -15,7 +15,8 @@ ack p95 before the fault (a loaded machine is slow at everything). The load aver
 and after: compare runs only at similar loads.
 
     .venv/bin/python bench/chaos.py [--only broker,half-open,postgres,disk,pause] [--units 2000]
-        [--rate 400] [--retry-s 3] [--fault-s 5] [--idle-s 5] [--pause-s 50] [--keepalive 30]
+        [--rate 400] [--retry-s 3] [--retry-max-s 30] [--fault-s 5] [--idle-s 5] [--pause-s 50]
+        [--keepalive 30]
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=400.0, help="events a second from the whole fleet")
     parser.add_argument("--retry-s", type=float, default=3.0, help="a unit's retry of an unacked event")
+    parser.add_argument(
+        "--retry-max-s",
+        type=float,
+        default=None,
+        help="units double their retry wait up to this (default: no)",
+    )
     parser.add_argument("--fault-s", type=float, default=5.0, help="seconds of fault under load")
     parser.add_argument(
         "--idle-s", type=float, default=5.0, help="then seconds of fault with the units quiet"
@@ -99,6 +106,7 @@ def main() -> None:
         units=args.units,
         rate=args.rate,
         retry_s=args.retry_s,
+        retry_max_s=args.retry_max_s,
         warm_s=3.0,
         fault_s=args.fault_s,
         idle_s=args.idle_s,

@@ -91,6 +91,7 @@ async def run_fault(
                 units=sizes.units,
                 rate=sizes.rate,
                 retry_s=sizes.retry_s,
+                retry_max_s=sizes.retry_max_s,
             )
         )
         warm = time.monotonic()

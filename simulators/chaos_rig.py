@@ -49,6 +49,8 @@ class Sizes:
     units: int = 200
     rate: float = 100.0
     retry_s: float = 1.0
+    #: A unit's retry wait doubles up to this (None: every retry_s, as the issue-17 fleet did).
+    retry_max_s: float | None = None
     warm_s: float = 1.5
     #: Seconds the fault lasts with the units sending, then with them quiet (CPU measured).
     fault_s: float = 3.0

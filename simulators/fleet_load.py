@@ -1,7 +1,8 @@
 """A fleet of telecare units as load: hundreds of units on a few MQTT connections, for fault experiments.
 
 Each unit behaves as the wire contract asks of a real one: it publishes an event at QoS 1 (calls for
-help on the v1.1 ``alarm`` topic, the rest on ``event``) and publishes it again every ``retry_s`` until
+help on the v1.1 ``alarm`` topic, the rest on ``event``) and publishes it again after ``retry_s`` (doubling
+with each retry up to ``retry_max_s``; by default it does not grow) until
 the bridge acks it, and again at once after its connection to the broker comes back. What the units saw
 is kept for the experiment: when each event was first sent, every ack it got (time, result, alert id).
 
@@ -64,6 +65,8 @@ class SentEvent:
     type: str
     first_at: float
     last_at: float = 0.0
+    #: Seconds before the next retry (grows with each one, up to the fleet's retry_max_s).
+    wait_s: float = 0.0
     publishes: int = 0
     acks: list[Ack] = field(default_factory=list)
 
@@ -96,6 +99,7 @@ class FleetLoad:
         units: int = 200,
         rate: float = 100.0,
         retry_s: float = 1.0,
+        retry_max_s: float | None = None,
         connections: int = 8,
         reconnect_s: float = 0.1,
         connect_timeout_s: float = 1.0,
@@ -109,6 +113,7 @@ class FleetLoad:
         self._owner = {device_id: n % connections for n, device_id in enumerate(self.devices)}
         self._rate = rate
         self._retry_s = retry_s
+        self._retry_max_s = max(retry_s, retry_max_s or retry_s)
         self._reconnect_s = reconnect_s
         self._connect_timeout = connect_timeout_s
         self._connections = [_Connection(f"{self.prefix}-c{k}") for k in range(connections)]
@@ -339,8 +344,10 @@ class FleetLoad:
                 continue
             now = time.monotonic()
             for event in list(self.pending.values()):
-                if event.publishes and now - event.last_at >= self._retry_s:
-                    event.last_at = now  # not again before it is published or another retry_s passes
+                wait = event.wait_s or self._retry_s
+                if event.publishes and now - event.last_at >= wait:
+                    event.wait_s = min(wait * 2, self._retry_max_s)
+                    event.last_at = now  # not again before it is published or another wait passes
                     connection = self._connection_of(event.device_id)
                     if connection.connected.is_set():
                         connection.queue.put_nowait(event)
