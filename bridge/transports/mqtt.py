@@ -6,7 +6,7 @@ acknowledged only after the intake says it is stored. When the store cannot comm
 unit retries (the intake logs that fault; the link does not log it again).
 
 Reconnecting (issue 17): the first retry after a connection that worked comes within
-:data:`FIRST_RETRY_S`, later ones back off (jittered) to ``reconnect_max_s`` (default 1 s), so the
+:data:`FIRST_RETRY_S`, later ones back off (jittered) to ``reconnect_max_s`` (default 0.5 s), so the
 bridge is back within a second of the broker. A CONNACK that does not come within
 :data:`CONNECT_TIMEOUT_S` (a broker that accepts connections but never answers) counts as a failed try.
 The outage is one fault in the log (:class:`alarm_centre.faults.FaultLog`): a line when it starts, a
@@ -94,6 +94,16 @@ class BrokerAddress:
         )
 
 
+async def _until_either_fails(reading: asyncio.Task[None], subscribing: asyncio.Task[None]) -> None:
+    """Wait until the connection ends: ``reading`` ends, or ``subscribing`` fails (raising its error)."""
+    pending = {reading, subscribing}
+    while reading in pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    raise aiomqtt.MqttError("the connection ended")
+
+
 class BrokerClient(aiomqtt.Client):
     """aiomqtt's client, with a connection attempt that fails as soon as its socket closes.
 
@@ -104,6 +114,14 @@ class BrokerClient(aiomqtt.Client):
     """
 
     _connecting = False
+    #: The broker's CONNACK said it kept this client's session (and so its subscriptions).
+    session_present = False
+
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+    ) -> None:
+        self.session_present = bool(getattr(flags, "session_present", False))
+        super()._on_connect(client, userdata, flags, reason_code, properties)
 
     async def __aenter__(self) -> Self:
         self._connecting = True
@@ -166,7 +184,7 @@ class MqttLink:
         mqtt5: bool = True,
         keepalive: int = 30,
         max_in_flight: int = 2000,
-        reconnect_max_s: float = 1.0,
+        reconnect_max_s: float = 0.5,
     ) -> None:
         self._broker = broker
         self._topics = topics
@@ -281,8 +299,15 @@ class MqttLink:
                     # while we were away before its SUBACK; waiting for the SUBACK without reading
                     # timed out behind that backlog and threw the connection (and the backlog) away.
                     reading = asyncio.create_task(self._read(lane, client, inbox), name=f"mqtt-{lane.name}")
+                    subscribing = asyncio.create_task(self._subscribe(lane, client, reading, inbox))
                     try:
-                        await self._subscribe(lane, client, reading, inbox)
+                        # A broker that kept our session (CONNACK "session present") kept its
+                        # subscriptions: events flow at once, so the lane counts as subscribed now
+                        # (after a long pause the SUBACK came 15-20 s behind the backlog, events
+                        # handled all along). SUBSCRIBE is still sent, for a session that differs.
+                        if not getattr(client, "session_present", False):
+                            await asyncio.wait([subscribing])
+                            subscribing.result()
                         # aiomqtt waits in asyncio.wait_for, which on 3.11 can return with our
                         # cancellation lost (gh-86296): honour it rather than serve on under a shutdown.
                         honour_cancellation(cancels)
@@ -296,10 +321,11 @@ class MqttLink:
                             self._broker.host,
                             self._broker.port,
                         )
-                        await reading  # until the connection ends (aiomqtt.MqttError)
+                        await _until_either_fails(reading, subscribing)
                     finally:
-                        reading.cancel()
-                        await asyncio.wait([reading])
+                        for task in (subscribing, reading):
+                            task.cancel()
+                        await asyncio.wait([subscribing, reading])
             except aiomqtt.MqttError as exc:
                 self._lost(lane, exc)
             finally:
