@@ -11,6 +11,11 @@ bridge is back within a second of the broker. A CONNACK that does not come withi
 :data:`CONNECT_TIMEOUT_S` (a broker that accepts connections but never answers) counts as a failed try.
 The outage is one fault in the log (:class:`alarm_centre.faults.FaultLog`): a line when it starts, a
 summary at most once a second, and a line when both connections are subscribed again.
+
+Coming back to a backlog (a broker that kept our session hands over everything units sent meanwhile):
+the link reads from the first moment and counts a kept session as subscribed at its CONNACK; a copy of
+an event already waiting in the inbox is dropped (:class:`Inbox`), and retries of events stored lately
+are answered from memory (:mod:`bridge.transports.recent_acks`).
 """
 
 from __future__ import annotations
