@@ -77,7 +77,7 @@ class MqttConfig(Section):
     shared_group: str = ""
     keepalive: int = Field(30, ge=5, le=3600)
     max_in_flight: int = Field(2000, ge=1, le=100_000)
-    reconnect_max_s: float = Field(30.0, gt=0, le=600)
+    reconnect_max_s: float = Field(0.5, gt=0, le=600)
 
     @field_validator("url")
     @classmethod

@@ -29,6 +29,7 @@ from typing import Any
 from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.intake import Intake, StoreUnavailable
 from alarm_centre.alerts.lifecycle import Outcome
+from alarm_centre.faults import Retry
 from alarm_centre.forwarding.hooks import path_device_id
 from alarm_centre.forwarding.queue import ForwardItem, ForwardKind, ForwardQueue, TimelineEntry, retry_delay
 from alarm_centre.store.base import AlertStore
@@ -138,14 +139,18 @@ class Dc09Forwarder:
         except Exception as exc:
             log.warning("DC-09 forwarding: own leases not released (they expire): %s", exc)
         try:
+            retry = Retry(log, "DC-09 forwarding pass failed")
             while True:
+                wait = self._poll_s
                 try:
                     await self.run_once()
-                except Exception:
-                    log.exception("DC-09 forwarding pass failed; the next pass tries again")
+                except Exception as exc:
+                    wait = max(wait, retry.failed(exc))  # back off: the next pass tries again
+                else:
+                    retry.succeeded()
                 self.passes += 1
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._poll_s):
+                    async with asyncio.timeout(wait):
                         await self._wake.wait()
                 self._wake.clear()
         finally:

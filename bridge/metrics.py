@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from alarm_centre.faults import ECHO_SUMMARY_EVERY_S, FaultLog
+
 log = logging.getLogger(__name__)
 
 
@@ -126,7 +128,7 @@ class BridgeMetrics:
             ["loop"],
             registry=self.registry,
         )
-        self._last_loop_error: dict[str, str] = {}
+        self._loop_faults: dict[str, FaultLog] = {}
 
     def count_round_trips(self, read: Callable[[], dict[str, int]]) -> None:
         """Export ``telecare_store_round_trips_total{kind}`` from the store's own counts (``read``)."""
@@ -134,21 +136,26 @@ class BridgeMetrics:
 
     @contextlib.contextmanager
     def loop_round(self, loop: str) -> Iterator[None]:
-        """One round of the safety loop ``loop``: an error is counted in ``telecare_loop_errors_total``,
-        logged (with its traceback when it differs from the loop's last one, so a lasting fault does not
-        flood the log) and the loop goes on. Cancellation is not an error and passes through."""
+        """One round of the safety loop ``loop``: an error is counted in ``telecare_loop_errors_total``
+        and logged as the loop's fault (:class:`alarm_centre.faults.FaultLog`: the traceback when it
+        starts, a summary at most once a second while it lasts, a line when a round works again), and
+        the loop goes on. Cancellation is not an error and passes through."""
+        fault = self._loop_faults.get(loop)
+        if fault is None:
+            fault = self._loop_faults[loop] = FaultLog(
+                log,
+                f"{loop} round failed",
+                level=logging.WARNING,
+                traceback=True,
+                every_s=ECHO_SUMMARY_EVERY_S,
+            )
         try:
             yield
         except Exception as exc:
             self.loop_errors.labels(loop).inc()
-            said = f"{type(exc).__name__}: {exc}"
-            if self._last_loop_error.get(loop) == said:
-                log.warning("%s: failed again (%s); trying again next round", loop, said)
-            else:
-                log.exception("%s: failed; trying again next round", loop)
-            self._last_loop_error[loop] = said
+            fault.failed(exc)
         else:
-            self._last_loop_error.pop(loop, None)
+            fault.recovered()
 
 
 class _RoundTripCollector(Collector):

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from alarm_centre.alerts.model import OutboxItem
+from alarm_centre.faults import ECHO_SUMMARY_EVERY_S, FaultLog, Retry
 from alarm_centre.store.base import AlertStore
 from bridge.metrics import BridgeMetrics
 from devices.mqtt_codec import encode_command
@@ -42,6 +43,16 @@ class OutboxDispatcher:
         self._wake = asyncio.Event()
         self._senders: dict[str, CommandSender] = {}
         store.add_outbox_waker(self._wake.set)
+        #: The store failing under the outbox (claims, checks, records): one fault, backing off.
+        self._retry = Retry(log, "outbox cannot read or record commands")
+        #: Commands the transports could not send now (a broker down): one fault, not a line each.
+        self.unsent = FaultLog(
+            log,
+            "commands not sent",
+            noun="commands (retried later)",
+            level=logging.WARNING,
+            every_s=ECHO_SUMMARY_EVERY_S,
+        )
 
     def add_channel(self, channel: str, sender: CommandSender) -> None:
         """Register how to reach devices on a channel (``mqtt``, ``serial``, ``sms``...)."""
@@ -51,16 +62,19 @@ class OutboxDispatcher:
         self._wake.set()
 
     async def run(self) -> None:
+        wait = self._poll_s
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_s):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
             self._wake.clear()
             try:
                 items = await self._store.outbox.claim(now=self._clock())
             except Exception as exc:
-                log.warning("outbox not readable now: %s", exc)
+                wait = max(self._poll_s, self._retry.failed(exc))
                 continue
+            self._retry.succeeded()
+            wait = self._poll_s
             if items:
                 await asyncio.gather(*(self._perform(item) for item in items))
                 if len(items) >= 100:
@@ -71,7 +85,7 @@ class OutboxDispatcher:
         try:
             void = await self._store.outbox.void_reason(item)
         except Exception as exc:  # cannot check now: the lease brings the item back for a later try
-            log.warning("command %s to %s not checked, so not sent now: %s", cmd, item.target, exc)
+            self._retry.fault.failed(f"command {cmd} to {item.target} not checked, so not sent now: {exc}")
             return
         if void is not None:
             self._metrics.commands.labels(cmd, "cancelled").inc()
@@ -88,11 +102,13 @@ class OutboxDispatcher:
                 error = str(exc) or type(exc).__name__
         self._metrics.commands.labels(cmd, "failed" if error else "sent").inc()
         if error:
-            log.warning("command %s to %s not sent (attempt %d): %s", cmd, item.target, item.attempts, error)
+            self.unsent.failed(f"{cmd} to {item.target} (attempt {item.attempts}): {error}")
+        elif sender is not None:
+            self.unsent.recovered()
         try:
             await self._store.outbox.sent(item, error=error)
         except Exception as exc:
-            log.warning("could not record command attempt %s: %s", item.cmd_id, exc)
+            self._retry.fault.failed(f"could not record command attempt {item.cmd_id}: {exc}")
 
 
 def mqtt_payload(item: OutboxItem) -> bytes:

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from alarm_centre.alerts.feed import AlertFeed
 from alarm_centre.alerts.intake import GroupCommitter
 from alarm_centre.alerts.model import OutboxItem
+from alarm_centre.faults import describe
 from alarm_centre.host import HookOrder, Loop, OutboxSender, ReadinessCheck
 from alarm_centre.http.api import ON_SCRAPE, make_app
 from alarm_centre.store import open_store
@@ -42,6 +43,17 @@ from bridge.transports.mqtt import BrokerAddress, MqttLink
 from devices.mqtt_codec import Topics
 
 log = logging.getLogger(__name__)
+
+#: After a batch of events failed to commit, /healthz answers 503 without asking the store again until
+#: a batch commits -- or until no batch has failed for this long (no traffic): then a probe decides.
+BATCH_VERDICT_S = 3.0
+#: A batch that failed this recently keeps the answer 503 even after another committed: on a nearly full
+#: disk some batches fit and others do not, and readiness should not flicker with them.
+FLICKER_HOLD_S = 0.5
+#: A commit (a batch or a probe) this recent answers for the store without a probe.
+FRESH_S = 0.5
+#: A probe write that takes longer than this counts as failed.
+PROBE_TIMEOUT_S = 2.0
 
 
 class Bridge:
@@ -207,20 +219,39 @@ class Bridge:
     async def readiness(self) -> list[str]:
         """Reasons the bridge is not ready; empty when it is."""
         problems = []
-        if not self.mqtt.subscribed.is_set():
-            problems.append("not subscribed to device events (broker unreachable?)")
-        if time.monotonic() - self._store_ok_at > 2.0:
-            try:
-                async with asyncio.timeout(3):
-                    await self.store.probe_write()
-                self._store_ok_at = time.monotonic()
-                self.metrics.store_writable.set(1)
-            except Exception as exc:
-                self.metrics.store_writable.set(0)
-                problems.append(f"store does not accept writes: {exc}")
+        broker = self.mqtt.problem()
+        if broker is not None:
+            problems.append(broker)
+        store = await self._store_problem()
+        self.metrics.store_writable.set(0 if store else 1)
+        if store is not None:
+            problems.append(store)
         for check in self._readiness_checks:
             problems.extend(await check())
         return problems
+
+    async def _store_problem(self) -> str | None:
+        """Why the store cannot take events now, or None. What batches of events do decides: a batch
+        that failed keeps the answer "no" until one commits (a one-row probe may still fit on a disk
+        where batches do not). Only when no batch was tried lately does a probe write decide."""
+        now = time.monotonic()
+        fault = self.intake.fault
+        last_failure = fault.last_failure_at
+        if fault.active and last_failure is not None and now - last_failure < BATCH_VERDICT_S:
+            return f"store does not accept writes: {fault.problem()}"
+        if last_failure is not None and now - last_failure < FLICKER_HOLD_S:  # some batches fit, some not
+            ago = now - last_failure
+            return f"store does not accept writes: {fault.what} {ago:.1f} s ago: {fault.last_problem}"
+        committed = max(self.intake.last_commit_at or 0.0, self._store_ok_at)
+        if not fault.active and now - committed < FRESH_S:
+            return None
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                await self.store.probe_write()
+        except Exception as exc:
+            return f"store does not accept writes: {describe(exc)}"
+        self._store_ok_at = time.monotonic()
+        return None
 
     async def _refresh_gauges(self) -> None:
         """The open-alert gauge, from the store, on each /metrics scrape (never a scrape behind); a

@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from prometheus_client import CollectorRegistry, Counter
 
 from alarm_centre.alerts.intake import Intake, StoreUnavailable
+from alarm_centre.faults import Retry
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.tx import Conflict, InvalidRequest, PostCommit, Tx
 from devices import strict_json
@@ -488,8 +489,10 @@ class VoiceService:
         return alerted
 
     async def run_check_in_loop(self, poll_s: float) -> None:
-        """Check for missed check-ins every ``poll_s`` seconds, forever; a failing sweep is logged with its
-        traceback, counted, and tried again."""
+        """Check for missed check-ins every ``poll_s`` seconds, forever; a failing sweep is counted,
+        logged as a fault (the traceback when it starts), and tried again after ``poll_s`` or the
+        retry's backoff, whichever is longer."""
+        retry = Retry(log, "missed check-in sweep failed")
         while True:
             try:
                 missed = await self.raise_missed_check_ins()
@@ -497,7 +500,9 @@ class VoiceService:
                     log.warning("missed daily check-in: inactivity alert for %s", ", ".join(missed))
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 self.check_in_sweep_failures.inc()
-                log.exception("missed check-in sweep failed; trying again in %g s", poll_s)
+                await asyncio.sleep(max(poll_s, retry.failed(exc)))
+                continue
+            retry.succeeded()
             await asyncio.sleep(poll_s)

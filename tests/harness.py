@@ -22,6 +22,7 @@ from alarm_centre.alerts.model import Role
 from bridge.config import Config, load_config
 from bridge.service import Bridge
 from devices.cancellation import stop
+from simulators.unit import SimulatedUnit
 
 MOSQUITTO_HOST = os.environ.get("TEST_MOSQUITTO_HOST", "127.0.0.1")
 MOSQUITTO_PORT = int(os.environ.get("TEST_MOSQUITTO_PORT", "1883"))
@@ -181,6 +182,21 @@ async def postgres_database() -> AsyncIterator[str]:
             await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         finally:
             await admin.close()
+
+
+def unit_for(bridge: RunningBridge, device_id: str) -> SimulatedUnit:
+    """A unit on the bridge's broker and topic root that retries every 0.3-1 s and leaves commands
+    unanswered."""
+    host, port = bridge.broker
+    return SimulatedUnit(
+        device_id,
+        host=host,
+        port=port,
+        topic_root=bridge.bridge.config.topic_root,
+        retry_initial_s=0.3,
+        retry_max_s=1.0,
+        answer_commands=False,
+    )
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0, step: float = 0.05) -> None:

@@ -134,7 +134,7 @@ class RacingBrokerClient:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    async def subscribe(self, topic: str, qos: int = 0) -> None:
+    async def subscribe(self, topic: str, qos: int = 0, timeout: float | None = None) -> None:
         self.subscribing.set()
         await asyncio.wait_for(self.suback.wait(), timeout=10)
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, Self
 
+from alarm_centre.faults import FaultLog
 from devices.cancellation import stop
 from devices.events import DeviceEvent
 from devices.vocabulary import is_help
@@ -94,6 +96,11 @@ class GroupCommitter:
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0
         self.last_batch_size = 0
+        #: A store that cannot commit is one fault in the log (start, summaries, end), and /healthz
+        #: reads it: readiness follows what batches do, not a one-row probe.
+        self.fault = FaultLog(log, "store cannot commit events", noun="events not acked")
+        #: When a batch last committed (``time.monotonic()``), or None.
+        self.last_commit_at: float | None = None
 
     async def __aenter__(self) -> Self:
         self._worker = asyncio.create_task(self._run(), name="group-commit")
@@ -160,13 +167,15 @@ class GroupCommitter:
                         fut.set_exception(StoreUnavailable("bridge is shutting down"))
                 raise
             except Exception as exc:
-                log.error("store could not commit a batch of %d events: %s", len(live), exc)
+                self.fault.failed(exc, len(live))
                 for _, fut in live:
                     if not fut.done():
                         fut.set_exception(StoreUnavailable(str(exc)))
                 continue
             self.batches += 1
             self.last_batch_size = len(live)
+            self.last_commit_at = time.monotonic()
+            self.fault.recovered()
             if self._on_batch is not None:
                 self._on_batch(len(live))
             for (_, fut), res in zip(live, results, strict=True):

@@ -23,11 +23,26 @@ from alarm_centre.escalation.metrics import EscalationMetrics
 from alarm_centre.escalation.notify import DeliveryFailed, Notifier
 from alarm_centre.escalation.service_levels import THRESHOLDS, acknowledge_delays, window_tallies
 from alarm_centre.escalation.states import Channel
+from alarm_centre.faults import (
+    ECHO_SUMMARY_EVERY_S,
+    LOOP_RETRY_FIRST_S,
+    LOOP_RETRY_MAX_S,
+    Backoff,
+    FaultLog,
+)
 
 log = logging.getLogger(__name__)
 
 METRICS_EVERY_S = 10.0
 DRAIN_S = 10.0
+#: What each stage's fault says in the log (a stage is also the ``stage`` label of the error counter).
+STAGES = {
+    "callout_sweep": "escalation call-out sweep after a restart failed (ticking on)",
+    "tick": "escalation tick failed",
+    "next_due": "escalation could not read when steps are next due (polling)",
+    "release": "escalation notification could not be released (its lease runs out)",
+    "deliver": "escalation notification result could not be recorded",
+}
 
 
 class EscalationRunner:
@@ -56,6 +71,10 @@ class EscalationRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._metrics_at = 0.0
+        #: Waits after a failed pass (backing off, so a store that reads but cannot write is not asked
+        #: again every 10 ms), and the log of the stages' faults: one line when each starts.
+        self._backoff = Backoff(LOOP_RETRY_FIRST_S, LOOP_RETRY_MAX_S)
+        self._faults: dict[str, FaultLog] = {}
         #: Completed passes of the loop, so a test that moved the clock can wait for the next ones.
         self.passes = 0
 
@@ -101,39 +120,63 @@ class EscalationRunner:
     async def run(self) -> None:
         """Until cancelled: a sweep for call-outs a restart missed, then tick on wake-ups and due times.
 
-        Nothing stops the loop but cancellation: every failure is logged with its traceback, counted in
-        ``telecare_escalation_loop_errors{stage}``, and the loop goes on.
+        Nothing stops the loop but cancellation: every failure is logged (with its traceback when a
+        fault starts, then in a summary at most every 10 s, and when it ends), counted in
+        ``telecare_escalation_loop_errors{stage}``, and the loop goes on -- after a wait that grows
+        while the failures last (a due step the store cannot record would otherwise be retried at once).
         """
         try:
             await self.escalation.start_callouts(None)
-        except Exception:
-            self._failed("callout_sweep", "the call-out sweep after a restart failed; ticking on")
+        except Exception as exc:
+            self._failed("callout_sweep", exc)
         while True:
             try:
                 await self.tick()
-            except Exception:
-                self._failed("tick", "escalation tick failed; retrying")
+            except Exception as exc:
+                self._failed("tick", exc)
+                await self._pause(self._backoff.next_delay())
+                continue
+            self._fault("tick").recovered()
             await self._sleep()
 
-    def _failed(self, stage: str, message: str, *args: object) -> None:
-        """Log the exception being handled with its traceback and count it by stage."""
-        log.exception(message, *args)
+    def _fault(self, stage: str) -> FaultLog:
+        fault = self._faults.get(stage)
+        if fault is None:
+            fault = self._faults[stage] = FaultLog(
+                log, STAGES[stage], traceback=True, every_s=ECHO_SUMMARY_EVERY_S
+            )
+        return fault
+
+    def _failed(self, stage: str, exc: BaseException, about: str = "") -> None:
+        """Log a failure of ``stage`` as its fault (the traceback when it starts) and count it."""
+        fault = self._fault(stage)
+        if fault.failed(exc) and about:
+            log.error("%s: it was %s", STAGES[stage], about)
         self.metrics.loop_errors.labels(stage).inc()
+
+    async def _pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds, or less if an acknowledgement or resolution wakes the loop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+        self._wake.clear()
 
     async def _sleep(self) -> None:
         delay = self._poll_s
         try:
             due = await self.escalation.next_due()
-        except Exception:
-            self._failed("next_due", "could not read when escalation is next due; polling")
+        except Exception as exc:
+            self._failed("next_due", exc)
+            delay = max(delay, self._backoff.next_delay())
         else:
+            self._fault("next_due").recovered()
+            self._backoff.reset()
             if due is not None:
                 delay = min(delay, max(0.0, due - self.escalation.clock()) + 0.01)
         if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
-        self._wake.clear()
+            await self._pause(delay)
+        else:
+            self._wake.clear()
 
     async def tick(self) -> None:
         """One pass: stop, call out, measure, perform due steps, send due notifications."""
@@ -198,13 +241,15 @@ class EscalationRunner:
                 for left in group[n:]:
                     try:
                         await self.escalation.release(left)
-                    except Exception:  # its lease runs out and another claim retries it
-                        self._failed("release", "notification %s could not be released", left.id)
+                    except Exception as exc:  # its lease runs out and another claim retries it
+                        self._failed("release", exc, f"notification {left.id}")
                 return
             try:
                 await self.deliver(note)
-            except Exception:
-                self._failed("deliver", "notification %s could not be recorded", note.id)
+            except Exception as exc:
+                self._failed("deliver", exc, f"notification {note.id}")
+            else:
+                self._fault("deliver").recovered()
 
     async def deliver(self, note: Notification) -> None:
         """Send one SMS or call and record the result on the alert's timeline."""

@@ -10,9 +10,11 @@ The core resolves the alert when a heartbeat arrives, and the hook then arms a n
 Sweeps also close commissioning visits whose test mode has timed out (:class:`CommissioningTimeouts`
 does that alone when heartbeat supervision is off).
 
-A sweep that fails is logged with its traceback, counted in ``telecare_registry_sweep_failures_total``
-(by ``sweep``: ``heartbeats``, ``commissioning_timeouts``) and tried again on the next pass: a loop that
-keeps people safe never fails silently, and never stops.
+A sweep that fails is counted in ``telecare_registry_sweep_failures_total`` (by ``sweep``:
+``heartbeats``, ``commissioning_timeouts``), logged as a fault (with its traceback when it starts, a
+summary at most every 10 s while it lasts, a line when it ends: :class:`alarm_centre.faults.FaultLog`)
+and tried again after a wait that grows while it lasts: a loop that keeps people safe never fails
+silently, never stops, and does not spin on a store that cannot write.
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ from datetime import UTC, datetime
 from prometheus_client import CollectorRegistry, Counter
 
 from alarm_centre.alerts.intake import Intake
+from alarm_centre.faults import (
+    ECHO_SUMMARY_EVERY_S,
+    LOOP_RETRY_FIRST_S,
+    LOOP_RETRY_MAX_S,
+    Backoff,
+    FaultLog,
+    Retry,
+)
 from alarm_centre.registry.service import Registry
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType
@@ -42,6 +52,10 @@ class SweepFailures:
     """Failed sweeps, by sweep, for ``/metrics`` (``metrics_registry`` None: counted, not exported)."""
 
     def __init__(self, metrics_registry: CollectorRegistry | None = None) -> None:
+        #: The visit sweep's fault in the log (it runs inside every heartbeat sweep, and alone).
+        self.visits_fault = FaultLog(
+            log, "closing timed-out commissioning visits failed", traceback=True, every_s=ECHO_SUMMARY_EVERY_S
+        )
         self.counter = Counter(
             "telecare_registry_sweep_failures_total",
             "Registry sweeps that failed (logged with the traceback; tried again on the next pass)",
@@ -62,9 +76,11 @@ async def close_timed_out_visits(registry: Registry, failures: SweepFailures) ->
     """Close commissioning visits whose test mode has timed out; a failure is logged, counted, survived."""
     try:
         await registry.expire_visits()
-    except Exception:
+    except Exception as exc:
         failures.count("commissioning_timeouts")
-        log.exception("closing timed-out commissioning visits failed; trying again on the next sweep")
+        failures.visits_fault.failed(exc)
+    else:
+        failures.visits_fault.recovered()
 
 
 @dataclass
@@ -137,15 +153,19 @@ class HeartbeatSupervisor:
         return raised
 
     async def run(self) -> None:
-        """Sweep every ``check_every_s`` until cancelled; a failing sweep is logged and retried."""
+        """Sweep every ``check_every_s`` until cancelled; a failing sweep is logged and retried after
+        ``check_every_s`` or the retry's backoff, whichever is longer."""
+        retry = Retry(log, "heartbeat sweep failed")
         while True:
             try:
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 self.failures.count("heartbeats")
-                log.exception("heartbeat sweep failed; trying again in %g s", self._every)
+                await asyncio.sleep(max(self._every, retry.failed(exc)))
+                continue
+            retry.succeeded()
             await asyncio.sleep(self._every)
 
 
@@ -160,7 +180,12 @@ class CommissioningTimeouts:
         self.failures = failures or SweepFailures()
 
     async def run(self) -> None:
-        """Sweep until cancelled; a failing sweep is logged with its traceback, counted and retried."""
+        """Sweep until cancelled; a failing sweep is logged, counted and retried (backing off)."""
+        backoff = Backoff(LOOP_RETRY_FIRST_S, LOOP_RETRY_MAX_S)
         while True:
             await close_timed_out_visits(self._registry, self.failures)
-            await asyncio.sleep(self._every)
+            if self.failures.visits_fault.active:
+                await asyncio.sleep(max(self._every, backoff.next_delay()))
+            else:
+                backoff.reset()
+                await asyncio.sleep(self._every)

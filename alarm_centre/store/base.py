@@ -22,6 +22,7 @@ from typing import Self
 from alarm_centre.alerts.intake import IngestResult
 from alarm_centre.alerts.lifecycle import IllegalTransition
 from alarm_centre.alerts.model import Alert, AlertChange, TimelineEntry
+from alarm_centre.faults import LOOP_RETRY_MAX_S, Backoff
 from alarm_centre.store.alerts import Alerts
 from alarm_centre.store.devices import Devices
 from alarm_centre.store.ingest import BatchStart, Ingest, Repeat
@@ -172,7 +173,9 @@ class AlertStore:
         query per node, not per stream); a store with a notification channel overrides it.
         """
         last: int | None = None  # changes up to here were made before we started following
+        backoff = Backoff(ACCESS_POLL_S, LOOP_RETRY_MAX_S)
         while True:
+            wait = ACCESS_POLL_S
             try:
                 async with self.read() as tx:
                     if last is None:
@@ -183,13 +186,16 @@ class AlertStore:
                         rows = await tx.fetchall(
                             "SELECT id, user_name FROM access_changes WHERE id > ? ORDER BY id", last
                         )
-            except Exception as exc:  # closing or briefly locked: try again next round
+            except Exception as exc:  # closing, briefly locked, or the store down: back off and retry
                 log.debug("could not read access changes: %s", exc)
                 rows = []
+                wait = backoff.next_delay()
+            else:
+                backoff.reset()
             if rows:
                 last = int(rows[-1]["id"])
                 self._tell_access({str(r["user_name"]) for r in rows})
-            await asyncio.sleep(ACCESS_POLL_S)
+            await asyncio.sleep(wait)
 
     def _tell_access(self, names: set[str]) -> None:
         for listener in list(self._access_listeners):

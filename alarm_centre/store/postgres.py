@@ -33,6 +33,7 @@ import asyncpg
 from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.intake import IngestResult
 from alarm_centre.alerts.model import AlertChange
+from alarm_centre.faults import ECHO_SUMMARY_EVERY_S, Backoff, FaultLog
 from alarm_centre.store import pg_batch
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.ingest import BatchStart, Repeat
@@ -42,6 +43,10 @@ from devices.cancellation import stop
 from devices.events import DeviceEvent
 
 log = logging.getLogger(__name__)
+#: asyncpg's pool logs a warning with a traceback each time it fails to reconnect its idle connections
+#: (every second or two while the database is down). The store's own fault lines say that once, with
+#: counts (alarm_centre/faults.py); a pool error that matters still shows.
+logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
 CHANNEL = "telecare_alert_changes"
 #: pg_notify payloads must stay under 8000 bytes.
@@ -53,6 +58,9 @@ RETRY_ROUNDS = 3
 #: Advisory-lock namespace (first key) for "a transaction is storing this device's event".
 DEVICE_LOCK_SPACE = 60
 _wait_for_device = contextvars.ContextVar("wait_for_device", default=False)
+#: Longest wait between tries to re-open the LISTEN connection (seconds): short, so other nodes'
+#: changes reach this node's consoles again soon after the database is back.
+LISTEN_RETRY_MAX_S = 1.0
 
 
 class DeviceBusy(RetryLater):
@@ -364,8 +372,15 @@ class PostgresStore(AlertStore):
 
     # -- LISTEN/NOTIFY ---------------------------------------------------------------------------
     async def _listen_loop(self) -> None:
-        """Keep one connection LISTENing; dispatch what other nodes committed."""
-        delay = 0.5
+        """Keep one connection LISTENing; dispatch what other nodes committed. A lost or refused
+        connection is one fault in the log, retried within :data:`LISTEN_RETRY_MAX_S`."""
+        backoff = Backoff(0.1, LISTEN_RETRY_MAX_S)
+        fault = FaultLog(
+            log,
+            "LISTEN connection to PostgreSQL down (changes from other nodes may be missed)",
+            level=logging.WARNING,
+            every_s=ECHO_SUMMARY_EVERY_S,
+        )
         while True:
             conn: Any = None
             try:
@@ -374,7 +389,8 @@ class PostgresStore(AlertStore):
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self._listener_ready.set()
-                delay = 0.5
+                backoff.reset()
+                fault.recovered()
                 waiter = asyncio.create_task(lost.wait())
                 try:
                     while not lost.is_set():
@@ -386,17 +402,16 @@ class PostgresStore(AlertStore):
                             getter.cancel()
                 finally:
                     waiter.cancel()
-                log.warning("LISTEN connection lost; reconnecting (changes from other nodes may be missed)")
+                fault.failed("connection lost")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("LISTEN connection failed (%s); retrying", exc)
+                fault.failed(exc)
             finally:
                 if conn is not None and not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await conn.close()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            await asyncio.sleep(backoff.next_delay())
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._incoming.put_nowait(payload)

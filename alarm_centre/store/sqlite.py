@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Self
 
+from alarm_centre.faults import ECHO_SUMMARY_EVERY_S, FaultLog
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.schema import JsonRepair, all_migrations, statements
 from alarm_centre.store.tx import Row
@@ -106,6 +107,14 @@ def make_private(path: Path) -> None:
             log.warning("%s is mode %o and not ours to narrow to 0600; others may read it", file, mode)
 
 
+def applied_migrations(conn: sqlite3.Connection) -> int:
+    """How many migrations the database has had (0 for a new, empty one)."""
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'")
+    if exists.fetchone() is None:
+        return 0
+    return int(conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0])
+
+
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema up to date; returns the version now in place."""
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -152,6 +161,13 @@ class Checkpointer:
         self.thread_id: int | None = None
         self.last: tuple[int, int, int] | None = None
         self._seen = commits()
+        #: A checkpoint that keeps failing (a full disk) is one fault in the log, not a line a round.
+        self.fault = FaultLog(
+            log,
+            f"background WAL checkpoint of {path} failing",
+            level=logging.WARNING,
+            every_s=ECHO_SUMMARY_EVERY_S,
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -183,8 +199,9 @@ class Checkpointer:
         try:
             row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
-            log.warning("background WAL checkpoint of %s failed: %s", self._path, exc)
+            self.fault.failed(exc)
             return False
+        self.fault.recovered()
         self._seen = commits
         self.last = (int(row[0]), int(row[1]), int(row[2]))
         self.runs += 1
@@ -211,7 +228,12 @@ class SqliteStore(AlertStore):
     async def __aenter__(self) -> Self:
         make_private(self.path)
         self._writer = _connect(str(self.path))
+        before = applied_migrations(self._writer)
         migrate(self._writer)
+        if applied_migrations(self._writer) != before:
+            # Migrations leave their pages in the WAL (3 MB for a fresh store beside a 4 KB database
+            # file): copy them back and truncate it now, so a small disk starts with that space free.
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._writer.execute(f"PRAGMA wal_autocheckpoint={INLINE_CHECKPOINT_PAGES}")
         self._writer.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         self._reader = _connect(str(self.path))

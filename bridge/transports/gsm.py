@@ -29,7 +29,8 @@ from typing import Any, Self
 import serial
 
 from alarm_centre.alerts.intake import Intake, StoreUnavailable
-from bridge.transports.serial import Backoff, LinkLost, SerialLink
+from alarm_centre.faults import Backoff
+from bridge.transports.serial import LinkLost, SerialLink
 from devices.cancellation import cancel_requests, stop
 from devices.events import DeviceEvent
 from devices.gsm_at import (

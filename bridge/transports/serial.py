@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import termios
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from typing import Any, Self
 import serial
 
 from alarm_centre.alerts.intake import Intake, StoreUnavailable
+from alarm_centre.faults import Backoff
 from devices.cancellation import stop
 from devices.serial_frame import (
     AckFrame,
@@ -168,22 +168,6 @@ class SerialLink:
         for fut in self._waiters:  # wake readers and writers so they see the link is closed
             if not fut.done():
                 fut.set_result(None)
-
-
-class Backoff:
-    """Jittered exponential backoff between reopen attempts."""
-
-    def __init__(self, initial: float = 0.2, maximum: float = 10.0) -> None:
-        self.initial, self.maximum = initial, maximum
-        self._next = initial
-
-    def reset(self) -> None:
-        self._next = self.initial
-
-    def next_delay(self) -> float:
-        delay = self._next * random.uniform(0.8, 1.2)
-        self._next = min(self._next * 2, self.maximum)
-        return delay
 
 
 class SerialTransport:

@@ -102,7 +102,8 @@ async def test_commissioning_timeouts_keep_going_after_failures(
         with pytest.raises(asyncio.CancelledError):
             await task
     assert metrics.get_sample_value(SWEEP_FAILURES, {"sweep": "commissioning_timeouts"}) == 2
-    assert len(traced(caplog, "commissioning visits failed")) == 2
+    # two failures in a row are one fault: its traceback once, when it starts
+    assert len(traced(caplog, "commissioning visits failed")) == 1
     assert (await registry.visit("u1"))["finish_reason"] == "timed out"  # the third pass closed it
 
 

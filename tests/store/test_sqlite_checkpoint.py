@@ -97,3 +97,27 @@ async def test_closing_the_store_stops_the_thread(tmp_path: Path) -> None:
         assert store.checkpointer.alive
         await store.ingest([heartbeat()])
     assert not store.checkpointer.alive
+
+
+async def test_a_fresh_store_leaves_no_wal_behind_its_migrations(tmp_path: Path) -> None:
+    """Migrations write their pages to the WAL; they are checkpointed and the WAL truncated at once, so
+    a new store on a small disk is not a 4 KB database beside a 0.5-3 MB WAL (issue 17)."""
+    path = tmp_path / "alerts.db"
+    async with SqliteStore(path):
+        wal = path.with_name(path.name + "-wal")
+        assert wal.stat().st_size == 0
+        assert path.stat().st_size > 100_000  # the schema is in the database file itself
+
+
+async def test_opening_a_migrated_store_does_not_wait_for_a_checkpoint(tmp_path: Path) -> None:
+    """With nothing to migrate, opening the store does not checkpoint (it may share the file with a
+    running bridge: a TRUNCATE checkpoint would wait for its readers)."""
+    path = tmp_path / "alerts.db"
+    async with SqliteStore(path) as store:
+        await store.ingest([heartbeat() for _ in range(50)])
+        wal = path.with_name(path.name + "-wal")
+        store.checkpointer.stop()  # keep the WAL as it is
+        size = wal.stat().st_size
+        assert size > 0
+        async with SqliteStore(path):  # a second opener, as the CLI is beside the bridge
+            assert wal.stat().st_size == size
