@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Self
@@ -22,6 +23,7 @@ from aiohttp import web
 from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.model import AlertChange
 from alarm_centre.escalation.notify import DeliveryFailed
+from alarm_centre.faults import ECHO_SUMMARY_EVERY_S, LOOP_RETRY_FIRST_S, LOOP_RETRY_MAX_S, Backoff, FaultLog
 from alarm_centre.telephony import service_levels
 from alarm_centre.telephony import store as sql
 from alarm_centre.telephony.calls import PARTY_RING_S, LegWork, Telephony
@@ -32,6 +34,13 @@ from alarm_centre.telephony.states import CallState, LegRole, LegState
 from alarm_centre.telephony.twiml import conference_options, party_twiml, staff_twiml, status_url
 
 log = logging.getLogger(__name__)
+
+
+def _current_exception() -> BaseException | str:
+    """The exception being handled (``_failed`` is called from ``except`` blocks)."""
+    exc = sys.exc_info()[1]
+    return exc if exc is not None else "failed"
+
 
 METRICS_EVERY_S = 10.0
 DRAIN_S = 10.0
@@ -68,6 +77,8 @@ class TelephonyRunner:
         self._tz = tz
         self._poll_s = poll_s
         self._wake = asyncio.Event()
+        self._backoff = Backoff(LOOP_RETRY_FIRST_S, LOOP_RETRY_MAX_S)
+        self._faults: dict[str, FaultLog] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._metrics_at = 0.0
@@ -107,17 +118,41 @@ class TelephonyRunner:
         return len(self._tasks)
 
     async def run(self) -> None:
-        """Until cancelled: tick on wake-ups and deadlines; nothing but cancellation stops it."""
+        """Until cancelled: tick on wake-ups and deadlines; nothing but cancellation stops it.
+
+        A failed pass is logged as a fault (the traceback when it starts, a summary at most every
+        10 s, a line when it ends) and waited out with a growing back-off, so a store outage neither
+        spins the loop nor floods the log (issue 17)."""
         while True:
             try:
                 await self.tick()
-            except Exception:
-                self._failed("tick", "telephony tick failed; retrying")
+            except Exception as exc:
+                self._failed("tick", "telephony pass failed", exc=exc)
+                await self._pause(self._backoff.next_delay())
+                continue
+            self._fault("tick", "").recovered()
             await self._sleep()
 
-    def _failed(self, stage: str, message: str, *args: object) -> None:
-        log.exception(message, *args)
+    def _fault(self, stage: str, what: str) -> FaultLog:
+        fault = self._faults.get(stage)
+        if fault is None:
+            fault = self._faults[stage] = FaultLog(
+                log, what or f"telephony {stage}", traceback=True, every_s=ECHO_SUMMARY_EVERY_S
+            )
+        return fault
+
+    def _failed(self, stage: str, message: str, *args: object, exc: BaseException | None = None) -> None:
+        """Log a failure of ``stage`` as its fault (the traceback when it starts) and count it."""
+        problem = exc if exc is not None else _current_exception()
+        self._fault(stage, message % args if args else message).failed(problem)
         self.metrics.loop_errors.labels(stage).inc()
+
+    async def _pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds, or less if a change wakes the loop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+        self._wake.clear()
 
     async def _sleep(self) -> None:
         await asyncio.sleep(MIN_GAP_S)
@@ -125,9 +160,12 @@ class TelephonyRunner:
         try:
             async with self.telephony.store.read() as tx:
                 due = await sql.next_due(tx)
-        except Exception:
-            self._failed("next_due", "could not read when telephony is next due; polling")
+        except Exception as exc:
+            self._failed("next_due", "could not read when telephony is next due; polling", exc=exc)
+            delay = max(delay, self._backoff.next_delay())
         else:
+            self._fault("next_due", "").recovered()
+            self._backoff.reset()
             if due is not None:
                 delay = min(delay, max(0.0, due - self.telephony.clock()) + 0.01)
         if delay > 0:

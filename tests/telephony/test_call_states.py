@@ -3,11 +3,14 @@ an SQL literal, and the small pure rules beside them (client identities, numbers
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -85,3 +88,46 @@ def test_client_identities_are_safe_and_never_shared(one: str, other: str) -> No
 )  # fmt: skip
 def test_the_numbers_the_centre_dials(number: str, ok: bool) -> None:
     assert dialable(number) is ok
+
+
+async def test_the_telephony_loop_backs_off_and_logs_a_lasting_fault_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A store that cannot be written: the loop's passes fail; it waits longer after each (up to the
+    loops' ceiling) and logs the fault with its traceback once, not once per pass (issue 17)."""
+    from types import SimpleNamespace
+
+    from alarm_centre.faults import LOOP_RETRY_MAX_S
+    from alarm_centre.telephony.runner import TelephonyRunner
+
+    async def full_disk() -> None:
+        raise OSError(28, "No space left on device")
+
+    telephony = SimpleNamespace(time_out_offers=full_disk)
+    metrics = SimpleNamespace(loop_errors=SimpleNamespace(labels=lambda _: SimpleNamespace(inc=lambda: None)))
+    runner = TelephonyRunner(
+        telephony,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        metrics,  # type: ignore[arg-type]
+        public_url=lambda: "http://127.0.0.1",
+        tz=ZoneInfo("Europe/London"),
+    )
+    pauses: list[float] = []
+
+    async def pause(delay: float) -> None:
+        pauses.append(delay)
+        if len(pauses) == 12:
+            raise asyncio.CancelledError
+
+    runner._pause = pause  # type: ignore[method-assign]
+    with (
+        caplog.at_level(logging.DEBUG, logger="alarm_centre.telephony.runner"),
+        pytest.raises(asyncio.CancelledError),
+    ):
+        await runner.run()
+    assert all(later >= earlier / 2 for earlier, later in itertools.pairwise(pauses)), pauses  # jittered
+    assert pauses[0] <= 0.25 and max(pauses) <= LOOP_RETRY_MAX_S and pauses[-1] > 1.0, pauses
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1, [r.getMessage() for r in caplog.records]
+    assert len(caplog.records) <= 3, [r.getMessage() for r in caplog.records]
