@@ -43,8 +43,10 @@ class DemoScaipUnit:
 
 
 UNITS = [
-    DemoScaipUnit("res-grace", "Grace Hopper", "scaip-unit-grace", "4670101", "udp"),
-    DemoScaipUnit("res-ada", "Ada Lovelace", "scaip-unit-ada", "4670102", "tcp"),
+    # Residents of their own: on a fleet resident's record (res-ada, res-grace, ...) the unit's calls for
+    # help would join that resident's open help alert instead of showing as this unit's.
+    DemoScaipUnit("res-alan", "Alan Turing", "scaip-unit-alan", "4670101", "udp"),
+    DemoScaipUnit("res-joan", "Joan Clarke", "scaip-unit-joan", "4670102", "tcp"),
 ]
 #: Alarms the units raise (dty, stc), with weights (mostly pendant presses), and what they are.
 ALARMS = [(("0003", "0010"), 4), (("0005", "0009"), 2), (("0023", "0009"), 1), (("0003", "0014"), 1)]

@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -33,12 +34,18 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 class Demo:
+    """A running ``telecare-bridge demo``: its banner read, then its output kept flowing (a demo whose
+    stdout or stderr pipe nobody reads blocks on its next log line once the pipe is full)."""
+
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.lines: list[str] = []
+        #: What the demo wrote after its banner (the last lines, for a failing test's message).
+        self.output: deque[str] = deque(maxlen=200)
         self.http_url = ""
         self.mqtt_port = 0
         self.token = ""
+        self._readers: list[asyncio.Task[None]] = []
 
     async def read_banner(self) -> None:
         assert self.proc.stdout is not None
@@ -54,6 +61,31 @@ class Demo:
                     self.mqtt_port = urlsplit(words[1]).port or 0
                 elif self.lines[-2:-1] == ["  operator token (demo-operator):\n"]:
                     self.token = line.strip()
+        self._readers = [
+            asyncio.create_task(self._keep_reading(stream))
+            for stream in (self.proc.stdout, self.proc.stderr)
+            if stream is not None
+        ]
+
+    async def _keep_reading(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            self.output.append(line.decode(errors="replace"))
+
+    async def stop(self) -> None:
+        """Ctrl-C, as a user stops it (killed if it has not ended in 30 s); its output read to the end."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                async with asyncio.timeout(30):
+                    await self.proc.wait()
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        if not self._readers:
+            await self.proc.communicate()
+            return
+        async with asyncio.timeout(30):  # the pipes close with the process
+            await asyncio.gather(*self._readers)
 
 
 @pytest.fixture
@@ -75,14 +107,7 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
         await running.read_banner()
         yield running
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                async with asyncio.timeout(30):
-                    await proc.communicate()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await running.stop()
 
 
 async def test_demo_fleet_signs_in_and_strangers_are_refused(demo: Demo, tmp_path: Path) -> None:

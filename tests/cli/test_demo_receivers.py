@@ -6,7 +6,6 @@ and raises an alert, and the demo's own units' alarms reach the alert queue."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -116,17 +115,6 @@ def test_a_wrong_listen_address_is_a_usage_error(
     assert listen in capsys.readouterr().err
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            async with asyncio.timeout(30):
-                await proc.communicate()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
 @pytest.fixture
 async def demo(receiver: Receiver, tmp_path: Path) -> AsyncIterator[tuple[Demo, int]]:
     proc = await asyncio.create_subprocess_exec(
@@ -139,7 +127,8 @@ async def demo(receiver: Receiver, tmp_path: Path) -> AsyncIterator[tuple[Demo, 
         *receiver.flags,
         "127.0.0.1:0",
         cwd=tmp_path,
-        env=cli_env(tmp_path),
+        # INFO: what each simulated unit sent and what it was answered, for a failing test's message.
+        env={**cli_env(tmp_path), "TELECARE_LOG__LEVEL": "INFO"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -149,7 +138,7 @@ async def demo(receiver: Receiver, tmp_path: Path) -> AsyncIterator[tuple[Demo, 
         [line] = [line for line in running.lines if line.startswith(receiver.banner)]
         yield running, int(line.split()[1].rsplit(":", 1)[1])
     finally:
-        await _stop(proc)
+        await running.stop()
 
 
 @pytest.mark.slow
@@ -159,15 +148,24 @@ async def test_the_demo_serves_the_protocol_and_its_units_alarms_reach_the_queue
     running, port = demo
     device_id = await receiver.alarm(port)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {running.token}"}) as http:
+        seen: set[str] = set()
 
         async def alerts_from(device_ids: set[str] | frozenset[str]) -> bool:
             async with http.get(f"{running.http_url}/api/v1/alerts?state=open") as resp:
                 body = await resp.json()
+            seen.clear()
+            seen.update(f"{a['device_id']}:{a['type']}:{a['state']}" for a in body["alerts"])
             return device_ids <= {a["device_id"] for a in body["alerts"]}
 
         assert await alerts_from({device_id}), "stored before the answer"
         # The demo's own units raise alarms now and then (--every 1): both show in the queue.
-        await eventually(lambda: alerts_from(receiver.device_ids), timeout=90)
+        try:
+            await eventually(lambda: alerts_from(receiver.device_ids), timeout=90)
+        except TimeoutError:
+            pytest.fail(
+                f"the demo's units' alarms did not reach the queue: {sorted(seen)}\n"
+                + "".join(running.output)
+            )
 
 
 async def test_a_port_in_use_is_one_line_not_a_traceback(receiver: Receiver, tmp_path: Path) -> None:
