@@ -6,6 +6,8 @@ registry and the credential manager the CLI uses too).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -19,10 +21,13 @@ if TYPE_CHECKING:
     from bridge.host import FeatureHost
 
 
-def make_registry(config: Config, store: AlertStore) -> Registry:
-    """The registry with the configured heartbeat defaults (the CLI uses the same)."""
+def make_registry(config: Config, store: AlertStore, *, clock: Callable[[], float] = time.time) -> Registry:
+    """The registry with the configured heartbeat defaults (the CLI uses the same); a running bridge
+    passes its clock, which decides heartbeat and commissioning deadlines."""
     hb = config.heartbeats
-    return Registry(store, default_interval_s=hb.default_interval_s, default_grace_s=hb.default_grace_s)
+    return Registry(
+        store, default_interval_s=hb.default_interval_s, default_grace_s=hb.default_grace_s, clock=clock
+    )
 
 
 def make_credentials(config: Config, registry: Registry) -> CredentialManager | None:
@@ -47,7 +52,7 @@ async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
     from alarm_centre.registry.supervision import CommissioningTimeouts, HeartbeatSupervisor, SweepFailures
 
     config = host.config
-    registry = make_registry(config, host.store)
+    registry = make_registry(config, host.store, clock=host.clock)
     registry.install()
     credentials = make_credentials(config, registry)
     if credentials is not None:

@@ -189,6 +189,10 @@ class VoiceService:
             registry=metrics_registry,
         )
 
+    def _received_at(self) -> datetime:
+        """Now on the service's clock (the bridge's, injected in tests), as an event's received time."""
+        return datetime.fromtimestamp(self._clock(), UTC)
+
     # -- lookups --
     async def find_echo(self, alexa_device_id: str) -> EchoLink | None:
         """The active Echo with this Alexa device id, or None."""
@@ -232,7 +236,7 @@ class VoiceService:
                 device_id=device_id,
                 event_id=caller.event_id,
                 type=EventType.VOICE_HELP,
-                received_at=datetime.now(UTC),
+                received_at=self._received_at(),
                 source="voice",
                 data={"alexa_request_id": caller.request_id[:200]},
                 unregistered_hint=None if echo else caller.hint,
@@ -277,7 +281,7 @@ class VoiceService:
                 device_id=device_id,
                 event_id=caller.event_id,
                 type=EventType.CANCEL,
-                received_at=datetime.now(UTC),
+                received_at=self._received_at(),
                 source="voice",
                 data={"said": "cancel help", "alexa_request_id": caller.request_id[:200]},
                 unregistered_hint=None if echo else caller.hint,
@@ -459,7 +463,7 @@ class VoiceService:
                     device_id=device_id,
                     event_id=f"checkin-missed-{day.isoformat()}",
                     type=EventType.INACTIVITY,
-                    received_at=datetime.now(UTC),
+                    received_at=datetime.fromtimestamp(at, UTC),
                     source="system",
                     data={
                         "reason": "missed daily check-in",

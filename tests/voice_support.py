@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from alexa_ca import ca, cert_server, good_cert
+from clock import SteppedClock
 from harness import RunningBridge, make_config, running_bridge
 
 from simulators.alexa import (
@@ -57,7 +58,9 @@ async def voice(
     ca: TestCertificateAuthority,
     cert_server: CertChainServer,
 ) -> AsyncIterator[RunningBridge]:
-    """A bridge on the real Mosquitto with /alexa on, trusting the test CA, and a linked resident."""
+    """A bridge on the real Mosquitto with /alexa on, trusting the test CA, and a linked resident; its
+    time is a :class:`SteppedClock` (:func:`voice_clock`), so its check-in loop sees a deadline pass
+    only when a test moves the clock."""
     root = ca.write_root(tmp_path / "alexa-test-ca.pem")
     host, port = mosquitto
     config = make_config(
@@ -66,7 +69,7 @@ async def voice(
         topic_root=topic_root,
         **voice_env(root, cert_server.origin),
     )
-    async with running_bridge(config) as running:
+    async with running_bridge(config, clock=SteppedClock()) as running:
         await running.store.devices.upsert_resident(RESIDENT, "Ann Example")
         await running.store.devices.upsert_device(UNIT, "gsm_unit", resident_id=RESIDENT)
         status, body = await running.call(
@@ -83,6 +86,13 @@ async def voice(
         )
         assert status == 201, body
         yield running
+
+
+def voice_clock(running: RunningBridge) -> SteppedClock:
+    """The clock the ``voice`` bridge decides time by (its check-in loop included)."""
+    clock = running.bridge.clock
+    assert isinstance(clock, SteppedClock)
+    return clock
 
 
 async def post_raw(running: RunningBridge, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
@@ -132,5 +142,6 @@ __all__ = [
     "signer",
     "speech",
     "voice",
+    "voice_clock",
     "voice_env",
 ]

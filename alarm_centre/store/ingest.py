@@ -576,6 +576,7 @@ class Ingest:
         alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", item["alert_id"])
         if alert is None:
             return None
+        await self._outbox.answered(tx, post, alert, item, now)  # the send comes first on the timeline
         command = json.loads(item["payload"]).get("cmd")
         await self._alerts.log_action(
             tx,

@@ -3,6 +3,12 @@
 Items are added in the transaction that decided them, claimed with a lease by the senders, checked just
 before sending (never after their alert is resolved), and closed by the unit's ``cmd_result``, by the
 transport, by a resolve, or after too many attempts.
+
+Each attempt goes on the alert's timeline as ``command_sent`` once, before the unit's answer to it. The
+sender records it after the transport took the command, but the unit can answer first (a loaded node,
+or another node storing the answer): the answer's transaction then records the send ahead of the
+answer (the answer proves it went out), and the sender's later record finds it there and adds nothing.
+Both lock the item's row first, so on PostgreSQL the two cannot both miss the other's entry.
 """
 
 from __future__ import annotations
@@ -93,7 +99,7 @@ class Outbox:
             now,
             _j(result),
         )
-        detail = {"cmd": cmd, "cmd_id": cmd_id, "target": device_id, "attempt": 1, **result}
+        detail = {**_attempt(cmd, cmd_id, device_id, 1), **result}
         await log_action(tx, post, alert, AuditAction.COMMAND_SENT, "system", Source.SYSTEM, detail, now)
         return cmd_id
 
@@ -200,24 +206,21 @@ class Outbox:
         return None
 
     async def sent(self, item: OutboxItem, *, error: str | None = None) -> None:
-        """Record one attempt at an outbox item on its alert's timeline."""
+        """Record one attempt at an outbox item on its alert's timeline, unless the unit's answer to
+        that attempt already recorded it (see the module docstring)."""
         if item.alert_id is None:
             if error:
                 log.warning("outbox item %s failed: %s", item.id, error)
             return
 
         async def work(tx: Tx, post: PostCommit) -> None:
+            await self._lock(tx, item.id)
             alert = await tx.fetchone("SELECT * FROM alerts WHERE id = ?", int(item.alert_id or 0))
             if error is not None:
                 await tx.execute("UPDATE outbox SET last_error = ? WHERE id = ?", error, item.id)
-            if alert is None:
+            if alert is None or await self._send_logged(tx, alert["id"], item.cmd_id, item.attempts):
                 return
-            detail = {
-                "cmd": item.payload.get("cmd"),
-                "cmd_id": item.cmd_id,
-                "target": item.target,
-                "attempt": item.attempts,
-            }
+            detail = _attempt(item.payload.get("cmd"), item.cmd_id, item.target, item.attempts)
             if error:
                 detail["error"] = error
             await log_action(
@@ -232,6 +235,41 @@ class Outbox:
             )
 
         await self._store.transaction(work)
+
+    async def answered(self, tx: Tx, post: PostCommit, alert: Row, item: Row, now: float) -> None:
+        """The unit answered ``item`` (in the answer's transaction, before the answer is logged): make
+        sure the attempt it answers is on the timeline as sent, ahead of the answer."""
+        await self._lock(tx, item["id"])
+        row = await tx.fetchone("SELECT attempts FROM outbox WHERE id = ?", item["id"])
+        attempt = int(row["attempts"]) if row is not None else 0
+        if attempt < 1 or await self._send_logged(tx, alert["id"], item["cmd_id"], attempt):
+            return  # never handed to a transport (a guessed or stale cmd_id), or already recorded
+        command = json.loads(item["payload"]).get("cmd")
+        detail = _attempt(command, item["cmd_id"], item["target"], attempt)
+        await log_action(tx, post, alert, AuditAction.COMMAND_SENT, "system", Source.SYSTEM, detail, now)
+
+    async def _lock(self, tx: Tx, item_id: Any) -> None:
+        """Hold the item's row until the commit (a no-op update: portable, and it waits on PostgreSQL
+        for the other writer of that attempt's timeline entry to commit)."""
+        await tx.execute("UPDATE outbox SET attempts = attempts WHERE id = ?", item_id)
+
+    async def _send_logged(self, tx: Tx, alert_id: Any, cmd_id: str | None, attempt: int) -> bool:
+        """Whether this attempt at ``cmd_id`` is already on the alert's timeline."""
+        rows = await tx.fetchall(
+            "SELECT detail FROM alert_log WHERE alert_id = ? AND action IN (?, ?) ORDER BY id DESC",
+            alert_id,
+            AuditAction.COMMAND_SENT.value,
+            AuditAction.COMMAND_FAILED.value,
+        )
+        for row in rows:
+            detail = json.loads(row["detail"])
+            if (
+                isinstance(detail, dict)
+                and detail.get("cmd_id") == cmd_id
+                and detail.get("attempt") == attempt
+            ):
+                return True
+        return False
 
     async def pending(self) -> int:
         async with self._store.read() as tx:
@@ -283,3 +321,8 @@ class Outbox:
                 alert_id,
             )
         return commands
+
+
+def _attempt(cmd: Any, cmd_id: str | None, target: str, attempt: int) -> dict[str, Any]:
+    """A command attempt as its timeline entry names it."""
+    return {"cmd": cmd, "cmd_id": cmd_id, "target": target, "attempt": attempt}

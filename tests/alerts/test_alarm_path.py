@@ -6,11 +6,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from harness import RunningBridge, eventually
 
+from alarm_centre.alerts.model import OutboxItem
+from alarm_centre.store import open_store
+from alarm_centre.store.base import AlertStore
+from bridge.outbox import mqtt_payload
+from devices.events import DeviceEvent
+from devices.vocabulary import EventType
 from simulators.unit import SimulatedUnit
 
 pytestmark = pytest.mark.mosquitto
@@ -62,6 +72,108 @@ async def test_pendant_is_stored_acked_and_called_back(bridge: RunningBridge) ->
         actions = await timeline_actions(bridge, alert_id)
         assert actions[0] == "raised"
         assert actions.index("command_sent") < actions.index("cmd_result")
+
+
+async def command_done(bridge: RunningBridge, cmd_id: str | None) -> bool:
+    async with bridge.store.read() as tx:
+        row = await tx.fetchone("SELECT done_at FROM outbox WHERE cmd_id = ?", cmd_id)
+    return row is not None and row["done_at"] is not None
+
+
+async def test_the_send_is_on_the_timeline_before_the_units_answer_however_late_it_is_recorded(
+    bridge: RunningBridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race, forced: the unit's answer is stored before the bridge gets to record that it sent the
+    command (a loaded machine, or another node taking the answer). An operator reads cause before effect."""
+
+    async def send_then_let_the_answer_win(device_id: str, item: OutboxItem) -> None:
+        await bridge.bridge.mqtt.send_command(device_id, mqtt_payload(item))
+        await eventually(lambda: command_done(bridge, item.cmd_id))  # the fault: the answer is stored first
+
+    recorded = asyncio.Event()
+    record_send = bridge.store.outbox.sent
+
+    async def record_then_tell(item: OutboxItem, *, error: str | None = None) -> None:
+        await record_send(item, error=error)
+        recorded.set()
+
+    bridge.bridge.add_outbox_channel("mqtt", send_then_let_the_answer_win)
+    monkeypatch.setattr(bridge.store.outbox, "sent", record_then_tell)
+    async with unit_for(bridge, "unit-race") as unit:
+        ack = await unit.send("pendant", timeout=20)
+        command = await unit.wait_command("call_centre", timeout=20)
+        async with asyncio.timeout(20):
+            await recorded.wait()  # the bridge has now recorded its send, after the answer
+    _, timeline = await bridge.store.get_alert(ack["alert_id"])
+    actions = [t.action for t in timeline]
+    assert actions.count("command_sent") == 1, actions
+    assert "command_failed" not in actions
+    assert actions.index("command_sent") < actions.index("cmd_result"), actions
+    sent = timeline[actions.index("command_sent")]
+    assert (sent.detail["cmd_id"], sent.detail["attempt"]) == (command["cmd_id"], 1)
+
+
+def answer(device_id: str, cmd_id: str | None) -> DeviceEvent:
+    """A unit's ``cmd_result`` for one of its commands."""
+    return DeviceEvent(
+        device_id=device_id,
+        event_id=uuid.uuid4().hex[:16],
+        type=EventType.CMD_RESULT,
+        received_at=datetime.now(UTC),
+        data={"cmd_id": cmd_id, "status": "ok"},
+    )
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[AlertStore]:
+    """The store alone (no bridge sending its outbox), on each store."""
+    async with open_store(store_url) as opened:
+        yield opened
+
+
+async def raise_pendant(store: AlertStore, device_id: str) -> str:
+    await store.devices.upsert_device(device_id, "gsm_unit")
+    [raised] = await store.ingest(
+        [
+            DeviceEvent(
+                device_id=device_id, event_id="p1", type=EventType.PENDANT, received_at=datetime.now(UTC)
+            )
+        ]
+    )
+    assert raised.alert_id is not None
+    return raised.alert_id
+
+
+async def test_an_answer_stored_before_the_send_is_recorded_still_follows_it(store: AlertStore) -> None:
+    alert_id = await raise_pendant(store, "unit-a")
+    [item] = await store.outbox.claim()
+    await store.ingest([answer("unit-a", item.cmd_id)])  # the unit answered first...
+    await store.outbox.sent(item)  # ...then the bridge records the send
+    await store.outbox.sent(item, error="PUBACK timed out")  # a late transport error changes nothing
+    _, timeline = await store.get_alert(alert_id)
+    entries = [(t.action, t.detail.get("cmd_id"), t.detail.get("attempt")) for t in timeline]
+    assert entries[1:] == [("command_sent", item.cmd_id, 1), ("cmd_result", item.cmd_id, None)]
+
+
+async def test_a_resend_the_unit_answers_is_on_the_timeline_once_before_the_answer(store: AlertStore) -> None:
+    alert_id = await raise_pendant(store, "unit-b")
+    [first] = await store.outbox.claim()
+    await store.outbox.sent(first)
+    [again] = await store.outbox.claim(now=time.time() + 3600)  # no answer: the lease ran out
+    await store.ingest([answer("unit-b", again.cmd_id)])
+    await store.outbox.sent(again)
+    _, timeline = await store.get_alert(alert_id)
+    entries = [(t.action, t.detail.get("attempt")) for t in timeline]
+    assert entries[1:] == [("command_sent", 1), ("command_sent", 2), ("cmd_result", None)]
+
+
+async def test_an_answer_to_a_command_never_sent_claims_no_send(store: AlertStore) -> None:
+    alert_id = await raise_pendant(store, "unit-c")
+    async with store.read() as tx:
+        row = await tx.fetchone("SELECT cmd_id FROM outbox WHERE target = ?", "unit-c")
+    await store.ingest([answer("unit-c", row["cmd_id"])])  # a unit guessing, or a replay from before
+    _, timeline = await store.get_alert(alert_id)
+    assert [t.action for t in timeline] == ["raised", "cmd_result"]
 
 
 async def test_replay_is_duplicate_with_same_alert(bridge: RunningBridge) -> None:

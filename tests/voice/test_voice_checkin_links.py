@@ -27,6 +27,7 @@ from voice_support import (  # noqa: F401  (fixtures)
     signer,
     speech,
     voice,
+    voice_clock,
     voice_env,
 )
 
@@ -40,14 +41,6 @@ LONDON = ZoneInfo("Europe/London")
 
 def london(day: int, hour: int, minute: int = 0) -> float:
     return datetime(2026, 11, day, hour, minute, tzinfo=LONDON).timestamp()
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # -- links API -------------------------------------------------------------------------------------
@@ -147,8 +140,11 @@ async def test_check_in_is_recorded_through_alexa(voice: RunningBridge, signer: 
 
 
 async def test_missed_check_in_raises_inactivity_once_per_day(voice: RunningBridge) -> None:
+    """The sweeps here are the test's own calls: the bridge's check-in loop runs on the same clock, which
+    never reaches a deadline, so it raises nothing behind the test's back."""
     await voice.store.devices.upsert_resident("res-bob", "Bob Example")
-    clock = Clock(london(27, 8))
+    clock = voice_clock(voice)
+    clock.now = london(27, 8)
     service = VoiceService(voice.store, voice.bridge.intake, clock=clock)
     await service.link_echo("echo-bob", "amzn1.ask.device.BOB", "res-bob")
     for resident in (RESIDENT, "res-bob"):
@@ -180,20 +176,20 @@ async def test_missed_check_in_raises_inactivity_once_per_day(voice: RunningBrid
 
 
 async def test_check_in_loop_uses_the_due_index(voice: RunningBridge) -> None:
-    service = VoiceService(voice.store, voice.bridge.intake)
+    clock = voice_clock(voice)
+    clock.now = london(27, 8)
+    service = VoiceService(voice.store, voice.bridge.intake, clock=clock)
     await service.set_check_in_schedule(RESIDENT, "10:00", "Europe/London")
+    clock.now = london(27, 10, 1)  # the deadline passed: the bridge's own loop sees it
 
-    async def overdue(tx: Any, post: Any) -> None:
-        await tx.execute("UPDATE checkin_schedules SET next_due_at = next_due_at - 86400 - 60")
+    async def moved_on() -> bool:
+        [schedule] = await service.list_check_in_schedules()
+        return bool(schedule["next_due_at"] == london(28, 10))
 
-    await voice.store.transaction(overdue)
-
-    async def raised() -> bool:
-        return any(a["type"] == "inactivity" for a in await alerts(voice))
-
-    await eventually(raised, timeout=10)
-    await asyncio.sleep(1.0)  # several more passes of the 0.2 s loop
+    await eventually(moved_on, timeout=10)  # the loop raised the alert, then moved the deadline on
+    assert await service.raise_missed_check_ins() == [], "a later pass at the same time raises nothing"
     [alert] = await alerts(voice)
+    assert alert["type"] == "inactivity"
     assert alert["repeat_count"] == 0 and alert["device_id"] == "echo-ann"
     async with voice.store.read() as tx:
         plan = await tx.fetchall(
