@@ -24,16 +24,22 @@ from alarm_centre.alerts.lifecycle import IllegalTransition
 from alarm_centre.alerts.model import Alert, AlertChange, TimelineEntry
 from alarm_centre.store.alerts import Alerts
 from alarm_centre.store.devices import Devices
-from alarm_centre.store.ingest import BatchStart, Ingest, Repeat
+from alarm_centre.store.ingest import Ingest
+from alarm_centre.store.ingest_sets import BatchStart, Link, Repeat
 from alarm_centre.store.outbox import Outbox
+from alarm_centre.store.raising import NewAlert
 from alarm_centre.store.tx import (
+    BatchableHooks,
     Conflict,
+    EventBatchHook,
     EventFailed,
     EventHook,
     InvalidRequest,
+    LogEntry,
     NotFound,
     OrderedHooks,
     PostCommit,
+    RaiseBatchHook,
     RaiseHook,
     ResolveHook,
     Row,
@@ -65,8 +71,8 @@ class AlertStore:
         self._access_listeners: list[AccessListener] = []
         self._outbox_wakers: list[Callable[[], None]] = []
         self.last_write_error: str | None = None
-        self._raise_hooks: OrderedHooks[RaiseHook] = OrderedHooks()
-        self._event_hooks: OrderedHooks[EventHook] = OrderedHooks()
+        self._raise_hooks: BatchableHooks[RaiseHook, RaiseBatchHook] = BatchableHooks()
+        self._event_hooks: BatchableHooks[EventHook, EventBatchHook] = BatchableHooks()
         self._resolve_hooks: OrderedHooks[ResolveHook] = OrderedHooks()
         self.outbox = Outbox(self)
         self.alerts = Alerts(self, self.outbox, self._resolve_hooks)
@@ -107,7 +113,7 @@ class AlertStore:
         event is then stored on its own. Here (SQLite, in-process) statements cost no round trip."""
         return None
 
-    async def link_events(self, tx: Tx, links: Sequence[tuple[str, str, int]]) -> None:
+    async def link_events(self, tx: Tx, links: Sequence[Link]) -> None:
         """Note on each ``(device_id, event_id)`` the alert it joined."""
         for device_id, event_id, alert_id in links:
             await tx.execute(
@@ -125,15 +131,30 @@ class AlertStore:
         """Count and log repeats of open alerts (only a store whose :meth:`start_batch` answers is asked)."""
         raise NotImplementedError
 
-    # -- hooks in the ingest transaction ------------------------------------------------------
-    def add_raise_hook(self, hook: RaiseHook, order: int) -> None:
-        """Run ``hook`` in the ingest transaction after each new alert row (escalation snapshot, flood
-        grouping), lowest ``order`` first (:class:`OrderedHooks`)."""
-        self._raise_hooks.add(hook, order)
+    async def insert_alerts(self, tx: Tx, alerts: Sequence[NewAlert], now: float) -> dict[str, Row]:
+        """Insert new alerts, each unless its key is open already; the rows inserted, by key (only a
+        store whose :meth:`start_batch` answers is asked)."""
+        raise NotImplementedError
 
-    def add_event_hook(self, hook: EventHook, order: int) -> None:
-        """Run ``hook`` in the ingest transaction after each newly stored event, with the alert it joined."""
-        self._event_hooks.add(hook, order)
+    async def log_actions(self, tx: Tx, post: PostCommit, entries: Sequence[LogEntry]) -> None:
+        """Write timeline entries, in order (only a store whose :meth:`start_batch` answers is asked)."""
+        raise NotImplementedError
+
+    async def resident_units(self, tx: Tx, resident_ids: Sequence[str]) -> dict[str, Row]:
+        """Each resident's first active unit (only a store whose :meth:`start_batch` answers is asked)."""
+        raise NotImplementedError
+
+    # -- hooks in the ingest transaction ------------------------------------------------------
+    def add_raise_hook(self, hook: RaiseHook, order: int, batch: RaiseBatchHook | None = None) -> None:
+        """Run ``hook`` in the ingest transaction after each new alert row (escalation snapshot, flood
+        grouping), lowest ``order`` first (:class:`OrderedHooks`). ``batch``, its batch form, is used
+        when a batch's new alerts are written at once (PostgreSQL); without it ``hook`` runs per alert."""
+        self._raise_hooks.add(hook, order, batch)
+
+    def add_event_hook(self, hook: EventHook, order: int, batch: EventBatchHook | None = None) -> None:
+        """Run ``hook`` in the ingest transaction after each newly stored event, with the alert it joined
+        (``batch``: its batch form, as for :meth:`add_raise_hook`)."""
+        self._event_hooks.add(hook, order, batch)
 
     def add_resolve_hook(self, hook: ResolveHook, order: int) -> None:
         """Run ``hook`` in the resolving transaction of every alert: a feature stops its side effects."""
@@ -146,6 +167,14 @@ class AlertStore:
     @property
     def event_hooks(self) -> tuple[EventHook, ...]:
         return self._event_hooks.hooks
+
+    @property
+    def raise_hook_pairs(self) -> tuple[tuple[RaiseHook, RaiseBatchHook | None], ...]:
+        return self._raise_hooks.pairs
+
+    @property
+    def event_hook_pairs(self) -> tuple[tuple[EventHook, EventBatchHook | None], ...]:
+        return self._event_hooks.pairs
 
     # -- listeners -------------------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> None:

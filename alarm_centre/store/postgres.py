@@ -35,9 +35,10 @@ from alarm_centre.alerts.intake import IngestResult
 from alarm_centre.alerts.model import AlertChange
 from alarm_centre.store import pg_batch
 from alarm_centre.store.base import AlertStore
-from alarm_centre.store.ingest import BatchStart, Repeat
+from alarm_centre.store.ingest_sets import BatchStart, Link, Repeat
+from alarm_centre.store.raising import NewAlert
 from alarm_centre.store.schema import JsonRepair, all_migrations, statements
-from alarm_centre.store.tx import InvalidRequest, PostCommit, RetryLater, Row, T, Tx, Work
+from alarm_centre.store.tx import InvalidRequest, LogEntry, PostCommit, RetryLater, Row, T, Tx, Work
 from devices.cancellation import stop
 from devices.events import DeviceEvent
 
@@ -335,7 +336,7 @@ class PostgresStore(AlertStore):
             tx, events, wait=_wait_for_device.get(), lock_space=DEVICE_LOCK_SPACE, busy_error="DeviceBusy"
         )
 
-    async def link_events(self, tx: Tx, links: Sequence[tuple[str, str, int]]) -> None:
+    async def link_events(self, tx: Tx, links: Sequence[Link]) -> None:
         await pg_batch.link_events(tx, links)
 
     async def lock_open_alerts(self, tx: Tx, keys: Sequence[str]) -> dict[str, Row]:
@@ -343,6 +344,15 @@ class PostgresStore(AlertStore):
 
     async def add_repeats(self, tx: Tx, repeats: Sequence[Repeat]) -> None:
         await pg_batch.add_repeats(tx, repeats)
+
+    async def insert_alerts(self, tx: Tx, alerts: Sequence[NewAlert], now: float) -> dict[str, Row]:
+        return await pg_batch.insert_alerts(tx, alerts, now)
+
+    async def log_actions(self, tx: Tx, post: PostCommit, entries: Sequence[LogEntry]) -> None:
+        await pg_batch.log_actions(tx, post, entries)
+
+    async def resident_units(self, tx: Tx, resident_ids: Sequence[str]) -> dict[str, Row]:
+        return await pg_batch.resident_units(tx, resident_ids)
 
     async def claim_unit(self, tx: Tx, device_id: str) -> None:
         """Hold the unit's advisory lock for the transaction, so two nodes never store events of one unit
