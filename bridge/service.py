@@ -30,7 +30,7 @@ from alarm_centre.host import HookOrder, Loop, OutboxSender, ReadinessCheck
 from alarm_centre.http.api import ON_SCRAPE, make_app
 from alarm_centre.store import open_store
 from alarm_centre.store.base import AlertStore
-from alarm_centre.store.tx import EventHook, RaiseHook, ResolveHook
+from alarm_centre.store.tx import EventBatchHook, EventHook, RaiseBatchHook, RaiseHook, ResolveHook
 from bridge.config import Config
 from bridge.credentials import CredentialManager
 from bridge.features import FEATURES
@@ -186,11 +186,11 @@ class Bridge:
     def add_readiness_check(self, check: ReadinessCheck) -> None:
         self._readiness_checks.append(check)
 
-    def add_raise_hook(self, hook: RaiseHook, order: HookOrder) -> None:
-        self.store.add_raise_hook(hook, order)
+    def add_raise_hook(self, hook: RaiseHook, order: HookOrder, batch: RaiseBatchHook | None = None) -> None:
+        self.store.add_raise_hook(hook, order, batch)
 
-    def add_event_hook(self, hook: EventHook, order: HookOrder) -> None:
-        self.store.add_event_hook(hook, order)
+    def add_event_hook(self, hook: EventHook, order: HookOrder, batch: EventBatchHook | None = None) -> None:
+        self.store.add_event_hook(hook, order, batch)
 
     def add_resolve_hook(self, hook: ResolveHook, order: HookOrder) -> None:
         self.store.add_resolve_hook(hook, order)

@@ -30,7 +30,7 @@ from alarm_centre.registry.commissioning import (
 from alarm_centre.registry.config import config_state
 from alarm_centre.store.alerts import alert_row
 from alarm_centre.store.base import AlertStore
-from alarm_centre.store.tx import Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
+from alarm_centre.store.tx import Conflict, InvalidRequest, NotFound, PostCommit, Row, Stored, Tx
 from devices.csv_yaml import Batch, RowError
 from devices.events import DeviceEvent
 from devices.registry import UNIT_KINDS, Device, DeviceKind, Resident, UnitSettings
@@ -96,7 +96,7 @@ class Registry:
 
     def install(self) -> None:
         """Register the event hook on the store (once)."""
-        self.store.add_event_hook(self.on_event, HookOrder.REGISTRY)
+        self.store.add_event_hook(self.on_event, HookOrder.REGISTRY, self.on_events)
 
     # -- audit -----------------------------------------------------------------------------------
     async def _log(
@@ -807,6 +807,23 @@ class Registry:
             await self._config_result(tx, ev, device)
         if ev.test and device["test_mode_until"] and device["test_mode_until"] > received:
             await self._record_test(tx, ev, alert_id)
+
+    async def on_events(self, tx: Tx, post: PostCommit, stored: Sequence[Stored]) -> None:
+        """:meth:`on_event`'s batch form (PostgreSQL's set-based ingest): the units' new heartbeat
+        deadlines in one statement; a system event, a command result or a test event goes through
+        :meth:`on_event` on its own."""
+        due: dict[str, float | None] = {}
+        for item in stored:
+            ev, device = item.event, item.device
+            if device is None:
+                continue
+            received = ev.received_at.timestamp()
+            in_test = ev.test and device["test_mode_until"] and device["test_mode_until"] > received
+            if ev.source == "system" or ev.type is EventType.CMD_RESULT or in_test:
+                await self.on_event(tx, post, ev, device, item.alert_id)
+            elif device["kind"] in UNIT_KINDS:
+                due[ev.device_id] = self._due(device, received)
+        await sql.set_heartbeats_due(tx, due)
 
     async def _no_heartbeat_raised(
         self, tx: Tx, post: PostCommit, ev: DeviceEvent, device: Row, alert_id: int | None
