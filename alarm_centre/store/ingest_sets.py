@@ -283,9 +283,13 @@ class SetBasedBatch:
             self._results[n] = IngestResult("accepted")
             self._stored.append((n, Stored(ev, device, None)))
             return True
+        # Noted joins and noted raises are written in the order they came (a raise's hooks may write
+        # on an alert a join writes on too: flood grouping), each run of one kind together.
         if target is not None:
+            await self._write_raises(tx, post)
             self._join(post, n, ev, device, target)
             return True
+        await self._write_repeats(tx)
         priority = priority_of(ev.type)
         assert priority is not None, "only types that raise are looked up to raise"
         resident_id = device["resident_id"] if device is not None else None
@@ -307,19 +311,26 @@ class SetBasedBatch:
         self._stored.append((n, Stored(ev, device, alert_id)))
 
     async def flush(self, tx: Tx, post: PostCommit) -> None:
-        """Write what was noted: the repeats, the raises, then the noted events' hooks."""
+        """Write what was noted (joins or raises: one kind is pending at a time), then run the noted
+        events' hooks."""
+        await self._write_repeats(tx)
+        await self._write_raises(tx, post)
+        if self._stored:
+            stored, self._stored = sorted(self._stored, key=lambda item: item[0]), []
+            await self._event_hooks(tx, post, [s for _, s in stored])
+
+    async def _write_repeats(self, tx: Tx) -> None:
         if self._repeats:
             repeats, self._repeats = self._repeats, []
             await self._store.add_repeats(tx, repeats)
+
+    async def _write_raises(self, tx: Tx, post: PostCommit) -> None:
         if self._raises:
             pending, self._raises = self._raises, []
             raised, self._raising = self._raising, set()
             await self._raise(tx, post, pending)
             for key in raised:
                 self._open.changed(key)
-        if self._stored:
-            stored, self._stored = sorted(self._stored, key=lambda item: item[0]), []
-            await self._event_hooks(tx, post, [s for _, s in stored])
 
     async def _raise(self, tx: Tx, post: PostCommit, pending: list[_Raise]) -> None:
         """Insert the noted raises' alerts, log them, run the raise hooks and the call-backs."""
@@ -360,9 +371,7 @@ class SetBasedBatch:
             alert = opened.get(p.alert.open_key)
             if alert is not None:
                 self._join(post, p.n, p.alert.event, p.device, alert)
-        if self._repeats:
-            repeats, self._repeats = self._repeats, []
-            await self._store.add_repeats(tx, repeats)
+        await self._write_repeats(tx)
         for p in late:
             if p.alert.open_key not in opened:
                 self._results[p.n] = await self._alone.apply_new(
