@@ -304,11 +304,11 @@ async def test_repeats_and_raises_interleaved_keep_every_timeline_in_order(pg_ur
 
 
 async def test_storing_new_events_costs_fewer_round_trips_per_event(pg_url: str) -> None:
-    """The set-based start of a batch: claiming, recording and reading the units of 200 new alerts
-    costs a few statements in all; what is left per event is the alert itself."""
+    """A set-based batch: claiming, recording and reading the units of 200 new alerts, and raising
+    them, costs a few statements in all (with every feature's hooks: tests/store/test_set_based_raise.py)."""
     async with PostgresStore(pg_url) as store:
         trips = await _write_trips(store, [event(f"t{n}", "mains_fail") for n in range(200)])
-        assert trips / 200 <= 3.2, trips
+        assert trips <= 15, trips
 
 
 def test_round_trips_are_exported_as_a_counter() -> None:
