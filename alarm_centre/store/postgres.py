@@ -218,6 +218,14 @@ def _encode_changes(
     return payloads
 
 
+async def _nothing_to_reset(conn: Any) -> None:
+    """What a connection needs on its way back to the pool, beyond the rollback of anything left open
+    (asyncpg does that): nothing. Pool connections keep no session state -- no session advisory locks,
+    cursors, LISTEN or SET (migrations and the listener use connections of their own) -- and asyncpg's
+    default reset costs a statement, a round trip, per transaction."""
+    return None
+
+
 class PostgresStore(AlertStore):
     """An :class:`AlertStore` on PostgreSQL; an async context manager owning a pool and a listener."""
 
@@ -246,7 +254,9 @@ class PostgresStore(AlertStore):
             await migrate(conn)
         finally:
             await conn.close()
-        self._pool = await asyncpg.create_pool(self.url, min_size=self._min, max_size=self._max)
+        self._pool = await asyncpg.create_pool(
+            self.url, min_size=self._min, max_size=self._max, reset=_nothing_to_reset
+        )
         if self._listen:
             self._listener_task = asyncio.create_task(self._listen_loop(), name="pg-listen")
             with contextlib.suppress(TimeoutError):
