@@ -24,7 +24,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from alarm_centre.alerts.feed import AlertFeed
-from alarm_centre.alerts.intake import GroupCommitter
+from alarm_centre.alerts.intake import OTHER_BATCH, OTHER_BATCH_ALONGSIDE, GroupCommitter
 from alarm_centre.alerts.model import OutboxItem
 from alarm_centre.host import HookOrder, Loop, OutboxSender, ReadinessCheck
 from alarm_centre.http.api import ON_SCRAPE, make_app
@@ -94,8 +94,14 @@ class Bridge:
                         "mqtt.shared_group needs a broker with shared subscriptions (Mosquitto, EMQX); "
                         "the embedded broker has none. Set mqtt.url, or leave mqtt.shared_group empty."
                     )
+            alongside = self.store.concurrent_writers
             self.intake = await stack.enter_async_context(
-                GroupCommitter(self.store, on_batch=self.metrics.batch_size.observe)
+                GroupCommitter(
+                    self.store,
+                    help_alongside=alongside,
+                    max_other_batch=OTHER_BATCH_ALONGSIDE if alongside else OTHER_BATCH,
+                    on_batch=self.metrics.batch_size.observe,
+                )
             )
             self.feed = AlertFeed(self.store)
             self.outbox = OutboxDispatcher(self.store, self.metrics, poll_s=cfg.outbox.poll_s)

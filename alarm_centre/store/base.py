@@ -65,6 +65,9 @@ class AlertStore:
     """The store's public interface; backends subclass it and provide transactions."""
 
     dialect = "sqlite"
+    #: Whether transactions may run side by side (each on a connection of its own): the intake then
+    #: stores calls for help alongside a batch of others instead of after it.
+    concurrent_writers = False
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []

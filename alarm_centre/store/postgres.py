@@ -230,6 +230,7 @@ class PostgresStore(AlertStore):
     """An :class:`AlertStore` on PostgreSQL; an async context manager owning a pool and a listener."""
 
     dialect = "postgresql"
+    concurrent_writers = True
 
     def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10, listen: bool = True) -> None:
         super().__init__()

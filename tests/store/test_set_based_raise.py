@@ -539,3 +539,39 @@ async def test_a_batch_of_new_alerts_costs_the_same_statements_whatever_its_size
         async with store.read() as tx:
             due = await tx.fetchone("SELECT COUNT(*) AS n FROM devices WHERE heartbeat_due_at IS NOT NULL")
         assert due is not None and due["n"] == 190, "every unit heard from has its next deadline"
+
+
+async def test_a_call_for_help_is_stored_beside_a_batch_and_waits_only_for_its_own_unit(pg_url: str) -> None:
+    """The intake on PostgreSQL stores calls for help alongside a batch of others in progress: a fall
+    from another unit is stored while the batch is held open; a fall from a unit whose event that
+    batch holds waits for the batch's commit (the unit lock), then is stored."""
+    from alarm_centre.alerts.intake import GroupCommitter
+
+    async with PostgresStore(pg_url) as store:
+        heard = Heard()
+        store.add_listener(heard)
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def holding(tx: Tx, post: PostCommit, alert: Row, event: DeviceEvent) -> None:
+            if event.device_id == "busy" and event.type is EventType.MAINS_FAIL:
+                entered.set()
+                await release.wait()
+
+        store.add_raise_hook(holding, HookOrder.FLOODS)
+        async with GroupCommitter(store, help_alongside=True) as intake:
+            batch = asyncio.create_task(intake.submit_many([unit_event("busy"), unit_event("other-1")]))
+            async with asyncio.timeout(20):
+                await entered.wait()
+            async with asyncio.timeout(20):  # stored while the batch is held
+                elsewhere = await intake.submit(unit_event("free", "fall"))
+            assert elsewhere.result == "accepted"
+            same_unit = asyncio.create_task(intake.submit(unit_event("busy", "fall")))
+            release.set()
+            stored = await batch
+            fall = await same_unit
+        assert fall.result == "accepted" and all(isinstance(r, IngestResult) for r in stored)
+        raised = [(c.alert_id, c.priority) for c in heard.changes if c.action == "raised"]
+        order = {alert_id: n for n, (alert_id, _) in enumerate(raised)}
+        busy_mains = stored[0]
+        assert isinstance(busy_mains, IngestResult)
+        assert order[str(elsewhere.alert_id)] < order[str(busy_mains.alert_id)] < order[str(fall.alert_id)]
