@@ -227,6 +227,7 @@ async def storm(
         plan = {d: ("fall" if d in fall_ids else "mains_fail") for d in device_ids}
         event_ids = {d: uuid.uuid4().hex[:16] for d in device_ids}
         fall_sent: dict[str, float] = {}
+        fall_wall: dict[str, float] = {}  # the same, on the clock the bridge writes in the store
         console = Console(ports[nodes[-1]], token, fall_sent)
         console_task = asyncio.create_task(console.run())
         async with asyncio.timeout(10):
@@ -235,10 +236,16 @@ async def storm(
         results: dict[str, str] = {}
         all_acked = asyncio.Event()
 
-        async with aiomqtt.Client(
-            "127.0.0.1", broker_port, identifier=f"acks-{topic_root}", max_queued_incoming_messages=0
-        ) as ack_client:
+        fall_acked: dict[str, float] = {}
+        async with (
+            aiomqtt.Client(
+                "127.0.0.1", broker_port, identifier=f"acks-{topic_root}", max_queued_incoming_messages=0
+            ) as ack_client,
+            aiomqtt.Client("127.0.0.1", broker_port, identifier=f"fall-acks-{topic_root}") as fall_client,
+        ):
             await ack_client.subscribe(f"{topic_root}/v1/+/ack", qos=1)
+            for d in fall_ids:  # the falling units hear their own acks (not behind the flood's)
+                await fall_client.subscribe(f"{topic_root}/v1/{d}/ack", qos=1)
 
             async def read_acks() -> None:
                 async for message in ack_client.messages:
@@ -250,7 +257,12 @@ async def storm(
                         if len(acked) == units:
                             all_acked.set()
 
+            async def read_fall_acks() -> None:
+                async for message in fall_client.messages:
+                    fall_acked.setdefault(message.topic.value.split("/")[-2], time.perf_counter())
+
             reader = asyncio.create_task(read_acks())
+            fall_reader = asyncio.create_task(read_fall_acks())
             trips_before = await round_trips(list(ports.values()))
             load_before = load()
             cpu_before = {node: cpu_seconds(p.pid) for node, p in procs.items()}
@@ -276,6 +288,7 @@ async def storm(
                                 attempts += 1
                                 if plan[d] == "fall":
                                     fall_sent.setdefault(d, time.perf_counter())
+                                    fall_wall.setdefault(d, time.time())
                                 kind = "alarm" if plan[d] == "fall" and alarm_lane else "event"
                                 with contextlib.suppress(aiomqtt.MqttError):
                                     await client.publish(f"{topic_root}/v1/{d}/{kind}", payload, qos=1)
@@ -302,12 +315,18 @@ async def storm(
             for task in senders:
                 task.cancel()
             reader.cancel()
-            await asyncio.gather(*senders, reader, return_exceptions=True)
+            fall_reader.cancel()
+            await asyncio.gather(*senders, reader, fall_reader, return_exceptions=True)
         await asyncio.sleep(1.0)
         console_task.cancel()
         await asyncio.gather(console_task, return_exceptions=True)
-        stored, alerts = await count_stored(topic_root, device_ids)
+        stored, alerts, fall_rows = await count_stored(topic_root, device_ids)
+        # Where a fall's time went: sent -> read by the bridge (raised_at), -> its raise written in the
+        # transaction (the 'raised' entry), the rest until the console showed it.
+        fall_read = [fall_rows[d][0] - fall_wall[d] for d in fall_wall if d in fall_rows]
+        fall_written = [fall_rows[d][1] - fall_wall[d] for d in fall_wall if d in fall_rows]
         fall_latency = [console.seen[d] - fall_sent[d] for d in fall_sent if d in console.seen]
+        fall_ack_s = [fall_acked[d] - fall_sent[d] for d in fall_sent if d in fall_acked]
         return {
             "setup": label,
             "load before": load_before,
@@ -326,6 +345,9 @@ async def storm(
             "PG CPU ms per event": round(pg_cpu * 1000 / units, 3) if pg_url else None,
             "falls on console": f"{len(fall_latency)}/{len(fall_sent)}",
             "fall to console max s": round(max(fall_latency), 3) if fall_latency else None,
+            "fall acked max s": round(max(fall_ack_s), 3) if fall_ack_s else None,
+            "fall read by bridge max s": round(max(fall_read), 3) if fall_read else None,
+            "fall written max s": round(max(fall_written), 3) if fall_written else None,
             "console resyncs": console.resyncs,
             "peak MB": {node: round(peak_rss_mb(p.pid), 1) for node, p in procs.items()},
         }
@@ -337,6 +359,13 @@ async def storm(
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if os.environ.get("STORM_KEEP_LOGS"):  # the nodes' logs, to look into a slow run
+            keep = Path(os.environ["STORM_KEEP_LOGS"])
+            os.makedirs(keep, exist_ok=True)
+            for node in procs:
+                shutil.copy(
+                    tmp / f"{node}.log", keep / f"{label.replace(' ', '').replace(',', '-')}-{node}.log"
+                )
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -359,12 +388,13 @@ def start_mosquitto() -> tuple[subprocess.Popen[bytes], int, Path]:
 async def run_sqlite(port: int, args: argparse.Namespace) -> dict[str, Any]:
     db = Path(tempfile.mkdtemp(prefix="storm-db-")) / "storm.db"
 
-    async def count_sqlite(root: str, ids: list[str]) -> tuple[int, int]:
+    async def count_sqlite(root: str, ids: list[str]) -> Counted:
         conn = sqlite3.connect(db)
         try:
             stored = conn.execute("SELECT COUNT(*) FROM events WHERE device_id LIKE 's%'").fetchone()
             alerts = conn.execute("SELECT COUNT(*) FROM alerts WHERE device_id LIKE 's%'").fetchone()
-            return int(stored[0]), int(alerts[0])
+            falls = conn.execute(FALLS_SQL).fetchall()
+            return int(stored[0]), int(alerts[0]), {d: (a, b) for d, a, b in falls}
         finally:
             conn.close()
 
@@ -389,14 +419,15 @@ async def run_postgres(count: int, port: int, args: argparse.Namespace) -> dict[
     await admin.execute(f"CREATE DATABASE {name}")
     url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
-    async def count_pg(root: str, ids: list[str]) -> tuple[int, int]:
+    async def count_pg(root: str, ids: list[str]) -> Counted:
         conn = await asyncpg.connect(url)
         try:
             stored = await conn.fetchval("SELECT COUNT(*) FROM events WHERE device_id LIKE 's%'")
             alerts = await conn.fetchval("SELECT COUNT(*) FROM alerts WHERE device_id LIKE 's%'")
+            falls = await conn.fetch(FALLS_SQL)
         finally:
             await conn.close()
-        return int(stored), int(alerts)
+        return int(stored), int(alerts), {r[0]: (r[1], r[2]) for r in falls}
 
     try:
         return await storm(
@@ -416,6 +447,12 @@ async def run_postgres(count: int, port: int, args: argparse.Namespace) -> dict[
 
 
 SQLITE = "1 node, SQLite"
+#: Events stored, alerts raised, and per fall: when the bridge read it and when its raise was written.
+Counted = tuple[int, int, dict[str, tuple[float, float]]]
+FALLS_SQL = (
+    "SELECT a.device_id, a.raised_at, MIN(l.at) FROM alerts a JOIN alert_log l ON l.alert_id = a.id "
+    "AND l.action = 'raised' WHERE a.type = 'fall' GROUP BY a.device_id, a.raised_at"
+)
 #: The issue's targets (issue 14).
 FALL_TARGET_S = 0.5
 PG_OVER_SQLITE = 1.25

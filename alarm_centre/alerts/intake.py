@@ -81,7 +81,8 @@ class GroupCommitter:
     (``max_other_batch`` bounds that wait). With ``help_alongside`` (a store with concurrent writers:
     PostgreSQL) the help lane has a worker of its own, so a call for help is stored alongside a batch
     of others in progress, not after it; should both hold events of one unit, the store makes the
-    later wait for the earlier (PostgreSQL's unit lock).
+    later wait for the earlier (PostgreSQL's unit lock). ``help_store`` stores the help lane's batches
+    when given (PostgreSQL's help lane, off the bridge's event loop).
     """
 
     def __init__(
@@ -91,9 +92,12 @@ class GroupCommitter:
         max_batch: int = 1000,
         max_other_batch: int = OTHER_BATCH,
         help_alongside: bool = False,
+        help_store: BatchStore | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._store = store
+        #: Where the help lane's batches are stored (PostgreSQL: on a loop of their own), else ``store``.
+        self._help_store = help_store or store
         self._on_batch = on_batch
         self._max_batch = max_batch
         self._max_other_batch = min(max_other_batch, max_batch)
@@ -111,7 +115,9 @@ class GroupCommitter:
     async def __aenter__(self) -> Self:
         if self.help_alongside:
             self._workers = [
-                asyncio.create_task(self._run(self._next_help, self._help_arrived), name="group-commit-help"),
+                asyncio.create_task(
+                    self._run(self._next_help, self._help_arrived, self._help_store), name="group-commit-help"
+                ),
                 asyncio.create_task(self._run(self._next_other, self._arrived), name="group-commit"),
             ]
         else:
@@ -174,7 +180,13 @@ class GroupCommitter:
     def _next_other(self) -> list[_Pending]:
         return _take(self._rest, self._max_other_batch)
 
-    async def _run(self, next_batch: Callable[[], list[_Pending]], arrived: asyncio.Event) -> None:
+    async def _run(
+        self,
+        next_batch: Callable[[], list[_Pending]],
+        arrived: asyncio.Event,
+        store: BatchStore | None = None,
+    ) -> None:
+        store = store or self._store
         while True:
             batch = next_batch()
             if not batch:
@@ -185,7 +197,7 @@ class GroupCommitter:
             if not live:
                 continue
             try:
-                results = await self._store.ingest([ev for ev, _ in live])
+                results = await store.ingest([ev for ev, _ in live])
             except asyncio.CancelledError:
                 for _, fut in live:
                     if not fut.done():

@@ -14,12 +14,13 @@ Each backend (SQLite in ``sqlite.py``, PostgreSQL in ``postgres.py``) supplies t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Self
 
-from alarm_centre.alerts.intake import IngestResult
+from alarm_centre.alerts.intake import BatchStore, IngestResult
 from alarm_centre.alerts.lifecycle import IllegalTransition
 from alarm_centre.alerts.model import Alert, AlertChange, TimelineEntry
 from alarm_centre.store.alerts import Alerts
@@ -105,6 +106,11 @@ class AlertStore:
     def skip_locked(self) -> str:
         """The clause that lets other nodes skip rows this claim locks (PostgreSQL); empty here."""
         return ""
+
+    def help_lane(self) -> AbstractAsyncContextManager[BatchStore | None]:
+        """Where calls for help are stored apart from the bridge's event loop while this is open
+        (PostgreSQL: ``pg_help_lane``); None here -- SQLite's statements take no turns of the loop."""
+        return contextlib.nullcontext(None)
 
     async def claim_unit(self, tx: Tx, device_id: str) -> None:
         """Called before an event of ``device_id`` is stored, in its transaction: a backend shared by

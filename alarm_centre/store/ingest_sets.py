@@ -20,6 +20,7 @@ by one, in order; ``tests/store/test_set_based_raise.py`` compares the two.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -60,6 +61,9 @@ from alarm_centre.store.tx import now as _now
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType, alert_key, is_help, priority_of
 
+#: Events noted between two turns of the event loop (the others waiting meanwhile: a call for help's
+#: statements on another connection, acks).
+LOOP_SHARE = 50
 #: An event's idempotency key.
 EventKey = tuple[str, str]
 #: An event's link to the alert it belongs to: (device_id, event_id, alert_id).
@@ -203,6 +207,8 @@ class SetBasedBatch:
         units_seen: set[str] = set()
         copies: dict[int, int] = {}
         for n, ev in enumerate(events):
+            if n and n % LOOP_SHARE == 0:
+                await asyncio.sleep(0)  # a big batch never holds the event loop for long
             key = (ev.device_id, ev.event_id)
             if n in start.busy:
                 self._results[n] = IngestResult("rejected", error=f"internal error: {start.busy_error}")

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import json
@@ -36,6 +37,7 @@ from alarm_centre.alerts.model import AlertChange
 from alarm_centre.store import pg_batch
 from alarm_centre.store.base import AlertStore
 from alarm_centre.store.ingest_sets import BatchStart, Link, Repeat
+from alarm_centre.store.pg_help_lane import HelpLane
 from alarm_centre.store.raising import NewAlert
 from alarm_centre.store.schema import JsonRepair, all_migrations, statements
 from alarm_centre.store.tx import InvalidRequest, LogEntry, PostCommit, RetryLater, Row, T, Tx, Work
@@ -248,8 +250,14 @@ class PostgresStore(AlertStore):
         #: Statements sent in write transactions and in reads (``telecare_store_round_trips_total``).
         self.round_trips = RoundTrips()
         self.read_round_trips = RoundTrips()
+        #: Where calls for help are stored while :meth:`help_lane` is open.
+        self._help: HelpLane | None = None
+        #: The loop the store was opened on (the bridge's), and news handed back to it from the lane.
+        self._main_loop: asyncio.AbstractEventLoop | None = None
+        self._handed_back: set[concurrent.futures.Future[None]] = set()
 
     async def __aenter__(self) -> Self:
+        self._main_loop = asyncio.get_running_loop()
         conn = await asyncpg.connect(self.url)
         try:
             await migrate(conn)
@@ -276,20 +284,52 @@ class PostgresStore(AlertStore):
             except TimeoutError:
                 pool.terminate()
 
+    # -- the help lane ---------------------------------------------------------------------------
+    @asynccontextmanager
+    async def help_lane(self) -> AsyncIterator[HelpLane]:
+        """Calls for help stored on an event loop and connections of their own
+        (:mod:`alarm_centre.store.pg_help_lane`) while this is open."""
+        async with HelpLane(self) as lane:
+            self._help = lane
+            try:
+                yield lane
+            finally:
+                self._help = None
+
+    async def new_pool(self, size: int) -> Any:
+        """A pool of connections on the running loop (the help lane's)."""
+        return await asyncpg.create_pool(self.url, min_size=1, max_size=size, reset=_nothing_to_reset)
+
+    def _pool_here(self) -> Any:
+        """The pool of the loop asking: the help lane's on its thread, else the store's."""
+        lane = self._help
+        pool = lane.pool if lane is not None and lane.owns_running_loop() else self._pool
+        if pool is None:
+            raise RuntimeError("store is closed")
+        return pool
+
+    async def _after_commit(self, post: PostCommit) -> None:
+        """Listeners live on the bridge's loop: what the help lane committed is handed back to it."""
+        lane = self._help
+        if lane is not None and lane.owns_running_loop() and self._main_loop is not None:
+            told = asyncio.run_coroutine_threadsafe(super()._after_commit(post), self._main_loop)
+            self._handed_back.add(told)
+            told.add_done_callback(self._handed_back.discard)
+            return
+        await super()._after_commit(post)
+
     # -- transactions ----------------------------------------------------------------------------
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[PgTx]:
-        if self._pool is None:
-            raise RuntimeError("store is closed")
+        pool = self._pool_here()
         self.round_trips.count(2)  # BEGIN and COMMIT (or ROLLBACK)
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with pool.acquire() as conn, conn.transaction():
             yield PgTx(conn, self.round_trips)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[PgTx]:
-        if self._pool is None:
-            raise RuntimeError("store is closed")
-        async with self._pool.acquire() as conn:
+        pool = self._pool_here()
+        async with pool.acquire() as conn:
             yield PgTx(conn, self.read_round_trips)
 
     def skip_locked(self) -> str:

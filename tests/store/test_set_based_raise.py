@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from clock import SteppedClock
-from harness import postgres_database
+from harness import eventually, postgres_database
 
 from alarm_centre.alerts.intake import IngestResult
 from alarm_centre.alerts.model import AlertChange
@@ -575,3 +575,36 @@ async def test_a_call_for_help_is_stored_beside_a_batch_and_waits_only_for_its_o
         busy_mains = stored[0]
         assert isinstance(busy_mains, IngestResult)
         assert order[str(elsewhere.alert_id)] < order[str(busy_mains.alert_id)] < order[str(fall.alert_id)]
+
+
+async def test_the_help_lane_stores_on_a_loop_of_its_own_and_tells_the_bridges_loop(pg_url: str) -> None:
+    """PostgreSQL's help lane: a call for help stored on the lane's own loop and thread (its hooks
+    run there), answered on the caller's loop, and the listeners told on the store's own loop."""
+    import threading
+
+    async with PostgresStore(pg_url) as store:
+        told: list[tuple[int, list[str]]] = []
+        store.add_listener(lambda changes: told.append((threading.get_ident(), [c.action for c in changes])))
+        hooked: list[int] = []
+
+        async def where(tx: Tx, post: PostCommit, alert: Row, event: DeviceEvent) -> None:
+            hooked.append(threading.get_ident())
+
+        store.add_raise_hook(where, HookOrder.ESCALATION)
+        here = threading.get_ident()
+        async with store.help_lane() as lane:
+            assert lane is not None
+            [result] = await lane.ingest([unit_event("lane-unit", "fall")])
+            assert result.result == "accepted"
+            [again] = await lane.ingest([unit_event("lane-unit", "fall", "second")])
+            assert again.alert_id == result.alert_id
+        assert hooked and all(thread != here for thread in hooked), "stored on the lane's thread"
+
+        async def both_told() -> bool:
+            return len(told) == 2
+
+        await eventually(both_told)  # the news handed back runs as a task on this loop
+        assert [actions for _, actions in told] == [["raised"], ["repeat"]]
+        assert {thread for thread, _ in told} == {here}, "listeners hear on the store's loop"
+        alert, timeline = await store.get_alert(str(result.alert_id))
+        assert alert.repeat_count == 1
