@@ -58,6 +58,10 @@ DEVICE_LOCK_SPACE = 60
 _wait_for_device = contextvars.ContextVar("wait_for_device", default=False)
 
 
+class _Lost:
+    """Queued when a listening connection ends (each connection its own)."""
+
+
 class DeviceBusy(RetryLater):
     """Another node's open transaction is storing an event of this device; retry after our commit."""
 
@@ -242,7 +246,8 @@ class PostgresStore(AlertStore):
         self._listen = listen
         self._pool: Any = None
         self.origin = uuid.uuid4().hex[:16]
-        self._incoming: asyncio.Queue[str] = asyncio.Queue()
+        #: Notifications heard, and the end of a listening connection (:class:`_Lost`).
+        self._incoming: asyncio.Queue[str | _Lost] = asyncio.Queue()
         self._listener_task: asyncio.Task[None] | None = None
         self._listener_ready = asyncio.Event()
         #: Changes heard from other nodes (for tests and metrics).
@@ -431,22 +436,16 @@ class PostgresStore(AlertStore):
             conn: Any = None
             try:
                 conn = await asyncpg.connect(self.url)
-                lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                # The connection's end is queued behind what it delivered: one await per notification
+                # (a call for help reaches the console a few turns of a busy loop sooner).
+                lost = _Lost()
+                conn.add_termination_listener(lambda _c, lost=lost: self._incoming.put_nowait(lost))
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self._listener_ready.set()
                 delay = 0.5
-                waiter = asyncio.create_task(lost.wait())
-                try:
-                    while not lost.is_set():
-                        getter = asyncio.create_task(self._incoming.get())
-                        done, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                        if getter in done:
-                            await self._dispatch(getter.result())
-                        else:
-                            getter.cancel()
-                finally:
-                    waiter.cancel()
+                while (item := await self._incoming.get()) is not lost:
+                    if isinstance(item, str):
+                        await self._dispatch(item)
                 log.warning("LISTEN connection lost; reconnecting (changes from other nodes may be missed)")
             except asyncio.CancelledError:
                 raise

@@ -318,3 +318,37 @@ def test_round_trips_are_exported_as_a_counter() -> None:
     text = generate_latest(metrics.registry).decode()
     assert 'telecare_store_round_trips_total{kind="write"} 12.0' in text
     assert 'telecare_store_round_trips_total{kind="read"} 3.0' in text
+
+
+async def test_a_node_hears_other_nodes_again_after_its_listening_connection_dies(pg_url: str) -> None:
+    """The LISTEN connection is killed on the server: the node reconnects and hears the next change."""
+    import asyncpg
+
+    async with PostgresStore(pg_url) as a, PostgresStore(pg_url) as b:
+        heard = Heard()
+        b.add_listener(heard)
+        [first] = await a.ingest([event("l1")])
+        await eventually(lambda: _has(heard, str(first.alert_id)))
+        admin = await asyncpg.connect(pg_url)
+        try:
+            killed = await admin.fetchval(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        assert killed == 2, "both nodes' listening connections"
+
+        async def reconnected() -> bool:
+            [later] = await a.ingest([event(f"l-{uuid.uuid4().hex[:6]}")])
+            for _ in range(20):
+                if str(later.alert_id) in heard.ids():
+                    return True
+                await asyncio.sleep(0.05)
+            return False
+
+        await eventually(reconnected)
+
+
+async def _has(heard: Heard, alert_id: str) -> bool:
+    return alert_id in heard.ids()
