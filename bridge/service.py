@@ -44,7 +44,7 @@ from devices.mqtt_codec import Topics
 log = logging.getLogger(__name__)
 
 #: The garbage collector's thresholds once the bridge is up (see :meth:`Bridge.__aenter__`).
-GC_THRESHOLDS = (10_000, 10, 100)
+GC_THRESHOLDS = (2_000, 10, 100)
 
 
 class Bridge:
@@ -163,8 +163,9 @@ class Bridge:
         gc.freeze()
         # A flood allocates fast: with Python's default thresholds (700, 10, 10) a 10,000-event storm
         # made some 3,000 young and 14 full collections, the full ones holding the loop 50-250 ms of
-        # CPU each (over a second on a busy machine), with calls for help waiting behind them. Young
-        # collections every 10,000 allocations and full ones at most every 100 of the middle ones.
+        # CPU each (over a second on a busy machine), with calls for help waiting behind them. Full
+        # collections at most every 100 middle ones; the young ones a little rarer, the middle ones
+        # (up to 10 young ones' survivors) still short.
         gc.set_threshold(*GC_THRESHOLDS)
         # The store's COMMIT runs in a worker thread; when its fsync returns it must win the GIL back
         # from the busy event loop. The default 5 ms switch interval would add up to 5 ms to every ack.
