@@ -21,6 +21,8 @@ node in the same run, nothing lost or stored twice.
 
     .venv/bin/python bench/storm.py [--units 10000] [--falls 5] [--only sqlite|postgres] [--v1.0]
         [--pg-nodes 1,2,3] [--runs 5]
+
+``STORM_KEEP_LOGS=DIR`` keeps each node's log there, ``STORM_LOG_LEVEL=INFO`` makes them say more.
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ async def storm(
             "TELECARE_NODE_ID": node,
             "TELECARE_MQTT__URL": f"mqtt://127.0.0.1:{broker_port}",
             "TELECARE_MQTT__CLIENT_ID": f"{node}-{topic_root}",
-            "TELECARE_LOG__LEVEL": "WARNING",
+            "TELECARE_LOG__LEVEL": os.environ.get("STORM_LOG_LEVEL", "WARNING"),
             "PYTHONPATH": str(ROOT),
         }
 
