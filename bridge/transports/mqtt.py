@@ -303,25 +303,33 @@ class MqttLink:
                 await self._on_status(statuses)
             except Exception:
                 log.exception("could not record the status of %d units", len(statuses))
-        if acks:
-            sending: list[asyncio.Task[None]] = []
-            try:
-                for start in range(0, len(acks), LOOP_SHARE):
-                    if start:
-                        await asyncio.sleep(0)
-                    chunk = acks[start : start + LOOP_SHARE]
-                    sending += [
-                        asyncio.create_task(self._ack(lane, device, payload)) for device, payload in chunk
-                    ]
-                await asyncio.gather(*sending)
-            except asyncio.CancelledError:
-                for task in sending:
-                    task.cancel()
-                raise
-            latency = time.perf_counter() - started
-            histogram = self._metrics.ack_latency.labels("mqtt")
-            for _ in acks:
-                histogram.observe(latency)
+        if not acks:
+            return
+        if len(acks) == 1:  # a call for help on its lane, usually: out now, not a turn later
+            await self._ack(lane, *acks[0])
+        else:
+            await self._ack_all(lane, acks)
+        latency = time.perf_counter() - started
+        histogram = self._metrics.ack_latency.labels("mqtt")
+        for _ in acks:
+            histogram.observe(latency)
+
+    async def _ack_all(self, lane: _Lane, acks: list[tuple[str, bytes]]) -> None:
+        """Send a batch's acks, started :data:`LOOP_SHARE` at a time between turns of the loop."""
+        sending: list[asyncio.Task[None]] = []
+        try:
+            for start in range(0, len(acks), LOOP_SHARE):
+                if start:
+                    await asyncio.sleep(0)
+                chunk = acks[start : start + LOOP_SHARE]
+                sending += [
+                    asyncio.create_task(self._ack(lane, device, payload)) for device, payload in chunk
+                ]
+            await asyncio.gather(*sending)
+        except asyncio.CancelledError:
+            for task in sending:
+                task.cancel()
+            raise
 
     def _stored_acks(
         self, events: list[DeviceEvent], outcomes: list[IngestResult | StoreUnavailable]
