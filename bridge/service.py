@@ -98,11 +98,12 @@ class Bridge:
                         "the embedded broker has none. Set mqtt.url, or leave mqtt.shared_group empty."
                     )
             alongside = self.store.concurrent_writers
-            help_lane = await stack.enter_async_context(self.store.help_lane())
+            lanes = await stack.enter_async_context(self.store.lanes())
             self.intake = await stack.enter_async_context(
                 GroupCommitter(
                     self.store,
-                    help_store=help_lane,
+                    help_store=lanes.help,
+                    other_store=lanes.others,
                     help_alongside=alongside,
                     max_other_batch=OTHER_BATCH_ALONGSIDE if alongside else OTHER_BATCH,
                     on_batch=self.metrics.batch_size.observe,

@@ -81,8 +81,8 @@ class GroupCommitter:
     (``max_other_batch`` bounds that wait). With ``help_alongside`` (a store with concurrent writers:
     PostgreSQL) the help lane has a worker of its own, so a call for help is stored alongside a batch
     of others in progress, not after it; should both hold events of one unit, the store makes the
-    later wait for the earlier (PostgreSQL's unit lock). ``help_store`` stores the help lane's batches
-    when given (PostgreSQL's help lane, off the bridge's event loop).
+    later wait for the earlier (PostgreSQL's unit lock). ``help_store`` and ``other_store`` store the
+    two lanes' batches when given (PostgreSQL's lanes, off the bridge's event loop).
     """
 
     def __init__(
@@ -93,11 +93,14 @@ class GroupCommitter:
         max_other_batch: int = OTHER_BATCH,
         help_alongside: bool = False,
         help_store: BatchStore | None = None,
+        other_store: BatchStore | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._store = store
-        #: Where the help lane's batches are stored (PostgreSQL: on a loop of their own), else ``store``.
+        #: Where the help lane's batches and the others are stored (PostgreSQL: on loops of their own),
+        #: else ``store``.
         self._help_store = help_store or store
+        self._other_store = other_store or store
         self._on_batch = on_batch
         self._max_batch = max_batch
         self._max_other_batch = min(max_other_batch, max_batch)
@@ -118,7 +121,9 @@ class GroupCommitter:
                 asyncio.create_task(
                     self._run(self._next_help, self._help_arrived, self._help_store), name="group-commit-help"
                 ),
-                asyncio.create_task(self._run(self._next_other, self._arrived), name="group-commit"),
+                asyncio.create_task(
+                    self._run(self._next_other, self._arrived, self._other_store), name="group-commit"
+                ),
             ]
         else:
             self._workers = [

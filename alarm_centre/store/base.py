@@ -18,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Self
 
 from alarm_centre.alerts.intake import BatchStore, IngestResult
@@ -55,6 +56,17 @@ from devices.events import DeviceEvent
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Sequence[AlertChange]], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Lanes:
+    """Where the intake stores its batches when not on the bridge's loop: calls for help, and the rest
+    (None: on the store itself, on the bridge's loop)."""
+
+    help: BatchStore | None = None
+    others: BatchStore | None = None
+
+
 #: Told the names of users whose access changed, after the commit (on every node).
 AccessListener = Callable[[Sequence[str]], None]
 #: How often a store without a notification channel (SQLite) looks for access changes that another
@@ -107,10 +119,10 @@ class AlertStore:
         """The clause that lets other nodes skip rows this claim locks (PostgreSQL); empty here."""
         return ""
 
-    def help_lane(self) -> AbstractAsyncContextManager[BatchStore | None]:
-        """Where calls for help are stored apart from the bridge's event loop while this is open
-        (PostgreSQL: ``pg_help_lane``); None here -- SQLite's statements take no turns of the loop."""
-        return contextlib.nullcontext(None)
+    def lanes(self) -> AbstractAsyncContextManager[Lanes]:
+        """Where the intake stores calls for help and the rest apart from the bridge's event loop while
+        this is open (PostgreSQL: ``pg_lanes``); none here -- SQLite's statements take no turns."""
+        return contextlib.nullcontext(Lanes())
 
     async def claim_unit(self, tx: Tx, device_id: str) -> None:
         """Called before an event of ``device_id`` is stored, in its transaction: a backend shared by

@@ -35,9 +35,9 @@ from alarm_centre.alerts.audit import AuditAction
 from alarm_centre.alerts.intake import IngestResult
 from alarm_centre.alerts.model import AlertChange
 from alarm_centre.store import pg_batch
-from alarm_centre.store.base import AlertStore
+from alarm_centre.store.base import AlertStore, Lanes
 from alarm_centre.store.ingest_sets import BatchStart, Link, Repeat
-from alarm_centre.store.pg_help_lane import HelpLane
+from alarm_centre.store.pg_lanes import StoreLane
 from alarm_centre.store.raising import NewAlert
 from alarm_centre.store.schema import JsonRepair, all_migrations, statements
 from alarm_centre.store.tx import InvalidRequest, LogEntry, PostCommit, RetryLater, Row, T, Tx, Work
@@ -255,8 +255,8 @@ class PostgresStore(AlertStore):
         #: Statements sent in write transactions and in reads (``telecare_store_round_trips_total``).
         self.round_trips = RoundTrips()
         self.read_round_trips = RoundTrips()
-        #: Where calls for help are stored while :meth:`help_lane` is open.
-        self._help: HelpLane | None = None
+        #: The intake's lanes while :meth:`lanes` is open.
+        self._lanes: tuple[StoreLane, ...] = ()
         #: The loop the store was opened on (the bridge's), and news handed back to it from the lane.
         self._main_loop: asyncio.AbstractEventLoop | None = None
         self._handed_back: set[concurrent.futures.Future[None]] = set()
@@ -289,34 +289,37 @@ class PostgresStore(AlertStore):
             except TimeoutError:
                 pool.terminate()
 
-    # -- the help lane ---------------------------------------------------------------------------
+    # -- the intake's lanes ----------------------------------------------------------------------
     @asynccontextmanager
-    async def help_lane(self) -> AsyncIterator[HelpLane]:
-        """Calls for help stored on an event loop and connections of their own
-        (:mod:`alarm_centre.store.pg_help_lane`) while this is open."""
-        async with HelpLane(self) as lane:
-            self._help = lane
+    async def lanes(self) -> AsyncIterator[Lanes]:
+        """While open, the intake's transactions run on event loops and connections of their own
+        (:mod:`alarm_centre.store.pg_lanes`): one lane for calls for help, one for the rest."""
+        async with StoreLane(self, "help") as help_lane, StoreLane(self, "others") as others:
+            self._lanes = (help_lane, others)
             try:
-                yield lane
+                yield Lanes(help=help_lane, others=others)
             finally:
-                self._help = None
+                self._lanes = ()
 
     async def new_pool(self, size: int) -> Any:
-        """A pool of connections on the running loop (the help lane's)."""
+        """A pool of connections on the running loop (a lane's)."""
         return await asyncpg.create_pool(self.url, min_size=1, max_size=size, reset=_nothing_to_reset)
 
+    def _lane_here(self) -> StoreLane | None:
+        """The lane whose loop is running this code, if any."""
+        return next((lane for lane in self._lanes if lane.owns_running_loop()), None)
+
     def _pool_here(self) -> Any:
-        """The pool of the loop asking: the help lane's on its thread, else the store's."""
-        lane = self._help
-        pool = lane.pool if lane is not None and lane.owns_running_loop() else self._pool
+        """The pool of the loop asking: a lane's on its thread, else the store's."""
+        lane = self._lane_here()
+        pool = lane.pool if lane is not None else self._pool
         if pool is None:
             raise RuntimeError("store is closed")
         return pool
 
     async def _after_commit(self, post: PostCommit) -> None:
-        """Listeners live on the bridge's loop: what the help lane committed is handed back to it."""
-        lane = self._help
-        if lane is not None and lane.owns_running_loop() and self._main_loop is not None:
+        """Listeners live on the bridge's loop: what a lane committed is handed back to it."""
+        if self._lane_here() is not None and self._main_loop is not None:
             told = asyncio.run_coroutine_threadsafe(super()._after_commit(post), self._main_loop)
             self._handed_back.add(told)
             told.add_done_callback(self._handed_back.discard)

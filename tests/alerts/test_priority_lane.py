@@ -9,6 +9,7 @@ timing: the assertions are about ORDER, never about how long anything took.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -56,19 +57,23 @@ def technical(n: int, prefix: str = "t") -> list[DeviceEvent]:
 
 class HeldCommits:
     """A gate in front of the store's ingest: the first batch holding a technical event waits until
-    :meth:`release`; every committed batch is recorded, in commit order, as its event ids."""
+    :meth:`release`; every committed batch is recorded, in commit order, as its event ids.
+
+    On PostgreSQL the intake stores on loops and threads of its own (``store/pg_lanes.py``), so the
+    gate is a thread-safe future and the test's loop is told through ``call_soon_threadsafe``."""
 
     def __init__(self, bridge: RunningBridge, monkeypatch: pytest.MonkeyPatch) -> None:
         self.commits: list[list[str]] = []
         self.held = asyncio.Event()
-        self._gate = asyncio.Event()
+        self._gate: concurrent.futures.Future[None] = concurrent.futures.Future()
+        here = asyncio.get_running_loop()
         store = bridge.store
         real: Callable[[Sequence[DeviceEvent]], Awaitable[list[IngestResult]]] = store.ingest
 
         async def gated(events: Sequence[DeviceEvent]) -> list[IngestResult]:
-            if not self._gate.is_set() and any(e.type is EventType.MAINS_FAIL for e in events):
-                self.held.set()
-                await self._gate.wait()
+            if not self._gate.done() and any(e.type is EventType.MAINS_FAIL for e in events):
+                here.call_soon_threadsafe(self.held.set)
+                await asyncio.wrap_future(self._gate)
             results = await real(events)
             self.commits.append([e.event_id for e in events])
             return results
@@ -81,7 +86,7 @@ class HeldCommits:
             await self.held.wait()
 
     def release(self) -> None:
-        self._gate.set()
+        self._gate.set_result(None)
 
     def position(self, event_id: str) -> int:
         """Which transaction (0 = first) stored ``event_id``."""

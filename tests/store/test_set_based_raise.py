@@ -578,7 +578,7 @@ async def test_a_call_for_help_is_stored_beside_a_batch_and_waits_only_for_its_o
 
 
 async def test_the_help_lane_stores_on_a_loop_of_its_own_and_tells_the_bridges_loop(pg_url: str) -> None:
-    """PostgreSQL's help lane: a call for help stored on the lane's own loop and thread (its hooks
+    """PostgreSQL's lanes: a call for help stored on the help lane's own loop and thread (its hooks
     run there), answered on the caller's loop, and the listeners told on the store's own loop."""
     import threading
 
@@ -592,8 +592,9 @@ async def test_the_help_lane_stores_on_a_loop_of_its_own_and_tells_the_bridges_l
 
         store.add_raise_hook(where, HookOrder.ESCALATION)
         here = threading.get_ident()
-        async with store.help_lane() as lane:
-            assert lane is not None
+        async with store.lanes() as lanes:
+            lane = lanes.help
+            assert lane is not None and lanes.others is not None
             [result] = await lane.ingest([unit_event("lane-unit", "fall")])
             assert result.result == "accepted"
             [again] = await lane.ingest([unit_event("lane-unit", "fall", "second")])

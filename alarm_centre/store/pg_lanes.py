@@ -1,16 +1,18 @@
-"""Calls for help stored on an event loop of their own (PostgreSQL).
+"""The intake's transactions on event loops of their own (PostgreSQL).
 
 Every statement of a transaction waits for PostgreSQL's answer and then for a turn of the event loop
 (asyncpg hears the answer in one turn and resumes the transaction in the next). During a storm the
 bridge's loop is busy with the flood -- reading, decoding and acking thousands of events -- and on this
 2-core machine each turn took tens to hundreds of milliseconds: a call for help's dozen statements
-then cost seconds, where SQLite, whose statements run without a turn, took a few turns in all.
+then cost seconds, where SQLite, whose statements run without a turn, took a few turns in all; and a
+node's batches of others were bound by those turns too, not by PostgreSQL nor by the CPU.
 
-:class:`HelpLane` runs the help lane's transactions on a loop in a thread of its own, with connections
-of its own, so they wait only for PostgreSQL (and the GIL, which the bridge hands over every
-millisecond). The events go in and the answers come back through the bridge's loop; what listeners hear
-after the commit is handed back to the bridge's loop too (:meth:`PostgresStore._after_commit`).
-What runs on the lane is the ingest itself, its hooks included: they keep no state but per transaction.
+A :class:`StoreLane` runs a lane's transactions on a loop in a thread of its own, with connections of
+its own, so they wait only for PostgreSQL (and the GIL, which the bridge hands over every millisecond).
+The intake has two (:meth:`PostgresStore.lanes`): one for calls for help, one for the rest. The events
+go in and the answers come back through the bridge's loop; what listeners hear after the commit is
+handed back to the bridge's loop too (:meth:`PostgresStore._after_commit`). What runs on a lane is the
+ingest itself, its hooks included: they keep no state but per transaction.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from devices.events import DeviceEvent
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-#: Connections the lane keeps: one transaction at a time, and one to spare for a retry.
+#: Connections a lane keeps: one transaction at a time, and one to spare for a retry.
 LANE_CONNECTIONS = 2
 
 
@@ -41,12 +43,13 @@ class LaneStore(Protocol):
     async def ingest(self, events: Sequence[DeviceEvent]) -> list[IngestResult]: ...
 
 
-class HelpLane:
+class StoreLane:
     """An async context manager: a thread running an event loop with a small pool of its own, where
     :meth:`ingest` stores a batch (``store.ingest``)."""
 
-    def __init__(self, store: LaneStore) -> None:
+    def __init__(self, store: LaneStore, name: str) -> None:
         self._store = store
+        self.name = name
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         #: The lane's connections (created and used on the lane's loop only).
@@ -54,7 +57,9 @@ class HelpLane:
 
     async def __aenter__(self) -> Self:
         started: concurrent.futures.Future[asyncio.AbstractEventLoop] = concurrent.futures.Future()
-        self._thread = threading.Thread(target=self._serve, args=(started,), name="pg-help-lane", daemon=True)
+        self._thread = threading.Thread(
+            target=self._serve, args=(started,), name=f"pg-lane-{self.name}", daemon=True
+        )
         self._thread.start()
         self._loop = await asyncio.wrap_future(started)
         try:
@@ -71,7 +76,7 @@ class HelpLane:
                 async with asyncio.timeout(5):
                     await self._on_lane(pool.close())
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-            log.warning("help lane's connections did not close cleanly: %s", exc)
+            log.warning("the %s lane's connections did not close cleanly: %s", self.name, exc)
         finally:
             await self._stop_thread()
 
@@ -93,7 +98,7 @@ class HelpLane:
 
     async def _on_lane(self, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` on the lane's loop; cancelling the caller cancels it there."""
-        assert self._loop is not None, "the help lane is not running"
+        assert self._loop is not None, "the lane is not running"
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self._loop))
 
     def owns_running_loop(self) -> bool:
@@ -104,5 +109,5 @@ class HelpLane:
             return False
 
     async def ingest(self, events: Sequence[DeviceEvent]) -> list[IngestResult]:
-        """Store a batch (of calls for help) as ``store.ingest`` does, on the lane."""
+        """Store a batch as ``store.ingest`` does, on the lane."""
         return await self._on_lane(self._store.ingest(events))
