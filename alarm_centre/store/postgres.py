@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import threading
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -128,13 +129,16 @@ def _storable(args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 class RoundTrips:
     """Statements sent to PostgreSQL by one store (``BEGIN`` and ``COMMIT`` included): each waits for its
-    answer, so this is what a batch costs in round trips (``telecare_store_round_trips_total``)."""
+    answer, so this is what a batch costs in round trips (``telecare_store_round_trips_total``). Counted
+    from the bridge's loop and the intake's lanes (threads of their own)."""
 
     def __init__(self) -> None:
         self.total = 0
+        self._lock = threading.Lock()
 
     def count(self, n: int = 1) -> None:
-        self.total += n
+        with self._lock:
+            self.total += n
 
 
 class PgTx:
