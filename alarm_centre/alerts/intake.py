@@ -82,7 +82,9 @@ class GroupCommitter:
     PostgreSQL) the help lane has a worker of its own, so a call for help is stored alongside a batch
     of others in progress, not after it; should both hold events of one unit, the store makes the
     later wait for the earlier (PostgreSQL's unit lock). ``help_store`` and ``other_store`` store the
-    two lanes' batches when given (PostgreSQL's lanes, off the bridge's event loop).
+    two lanes' batches when given (PostgreSQL's lanes, off the bridge's event loop); calls for help
+    submitted together on their own (the ``alarm`` topic's batches) then go to ``help_store`` at once,
+    each batch in a transaction of its own, without a worker in between.
     """
 
     def __init__(
@@ -101,6 +103,8 @@ class GroupCommitter:
         #: else ``store``.
         self._help_store = help_store or store
         self._other_store = other_store or store
+        #: Calls for help submitted on their own go straight to a help store of their own (a lane).
+        self._help_direct = help_alongside and help_store is not None
         self._on_batch = on_batch
         self._max_batch = max_batch
         self._max_other_batch = min(max_other_batch, max_batch)
@@ -169,11 +173,27 @@ class GroupCommitter:
         are taken out and stored first, in a transaction of their own."""
         if not self._running():
             raise StoreUnavailable("intake is not running")
+        if self._help_direct and events and all(is_help(event.type) for event in events):
+            return await self._store_help_now(events)
         loop = asyncio.get_running_loop()
         futures = [self._enqueue(event, loop) for event in events]
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
         known = (IngestResult, StoreUnavailable)
         return [o if isinstance(o, known) else StoreUnavailable(str(o)) for o in outcomes]
+
+    async def _store_help_now(self, events: Sequence[DeviceEvent]) -> list[IngestResult | StoreUnavailable]:
+        """Calls for help that came together (the ``alarm`` lane), stored by their caller on the help
+        store at once: no turn of the loop to hand them to a worker and none to hand the answer back."""
+        try:
+            results: list[IngestResult | StoreUnavailable] = list(await self._help_store.ingest(events))
+        except Exception as exc:
+            log.error("store could not commit %d calls for help: %s", len(events), exc)
+            return [StoreUnavailable(str(exc)) for _ in events]
+        self.batches += 1
+        self.last_batch_size = len(events)
+        if self._on_batch is not None:
+            self._on_batch(len(events))
+        return results
 
     def _next_batch(self) -> list[_Pending]:
         """The calls for help waiting (up to ``max_batch``), else up to ``max_other_batch`` others."""
