@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from alarm_centre.alerts.intake import GroupCommitter
     from alarm_centre.alerts.model import OutboxItem
     from alarm_centre.store.base import AlertStore
-from alarm_centre.store.tx import EventHook, RaiseHook, ResolveHook
+from alarm_centre.store.tx import EventBatchHook, EventHook, RaiseBatchHook, RaiseHook, ResolveHook
 
 #: A long-running coroutine function the bridge runs in its TaskGroup until shutdown.
 Loop = Callable[[], Coroutine[Any, Any, None]]
@@ -80,11 +80,13 @@ class Host(Protocol):
     def add_readiness_check(self, check: ReadinessCheck) -> None:
         """Add a check whose problems make ``/healthz`` answer 503."""
 
-    def add_raise_hook(self, hook: RaiseHook, order: HookOrder) -> None:
-        """Call ``hook`` in the ingest transaction after each new alert row, at ``order``."""
+    def add_raise_hook(self, hook: RaiseHook, order: HookOrder, batch: RaiseBatchHook | None = None) -> None:
+        """Call ``hook`` in the ingest transaction after each new alert row, at ``order``; ``batch``, its
+        batch form, with a batch's new alerts at once where they are written at once (PostgreSQL)."""
 
-    def add_event_hook(self, hook: EventHook, order: HookOrder) -> None:
-        """Call ``hook`` in the ingest transaction after each newly stored event, at ``order``."""
+    def add_event_hook(self, hook: EventHook, order: HookOrder, batch: EventBatchHook | None = None) -> None:
+        """Call ``hook`` in the ingest transaction after each newly stored event, at ``order`` (``batch``:
+        its batch form, as for :meth:`add_raise_hook`)."""
 
     def add_resolve_hook(self, hook: ResolveHook, order: HookOrder) -> None:
         """Call ``hook`` in the resolving transaction of every alert: stop the feature's side effects."""

@@ -52,7 +52,7 @@ def start(host: FeatureHost) -> None:
     if not cfg.forward:
         return
     hooks = ForwardHooks(host.clock)
-    host.add_raise_hook(hooks.on_raise, HookOrder.FORWARDING)
+    host.add_raise_hook(hooks.on_raise, HookOrder.FORWARDING, hooks.on_raises)
     host.add_resolve_hook(hooks.on_resolve, HookOrder.FORWARDING)
     host.add_event_hook(hooks.on_event, HookOrder.FORWARDING)
     now = host.clock()

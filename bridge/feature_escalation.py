@@ -57,7 +57,7 @@ async def start(host: FeatureHost, stack: AsyncExitStack) -> None:
     if not cfg.enabled:
         return
     await escalation.sync_policies(cfg.policies)
-    host.add_raise_hook(escalation.on_raise, HookOrder.ESCALATION)
+    host.add_raise_hook(escalation.on_raise, HookOrder.ESCALATION, escalation.on_raises)
     host.add_resolve_hook(escalation.on_resolve, HookOrder.ESCALATION)
     notifier: Notifier | None = None
     if tw.enabled:

@@ -59,7 +59,7 @@ from alarm_centre.escalation.states import (
 from alarm_centre.ids import row_id
 from alarm_centre.store.alerts import alert_row
 from alarm_centre.store.base import AlertStore
-from alarm_centre.store.tx import Conflict, InvalidRequest, NotFound, PostCommit, Row, Tx
+from alarm_centre.store.tx import Conflict, InvalidRequest, LogEntry, NotFound, PostCommit, Raised, Row, Tx
 from devices.events import DeviceEvent
 from devices.strict_json import column_text as _j
 from devices.vocabulary import PRIORITIES
@@ -205,21 +205,35 @@ class Escalation:
         if not steps:
             return
         now = self.clock()
-        raised_at = float(alert["raised_at"])
-        for seq, step in enumerate(steps):
+        for step in _policy_steps(alert, steps):
             await sql.add_step(
-                tx,
-                alert["id"],
-                StepKind.POLICY,
-                seq,
-                StepAction(step["action"]),
-                _j(step),
-                raised_at + float(step["after_s"]),
-                now,
+                tx, step.alert_id, step.kind, step.seq, step.action, step.target, step.due_at, now
             )
         await self.store.alerts.log_action(
             tx, post, alert, AuditAction.ESCALATION_SCHEDULED, "system", Source.SYSTEM, {"steps": steps}, now
         )
+
+    async def on_raises(self, tx: Tx, post: PostCommit, raised: Sequence[Raised]) -> None:
+        """:meth:`on_raise`'s batch form (PostgreSQL's set-based ingest): every new alert's steps in one
+        statement, their ``escalation_scheduled`` entries in another."""
+        now = self.clock()
+        steps: list[sql.NewStep] = []
+        entries: list[LogEntry] = []
+        for item in raised:
+            alert = item.alert
+            if alert["test"]:
+                continue
+            policy = await self._policy_in(tx, int(alert["priority"]))
+            if not policy:
+                continue
+            steps.extend(_policy_steps(alert, policy))
+            entries.append(
+                LogEntry(
+                    alert, AuditAction.ESCALATION_SCHEDULED, "system", Source.SYSTEM, {"steps": policy}, now
+                )
+            )
+        await sql.add_steps(tx, steps, now)
+        await self.store.log_actions(tx, post, entries)
 
     # -- stopping --------------------------------------------------------------------------------
     async def stop_for(self, alert_ids: Iterable[str]) -> int:
@@ -957,3 +971,19 @@ class Escalation:
         """When the earliest pending step or notification falls due."""
         async with self.store.read() as tx:
             return await sql.next_due(tx)
+
+
+def _policy_steps(alert: Row, policy: list[dict[str, Any]]) -> list[sql.NewStep]:
+    """The due steps a policy gives a new alert: each ``after_s`` after its raise."""
+    raised_at = float(alert["raised_at"])
+    return [
+        sql.NewStep(
+            int(alert["id"]),
+            StepKind.POLICY,
+            seq,
+            StepAction(step["action"]),
+            _j(step),
+            raised_at + float(step["after_s"]),
+        )
+        for seq, step in enumerate(policy)
+    ]

@@ -9,6 +9,7 @@ change is guarded by the states its table allows it from (:meth:`~.states.StateT
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from alarm_centre.alerts.lifecycle import AlertState, Outcome
@@ -119,6 +120,39 @@ async def add_step(
         target_json,
         due_at,
         now,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewStep:
+    """A pending step to add (:func:`add_step`'s arguments)."""
+
+    alert_id: int
+    kind: StepKind
+    seq: int
+    action: StepAction | ResponderAction
+    target: str
+    due_at: float
+
+
+async def add_steps(tx: Tx, steps: Sequence[NewStep], now: float) -> None:
+    """Add pending steps in one statement, in order, each as :func:`add_step` would (PostgreSQL arrays:
+    the set-based ingest)."""
+    if not steps:
+        return
+    await tx.execute(
+        "INSERT INTO escalation_steps (alert_id, kind, seq, action, target, due_at, created_at) "
+        "SELECT s.alert_id, s.kind, s.seq, s.action, s.target, s.due_at, ? "
+        "FROM unnest(?::bigint[], ?::text[], ?::int[], ?::text[], ?::text[], ?::float8[]) "
+        "WITH ORDINALITY AS s(alert_id, kind, seq, action, target, due_at, n) ORDER BY s.n "
+        "ON CONFLICT (alert_id, kind, seq, action) DO NOTHING",
+        now,
+        [s.alert_id for s in steps],
+        [str(s.kind) for s in steps],
+        [s.seq for s in steps],
+        [str(s.action) for s in steps],
+        [s.target for s in steps],
+        [s.due_at for s in steps],
     )
 
 

@@ -19,6 +19,7 @@ and the list of units, so a ``fall`` raised in the middle of the flood is still 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from alarm_centre.alerts.audit import AuditAction
@@ -35,7 +36,7 @@ from alarm_centre.host import HookOrder
 from alarm_centre.ids import row_id
 from alarm_centre.store.alerts import alert_from_row
 from alarm_centre.store.base import AlertStore
-from alarm_centre.store.tx import PostCommit, Row, Tx
+from alarm_centre.store.tx import LogEntry, PostCommit, Raised, Row, Tx
 from devices import strict_json
 from devices.events import DeviceEvent
 from devices.vocabulary import CLEARS, Priority, is_help, restore_target
@@ -52,18 +53,22 @@ class FloodGrouper:
         self.rules = rules or FloodRules()
 
     def install(self) -> None:
-        self.store.add_raise_hook(self.on_raise, HookOrder.FLOODS)
+        self.store.add_raise_hook(self.on_raise, HookOrder.FLOODS, self.on_raises)
         self.store.add_event_hook(self.on_event, HookOrder.FLOODS)
+
+    def _groupable(self, alert: Row, event: DeviceEvent) -> bool:
+        """Whether a new alert may be grouped: a technical type the rules name, never help, not a test."""
+        if int(alert["priority"]) <= Priority.EMERGENCY or is_help(event.type):
+            return False  # never group help away
+        return str(alert["type"]) in self.rules.types and not alert["test"]
 
     # -- hooks (in the ingest transaction) -------------------------------------------------------
     async def on_raise(self, tx: Tx, post: PostCommit, alert: Row, event: DeviceEvent) -> None:
         """A new alert: join the open incident of its type, or open one when the flood threshold is met."""
-        kind = str(alert["type"])
-        if int(alert["priority"]) <= Priority.EMERGENCY or is_help(event.type):
-            return  # never group help away
-        if kind not in self.rules.types or alert["test"]:
+        if not self._groupable(alert, event):
             return
-        key = f"flood:{kind}"
+        kind = str(alert["type"])
+        key = _key(kind)
         raised_at = float(alert["raised_at"])
         incident = await sql.open_incident(tx, key)
         if incident is not None and await sql.all_closed(tx, int(incident["id"])):
@@ -96,6 +101,90 @@ class FloodGrouper:
                     raised_at,
                 )
 
+    async def on_raises(self, tx: Tx, post: PostCommit, raised: Sequence[Raised]) -> None:
+        """:meth:`on_raise`'s batch form (PostgreSQL's set-based ingest): the same incidents opened,
+        closed and joined, and the same ``grouped`` entries, as :meth:`on_raise` called on each new
+        alert in turn, in at most eight statements whatever the batch's size.
+
+        Per type: an open incident is closed first if none of its alerts is open, else every new alert
+        joins it; without one, the threshold is counted as each alert would have counted it (the
+        groupable alerts raised before, plus this batch's up to it), and the alert that reaches it
+        opens the incident with every groupable alert, and those after it join."""
+        by_kind: dict[str, list[Row]] = {}
+        for item in raised:
+            if self._groupable(item.alert, item.event):
+                by_kind.setdefault(str(item.alert["type"]), []).append(item.alert)
+        if not by_kind:
+            return
+        found = await sql.open_incidents_of(tx, [_key(kind) for kind in by_kind])
+        empty = await sql.all_closed_among(tx, sorted(found.values()))
+        await sql.close_many(
+            tx,
+            [
+                (found[_key(kind)], float(alerts[0]["raised_at"]), "all alerts closed")
+                for kind, alerts in by_kind.items()
+                if found.get(_key(kind)) in empty
+            ],
+        )
+        joining: dict[str, int] = {}  # type -> the open incident every new alert of it joins
+        for kind in by_kind:
+            incident_id = found.get(_key(kind))
+            if incident_id is not None and incident_id not in empty:
+                joining[kind] = incident_id
+        counting = [kind for kind in by_kind if kind not in joining]
+        oldest = min((float(a["raised_at"]) for kind in counting for a in by_kind[kind]), default=0.0)
+        batch_ids = [int(a["id"]) for alerts in by_kind.values() for a in alerts]
+        earlier = await sql.groupable_alerts_of(tx, counting, oldest - self.rules.window_s, batch_ids)
+        opening: dict[str, tuple[int, list[Row]]] = {}  # type -> (the alert that opens it, the members)
+        for kind in counting:
+            before = [r for r in earlier if r["type"] == kind]
+            alerts = by_kind[kind]
+            for n, alert in enumerate(alerts):
+                cutoff = float(alert["raised_at"]) - self.rules.window_s
+                members = [r for r in (*before, *alerts[: n + 1]) if float(r["raised_at"]) >= cutoff]
+                if len(members) >= self.rules.threshold:
+                    opening[kind] = (n, members)
+                    break
+        created = await sql.create_incidents(
+            tx,
+            [
+                (kind, int(by_kind[kind][n]["priority"]), _key(kind), float(by_kind[kind][n]["raised_at"]))
+                for kind, (n, _) in opening.items()
+            ],
+        )
+        lost = [_key(kind) for kind in opening if _key(kind) not in created]
+        others = await sql.open_incidents_of(tx, lost)  # opened by another node a moment ago
+        attach: list[tuple[Row, int]] = []
+        grouped: list[LogEntry] = []
+        for kind, alerts in by_kind.items():
+            if kind in joining:
+                attach.extend((alert, joining[kind]) for alert in alerts)
+                continue
+            if kind not in opening:
+                continue
+            n, members = opening[kind]
+            incident_id = created.get(_key(kind))
+            if incident_id is not None:
+                opener = alerts[n]
+                for member in members:
+                    attach.append((member, incident_id))
+                    if member["id"] != opener["id"]:  # its raise is already on its way to the console
+                        detail = {"incident_id": str(incident_id)}
+                        at = float(opener["raised_at"])
+                        grouped.append(
+                            LogEntry(member, AuditAction.GROUPED, "system", Source.SYSTEM, detail, at)
+                        )
+            else:
+                incident_id = others.get(_key(kind))
+                if incident_id is None:
+                    continue  # opened and closed again meanwhile: the next alerts count anew
+                attach.append((alerts[n], incident_id))
+            attach.extend((alert, incident_id) for alert in alerts[n + 1 :])
+        await sql.attach_many(
+            tx, [(int(a["id"]), incident_id, _with_incident(a, incident_id)) for a, incident_id in attach]
+        )
+        await self.store.log_actions(tx, post, grouped)
+
     async def on_event(
         self, tx: Tx, post: PostCommit, ev: DeviceEvent, device: Row | None, alert_id: int | None
     ) -> None:
@@ -111,9 +200,7 @@ class FloodGrouper:
             await sql.close(tx, incident_id, ev.received_at.timestamp(), f"all units reported {what}")
 
     async def _attach(self, tx: Tx, alert: Row, incident_id: int) -> None:
-        data = json.loads(alert["data"] or "{}")
-        data["incident_id"] = str(incident_id)
-        await sql.attach(tx, alert["id"], incident_id, strict_json.column_text(data))
+        await sql.attach(tx, alert["id"], incident_id, _with_incident(alert, incident_id))
 
     # -- reading ---------------------------------------------------------------------------------
     async def _incident(self, tx: Tx, row: Row, units_limit: int | None) -> Incident:
@@ -174,3 +261,15 @@ class FloodGrouper:
                 lines.append(((inc.priority, inc.opened_at, 1), inc.to_json(units_limit=LINE_UNITS)))
         lines.sort(key=lambda line: line[0])
         return [line for _, line in lines[:limit]]
+
+
+def _key(kind: str) -> str:
+    """The open incident's key for an alert type."""
+    return f"flood:{kind}"
+
+
+def _with_incident(alert: Row, incident_id: int) -> str:
+    """The alert's ``data`` column naming its incident."""
+    data = json.loads(alert["data"] or "{}")
+    data["incident_id"] = str(incident_id)
+    return strict_json.column_text(data)

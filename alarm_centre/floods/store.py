@@ -6,6 +6,7 @@ transaction its caller opened; :class:`alarm_centre.floods.grouping.FloodGrouper
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from alarm_centre.floods.model import IncidentState
@@ -78,6 +79,91 @@ async def close(tx: Tx, incident_id: int, now: float, reason: str) -> None:
         reason,
         incident_id,
         _OPEN,
+    )
+
+
+# -- writing a batch's at once (PostgreSQL arrays: the set-based ingest) -------------------------------
+async def open_incidents_of(tx: Tx, keys: Sequence[str]) -> dict[str, int]:
+    """The open incidents with these keys: id by key."""
+    if not keys:
+        return {}
+    rows = await tx.fetchall("SELECT id, open_key FROM incidents WHERE open_key = ANY(?::text[])", list(keys))
+    return {r["open_key"]: int(r["id"]) for r in rows}
+
+
+async def all_closed_among(tx: Tx, incident_ids: Sequence[int]) -> set[int]:
+    """Those of the incidents none of whose alerts is open (:func:`all_closed` of each)."""
+    if not incident_ids:
+        return set()
+    rows = await tx.fetchall(
+        "SELECT i.id FROM unnest(?::bigint[]) AS i(id) WHERE NOT EXISTS "
+        "(SELECT 1 FROM alerts a WHERE a.incident_id = i.id AND a.state <> 'resolved')",
+        list(incident_ids),
+    )
+    return {int(r["id"]) for r in rows}
+
+
+async def close_many(tx: Tx, closes: Sequence[tuple[int, float, str]]) -> None:
+    """Close incidents, each ``(id, now, reason)`` as :func:`close` would."""
+    if not closes:
+        return
+    await tx.execute(
+        "UPDATE incidents AS i SET state = ?, open_key = NULL, closed_at = c.at, closed_reason = c.reason "
+        "FROM unnest(?::bigint[], ?::float8[], ?::text[]) AS c(id, at, reason) "
+        "WHERE i.id = c.id AND i.state = ?",
+        _CLOSED,
+        [c[0] for c in closes],
+        [c[1] for c in closes],
+        [c[2] for c in closes],
+        _OPEN,
+    )
+
+
+async def groupable_alerts_of(
+    tx: Tx, kinds: Sequence[str], since: float, leave_out: Sequence[int]
+) -> list[Row]:
+    """Alerts of these types that may still join a flood, raised since ``since``, except ``leave_out``."""
+    if not kinds:
+        return []
+    return await tx.fetchall(
+        "SELECT * FROM alerts WHERE type = ANY(?::text[]) AND raised_at >= ? AND incident_id IS NULL "
+        "AND state <> 'resolved' AND test = 0 AND NOT (id = ANY(?::bigint[])) ORDER BY id",
+        list(kinds),
+        since,
+        list(leave_out),
+    )
+
+
+async def create_incidents(tx: Tx, incidents: Sequence[tuple[str, int, str, float]]) -> dict[str, int]:
+    """Open incidents, each ``(type, priority, key, opened_at)``; id by key of those opened (one another
+    node opened a moment ago is left out, as :func:`create_incident` answers None)."""
+    if not incidents:
+        return {}
+    rows = await tx.fetchall(
+        "INSERT INTO incidents (type, priority, state, open_key, opened_at) "
+        "SELECT c.type, c.priority, ?, c.open_key, c.opened_at "
+        "FROM unnest(?::text[], ?::int[], ?::text[], ?::float8[]) WITH ORDINALITY "
+        "AS c(type, priority, open_key, opened_at, n) ORDER BY c.n "
+        "ON CONFLICT (open_key) DO NOTHING RETURNING id, open_key",
+        _OPEN,
+        [c[0] for c in incidents],
+        [c[1] for c in incidents],
+        [c[2] for c in incidents],
+        [c[3] for c in incidents],
+    )
+    return {r["open_key"]: int(r["id"]) for r in rows}
+
+
+async def attach_many(tx: Tx, attached: Sequence[tuple[int, int, str]]) -> None:
+    """Group alerts into incidents, each ``(alert_id, incident_id, data)`` as :func:`attach` would."""
+    if not attached:
+        return
+    await tx.execute(
+        "UPDATE alerts AS a SET incident_id = g.incident_id, data = g.data "
+        "FROM unnest(?::bigint[], ?::bigint[], ?::text[]) AS g(id, incident_id, data) WHERE a.id = g.id",
+        [g[0] for g in attached],
+        [g[1] for g in attached],
+        [g[2] for g in attached],
     )
 
 

@@ -37,6 +37,7 @@ from alarm_centre.store.tx import (
     NotFound,
     PostCommit,
     Row,
+    Stored,
     T,
     Tx,
     Work,
@@ -120,7 +121,7 @@ class Registry:
 
     def install(self) -> None:
         """Register the event hook on the store (once)."""
-        self.store.add_event_hook(self.on_event, HookOrder.REGISTRY)
+        self.store.add_event_hook(self.on_event, HookOrder.REGISTRY, self.on_events)
 
     # -- audit -----------------------------------------------------------------------------------
     async def _log(
@@ -839,6 +840,23 @@ class Registry:
             await self._config_result(tx, ev, device)
         if ev.test and device["test_mode_until"] and device["test_mode_until"] > received:
             await self._record_test(tx, ev, alert_id)
+
+    async def on_events(self, tx: Tx, post: PostCommit, stored: Sequence[Stored]) -> None:
+        """:meth:`on_event`'s batch form (PostgreSQL's set-based ingest): the units' new heartbeat
+        deadlines in one statement; a system event, a command result or a test event goes through
+        :meth:`on_event` on its own."""
+        due: dict[str, float | None] = {}
+        for item in stored:
+            ev, device = item.event, item.device
+            if device is None:
+                continue
+            received = ev.received_at.timestamp()
+            in_test = ev.test and device["test_mode_until"] and device["test_mode_until"] > received
+            if ev.source == "system" or ev.type is EventType.CMD_RESULT or in_test:
+                await self.on_event(tx, post, ev, device, item.alert_id)
+            elif device["kind"] in UNIT_KINDS:
+                due[ev.device_id] = self._due(device, received)
+        await sql.set_heartbeats_due(tx, due)
 
     async def _no_heartbeat_raised(
         self, tx: Tx, post: PostCommit, ev: DeviceEvent, device: Row, alert_id: int | None

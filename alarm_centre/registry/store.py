@@ -9,6 +9,7 @@ is stored.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from alarm_centre.store.tx import Row, Tx
@@ -453,6 +454,19 @@ async def due_heartbeats(tx: Tx, now: float, limit: int) -> list[Row]:
 
 async def set_heartbeat_due(tx: Tx, device_id: str, due: float | None) -> None:
     await tx.execute("UPDATE devices SET heartbeat_due_at = ? WHERE id = ?", due, device_id)
+
+
+async def set_heartbeats_due(tx: Tx, due: Mapping[str, float | None]) -> None:
+    """:func:`set_heartbeat_due` of several units in one statement (PostgreSQL arrays: the set-based
+    ingest)."""
+    if not due:
+        return
+    await tx.execute(
+        "UPDATE devices AS d SET heartbeat_due_at = u.due FROM unnest(?::text[], ?::float8[]) AS u(id, due) "
+        "WHERE d.id = u.id",
+        list(due),
+        list(due.values()),
+    )
 
 
 async def unsee(tx: Tx, device_id: str, last_seen_at: Any, online: Any) -> None:

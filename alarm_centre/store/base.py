@@ -14,27 +14,35 @@ Each backend (SQLite in ``sqlite.py``, PostgreSQL in ``postgres.py``) supplies t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Self
 
-from alarm_centre.alerts.intake import IngestResult
+from alarm_centre.alerts.intake import BatchStore, IngestResult
 from alarm_centre.alerts.lifecycle import IllegalTransition
 from alarm_centre.alerts.model import Alert, AlertChange, TimelineEntry
 from alarm_centre.faults import LOOP_RETRY_MAX_S, Backoff
 from alarm_centre.store.alerts import Alerts
 from alarm_centre.store.devices import Devices
-from alarm_centre.store.ingest import BatchStart, Ingest, Repeat
+from alarm_centre.store.ingest import Ingest
+from alarm_centre.store.ingest_sets import BatchStart, Link, Repeat
 from alarm_centre.store.outbox import Outbox
+from alarm_centre.store.raising import NewAlert
 from alarm_centre.store.tx import (
+    BatchableHooks,
     Conflict,
+    EventBatchHook,
     EventFailed,
     EventHook,
     InvalidRequest,
+    LogEntry,
     NotFound,
     OrderedHooks,
     PostCommit,
+    RaiseBatchHook,
     RaiseHook,
     ResolveHook,
     Row,
@@ -49,6 +57,17 @@ from devices.events import DeviceEvent
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Sequence[AlertChange]], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Lanes:
+    """Where the intake stores its batches when not on the bridge's loop: calls for help, and the rest
+    (None: on the store itself, on the bridge's loop)."""
+
+    help: BatchStore | None = None
+    others: BatchStore | None = None
+
+
 #: Told the names of users whose access changed, after the commit (on every node).
 AccessListener = Callable[[Sequence[str]], None]
 #: How often a store without a notification channel (SQLite) looks for access changes that another
@@ -60,14 +79,17 @@ class AlertStore:
     """The store's public interface; backends subclass it and provide transactions."""
 
     dialect = "sqlite"
+    #: Whether transactions may run side by side (each on a connection of its own): the intake then
+    #: stores calls for help alongside a batch of others instead of after it.
+    concurrent_writers = False
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
         self._access_listeners: list[AccessListener] = []
         self._outbox_wakers: list[Callable[[], None]] = []
         self.last_write_error: str | None = None
-        self._raise_hooks: OrderedHooks[RaiseHook] = OrderedHooks()
-        self._event_hooks: OrderedHooks[EventHook] = OrderedHooks()
+        self._raise_hooks: BatchableHooks[RaiseHook, RaiseBatchHook] = BatchableHooks()
+        self._event_hooks: BatchableHooks[EventHook, EventBatchHook] = BatchableHooks()
         self._resolve_hooks: OrderedHooks[ResolveHook] = OrderedHooks()
         self.outbox = Outbox(self)
         self.alerts = Alerts(self, self.outbox, self._resolve_hooks)
@@ -98,6 +120,11 @@ class AlertStore:
         """The clause that lets other nodes skip rows this claim locks (PostgreSQL); empty here."""
         return ""
 
+    def lanes(self) -> AbstractAsyncContextManager[Lanes]:
+        """Where the intake stores calls for help and the rest apart from the bridge's event loop while
+        this is open (PostgreSQL: ``pg_lanes``); none here -- SQLite's statements take no turns."""
+        return contextlib.nullcontext(Lanes())
+
     async def claim_unit(self, tx: Tx, device_id: str) -> None:
         """Called before an event of ``device_id`` is stored, in its transaction: a backend shared by
         several nodes makes the unit's events wait their turn here (or raises RetryLater); none here."""
@@ -108,7 +135,7 @@ class AlertStore:
         event is then stored on its own. Here (SQLite, in-process) statements cost no round trip."""
         return None
 
-    async def link_events(self, tx: Tx, links: Sequence[tuple[str, str, int]]) -> None:
+    async def link_events(self, tx: Tx, links: Sequence[Link]) -> None:
         """Note on each ``(device_id, event_id)`` the alert it joined."""
         for device_id, event_id, alert_id in links:
             await tx.execute(
@@ -126,15 +153,30 @@ class AlertStore:
         """Count and log repeats of open alerts (only a store whose :meth:`start_batch` answers is asked)."""
         raise NotImplementedError
 
-    # -- hooks in the ingest transaction ------------------------------------------------------
-    def add_raise_hook(self, hook: RaiseHook, order: int) -> None:
-        """Run ``hook`` in the ingest transaction after each new alert row (escalation snapshot, flood
-        grouping), lowest ``order`` first (:class:`OrderedHooks`)."""
-        self._raise_hooks.add(hook, order)
+    async def insert_alerts(self, tx: Tx, alerts: Sequence[NewAlert], now: float) -> dict[str, Row]:
+        """Insert new alerts, each unless its key is open already; the rows inserted, by key (only a
+        store whose :meth:`start_batch` answers is asked)."""
+        raise NotImplementedError
 
-    def add_event_hook(self, hook: EventHook, order: int) -> None:
-        """Run ``hook`` in the ingest transaction after each newly stored event, with the alert it joined."""
-        self._event_hooks.add(hook, order)
+    async def log_actions(self, tx: Tx, post: PostCommit, entries: Sequence[LogEntry]) -> None:
+        """Write timeline entries, in order (only a store whose :meth:`start_batch` answers is asked)."""
+        raise NotImplementedError
+
+    async def resident_units(self, tx: Tx, resident_ids: Sequence[str]) -> dict[str, Row]:
+        """Each resident's first active unit (only a store whose :meth:`start_batch` answers is asked)."""
+        raise NotImplementedError
+
+    # -- hooks in the ingest transaction ------------------------------------------------------
+    def add_raise_hook(self, hook: RaiseHook, order: int, batch: RaiseBatchHook | None = None) -> None:
+        """Run ``hook`` in the ingest transaction after each new alert row (escalation snapshot, flood
+        grouping), lowest ``order`` first (:class:`OrderedHooks`). ``batch``, its batch form, is used
+        when a batch's new alerts are written at once (PostgreSQL); without it ``hook`` runs per alert."""
+        self._raise_hooks.add(hook, order, batch)
+
+    def add_event_hook(self, hook: EventHook, order: int, batch: EventBatchHook | None = None) -> None:
+        """Run ``hook`` in the ingest transaction after each newly stored event, with the alert it joined
+        (``batch``: its batch form, as for :meth:`add_raise_hook`)."""
+        self._event_hooks.add(hook, order, batch)
 
     def add_resolve_hook(self, hook: ResolveHook, order: int) -> None:
         """Run ``hook`` in the resolving transaction of every alert: a feature stops its side effects."""
@@ -147,6 +189,14 @@ class AlertStore:
     @property
     def event_hooks(self) -> tuple[EventHook, ...]:
         return self._event_hooks.hooks
+
+    @property
+    def raise_hook_pairs(self) -> tuple[tuple[RaiseHook, RaiseBatchHook | None], ...]:
+        return self._raise_hooks.pairs
+
+    @property
+    def event_hook_pairs(self) -> tuple[tuple[EventHook, EventBatchHook | None], ...]:
+        return self._event_hooks.pairs
 
     # -- listeners -------------------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> None:

@@ -17,6 +17,7 @@ import json
 import logging
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from alarm_centre.alerts.audit import AuditAction
@@ -30,6 +31,35 @@ log = logging.getLogger(__name__)
 
 COMMAND_RETRY_S = (15.0, 30.0, 60.0, 120.0, 300.0)
 COMMAND_MAX_ATTEMPTS = 8
+
+
+def new_cmd_id() -> str:
+    """A command's id, which the unit's ``cmd_result`` quotes back."""
+    return "c" + secrets.token_hex(8)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxCommand:
+    """One command to a unit, decided in a transaction."""
+
+    channel: str
+    target: str
+    cmd: str
+    args: dict[str, Any]
+    alert_id: int | None
+    #: Set for a command the answer to the unit's own event carries (:attr:`Outbox.in_band`): the
+    #: item is closed at once with this result.
+    closed_with: dict[str, Any] | None = None
+    cmd_id: str = field(default_factory=new_cmd_id)
+
+    @property
+    def payload(self) -> str:
+        return _j({"cmd": self.cmd, "args": self.args})
+
+    @property
+    def sent_detail(self) -> dict[str, Any]:
+        """The timeline detail of a command closed in band (``command_sent``)."""
+        return {**_attempt(self.cmd, self.cmd_id, self.target, 1), **(self.closed_with or {})}
 
 
 class Outbox:
@@ -55,20 +85,20 @@ class Outbox:
         now: float,
     ) -> str:
         """Queue a command to a unit in the transaction that decided it; returns its ``cmd_id``."""
-        cmd_id = "c" + secrets.token_hex(8)
+        command = OutboxCommand(channel, device_id, cmd, args, alert_id)
         await tx.execute(
             "INSERT INTO outbox (kind, channel, target, alert_id, cmd_id, payload, created_at, "
             "next_attempt_at) VALUES ('device_command', ?, ?, ?, ?, ?, ?, ?)",
             channel,
             device_id,
             alert_id,
-            cmd_id,
-            _j({"cmd": cmd, "args": args}),
+            command.cmd_id,
+            command.payload,
             now,
             now,
         )
         post.outbox = True
-        return cmd_id
+        return command.cmd_id
 
     async def add_in_band(
         self,
@@ -84,7 +114,7 @@ class Outbox:
     ) -> str:
         """Record a command the answer to the unit's own event carries (see :attr:`in_band`): closed
         at once with ``result`` and logged sent on the alert's timeline, in the event's transaction."""
-        cmd_id = "c" + secrets.token_hex(8)
+        command = OutboxCommand(channel, device_id, cmd, args, int(alert["id"]), result)
         await tx.execute(
             "INSERT INTO outbox (kind, channel, target, alert_id, cmd_id, payload, created_at, "
             "next_attempt_at, attempts, done_at, result) "
@@ -92,16 +122,46 @@ class Outbox:
             channel,
             device_id,
             alert["id"],
-            cmd_id,
-            _j({"cmd": cmd, "args": args}),
+            command.cmd_id,
+            command.payload,
             now,
             now,
             now,
             _j(result),
         )
-        detail = {**_attempt(cmd, cmd_id, device_id, 1), **result}
-        await log_action(tx, post, alert, AuditAction.COMMAND_SENT, "system", Source.SYSTEM, detail, now)
-        return cmd_id
+        await log_action(
+            tx, post, alert, AuditAction.COMMAND_SENT, "system", Source.SYSTEM, command.sent_detail, now
+        )
+        return command.cmd_id
+
+    async def add_many(self, tx: Tx, post: PostCommit, commands: Sequence[OutboxCommand], now: float) -> None:
+        """Queue several commands in one statement (PostgreSQL arrays; the set-based ingest), each as
+        :meth:`add_command` would, or closed at once as :meth:`add_in_band` would (its ``command_sent``
+        entry is the caller's to write)."""
+        if not commands:
+            return
+        closed = [c.closed_with is not None for c in commands]
+        await tx.execute(
+            "INSERT INTO outbox (kind, channel, target, alert_id, cmd_id, payload, created_at, "
+            "next_attempt_at, attempts, done_at, result) "
+            "SELECT 'device_command', c.channel, c.target, c.alert_id, c.cmd_id, c.payload, ?, ?, "
+            "CASE WHEN c.closed THEN 1 ELSE 0 END, CASE WHEN c.closed THEN ?::float8 END, c.result "
+            "FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::bool[], ?::text[]) "
+            "WITH ORDINALITY AS c(channel, target, alert_id, cmd_id, payload, closed, result, n) "
+            "ORDER BY c.n",
+            now,
+            now,
+            now,
+            [c.channel for c in commands],
+            [c.target for c in commands],
+            [c.alert_id for c in commands],
+            [c.cmd_id for c in commands],
+            [c.payload for c in commands],
+            closed,
+            [None if c.closed_with is None else _j(c.closed_with) for c in commands],
+        )
+        if not all(closed):
+            post.outbox = True
 
     async def claim(
         self, *, limit: int = 100, lease_s: float = 15.0, now: float | None = None

@@ -2,18 +2,22 @@
 
 Each statement of a write transaction waits for PostgreSQL's answer. Storing events one by one costs
 several statements per event (claim the unit, record the event, read the unit, mark it seen, link the
-alert); here each of those is one statement over arrays for the whole batch, and what is left per event
-is what a new event does to alerts (:meth:`alarm_centre.store.ingest.Ingest._set_based`).
+alert); here each of those is one statement over arrays for the whole batch, and so are the new
+alerts, their timeline entries and the call-backs of a batch of raises
+(:mod:`alarm_centre.store.ingest_sets`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alarm_centre.store.ingest import BatchStart, EventKey, Repeat
-from alarm_centre.store.tx import Row, Tx
+from alarm_centre.alerts.model import AlertChange
+from alarm_centre.store.ingest_sets import BatchStart, EventKey, Repeat
+from alarm_centre.store.raising import NewAlert
+from alarm_centre.store.tx import LogEntry, PostCommit, Row, Tx
 from alarm_centre.store.tx import dumps as _j
 from devices.events import DeviceEvent
+from devices.registry import UNIT_KINDS
 
 
 async def start(
@@ -148,3 +152,66 @@ async def add_repeats(tx: Tx, repeats: Sequence[Repeat]) -> None:
         [r.source for r in repeats],
         [r.detail for r in repeats],
     )
+
+
+async def insert_alerts(tx: Tx, alerts: Sequence[NewAlert], now: float) -> dict[str, Row]:
+    """Insert new alerts in one statement, in order (their ids follow it); one whose key is open already
+    (raised a moment ago by another node) is left out. Returns the rows inserted, by key."""
+    if not alerts:
+        return {}
+    rows = await tx.fetchall(
+        "INSERT INTO alerts (device_id, resident_id, type, priority, state, open_key, raised_at, "
+        "repeat_count, test, unregistered, clock_skew, data, updated_at) "
+        "SELECT a.device_id, a.resident_id, a.type, a.priority, 'raised', a.open_key, a.raised_at, 0, "
+        "a.test, a.unregistered, a.clock_skew, a.data, ? "
+        "FROM unnest(?::text[], ?::text[], ?::text[], ?::int[], ?::text[], ?::float8[], ?::int[], "
+        "?::int[], ?::int[], ?::text[]) WITH ORDINALITY AS a(device_id, resident_id, type, priority, "
+        "open_key, raised_at, test, unregistered, clock_skew, data, n) ORDER BY a.n "
+        "ON CONFLICT (open_key) DO NOTHING RETURNING *",
+        now,
+        [a.device_id for a in alerts],
+        [a.resident_id for a in alerts],
+        [a.type for a in alerts],
+        [a.priority for a in alerts],
+        [a.open_key for a in alerts],
+        [a.raised_at for a in alerts],
+        [a.test for a in alerts],
+        [a.unregistered for a in alerts],
+        [a.clock_skew for a in alerts],
+        [_j(a.data) for a in alerts],
+    )
+    return {r["open_key"]: r for r in rows}
+
+
+async def log_actions(tx: Tx, post: PostCommit, entries: Sequence[LogEntry]) -> None:
+    """Write timeline entries in one statement, in order, and tell listeners of each change after the
+    commit (as :func:`alarm_centre.store.tx.log_action` does for one)."""
+    if not entries:
+        return
+    await tx.execute(
+        "INSERT INTO alert_log (alert_id, at, action, actor, source, detail) "
+        "SELECT e.alert_id, e.at, e.action, e.actor, e.source, e.detail "
+        "FROM unnest(?::bigint[], ?::float8[], ?::text[], ?::text[], ?::text[], ?::text[]) "
+        "WITH ORDINALITY AS e(alert_id, at, action, actor, source, detail, n) ORDER BY e.n",
+        [int(e.alert["id"]) for e in entries],
+        [e.at for e in entries],
+        [e.action.value for e in entries],
+        [e.actor for e in entries],
+        [str(e.source) for e in entries],
+        [_j(e.detail) for e in entries],
+    )
+    post.changes.extend(
+        AlertChange(str(e.alert["id"]), e.action, int(e.alert["priority"]), e.state or e.alert["state"])
+        for e in entries
+    )
+
+
+async def resident_units(tx: Tx, resident_ids: Sequence[str]) -> dict[str, Row]:
+    """Each resident's first active unit (by when it was registered), in one statement."""
+    rows = await tx.fetchall(
+        "SELECT DISTINCT ON (resident_id) * FROM devices WHERE resident_id = ANY(?::text[]) "
+        "AND status = 'active' AND kind = ANY(?::text[]) ORDER BY resident_id, created_at",
+        list(resident_ids),
+        list(UNIT_KINDS),
+    )
+    return {r["resident_id"]: r for r in rows}

@@ -19,10 +19,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import json
 import logging
+import threading
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -35,10 +37,12 @@ from alarm_centre.alerts.intake import IngestResult
 from alarm_centre.alerts.model import AlertChange
 from alarm_centre.faults import ECHO_SUMMARY_EVERY_S, Backoff, FaultLog
 from alarm_centre.store import pg_batch
-from alarm_centre.store.base import AlertStore
-from alarm_centre.store.ingest import BatchStart, Repeat
+from alarm_centre.store.base import AlertStore, Lanes
+from alarm_centre.store.ingest_sets import BatchStart, Link, Repeat
+from alarm_centre.store.pg_lanes import StoreLane
+from alarm_centre.store.raising import NewAlert
 from alarm_centre.store.schema import JsonRepair, all_migrations, statements
-from alarm_centre.store.tx import InvalidRequest, PostCommit, RetryLater, Row, T, Tx, Work
+from alarm_centre.store.tx import InvalidRequest, LogEntry, PostCommit, RetryLater, Row, T, Tx, Work
 from devices.cancellation import stop
 from devices.events import DeviceEvent
 
@@ -61,6 +65,10 @@ _wait_for_device = contextvars.ContextVar("wait_for_device", default=False)
 #: Longest wait between tries to re-open the LISTEN connection (seconds): short, so other nodes'
 #: changes reach this node's consoles again soon after the database is back.
 LISTEN_RETRY_MAX_S = 1.0
+
+
+class _Lost:
+    """Queued when a listening connection ends (each connection its own)."""
 
 
 class DeviceBusy(RetryLater):
@@ -129,13 +137,16 @@ def _storable(args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 class RoundTrips:
     """Statements sent to PostgreSQL by one store (``BEGIN`` and ``COMMIT`` included): each waits for its
-    answer, so this is what a batch costs in round trips (``telecare_store_round_trips_total``)."""
+    answer, so this is what a batch costs in round trips (``telecare_store_round_trips_total``). Counted
+    from the bridge's loop and the intake's lanes (threads of their own)."""
 
     def __init__(self) -> None:
         self.total = 0
+        self._lock = threading.Lock()
 
     def count(self, n: int = 1) -> None:
-        self.total += n
+        with self._lock:
+            self.total += n
 
 
 class PgTx:
@@ -225,10 +236,19 @@ def _encode_changes(
     return payloads
 
 
+async def _nothing_to_reset(conn: Any) -> None:
+    """What a connection needs on its way back to the pool, beyond the rollback of anything left open
+    (asyncpg does that): nothing. Pool connections keep no session state -- no session advisory locks,
+    cursors, LISTEN or SET (migrations and the listener use connections of their own) -- and asyncpg's
+    default reset costs a statement, a round trip, per transaction."""
+    return None
+
+
 class PostgresStore(AlertStore):
     """An :class:`AlertStore` on PostgreSQL; an async context manager owning a pool and a listener."""
 
     dialect = "postgresql"
+    concurrent_writers = True
 
     def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10, listen: bool = True) -> None:
         super().__init__()
@@ -238,7 +258,8 @@ class PostgresStore(AlertStore):
         self._listen = listen
         self._pool: Any = None
         self.origin = uuid.uuid4().hex[:16]
-        self._incoming: asyncio.Queue[str] = asyncio.Queue()
+        #: Notifications heard, and the end of a listening connection (:class:`_Lost`).
+        self._incoming: asyncio.Queue[str | _Lost] = asyncio.Queue()
         self._listener_task: asyncio.Task[None] | None = None
         self._listener_ready = asyncio.Event()
         #: Changes heard from other nodes (for tests and metrics).
@@ -246,14 +267,22 @@ class PostgresStore(AlertStore):
         #: Statements sent in write transactions and in reads (``telecare_store_round_trips_total``).
         self.round_trips = RoundTrips()
         self.read_round_trips = RoundTrips()
+        #: The intake's lanes while :meth:`lanes` is open.
+        self._lanes: tuple[StoreLane, ...] = ()
+        #: The loop the store was opened on (the bridge's), and news handed back to it from the lane.
+        self._main_loop: asyncio.AbstractEventLoop | None = None
+        self._handed_back: set[concurrent.futures.Future[None]] = set()
 
     async def __aenter__(self) -> Self:
+        self._main_loop = asyncio.get_running_loop()
         conn = await asyncpg.connect(self.url)
         try:
             await migrate(conn)
         finally:
             await conn.close()
-        self._pool = await asyncpg.create_pool(self.url, min_size=self._min, max_size=self._max)
+        self._pool = await asyncpg.create_pool(
+            self.url, min_size=self._min, max_size=self._max, reset=_nothing_to_reset
+        )
         if self._listen:
             self._listener_task = asyncio.create_task(self._listen_loop(), name="pg-listen")
             with contextlib.suppress(TimeoutError):
@@ -272,20 +301,55 @@ class PostgresStore(AlertStore):
             except TimeoutError:
                 pool.terminate()
 
+    # -- the intake's lanes ----------------------------------------------------------------------
+    @asynccontextmanager
+    async def lanes(self) -> AsyncIterator[Lanes]:
+        """While open, the intake's transactions run on event loops and connections of their own
+        (:mod:`alarm_centre.store.pg_lanes`): one lane for calls for help, one for the rest."""
+        async with StoreLane(self, "help") as help_lane, StoreLane(self, "others") as others:
+            self._lanes = (help_lane, others)
+            try:
+                yield Lanes(help=help_lane, others=others)
+            finally:
+                self._lanes = ()
+
+    async def new_pool(self, size: int) -> Any:
+        """A pool of connections on the running loop (a lane's)."""
+        return await asyncpg.create_pool(self.url, min_size=1, max_size=size, reset=_nothing_to_reset)
+
+    def _lane_here(self) -> StoreLane | None:
+        """The lane whose loop is running this code, if any."""
+        return next((lane for lane in self._lanes if lane.owns_running_loop()), None)
+
+    def _pool_here(self) -> Any:
+        """The pool of the loop asking: a lane's on its thread, else the store's."""
+        lane = self._lane_here()
+        pool = lane.pool if lane is not None else self._pool
+        if pool is None:
+            raise RuntimeError("store is closed")
+        return pool
+
+    async def _after_commit(self, post: PostCommit) -> None:
+        """Listeners live on the bridge's loop: what a lane committed is handed back to it."""
+        if self._lane_here() is not None and self._main_loop is not None:
+            told = asyncio.run_coroutine_threadsafe(super()._after_commit(post), self._main_loop)
+            self._handed_back.add(told)
+            told.add_done_callback(self._handed_back.discard)
+            return
+        await super()._after_commit(post)
+
     # -- transactions ----------------------------------------------------------------------------
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[PgTx]:
-        if self._pool is None:
-            raise RuntimeError("store is closed")
+        pool = self._pool_here()
         self.round_trips.count(2)  # BEGIN and COMMIT (or ROLLBACK)
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with pool.acquire() as conn, conn.transaction():
             yield PgTx(conn, self.round_trips)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[PgTx]:
-        if self._pool is None:
-            raise RuntimeError("store is closed")
-        async with self._pool.acquire() as conn:
+        pool = self._pool_here()
+        async with pool.acquire() as conn:
             yield PgTx(conn, self.read_round_trips)
 
     def skip_locked(self) -> str:
@@ -343,7 +407,7 @@ class PostgresStore(AlertStore):
             tx, events, wait=_wait_for_device.get(), lock_space=DEVICE_LOCK_SPACE, busy_error="DeviceBusy"
         )
 
-    async def link_events(self, tx: Tx, links: Sequence[tuple[str, str, int]]) -> None:
+    async def link_events(self, tx: Tx, links: Sequence[Link]) -> None:
         await pg_batch.link_events(tx, links)
 
     async def lock_open_alerts(self, tx: Tx, keys: Sequence[str]) -> dict[str, Row]:
@@ -351,6 +415,15 @@ class PostgresStore(AlertStore):
 
     async def add_repeats(self, tx: Tx, repeats: Sequence[Repeat]) -> None:
         await pg_batch.add_repeats(tx, repeats)
+
+    async def insert_alerts(self, tx: Tx, alerts: Sequence[NewAlert], now: float) -> dict[str, Row]:
+        return await pg_batch.insert_alerts(tx, alerts, now)
+
+    async def log_actions(self, tx: Tx, post: PostCommit, entries: Sequence[LogEntry]) -> None:
+        await pg_batch.log_actions(tx, post, entries)
+
+    async def resident_units(self, tx: Tx, resident_ids: Sequence[str]) -> dict[str, Row]:
+        return await pg_batch.resident_units(tx, resident_ids)
 
     async def claim_unit(self, tx: Tx, device_id: str) -> None:
         """Hold the unit's advisory lock for the transaction, so two nodes never store events of one unit
@@ -385,23 +458,17 @@ class PostgresStore(AlertStore):
             conn: Any = None
             try:
                 conn = await asyncpg.connect(self.url)
-                lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                # The connection's end is queued behind what it delivered: one await per notification
+                # (a call for help reaches the console a few turns of a busy loop sooner).
+                lost = _Lost()
+                conn.add_termination_listener(lambda _c, lost=lost: self._incoming.put_nowait(lost))
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self._listener_ready.set()
                 backoff.reset()
                 fault.recovered()
-                waiter = asyncio.create_task(lost.wait())
-                try:
-                    while not lost.is_set():
-                        getter = asyncio.create_task(self._incoming.get())
-                        done, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                        if getter in done:
-                            await self._dispatch(getter.result())
-                        else:
-                            getter.cancel()
-                finally:
-                    waiter.cancel()
+                while (item := await self._incoming.get()) is not lost:
+                    if isinstance(item, str):
+                        await self._dispatch(item)
                 fault.failed("connection lost")
             except asyncio.CancelledError:
                 raise

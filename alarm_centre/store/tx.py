@@ -7,8 +7,9 @@ collects in :class:`PostCommit` what listeners hear of once the transaction has 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from alarm_centre.alerts.audit import AuditAction
@@ -52,7 +53,33 @@ EventHook = Callable[[Tx, PostCommit, DeviceEvent, "Row | None", "int | None"], 
 ResolveHook = Callable[[Tx, PostCommit, Row, float], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class Raised:
+    """A new alert row and the event that raised it."""
+
+    alert: Row
+    event: DeviceEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A newly stored event, its unit (registered and active, else None) and the alert it belongs to."""
+
+    event: DeviceEvent
+    device: Row | None
+    alert_id: int | None
+
+
+#: A raise hook's batch form: called with a batch's new alerts at once by PostgreSQL's set-based ingest,
+#: it must leave exactly what its :data:`RaiseHook` leaves called on each in turn, in a number of
+#: statements that does not grow with the batch.
+RaiseBatchHook = Callable[[Tx, PostCommit, Sequence[Raised]], Awaitable[None]]
+#: An event hook's batch form, the same way (:data:`EventHook`).
+EventBatchHook = Callable[[Tx, PostCommit, Sequence[Stored]], Awaitable[None]]
+
+
 H = TypeVar("H")
+B = TypeVar("B")
 
 
 class OrderedHooks(Generic[H]):
@@ -68,6 +95,25 @@ class OrderedHooks(Generic[H]):
         if hook not in self.hooks:
             self._added.append((order, hook))
             self.hooks = tuple(h for _, h in sorted(self._added, key=lambda entry: entry[0]))
+
+
+class BatchableHooks(OrderedHooks[H], Generic[H, B]):
+    """:class:`OrderedHooks` whose hooks may each come with a batch form (:data:`RaiseBatchHook`,
+    :data:`EventBatchHook`), used where a whole batch is handled at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._batch: dict[H, B] = {}
+
+    def add(self, hook: H, order: int, batch: B | None = None) -> None:
+        super().add(hook, order)
+        if batch is not None:
+            self._batch.setdefault(hook, batch)
+
+    @property
+    def pairs(self) -> tuple[tuple[H, B | None], ...]:
+        """Each hook with its batch form (None: call the hook once per item), in the order they run."""
+        return tuple((h, self._batch.get(h)) for h in self.hooks)
 
 
 class Database(Protocol):
@@ -106,6 +152,19 @@ async def log_action(  # an audit record: who, when, from where
     )
     change = AlertChange(str(alert["id"]), action, int(alert["priority"]), state or alert["state"])
     post.changes.append(change)
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One timeline entry, as :func:`log_action` takes it: for writing many in one statement."""
+
+    alert: Row
+    action: AuditAction
+    actor: str
+    source: str
+    detail: dict[str, Any]
+    at: float
+    state: str | None = None
 
 
 class NotFound(LookupError):

@@ -61,6 +61,15 @@ StatusCallback = Callable[[list[tuple[str, bool]]], Awaitable[None]]
 READ_BATCH = 500
 #: An ack to send: the unit, the stored event it answers (None for a refusal), the payload.
 _Ack = tuple[str, EventKey | None, bytes]
+#: Messages decoded, and acks started, between two turns of the event loop: a batch of a flood never
+#: holds the loop for long, so a call for help (its statements, its ack) gets a turn in between.
+LOOP_SHARE = 25
+#: Acks a connection has published and not yet had confirmed (PUBACK), at most. paho-mqtt's client
+#: reads, in one turn of the loop, as many packets as it has messages outstanding, and on each PUBACK
+#: walks every outstanding message; aiomqtt lists them all on each publish. With thousands of acks
+#: outstanding in a flood, one turn took seconds of CPU and every other task waited; with this many
+#: it takes about a millisecond, and acks still flow at tens of thousands a second.
+ACK_WINDOW = 25
 #: Acks are small and latency matters: switch off Nagle's algorithm (it adds up to 40 ms per ack).
 NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 #: aiomqtt warns on every publish while many are pending -- normal under load, not news for the operator.
@@ -163,6 +172,8 @@ class _Lane:
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     #: When the lane last subscribed (``time.monotonic()``).
     subscribed_at: float = 0.0
+    #: Acks published and not yet confirmed (:data:`ACK_WINDOW`).
+    acks_outstanding: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ACK_WINDOW))
 
 
 class MqttLink:
@@ -405,7 +416,9 @@ class MqttLink:
         events: list[DeviceEvent] = []
         statuses: list[tuple[str, bool]] = []
         acks: list[_Ack] = []
-        for message in batch:
+        for n, message in enumerate(batch):
+            if n and n % LOOP_SHARE == 0:
+                await asyncio.sleep(0)
             topic = message.topic.value
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
             try:
@@ -446,14 +459,34 @@ class MqttLink:
                 await self._on_status(statuses)
             except Exception:
                 log.exception("could not record the status of %d units", len(statuses))
-        if acks:
-            await asyncio.gather(
-                *(self._ack(lane, device_id, key, payload) for device_id, key, payload in acks)
-            )
-            latency = time.perf_counter() - started
-            histogram = self._metrics.ack_latency.labels("mqtt")
-            for _ in acks:
-                histogram.observe(latency)
+        if not acks:
+            return
+        if len(acks) == 1:  # a call for help on its lane, usually: out now, not a turn later
+            await self._ack(lane, *acks[0])
+        else:
+            await self._ack_all(lane, acks)
+        latency = time.perf_counter() - started
+        histogram = self._metrics.ack_latency.labels("mqtt")
+        for _ in acks:
+            histogram.observe(latency)
+
+    async def _ack_all(self, lane: _Lane, acks: list[_Ack]) -> None:
+        """Send a batch's acks, started :data:`LOOP_SHARE` at a time between turns of the loop."""
+        sending: list[asyncio.Task[None]] = []
+        try:
+            for start in range(0, len(acks), LOOP_SHARE):
+                if start:
+                    await asyncio.sleep(0)
+                chunk = acks[start : start + LOOP_SHARE]
+                sending += [
+                    asyncio.create_task(self._ack(lane, device, key, payload))
+                    for device, key, payload in chunk
+                ]
+            await asyncio.gather(*sending)
+        except asyncio.CancelledError:
+            for task in sending:
+                task.cancel()
+            raise
 
     def _stored_acks(
         self, events: list[DeviceEvent], outcomes: list[IngestResult | StoreUnavailable]
@@ -485,7 +518,8 @@ class MqttLink:
 
     async def _ack(self, lane: _Lane, device_id: str, key: EventKey | None, payload: bytes) -> None:
         try:
-            await self._publish(lane.client, self._topics.ack(device_id), payload)
+            async with lane.acks_outstanding:
+                await self._publish(lane.client, self._topics.ack(device_id), payload)
         except ConnectionError as exc:
             # Stored but not acked: the unit retries and gets "duplicate" with the same alert id.
             self.unsent_acks.failed(f"to {device_id}: {exc}")

@@ -1,0 +1,64 @@
+"""The intake's lanes (``GroupCommitter`` with a help store of its own, as on PostgreSQL): calls for help
+that come on their own go straight to the help store; mixed with others they are taken out and stored
+there first; a help store that cannot commit means no ack (StoreUnavailable), never a lost event."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alarm_centre.alerts.intake import GroupCommitter, IngestResult, StoreUnavailable
+from alarm_centre.store.sqlite import SqliteStore
+from devices.events import DeviceEvent
+from devices.vocabulary import EventType
+
+
+def event(device_id: str, kind: str) -> DeviceEvent:
+    return DeviceEvent(device_id, uuid.uuid4().hex[:12], EventType(kind), received_at=datetime.now(UTC))
+
+
+class HelpStore:
+    """The help lane: the real store, noting each batch it is given (and failing when told to)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.batches: list[list[str]] = []
+        self.failing = False
+
+    async def ingest(self, events: Sequence[DeviceEvent]) -> list[IngestResult]:
+        self.batches.append([e.event_id for e in events])
+        if self.failing:
+            raise OSError("injected: the lane's connection is gone")
+        return await self.store.ingest(events)
+
+
+async def test_calls_for_help_go_to_their_own_store(tmp_path: Path) -> None:
+    async with SqliteStore(tmp_path / "s.db") as store:
+        lane = HelpStore(store)
+        async with GroupCommitter(store, help_alongside=True, help_store=lane) as intake:
+            fall = event("u1", "fall")
+            [alone] = await intake.submit_many([fall])
+            assert isinstance(alone, IngestResult) and alone.result == "accepted"
+            assert lane.batches == [[fall.event_id]], "straight to the help store"
+            flood = [event(f"t{n}", "mains_fail") for n in range(3)]
+            pendant = event("u2", "pendant")
+            mixed = await intake.submit_many([*flood[:2], pendant, flood[2]])
+            assert all(isinstance(r, IngestResult) and r.result == "accepted" for r in mixed)
+            assert lane.batches[-1] == [pendant.event_id], "taken out of the flood, to the help store"
+            assert all(pendant.event_id not in b or len(b) == 1 for b in lane.batches)
+        assert await store.event_count() == 5
+
+
+async def test_a_help_store_that_cannot_commit_means_no_ack(tmp_path: Path) -> None:
+    async with SqliteStore(tmp_path / "s.db") as store:
+        lane = HelpStore(store)
+        async with GroupCommitter(store, help_alongside=True, help_store=lane) as intake:
+            lane.failing = True
+            outcomes = await intake.submit_many([event("u1", "fall"), event("u2", "smoke")])
+            assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+            lane.failing = False
+            [again] = await intake.submit_many([event("u1", "fall")])
+            assert isinstance(again, IngestResult) and again.result == "accepted"
+        assert await store.event_count() == 1
