@@ -72,6 +72,7 @@ async def test_every_feature_starts_through_the_host(tmp_path: Path) -> None:
         "bridge.feature_serial",
         "bridge.feature_registry",
         "bridge.feature_escalation",
+        "bridge.feature_telephony",
         "bridge.feature_floods",
         "bridge.feature_dc09",
         "bridge.feature_scaip",

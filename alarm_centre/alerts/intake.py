@@ -194,10 +194,12 @@ class GroupCommitter:
         try:
             results: list[IngestResult | StoreUnavailable] = list(await self._help_store.ingest(events))
         except Exception as exc:
-            log.error("store could not commit %d calls for help: %s", len(events), exc)
+            self.fault.failed(exc, len(events))  # one fault with the batches': logged once, summarised
             return [StoreUnavailable(str(exc)) for _ in events]
         self.batches += 1
         self.last_batch_size = len(events)
+        self.last_commit_at = time.monotonic()
+        self.fault.recovered()
         if self._on_batch is not None:
             self._on_batch(len(events))
         return results
