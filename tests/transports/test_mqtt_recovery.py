@@ -82,7 +82,8 @@ async def test_a_connect_fails_as_soon_as_the_broker_drops_it() -> None:
     client = BrokerClient("127.0.0.1", port, identifier="half-open", timeout=CONNECT_TIMEOUT_S)
 
     async def die_soon() -> None:
-        await asyncio.sleep(0.3)
+        while not hung.open_connections:  # the client's CONNECT is in: now the broker goes away
+            await asyncio.sleep(0.01)
         await hung.close()
 
     dying = asyncio.create_task(die_soon())
