@@ -35,7 +35,7 @@ from simulators.outages import free_port
 #: fault lasts (the issue-17 runs found the escalation loop spinning on exactly that).
 CHAOS_POLICY = [{"after_s": s, "action": "highlight"} for s in (2, 5, 60)]
 #: Seconds into the units' quiet spell before the bridge's CPU is measured (its last batches finish).
-SETTLE_S = 0.5
+SETTLE_S = 1.0
 #: A log record's first line: ``2025-01-01 12:00:00,123 WARNING [node] logger: message``.
 RECORD = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+)\s+\[[^\]]*\] ([\w.]+): (.*)$")
 #: How a fault's summary line names its fault: ``<what> for 3.0 s: ...``.
@@ -54,7 +54,7 @@ class Sizes:
     warm_s: float = 1.5
     #: Seconds the fault lasts with the units sending, then with them quiet (CPU measured).
     fault_s: float = 3.0
-    idle_s: float = 2.0
+    idle_s: float = 4.0
     #: Seconds a bridge is stopped (SIGSTOP): longer than 1.5 x keepalive, so the broker drops it.
     pause_s: float = 8.0
     keepalive: int = 5
