@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from simulators.chaos_rig import (
     RECORD,
@@ -167,6 +168,25 @@ async def _nodes(stack: AsyncExitStack, nodes: list[BridgeNode]) -> list[BridgeN
     return nodes
 
 
+async def _sqlite_node(
+    stack: AsyncExitStack, lab: Lab, room: Path, broker: PrivateMosquitto, root: str, db: Path | None = None
+) -> list[BridgeNode]:
+    """One bridge node on SQLite (``db``, else ``room/node-1/bridge.db``), stopped with ``stack``."""
+    return await _nodes(
+        stack,
+        [
+            BridgeNode(
+                room / "node-1",
+                "node-1",
+                broker_url=broker.url,
+                store_url=str(db or room / "node-1" / "bridge.db"),
+                topic_root=root,
+                keepalive=lab.sizes.keepalive,
+            )
+        ],
+    )
+
+
 # -- the experiments ---------------------------------------------------------------------------------
 
 
@@ -179,19 +199,7 @@ async def broker_kill(lab: Lab, *, persistence: bool) -> Outcome:
     async with AsyncExitStack() as stack:
         await broker.start()
         stack.push_async_callback(broker.stop)
-        nodes = await _nodes(
-            stack,
-            [
-                BridgeNode(
-                    room / "node-1",
-                    "node-1",
-                    broker_url=broker.url,
-                    store_url=str(room / "node-1" / "bridge.db"),
-                    topic_root=root,
-                    keepalive=lab.sizes.keepalive,
-                )
-            ],
-        )
+        nodes = await _sqlite_node(stack, lab, room, broker, root)
         return await run_fault(
             lab,
             name,
@@ -255,19 +263,7 @@ async def full_disk(lab: Lab, *, size_mb: int = 16) -> Outcome:
             await broker.start()
             stack.push_async_callback(broker.stop)
             db = disk.path / "bridge.db"
-            nodes = await _nodes(
-                stack,
-                [
-                    BridgeNode(
-                        room / "node-1",
-                        "node-1",
-                        broker_url=broker.url,
-                        store_url=str(db),
-                        topic_root=root,
-                        keepalive=lab.sizes.keepalive,
-                    )
-                ],
-            )
+            nodes = await _sqlite_node(stack, lab, room, broker, root, db)
 
             async def fill() -> float:
                 disk.fill()
@@ -300,19 +296,7 @@ async def bridge_pause(lab: Lab) -> Outcome:
     async with AsyncExitStack() as stack:
         await broker.start()
         stack.push_async_callback(broker.stop)
-        nodes = await _nodes(
-            stack,
-            [
-                BridgeNode(
-                    room / "node-1",
-                    "node-1",
-                    broker_url=broker.url,
-                    store_url=str(room / "node-1" / "bridge.db"),
-                    topic_root=root,
-                    keepalive=lab.sizes.keepalive,
-                )
-            ],
-        )
+        nodes = await _sqlite_node(stack, lab, room, broker, root)
         node = nodes[0]
 
         async def pause() -> float:
@@ -346,19 +330,7 @@ async def half_open_broker(lab: Lab) -> Outcome:
         await broker.start()
         stack.push_async_callback(broker.stop)
         stack.push_async_callback(hung.close)
-        nodes = await _nodes(
-            stack,
-            [
-                BridgeNode(
-                    room / "node-1",
-                    "node-1",
-                    broker_url=broker.url,
-                    store_url=str(room / "node-1" / "bridge.db"),
-                    topic_root=root,
-                    keepalive=lab.sizes.keepalive,
-                )
-            ],
-        )
+        nodes = await _sqlite_node(stack, lab, room, broker, root)
 
         async def hang() -> float:
             at = await broker.kill()

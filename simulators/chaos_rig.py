@@ -54,7 +54,7 @@ class Sizes:
     warm_s: float = 1.5
     #: Seconds the fault lasts with the units sending, then with them quiet (CPU measured).
     fault_s: float = 3.0
-    idle_s: float = 2.0
+    idle_s: float = 4.0
     #: Seconds a bridge is stopped (SIGSTOP): longer than 1.5 x keepalive, so the broker drops it.
     pause_s: float = 8.0
     keepalive: int = 5

@@ -16,6 +16,7 @@ every page already copied.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import sqlite3
@@ -67,6 +68,10 @@ INLINE_CHECKPOINT_PAGES = 1000
 CHECKPOINT_INTERVAL_S = 0.5
 #: After a checkpoint, a WAL a burst made bigger than this is truncated back to it.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
+#: The readiness probe counts the database's disk as full below this many free bytes. Its one row can
+#: still be written into WAL pages already on disk where a batch of events, which needs new pages,
+#: fails: on a full disk the probe said "ready" between failing batches (the chaos suite, issue 17).
+PROBE_MIN_FREE_BYTES = 1024 * 1024
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -240,6 +245,19 @@ class SqliteStore(AlertStore):
         self.checkpointer = self._new_checkpointer()
         self.checkpointer.start()
         return self
+
+    async def probe_write(self) -> None:
+        """Raise when the store does not accept writes: its disk has less than
+        :data:`PROBE_MIN_FREE_BYTES` free (``OSError`` ENOSPC), or the one-row write fails."""
+        stats = os.statvfs(self.path.resolve().parent)
+        free = stats.f_bavail * stats.f_frsize
+        if free < PROBE_MIN_FREE_BYTES:
+            raise OSError(
+                errno.ENOSPC,
+                f"the database's disk has {free} bytes free (batches of events need at least "
+                f"{PROBE_MIN_FREE_BYTES})",
+            )
+        await super().probe_write()
 
     def _new_checkpointer(self) -> Checkpointer:
         return Checkpointer(self.path, lambda: self.commits, CHECKPOINT_INTERVAL_S)

@@ -14,7 +14,7 @@ from simulators.outages import FaultUnavailable
 
 #: CI sizes: a few hundred units, seconds of fault (bench/chaos.py runs the longer ones).
 CI_SIZES = Sizes(
-    units=200, rate=100.0, retry_s=1.0, warm_s=1.5, fault_s=3.0, idle_s=2.0, pause_s=8.0, keepalive=5
+    units=200, rate=100.0, retry_s=1.0, warm_s=1.5, fault_s=3.0, idle_s=4.0, pause_s=8.0, keepalive=5
 )
 
 MEASURED: list[Outcome] = []
