@@ -330,7 +330,10 @@ class PostgresStore(AlertStore):
         return pool
 
     async def _after_commit(self, post: PostCommit) -> None:
-        """Listeners live on the bridge's loop: what a lane committed is handed back to it."""
+        """Listeners live on the bridge's loop: what a lane committed is handed back to it (when there
+        is anything to tell: most of a soak's transactions are heartbeats that change nothing)."""
+        if not (post.changes or post.outbox or post.users):
+            return
         if self._lane_here() is not None and self._main_loop is not None:
             told = asyncio.run_coroutine_threadsafe(super()._after_commit(post), self._main_loop)
             self._handed_back.add(told)
