@@ -23,27 +23,15 @@ from devices.registry import UNIT_KINDS
 async def start(
     tx: Tx, events: Sequence[DeviceEvent], *, wait: bool, lock_space: int, busy_error: str
 ) -> BatchStart:
-    """Claim the batch's units and record its events (learning which are duplicates) in one statement,
-    then read its units and mark the registered ones seen in another: two statements, a third when a
-    retry finds events already stored and a fourth when it waits for its units' locks. A one-event
-    batch (a quiet hour's heartbeat) pays these too, so they are few."""
+    """Claim the batch's units, record its events (learning which are duplicates), read its units and
+    mark the registered ones seen: at most five statements."""
+    busy_units = await _claim_units(tx, sorted({ev.device_id for ev in events}), wait, lock_space)
+    busy = frozenset(n for n, ev in enumerate(events) if ev.device_id in busy_units)
     first: dict[EventKey, int] = {}
     for n, ev in enumerate(events):
-        first.setdefault((ev.device_id, ev.event_id), n)
-    unit_ids = sorted({ev.device_id for ev in events})
-    if wait:  # a retry: wait for the units' locks; the statement below then finds them held
-        await tx.execute(
-            "SELECT pg_advisory_xact_lock(?, hashtext(u)) "
-            "FROM (SELECT u FROM unnest(?::text[]) AS u ORDER BY u) AS units",
-            lock_space,
-            unit_ids,
-        )
-    busy_units, inserted = await _claim_and_record(
-        tx, unit_ids, [events[n] for n in first.values()], lock_space
-    )
-    busy = frozenset(n for n, ev in enumerate(events) if ev.device_id in busy_units)
-    # A key's events are all of one unit: the first of each key among the events not busy is its first.
-    first = {key: n for key, n in first.items() if n not in busy}
+        if n not in busy:
+            first.setdefault((ev.device_id, ev.event_id), n)
+    inserted = await _record(tx, [events[n] for n in first.values()])
     new = frozenset(n for key, n in first.items() if key in inserted)
     earlier_keys = [key for key in first if key not in inserted]
     earlier: dict[EventKey, int | None] = {}
@@ -58,45 +46,54 @@ async def start(
         earlier = {(r["device_id"], r["event_id"]): r["alert_id"] for r in rows}
     devices: dict[str, Row] = {}
     if new:
+        unit_ids = sorted({events[n].device_id for n in new})
+        rows = await tx.fetchall("SELECT * FROM devices WHERE id = ANY(?::text[])", unit_ids)
+        devices = {r["id"]: r for r in rows}
         seen: dict[str, float] = {}
         for n in sorted(new):  # the unit's first new event marks it seen, as one by one would
-            seen.setdefault(events[n].device_id, events[n].received_at.timestamp())
-        # The units as they were before this batch (the main query does not see the CTE's update),
-        # and the active ones marked seen.
-        rows = await tx.fetchall(
-            "WITH seen AS (UPDATE devices AS d SET last_seen_at = s.at, online = 1 "
-            "FROM unnest(?::text[], ?::float8[]) AS s(id, at) "
-            "WHERE d.id = s.id AND d.status = 'active' RETURNING d.id) "
-            "SELECT * FROM devices WHERE id = ANY(?::text[])",
-            list(seen),
-            list(seen.values()),
-            sorted(seen),
-        )
-        devices = {r["id"]: r for r in rows}
+            ev = events[n]
+            device = devices.get(ev.device_id)
+            if device is not None and device["status"] == "active":
+                seen.setdefault(ev.device_id, ev.received_at.timestamp())
+        if seen:
+            await tx.execute(
+                "UPDATE devices AS d SET last_seen_at = s.at, online = 1 "
+                "FROM unnest(?::text[], ?::float8[]) AS s(id, at) WHERE d.id = s.id",
+                list(seen),
+                list(seen.values()),
+            )
     return BatchStart(busy=busy, busy_error=busy_error, new=new, devices=devices, earlier=earlier)
 
 
-async def _claim_and_record(
-    tx: Tx, unit_ids: list[str], events: Sequence[DeviceEvent], lock_space: int
-) -> tuple[set[str], set[EventKey]]:
-    """Take each unit's transaction advisory lock, in unit order, and insert the events of the units
-    claimed under their idempotency keys, in one statement. Returns the units another node holds and
-    the keys that were new. An event is inserted only once its unit's lock is held (the insert reads
-    the claimed units); a lock this transaction already holds is taken again at once."""
+async def _claim_units(tx: Tx, unit_ids: list[str], wait: bool, lock_space: int) -> set[str]:
+    """Take each unit's transaction advisory lock, in unit order; returns the units another node holds
+    (none when ``wait``: then the locks are waited for)."""
+    if wait:
+        await tx.execute(
+            "SELECT pg_advisory_xact_lock(?, hashtext(u)) "
+            "FROM (SELECT u FROM unnest(?::text[]) AS u ORDER BY u) AS units",
+            lock_space,
+            unit_ids,
+        )
+        return set()
     rows = await tx.fetchall(
-        "WITH claimed AS MATERIALIZED ("
         "SELECT u, pg_try_advisory_xact_lock(?, hashtext(u)) AS ok "
-        "FROM (SELECT u FROM unnest(?::text[]) AS u ORDER BY u) AS units), "
-        "recorded AS ("
-        "INSERT INTO events (device_id, event_id, type, ts, received_at, source, test, data) "
-        "SELECT e.* FROM unnest(?::text[], ?::text[], ?::text[], ?::float8[], ?::float8[], ?::text[], "
-        "?::int[], ?::text[]) AS e(device_id, event_id, type, ts, received_at, source, test, data) "
-        "WHERE e.device_id IN (SELECT u FROM claimed WHERE ok) "
-        "ON CONFLICT (device_id, event_id) DO NOTHING RETURNING device_id, event_id) "
-        "SELECT u AS device_id, NULL::text AS event_id FROM claimed WHERE NOT ok "
-        "UNION ALL SELECT device_id, event_id FROM recorded",
+        "FROM (SELECT u FROM unnest(?::text[]) AS u ORDER BY u) AS units",
         lock_space,
         unit_ids,
+    )
+    return {r["u"] for r in rows if not r["ok"]}
+
+
+async def _record(tx: Tx, events: Sequence[DeviceEvent]) -> set[EventKey]:
+    """Insert the events under their idempotency keys; returns the keys that were new."""
+    if not events:
+        return set()
+    rows = await tx.fetchall(
+        "INSERT INTO events (device_id, event_id, type, ts, received_at, source, test, data) "
+        "SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::float8[], ?::float8[], ?::text[], "
+        "?::int[], ?::text[]) "
+        "ON CONFLICT (device_id, event_id) DO NOTHING RETURNING device_id, event_id",
         [ev.device_id for ev in events],
         [ev.event_id for ev in events],
         [ev.type.value for ev in events],
@@ -106,8 +103,7 @@ async def _claim_and_record(
         [int(ev.test) for ev in events],
         [_j(ev.data) for ev in events],
     )
-    busy = {r["device_id"] for r in rows if r["event_id"] is None}
-    return busy, {(r["device_id"], r["event_id"]) for r in rows if r["event_id"] is not None}
+    return {(r["device_id"], r["event_id"]) for r in rows}
 
 
 async def link_events(tx: Tx, links: Sequence[tuple[str, str, int]]) -> None:
