@@ -58,6 +58,14 @@ OTHER_BATCH = 50
 #: others then delays no call for help, and a bigger one costs fewer transactions and round trips per
 #: event (a set-based batch costs about the same statements at 50 events as at 500).
 OTHER_BATCH_ALONGSIDE = 500
+#: A batch of others this small, with nothing else waiting, is stored on the caller's loop with the
+#: intake's own store rather than handed to ``other_store`` (PostgreSQL's lane: a thread to wake, and
+#: the GIL to take in turns, which at a steady few hundred events a second made most of an ack's tail).
+#: Only after :data:`INLINE_AFTER` such batches in a row: in a flood the bridge's loop is busy with
+#: reading and acking, and a transaction's turns there would hold up the batches behind it.
+INLINE_OTHERS = 4
+#: Small batches in a row before the next goes without the lane (see :data:`INLINE_OTHERS`).
+INLINE_AFTER = 16
 #: Event-loop turns given to the callers of a batch of calls for help before the next batch starts.
 HANDOVER_TURNS = 4
 
@@ -98,9 +106,13 @@ class GroupCommitter:
         help_alongside: bool = False,
         help_store: BatchStore | None = None,
         other_store: BatchStore | None = None,
+        inline_others: int = 0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._store = store
+        #: Batches of others up to this size, with nothing else waiting, go to ``store`` (see
+        #: :data:`INLINE_OTHERS`); 0: always ``other_store``.
+        self._inline_others = inline_others
         #: Where the help lane's batches and the others are stored (PostgreSQL: on loops of their own),
         #: else ``store``.
         self._help_store = help_store or store
@@ -133,7 +145,8 @@ class GroupCommitter:
                     self._run(self._next_help, self._help_arrived, self._help_store), name="group-commit-help"
                 ),
                 asyncio.create_task(
-                    self._run(self._next_other, self._arrived, self._other_store), name="group-commit"
+                    self._run(self._next_other, self._arrived, self._other_store, self._inline_others),
+                    name="group-commit",
                 ),
             ]
         else:
@@ -219,8 +232,10 @@ class GroupCommitter:
         next_batch: Callable[[], list[_Pending]],
         arrived: asyncio.Event,
         store: BatchStore | None = None,
+        inline_up_to: int = 0,
     ) -> None:
-        store = store or self._store
+        lane = store or self._store
+        small_in_a_row = 0
         while True:
             batch = next_batch()
             if not batch:
@@ -230,8 +245,11 @@ class GroupCommitter:
             live = [(ev, fut) for ev, fut in batch if not fut.cancelled()]
             if not live:
                 continue
+            small = len(live) <= inline_up_to and not self._rest
+            small_in_a_row = small_in_a_row + 1 if small else 0
+            quiet = small_in_a_row > INLINE_AFTER
             try:
-                results = await store.ingest([ev for ev, _ in live])
+                results = await (self._store if quiet else lane).ingest([ev for ev, _ in live])
             except asyncio.CancelledError:
                 for _, fut in live:
                     if not fut.done():

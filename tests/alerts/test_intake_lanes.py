@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from alarm_centre.alerts.intake import GroupCommitter, IngestResult, StoreUnavailable
+from alarm_centre.alerts.intake import INLINE_AFTER, GroupCommitter, IngestResult, StoreUnavailable
 from alarm_centre.store.sqlite import SqliteStore
 from devices.events import DeviceEvent
 from devices.vocabulary import EventType
@@ -62,3 +62,27 @@ async def test_a_help_store_that_cannot_commit_means_no_ack(tmp_path: Path) -> N
             [again] = await intake.submit_many([event("u1", "fall")])
             assert isinstance(again, IngestResult) and again.result == "accepted"
         assert await store.event_count() == 1
+
+
+async def test_steady_small_batches_of_others_are_stored_without_the_lane(tmp_path: Path) -> None:
+    """PostgreSQL's steady traffic: once batches of others have been small for INLINE_AFTER batches in a
+    row, the next small one is stored on the intake's own store (the bridge's loop); a flood's batch
+    goes to the others' lane, and the count starts again."""
+    async with SqliteStore(tmp_path / "s.db") as store:
+        lane = HelpStore(store)  # here: the others' lane, noting what it is given
+        async with GroupCommitter(
+            store, help_alongside=True, other_store=lane, inline_others=2, max_other_batch=50
+        ) as intake:
+            steady = [event(f"u{n}", "heartbeat") for n in range(INLINE_AFTER + 3)]
+            for ev in steady:  # one at a time: a batch each
+                [result] = await intake.submit_many([ev])
+                assert isinstance(result, IngestResult) and result.result == "accepted"
+            assert lane.batches == [[ev.event_id] for ev in steady[:INLINE_AFTER]]
+            flood = [event(f"t{n}", "mains_fail") for n in range(10)]
+            outcomes = await intake.submit_many(flood)
+            assert all(isinstance(r, IngestResult) and r.result == "accepted" for r in outcomes)
+            assert lane.batches[-1] == [ev.event_id for ev in flood]
+            after = event("u-after", "heartbeat")
+            await intake.submit_many([after])
+            assert lane.batches[-1] == [after.event_id], "after a flood, small batches use the lane again"
+        assert await store.event_count() == len(steady) + len(flood) + 1
