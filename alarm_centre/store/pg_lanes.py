@@ -9,7 +9,10 @@ node's batches of others were bound by those turns too, not by PostgreSQL nor by
 
 A :class:`StoreLane` runs a lane's transactions on a loop in a thread of its own, with connections of
 its own, so they wait only for PostgreSQL (and the GIL, which the bridge hands over every millisecond).
-The intake has two (:meth:`PostgresStore.lanes`): one for calls for help, one for the rest. The events
+The intake has two (:meth:`PostgresStore.lanes`): one for calls for help, one for the rest. A steady
+trickle of others, in batches of a few events, is stored on the bridge's loop instead
+(:data:`alarm_centre.alerts.intake.INLINE_OTHERS`): there a turn is short, and the lane's hand-overs
+made most of an ack's tail. The events
 go in and the answers come back through the bridge's loop; what listeners hear after the commit is
 handed back to the bridge's loop too (:meth:`PostgresStore._after_commit`). What runs on a lane is the
 ingest itself, its hooks included: they keep no state but per transaction.
