@@ -26,6 +26,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 PG_BIN = Path(os.environ.get("TELECARE_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -223,6 +224,8 @@ class HalfOpenBroker:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._readers: set[asyncio.Task[None]] = set()
+        #: Notified whenever a connection is accepted, sends bytes or closes (:meth:`until`).
+        self._changed = asyncio.Condition()
 
     async def start(self) -> float:
         self._server = await asyncio.start_server(self._swallow, "127.0.0.1", self.port, reuse_address=True)
@@ -231,14 +234,26 @@ class HalfOpenBroker:
     async def _swallow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
         self._writers.add(writer)
+        await self._note_change()
         try:
             while data := await reader.read(65536):
                 self.bytes_read += len(data)
+                await self._note_change()
         except OSError:
             pass
         finally:
             self._writers.discard(writer)
             writer.close()
+            await self._note_change()
+
+    async def _note_change(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def until(self, check: Callable[[HalfOpenBroker], bool]) -> None:
+        """Wait until ``check(self)`` holds (checked whenever a connection comes, sends or goes)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: check(self))
 
     @property
     def open_connections(self) -> int:

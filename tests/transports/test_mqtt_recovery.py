@@ -82,8 +82,7 @@ async def test_a_connect_fails_as_soon_as_the_broker_drops_it() -> None:
     client = BrokerClient("127.0.0.1", port, identifier="half-open", timeout=CONNECT_TIMEOUT_S)
 
     async def die_soon() -> None:
-        while not hung.open_connections:  # the client's CONNECT is in: now the broker goes away
-            await asyncio.sleep(0.01)
+        await hung.until(lambda broker: broker.bytes_read > 0)  # the CONNECT is in: the broker goes away
         await hung.close()
 
     dying = asyncio.create_task(die_soon())
@@ -107,8 +106,7 @@ async def test_a_connect_that_times_out_closes_its_socket() -> None:
             async with client:
                 pass
         async with asyncio.timeout(5):  # the attempt's socket is closed, so the broker sees it go
-            while hung.open_connections:
-                await asyncio.sleep(0.02)
+            await hung.until(lambda broker: not broker.open_connections)
     finally:
         await hung.close()
 
