@@ -661,6 +661,10 @@
   function restoreFocus() {
     const opener = state.opener;
     state.opener = null;
+    // A dialog's "close" event comes a task after it closed: the operator may have moved on by then
+    // (to a queue row, say). Focus goes back only if it is nowhere in particular or still on the opener.
+    const now = document.activeElement;
+    if (now && now !== document.body && !now.closest("dialog") && !(opener && now === opener.node)) return;
     if (opener && usable(opener.node)) { opener.node.focus(); return; }
     const again = opener && rowButton(opener.rowId);  // the queue was redrawn meanwhile
     if (usable(again)) { again.focus(); return; }
