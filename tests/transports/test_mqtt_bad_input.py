@@ -130,8 +130,12 @@ async def test_store_unwritable_means_no_ack_until_it_recovers(
         broken = False
         ack = await sending
         assert ack["result"] == "accepted"
-    status, body = await bridge.call("GET", "/healthz", user=None)
-    assert status == 200
+
+    async def ready() -> bool:  # 200 once a batch committed and none failed for FLICKER_HOLD_S
+        status, _ = await bridge.call("GET", "/healthz", user=None)
+        return status == 200
+
+    await eventually(ready, timeout=5)
     assert await bridge.store.event_count() == 1
 
 
