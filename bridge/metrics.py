@@ -129,6 +129,12 @@ class BridgeMetrics:
             registry=self.registry,
         )
         self._loop_faults: dict[str, FaultLog] = {}
+        self.memory_returned = Counter(
+            "telecare_memory_returned_bytes",
+            "Freed memory the C allocator handed back to the system (bridge/memory.py): RSS before a trim "
+            "minus after",
+            registry=self.registry,
+        )
 
     def count_round_trips(self, read: Callable[[], dict[str, int]]) -> None:
         """Export ``telecare_store_round_trips_total{kind}`` from the store's own counts (``read``)."""

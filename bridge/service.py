@@ -36,6 +36,7 @@ from bridge.config import Config
 from bridge.credentials import CredentialManager
 from bridge.features import FEATURES
 from bridge.host import FeatureHost
+from bridge.memory import MemoryTrimmer, glibc_malloc_trim
 from bridge.metrics import BridgeMetrics
 from bridge.outbox import OutboxDispatcher, mqtt_payload
 from bridge.transports.embedded_broker import EmbeddedBroker
@@ -180,6 +181,10 @@ class Bridge:
         # collections at most every 100 middle ones; the young ones a little rarer, the middle ones
         # (up to 10 young ones' survivors) still short.
         gc.set_threshold(*GC_THRESHOLDS)
+        # Freed memory back to the system once a minute: RSS follows what the bridge uses.
+        trim = glibc_malloc_trim()
+        if trim is not None:
+            self.add_loop("memory-trim", MemoryTrimmer(self.metrics, trim).run)
         # The store's COMMIT runs in a worker thread; when its fsync returns it must win the GIL back
         # from the busy event loop. The default 5 ms switch interval would add up to 5 ms to every ack.
         sys.setswitchinterval(0.001)
