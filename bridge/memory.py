@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -34,12 +33,14 @@ Trim = Callable[[int], int]
 
 
 def glibc_malloc_trim() -> Trim | None:
-    """glibc's ``malloc_trim``, or None where the C library has none."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    """glibc's ``malloc_trim``, or None where the C library has none.
+
+    Looked up among the symbols the interpreter already has loaded (``CDLL(None)``), not with
+    ``ctypes.util.find_library``: that runs ``ldconfig`` (or a compiler) in a child process, which a
+    bridge starting up must not do.
+    """
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
     trim.argtypes = [ctypes.c_size_t]

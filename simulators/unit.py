@@ -88,6 +88,9 @@ class SimulatedUnit:
             raise ConnectionError(
                 f"unit {self.device_id} could not connect to {self._host}:{self._port}: {self.last_error}"
             ) from None
+        except BaseException:  # cancelled while connecting: the connection loop ends with it
+            await self.__aexit__(None, None, None)
+            raise
         if self._heartbeat_s:
             self._spawn(self._heartbeats(self._heartbeat_s))
         return self

@@ -9,6 +9,7 @@ happens every run.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import pytest
@@ -169,3 +170,20 @@ async def test_the_bridge_mqtt_link_stops_when_a_subscribe_is_confirmed_at_the_c
     running.cancel()  # lands in the same loop turn as the SUBACK
     assert await ended(running), "the link kept serving after its cancellation"
     assert running.cancelled()
+
+
+async def test_a_unit_cancelled_while_it_connects_leaves_no_connection_loop_behind() -> None:
+    """A demo stopped (Ctrl-C) while its units connect: the unit's connection loop ends too, instead of
+    being left to ``asyncio.run``'s final cancellation (where a lost cancellation would hang it)."""
+    with socket.socket() as closed:  # a port nothing listens on: the unit keeps retrying
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    unit = SimulatedUnit("unit-connecting", port=port)
+    entering = asyncio.create_task(unit.__aenter__())
+    await asyncio.sleep(0)  # one turn: the start has made its connection loop and waits for it
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "unit-unit-connecting"]
+    entering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await entering
+    left = [t for t in asyncio.all_tasks() if t.get_name() == "unit-unit-connecting" and not t.done()]
+    assert left == [], "the unit's connection loop outlived its cancelled start"

@@ -400,4 +400,9 @@ def test_demo_saves_its_sign_in_0600_and_its_curl_line_runs_as_printed(tmp_path:
         assert answer.returncode == 0 and '"alerts"' in answer.stdout, (try_line, answer.stderr)
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # fail, and leave no demo running behind the suite
+            proc.kill()
+            proc.communicate()
+            raise
