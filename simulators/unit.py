@@ -83,13 +83,12 @@ class SimulatedUnit:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 await self._connected.wait()
-        except TimeoutError:
+        except BaseException as exc:  # timed out, or cancelled while connecting: the loop ends too
             await self.__aexit__(None, None, None)
-            raise ConnectionError(
-                f"unit {self.device_id} could not connect to {self._host}:{self._port}: {self.last_error}"
-            ) from None
-        except BaseException:  # cancelled while connecting: the connection loop ends with it
-            await self.__aexit__(None, None, None)
+            if isinstance(exc, TimeoutError):
+                raise ConnectionError(
+                    f"unit {self.device_id} could not connect to {self._host}:{self._port}: {self.last_error}"
+                ) from None
             raise
         if self._heartbeat_s:
             self._spawn(self._heartbeats(self._heartbeat_s))

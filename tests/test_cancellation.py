@@ -179,11 +179,9 @@ async def test_a_unit_cancelled_while_it_connects_leaves_no_connection_loop_behi
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     unit = SimulatedUnit("unit-connecting", port=port)
-    entering = asyncio.create_task(unit.__aenter__())
-    await asyncio.sleep(0)  # one turn: the start has made its connection loop and waits for it
-    assert [t for t in asyncio.all_tasks() if t.get_name() == "unit-unit-connecting"]
-    entering.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await entering
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0):  # cancelled at its first wait: for its connection loop
+            await unit.__aenter__()
+    assert unit._runner is not None, "the start made its connection loop before it was cancelled"
     left = [t for t in asyncio.all_tasks() if t.get_name() == "unit-unit-connecting" and not t.done()]
     assert left == [], "the unit's connection loop outlived its cancelled start"
