@@ -14,7 +14,6 @@ from bridge.memory import MemoryTrimmer, Trim, glibc_malloc_trim, rss_bytes
 from bridge.metrics import BridgeMetrics
 
 
-
 @pytest.fixture
 def malloc_trim() -> Trim:
     """glibc's ``malloc_trim``: skipped where the C library has none (the bridge runs without it
