@@ -1,9 +1,12 @@
 """Fan-out of committed alert changes to live subscribers (console streams, metrics).
 
-The store's listener only queues alert ids, so a commit never waits for slow readers. One task reads
-the changed alerts -- most urgent first, a page per query -- and hands each to every subscriber. It
-looks for new changes again before every page, so a fall committed while a flood of technical alarms
-is being pushed goes out in the very next page. Each subscriber's queue is ordered the same way (most
+The store's listener only notes alert ids, so a commit never waits for slow readers. Two readers read
+the changed alerts -- a page per query -- and hand each to every subscriber: one for calls for help
+(priority 1), one for the rest, most urgent first. A fall committed while a page of a flood of
+technical alarms is being read (tens of milliseconds on a busy node) is read by its own reader at
+once, in a page of its own, not after that page nor with 199 others. An alert's priority is fixed
+when it is raised (by its type), so the two readers never read the same alert, and each alert's
+changes go out in the order they were read. Each subscriber's queue is ordered the same way (most
 urgent first, then oldest first), so a slow reader with thousands of changes waiting still gets a fall
 next. A subscriber whose queue is full is told to resynchronise instead of holding up the rest.
 
@@ -24,6 +27,7 @@ from typing import Any
 
 from alarm_centre.alerts.model import AlertChange
 from alarm_centre.store.base import AlertStore
+from devices.vocabulary import Priority
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +74,31 @@ def _rank(message: dict[str, Any]) -> int:
     return priority if isinstance(priority, int) else _LAST_RANK
 
 
+class _Changed:
+    """Changed alerts not yet pushed, per priority, each in the order it changed, and a wake-up."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, OrderedDict[str, None]] = {}
+        self.arrived = asyncio.Event()
+
+    def add(self, priority: int, alert_id: str) -> None:
+        self.waiting.setdefault(priority, OrderedDict())[alert_id] = None
+        self.arrived.set()
+
+    async def next_page(self) -> list[str]:
+        """Up to :data:`PAGE` alert ids, most urgent first, once there are any."""
+        while not self.waiting:
+            self.arrived.clear()
+            await self.arrived.wait()
+        return _most_urgent(self.waiting, PAGE)
+
+
 class AlertFeed:
     def __init__(self, store: AlertStore, *, subscriber_queue: int = 1000) -> None:
         self._store = store
-        self._pending: asyncio.Queue[list[tuple[int, str]]] = asyncio.Queue()
+        #: Calls for help (priority 1) changed, and everything else: each lane has a reader of its own.
+        self._help = _Changed()
+        self._rest = _Changed()
         #: Each subscriber's queue and the user it streams for (None: nobody in particular).
         self._subscribers: dict[asyncio.Queue[dict[str, Any]], str | None] = {}
         self._size = subscriber_queue
@@ -82,7 +107,11 @@ class AlertFeed:
         self.published = 0
 
     def _on_changes(self, changes: Sequence[AlertChange]) -> None:
-        self._pending.put_nowait([(c.priority, c.alert_id) for c in changes])
+        if not self._subscribers:
+            return  # nobody to tell; a console that connects later loads the queue first
+        for change in changes:
+            lane = self._help if change.priority == Priority.EMERGENCY else self._rest
+            lane.add(change.priority, change.alert_id)
 
     def _on_access_changes(self, names: Sequence[str]) -> None:
         changed = set(names)
@@ -95,22 +124,16 @@ class AlertFeed:
         return len(self._subscribers)
 
     async def run(self) -> None:
-        #: Changed alerts not yet pushed: per priority, alert ids in the order they changed.
-        waiting: dict[int, OrderedDict[str, None]] = {}
+        """Read and push changed alerts until cancelled: calls for help and the rest side by side."""
+        async with asyncio.TaskGroup() as readers:
+            readers.create_task(self._read(self._help), name="alert-feed-help")
+            readers.create_task(self._read(self._rest), name="alert-feed")
 
-        def take(changes: list[tuple[int, str]]) -> None:
-            for priority, alert_id in changes:
-                waiting.setdefault(priority, OrderedDict())[alert_id] = None
-
+    async def _read(self, changed: _Changed) -> None:
         while True:
-            if not waiting:
-                take(await self._pending.get())
-            while not self._pending.empty():
-                take(self._pending.get_nowait())
+            ids = await changed.next_page()
             if not self._subscribers:
-                waiting.clear()
                 continue
-            ids = _most_urgent(waiting, PAGE)
             try:
                 alerts = await self._store.alerts.get_alerts(ids)
             except Exception as exc:

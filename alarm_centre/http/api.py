@@ -257,6 +257,11 @@ async def add_note(request: web.Request) -> web.Response:
 
 #: Seconds between keep-alive comments on an idle stream (each also re-checks the credentials).
 STREAM_KEEPALIVE_S = 15.0
+#: Messages a stream writes before it gives the event loop a turn. A queue holding thousands (a flood)
+#: is otherwise written out in one step: ``queue.get`` does not wait while the queue holds messages, and
+#: ``write`` only waits when the socket's buffer is full. In a storm such steps held the loop for
+#: 60-140 ms, with a fall's ack and other nodes' changes waiting behind them.
+STREAM_SHARE = 20
 
 
 @operation(right="alerts:read", answer_types=("text/event-stream",))
@@ -276,7 +281,11 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         await response.write(b": connected\nretry: 2000\n\n")
         async with request.app[FEED].subscribe(user=user.name) as queue:
+            written = 0
             while True:
+                if written >= STREAM_SHARE:  # a turn for the loop before the next (most urgent) message
+                    written = 0
+                    await asyncio.sleep(0)
                 try:
                     async with asyncio.timeout(STREAM_KEEPALIVE_S):
                         message = await queue.get()
@@ -292,6 +301,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 kind = "resync" if message.get("resync") else "alert"
                 data = strict_json.safe_dumps(message.get("alert", message))
                 await response.write(f"event: {kind}\ndata: {data}\n\n".encode())
+                written += 1
     except ConnectionResetError:  # the client went away (aiohttp's ClientConnectionResetError is one)
         log.debug("stream reader %s hung up", user.name)
         return response

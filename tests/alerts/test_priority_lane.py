@@ -1,6 +1,7 @@
 """The lane for help, end to end (issue 14): a call for help on the v1.1 ``alarm`` topic is acked and
 stored; it is stored before a flood of technical events, also when it comes on ``event`` inside the
-flood; and the live feed pushes it before the technical changes queued ahead of it.
+flood; and the live feed pushes it before the technical changes queued ahead of it, even while a page of
+them is being read.
 
 The committer and the feed are held busy with a gate (a fault hook around the real store), never by
 timing: the assertions are about ORDER, never about how long anything took.
@@ -243,10 +244,11 @@ async def test_a_slow_reader_gets_a_fall_before_the_changes_queued_ahead_of_it(b
     assert [a["device_id"] for a in rest] == [f"t{k:04d}" for k in range(60)]  # oldest first
 
 
-async def test_the_feed_reads_a_fall_before_the_rest_of_a_flood(
+async def test_the_feed_reads_a_fall_while_a_page_of_a_flood_is_being_read(
     bridge: RunningBridge, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A fall committed while the feed pages through a flood goes out in the very next page."""
+    """A fall committed while the feed reads a page of a flood goes out before that read ends: calls
+    for help have a reader of their own, and a page of their own."""
     from alarm_centre.alerts import feed as feed_module
 
     monkeypatch.setattr(feed_module, "PAGE", 20)
@@ -268,14 +270,19 @@ async def test_the_feed_reads_a_fall_before_the_rest_of_a_flood(
     async with bridge.bridge.feed.subscribe() as queue:
         flood = await intake.submit_many(technical(100))
         async with asyncio.timeout(20):
-            await reading.wait()  # the feed is reading the flood's first page
+            await reading.wait()  # the feed is reading the flood's first page, and stays there
         fall = await intake.submit(_fall("unit-g", "mid-flood-fall"))
+        await eventually(lambda: _is(queue.qsize(), 1))
+        first = queue.get_nowait()["alert"]
+        assert not gate.is_set()
         gate.set()
-        await eventually(lambda: _is(queue.qsize(), 101))
-    assert len(asked[0]) == 20 and fall.alert_id not in asked[0]
-    assert asked[1][0] == fall.alert_id  # next page: the fall first
+        await eventually(lambda: _is(queue.qsize(), 100))
+        rest = [queue.get_nowait()["alert"] for _ in range(100)]
+    assert first["id"] == fall.alert_id and first["type"] == "fall"
+    assert asked[1] == [fall.alert_id]  # a page of its own
     flood_ids = [r.alert_id for r in flood if isinstance(r, IngestResult)]
     assert [i for page in asked for i in page if i != fall.alert_id] == flood_ids
+    assert [a["id"] for a in rest] == flood_ids  # the flood's pages in order
 
 
 def _fall(device_id: str, event_id: str) -> DeviceEvent:

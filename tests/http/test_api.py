@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from harness import RunningBridge
@@ -213,3 +215,51 @@ async def test_supervisor_reassigns_and_operator_cannot(embedded_bridge: Running
     _, detail = await embedded_bridge.call("GET", f"/api/v1/alerts/{alert_id}")
     moves = [t for t in detail["timeline"] if t["action"] == "reassigned"]
     assert moves[0]["actor"] == "sue" and moves[0]["detail"] == {"from": "alice", "to": "bob"}
+
+
+async def test_a_stream_with_a_backlog_gives_the_loop_turns(
+    embedded_bridge: RunningBridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream writing out a backlog (a flood) lets other tasks run every STREAM_SHARE messages: in a
+    storm, one step writing hundreds held the loop 60-140 ms, with a fall's ack waiting behind it."""
+    from alarm_centre.http import api
+
+    turns = 0
+    written_at: list[int] = []  # the loop turns counted when each message was encoded
+    real_dumps = api.strict_json.safe_dumps
+
+    def dumps(value: Any, *args: Any, **kwargs: Any) -> str:
+        if isinstance(value, dict) and str(value.get("device_id", "")).startswith("bk"):
+            written_at.append(turns)
+        return real_dumps(value, *args, **kwargs)
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(api.strict_json, "safe_dumps", dumps)
+    token = await embedded_bridge.token("watcher")
+    now = datetime.now(UTC)
+    flood = [
+        DeviceEvent(f"bk{k:03d}", f"bk-{k}", EventType.MAINS_FAIL, now, source="test") for k in range(100)
+    ]
+    async with embedded_bridge.session.get(
+        embedded_bridge.url + "/api/v1/stream", headers={"Authorization": f"Bearer {token}"}
+    ) as resp:
+        await resp.content.readline()
+        counter = asyncio.create_task(count_turns())
+        try:
+            await embedded_bridge.bridge.intake.submit_many(flood)
+            seen: set[str] = set()
+            async with asyncio.timeout(10):
+                while len(seen) < len(flood):
+                    line = (await resp.content.readline()).decode()
+                    if line.startswith("data: "):
+                        seen.add(json.loads(line[6:])["device_id"])
+        finally:
+            counter.cancel()
+    longest = max(sum(1 for _ in run) for _, run in itertools.groupby(written_at))
+    assert len(written_at) >= len(flood)
+    assert longest <= api.STREAM_SHARE, f"{longest} messages written in one step"
