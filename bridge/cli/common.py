@@ -128,18 +128,31 @@ def _name_store(config: Config, config_file: str | None) -> None:
         print(f"telecare-bridge: store {describe_store(config.store.url)}", file=sys.stderr)
 
 
+_ASYNCIO_DIR = Path(asyncio.__file__).parent
+#: Seconds after a stop signal before a shutdown still under way names what it waits for.
+STOP_REPORT_S = 10.0
+
+
 def run_until_signal(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run ``main`` and cancel it cleanly on SIGINT or SIGTERM."""
+    """Run ``main`` and cancel it cleanly on SIGINT or SIGTERM.
+
+    A shutdown still under way :data:`STOP_REPORT_S` after the signal logs the tasks it waits for
+    (name, and where each waits), so the engineer on call sees what is stuck; another signal cancels
+    again.
+    """
 
     async def runner() -> None:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         assert task is not None
         signalled: list[str] = []
+        report: list[asyncio.TimerHandle] = []
 
         def stop(sig: signal.Signals) -> None:
             signalled.append(sig.name)
             task.cancel()
+            if not report:
+                report.append(loop.call_later(STOP_REPORT_S, _report_stopping, sig.name))
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop, sig)
@@ -149,5 +162,37 @@ def run_until_signal(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
             if not signalled:
                 raise
             log.info("stopped by %s", signalled[0])  # a command that simply finished says nothing
+        finally:
+            for timer in report:
+                timer.cancel()
 
     asyncio.run(runner())
+
+
+def _report_stopping(signal_name: str) -> None:
+    """Log what a shutdown that takes long still waits for."""
+    waiting = sorted(_where(task) for task in asyncio.all_tasks() if not task.done())
+    log.warning(
+        "still stopping %.0f s after %s; waiting for %d tasks: %s (send the signal again to cancel them "
+        "again)",
+        STOP_REPORT_S,
+        signal_name,
+        len(waiting),
+        "; ".join(waiting),
+    )
+
+
+def _where(task: asyncio.Task[Any]) -> str:
+    """A task's name and the line it waits on: the innermost coroutine of the chain it awaits that is
+    not asyncio's own (an ``Event.wait`` says less than the line that awaits it)."""
+    where = ""
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        if frame is None:
+            break
+        path = Path(frame.f_code.co_filename)
+        if path.parent != _ASYNCIO_DIR:
+            where = f" at {path.name}:{frame.f_lineno}"
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    return task.get_name() + where
