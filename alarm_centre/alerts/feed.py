@@ -6,9 +6,16 @@ the changed alerts -- a page per query -- and hand each to every subscriber: one
 technical alarms is being read (tens of milliseconds on a busy node) is read by its own reader at
 once, in a page of its own, not after that page nor with 199 others. An alert's priority is fixed
 when it is raised (by its type), so the two readers never read the same alert, and each alert's
-changes go out in the order they were read. Each subscriber's queue is ordered the same way (most
-urgent first, then oldest first), so a slow reader with thousands of changes waiting still gets a fall
-next. A subscriber whose queue is full is told to resynchronise instead of holding up the rest.
+changes go out in the order they were read.
+
+Most changes of a call for help need no read at all: the transaction that made them read the alert
+as it commits it (:func:`alarm_centre.store.base.with_help_alerts`; other nodes get it with the
+change notification), and it is pushed at once. One that the help reader holds (waiting, or in the
+page being read) is read again instead, so nothing older goes out after it.
+
+Each subscriber's queue is ordered the same way (most urgent first, then oldest first), so a slow
+reader with thousands of changes waiting still gets a fall next. A subscriber whose queue is full is
+told to resynchronise instead of holding up the rest.
 
 A subscriber may name its user: when that user's access changes (signed out, disabled, new role), on
 this node or another, the subscriber gets :data:`ACCESS_CHANGED` at once and re-checks its credentials.
@@ -80,10 +87,17 @@ class _Changed:
     def __init__(self) -> None:
         self.waiting: dict[int, OrderedDict[str, None]] = {}
         self.arrived = asyncio.Event()
+        #: The page being read: what its reader will push may be older than a change just committed.
+        self.reading: frozenset[str] = frozenset()
 
     def add(self, priority: int, alert_id: str) -> None:
         self.waiting.setdefault(priority, OrderedDict())[alert_id] = None
         self.arrived.set()
+
+    def holds(self, alert_id: str) -> bool:
+        """Whether the alert waits to be read or is being read (its later changes must be read too,
+        so they go out after what that read pushes)."""
+        return alert_id in self.reading or any(alert_id in level for level in self.waiting.values())
 
     async def next_page(self) -> list[str]:
         """Up to :data:`PAGE` alert ids, most urgent first, once there are any."""
@@ -109,9 +123,17 @@ class AlertFeed:
     def _on_changes(self, changes: Sequence[AlertChange]) -> None:
         if not self._subscribers:
             return  # nobody to tell; a console that connects later loads the queue first
+        committed: dict[str, dict[str, Any]] = {}
         for change in changes:
-            lane = self._help if change.priority == Priority.EMERGENCY else self._rest
-            lane.add(change.priority, change.alert_id)
+            if change.priority != Priority.EMERGENCY:
+                self._rest.add(change.priority, change.alert_id)
+            elif change.alert is not None and not self._help.holds(change.alert_id):
+                committed[change.alert_id] = change.alert
+            else:
+                committed.pop(change.alert_id, None)
+                self._help.add(change.priority, change.alert_id)
+        for alert in committed.values():  # a call for help as its transaction committed it: no read
+            self._publish({"alert": alert})
 
     def _on_access_changes(self, names: Sequence[str]) -> None:
         changed = set(names)
@@ -134,11 +156,14 @@ class AlertFeed:
             ids = await changed.next_page()
             if not self._subscribers:
                 continue
+            changed.reading = frozenset(ids)
             try:
                 alerts = await self._store.alerts.get_alerts(ids)
             except Exception as exc:
                 log.warning("feed could not read %d changed alerts: %s", len(ids), exc)
                 continue
+            finally:
+                changed.reading = frozenset()
             for alert in alerts:
                 self._publish({"alert": alert.to_json()})
             await asyncio.sleep(0)  # let acks and requests (and new commits) through between pages

@@ -152,6 +152,9 @@ class AlertChange:
     action: AuditAction
     priority: int
     state: str
+    #: A call for help's alert as committed (its API JSON), read in the transaction that changed it: the
+    #: live feed pushes it without reading it again (:mod:`alarm_centre.alerts.feed`). None otherwise.
+    alert: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ from alarm_centre.store.ingest_sets import BatchStart, Link, Repeat
 from alarm_centre.store.pg_lanes import StoreLane
 from alarm_centre.store.raising import NewAlert
 from alarm_centre.store.schema import JsonRepair, all_migrations, statements
-from alarm_centre.store.tx import InvalidRequest, LogEntry, PostCommit, RetryLater, Row, T, Tx, Work
+from alarm_centre.store.tx import InvalidRequest, LogEntry, PostCommit, RetryLater, Row, Tx
 from devices.cancellation import stop
 from devices.events import DeviceEvent
 
@@ -218,22 +218,47 @@ def _encode_changes(
     """Notification payloads (each under the pg_notify limit) for one transaction's changes."""
     payloads: list[str] = []
     chunk: list[list[Any]] = []
+    #: Alerts of calls for help as committed, by id, sent with their changes (``"a"``; a node that
+    #: does not know the key ignores it and reads the alert).
+    alerts: dict[str, dict[str, Any]] = {}
     size = 0
+
+    def message(last: bool) -> str:
+        body: dict[str, Any] = {"o": origin, "c": chunk}
+        if alerts:
+            body["a"] = alerts
+        if last:
+            body["w"] = outbox
+        return json.dumps(body, separators=(",", ":"))
+
     for c in changes:
         item = [c.alert_id, c.action, c.priority, c.state]
         item_size = len(json.dumps(item)) + 1
+        alert = None
+        if c.alert is not None and c.alert_id not in alerts:
+            alert_size = len(json.dumps(c.alert, separators=(",", ":"))) + len(c.alert_id) + 4
+            if alert_size <= NOTIFY_LIMIT // 2:  # else too big to send: the other nodes read it
+                alert = c.alert
+                item_size += alert_size
         if chunk and size + item_size > NOTIFY_LIMIT:
-            payloads.append(json.dumps({"o": origin, "c": chunk}, separators=(",", ":")))
-            chunk, size = [], 0
+            payloads.append(message(last=False))
+            chunk, alerts, size = [], {}, 0
         chunk.append(item)
+        if alert is not None:
+            alerts[c.alert_id] = alert
         size += item_size
     if chunk or outbox:
-        payloads.append(json.dumps({"o": origin, "c": chunk, "w": outbox}, separators=(",", ":")))
+        payloads.append(message(last=True))
     for start in range(0, len(users), 50):  # user names are at most 64 characters
         payloads.append(
             json.dumps({"o": origin, "c": [], "u": list(users[start : start + 50])}, separators=(",", ":"))
         )
     return payloads
+
+
+def _alert_json(value: Any) -> dict[str, Any] | None:
+    """An alert sent with its change, if it is one (an object with an id)."""
+    return value if isinstance(value, dict) and "id" in value else None
 
 
 async def _nothing_to_reset(conn: Any) -> None:
@@ -361,22 +386,17 @@ class PostgresStore(AlertStore):
     def round_trip_counts(self) -> dict[str, int]:
         return {"write": self.round_trips.total, "read": self.read_round_trips.total}
 
-    async def transaction(self, work: Work[T]) -> T:
-        """As :meth:`AlertStore.transaction`, plus a NOTIFY that commits with the transaction."""
-
-        async def notifying(tx: Tx, post: PostCommit) -> T:
-            result = await work(tx, post)
-            if post.changes or post.outbox or post.users:
-                payloads = _encode_changes(self.origin, post.changes, post.outbox, sorted(post.users))
-                await tx.execute(  # one statement, in order, whatever the number of payloads
-                    "SELECT pg_notify(?, p.payload) FROM (SELECT payload FROM unnest(?::text[]) "
-                    "WITH ORDINALITY AS u(payload, n) ORDER BY n) AS p",
-                    CHANNEL,
-                    payloads,
-                )
-            return result
-
-        return await super().transaction(notifying)
+    async def _before_commit(self, tx: Tx, post: PostCommit) -> None:
+        """As :meth:`AlertStore._before_commit`, then a NOTIFY that commits with the transaction."""
+        await super()._before_commit(tx, post)
+        if post.changes or post.outbox or post.users:
+            payloads = _encode_changes(self.origin, post.changes, post.outbox, sorted(post.users))
+            await tx.execute(  # one statement, in order, whatever the number of payloads
+                "SELECT pg_notify(?, p.payload) FROM (SELECT payload FROM unnest(?::text[]) "
+                "WITH ORDINALITY AS u(payload, n) ORDER BY n) AS p",
+                CHANNEL,
+                payloads,
+            )
 
     async def ingest(self, events: Sequence[DeviceEvent]) -> list[IngestResult]:
         """As :meth:`AlertStore.ingest`; events that met another node's write of the same unit are
@@ -492,8 +512,11 @@ class PostgresStore(AlertStore):
             if message.get("o") == self.origin:
                 return  # our own commit: _after_commit already told our listeners
             post = PostCommit()
+            alerts = message.get("a")
+            if not isinstance(alerts, dict):
+                alerts = {}  # none sent (or not as an object): the feed reads the alerts
             post.changes = [
-                AlertChange(str(a), AuditAction(str(b)), int(c), str(d))
+                AlertChange(str(a), AuditAction(str(b)), int(c), str(d), _alert_json(alerts.get(str(a))))
                 for a, b, c, d in message.get("c", [])
             ]
             post.outbox = bool(message.get("w"))

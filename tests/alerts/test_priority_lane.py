@@ -15,14 +15,25 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import asyncpg
 import pytest
-from harness import MOSQUITTO_HOST, MOSQUITTO_PORT, RunningBridge, eventually
+from harness import (
+    MOSQUITTO_HOST,
+    MOSQUITTO_PORT,
+    RunningBridge,
+    eventually,
+    make_config,
+    postgres_database,
+    running_bridge,
+)
 
 from alarm_centre.alerts.intake import IngestResult
 from alarm_centre.alerts.model import Alert
+from alarm_centre.store.postgres import CHANNEL, PostgresStore
 from devices.events import DeviceEvent
 from devices.mqtt_codec import encode_event
 from devices.vocabulary import EventType
@@ -244,11 +255,11 @@ async def test_a_slow_reader_gets_a_fall_before_the_changes_queued_ahead_of_it(b
     assert [a["device_id"] for a in rest] == [f"t{k:04d}" for k in range(60)]  # oldest first
 
 
-async def test_the_feed_reads_a_fall_while_a_page_of_a_flood_is_being_read(
+async def test_a_fall_goes_out_as_committed_while_a_page_of_a_flood_is_being_read(
     bridge: RunningBridge, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A fall committed while the feed reads a page of a flood goes out before that read ends: calls
-    for help have a reader of their own, and a page of their own."""
+    """A fall committed while the feed reads a page of a flood goes out before that read ends, and
+    without a read of its own: its transaction read it as it committed it."""
     from alarm_centre.alerts import feed as feed_module
 
     monkeypatch.setattr(feed_module, "PAGE", 20)
@@ -278,11 +289,82 @@ async def test_the_feed_reads_a_fall_while_a_page_of_a_flood_is_being_read(
         gate.set()
         await eventually(lambda: _is(queue.qsize(), 100))
         rest = [queue.get_nowait()["alert"] for _ in range(100)]
-    assert first["id"] == fall.alert_id and first["type"] == "fall"
-    assert asked[1] == [fall.alert_id]  # a page of its own
+    assert fall.alert_id is not None
+    assert first == (await real([fall.alert_id]))[0].to_json()  # as committed, and still so
+    assert all(fall.alert_id not in page for page in asked)  # never read
     flood_ids = [r.alert_id for r in flood if isinstance(r, IngestResult)]
-    assert [i for page in asked for i in page if i != fall.alert_id] == flood_ids
+    assert [i for page in asked for i in page] == flood_ids
     assert [a["id"] for a in rest] == flood_ids  # the flood's pages in order
+
+
+async def test_another_nodes_fall_goes_out_without_a_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fall committed on another node reaches this node's feed with its notification, as committed."""
+    async with (
+        postgres_database() as url,
+        running_bridge(make_config(tmp_path, TELECARE_STORE__URL=url)) as running,
+    ):
+        real = running.store.alerts.get_alerts
+        asked: list[str] = []
+
+        async def noted(ids: Sequence[str]) -> list[Alert]:
+            asked.extend(ids)
+            result: list[Alert] = await real(ids)
+            return result
+
+        monkeypatch.setattr(running.store.alerts, "get_alerts", noted)
+        async with running.bridge.feed.subscribe() as queue, PostgresStore(url, listen=False) as other:
+            [fall] = await other.ingest([_fall("unit-n", "other-node-fall")])
+            assert fall.alert_id is not None
+            await eventually(lambda: _is(queue.qsize(), 1))
+            pushed = queue.get_nowait()["alert"]
+        assert pushed == (await real([fall.alert_id]))[0].to_json()
+        assert asked == []
+
+
+async def test_a_change_to_a_fall_being_read_goes_out_after_that_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fall the help reader is reading (here: an older node's notification, which carries no alert)
+    is read again after a later change, never pushed from that change ahead of the older read."""
+    async with (
+        postgres_database() as url,
+        running_bridge(make_config(tmp_path, TELECARE_STORE__URL=url)) as running,
+    ):
+        store = running.store
+        real = store.alerts.get_alerts
+        read, gate = asyncio.Event(), asyncio.Event()
+
+        async def held_answer(ids: Sequence[str]) -> list[Alert]:
+            result: list[Alert] = await real(ids)  # read now, answered later: older than what follows
+            if not gate.is_set():
+                read.set()
+                await gate.wait()
+            return result
+
+        async with running.bridge.feed.subscribe() as queue:
+            fall = await running.bridge.intake.submit(_fall("unit-h", "older-node-fall"))
+            assert fall.alert_id is not None
+            await eventually(lambda: _is(queue.qsize(), 1))
+            assert queue.get_nowait()["alert"]["state"] == "raised"
+            monkeypatch.setattr(store.alerts, "get_alerts", held_answer)
+            older_node = json.dumps({"o": "older-node", "c": [[fall.alert_id, "note", 1, "raised"]]})
+            conn = await asyncpg.connect(url)
+            try:
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, older_node)
+            finally:
+                await conn.close()
+            async with asyncio.timeout(20):
+                await read.wait()
+            await store.alerts.acknowledge(fall.alert_id, actor="olive", source="console")
+            assert queue.qsize() == 0  # the acknowledgement waits for the read ahead of it
+            gate.set()
+            states: list[str] = []
+            async with asyncio.timeout(20):
+                while "acknowledged" not in states:
+                    states.append((await queue.get())["alert"]["state"])
+        assert states == ["raised", "acknowledged"]
 
 
 def _fall(device_id: str, event_id: str) -> DeviceEvent:
