@@ -173,11 +173,12 @@ def _report_stopping(signal_name: str) -> None:
     """Log what a shutdown that takes long still waits for."""
     waiting = sorted(_where(task) for task in asyncio.all_tasks() if not task.done())
     log.warning(
-        "still stopping %.0f s after %s; waiting for %d tasks: %s (send the signal again to cancel them "
-        "again)",
+        "still stopping %.0f s after %s; waiting for %d task%s: %s (send the signal again to cancel "
+        "them again)",
         STOP_REPORT_S,
         signal_name,
         len(waiting),
+        "" if len(waiting) == 1 else "s",
         "; ".join(waiting),
     )
 

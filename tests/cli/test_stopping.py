@@ -40,7 +40,7 @@ def test_a_slow_stop_names_the_tasks_it_waits_for(
     with caplog.at_level(logging.WARNING, logger=common.log.name):
         common.run_until_signal(main)
     assert len(reported) == 1
-    assert "still stopping 0 s after SIGINT; waiting for 1 tasks" in reported[0]
+    assert "still stopping 0 s after SIGINT; waiting for 1 task: " in reported[0]
     assert "test_stopping.py:" in reported[0]
 
 
