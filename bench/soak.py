@@ -95,9 +95,32 @@ def machine_busy() -> tuple[float, float]:
     return sum(values) - idle, sum(values)
 
 
-async def sample_cpu(pid: int, into: dict[float, tuple[float, float]]) -> None:
-    """Each second: the bridge's CPU use (% of one core) and the whole machine's (% of all cores)."""
+def postgres_cpu_seconds() -> dict[int, float]:
+    """CPU time (user + system) each PostgreSQL process has used so far (its backends, WAL writer,
+    checkpointer), by pid: what the store costs on this machine."""
+    used: dict[int, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if (proc / "comm").read_text().strip() in ("postgres", "postmaster"):
+                used[int(proc.name)] = cpu_seconds(int(proc.name))
+    return used
+
+
+def cpu_since(before: dict[int, float], now: dict[int, float]) -> float:
+    """CPU seconds used between two :func:`postgres_cpu_seconds` readings (a process that ended in
+    between is left out; one that started counts from zero)."""
+    return sum(used - before.get(pid, 0.0) for pid, used in now.items())
+
+
+async def sample_cpu(
+    pid: int, into: dict[float, tuple[float, float]], extra: dict[float, dict[str, float]] | None = None
+) -> None:
+    """Each second: the bridge's CPU use (% of one core) and the whole machine's (% of all cores); with
+    ``extra``, PostgreSQL's CPU (% of one core) too."""
     last_cpu, (last_busy, last_total), last_at = cpu_seconds(pid), machine_busy(), time.perf_counter()
+    last_pg = postgres_cpu_seconds() if extra is not None else {}
     while True:
         await asyncio.sleep(1.0)
         now, cpu, (busy, total) = time.perf_counter(), cpu_seconds(pid), machine_busy()
@@ -105,7 +128,56 @@ async def sample_cpu(pid: int, into: dict[float, tuple[float, float]]) -> None:
             (cpu - last_cpu) / (now - last_at) * 100,
             (busy - last_busy) / max(1, total - last_total) * 100,
         )
+        if extra is not None:
+            pg = postgres_cpu_seconds()
+            extra[last_at] = {"pg_cpu": cpu_since(last_pg, pg) / (now - last_at) * 100}
+            last_pg = pg
         last_cpu, last_busy, last_total, last_at = cpu, busy, total, now
+
+
+async def sample_wal(store: Store, into: dict[float, dict[str, float]]) -> None:
+    """Each second: PostgreSQL's WAL and checkpoint counters (``--per-second``)."""
+    while True:
+        into[time.perf_counter()] = await store.wal_counters()
+        await asyncio.sleep(1.0)
+
+
+def write_per_second(
+    path: Path,
+    kind: str,
+    phase: Phase,
+    cpu: dict[float, tuple[float, float]],
+    extra: dict[float, dict[str, float]],
+    wal: dict[float, dict[str, float]],
+) -> None:
+    """One CSV row per second of the soak: acks, latency p50 / p99 / max, CPU (bridge, machine,
+    PostgreSQL), and PostgreSQL's WAL bytes, full-page images, syncs and checkpoint buffers in it."""
+    by_second: dict[int, list[float]] = {}
+    for at, latency in phase.samples:
+        by_second.setdefault(int(at), []).append(latency)
+
+    def second(at: float) -> int:
+        return round(at - phase.begin_at)
+
+    cpu_at = {second(at): v for at, v in cpu.items()}
+    pg_at = {second(at): v["pg_cpu"] for at, v in extra.items()}
+    wal_at = {second(at): v for at, v in sorted(wal.items())}
+    keys = ["wal_bytes", "wal_fpi", "wal_sync", "checkpoint_buffers", "backend_buffers"]
+    out = path.with_name(f"{path.stem}-{kind}{path.suffix}")
+    with out.open("w") as f:
+        f.write("second,acks,p50_ms,p99_ms,max_ms,bridge_cpu,machine_busy,pg_cpu," + ",".join(keys) + "\n")
+        for s in sorted(by_second):
+            lats = by_second[s]
+            bridge, busy = cpu_at.get(s, (nan, nan))
+            now, before = wal_at.get(s + 1, {}), wal_at.get(s, {})
+            deltas = [now.get(k, nan) - before.get(k, nan) for k in keys]
+            f.write(
+                f"{s},{len(lats)},{pct(lats, 0.5):.2f},{pct(lats, 0.99):.2f},{max(lats) * 1000:.2f},"
+                f"{bridge:.0f},{busy:.0f},{pg_at.get(s, nan):.0f},"
+                + ",".join(f"{d:.0f}" for d in deltas)
+                + "\n"
+            )
+    print(f"  per second: {out}")
 
 
 def load() -> str:
@@ -302,6 +374,17 @@ class Store:
             self._lsn0 = lsn
         return f"db {db / 1e6:.1f} MB, WAL written since start {float(wal) / 1e6:.1f} MB (whole cluster)"
 
+    async def wal_counters(self) -> dict[str, float]:
+        """PostgreSQL's cumulative WAL and checkpoint counters (whole cluster); empty for SQLite."""
+        if self._admin is None:
+            return {}
+        row = await self._admin.fetchrow(
+            "SELECT w.wal_bytes::float8 AS wal_bytes, w.wal_fpi::float8 AS wal_fpi, "
+            "w.wal_sync::float8 AS wal_sync, b.buffers_checkpoint::float8 AS checkpoint_buffers, "
+            "b.buffers_backend::float8 AS backend_buffers FROM pg_stat_wal AS w, pg_stat_bgwriter AS b"
+        )
+        return dict(row) if row is not None else {}
+
     def count_sqlite(self) -> int:
         conn = sqlite3.connect(self.db)
         try:
@@ -368,7 +451,12 @@ async def soak(kind: str, port: int, echo_root: str, args: argparse.Namespace) -
                 )
 
             samples: dict[float, tuple[float, float]] = {}
-            sampler = asyncio.create_task(sample_cpu(bridge.pid, samples))
+            extra: dict[float, dict[str, float]] = {}
+            sampler = asyncio.create_task(
+                sample_cpu(bridge.pid, samples, extra if kind == "postgres" else None)
+            )
+            wal: dict[float, dict[str, float]] = {}
+            wal_sampler = asyncio.create_task(sample_wal(store, wal)) if args.per_second else None
             phase = await drive(
                 "bridge",
                 port,
@@ -379,8 +467,10 @@ async def soak(kind: str, port: int, echo_root: str, args: argparse.Namespace) -
                 seconds=args.minutes * 60,
                 on_minute=note_minute,
             )
-            sampler.cancel()
-            await asyncio.gather(sampler, return_exceptions=True)
+            for task in (sampler, wal_sampler):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             cpu = {round(at - phase.begin_at): use for at, use in samples.items()}
             rss1 = rss_mb(bridge.pid)
             size1 = await store.size()
@@ -411,6 +501,11 @@ async def soak(kind: str, port: int, echo_root: str, args: argparse.Namespace) -
             for m, s in worst
         )
     )
+    if args.per_second:
+        write_per_second(Path(args.per_second), kind, phase, samples, extra, wal)
+    pg_cpu = [e["pg_cpu"] for e in extra.values()]
+    if pg_cpu:
+        print(f"  PostgreSQL CPU (all its processes): mean {sum(pg_cpu) / len(pg_cpu):.0f} % of a core")
     if cpu:
         print(
             f"  bridge CPU: mean {sum(c for c, _ in cpu.values()) / len(cpu):.0f} % of a core; "
@@ -476,6 +571,12 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=1000, help="simulated units")
     parser.add_argument("--connections", type=int, default=50, help="MQTT connections the units share")
     parser.add_argument("--raw-seconds", type=float, default=30.0, help="length of the raw broker baseline")
+    parser.add_argument(
+        "--per-second",
+        metavar="CSV",
+        help="also write one row per second of each soak here (latency, CPU, PostgreSQL's WAL); "
+        "the store's name is added to the file name",
+    )
     parser.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=1883, help=argparse.SUPPRESS)
     parser.add_argument("--root", default="raw", help=argparse.SUPPRESS)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 #: Events remembered (the oldest are forgotten first): about 14 MB (some 420 bytes each, measured), and
 #: a minute at 500 events/s.
@@ -28,18 +28,24 @@ SIZE = 32_768
 QUIET_S = 1.0
 
 EventKey = tuple[str, str]
+#: What is kept of an event: (alert id or None, when its last ack went out or None). A plain tuple of
+#: strings and floats on purpose: the garbage collector stops tracking such a tuple at its first young
+#: collection, where an object of a class of ours (slots or not) stays tracked for life. 32,768 tracked
+#: entries made every full collection walk them: 15-24 ms each, every 40 s at 500 events/s, which was
+#: most of the PostgreSQL soak's p99.9 (``bench/soak.py``).
+_Entry = tuple[str | None, float | None]
 
 
-@dataclass(slots=True)
-class Stored:
-    """A stored event: the alert it joined (None for a heartbeat), and when its last ack went out."""
+class Stored(NamedTuple):
+    """A stored event as it was looked up: the alert it joined (None for a heartbeat), and when its last
+    ack went out."""
 
     alert_id: str | None
     acked_at: float | None = None
 
 
 class RecentAcks:
-    """A bounded memory of ``(device_id, event_id)`` -> :class:`Stored`, least recently used forgotten."""
+    """A bounded memory of ``(device_id, event_id)`` -> what was stored, least recently used forgotten."""
 
     def __init__(
         self, size: int = SIZE, quiet_s: float = QUIET_S, clock: Callable[[], float] = time.monotonic
@@ -47,14 +53,14 @@ class RecentAcks:
         self._size = size
         self._quiet = quiet_s
         self._clock = clock
-        self._stored: OrderedDict[EventKey, Stored] = OrderedDict()
+        self._stored: OrderedDict[EventKey, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._stored)
 
     def stored(self, key: EventKey, alert_id: str | None) -> None:
         """The store took this event (accepted or duplicate), joined to ``alert_id``."""
-        self._stored[key] = Stored(alert_id)
+        self._stored[key] = (alert_id, None)
         self._stored.move_to_end(key)
         while len(self._stored) > self._size:
             self._stored.popitem(last=False)
@@ -63,15 +69,17 @@ class RecentAcks:
         """The ack of this event was published."""
         known = self._stored.get(key)
         if known is not None:
-            known.acked_at = self._clock()
+            self._stored[key] = (known[0], self._clock())
 
     def lookup(self, key: EventKey) -> Stored | None:
-        """What is known of a stored event, or None (ask the store)."""
+        """What is known of a stored event now, or None (ask the store)."""
         known = self._stored.get(key)
-        if known is not None:
-            self._stored.move_to_end(key)
-        return known
+        if known is None:
+            return None
+        self._stored.move_to_end(key)
+        return Stored(*known)
 
     def just_acked(self, known: Stored) -> bool:
-        """Whether the event's ack went out less than ``quiet_s`` ago (a copy needs no answer)."""
+        """Whether the event's ack (as of its lookup) went out less than ``quiet_s`` ago (a copy needs no
+        answer)."""
         return known.acked_at is not None and self._clock() - known.acked_at < self._quiet
