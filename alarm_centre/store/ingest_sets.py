@@ -60,7 +60,7 @@ from alarm_centre.store.tx import (
 from alarm_centre.store.tx import dumps as _j
 from alarm_centre.store.tx import now as _now
 from devices.events import DeviceEvent
-from devices.vocabulary import EventType, alert_key, priority_of
+from devices.vocabulary import EventType, alert_key, is_help, priority_of
 
 #: Events noted between two turns of the event loop (the others waiting meanwhile: a call for help's
 #: statements on another connection, acks).
@@ -85,6 +85,10 @@ class BatchStart:
     devices: dict[str, Row] = field(default_factory=dict)
     #: Duplicates of events stored by earlier batches, by key: the alert the original joined.
     earlier: dict[EventKey, int | None] = field(default_factory=dict)
+    #: Open alerts already read and row-locked, by key, for the keys in ``locked_keys`` (those a store
+    #: could name before reading any unit: see :func:`open_keys_known_up_front`).
+    open_alerts: dict[str, Row] = field(default_factory=dict)
+    locked_keys: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -140,34 +144,55 @@ class Looked(Enum):
 
 class OpenAlerts:
     """The open alerts of the batch's keys, read (and row-locked, as a join's UPDATE would) in one
-    statement, and read again for a key something handled since may have changed."""
+    statement -- or already read by the batch's start -- and read again for a key something handled
+    since may have changed."""
 
-    def __init__(self, store: IngestDatabase, candidates: dict[int, tuple[str, Looked]]) -> None:
+    def __init__(
+        self, store: IngestDatabase, candidates: dict[int, tuple[str, Looked]], start: BatchStart
+    ) -> None:
         self._store = store
         #: Events looked up, by index in the batch: their alert key and why.
         self.candidates = candidates
-        self._open: dict[str, Row] | None = None
-        self._stale: set[str] = set()
-
-    def needs_read(self, n: int) -> bool:
-        key = self.candidates[n][0]
-        return self._open is None or key in self._stale
+        self._open: dict[str, Row] = dict(start.open_alerts)
+        #: Keys whose entry in ``_open`` (or its absence) is current.
+        self._known: set[str] = set(start.locked_keys)
 
     async def of(self, tx: Tx, n: int) -> Row | None:
-        """The open alert of event ``n``'s key (read with every later candidate's when needed)."""
+        """The open alert of event ``n``'s key (read with every later candidate's unknown key when
+        needed)."""
         key = self.candidates[n][0]
-        if self._open is None or key in self._stale:
-            keys = sorted({k for i, (k, _) in self.candidates.items() if i >= n})
-            self._open = await self._store.lock_open_alerts(tx, keys)
-            self._stale.clear()
+        if key not in self._known:
+            keys = sorted({k for i, (k, _) in self.candidates.items() if i >= n and k not in self._known})
+            found = await self._store.lock_open_alerts(tx, keys)
+            for k in keys:
+                if k in found:
+                    self._open[k] = found[k]
+                else:
+                    self._open.pop(k, None)
+            self._known.update(keys)
         return self._open.get(key)
 
     def changed(self, key: str | None) -> None:
         """``key`` may have been raised, joined or cleared (None: any key may have)."""
         if key is None:
-            self._open = None
+            self._known.clear()
         else:
-            self._stale.add(key)
+            self._known.discard(key)
+
+
+def open_keys_known_up_front(events: Sequence[DeviceEvent]) -> list[str]:
+    """The keys whose open alerts a batch may look up that are known before its units are read: those of
+    every event but a call for help (whose key follows the unit's resident) and a system event. A
+    superset of what :class:`SetBasedBatch` looks up; a store may read and lock them at the start."""
+    keys: set[str] = set()
+    for ev in events:
+        if ev.source == "system" or is_help(ev.type):
+            continue
+        if raises(ev.type):
+            keys.add(alert_key(ev.device_id, None, ev.type, ev.data))
+        elif ev.type is EventType.HEARTBEAT:
+            keys.add(alert_key(ev.device_id, None, EventType.NO_HEARTBEAT, {}))
+    return sorted(keys)
 
 
 @dataclass(frozen=True)
@@ -195,7 +220,7 @@ class SetBasedBatch:
         self._start = start
         self._results: list[IngestResult | None] = [None] * len(events)
         self._links: list[Link] = []
-        self._open = OpenAlerts(store, self._candidates())
+        self._open = OpenAlerts(store, self._candidates(), start)
         # Noted and not yet written:
         self._repeats: list[Repeat] = []
         self._raises: list[_Raise] = []
@@ -278,9 +303,10 @@ class SetBasedBatch:
         if looked is None:
             return False
         key, why = looked
-        if key in self._raising or self._open.needs_read(n):
-            # Write what is noted before reading open alerts again (a key raised by an event noted
-            # earlier is then found open, and joined).
+        if key in self._raising:
+            # Write what is noted before reading this key again: raised by an event noted earlier, it
+            # is then found open, and joined. (Any other key read now, with noted raises of its own
+            # still to write, is read again after they are: writing a raise marks its key changed.)
             await self.flush(tx, post)
         target = await self._open.of(tx, n)
         device = self._registered(ev)

@@ -21,89 +21,56 @@ from devices.registry import UNIT_KINDS
 
 
 async def start(
-    tx: Tx, events: Sequence[DeviceEvent], *, wait: bool, lock_space: int, busy_error: str
+    tx: Tx,
+    events: Sequence[DeviceEvent],
+    *,
+    wait: bool,
+    lock_space: int,
+    busy_error: str,
+    open_keys: Sequence[str] = (),
 ) -> BatchStart:
-    """Claim the batch's units, record its events (learning which are duplicates), read its units and
-    mark the registered ones seen: at most five statements."""
-    busy_units = await _claim_units(tx, sorted({ev.device_id for ev in events}), wait, lock_space)
-    busy = frozenset(n for n, ev in enumerate(events) if ev.device_id in busy_units)
+    """Claim the batch's units, record its events (learning which are duplicates), read its units, mark
+    the registered ones seen, and lock the open alerts of ``open_keys``: one statement, a server-side
+    function (migration 95, ``telecare_start_batch_v1``)."""
     first: dict[EventKey, int] = {}
     for n, ev in enumerate(events):
-        if n not in busy:
-            first.setdefault((ev.device_id, ev.event_id), n)
-    inserted = await _record(tx, [events[n] for n in first.values()])
-    new = frozenset(n for key, n in first.items() if key in inserted)
-    earlier_keys = [key for key in first if key not in inserted]
-    earlier: dict[EventKey, int | None] = {}
-    if earlier_keys:
-        rows = await tx.fetchall(
-            "SELECT e.device_id, e.event_id, e.alert_id FROM events AS e "
-            "JOIN unnest(?::text[], ?::text[]) AS k(device_id, event_id) "
-            "ON e.device_id = k.device_id AND e.event_id = k.event_id",
-            [d for d, _ in earlier_keys],
-            [e for _, e in earlier_keys],
-        )
-        earlier = {(r["device_id"], r["event_id"]): r["alert_id"] for r in rows}
-    devices: dict[str, Row] = {}
-    if new:
-        unit_ids = sorted({events[n].device_id for n in new})
-        rows = await tx.fetchall("SELECT * FROM devices WHERE id = ANY(?::text[])", unit_ids)
-        devices = {r["id"]: r for r in rows}
-        seen: dict[str, float] = {}
-        for n in sorted(new):  # the unit's first new event marks it seen, as one by one would
-            ev = events[n]
-            device = devices.get(ev.device_id)
-            if device is not None and device["status"] == "active":
-                seen.setdefault(ev.device_id, ev.received_at.timestamp())
-        if seen:
-            await tx.execute(
-                "UPDATE devices AS d SET last_seen_at = s.at, online = 1 "
-                "FROM unnest(?::text[], ?::float8[]) AS s(id, at) WHERE d.id = s.id",
-                list(seen),
-                list(seen.values()),
-            )
-    return BatchStart(busy=busy, busy_error=busy_error, new=new, devices=devices, earlier=earlier)
-
-
-async def _claim_units(tx: Tx, unit_ids: list[str], wait: bool, lock_space: int) -> set[str]:
-    """Take each unit's transaction advisory lock, in unit order; returns the units another node holds
-    (none when ``wait``: then the locks are waited for)."""
-    if wait:
-        await tx.execute(
-            "SELECT pg_advisory_xact_lock(?, hashtext(u)) "
-            "FROM (SELECT u FROM unnest(?::text[]) AS u ORDER BY u) AS units",
-            lock_space,
-            unit_ids,
-        )
-        return set()
-    rows = await tx.fetchall(
-        "SELECT u, pg_try_advisory_xact_lock(?, hashtext(u)) AS ok "
-        "FROM (SELECT u FROM unnest(?::text[]) AS u ORDER BY u) AS units",
+        first.setdefault((ev.device_id, ev.event_id), n)
+    recorded = [events[n] for n in first.values()]
+    row = await tx.fetchone(
+        "SELECT * FROM telecare_start_batch_v1(?, ?, ?::text[], ?::text[], ?::text[], ?::text[], "
+        "?::float8[], ?::float8[], ?::text[], ?::int[], ?::text[], ?::text[])",
         lock_space,
-        unit_ids,
+        wait,
+        sorted({ev.device_id for ev in events}),
+        [ev.device_id for ev in recorded],
+        [ev.event_id for ev in recorded],
+        [ev.type.value for ev in recorded],
+        [ev.ts.timestamp() if ev.ts else None for ev in recorded],
+        [ev.received_at.timestamp() for ev in recorded],
+        [ev.source for ev in recorded],
+        [int(ev.test) for ev in recorded],
+        [_j(ev.data) for ev in recorded],
+        sorted(set(open_keys)),
     )
-    return {r["u"] for r in rows if not r["ok"]}
-
-
-async def _record(tx: Tx, events: Sequence[DeviceEvent]) -> set[EventKey]:
-    """Insert the events under their idempotency keys; returns the keys that were new."""
-    if not events:
-        return set()
-    rows = await tx.fetchall(
-        "INSERT INTO events (device_id, event_id, type, ts, received_at, source, test, data) "
-        "SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::float8[], ?::float8[], ?::text[], "
-        "?::int[], ?::text[]) "
-        "ON CONFLICT (device_id, event_id) DO NOTHING RETURNING device_id, event_id",
-        [ev.device_id for ev in events],
-        [ev.event_id for ev in events],
-        [ev.type.value for ev in events],
-        [ev.ts.timestamp() if ev.ts else None for ev in events],
-        [ev.received_at.timestamp() for ev in events],
-        [ev.source for ev in events],
-        [int(ev.test) for ev in events],
-        [_j(ev.data) for ev in events],
+    assert row is not None, "the function answers one row"
+    busy_units = set(row["busy"])
+    busy = frozenset(n for n, ev in enumerate(events) if ev.device_id in busy_units)
+    inserted = set(zip(row["new_dev"], row["new_id"], strict=True))
+    new = frozenset(n for key, n in first.items() if key in inserted)
+    earlier = {
+        (d, e): a for d, e, a in zip(row["earlier_dev"], row["earlier_id"], row["earlier_alert"], strict=True)
+    }
+    devices = {r["id"]: dict(r.items()) for r in row["units_read"]}
+    opened = [dict(r.items()) for r in row["open_alerts"]]
+    return BatchStart(
+        busy=busy,
+        busy_error=busy_error,
+        new=new,
+        devices=devices,
+        earlier=earlier,
+        open_alerts={r["open_key"]: r for r in opened if r["open_key"] is not None},
+        locked_keys=frozenset(open_keys),
     )
-    return {(r["device_id"], r["event_id"]) for r in rows}
 
 
 async def link_events(tx: Tx, links: Sequence[tuple[str, str, int]]) -> None:
@@ -129,23 +96,22 @@ async def lock_open_alerts(tx: Tx, keys: Sequence[str]) -> dict[str, Row]:
 
 
 async def add_repeats(tx: Tx, repeats: Sequence[Repeat]) -> None:
-    """Count each repeat on its alert and log it on the alert's timeline: two statements."""
+    """Count each repeat on its alert and log it on the alert's timeline: one statement (the count's
+    UPDATE in a ``WITH``: it writes another table than the log's INSERT)."""
     counts: dict[int, tuple[int, float]] = {}
     for r in repeats:
         n, _ = counts.get(r.alert_id, (0, r.at))
         counts[r.alert_id] = (n + 1, r.at)
     await tx.execute(
-        "UPDATE alerts AS a SET repeat_count = a.repeat_count + j.n, updated_at = j.at "
-        "FROM unnest(?::bigint[], ?::int[], ?::float8[]) AS j(id, n, at) WHERE a.id = j.id",
-        list(counts),
-        [n for n, _ in counts.values()],
-        [at for _, at in counts.values()],
-    )
-    await tx.execute(
+        "WITH counted AS (UPDATE alerts AS a SET repeat_count = a.repeat_count + j.n, updated_at = j.at "
+        "FROM unnest(?::bigint[], ?::int[], ?::float8[]) AS j(id, n, at) WHERE a.id = j.id) "
         "INSERT INTO alert_log (alert_id, at, action, actor, source, detail) "
         "SELECT j.alert_id, j.at, 'repeat', j.actor, j.source, j.detail "
         "FROM unnest(?::bigint[], ?::float8[], ?::text[], ?::text[], ?::text[]) "
         "WITH ORDINALITY AS j(alert_id, at, actor, source, detail, n) ORDER BY j.n",
+        list(counts),
+        [n for n, _ in counts.values()],
+        [at for _, at in counts.values()],
         [r.alert_id for r in repeats],
         [r.at for r in repeats],
         [r.actor for r in repeats],

@@ -38,7 +38,7 @@ from alarm_centre.alerts.model import AlertChange
 from alarm_centre.faults import ECHO_SUMMARY_EVERY_S, Backoff, FaultLog
 from alarm_centre.store import pg_batch
 from alarm_centre.store.base import AlertStore, Lanes
-from alarm_centre.store.ingest_sets import BatchStart, Link, Repeat
+from alarm_centre.store.ingest_sets import BatchStart, Link, Repeat, open_keys_known_up_front
 from alarm_centre.store.pg_lanes import StoreLane
 from alarm_centre.store.raising import NewAlert
 from alarm_centre.store.schema import JsonRepair, all_migrations, statements
@@ -427,7 +427,12 @@ class PostgresStore(AlertStore):
         """The batch's units claimed, events recorded and units read in a few statements, whatever the
         batch's size (:mod:`alarm_centre.store.pg_batch`)."""
         return await pg_batch.start(
-            tx, events, wait=_wait_for_device.get(), lock_space=DEVICE_LOCK_SPACE, busy_error="DeviceBusy"
+            tx,
+            events,
+            wait=_wait_for_device.get(),
+            lock_space=DEVICE_LOCK_SPACE,
+            busy_error="DeviceBusy",
+            open_keys=open_keys_known_up_front(events),
         )
 
     async def link_events(self, tx: Tx, links: Sequence[Link]) -> None:

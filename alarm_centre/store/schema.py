@@ -71,8 +71,25 @@ DIALECTS: dict[str, dict[str, str]] = {
 
 
 def statements(sql: MigrationSql, dialect: str) -> list[str]:
-    """Split one migration into statements rendered for a dialect."""
-    rendered = sql if isinstance(sql, str) else sql[dialect]
+    """Split one migration into statements rendered for a dialect. A ``$$``-quoted body (a PostgreSQL
+    function's) is one piece, its semicolons included; a dialect a migration gives no text for has none."""
+    rendered = sql if isinstance(sql, str) else sql.get(dialect, "")
     for name, value in DIALECTS[dialect].items():
         rendered = rendered.replace("{" + name + "}", value)
-    return [s.strip() for s in rendered.split(";") if s.strip()]
+    pieces = rendered.split("$$")
+    if len(pieces) % 2 == 0:
+        raise ValueError("a migration's $$ quotes are not paired")
+    out: list[str] = []
+    current = ""
+    for n, piece in enumerate(pieces):
+        if n % 2:  # inside $$ ... $$: kept whole
+            current += f"$${piece}$$"
+            continue
+        first, *rest = piece.split(";")
+        current += first
+        if rest:
+            out.append(current)
+            *done, current = rest
+            out.extend(done)
+    out.append(current)
+    return [s.strip() for s in out if s.strip()]
