@@ -60,7 +60,7 @@ async def start(
     earlier = {
         (d, e): a for d, e, a in zip(row["earlier_dev"], row["earlier_id"], row["earlier_alert"], strict=True)
     }
-    devices = {r["id"]: dict(r.items()) for r in row["units_read"]}
+    devices: dict[str, Row] = {r["id"]: dict(r.items()) for r in row["units_read"]}
     opened = [dict(r.items()) for r in row["open_alerts"]]
     return BatchStart(
         busy=busy,
