@@ -180,18 +180,24 @@ class OpenAlerts:
             self._known.discard(key)
 
 
+def looked_up(ev: DeviceEvent, resident_id: str | None) -> tuple[str, Looked] | None:
+    """The key a new event looks up among the open alerts, and why; None when it looks up none (a
+    system event, or a type that neither raises nor is a heartbeat). One rule for the batch's
+    candidates and for the keys a store reads up front."""
+    if ev.source == "system":
+        return None
+    if raises(ev.type):
+        return alert_key(ev.device_id, resident_id, ev.type, ev.data), Looked.RAISE
+    if ev.type is EventType.HEARTBEAT:
+        return alert_key(ev.device_id, resident_id, EventType.NO_HEARTBEAT, {}), Looked.HEARTBEAT
+    return None
+
+
 def open_keys_known_up_front(events: Sequence[DeviceEvent]) -> list[str]:
-    """The keys whose open alerts a batch may look up that are known before its units are read: those of
-    every event but a call for help (whose key follows the unit's resident) and a system event. A
-    superset of what :class:`SetBasedBatch` looks up; a store may read and lock them at the start."""
-    keys: set[str] = set()
-    for ev in events:
-        if ev.source == "system" or is_help(ev.type):
-            continue
-        if raises(ev.type):
-            keys.add(alert_key(ev.device_id, None, ev.type, ev.data))
-        elif ev.type is EventType.HEARTBEAT:
-            keys.add(alert_key(ev.device_id, None, EventType.NO_HEARTBEAT, {}))
+    """The keys whose open alerts a batch may look up that are known before its units are read: every
+    one but a call for help's (which follows the unit's resident; no other key does). A superset of what
+    :class:`SetBasedBatch` looks up; a store may read and lock them at the start."""
+    keys = {looked[0] for ev in events if not is_help(ev.type) and (looked := looked_up(ev, None))}
     return sorted(keys)
 
 
@@ -281,15 +287,10 @@ class SetBasedBatch:
             if ev.device_id in units:
                 continue
             units.add(ev.device_id)
-            if ev.source == "system":
-                continue
             device = self._registered(ev)
-            resident_id = device["resident_id"] if device is not None else None
-            if raises(ev.type):
-                candidates[n] = (alert_key(ev.device_id, resident_id, ev.type, ev.data), Looked.RAISE)
-            elif ev.type is EventType.HEARTBEAT:
-                key = alert_key(ev.device_id, resident_id, EventType.NO_HEARTBEAT, {})
-                candidates[n] = (key, Looked.HEARTBEAT)
+            looked = looked_up(ev, device["resident_id"] if device is not None else None)
+            if looked is not None:
+                candidates[n] = looked
         return candidates
 
     def _registered(self, ev: DeviceEvent) -> Row | None:

@@ -2,9 +2,10 @@
 
 Each statement of a write transaction waits for PostgreSQL's answer. Storing events one by one costs
 several statements per event (claim the unit, record the event, read the unit, mark it seen, link the
-alert); here each of those is one statement over arrays for the whole batch, and so are the new
-alerts, their timeline entries and the call-backs of a batch of raises
-(:mod:`alarm_centre.store.ingest_sets`).
+alert). Here the batch's start -- the units claimed, the events recorded, the units read and marked
+seen, the open alerts locked -- is one call of a server-side function (migration 95), and the links,
+the new alerts, their timeline entries and the call-backs of a batch of raises are one statement over
+arrays each (:mod:`alarm_centre.store.ingest_sets`).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ async def start(
         [ev.source for ev in recorded],
         [int(ev.test) for ev in recorded],
         [_j(ev.data) for ev in recorded],
-        sorted(set(open_keys)),
+        list(open_keys),
     )
     assert row is not None, "the function answers one row"
     busy_units = set(row["busy"])

@@ -424,8 +424,8 @@ class PostgresStore(AlertStore):
         return results
 
     async def start_batch(self, tx: Tx, events: Sequence[DeviceEvent]) -> BatchStart:
-        """The batch's units claimed, events recorded and units read in a few statements, whatever the
-        batch's size (:mod:`alarm_centre.store.pg_batch`)."""
+        """The batch's units claimed, events recorded, units read and open alerts locked in one
+        statement, whatever the batch's size (:mod:`alarm_centre.store.pg_batch`)."""
         return await pg_batch.start(
             tx,
             events,
