@@ -123,11 +123,12 @@ async def test_stop_re_raises_a_failure_that_is_not_the_cancellation() -> None:
 
 class RacingBrokerClient:
     """Stands in for aiomqtt.Client where the fault is injected: subscribe waits for SUBACK in
-    ``asyncio.wait_for``, as aiomqtt does; no message ever arrives."""
+    ``asyncio.wait_for``, as aiomqtt does; no message ever arrives, and the connection never ends."""
 
     def __init__(self) -> None:
         self.suback = asyncio.Event()
         self.subscribing = asyncio.Event()
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # never ends
 
     async def __aenter__(self) -> RacingBrokerClient:
         return self
@@ -138,14 +139,6 @@ class RacingBrokerClient:
     async def subscribe(self, topic: str, qos: int = 0, timeout: float | None = None) -> None:
         self.subscribing.set()
         await asyncio.wait_for(self.suback.wait(), timeout=10)
-
-    @property
-    def messages(self) -> Any:
-        async def never() -> Any:
-            await asyncio.Event().wait()
-            yield
-
-        return never()
 
 
 async def test_the_bridge_mqtt_link_stops_when_a_subscribe_is_confirmed_at_the_cancellation() -> None:

@@ -28,7 +28,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Self, cast
+from typing import Self, cast
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -38,6 +38,7 @@ from paho.mqtt.properties import Properties
 from alarm_centre.alerts.intake import BatchIntake, IngestResult, StoreUnavailable
 from alarm_centre.faults import ECHO_SUMMARY_EVERY_S, Backoff, FaultLog
 from bridge.metrics import BridgeMetrics
+from bridge.transports.mqtt_client import BrokerClient
 from bridge.transports.recent_acks import EventKey, RecentAcks
 from devices.cancellation import cancel_requests, honour_cancellation
 from devices.events import DeviceEvent
@@ -118,46 +119,6 @@ async def _until_either_fails(reading: asyncio.Task[None], subscribing: asyncio.
     raise aiomqtt.MqttError("the connection ended")
 
 
-class BrokerClient(aiomqtt.Client):
-    """aiomqtt's client, with a connection attempt that fails as soon as its socket closes.
-
-    aiomqtt ignores a disconnect that comes before the CONNACK, so a CONNECT to a broker that accepts
-    the connection and then drops it (a hung broker restarted) waited out the whole connect timeout
-    before the next try -- 5 s late back (issue 17, the half-open experiment). A failed attempt also
-    closes its socket at once, rather than leaving it open to a silent peer until paho's keepalive.
-    """
-
-    _connecting = False
-    #: The broker's CONNACK said it kept this client's session (and so its subscriptions).
-    session_present = False
-
-    def _on_connect(
-        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
-    ) -> None:
-        self.session_present = bool(getattr(flags, "session_present", False))
-        super()._on_connect(client, userdata, flags, reason_code, properties)
-
-    async def __aenter__(self) -> Self:
-        self._connecting = True
-        try:
-            return await super().__aenter__()
-        except aiomqtt.MqttError:
-            self._client.disconnect()  # closes the socket of the attempt that failed
-            raise
-        finally:
-            self._connecting = False
-
-    def _on_disconnect(
-        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
-    ) -> None:
-        if self._connecting and not self._connected.done():
-            self._connected.set_exception(
-                aiomqtt.MqttError(f"connection closed before CONNACK ({reason_code})")
-            )
-            return
-        super()._on_disconnect(client, userdata, flags, reason_code, properties)
-
-
 @dataclass(eq=False)
 class _Lane:
     """One connection of the link: its client id, what it subscribes to, and its own budget, so a
@@ -167,7 +128,7 @@ class _Lane:
     client_id: str
     filters: tuple[str, ...]
     budget: _Budget
-    client: aiomqtt.Client | None = None
+    client: BrokerClient | None = None
     connections: int = 0
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     #: When the lane last subscribed (``time.monotonic()``).
@@ -252,7 +213,7 @@ class MqttLink:
         if self._handlers:
             await asyncio.gather(*self._handlers, return_exceptions=True)
 
-    def _make_client(self, lane: _Lane, inbox: asyncio.Queue[aiomqtt.Message]) -> aiomqtt.Client:
+    def _make_client(self, lane: _Lane, inbox: asyncio.Queue[aiomqtt.Message]) -> BrokerClient:
         kwargs: dict[str, object] = {}
         if self._mqtt5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -381,24 +342,39 @@ class MqttLink:
                 raise aiomqtt.MqttError("connection ended before the SUBACK")
             suback.result()
 
-    async def _read(self, lane: _Lane, client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message]) -> None:
-        """Hand what arrives to handlers in batches until the connection ends."""
-        async for first in client.messages:
-            # Take what else has already arrived, so a burst is decoded, stored and acked together;
-            # the iterator costs a task per call, draining the inbox does not.
-            batch = [first]
-            while len(batch) < READ_BATCH:
+    async def _read(self, lane: _Lane, client: BrokerClient, inbox: Inbox) -> None:
+        """Hand what arrives to handlers in batches until the connection ends (then raise MqttError).
+
+        Reads the inbox itself: aiomqtt's message iterator costs a task and an ``asyncio.wait`` per
+        message, which at a steady few hundred events a second (one or two per turn) was a good part of
+        an event's own CPU. The inbox is ended when the connection is (:meth:`Inbox.end`), after what
+        had arrived before."""
+        client.ended.add_done_callback(inbox.end_with)
+        while True:
+            first = await inbox.get()
+            # Take what else has already arrived, so a burst is decoded, stored and acked together.
+            batch: list[aiomqtt.Message] = []
+            ended = first is END
+            if not ended:
+                batch.append(first)
+            while not ended and len(batch) < READ_BATCH:
                 try:
-                    batch.append(inbox.get_nowait())
+                    message = inbox.get_nowait()
                 except asyncio.QueueEmpty:
                     break
-            await lane.budget.take(len(batch))
-            # More than a batch still waiting: a backlog (a broker handing over what it queued while we
-            # were away), whose copies of an event just acked were sent before that ack.
-            backlog = inbox.qsize() >= READ_BATCH
-            task = asyncio.create_task(self._handle_batch(lane, batch, backlog), name=f"mqtt-{lane.name}")
-            self._handlers.add(task)
-            task.add_done_callback(functools.partial(self._done, lane, len(batch)))
+                ended = message is END
+                if not ended:
+                    batch.append(message)
+            if batch:
+                await lane.budget.take(len(batch))
+                # More than a batch still waiting: a backlog (a broker handing over what it queued while
+                # we were away), whose copies of an event just acked were sent before that ack.
+                backlog = inbox.qsize() >= READ_BATCH
+                task = asyncio.create_task(self._handle_batch(lane, batch, backlog), name=f"mqtt-{lane.name}")
+                self._handlers.add(task)
+                task.add_done_callback(functools.partial(self._done, lane, len(batch)))
+            if ended:
+                raise aiomqtt.MqttError("disconnected while reading messages")
 
     def _lost(self, lane: _Lane, exc: Exception) -> None:
         self._metrics.mqtt_reconnects.inc()
@@ -461,32 +437,60 @@ class MqttLink:
                 log.exception("could not record the status of %d units", len(statuses))
         if not acks:
             return
-        if len(acks) == 1:  # a call for help on its lane, usually: out now, not a turn later
-            await self._ack(lane, *acks[0])
-        else:
-            await self._ack_all(lane, acks)
+        await self._ack_all(lane, acks)
         latency = time.perf_counter() - started
         histogram = self._metrics.ack_latency.labels("mqtt")
         for _ in acks:
             histogram.observe(latency)
 
     async def _ack_all(self, lane: _Lane, acks: list[_Ack]) -> None:
-        """Send a batch's acks, started :data:`LOOP_SHARE` at a time between turns of the loop."""
-        sending: list[asyncio.Task[None]] = []
+        """Send a batch's acks, at most :data:`ACK_WINDOW` unconfirmed at a time and
+        :data:`LOOP_SHARE` between turns of the loop, and wait for their PUBACKs. An ack is a future
+        here, not a task: the task, event and timer aiomqtt's ``publish`` costs each were most of an
+        ack's own CPU."""
+        sending: list[asyncio.Future[None]] = []
         try:
-            for start in range(0, len(acks), LOOP_SHARE):
-                if start:
+            for n, (device_id, key, payload) in enumerate(acks):
+                if n and n % LOOP_SHARE == 0:
                     await asyncio.sleep(0)
-                chunk = acks[start : start + LOOP_SHARE]
-                sending += [
-                    asyncio.create_task(self._ack(lane, device, key, payload))
-                    for device, key, payload in chunk
-                ]
-            await asyncio.gather(*sending)
+                await lane.acks_outstanding.acquire()
+                try:
+                    confirmed = self._publish_ack(lane.client, self._topics.ack(device_id), payload)
+                except ConnectionError as exc:
+                    lane.acks_outstanding.release()
+                    self.unsent_acks.failed(f"to {device_id}: {exc}")
+                    continue
+                confirmed.add_done_callback(functools.partial(self._confirmed, lane, device_id, key))
+                sending.append(confirmed)
+            if sending:
+                await asyncio.wait(sending)
         except asyncio.CancelledError:
-            for task in sending:
-                task.cancel()
+            for confirmed in sending:
+                confirmed.cancel()
             raise
+
+    def _confirmed(
+        self, lane: _Lane, device_id: str, key: EventKey | None, confirmed: asyncio.Future[None]
+    ) -> None:
+        """An ack's PUBACK came, or it failed: free its place in the window and note which."""
+        lane.acks_outstanding.release()
+        if confirmed.cancelled():
+            return
+        if (exc := confirmed.exception()) is not None:
+            # Stored but not acked: the unit retries and gets "duplicate" with the same alert id.
+            self.unsent_acks.failed(f"to {device_id}: {exc}")
+            return
+        self.unsent_acks.recovered()
+        if key is not None:
+            self.recent.acked(key)
+
+    def _publish_ack(self, client: BrokerClient | None, topic: str, payload: bytes) -> asyncio.Future[None]:
+        if client is None:
+            raise ConnectionError("not connected to the broker")
+        try:
+            return client.publish_ack(topic, payload, OPERATION_TIMEOUT_S)
+        except aiomqtt.MqttError as exc:
+            raise ConnectionError(f"publish to {topic} failed: {exc}") from exc
 
     def _stored_acks(
         self, events: list[DeviceEvent], outcomes: list[IngestResult | StoreUnavailable]
@@ -516,18 +520,6 @@ class MqttLink:
         log.warning("rejected event from %s (event_id=%r): %s", device_id, event_id, exc.reason)
         return encode_ack(event_id, "rejected", error=exc.reason)
 
-    async def _ack(self, lane: _Lane, device_id: str, key: EventKey | None, payload: bytes) -> None:
-        try:
-            async with lane.acks_outstanding:
-                await self._publish(lane.client, self._topics.ack(device_id), payload)
-        except ConnectionError as exc:
-            # Stored but not acked: the unit retries and gets "duplicate" with the same alert id.
-            self.unsent_acks.failed(f"to {device_id}: {exc}")
-        else:
-            self.unsent_acks.recovered()
-            if key is not None:
-                self.recent.acked(key)
-
     async def _publish(self, client: aiomqtt.Client | None, topic: str, payload: bytes) -> None:
         if client is None:
             raise ConnectionError("not connected to the broker")
@@ -544,6 +536,10 @@ class MqttLink:
     async def wait_subscribed(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):
             await self.subscribed.wait()
+
+
+#: What the inbox holds after the last message of a connection that ended (:meth:`Inbox.end`).
+END = aiomqtt.Message("$telecare/connection-ended", b"", qos=0, retain=False, mid=0, properties=None)
 
 
 class Inbox(asyncio.Queue[aiomqtt.Message]):
@@ -580,6 +576,16 @@ class Inbox(asyncio.Queue[aiomqtt.Message]):
             self._waiting.add(key)
         super()._put(item)
 
+    def end(self) -> None:
+        """The connection ended: :data:`END` comes after what arrived before."""
+        self.put_nowait(END)
+
+    def end_with(self, ended: asyncio.Future[None]) -> None:
+        """:meth:`end`, as the done-callback of the connection's end (whose error aiomqtt reports)."""
+        if not ended.cancelled():
+            ended.exception()  # read: the reader raises its own error, not this one
+        self.end()
+
     def _get(self) -> aiomqtt.Message:
         item = super()._get()
         key = self._key(item)
@@ -589,26 +595,23 @@ class Inbox(asyncio.Queue[aiomqtt.Message]):
 
 
 class _Budget:
-    """How many events may be in hand at once; reading from the broker waits when it is spent."""
+    """How many events may be in hand at once; reading from the broker waits when it is spent. The
+    lane's reader is its one taker: it waits on a future that ``give`` resolves, no task between."""
 
     def __init__(self, size: int) -> None:
         self._free = size
-        self._changed = asyncio.Condition()
+        self._waiter: asyncio.Future[None] | None = None
 
     async def take(self, n: int) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._free > 0)
-            self._free -= n  # a batch may overdraw once; the next waits until it is paid back
+        while self._free <= 0:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._free -= n  # a batch may overdraw once; the next waits until it is paid back
 
     def give(self, n: int) -> None:
         self._free += n
-        task = asyncio.ensure_future(self._notify())
-        _NOTIFIERS.add(task)
-        task.add_done_callback(_NOTIFIERS.discard)
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
-
-_NOTIFIERS: set[asyncio.Future[None]] = set()
+        if self._free > 0 and self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)

@@ -4,6 +4,7 @@ bridge's garbage-collector thresholds set for floods."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import uuid
@@ -24,20 +25,23 @@ async def test_a_burst_is_acked_once_each_with_a_bounded_window(
     bridge: RunningBridge, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     link = bridge.bridge.mqtt
-    real = link._publish
+    real = link._publish_ack
     in_flight = 0
     most = 0
 
-    async def counted(client: aiomqtt.Client | None, topic: str, payload: bytes) -> None:
+    def confirmed(_: asyncio.Future[None]) -> None:
+        nonlocal in_flight
+        in_flight -= 1
+
+    def counted(client: aiomqtt.Client | None, topic: str, payload: bytes) -> asyncio.Future[None]:
         nonlocal in_flight, most
+        published = real(client, topic, payload)
         in_flight += 1
         most = max(most, in_flight)
-        try:
-            await real(client, topic, payload)
-        finally:
-            in_flight -= 1
+        published.add_done_callback(confirmed)
+        return published
 
-    monkeypatch.setattr(link, "_publish", counted)
+    monkeypatch.setattr(link, "_publish_ack", counted)
     root = bridge.bridge.config.topic_root
     acks: dict[str, dict[str, str]] = {}
     async with aiomqtt.Client(

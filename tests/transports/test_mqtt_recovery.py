@@ -18,7 +18,8 @@ import pytest
 from clock import SteppedClock
 from harness import RunningBridge, free_port, unit_for
 
-from bridge.transports.mqtt import CONNECT_TIMEOUT_S, BrokerClient, Inbox
+from bridge.transports.mqtt import CONNECT_TIMEOUT_S, Inbox
+from bridge.transports.mqtt_client import BrokerClient
 from bridge.transports.recent_acks import RecentAcks
 from simulators.outages import HalfOpenBroker
 
