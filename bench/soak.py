@@ -37,8 +37,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import aiomqtt
 import asyncpg
+from prometheus_client.parser import text_string_to_metric_families
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -52,6 +54,37 @@ ROOT = HERE.parent
 nan = float("nan")
 #: aiomqtt warns on every publish while many are in flight: normal at this rate, and printing it costs.
 logging.getLogger("mqtt").setLevel(logging.ERROR)
+
+
+async def commit_summary(http_port: int) -> str:
+    """The bridge's own view from ``/metrics``: its transactions by where they ran (count, mean events,
+    mean seconds) and its read-to-PUBACK ack latency."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{http_port}/metrics") as resp,
+    ):
+        text = await resp.text()
+    sums: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith(("_sum", "_count")):
+                sums[(sample.name, sample.labels.get("lane", sample.labels.get("transport", "")))] = (
+                    sample.value
+                )
+    parts = []
+    for lane in ("inline", "others", "help"):
+        n = sums.get(("telecare_commit_seconds_count", lane), 0.0)
+        if n:
+            mean_ms = sums[("telecare_commit_seconds_sum", lane)] / n * 1000
+            parts.append(f"{lane} {n:.0f} transactions, {mean_ms:.2f} ms mean")
+    batches = sums.get(("telecare_commit_batch_size_count", ""), 0.0)
+    if batches:
+        parts.append(f"{sums[('telecare_commit_batch_size_sum', '')] / batches:.2f} events per transaction")
+    acks = sums.get(("telecare_ack_latency_seconds_count", "mqtt"), 0.0)
+    if acks:
+        mean_ms = sums[("telecare_ack_latency_seconds_sum", "mqtt")] / acks * 1000
+        parts.append(f"read to PUBACK {mean_ms:.2f} ms mean")
+    return "; ".join(parts) or "no transactions"
 
 
 def start_mosquitto() -> tuple[subprocess.Popen[bytes], int]:
@@ -472,6 +505,7 @@ async def soak(kind: str, port: int, echo_root: str, args: argparse.Namespace) -
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
             cpu = {round(at - phase.begin_at): use for at, use in samples.items()}
+            commits = await commit_summary(http_port)
             rss1 = rss_mb(bridge.pid)
             size1 = await store.size()
         finally:
@@ -511,6 +545,7 @@ async def soak(kind: str, port: int, echo_root: str, args: argparse.Namespace) -
             f"  bridge CPU: mean {sum(c for c, _ in cpu.values()) / len(cpu):.0f} % of a core; "
             f"machine busy: mean {sum(b for _, b in cpu.values()) / len(cpu):.0f} %"
         )
+    print(f"  inside the bridge: {commits}")
     print(f"  first 100 acks after cold start: max {max(x for _, x in phase.samples[:100]) * 1000:.2f} ms")
     print(f"  RSS at ready {rss0:.1f} MB -> end {rss1:.1f} MB; store at start: {size0}; at end: {size1}")
     if stored is not None:

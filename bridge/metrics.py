@@ -78,6 +78,13 @@ class BridgeMetrics:
             registry=self.registry,
             buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
         )
+        self.commit_seconds = Histogram(
+            "telecare_commit_seconds",
+            "Seconds a group commit's transaction took, by where it ran (help, others, inline)",
+            ["lane"],
+            registry=self.registry,
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
         self.http_errors = Counter(
             "telecare_http_errors", "HTTP requests answered with an error", ["status"], registry=self.registry
         )
@@ -135,6 +142,11 @@ class BridgeMetrics:
             "minus after",
             registry=self.registry,
         )
+
+    def observe_batch(self, size: int, seconds: float, lane: str) -> None:
+        """A group commit: its events and how long its transaction took (``GroupCommitter``'s observer)."""
+        self.batch_size.observe(size)
+        self.commit_seconds.labels(lane).observe(seconds)
 
     def count_round_trips(self, read: Callable[[], dict[str, int]]) -> None:
         """Export ``telecare_store_round_trips_total{kind}`` from the store's own counts (``read``)."""

@@ -119,7 +119,7 @@ class Bridge:
                     help_alongside=alongside,
                     max_other_batch=OTHER_BATCH_ALONGSIDE if alongside else OTHER_BATCH,
                     inline_others=INLINE_OTHERS if alongside else 0,
-                    on_batch=self.metrics.batch_size.observe,
+                    on_batch=self.metrics.observe_batch,
                 )
             )
             self.feed = AlertFeed(self.store)

@@ -69,6 +69,10 @@ INLINE_AFTER = 16
 #: Event-loop turns given to the callers of a batch of calls for help before the next batch starts.
 HANDOVER_TURNS = 4
 
+#: Told of each committed batch: its events, the seconds its transaction took, and where it ran
+#: (``help``: calls for help; ``others``: the rest; ``inline``: a small batch of others stored on the
+#: caller's loop, see :data:`INLINE_OTHERS`).
+BatchObserver = Callable[[int, float, str], None]
 #: An event waiting for its transaction, and the future its submitter waits on.
 _Pending = tuple[DeviceEvent, asyncio.Future[IngestResult]]
 
@@ -107,7 +111,7 @@ class GroupCommitter:
         help_store: BatchStore | None = None,
         other_store: BatchStore | None = None,
         inline_others: int = 0,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: BatchObserver | None = None,
     ) -> None:
         self._store = store
         #: Batches of others up to this size, with nothing else waiting, go to ``store`` (see
@@ -204,6 +208,7 @@ class GroupCommitter:
     async def _store_help_now(self, events: Sequence[DeviceEvent]) -> list[IngestResult | StoreUnavailable]:
         """Calls for help that came together (the ``alarm`` lane), stored by their caller on the help
         store at once: no turn of the loop to hand them to a worker and none to hand the answer back."""
+        started = time.perf_counter()
         try:
             results: list[IngestResult | StoreUnavailable] = list(await self._help_store.ingest(events))
         except Exception as exc:
@@ -214,7 +219,7 @@ class GroupCommitter:
         self.last_commit_at = time.monotonic()
         self.fault.recovered()
         if self._on_batch is not None:
-            self._on_batch(len(events))
+            self._on_batch(len(events), time.perf_counter() - started, "help")
         return results
 
     def _next_batch(self) -> list[_Pending]:
@@ -248,6 +253,7 @@ class GroupCommitter:
             small = len(live) <= inline_up_to and not self._rest
             small_in_a_row = small_in_a_row + 1 if small else 0
             quiet = small_in_a_row > INLINE_AFTER
+            started = time.perf_counter()
             try:
                 results = await (self._store if quiet else lane).ingest([ev for ev, _ in live])
             except asyncio.CancelledError:
@@ -266,7 +272,7 @@ class GroupCommitter:
             self.last_commit_at = time.monotonic()
             self.fault.recovered()
             if self._on_batch is not None:
-                self._on_batch(len(live))
+                self._on_batch(len(live), time.perf_counter() - started, _where(live, quiet))
             for (_, fut), res in zip(live, results, strict=True):
                 if not fut.done():
                     fut.set_result(res)
@@ -275,6 +281,11 @@ class GroupCommitter:
             # the loop (SQLite runs a batch's statements on it).
             for _ in range(HANDOVER_TURNS if is_help(live[0][0].type) else 1):
                 await asyncio.sleep(0)
+
+
+def _where(batch: list[_Pending], inline: bool) -> str:
+    """Where a batch of the workers ran, for :data:`BatchObserver` (its events share one priority)."""
+    return "inline" if inline else "help" if is_help(batch[0][0].type) else "others"
 
 
 def _take(lane: deque[_Pending], limit: int) -> list[_Pending]:

@@ -165,6 +165,7 @@ async def test_health_metrics_and_openapi(embedded_bridge: RunningBridge) -> Non
     status, text = await embedded_bridge.call("GET", "/metrics", user=None)
     assert status == 200
     assert "telecare_ack_latency_seconds" in text
+    assert 'telecare_commit_seconds_count{lane="help"} 1.0' in text  # the pendant's transaction
     assert 'telecare_open_alerts{priority="1",state="raised"} 1.0' in text
     status, spec = await embedded_bridge.call("GET", "/api/v1/openapi.json", user=None)
     assert status == 200 and "/api/v1/alerts/{alert_id}/acknowledge" in spec["paths"]
