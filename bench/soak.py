@@ -378,6 +378,9 @@ class Store:
         if self.kind == "postgres":
             self._admin = await asyncpg.connect(PG_ADMIN)
             await self._admin.execute(f"CREATE DATABASE {self.name}")
+            # What earlier runs left dirty is written now, not by a checkpoint during this soak: runs
+            # back to back measured 16 ms p50 for their first five minutes, then 7 ms.
+            await self._admin.execute("CHECKPOINT")
             self.url = PG_ADMIN.rsplit("/", 1)[0] + f"/{self.name}"
         return self
 
