@@ -24,13 +24,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from alarm_centre.alerts.feed import AlertFeed
-from alarm_centre.alerts.intake import (
-    INLINE_OTHERS,
-    OTHER_BATCH,
-    OTHER_BATCH_ALONGSIDE,
-    OTHER_WORKERS,
-    GroupCommitter,
-)
+from alarm_centre.alerts.intake import INLINE_OTHERS, OTHER_BATCH, OTHER_BATCH_ALONGSIDE, GroupCommitter
 from alarm_centre.alerts.model import OutboxItem
 from alarm_centre.faults import describe
 from alarm_centre.host import HookOrder, Loop, OutboxSender, ReadinessCheck
@@ -125,7 +119,6 @@ class Bridge:
                     help_alongside=alongside,
                     max_other_batch=OTHER_BATCH_ALONGSIDE if alongside else OTHER_BATCH,
                     inline_others=INLINE_OTHERS if alongside else 0,
-                    other_workers=OTHER_WORKERS,
                     on_batch=self.metrics.observe_batch,
                 )
             )

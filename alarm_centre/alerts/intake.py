@@ -8,7 +8,6 @@ and each caller waits only for the batch its event joined. Calls for help are st
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import deque
@@ -67,11 +66,6 @@ OTHER_BATCH_ALONGSIDE = 500
 INLINE_OTHERS = 4
 #: Small batches in a row before the next goes without the lane (see :data:`INLINE_OTHERS`).
 INLINE_AFTER = 16
-#: Workers storing the others where writers run concurrently (PostgreSQL), each for its share of the
-#: units. In the soak at 500 events/s one worker was in a transaction 95 % of the time -- four to six
-#: round trips, each waiting for a busy machine -- and an event waited for the transaction before its
-#: own: most of its ack's latency.
-OTHER_WORKERS = 2
 #: Event-loop turns given to the callers of a batch of calls for help before the next batch starts.
 HANDOVER_TURNS = 4
 
@@ -94,9 +88,7 @@ class GroupCommitter:
     this class): events of priority 1 (a call for help) wait in a lane of their own and never share a
     transaction with technical events. Everything else is stored in arrival order, so a unit's
     ``mains_fail`` and ``mains_restored`` keep their meaning, in batches of at most
-    ``max_other_batch``. With ``help_alongside``, ``other_workers`` workers store the others, each
-    the events of its share of the units (by the unit's id), in its own transactions: a unit's events
-    keep their order, and a transaction's round trips no longer make every other unit's events wait.
+    ``max_other_batch``.
 
     With one writer (SQLite) one worker takes each batch from the help lane while it holds anything: a
     call for help that arrives while a batch of others commits goes into the very next transaction
@@ -119,7 +111,6 @@ class GroupCommitter:
         help_store: BatchStore | None = None,
         other_store: BatchStore | None = None,
         inline_others: int = 0,
-        other_workers: int = 1,
         on_batch: BatchObserver | None = None,
     ) -> None:
         self._store = store
@@ -138,14 +129,10 @@ class GroupCommitter:
         self.help_alongside = help_alongside
         #: Calls for help (priority 1), then everything else, each in arrival order.
         self._help: deque[_Pending] = deque()
+        self._rest: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
         #: Wakes the help lane's own worker (``help_alongside``); else the one worker's event.
         self._help_arrived = asyncio.Event() if help_alongside else self._arrived
-        #: The others, by unit: each share is stored by a worker of its own, in arrival order
-        #: (``other_workers``, with ``help_alongside`` only); else one share, the one worker's.
-        shares = max(1, other_workers) if help_alongside else 1
-        self._rest: list[deque[_Pending]] = [deque() for _ in range(shares)]
-        self._rest_arrived = [asyncio.Event() for _ in range(shares)] if help_alongside else [self._arrived]
         self._workers: list[asyncio.Task[None]] = []
         self.batches = 0
         self.last_batch_size = 0
@@ -161,18 +148,9 @@ class GroupCommitter:
                 asyncio.create_task(
                     self._run(self._next_help, self._help_arrived, self._help_store), name="group-commit-help"
                 ),
-                *(
-                    asyncio.create_task(
-                        self._run(
-                            functools.partial(self._next_other, share),
-                            arrived,
-                            self._other_store,
-                            self._inline_others,
-                            share,
-                        ),
-                        name=f"group-commit-{share}",
-                    )
-                    for share, arrived in enumerate(self._rest_arrived)
+                asyncio.create_task(
+                    self._run(self._next_other, self._arrived, self._other_store, self._inline_others),
+                    name="group-commit",
                 ),
             ]
         else:
@@ -185,7 +163,7 @@ class GroupCommitter:
         workers, self._workers = self._workers, []
         for worker in workers:
             await stop(worker)
-        for lane in (self._help, *self._rest):
+        for lane in (self._help, self._rest):
             while lane:
                 _, fut = lane.popleft()
                 if not fut.done():
@@ -193,7 +171,7 @@ class GroupCommitter:
 
     def queued(self, *, help_only: bool = False) -> int:
         """Events waiting for a transaction (only calls for help with ``help_only``)."""
-        return len(self._help) + (0 if help_only else sum(len(share) for share in self._rest))
+        return len(self._help) + (0 if help_only else len(self._rest))
 
     def _enqueue(self, event: DeviceEvent, loop: asyncio.AbstractEventLoop) -> asyncio.Future[IngestResult]:
         fut: asyncio.Future[IngestResult] = loop.create_future()
@@ -201,14 +179,9 @@ class GroupCommitter:
             self._help.append((event, fut))
             self._help_arrived.set()
         else:
-            share = self.share_of(event.device_id)
-            self._rest[share].append((event, fut))
-            self._rest_arrived[share].set()
+            self._rest.append((event, fut))
+            self._arrived.set()
         return fut
-
-    def share_of(self, device_id: str) -> int:
-        """Which worker stores the others of this unit (always the same one: they keep their order)."""
-        return hash(device_id) % len(self._rest)
 
     def _running(self) -> bool:
         return bool(self._workers) and not any(w.done() for w in self._workers)
@@ -251,13 +224,13 @@ class GroupCommitter:
 
     def _next_batch(self) -> list[_Pending]:
         """The calls for help waiting (up to ``max_batch``), else up to ``max_other_batch`` others."""
-        return self._next_help() if self._help else self._next_other(0)
+        return self._next_help() if self._help else self._next_other()
 
     def _next_help(self) -> list[_Pending]:
         return _take(self._help, self._max_batch)
 
-    def _next_other(self, share: int) -> list[_Pending]:
-        return _take(self._rest[share], self._max_other_batch)
+    def _next_other(self) -> list[_Pending]:
+        return _take(self._rest, self._max_other_batch)
 
     async def _run(
         self,
@@ -265,7 +238,6 @@ class GroupCommitter:
         arrived: asyncio.Event,
         store: BatchStore | None = None,
         inline_up_to: int = 0,
-        share: int = 0,
     ) -> None:
         lane = store or self._store
         small_in_a_row = 0
@@ -278,7 +250,7 @@ class GroupCommitter:
             live = [(ev, fut) for ev, fut in batch if not fut.cancelled()]
             if not live:
                 continue
-            small = len(live) <= inline_up_to and not self._rest[share]
+            small = len(live) <= inline_up_to and not self._rest
             small_in_a_row = small_in_a_row + 1 if small else 0
             quiet = small_in_a_row > INLINE_AFTER
             started = time.perf_counter()

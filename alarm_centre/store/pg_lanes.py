@@ -35,9 +35,8 @@ from devices.events import DeviceEvent
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-#: Connections a lane keeps: a transaction for each of the intake's workers on it (the others' lane
-#: has :data:`alarm_centre.alerts.intake.OTHER_WORKERS`), and one to spare.
-LANE_CONNECTIONS = 3
+#: Connections a lane keeps: one transaction at a time, and one to spare for a retry.
+LANE_CONNECTIONS = 2
 
 
 class LaneStore(Protocol):

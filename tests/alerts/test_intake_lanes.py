@@ -4,7 +4,6 @@ there first; a help store that cannot commit means no ack (StoreUnavailable), ne
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -87,53 +86,3 @@ async def test_steady_small_batches_of_others_are_stored_without_the_lane(tmp_pa
             await intake.submit_many([after])
             assert lane.batches[-1] == [after.event_id], "after a flood, small batches use the lane again"
         assert await store.event_count() == len(steady) + len(flood) + 1
-
-
-class HeldUnit:
-    """The others' store, holding each batch with an event of ``unit`` until released; notes commits."""
-
-    def __init__(self, store: SqliteStore, unit: str) -> None:
-        self.store = store
-        self.unit = unit
-        self.held = asyncio.Event()
-        self.gate = asyncio.Event()
-        self.commits: list[list[str]] = []
-
-    async def ingest(self, events: Sequence[DeviceEvent]) -> list[IngestResult]:
-        if any(e.device_id == self.unit for e in events) and not self.gate.is_set():
-            self.held.set()
-            await self.gate.wait()
-        results = await self.store.ingest(events)
-        self.commits.append([e.event_id for e in events])
-        return results
-
-
-async def test_others_are_stored_by_a_worker_per_share_of_the_units_each_in_order(tmp_path: Path) -> None:
-    """A transaction held for one unit holds back only its share of the units; the unit's later events
-    wait behind it and are stored after it, in the order they came."""
-    async with SqliteStore(tmp_path / "s.db") as store:
-        lane = HeldUnit(store, "u-held")
-        async with GroupCommitter(store, help_alongside=True, other_store=lane, other_workers=2) as intake:
-            other = next(f"u{n}" for n in range(100) if intake.share_of(f"u{n}") != intake.share_of("u-held"))
-            first = event("u-held", "mains_fail")
-            holding = asyncio.create_task(intake.submit_many([first]))
-            async with asyncio.timeout(10):
-                await lane.held.wait()
-            later = [event("u-held", kind) for kind in ("mains_restored", "mains_fail")]
-            waiting = asyncio.create_task(intake.submit_many(later))
-            [elsewhere] = await asyncio.wait_for(intake.submit_many([event(other, "low_battery")]), 10)
-            assert isinstance(elsewhere, IngestResult) and elsewhere.result == "accepted"
-            assert not holding.done() and not waiting.done() and intake.queued() == 2
-            lane.gate.set()
-            outcomes = [*await holding, *await waiting]
-            assert all(isinstance(r, IngestResult) and r.result == "accepted" for r in outcomes)
-        held_unit = [
-            e for ids in lane.commits for e in ids if e in {first.event_id, *(ev.event_id for ev in later)}
-        ]
-        assert held_unit == [first.event_id, *(ev.event_id for ev in later)]
-        assert await store.event_count() == 4
-
-
-async def test_one_writer_has_one_share_whatever_the_workers_asked(tmp_path: Path) -> None:
-    async with SqliteStore(tmp_path / "s.db") as store, GroupCommitter(store, other_workers=4) as intake:
-        assert {intake.share_of(f"u{n}") for n in range(50)} == {0}
