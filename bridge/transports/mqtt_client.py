@@ -1,4 +1,4 @@
-"""The MQTT client the bridge's link uses: aiomqtt's, with four changes for a bridge that acks hundreds
+"""The MQTT client the bridge's link uses: aiomqtt's, with three changes for a bridge that acks hundreds
 of events a second.
 
 - A connection attempt fails as soon as its socket closes (:meth:`BrokerClient._on_disconnect`).
@@ -11,12 +11,9 @@ of events a second.
   writes each packet with a ``send`` of its own; on loopback each one wakes the broker, and on the two
   cores a bridge shares with its broker and database the waking showed as 16 % of the bridge's samples
   in a soak at 500 events/s.
-- What arrives is read in one ``recv`` of up to :data:`READ_BYTES` and handed to paho-mqtt from memory,
-  all of it in the same turn. paho-mqtt reads a packet in three ``recv`` calls (its first byte, its
-  length, the rest) and one packet per turn of the loop: 14 ``recv`` calls an event in a soak.
 
-The last three reach into paho-mqtt's private parts (``_out_packet``, ``_packet_write``, ``_sock_recv``),
-as aiomqtt itself does; ``pyproject.toml`` pins the versions they are tested with, and the tests in
+The last two reach into paho-mqtt's private parts (``_out_packet``, ``_packet_write``), as aiomqtt itself
+does; ``pyproject.toml`` pins the versions they are tested with, and the tests in
 ``tests/transports/test_mqtt_client.py`` fail if paho-mqtt changes them.
 """
 
@@ -33,9 +30,6 @@ from paho.mqtt.enums import MQTTErrorCode
 
 #: Most bytes written in one ``send`` when packets are joined.
 COALESCE_BYTES = 64 * 1024
-#: Bytes asked of the socket in one ``recv`` (paho-mqtt asks for one byte, then the length, then the
-#: rest: three calls a packet).
-READ_BYTES = 64 * 1024
 
 
 def coalesce(queue: deque[Any]) -> int:
@@ -90,37 +84,6 @@ class BrokerClient(aiomqtt.Client):
 
     #: Acks published and not yet confirmed, by message id (made at the first connect).
     _acks: dict[int, asyncio.Future[None]]
-    #: What was read from the socket and not yet handed to paho-mqtt, from ``_received_at`` on.
-    _received = b""
-    _received_at = 0
-
-    def _read_buffered(self) -> None:
-        """Read the socket in big pieces and hand paho-mqtt what it asks from memory (once per client)."""
-        client = self._client
-        if "_sock_recv" in vars(client):
-            return
-        recv = client._sock_recv
-        read = client.loop_read
-
-        def buffered_recv(bufsize: int) -> bytes:
-            if self._received_at >= len(self._received):
-                data = recv(READ_BYTES)  # raises as paho-mqtt expects when nothing is there
-                if not data:
-                    return data  # the peer closed the connection
-                self._received, self._received_at = data, 0
-            start = self._received_at
-            self._received_at = min(start + bufsize, len(self._received))
-            return self._received[start : self._received_at]
-
-        def read_all(max_packets: int = 1) -> MQTTErrorCode:
-            # What is in memory is not seen by the selector: read on until it is all handed over.
-            rc = read(max_packets)
-            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._received_at < len(self._received):
-                rc = read(max_packets)
-            return rc
-
-        client._sock_recv = buffered_recv  # type: ignore[method-assign]
-        client.loop_read = read_all  # type: ignore[method-assign]
 
     def _write_coalesced(self) -> None:
         """Join what paho-mqtt has queued before each of its writes (once per client)."""
@@ -185,9 +148,7 @@ class BrokerClient(aiomqtt.Client):
 
     async def __aenter__(self) -> Self:
         self._acks = {}
-        self._received, self._received_at = b"", 0
         self._write_coalesced()
-        self._read_buffered()
         self._connecting = True
         try:
             return await super().__aenter__()

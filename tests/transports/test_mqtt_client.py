@@ -190,36 +190,3 @@ async def test_an_ack_on_a_client_not_connected_is_refused_at_once() -> None:
     client = BrokerClient("127.0.0.1", free_port(), identifier="never-connected")
     with pytest.raises(aiomqtt.MqttError):
         client.publish_ack("t/ack", b"x", timeout=1)
-
-
-@pytest.mark.mosquitto
-async def test_what_arrives_is_read_in_big_pieces_and_every_message_comes_whole_and_in_order(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    reads: list[tuple[paho.Client, int]] = []
-    real_recv = paho.Client._sock_recv
-
-    def counted(client: paho.Client, bufsize: int) -> bytes:  # observes the socket reads, changes nothing
-        data = real_recv(client, bufsize)
-        reads.append((client, len(data)))
-        return data
-
-    monkeypatch.setattr(paho.Client, "_sock_recv", counted)
-    topic = f"test/read/{uuid.uuid4().hex[:8]}"
-    big = bytes(range(256)) * 1200  # 300 KiB: several reads, and packets split between them
-    sent = [f"small-{n}".encode() for n in range(150)] + [big] + [f"after-{n}".encode() for n in range(150)]
-    async with (
-        BrokerClient(MOSQUITTO_HOST, MOSQUITTO_PORT, identifier=f"reader-{uuid.uuid4().hex[:8]}") as reader,
-        aiomqtt.Client(MOSQUITTO_HOST, MOSQUITTO_PORT, identifier=f"writer-{uuid.uuid4().hex[:8]}") as writer,
-    ):
-        await reader.subscribe(topic, qos=1)
-        reads.clear()  # from here on: the messages
-        await asyncio.gather(*(writer.publish(topic, payload, qos=1) for payload in sent))  # in bursts
-        async with asyncio.timeout(30):
-            received = [bytes(m.payload) async for m in _take(reader, len(sent))]  # type: ignore[arg-type]
-    assert received == sent
-    # paho-mqtt alone reads three times a packet (as the writer does, reading its PUBACKs); the
-    # reader's reads take many packets at once.
-    ours = [n for client, n in reads if client is reader._client]
-    theirs = [n for client, n in reads if client is writer._client]
-    assert 0 < len(ours) < len(sent) / 3 < len(theirs), (len(ours), len(theirs))
