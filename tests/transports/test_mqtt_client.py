@@ -165,7 +165,8 @@ async def test_an_ack_never_confirmed_fails_after_its_timeout() -> None:
     ):
         confirmed = client.publish_ack("t/ack", b"x", timeout=0.2)
         with pytest.raises(aiomqtt.MqttError, match=r"no PUBACK within 0\.2 s"):
-            await asyncio.wait_for(confirmed, 10)
+            async with asyncio.timeout(10):
+                await confirmed
         assert broker.publishes.is_set() and client._acks == {}
 
 
@@ -175,7 +176,8 @@ async def test_acks_waiting_fail_as_soon_as_the_connection_ends() -> None:
         with pytest.raises(aiomqtt.MqttError):
             async with client:
                 confirmed = [client.publish_ack("t/ack", b"x", timeout=60) for _ in range(3)]
-                await asyncio.wait_for(broker.publishes.wait(), 10)
+                async with asyncio.timeout(10):
+                    await broker.publishes.wait()
                 broker.drop()
                 done, _ = await asyncio.wait(confirmed, timeout=10)
                 assert done == set(confirmed)
