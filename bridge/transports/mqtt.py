@@ -349,22 +349,18 @@ class MqttLink:
         message, which at a steady few hundred events a second (one or two per turn) was a good part of
         an event's own CPU. The inbox is ended when the connection is (:meth:`Inbox.end`), after what
         had arrived before."""
-        client.ended.add_done_callback(inbox.end_with)
+        client.ended.add_done_callback(inbox.end)
         while True:
-            first = await inbox.get()
             # Take what else has already arrived, so a burst is decoded, stored and acked together.
-            batch: list[aiomqtt.Message] = []
-            ended = first is END
-            if not ended:
-                batch.append(first)
-            while not ended and len(batch) < READ_BATCH:
+            batch = [await inbox.get()]
+            while len(batch) < READ_BATCH and batch[-1] is not END:
                 try:
-                    message = inbox.get_nowait()
+                    batch.append(inbox.get_nowait())
                 except asyncio.QueueEmpty:
                     break
-                ended = message is END
-                if not ended:
-                    batch.append(message)
+            ended = batch[-1] is END
+            if ended:
+                batch.pop()
             if batch:
                 await lane.budget.take(len(batch))
                 # More than a batch still waiting: a backlog (a broker handing over what it queued while
@@ -576,15 +572,12 @@ class Inbox(asyncio.Queue[aiomqtt.Message]):
             self._waiting.add(key)
         super()._put(item)
 
-    def end(self) -> None:
-        """The connection ended: :data:`END` comes after what arrived before."""
-        self.put_nowait(END)
-
-    def end_with(self, ended: asyncio.Future[None]) -> None:
-        """:meth:`end`, as the done-callback of the connection's end (whose error aiomqtt reports)."""
+    def end(self, ended: asyncio.Future[None]) -> None:
+        """The connection ended (the done-callback of its end): :data:`END` comes after what arrived
+        before. The end's own error is read here; the reader raises one of its own."""
         if not ended.cancelled():
-            ended.exception()  # read: the reader raises its own error, not this one
-        self.end()
+            ended.exception()
+        self.put_nowait(END)
 
     def _get(self) -> aiomqtt.Message:
         item = super()._get()

@@ -82,7 +82,8 @@ class BrokerClient(aiomqtt.Client):
     #: The broker's CONNACK said it kept this client's session (and so its subscriptions).
     session_present = False
 
-    #: Acks published and not yet confirmed, by message id (made at the first connect).
+    #: Acks published and not yet confirmed, by message id (made anew at each connect, before any
+    #: callback can come).
     _acks: dict[int, asyncio.Future[None]]
 
     def _write_coalesced(self) -> None:
@@ -121,12 +122,12 @@ class BrokerClient(aiomqtt.Client):
         return confirmed
 
     def _unconfirmed(self, mid: int, timeout: float) -> None:
-        confirmed = self._acks.pop(mid, None)
+        confirmed = self._acks.get(mid)  # failing it forgets it (_forget)
         if confirmed is not None and not confirmed.done():
             confirmed.set_exception(aiomqtt.MqttError(f"no PUBACK within {timeout:g} s"))
 
     def _fail_acks(self, reason: str) -> None:
-        acks, self._acks = getattr(self, "_acks", {}), {}
+        acks, self._acks = self._acks, {}
         for confirmed in acks.values():
             if not confirmed.done():
                 confirmed.set_exception(aiomqtt.MqttError(reason))
@@ -134,7 +135,7 @@ class BrokerClient(aiomqtt.Client):
     def _on_publish(
         self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any = None
     ) -> None:
-        confirmed = getattr(self, "_acks", {}).pop(mid, None)
+        confirmed = self._acks.pop(mid, None)
         if confirmed is None:
             super()._on_publish(client, userdata, mid, reason_code, properties)
         elif not confirmed.done():
